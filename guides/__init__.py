@@ -1,0 +1,5 @@
+"""Amortized guides (posterior families), registered by name."""
+
+from pyrovae.guides.diag import DiagNormalGuide
+
+__all__ = ["DiagNormalGuide"]

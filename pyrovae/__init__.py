@@ -1,0 +1,25 @@
+"""pyrovae: variational autoencoders as Pyro programs.
+
+Generative models are Pyro model functions, amortized encoders are Pyro guides, and any
+pair is fit with :func:`fit`, scored with :func:`log_likelihood` and reloaded with
+:func:`load_run`.
+"""
+
+__version__ = "0.1.0"
+
+from pyrovae.evaluate import LogLikelihood, elbo, log_likelihood
+from pyrovae.objectives import ELBO, IWAE, MeanFieldELBO, Objective, RenyiBound, make_objective
+from pyrovae.registry import (
+    get_guide, get_model, get_objective, list_guides, list_models, list_objectives,
+    register_guide, register_model, register_objective,
+)
+from pyrovae.run import Run, load_run
+from pyrovae.train import FitResult, NonFiniteLossError, fit
+from pyrovae.weights import log_weights
+
+__all__ = [
+    "ELBO", "FitResult", "IWAE", "LogLikelihood", "MeanFieldELBO", "NonFiniteLossError", "Objective",
+    "RenyiBound", "Run", "elbo", "fit", "get_guide", "get_model", "get_objective", "list_guides",
+    "list_models", "list_objectives", "load_run", "log_likelihood", "log_weights", "make_objective",
+    "register_guide", "register_model", "register_objective",
+]
