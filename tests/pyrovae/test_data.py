@@ -135,6 +135,7 @@ def test_dataset_to_and_post_init_check():
         DataSet("bad", data.train, data.valid, data.test, (8, 8), "sometimes")
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_load_onto_cuda_and_batch_there():
     data = load_dataset("digits", device="cuda")
