@@ -103,12 +103,17 @@ def constructor_options(factory: Callable) -> Dict[str, inspect.Parameter]:
     }
 
 
+def _takes_var_keyword(factory: Callable) -> bool:
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    return any(p.kind == p.VAR_KEYWORD for p in inspect.signature(target).parameters.values())
+
+
 def build(factory: Callable, options: dict, fill: dict | None = None):
     """Call ``factory`` with the ``options`` it accepts, plus ``fill`` values (e.g. ``x_dim``
     from the data) for the arguments it accepts that ``options`` does not set."""
     accepted = constructor_options(factory)
     unknown = set(options) - set(accepted)
-    if unknown:
+    if unknown and not _takes_var_keyword(factory):
         raise ValueError(
             f"{getattr(factory, 'registry_name', factory.__name__)} got unknown option(s) "
             f"{sorted(unknown)}; it accepts {sorted(accepted)}"
