@@ -1,5 +1,6 @@
 """Generative models (Pyro model functions as PyroModules), registered by name."""
 
+from pyrovae.models.linear import LinearGaussianVAE
 from pyrovae.models.vae import VAE
 
-__all__ = ["VAE"]
+__all__ = ["LinearGaussianVAE", "VAE"]
