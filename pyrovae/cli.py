@@ -286,9 +286,6 @@ def cmd_sample(argv: List[str]) -> int:
     test = dataset.test
     rows = torch_arange_like(test, args.n)
     batch = {k: v[rows] for k, v in test.items()}
-    if args.epochs is None:
-        rows = next(iter(dataset.train.values())).shape[0]
-        args.epochs = max(10, -(-3000 // -(-rows // args.batch_size)))
     out = Path(args.out) if args.out else run.path / f"samples-{args.n}.png"
     save_samples(run.model, batch, dataset.image_shape, out)
     print(out)

@@ -9,7 +9,6 @@ well as the suite's PyroModules. Pyro's validation checks the first step and is 
 
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 import time
@@ -31,7 +30,7 @@ from pyrovae.registry import spec_of
 from pyrovae.run import (
     CHECKPOINT_FILE, METRICS_FILE, RUN_FILE, load_checkpoint, save_checkpoint, write_json, write_metrics,
 )
-from pyrovae.weights import bind_batch
+from pyrovae.weights import bind_batch, preserved_rng
 
 
 class NonFiniteLossError(RuntimeError):
@@ -63,19 +62,6 @@ def resolve_device(device) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device='cuda' was asked for but CUDA is not available; use device='cpu' or 'auto'")
     return device
-
-
-@contextlib.contextmanager
-def preserved_rng():
-    """Run a block without moving the global RNG streams (torch CPU and CUDA)."""
-    cpu = torch.get_rng_state()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
-    try:
-        yield
-    finally:
-        torch.set_rng_state(cpu)
-        if cuda is not None:
-            torch.cuda.set_rng_state_all(cuda)
 
 
 def collect_parameters(loss: Callable[[], torch.Tensor], modules) -> tuple:

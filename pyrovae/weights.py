@@ -18,6 +18,7 @@ reported with a clear error.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 from typing import Callable, Dict, Iterable, Optional
@@ -70,9 +71,23 @@ def bind_batch(fn: Callable, keys: Iterable[str]) -> Callable:
     return bound
 
 
+@contextlib.contextmanager
+def preserved_rng():
+    """Run a block without moving the global RNG streams (torch CPU and CUDA)."""
+    cpu = torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
+    try:
+        yield
+    finally:
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+
+
 def guess_max_plate_nesting(model: Callable, guide: Callable, batch: dict) -> int:
-    """How many plate dimensions the pair uses (one trace of guide and replayed model)."""
-    with poutine.block(), torch.no_grad():
+    """How many plate dimensions the pair uses (one trace of guide and replayed model; the
+    random streams are left where they were)."""
+    with poutine.block(), torch.no_grad(), preserved_rng():
         guide_trace = poutine.trace(guide).get_trace(**batch)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(**batch)
     nesting = 0

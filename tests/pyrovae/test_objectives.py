@@ -1,0 +1,194 @@
+"""Bounds against closed forms on the linear-Gaussian model, and against Pyro's own ELBOs."""
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
+
+from pyrovae import log_likelihood, log_weights
+from pyrovae.guides import DiagNormalGuide
+from pyrovae.models import LinearGaussianVAE
+from pyrovae.objectives import ELBO, IWAE, MeanFieldELBO, RenyiBound, make_objective
+
+
+class ShiftedGuide(torch.nn.Module):
+    """The exact posterior with its mean shifted and its scale inflated: a known, imperfect guide."""
+
+    def __init__(self, model, shift=0.5, inflate=1.5):
+        super().__init__()
+        self.model, self.shift, self.inflate = model, shift, inflate
+        self.loc_offset = torch.nn.Parameter(torch.zeros(model.z_dim))
+
+    def forward(self, x):
+        post = self.model.posterior(x)
+        scale = post.covariance_matrix.diagonal(dim1=-2, dim2=-1).sqrt() * self.inflate
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(post.loc + self.shift + self.loc_offset, scale).to_event(1))
+
+
+def exact_guide(model):
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", model.posterior(x))
+
+    return guide
+
+
+@pytest.fixture
+def linear():
+    torch.manual_seed(1)
+    model = LinearGaussianVAE(x_dim=4, z_dim=2, init_scale=0.7)
+    with torch.no_grad():
+        model.bias.copy_(torch.tensor([0.5, -1.0, 0.0, 2.0]))
+    x = model(num_samples=200).detach()
+    return model, x
+
+
+def test_exact_posterior_gives_exact_log_likelihood_for_any_k(linear):
+    model, x = linear
+    exact = model.log_marginal(x)
+    log_w = log_weights(model, exact_guide(model), {"x": x}, num_particles=3).detach()
+    # with q = p(z|x), every weight is p(x): zero variance
+    assert torch.allclose(log_w, exact.expand(3, -1), atol=1e-4)
+
+
+def test_bounds_are_ordered_and_rise_with_k(linear):
+    model, x = linear
+    guide = ShiftedGuide(model)
+    exact = model.log_marginal(x).mean().item()
+    estimates = {k: log_likelihood(model, guide, x, num_samples=k).log_likelihood for k in (1, 10, 100, 2000)}
+    elbo = log_likelihood(model, guide, x, num_samples=2000).elbo
+    assert elbo < estimates[1] + 0.05  # K=1 is an unbiased ELBO estimate
+    assert estimates[1] < estimates[10] < estimates[100] < estimates[2000] <= exact + 0.02
+    assert exact - estimates[2000] < 0.05, (estimates, exact)
+    assert exact - elbo > 0.2  # the guide is visibly imperfect, so the test can fail
+
+
+def test_log_likelihood_reports_stderr_and_ess(linear):
+    model, x = linear
+    est = log_likelihood(model, exact_guide(model), x, num_samples=50, batch_size=64, max_pass=100)
+    per = model.log_marginal(x).double()
+    assert est.per_datapoint.shape == (200,)
+    assert torch.allclose(est.per_datapoint, per, atol=1e-4)
+    assert est.stderr == pytest.approx(float(per.detach().std() / math.sqrt(200)), rel=1e-3)
+    assert torch.allclose(est.ess, torch.full((200,), 50.0), rtol=1e-3)  # equal weights
+
+
+def test_meanfield_and_sampled_elbo_agree_in_expectation(linear):
+    model, x = linear
+    guide = ShiftedGuide(model)
+    batch = {"x": x}
+    analytic = torch.stack([MeanFieldELBO()(model, guide, batch).detach() for _ in range(400)])
+    sampled = torch.stack([ELBO()(model, guide, batch).detach() for _ in range(400)])
+    stderr = (analytic.var() / 400 + sampled.var() / 400).sqrt().item()
+    assert abs(sampled.mean().item() - analytic.mean().item()) < 4 * stderr
+    # the analytic KL removes the KL term's sampling noise
+    assert analytic.std() < sampled.std()
+    # and both estimate the same bound as the per-datapoint log-weights
+    elbo = -log_likelihood(model, guide, x, num_samples=2000).elbo
+    assert abs(analytic.mean().item() - elbo) < 4 * stderr + 0.01
+
+
+def test_elbo_matches_pyro_trace_elbo_per_datapoint(linear):
+    model, x = linear
+    guide = ShiftedGuide(model)
+    pyro.set_rng_seed(3)
+    ours = ELBO()(model, guide, {"x": x})
+    pyro.set_rng_seed(3)
+    theirs = Trace_ELBO().differentiable_loss(model, guide, x=x) / len(x)
+    assert torch.allclose(ours, theirs)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5])
+def test_renyi_matches_pyro_renyi_elbo_loss_and_gradients(linear, alpha):
+    model, x = linear
+    guide = ShiftedGuide(model)
+    x = x[:20]
+    objective = RenyiBound(alpha=alpha, num_particles=7)
+    pyro.set_rng_seed(5)
+    loss = objective(model, guide, {"x": x}) * len(x)
+    params = [guide.loc_offset, model.weight]
+    ours = torch.autograd.grad(loss, params)
+    pyro.set_rng_seed(5)
+    renyi = RenyiELBO(alpha=alpha, num_particles=7, vectorize_particles=True, max_plate_nesting=1)
+    pyro_loss = renyi.loss_and_grads(model, guide, x=x)
+    assert loss.item() == pytest.approx(pyro_loss, rel=1e-5)
+    for p, g in zip(params, ours):
+        assert torch.allclose(p.grad, g, rtol=1e-4, atol=1e-5)
+
+
+def test_iwae_takes_logsumexp_per_datapoint_not_over_the_batch(linear):
+    model, x = linear
+    guide = ShiftedGuide(model)
+    x = x[:10]
+    pyro.set_rng_seed(2)
+    loss = IWAE(num_particles=5)(model, guide, {"x": x})
+    pyro.set_rng_seed(2)
+    log_w = log_weights(model, guide, {"x": x}, num_particles=5)  # (5, 10)
+    per_datapoint = torch.logsumexp(log_w, 0) - math.log(5)
+    over_batch = torch.logsumexp(log_w.sum(1), 0) - math.log(5)
+    assert log_w.shape == (5, 10)
+    assert loss.item() == pytest.approx(-per_datapoint.mean().item(), rel=1e-6)
+    assert abs(loss.item() + over_batch.item() / 10) > 1e-3
+
+
+def test_beta_scales_exactly_the_kl(linear):
+    model, x = linear
+    guide = ShiftedGuide(model)
+    batch = {"x": x}
+    kl = torch.distributions.kl_divergence(
+        dist.Normal(model.posterior(x).loc + 0.5,
+                    model.posterior(x).covariance_matrix.diagonal(dim1=-2, dim2=-1).sqrt() * 1.5).to_event(1),
+        dist.Normal(torch.zeros(2), 1.0).to_event(1),
+    ).mean()
+    pyro.set_rng_seed(0)
+    full = MeanFieldELBO()(model, guide, batch)
+    pyro.set_rng_seed(0)
+    half = MeanFieldELBO(beta=0.5)(model, guide, batch)
+    assert (full - half).item() == pytest.approx(0.5 * kl.item(), rel=1e-4)
+
+
+def test_kl_warmup_is_linear_then_flat():
+    objective = ELBO(beta=2.0, warmup_steps=4)
+    assert [objective.kl_weight(s) for s in range(6)] == [0.5, 1.0, 1.5, 2.0, 2.0, 2.0]
+    assert objective.kl_weight(None) == 2.0
+    assert ELBO().kl_weight(0) == 1.0
+
+
+def test_objective_errors_and_registry():
+    with pytest.raises(ValueError, match="alpha = 1"):
+        RenyiBound(alpha=1.0)
+    with pytest.raises(ValueError, match="num_particles"):
+        IWAE(num_particles=0)
+    with pytest.raises(ValueError, match="beta"):
+        ELBO(beta=-1)
+    with pytest.raises(ValueError, match="unknown objective 'nope'.*iwae"):
+        make_objective("nope")
+    assert make_objective("iwae", num_particles=3).num_particles == 3
+    assert make_objective("iwae", num_particles=3).config() == {
+        "name": "iwae", "beta": 1.0, "warmup_steps": 0, "num_particles": 3}
+
+
+def test_iwae_rejects_non_reparameterized_guides():
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            c = pyro.sample("c", dist.Bernoulli(0.5))
+            pyro.sample("x", dist.Normal(c, 1.0), obs=x)
+
+    def guide(x):
+        p = pyro.param("p", torch.tensor(0.5), constraint=dist.constraints.unit_interval)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("c", dist.Bernoulli(p))
+
+    with pytest.raises(NotImplementedError, match="rsample"):
+        IWAE(num_particles=2)(model, guide, {"x": torch.zeros(3)})
+
+
+def test_vectorized_elbo_particles_average(linear):
+    model, x = linear
+    guide = DiagNormalGuide(4, 2, (8,))
+    loss = ELBO(num_particles=8)(model, guide, {"x": x})
+    assert loss.shape == () and torch.isfinite(loss)
