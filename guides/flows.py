@@ -1,0 +1,289 @@
+"""Amortized normalizing-flow guides: planar, radial and neural-spline flows.
+
+An encoder maps :math:`x` to the parameters of a diagonal Gaussian and to a context vector
+:math:`h(x)`; a chain of invertible maps, each conditioned on :math:`h(x)`, moves its draws:
+
+.. math::
+    z_0 = \\mu(x) + \\sigma(x) \\odot \\epsilon,\\ \\epsilon \\sim \\mathcal{N}(0, I), \\qquad
+    z_T = f_T(\\cdot\\,; h) \\circ \\dots \\circ f_1(z_0; h),
+
+    \\log q(z_T \\mid x) = \\log \\mathcal{N}(z_0; \\mu(x), \\operatorname{diag}\\sigma^2(x))
+        - \\sum_{t=1}^T \\log \\left| \\det \\frac{\\partial f_t}{\\partial z_{t-1}} \\right|.
+
+The flows are Pyro's conditional transforms (``ConditionalPlanar``, ``ConditionalRadial``,
+``ConditionalSplineAutoregressive``) inside a ``TransformedDistribution``; this file adds the
+encoder, the amortization and the guide body.
+
+**Limitation of planar and radial flows.** They have no closed-form inverse. The density of
+the guide's *own latest* draw is exact (Pyro caches each step's input by tensor identity),
+which is all that training and importance sampling need; scoring any other value (a replayed
+or copied tensor, ``Predictive`` draws) raises a ``NotImplementedError`` that says so. Spline
+and IAF flows invert (at a cost of ``z_dim`` network passes per step).
+
+References
+
+[1] Rezende, Mohamed. Variational Inference with Normalizing Flows. arXiv:1505.05770
+[2] Durkan, Bekasov, Murray, Papamakarios. Neural Spline Flows. arXiv:1906.04032
+[3] Kingma et al. Improving Variational Inference with Inverse Autoregressive Flow.
+    arXiv:1606.04934
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import pyro
+import pyro.distributions as dist
+import pyro.distributions.transforms as T
+import torch
+import torch.nn.functional as F
+from pyro.distributions.conditional import ConditionalTransform
+from pyro.nn import ConditionalAutoRegressiveNN, PyroModule
+from torch import nn
+
+from pyrovae.nn import MLP, activation as make_activation, check_positive
+from pyrovae.registry import register_guide
+
+
+class FlowDistribution(dist.TransformedDistribution):
+    """A ``TransformedDistribution`` whose ``log_prob`` explains what a flow without an
+    inverse (planar, radial) cannot score, instead of Pyro's bare ``KeyError``."""
+
+    def log_prob(self, value):
+        try:
+            return super().log_prob(value)
+        except KeyError:
+            raise NotImplementedError(
+                "this flow has no inverse, so log q(z|x) is known only for the guide's own "
+                "latest draw (the very tensor it returned). Score replayed or copied values "
+                "with an invertible guide ('iaf', 'spline', 'fullcov', 'diag')."
+            ) from None
+
+
+class ContextNet(nn.Module):
+    """An MLP from the context ``h`` to a tuple of flow parameters of sizes ``param_dims``.
+
+    :param int context_dim: size of ``h``.
+    :param tuple hidden_dims: hidden widths (empty: a linear map).
+    :param list param_dims: sizes of the returned tensors.
+    :param str activation: nonlinearity.
+    """
+
+    def __init__(self, context_dim: int, hidden_dims: Sequence[int], param_dims: Sequence[int],
+                 activation: str = "tanh"):
+        super().__init__()
+        self.param_dims = list(param_dims)
+        self.net = MLP(context_dim, tuple(hidden_dims), sum(self.param_dims), activation)
+
+    def forward(self, h: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        return tuple(self.net(h).split(self.param_dims, dim=-1))
+
+
+class AmortizedFlowGuide(PyroModule):
+    """Base class: an encoder ``x -> (loc, scale, h)`` and ``num_flows`` conditional flow steps.
+
+    Subclasses implement :meth:`make_flow` (one step, a ``ConditionalTransformModule`` or a
+    plain ``Transform``; extra keyword arguments of the constructor are kept in
+    ``self.flow_options`` for it) and may set ``reverse_between = True`` to reverse the coordinate
+    order between steps (for autoregressive steps).
+
+    :param int x_dim: size of one (flattened) datapoint.
+    :param int z_dim: latent dimension.
+    :param tuple hidden_dims: encoder hidden widths.
+    :param str activation: nonlinearity of the encoder and of the flows' networks.
+    :param str site: name of the latent sample site.
+    :param int num_flows: number of flow steps T.
+    :param int context_dim: size of the context h(x) (default ``z_dim``).
+    :param tuple flow_hidden_dims: hidden widths of each step's network.
+    """
+
+    reverse_between = False
+
+    def __init__(self, x_dim: int, z_dim: int, hidden_dims: Tuple[int, ...], activation: str,
+                 site: str, num_flows: int, context_dim: Optional[int],
+                 flow_hidden_dims: Tuple[int, ...], **flow_options):
+        super().__init__()
+        context_dim = z_dim if context_dim is None else context_dim
+        check_positive(x_dim=x_dim, z_dim=z_dim, num_flows=num_flows, context_dim=context_dim)
+        if hidden_dims:
+            check_positive(hidden_dims=tuple(hidden_dims))
+        if flow_hidden_dims:
+            check_positive(flow_hidden_dims=tuple(flow_hidden_dims))
+        self.x_dim, self.z_dim, self.site = x_dim, z_dim, site
+        self.context_dim, self.num_flows = context_dim, num_flows
+        self.activation_name = activation
+        self.flow_hidden_dims = tuple(flow_hidden_dims)
+        self.flow_options = flow_options
+        self.encoder = MLP(x_dim, tuple(hidden_dims), 2 * z_dim + context_dim, activation)
+        self.flows = nn.ModuleList([self.make_flow(t) for t in range(num_flows)])
+        self.register_buffer("reverse_index", torch.arange(z_dim - 1, -1, -1))
+
+    def make_flow(self, t: int):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def transforms(self, h: torch.Tensor) -> List[dist.transforms.Transform]:
+        """The flow steps conditioned on the context ``h`` (a fresh list per call: each
+        conditioned step caches its latest input/output pair)."""
+        steps = []
+        for t, flow in enumerate(self.flows):
+            if t > 0 and self.reverse_between:
+                steps.append(T.Permute(self.reverse_index))
+            steps.append(flow.condition(h) if isinstance(flow, ConditionalTransform) else flow)
+        return steps
+
+    def encode_base(self, x: torch.Tensor):
+        """``(q_0(z_0 | x), h(x))``: the diagonal Gaussian before the flow, and the context."""
+        loc, raw_scale, h = self.encoder(x).split([self.z_dim, self.z_dim, self.context_dim], dim=-1)
+        base = dist.Normal(loc, F.softplus(raw_scale) + 1e-5).to_event(1)
+        return base, h
+
+    def encode(self, x: torch.Tensor) -> dist.Distribution:
+        """q(z | x) with batch shape ``x.shape[:-1]`` and event shape ``(z_dim,)``."""
+        base, h = self.encode_base(x)
+        return FlowDistribution(base, self.transforms(h))
+
+    def forward(self, x: torch.Tensor, **kwargs):
+        with pyro.plate("data", x.shape[0]):
+            return pyro.sample(self.site, self.encode(x))
+
+
+@register_guide("planar")
+class PlanarFlowGuide(AmortizedFlowGuide):
+    """Amortized planar flow (Rezende & Mohamed): each step, with parameters
+    :math:`(u, w, b)` computed from :math:`h(x)`,
+
+    .. math:: f(z) = z + \\hat u\\, \\tanh(w^\\top z + b), \\qquad
+              \\log|\\det J| = \\log|1 + \\hat u^\\top \\psi(z)|,\\ \\
+              \\psi(z) = (1 - \\tanh^2(w^\\top z + b))\\, w,
+
+    with :math:`\\hat u` the projection that keeps :math:`w^\\top \\hat u \\ge -1`
+    (invertibility). No inverse: see the module's note.
+
+    :param int x_dim: size of one datapoint.
+    :param int z_dim: latent dimension.
+    :param tuple hidden_dims: encoder hidden widths.
+    :param str activation: nonlinearity.
+    :param str site: latent site name.
+    :param int num_flows: number of planar steps.
+    :param int context_dim: size of h(x) (default ``z_dim``).
+    :param tuple flow_hidden_dims: hidden widths of the map h -> (u, w, b) (empty: linear).
+
+    >>> guide = PlanarFlowGuide(x_dim=6, z_dim=2, hidden_dims=(8,))
+    >>> guide.encode(torch.zeros(3, 6)).rsample().shape
+    torch.Size([3, 2])
+    """
+
+    def __init__(self, x_dim: int, z_dim: int = 20, hidden_dims: Tuple[int, ...] = (200, 200),
+                 activation: str = "tanh", site: str = "z", num_flows: int = 4,
+                 context_dim: Optional[int] = None, flow_hidden_dims: Tuple[int, ...] = ()):
+        super().__init__(x_dim, z_dim, hidden_dims, activation, site, num_flows, context_dim,
+                         flow_hidden_dims)
+
+    def make_flow(self, t):
+        return T.ConditionalPlanar(ContextNet(self.context_dim, self.flow_hidden_dims,
+                                              [1, self.z_dim, self.z_dim], self.activation_name))
+
+
+@register_guide("radial")
+class RadialFlowGuide(AmortizedFlowGuide):
+    """Amortized radial flow (Rezende & Mohamed): each step, with :math:`(z_0, \\alpha, \\beta)`
+    computed from :math:`h(x)` (:math:`\\alpha > 0`, :math:`\\beta \\ge -\\alpha`),
+
+    .. math:: f(z) = z + \\beta\\, h(\\alpha, r)\\,(z - z_0),\\quad r = \\lVert z - z_0\\rVert,\\
+              h = \\frac{1}{\\alpha + r},
+
+    .. math:: \\log|\\det J| = (d - 1)\\log(1 + \\beta h) + \\log(1 + \\beta h + \\beta h' r).
+
+    No inverse: see the module's note.
+
+    :param int x_dim: size of one datapoint.
+    :param int z_dim: latent dimension.
+    :param tuple hidden_dims: encoder hidden widths.
+    :param str activation: nonlinearity.
+    :param str site: latent site name.
+    :param int num_flows: number of radial steps.
+    :param int context_dim: size of h(x) (default ``z_dim``).
+    :param tuple flow_hidden_dims: hidden widths of the map h -> (z_0, alpha, beta).
+
+    >>> guide = RadialFlowGuide(x_dim=6, z_dim=2, hidden_dims=(8,))
+    >>> guide.encode(torch.zeros(3, 6)).rsample().shape
+    torch.Size([3, 2])
+    """
+
+    def __init__(self, x_dim: int, z_dim: int = 20, hidden_dims: Tuple[int, ...] = (200, 200),
+                 activation: str = "tanh", site: str = "z", num_flows: int = 4,
+                 context_dim: Optional[int] = None, flow_hidden_dims: Tuple[int, ...] = ()):
+        super().__init__(x_dim, z_dim, hidden_dims, activation, site, num_flows, context_dim,
+                         flow_hidden_dims)
+
+    def make_flow(self, t):
+        return T.ConditionalRadial(ContextNet(self.context_dim, self.flow_hidden_dims,
+                                              [self.z_dim, 1, 1], self.activation_name))
+
+
+@register_guide("spline")
+class SplineFlowGuide(AmortizedFlowGuide):
+    """Amortized neural spline flow (Durkan et al.): each step is a monotonic
+    rational-quadratic (or rational-linear) spline per coordinate on ``[-bound, bound]``
+    (identity outside), whose knots come from a masked autoregressive network of
+    :math:`(z_{<i}, h(x))`:
+
+    .. math:: z'_i = s_i(z_i;\\ \\theta_i(z_{<i}, h)), \\qquad
+              \\log|\\det J| = \\sum_i \\log s_i'(z_i),
+
+    with the coordinate order reversed between steps. It inverts (one network pass per
+    coordinate), so replayed values can be scored.
+
+    :param int x_dim: size of one datapoint.
+    :param int z_dim: latent dimension.
+    :param tuple hidden_dims: encoder hidden widths.
+    :param str activation: nonlinearity.
+    :param str site: latent site name.
+    :param int num_flows: number of spline steps.
+    :param int context_dim: size of h(x) (default ``z_dim``).
+    :param tuple flow_hidden_dims: hidden widths of each step's autoregressive network
+        (each >= ``z_dim``; default two layers of ``4 * z_dim``).
+    :param int count_bins: spline segments per coordinate.
+    :param float bound: half-width of the spline's box.
+    :param str order: ``quadratic`` (Durkan et al.) or ``linear`` (Dolatabadi et al.).
+
+    >>> guide = SplineFlowGuide(x_dim=6, z_dim=2, hidden_dims=(8,))
+    >>> guide.encode(torch.zeros(3, 6)).rsample().shape
+    torch.Size([3, 2])
+    """
+
+    reverse_between = True
+
+    def __init__(self, x_dim: int, z_dim: int = 20, hidden_dims: Tuple[int, ...] = (200, 200),
+                 activation: str = "tanh", site: str = "z", num_flows: int = 2,
+                 context_dim: Optional[int] = None, flow_hidden_dims: Optional[Tuple[int, ...]] = None,
+                 count_bins: int = 8, bound: float = 3.0, order: str = "quadratic"):
+        if order not in ("linear", "quadratic"):
+            raise ValueError(f"order must be 'quadratic' or 'linear', got {order!r}")
+        check_positive(count_bins=count_bins)
+        if not bound > 0:
+            raise ValueError(f"bound must be positive, got {bound}")
+        super().__init__(x_dim, z_dim, hidden_dims, activation, site, num_flows, context_dim,
+                         _autoregressive_widths(flow_hidden_dims, z_dim),
+                         count_bins=count_bins, bound=float(bound), order=order)
+
+    def make_flow(self, t):
+        bins, bound, order = (self.flow_options[k] for k in ("count_bins", "bound", "order"))
+        param_dims = [bins, bins, bins - 1] + ([bins] if order == "linear" else [])
+        arn = ConditionalAutoRegressiveNN(
+            self.z_dim, self.context_dim, list(self.flow_hidden_dims), param_dims=param_dims,
+            permutation=torch.arange(self.z_dim), nonlinearity=make_activation(self.activation_name),
+        )
+        return T.ConditionalSplineAutoregressive(self.z_dim, arn, count_bins=bins, bound=bound, order=order)
+
+
+def _autoregressive_widths(flow_hidden_dims, z_dim: int) -> Tuple[int, ...]:
+    """Hidden widths of a masked autoregressive network: default two layers of ``4 * z_dim``;
+    each must be at least ``z_dim`` (else some coordinate could not see its predecessors)."""
+    widths = (4 * z_dim, 4 * z_dim) if flow_hidden_dims is None else tuple(flow_hidden_dims)
+    if not widths or any(w < z_dim for w in widths):
+        raise ValueError(
+            f"flow_hidden_dims {widths} must be non-empty with every width >= z_dim = {z_dim} "
+            "(a masked autoregressive network needs that many units per layer)"
+        )
+    return widths
