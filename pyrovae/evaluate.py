@@ -46,6 +46,10 @@ class LogLikelihood:
     num_samples: int
     elbo: float
 
+    def __repr__(self) -> str:
+        return (f"LogLikelihood({self.log_likelihood:.3f} ± {self.stderr:.3f} nats, K={self.num_samples}, "
+                f"N={self.per_datapoint.numel()}, ELBO {self.elbo:.3f}, mean ESS {float(self.ess.mean()):.1f})")
+
     def as_dict(self) -> dict:
         return {
             "log_likelihood": self.log_likelihood,
