@@ -1,9 +1,15 @@
 """Amortized guides (posterior families), registered by name."""
 
 from pyrovae.guides.diag import DiagNormalGuide
+from pyrovae.guides.denoising import DenoisingGuide
 from pyrovae.guides.flows import PlanarFlowGuide, RadialFlowGuide, SplineFlowGuide
 from pyrovae.guides.fullcov import FullCovNormalGuide
 from pyrovae.guides.iaf import IAFGuide
+from pyrovae.guides.mixture import MixtureGuide
+from pyrovae.guides.stein import SteinGuide
+from pyrovae.guides.vmf import VonMisesFisherGuide
 
 __all__ = ["DiagNormalGuide", "FullCovNormalGuide", "IAFGuide", "PlanarFlowGuide", "RadialFlowGuide",
            "SplineFlowGuide"]
+
+__all__ += ["DenoisingGuide", "MixtureGuide", "SteinGuide", "VonMisesFisherGuide"]

@@ -1,6 +1,7 @@
 """Generative models (Pyro model functions as PyroModules), registered by name."""
 
+from pyrovae.models.hyperspherical import HypersphericalVAE
 from pyrovae.models.linear import LinearGaussianVAE
 from pyrovae.models.vae import VAE
 
-__all__ = ["LinearGaussianVAE", "VAE"]
+__all__ = ["HypersphericalVAE", "LinearGaussianVAE", "VAE"]
