@@ -7,7 +7,11 @@ pair is fit with :func:`fit`, scored with :func:`log_likelihood` and reloaded wi
 
 __version__ = "0.1.0"
 
+from pyrovae.ais import AISEstimate, BDMCResult, ais_log_likelihood, bdmc
+from pyrovae.diagnostics import khat_summary, psis_diagnostic, psis_khat, to_inference_data
 from pyrovae.evaluate import LogLikelihood, elbo, log_likelihood
+from pyrovae.gap import InferenceGap, inference_gap
+from pyrovae.monitors import LatentMonitors, latent_monitors
 from pyrovae.objectives import ELBO, IWAE, MeanFieldELBO, Objective, RenyiBound, make_objective
 from pyrovae.registry import (
     get_guide, get_model, get_objective, list_guides, list_models, list_objectives,
@@ -22,4 +26,6 @@ __all__ = [
     "RenyiBound", "Run", "elbo", "fit", "get_guide", "get_model", "get_objective", "list_guides",
     "list_models", "list_objectives", "load_run", "log_likelihood", "log_weights", "make_objective",
     "register_guide", "register_model", "register_objective",
+    "AISEstimate", "BDMCResult", "InferenceGap", "LatentMonitors", "ais_log_likelihood", "bdmc",
+    "inference_gap", "khat_summary", "latent_monitors", "psis_diagnostic", "psis_khat", "to_inference_data",
 ]

@@ -245,6 +245,7 @@ def cmd_evaluate(argv: List[str]) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_ais_flags(p)
     args = p.parse_args(argv)
     run, device = _load(args)
     data = getattr(_run_data(run, args, device), args.split)
@@ -254,6 +255,8 @@ def cmd_evaluate(argv: List[str]) -> int:
     est = log_likelihood(run.model, run.guide, data, num_samples=args.num_samples, batch_size=args.batch_size,
                          progress=not args.json and sys.stderr.isatty())
     result = {**est.as_dict(), "split": args.split, "seconds": time.perf_counter() - t0, "run": str(run.path)}
+    if args.ais:
+        result["ais"] = _ais_result(run, data, args)
     write_json(run.path / f"evaluation-{args.split}-K{args.num_samples}.json", result)
     if args.json:
         print(json.dumps(result))
@@ -261,6 +264,11 @@ def cmd_evaluate(argv: List[str]) -> int:
         print(f"{args.split} log-likelihood (K={args.num_samples}, {result['num_datapoints']} datapoints): "
               f"{est.log_likelihood:.3f} ± {est.stderr:.3f} nats; ELBO {est.elbo:.3f}; "
               f"mean ESS {result['ess_mean']:.1f}; {result['seconds']:.1f} s")
+        if args.ais:
+            a = result["ais"]
+            print(f"{args.split} log-likelihood (AIS, T={a['num_steps']}, {a['num_chains']} chains): "
+                  f"{a['log_likelihood']:.3f} ± {a['stderr']:.3f} nats; acceptance {a['accept_rate']:.2f}; "
+                  f"{a['seconds']:.1f} s")
     return 0
 
 
@@ -289,6 +297,60 @@ def cmd_sample(argv: List[str]) -> int:
     out = Path(args.out) if args.out else run.path / f"samples-{args.n}.png"
     save_samples(run.model, batch, dataset.image_shape, out)
     print(out)
+    return 0
+
+
+def _add_ais_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ais", action="store_true", help="also estimate log p(x) by annealed importance sampling")
+    p.add_argument("--ais-steps", type=int, default=1000, help="AIS intermediate distributions T (default 1000)")
+    p.add_argument("--ais-chains", type=int, default=16, help="AIS chains per datapoint (default 16)")
+    p.add_argument("--ais-leapfrog", type=int, default=5, help="leapfrog steps per HMC transition (default 5)")
+
+
+def _ais_result(run, data, args) -> dict:
+    from pyrovae.ais import ais_log_likelihood
+
+    t0 = time.perf_counter()
+    est = ais_log_likelihood(run.model, run.guide, data, num_steps=args.ais_steps, num_chains=args.ais_chains,
+                             num_leapfrog_steps=args.ais_leapfrog, progress=not getattr(args, "json", False)
+                             and sys.stderr.isatty())
+    return {**est.as_dict(), "seconds": time.perf_counter() - t0}
+
+
+@command("diagnose", "report.md with IWAE/ELBO, PSIS k-hat, latent monitors, gap split, figures, ArviZ netCDF")
+def cmd_diagnose(argv: List[str]) -> int:
+    from pyrovae.report import diagnose
+
+    p = argparse.ArgumentParser(prog="pyrovae diagnose", description="Diagnose a run: writes RUN/report.md, "
+                                "RUN/diagnostics.json, RUN/diagnostics.nc and figures.")
+    p.add_argument("run", help="run folder written by pyrovae fit")
+    p.add_argument("--num-samples", type=int, default=1000,
+                   help="importance samples per datapoint for the IWAE bound and k-hat (default 1000)")
+    p.add_argument("--num-datapoints", type=int, default=300, help="first N test datapoints (default 300)")
+    p.add_argument("--idata-draws", type=int, default=200, help="guide draws per datapoint in diagnostics.nc")
+    p.add_argument("--gap-datapoints", type=int, default=100, help="datapoints for the gap split (0: skip)")
+    p.add_argument("--ais-datapoints", type=int, default=100, help="datapoints for AIS (with --ais)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data-dir", default=None)
+    _add_ais_flags(p)
+    args = p.parse_args(argv)
+    for name in ("num_samples", "num_datapoints", "idata_draws", "ais_steps", "ais_chains", "ais_datapoints"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"pyrovae diagnose: --{name.replace('_', '-')} must be >= 1")
+    run, device = _load(args)
+    dataset = _run_data(run, args, device)
+    t0 = time.perf_counter()
+    results = diagnose(run, dataset, num_samples=args.num_samples, num_datapoints=args.num_datapoints,
+                       idata_draws=args.idata_draws, gap_datapoints=args.gap_datapoints, ais=args.ais,
+                       ais_steps=args.ais_steps, ais_chains=args.ais_chains, ais_datapoints=args.ais_datapoints,
+                       ais_leapfrog=args.ais_leapfrog, seed=args.seed)
+    iw, kh = results["importance"], results["khat"]
+    print(f"IWAE K={iw['num_samples']} on {iw['num_datapoints']} test datapoints: {iw['log_likelihood']:.3f} ± "
+          f"{iw['stderr']:.3f} nats; ELBO {iw['elbo']:.3f}; k-hat > 0.7 for {kh['share_above_0.7']:.1%}")
+    for key, why in results["skipped"].items():
+        print(f"skipped {key}: {why}")
+    print(f"report: {run.path / 'report.md'} ({time.perf_counter() - t0:.1f} s)")
     return 0
 
 

@@ -24,6 +24,7 @@ import torch
 from pyrovae.data import DataSet, batches
 from pyrovae.evaluate import elbo as mean_elbo
 from pyrovae.inputs import as_batch_dict, resolve_dataset, to_device
+from pyrovae.monitors import epoch_monitors
 from pyrovae.objectives import Objective, make_objective
 from pyrovae.progress import progress_bar
 from pyrovae.registry import spec_of
@@ -324,6 +325,7 @@ def fit(
             if valid is not None:
                 t1 = time.perf_counter()
                 row["valid_elbo"] = mean_elbo(model, guide, valid, batch_size=valid_batch_size, split="valid")
+                row.update(epoch_monitors(model, guide, valid))  # active units, KL/dim, rate, distortion, MI
                 row["valid_seconds"] = time.perf_counter() - t1
             metrics.append(row)
             if progress:
