@@ -9,6 +9,10 @@ a valid Cholesky factor. Then :math:`z = \\mu + L\\epsilon` and
 .. math:: \\log q(z \\mid x) = -\\tfrac12 \\lVert L^{-1}(z - \\mu) \\rVert^2
           - \\sum_i \\log L_{ii} - \\tfrac{d}{2} \\log 2\\pi.
 
+The off-diagonal outputs start at zero, so an untrained guide is the diagonal one: with
+random off-diagonal entries the later coordinates (row ``i`` sums ``i`` of them) start with
+a large, correlated variance, and training on MNIST was markedly slower.
+
 This is the "linear IAF" of Kingma et al.: one affine autoregressive step whose weights
 depend on x only. It costs :math:`d(d+1)/2` extra encoder outputs and an :math:`O(d^2)`
 triangular solve per datapoint.
@@ -70,6 +74,9 @@ class FullCovNormalGuide(PyroModule):
         self.x_dim, self.z_dim, self.site, self.min_scale = x_dim, z_dim, site, float(min_scale)
         self.num_offdiag = z_dim * (z_dim - 1) // 2
         self.encoder = MLP(x_dim, tuple(hidden_dims), 2 * z_dim + self.num_offdiag, activation)
+        with torch.no_grad():  # start diagonal: the off-diagonal outputs are zero until trained
+            self.encoder[-1].weight[2 * z_dim:].zero_()
+            self.encoder[-1].bias[2 * z_dim:].zero_()
         rows, cols = torch.tril_indices(z_dim, z_dim, offset=-1)
         self.register_buffer("tril_rows", rows)
         self.register_buffer("tril_cols", cols)

@@ -46,6 +46,15 @@ def test_scale_tril_is_a_valid_cholesky_factor(z_dim):
     torch.testing.assert_close(torch.linalg.cholesky(L @ L.mT), L, rtol=0, atol=1e-10)
 
 
+def test_an_untrained_guide_is_diagonal():
+    guide = FullCovNormalGuide(x_dim=6, z_dim=4, hidden_dims=(8,)).double()
+    L = guide.encode(data()).scale_tril
+    assert torch.count_nonzero(torch.tril(L, -1)) == 0
+    loss = guide.encode(data()).rsample().pow(2).sum()
+    loss.backward()  # but the off-diagonal outputs do learn
+    assert guide.encoder[-1].weight.grad[8:].abs().sum() > 0
+
+
 def test_diagonal_is_softplus_of_the_encoder_output_plus_floor():
     guide = make_guide(3)
     x = data()

@@ -1,0 +1,156 @@
+"""Posterior families on one model: test log-likelihood and cost of each guide.
+
+Every guide is paired with the same generative model (Burda et al.'s one-stochastic-layer
+VAE: 784-200-200-50, tanh, Bernoulli; the same initial decoder weights for all), trained
+with the same budget (epochs, batch 100, Adam, learning rate, batch order) on dynamically
+binarized MNIST, and scored by importance sampling with K samples per test image. A guide
+that declares its own model (``model_name``, e.g. the vMF guide) gets that model at the
+same sizes. Guides not registered in this checkout are reported as skipped.
+
+    python benchmarks/guides_mnist.py --data-dir ../shared/data --epochs 10 \\
+        --num-samples 1000 --test-size 2000 --out guides_mnist.md
+
+Not a test. Seconds per epoch are noisy on a shared machine: the table also gives each
+guide's ratio to the diagonal guide measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import pyro
+import torch
+
+import pyrovae
+from pyrovae.data import load_dataset
+from pyrovae.registry import build, get_guide, get_model, list_guides
+
+# (label, registered guide name, its options beyond the shared sizes)
+CONFIGS = {
+    "diag": ("diag", {}),
+    "fullcov": ("fullcov", {}),
+    "iaf-2": ("iaf", {"num_flows": 2}),
+    "iaf-4": ("iaf", {"num_flows": 4}),
+    "planar-8": ("planar", {"num_flows": 8}),
+    "mixture": ("mixture", {}),
+    "vmf": ("vmf", {}),
+}
+
+
+def run_one(label, dataset, test, args):
+    name, options = CONFIGS[label]
+    if name not in list_guides():
+        return {"guide": label, "skipped": f"no guide named {name!r} is registered in this checkout"}
+    factory = get_guide(name)
+    model_factory = get_model(getattr(factory, "model_name", "vae"))
+    sizes = {"z_dim": args.z_dim, "hidden_dims": tuple(args.hidden_dims)}
+    pyro.clear_param_store()
+    torch.manual_seed(args.seed)  # the same decoder initialization for every guide
+    model = build(model_factory, {k: v for k, v in sizes.items() if k in _accepted(model_factory)},
+                  fill={"x_dim": dataset.x_dim})
+    guide = build(factory, {**sizes, **options}, fill={"x_dim": dataset.x_dim})
+    objective = getattr(factory, "objective_name", "elbo")
+    result = pyrovae.fit(model, guide, dataset, objective=objective, epochs=args.epochs,
+                         batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=False)
+    seconds = [row["seconds"] for row in result.metrics]
+    tail = seconds[1:] or seconds  # the first epoch includes warm-up
+    t0 = time.perf_counter()
+    pyro.set_rng_seed(args.seed)
+    estimate = pyrovae.log_likelihood(model, guide, test, num_samples=args.num_samples)
+    return {
+        "guide": label, "name": name, "options": options, "model": model_factory.registry_name,
+        "objective": objective, "parameters": sum(p.numel() for p in guide.parameters()),
+        "seconds_per_epoch": sum(tail) / len(tail), "train_loss": result.metrics[-1]["train_loss"],
+        "valid_elbo": result.metrics[-1].get("valid_elbo"),
+        "test_ll": estimate.log_likelihood, "test_ll_stderr": estimate.stderr, "test_elbo": estimate.elbo,
+        "eval_seconds": time.perf_counter() - t0, "per_datapoint": estimate.per_datapoint,
+    }
+
+
+def _accepted(factory):
+    from pyrovae.registry import constructor_options
+
+    return constructor_options(factory)
+
+
+def paired_difference(row, reference) -> str:
+    """Mean and standard error of the per-image difference in log p(x) to the reference
+    guide (the same test images: much tighter than comparing the two means)."""
+    if reference is None or row is reference:
+        return ""
+    d = row["per_datapoint"] - reference["per_datapoint"]
+    return f"{float(d.mean()):+.2f} ± {float(d.std() / len(d) ** 0.5):.2f}"
+
+
+def table(rows, args, machine) -> str:
+    diag = next((r for r in rows if r.get("guide") == "diag" and "skipped" not in r), None)
+    reference = diag["seconds_per_epoch"] if diag else None
+    lines = [
+        f"Dynamically binarized MNIST, model {args.z_dim}-d latent, hidden {tuple(args.hidden_dims)} tanh, "
+        f"Bernoulli; {args.epochs} epochs, batch {args.batch_size}, Adam lr {args.lr}, seed {args.seed}; "
+        f"test log-likelihood with K={args.num_samples} on the first {args.test_size} test images. {machine}.",
+        "",
+        "| guide | options | guide params | s/epoch | time vs diag | final train loss | test ELBO | "
+        "test log p(x) (± s.e.) | log p(x) - diag's (paired s.e.) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "skipped" in r:
+            lines.append(f"| {r['guide']} | skipped: {r['skipped']} | | | | | | | |")
+            continue
+        options = ", ".join(f"{k}={v}" for k, v in r["options"].items()) or "defaults"
+        if r["model"] != "vae":
+            options += f" (model {r['model']})"
+        ratio = f"{r['seconds_per_epoch'] / reference:.2f}" if reference else ""
+        lines.append(
+            f"| {r['guide']} | `{r['name']}` {options} | {r['parameters']:,} | {r['seconds_per_epoch']:.1f} | {ratio} | "
+            f"{r['train_loss']:.2f} | {r['test_elbo']:.2f} | {r['test_ll']:.2f} ± {r['test_ll_stderr']:.2f} | "
+            f"{paired_difference(r, diag)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default=os.environ.get("PYROVAE_DATA"))
+    p.add_argument("--guides", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--z-dim", type=int, default=50)
+    p.add_argument("--hidden-dims", type=int, nargs="+", default=[200, 200])
+    p.add_argument("--num-samples", type=int, default=1000, help="K for the test log-likelihood")
+    p.add_argument("--test-size", type=int, default=2000, help="test images to score (first N)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--out", default=None, help="write the Markdown table here (rewritten after each guide)")
+    p.add_argument("--json", default=None, help="also write the rows as JSON")
+    args = p.parse_args()
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dataset = load_dataset("mnist", data_dir=args.data_dir)
+    test = {k: v[: args.test_size] for k, v in dataset.test.items()}
+    machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, CPU"
+    rows = []
+    for label in args.guides:
+        t0 = time.perf_counter()
+        rows.append(run_one(label, dataset, test, args))
+        summary = {k: v for k, v in rows[-1].items() if k != "per_datapoint"}
+        print(f"{label}: {json.dumps(summary)} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        text = table(rows, args, machine)
+        if args.out:
+            with open(args.out, "w") as f:
+                f.write(text)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump([{k: v for k, v in r.items() if k != "per_datapoint"} for r in rows], f, indent=2)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
