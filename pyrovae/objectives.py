@@ -25,7 +25,9 @@ from __future__ import annotations
 from typing import Callable, Dict, Optional
 
 
+import pyro
 import torch
+from torch.utils.checkpoint import checkpoint
 import pyro.distributions as dist
 import pyro.poutine as poutine
 from pyro.distributions.kl import kl_divergence
@@ -35,8 +37,11 @@ from pyro.poutine.messenger import Messenger
 from pyro.infer.util import is_validation_enabled
 from pyro.poutine.util import site_is_subsample
 
+from pyrovae.lean_elbo import mean_field_elbo_loss, trace_elbo_loss
 from pyrovae.registry import register_objective
-from pyrovae.weights import batch_size_of, guess_max_plate_nesting, log_mean_exp, log_weights
+from pyrovae.weights import (
+    PARTICLE_PLATE, batch_size_of, guess_max_plate_nesting, log_mean_exp, log_weights, run_pair, weights_from_sites,
+)
 
 
 class scale_latents(Messenger):
@@ -116,10 +121,19 @@ class ELBO(Objective):
         )
 
     def loss(self, model, guide, batch):
+        # one particle, validation off: the same loss and gradients from one recorded run
+        # (pyrovae.lean_elbo); Pyro's own path keeps its checks and several particles
+        lean = _LEAN_LOSSES.get(type(self._elbo))
+        if lean is not None and self.num_particles == 1 and not is_validation_enabled() \
+                and not isinstance(poutine.unwrap(guide), Messenger):
+            return lean(model, guide, batch) / batch_size_of(batch)
         return self._elbo.differentiable_loss(model, guide, **batch) / batch_size_of(batch)
 
     def config(self):
         return {**super().config(), "num_particles": self.num_particles}
+
+
+_LEAN_LOSSES = {Trace_ELBO: trace_elbo_loss, TraceMeanField_ELBO: mean_field_elbo_loss}
 
 
 @register_objective("meanfield")
@@ -141,20 +155,29 @@ class RenyiBound(Objective):
     ``alpha = 0`` is the IWAE bound of Burda et al.; ``alpha -> 1`` is the ELBO.
     The log-sum-exp is taken per datapoint, over particles only.
 
+    With ``particle_chunk = C < K`` the particles are drawn C at a time and each chunk's
+    activations are dropped after its forward pass and recomputed (same random draws) during
+    the backward pass (``torch.utils.checkpoint``): the gradient is the same, the memory holds
+    one chunk's activations instead of K's, and the forward pass runs twice.
+
     :param float alpha: the Renyi order (not 1).
     :param int num_particles: K.
+    :param int particle_chunk: particles per chunk when training (0: all K at once).
     """
 
     name = "renyi"
 
-    def __init__(self, alpha: float = 0.0, num_particles: int = 5, **kwargs):
+    def __init__(self, alpha: float = 0.0, num_particles: int = 5, particle_chunk: int = 0, **kwargs):
         super().__init__(**kwargs)
         if alpha == 1:
             raise ValueError("alpha = 1 is the ELBO: use the 'elbo' objective")
         if num_particles < 1:
             raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+        if particle_chunk < 0:
+            raise ValueError(f"particle_chunk must be >= 0 (0: all particles at once), got {particle_chunk}")
         self.alpha = float(alpha)
         self.num_particles = int(num_particles)
+        self.particle_chunk = int(particle_chunk)
         self._nesting: Dict[tuple, int] = {}
 
     def per_datapoint(self, model, guide, batch, step=None) -> torch.Tensor:
@@ -165,20 +188,37 @@ class RenyiBound(Objective):
         weight = self.kl_weight(step)
         if weight != 1.0:
             model, guide = scale_latents(weight)(model), scale_latents(weight)(guide)
-        log_w, guide_trace, _ = log_weights(
-            model, guide, batch, self.num_particles,
-            max_plate_nesting=self._nesting[key], return_traces=True,
-        )  # (K, N)
+        nesting, chunk = self._nesting[key], self.particle_chunk
         if is_validation_enabled():
+            log_w, guide_trace, _ = log_weights(
+                model, guide, batch, self.num_particles, max_plate_nesting=nesting, return_traces=True,
+            )  # (K, N)
             _check_reparameterized(guide_trace, self.name)
+        elif chunk and chunk < self.num_particles and torch.is_grad_enabled():
+            log_w = torch.cat([
+                checkpoint(self._log_weights, model, guide, batch, min(chunk, self.num_particles - k0), nesting,
+                           use_reentrant=False, preserve_rng_state=True)
+                for k0 in range(0, self.num_particles, chunk)
+            ])  # (K, N), one chunk of activations alive at a time
+        else:
+            log_w = self._log_weights(model, guide, batch, self.num_particles, nesting)
         one_minus_alpha = 1.0 - self.alpha
         return log_mean_exp(one_minus_alpha * log_w, 0) / one_minus_alpha
+
+    def _log_weights(self, model, guide, batch, num_particles, nesting) -> torch.Tensor:
+        with pyro.plate(PARTICLE_PLATE, num_particles, dim=-(nesting + 1)):
+            guide_sites, model_sites = run_pair(model, guide, batch)
+        _check_reparameterized(guide_sites, self.name)
+        return weights_from_sites(model_sites, guide_sites, batch_size_of(batch), nesting, num_particles)
 
     def __call__(self, model, guide, batch, step=None):
         return -self.per_datapoint(model, guide, batch, step).mean()
 
     def config(self):
-        return {**super().config(), "alpha": self.alpha, "num_particles": self.num_particles}
+        config = {**super().config(), "alpha": self.alpha, "num_particles": self.num_particles}
+        if self.particle_chunk:
+            config["particle_chunk"] = self.particle_chunk
+        return config
 
 
 @register_objective("iwae")
@@ -187,8 +227,8 @@ class IWAE(RenyiBound):
 
     name = "iwae"
 
-    def __init__(self, num_particles: int = 5, **kwargs):
-        super().__init__(alpha=0.0, num_particles=num_particles, **kwargs)
+    def __init__(self, num_particles: int = 5, particle_chunk: int = 0, **kwargs):
+        super().__init__(alpha=0.0, num_particles=num_particles, particle_chunk=particle_chunk, **kwargs)
 
     def config(self):
         config = super().config()
@@ -196,8 +236,9 @@ class IWAE(RenyiBound):
         return config
 
 
-def _check_reparameterized(guide_trace, name):
-    for site in guide_trace.nodes.values():
+def _check_reparameterized(guide_sites, name):
+    """``guide_sites``: a guide trace, or a dict of its sample-site messages."""
+    for site in getattr(guide_sites, "nodes", guide_sites).values():
         if (site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
                 and not site["fn"].has_rsample):
             raise NotImplementedError(
@@ -253,7 +294,7 @@ class FreeBitsELBO(Objective):
     References
 
     [1] Kingma et al. Improving Variational Inference with Inverse Autoregressive Flow.
-        arXiv:1606.04934 (appendix C.8, free bits)
+        arXiv:1606.04934 (appendix, "free bits")
     """
 
     name = "free-bits"

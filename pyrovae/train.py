@@ -5,6 +5,13 @@ gives a differentiable loss (the negative bound per datapoint), ``backward``, an
 step. The parameters are whatever the pair uses: its nn.Module parameters and any
 ``pyro.param`` / ``pyro.module`` values seen in one trace, so plain-function pairs train as
 well as the suite's PyroModules. Pyro's validation checks the first step and is then off.
+
+The step itself (pyrovae/engine.py) is the objective's loss as a torch module, with torch's
+fused Adam; during the step the pair's PyroModules issue no per-parameter ``pyro.param``
+statements, and the suite's ELBOs run on one recorded run instead of Pyro's full traces (the
+same loss and gradients). On a GPU the whole step is captured in a CUDA graph and replayed
+(pyrovae/cuda_graph.py); under ``torchrun`` the loop is data-parallel (pyrovae/distributed.py).
+See docs/performance.md.
 """
 
 from __future__ import annotations
@@ -21,7 +28,10 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
+from pyrovae import distributed as dp
+from pyrovae.cuda_graph import GraphedStep, graph_safe, static_from
 from pyrovae.data import DataSet, batches
+from pyrovae.engine import LossModule, TrainStep, autocast, make_optimizer, quiet_pyro_modules
 from pyrovae.evaluate import elbo as mean_elbo
 from pyrovae.inputs import as_batch_dict, resolve_dataset, to_device
 from pyrovae.monitors import epoch_monitors
@@ -192,6 +202,9 @@ def fit(
     data_dir=None,
     progress: Optional[bool] = None,
     config: Optional[dict] = None,
+    precision: str = "fp32",
+    distributed: Optional[bool] = None,
+    cuda_graphs: Optional[bool] = None,
 ) -> FitResult:
     """Fit any Pyro model/guide pair by stochastic variational inference.
 
@@ -214,6 +227,14 @@ def fit(
         is used by default).
     :param progress: show a progress bar (default: when stderr is a terminal).
     :param dict config: extra entries for run.json (the CLI records model and guide specs).
+    :param str precision: ``fp32``, or ``bf16`` for the forward pass under bfloat16 autocast
+        (meant for GPUs; runs on CPUs too).
+    :param distributed: data-parallel over the processes of a ``torchrun`` launch (None:
+        when launched so). ``batch_size`` is then the global batch; see
+        :mod:`pyrovae.distributed`.
+    :param cuda_graphs: capture the training step in a CUDA graph and replay it (None: on a
+        GPU, outside data-parallel runs, for the suite's objectives); it falls back to eager
+        steps wherever capture does not apply.
     :returns: :class:`FitResult`.
 
     >>> import torch
@@ -231,21 +252,19 @@ def fit(
         raise ValueError(f"lr must be a positive number, got {lr!r}")
     device = resolve_device(device)
     objective = make_objective(objective)
+    autocast(device, precision)  # an unknown precision fails here
     out_dir = Path(out_dir) if out_dir is not None else None
-    if resume:
-        if out_dir is None:
-            raise ValueError("resume=True needs the out_dir of the run to continue")
-        if not (out_dir / CHECKPOINT_FILE).is_file():
-            raise FileNotFoundError(f"cannot resume: {out_dir} has no {CHECKPOINT_FILE}; start it without resume")
-    elif out_dir is not None and (out_dir / CHECKPOINT_FILE).exists():
-        raise FileExistsError(
-            f"{out_dir} already holds a run; pass resume=True (--resume) to continue it, "
-            "or choose another out_dir"
-        )
+    group = dp.init(device) if dp.wanted(distributed) else None  # this process's rank, or None
+    if group is not None:
+        device = group.device
+        if batch_size < group.world_size:
+            raise ValueError(f"batch_size={batch_size} is the global batch; it needs at least one row for each "
+                             f"of the {group.world_size} processes")
+    (group.on_main if group else _call)(lambda: _check_out_dir(out_dir, resume))
     dataset, train, valid, transform = _prepare_data(data, valid_data, data_dir, device)
     for module in _modules(model, guide):
         module.to(device)
-    pyro.set_rng_seed(seed)
+    pyro.set_rng_seed(seed + (group.rank if group else 0))  # each rank its own random stream
 
     bound_model, bound_guide = bind_batch(model, train), bind_batch(guide, train)
     first = next(batches(train, batch_size, transform=transform))
@@ -258,7 +277,17 @@ def fit(
         raise type(error)(f"the first training step failed before anything was written: {error}") from error
     if not params:
         raise ValueError("the model and guide have no trainable parameters (no nn.Module, pyro.module or pyro.param)")
-    optimizer = torch.optim.Adam(params, lr=lr)
+    # the loss as a torch module: the store's tensors become its parameters (nn.Parameters, in place)
+    loss_module = LossModule(model, guide, objective, store_params, call_model=bound_model, call_guide=bound_guide)
+    params = params[:len(params) - len(store_params)] + list(loss_module.store)
+    store_params = dict(zip(store_params, loss_module.store))
+    if cuda_graphs is None:
+        cuda_graphs = device.type == "cuda" and group is None and graph_safe(objective)
+    optimizer = make_optimizer(params, lr, device, capturable=bool(cuda_graphs))
+    train_step = TrainStep(dp.wrap(loss_module, group) if group else loss_module, optimizer, precision,
+                           quiet_pyro_modules(model, guide) if isinstance(objective, Objective) else None, device)
+    run_step = GraphedStep(train_step, enabled=bool(cuda_graphs) and device.type == "cuda",
+                           static_from=static_from(objective))
 
     run_config = {
         "model": spec_of(model),
@@ -271,16 +300,22 @@ def fit(
     }
     start_epoch, step, metrics = 0, 0, []
     if resume:
-        checkpoint = load_checkpoint(out_dir / CHECKPOINT_FILE, map_location=device)
+        if group is None:
+            checkpoint = load_checkpoint(out_dir / CHECKPOINT_FILE, map_location=device)
+        else:  # rank 0 reads it (no shared file system needed) and sends it to the others
+            checkpoint = group.on_main(lambda: load_checkpoint(out_dir / CHECKPOINT_FILE, map_location="cpu"))
         load_parameters(checkpoint, model, guide)
         optimizer.load_state_dict(checkpoint["optimizer"])
-        _set_rng_state(checkpoint["rng"])
+        _set_rng_state(_rank_rng(checkpoint, group, seed))
         start_epoch, step, metrics = checkpoint["epoch"], checkpoint["step"], list(checkpoint["metrics"])
 
     if progress is None:
         progress = sys.stderr.isatty()
-    num_batches = math.ceil(len(train[next(iter(train))]) / batch_size)
-    sync_every = 1 if device.type == "cpu" else 50
+    progress = progress and (group is None or group.is_main)
+    num_rows = len(train[next(iter(train))])
+    # a data-parallel run leaves out a last batch too small to give every process a row
+    num_batches = math.ceil(num_rows / batch_size) - (group is not None and 0 < num_rows % batch_size < group.world_size)
+    sync_every = 1 if device.type == "cpu" and group is None else 50
     last_good = start_epoch
 
     with pyro.validation_enabled(False):
@@ -292,15 +327,20 @@ def fit(
             bar = progress_bar(progress, total=num_batches, desc=f"epoch {epoch + 1}/{epochs}", leave=False)
             t0 = time.perf_counter()
             pending, total, count = [], 0.0, 0
-            for i, batch in enumerate(batches(train, batch_size, shuffle=True, generator=generator, transform=transform)):
-                loss = objective(bound_model, bound_guide, batch, step)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+            for i, batch in enumerate(batches(train, batch_size, shuffle=True, generator=generator)):
+                if i == num_batches:
+                    break
+                if group is not None:  # this rank's rows; its loss weighted by its share
+                    batch, train_step.loss_scale = group.shard(batch)
+                if transform is not None:
+                    batch = transform(batch)
+                # loss = objective(model, guide, batch, step); zero_grad; backward; Adam step
+                loss = run_step(batch, step)
                 step += 1
-                pending.append(loss.detach())
+                pending.append(loss)
                 if len(pending) >= sync_every or i == num_batches - 1:
-                    values = torch.stack(pending).cpu()
+                    values = torch.stack(pending)
+                    values = (group.mean(values) if group is not None else values).cpu()
                     bad = (~torch.isfinite(values)).nonzero()
                     if len(bad):
                         j = int(bad[0])
@@ -331,20 +371,60 @@ def fit(
             if progress:
                 print(_describe(row), file=sys.stderr)
             if out_dir is not None:
+                rng = _rng_state()
                 state = {
                     **parameter_state(model, guide, store_params),
                     "optimizer": optimizer.state_dict(),
-                    "rng": _rng_state(),
+                    "rng": rng,
                     "epoch": epoch + 1,
                     "step": step,
                     "metrics": metrics,
                 }
-                if epoch == start_epoch and not resume:
-                    write_json(out_dir / RUN_FILE, run_config)
-                save_checkpoint(out_dir / CHECKPOINT_FILE, state)
-                write_metrics(out_dir / METRICS_FILE, metrics)
+                if group is not None:  # every rank's stream, for an exact resume
+                    state["rng_ranks"] = group.gather(rng)
+                if group is None or group.is_main:
+                    if epoch == start_epoch and not resume:
+                        write_json(out_dir / RUN_FILE, run_config)
+                    save_checkpoint(out_dir / CHECKPOINT_FILE, state)
+                    write_metrics(out_dir / METRICS_FILE, metrics)
+                if group is not None:
+                    group.barrier()
             last_good = epoch + 1
+    if group is not None:  # clean teardown: the DDP module and optimizer first, then the group
+        del train_step, run_step, optimizer, loss_module
+        group.close()
     return FitResult(model=model, guide=guide, metrics=metrics, out_dir=out_dir, dataset=dataset)
+
+
+def _call(fn):
+    return fn()
+
+
+def _check_out_dir(out_dir: Optional[Path], resume: bool) -> None:
+    if resume:
+        if out_dir is None:
+            raise ValueError("resume=True needs the out_dir of the run to continue")
+        if not (out_dir / CHECKPOINT_FILE).is_file():
+            raise FileNotFoundError(f"cannot resume: {out_dir} has no {CHECKPOINT_FILE}; start it without resume")
+    elif out_dir is not None and (out_dir / CHECKPOINT_FILE).exists():
+        raise FileExistsError(
+            f"{out_dir} already holds a run; pass resume=True (--resume) to continue it, "
+            "or choose another out_dir"
+        )
+
+
+def _rank_rng(checkpoint: dict, group, seed: int) -> dict:
+    """The random state this process resumes from: its own rank's in a data-parallel run."""
+    if group is None:
+        return checkpoint["rng"]
+    ranks = checkpoint.get("rng_ranks")
+    if ranks is not None and len(ranks) == group.world_size:
+        return ranks[group.rank]
+    if group.is_main:
+        return checkpoint["rng"]
+    # another number of processes than when saved: a fresh stream for this rank
+    pyro.set_rng_seed(seed + group.rank + 7919 * checkpoint["epoch"])
+    return _rng_state()
 
 
 def _describe(row: dict) -> str:

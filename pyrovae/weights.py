@@ -25,6 +25,8 @@ from typing import Callable, Dict, Iterable, Optional
 
 import pyro
 import pyro.poutine as poutine
+from pyro.distributions.util import scale_and_mask
+from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 import torch
 
@@ -100,8 +102,69 @@ def guess_max_plate_nesting(model: Callable, guide: Callable, batch: dict) -> in
     return nesting
 
 
-def _per_datapoint(site: dict, n: int, nesting: int, num_particles: int) -> torch.Tensor:
-    """Sum one site's (scaled, masked) log-density down to shape (K, N)."""
+class record_sites(Messenger):
+    """Keep the sample sites of one run of a program; with ``replay``, also replay the
+    latent sites of an earlier run (the guide's) into this one (the model's).
+
+    A lean stand-in for ``poutine.trace`` + ``poutine.replay`` where only the sample sites
+    matter (the bounds): it keeps each site's message as is (no copies), records no
+    ``param`` sites and builds no graph. Subsample sites of plates are kept (and replayed,
+    so a subsampling plate draws the same indices in model and guide) but are not scored.
+
+    :param dict replay: ``{name: message}`` of an earlier run, or None.
+
+    >>> import pyro.distributions as dist
+    >>> with record_sites() as recorder:
+    ...     _ = pyro.sample("z", dist.Normal(0.0, 1.0))
+    >>> list(recorder.sites)
+    ['z']
+    """
+
+    def __init__(self, replay: Optional[dict] = None):
+        super().__init__()
+        self.sites: Dict[str, dict] = {}
+        self.replay = replay
+
+    def _process_message(self, msg):
+        if self.replay is None or msg["type"] != "sample" or msg["is_observed"]:
+            return
+        earlier = self.replay.get(msg["name"])
+        if earlier is not None:
+            if earlier["is_observed"]:
+                raise RuntimeError(f"site {msg['name']!r} must be sampled in the guide, not observed")
+            msg["value"] = earlier["value"]
+            msg["infer"] = earlier["infer"]
+            msg["done"] = True
+
+    def _postprocess_message(self, msg):
+        if msg["type"] != "sample" or msg["infer"].get("_do_not_trace"):
+            return
+        if msg["name"] in self.sites:
+            raise RuntimeError(f"Multiple sample sites named {msg['name']!r}")
+        self.sites[msg["name"]] = msg
+
+
+def site_log_prob(site: dict) -> torch.Tensor:
+    """A sample site's scaled and masked log-density (its batch shape), as
+    ``Trace.compute_log_prob`` computes it."""
+    log_p = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
+    return scale_and_mask(log_p, site["scale"], site["mask"])
+
+
+def run_pair(model: Callable, guide: Callable, batch: Dict[str, torch.Tensor]) -> tuple:
+    """Run the guide, then the model with the guide's latent values: ``(guide_sites,
+    model_sites)``, dicts of the sample-site messages in program order."""
+    with record_sites() as guide_run:
+        guide(**batch)
+    with record_sites(replay=guide_run.sites) as model_run:
+        model(**batch)
+    return guide_run.sites, model_run.sites
+
+
+def _per_datapoint(site: dict, n: int, nesting: int, num_particles: int,
+                   log_p: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Sum one site's (scaled, masked) log-density (``site["log_prob"]`` unless ``log_p`` is
+    given) down to shape (K, N)."""
     data_dim = None
     for frame in site["cond_indep_stack"]:
         if frame.vectorized and frame.name != PARTICLE_PLATE and frame.size == n:
@@ -113,7 +176,8 @@ def _per_datapoint(site: dict, n: int, nesting: int, num_particles: int) -> torc
             "per-datapoint importance weights need every sample site inside the data plate"
         )
     full = nesting + 1
-    log_p = site["log_prob"]
+    if log_p is None:
+        log_p = site["log_prob"]
     log_p = log_p.reshape((1,) * (full - log_p.dim()) + log_p.shape)
     keep = (0, full + data_dim)
     other = [d for d in range(full) if d not in keep]
@@ -146,6 +210,30 @@ def log_weights(
     n = batch_size_of(batch)
     if max_plate_nesting is None:
         max_plate_nesting = guess_max_plate_nesting(model, guide, batch)
+    if return_traces:
+        return _log_weights_traced(model, guide, batch, num_particles, max_plate_nesting, n)
+    with pyro.plate(PARTICLE_PLATE, num_particles, dim=-(max_plate_nesting + 1)):
+        guide_sites, model_sites = run_pair(model, guide, batch)
+    return weights_from_sites(model_sites, guide_sites, n, max_plate_nesting, num_particles)
+
+
+def weights_from_sites(model_sites: dict, guide_sites: dict, n: int, nesting: int, num_particles: int) -> torch.Tensor:
+    """The ``(K, N)`` log-weights of one run of :func:`run_pair` under the particle plate."""
+    log_w = None
+    for sites, sign in ((model_sites, 1.0), (guide_sites, -1.0)):
+        for site in sites.values():
+            if site_is_subsample(site) or (sign < 0 and site["is_observed"]):
+                continue
+            term = _per_datapoint(site, n, nesting, num_particles, log_p=site_log_prob(site))
+            log_w = sign * term if log_w is None else log_w + sign * term
+    if log_w is None:
+        raise ValueError("the model has no sample sites")
+    return log_w
+
+
+def _log_weights_traced(model, guide, batch, num_particles, max_plate_nesting, n):
+    """:func:`log_weights` through Pyro's own ``trace`` and ``replay`` (the same numbers),
+    returning the traces as well."""
     with pyro.plate(PARTICLE_PLATE, num_particles, dim=-(max_plate_nesting + 1)):
         guide_trace = poutine.trace(guide).get_trace(**batch)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(**batch)
@@ -162,9 +250,7 @@ def log_weights(
             log_w = sign * term if log_w is None else log_w + sign * term
     if log_w is None:
         raise ValueError("the model has no sample sites")
-    if return_traces:
-        return log_w, guide_trace, model_trace
-    return log_w
+    return log_w, guide_trace, model_trace
 
 
 def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:

@@ -1,0 +1,221 @@
+"""The pieces of one training step: the loss as a torch module, the optimizer, the step.
+
+:class:`LossModule` holds a model/guide pair and an objective; ``forward(batch, step)`` is the
+objective's loss and ``parameters()`` are every tensor the pair trains (its nn.Module
+parameters and the ``pyro.param`` values it uses), so that an optimizer, ``torch.compile``
+or ``DistributedDataParallel`` can wrap it like any torch module. :class:`TrainStep` is one
+optimizer step on one batch (forward, backward, Adam), optionally under bf16 autocast.
+
+While a :class:`TrainStep` runs, the pair's ``PyroModule`` s issue no ``pyro.module`` /
+``pyro.param`` statement for their own parameters (:class:`quiet_pyro_modules`): the
+statements cost a message through the effect stack and a parameter-store lookup per
+parameter per step, and the loop already holds every parameter. Sample sites, plates and
+any ``pyro.param`` written in a program body are untouched, and the loss and gradients are
+the same (the tests compare them).
+
+>>> import torch
+>>> from pyrovae.models import VAE
+>>> from pyrovae.guides import DiagNormalGuide
+>>> from pyrovae.objectives import ELBO
+>>> module = LossModule(VAE(6, 2, (8,)), DiagNormalGuide(6, 2, (8,)), ELBO())
+>>> step = TrainStep(module, make_optimizer(list(module.parameters()), lr=1e-3, device="cpu"))
+>>> loss = step({"x": torch.bernoulli(torch.full((4, 6), 0.5))}, 0)
+>>> loss.shape
+torch.Size([])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from typing import Callable, Dict, Optional
+
+import pyro
+import torch
+from pyro.nn import PyroModule
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def as_store_parameters(store_params: Dict[str, torch.Tensor]) -> Dict[str, torch.nn.Parameter]:
+    """Make the param-store tensors ``store_params`` (name -> unconstrained tensor)
+    ``nn.Parameter`` s, in place in Pyro's param store, as ``PyroModule`` does for its own
+    ``PyroParam`` s: the data and the name stay, and ``pyro.param(name)`` keeps returning them.
+    """
+    store = pyro.get_param_store()
+    out = {}
+    for name, value in store_params.items():
+        if not isinstance(value, torch.nn.Parameter):
+            parameter = torch.nn.Parameter(value.detach(), requires_grad=True)
+            if store._params.get(name) is value:
+                del store._param_to_name[value]
+                store._params[name] = parameter
+                store._param_to_name[parameter] = name
+            value = parameter
+        out[name] = value
+    return out
+
+
+class LossModule(torch.nn.Module):
+    """The loss of a model/guide pair under an objective, as a torch module.
+
+    :param callable model: the model (an nn.Module is registered as a submodule).
+    :param callable guide: the guide (likewise).
+    :param callable objective: ``objective(model, guide, batch, step) -> loss``.
+    :param dict store_params: ``pyro.param`` tensors the pair uses beyond its modules'
+        parameters (made ``nn.Parameter`` s in the param store, see :func:`as_store_parameters`).
+    :param callable call_model: what the objective calls as the model (default ``model``;
+        e.g. the model restricted to the batch keys it accepts).
+    :param callable call_guide: likewise for the guide.
+    """
+
+    def __init__(self, model: Callable, guide: Callable, objective: Callable,
+                 store_params: Optional[Dict[str, torch.Tensor]] = None,
+                 call_model: Optional[Callable] = None, call_guide: Optional[Callable] = None):
+        super().__init__()
+        self.pair = torch.nn.ModuleList([m for m in (model, guide) if isinstance(m, torch.nn.Module)])
+        # a list, not a dict: Pyro names (``encoder$$$0.weight``) are not module attribute names
+        self.store = torch.nn.ParameterList(as_store_parameters(store_params or {}).values())
+        self.objective = objective
+        self.call_model = call_model if call_model is not None else model
+        self.call_guide = call_guide if call_guide is not None else guide
+
+    def forward(self, batch: Dict[str, torch.Tensor], step: int = 0) -> torch.Tensor:
+        return self.objective(self.call_model, self.call_guide, batch, step)
+
+
+def make_optimizer(params, lr: float, device, capturable: bool = False) -> torch.optim.Optimizer:
+    """Adam with torch's fused kernel (one kernel for all parameters, on CPU and CUDA), else
+    the multi-tensor ``foreach`` version. ``capturable`` keeps its step count on the device,
+    as a CUDA graph capture needs."""
+    device = torch.device(device)
+    options = {"capturable": True} if capturable and device.type == "cuda" else {}
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True, **options)
+    except (RuntimeError, ValueError, TypeError):
+        return torch.optim.Adam(params, lr=lr, foreach=device.type != "cpu" or None, **options)
+
+
+class _QuietContext:
+    """Stands in for a PyroModule's call context: never active, so attribute access returns
+    the module's own tensors without issuing ``pyro.param`` / ``pyro.module`` statements."""
+
+    active = 0
+    used = False
+
+    def __init__(self):
+        self.cache = {}
+
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return None
+
+    def get(self, name):
+        return None
+
+    def set(self, name, value):
+        return None
+
+
+class quiet_pyro_modules:
+    """While active, the ``PyroModule`` s in ``modules`` (and their submodules) issue no
+    ``pyro.param`` / ``pyro.module`` statements for their own parameters.
+
+    Used only where nothing reads those statements: the training step, whose parameters are
+    all in the optimizer. It does nothing (``enabled`` is False) when a module holds
+    ``PyroSample`` attributes (they need the call context), when Pyro's
+    ``module_local_params`` setting is on, or when Pyro's PyroModule internals are not the
+    ones this was written for.
+
+    :param modules: models, guides (anything; non-PyroModules are ignored).
+    """
+
+    def __init__(self, *modules):
+        self.modules = []
+        seen = set()
+        for obj in modules:
+            if not isinstance(obj, torch.nn.Module):
+                continue
+            for m in obj.modules():
+                if isinstance(m, PyroModule) and id(m) not in seen:
+                    seen.add(id(m))
+                    self.modules.append(m)
+        self.enabled = bool(self.modules) and self._supported()
+        self._quiet = _QuietContext()
+        self._saved = None
+
+    def _supported(self) -> bool:
+        if pyro.settings.get("module_local_params"):
+            return False
+        for m in self.modules:
+            context = m.__dict__.get("_pyro_context")
+            if context is None or not hasattr(context, "active") or m.__dict__.get("_pyro_samples"):
+                return False
+        return True
+
+    def __enter__(self):
+        if self.enabled:
+            self._saved = [m.__dict__["_pyro_context"] for m in self.modules]
+            for m in self.modules:
+                m.__dict__["_pyro_context"] = self._quiet
+        return self
+
+    def __exit__(self, *exc):
+        if self._saved is not None:
+            for m, context in zip(self.modules, self._saved):
+                m.__dict__["_pyro_context"] = context
+            self._saved = None
+        return None
+
+
+def autocast(device, precision: str):
+    """A context for the forward pass in ``precision``: ``fp32`` (none) or ``bf16``
+    (``torch.autocast``; matrix products in bfloat16, reductions and log-densities in float32
+    where torch's autocast lists say so)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError("precision='bf16' needs a GPU with bfloat16 support (Ampere or newer); use fp32")
+    # no weight-cast cache: it is not allowed while a CUDA graph is captured
+    return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
+
+
+class TrainStep:
+    """One optimizer step: ``loss = module(batch, step)``, ``zero_grad``, ``backward``,
+    ``optimizer.step()``; returns the detached loss (a device tensor: no synchronization).
+
+    :param torch.nn.Module module: a :class:`LossModule` (or a ``DistributedDataParallel``
+        around one).
+    :param optimizer: the optimizer of its parameters.
+    :param str precision: ``fp32`` or ``bf16`` (autocast of the forward pass).
+    :param quiet: a :class:`quiet_pyro_modules` for the pair, or None.
+    :param device: the device of the data.
+    """
+
+    def __init__(self, module, optimizer, precision: str = "fp32", quiet=None, device="cpu"):
+        self.module, self.optimizer, self.precision = module, optimizer, precision
+        self.quiet = quiet if quiet is not None else contextlib.nullcontext()
+        self.device = torch.device(device)
+        autocast(self.device, precision)  # check now, not at the first step
+        self.loss_scale = 1.0  # data-parallel shards of unequal size weight their losses
+
+    def __call__(self, batch: Dict[str, torch.Tensor], step: int) -> torch.Tensor:
+        with self.quiet, autocast(self.device, self.precision):
+            loss = self.module(batch, step)
+        if self.loss_scale != 1.0:
+            loss = loss * self.loss_scale
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+
+def warn_once(message: str, _seen=set()):
+    if message not in _seen:
+        _seen.add(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
