@@ -6,16 +6,16 @@
 
 Sampling a component index is not differentiable, yet :math:`E_q[f(z)]` is a smooth
 function of the mixture weights, means and scales. Graves [1] obtains its pathwise gradient
-from the sequence of conditional CDFs; Pyro's :class:`~pyro.distributions.MixtureOfDiagNormals`
-implements an unbiased pathwise estimator of the same gradient (the velocity-field form of
-Jankowiak & Karaletsos [2]), which this guide uses. Its ``log_prob`` is exact, so the
-single-sample ELBO, IWAE and importance-sampled log-likelihoods all apply. A mixture can
-place mass on several modes of a multimodal posterior, where a single Gaussian averages them.
+by holding fixed the uniforms of the distributional transform (the sequence of conditional
+CDFs); :class:`~pyrovae.distributions.DiagNormalMixture` implements it with one triangular
+solve per draw. (Pyro's ``MixtureOfDiagNormals`` has a pathwise sampler too, but its
+gradient in the logits is biased in pyro-ppl 1.9.2.) The density is exact, so the ELBO,
+IWAE and importance-sampled log-likelihoods all apply. A mixture can place mass on several
+modes of a multimodal posterior, where a single Gaussian averages them.
 
 References
 
 [1] Graves. Stochastic Backpropagation through Mixture Density Distributions. arXiv:1607.05690
-[2] Jankowiak, Karaletsos. Pathwise Derivatives for Multivariate Distributions. arXiv:1806.01856
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from __future__ import annotations
 from typing import Tuple
 
 import pyro
-import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from pyro.nn import PyroModule
 
+from pyrovae.distributions import DiagNormalMixture
 from pyrovae.nn import MLP, check_positive
 from pyrovae.registry import register_guide
 
@@ -37,7 +37,7 @@ class MixtureGuide(PyroModule):
     """An MLP encoder x -> (logits, locs, scales) of K diagonal Gaussians over the site ``z``.
 
     :param int x_dim: size of one (flattened) datapoint.
-    :param int z_dim: latent dimension (>= 2: Pyro's sampler does not support 1).
+    :param int z_dim: latent dimension.
     :param tuple hidden_dims: encoder hidden widths.
     :param str activation: encoder nonlinearity.
     :param str site: name of the latent sample site.
@@ -45,7 +45,7 @@ class MixtureGuide(PyroModule):
 
     >>> guide = MixtureGuide(x_dim=64, z_dim=2, num_components=3)
     >>> q = guide.encode(torch.zeros(5, 64))
-    >>> q.batch_shape, q.event_shape, tuple(q.locs.shape)
+    >>> q.batch_shape, q.event_shape, tuple(q.loc.shape)
     (torch.Size([5]), torch.Size([2]), (5, 3, 2))
     """
 
@@ -60,20 +60,17 @@ class MixtureGuide(PyroModule):
     ):
         super().__init__()
         check_positive(x_dim=x_dim, z_dim=z_dim, num_components=num_components)
-        if z_dim < 2:
-            raise ValueError("the mixture guide needs z_dim >= 2 (MixtureOfDiagNormals has no sampler "
-                             "for one dimension); use the 'diag' guide for a 1-d latent")
         self.x_dim, self.z_dim, self.site = x_dim, z_dim, site
         self.num_components = num_components
         self.encoder = MLP(x_dim, tuple(hidden_dims), num_components * (2 * z_dim + 1), activation)
 
-    def encode(self, x: torch.Tensor) -> dist.MixtureOfDiagNormals:
+    def encode(self, x: torch.Tensor) -> DiagNormalMixture:
         """q(z | x): batch shape ``x.shape[:-1]``, event shape ``(z_dim,)``."""
         out = self.encoder(x)
         k, z = self.num_components, self.z_dim
         logits = out[..., :k]  # (N, K)
         loc, raw_scale = out[..., k:].reshape(out.shape[:-1] + (k, 2 * z)).split(z, dim=-1)  # (N, K, Z) each
-        return dist.MixtureOfDiagNormals(loc, F.softplus(raw_scale) + 1e-5, logits)
+        return DiagNormalMixture(loc, F.softplus(raw_scale) + 1e-5, logits)
 
     def forward(self, x: torch.Tensor, **kwargs):
         with pyro.plate("data", x.shape[0]):

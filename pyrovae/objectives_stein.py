@@ -23,6 +23,20 @@ datapoint: ``median`` takes one bandwidth :math:`h = \\mathrm{med}\\,\\|z_i - z_
 \\log(M+1)` (Liu & Wang), ``median_per_dim`` one per coordinate (Pyro's ``RBFSteinKernel``
 with ``SVGD(mode="multivariate")``).
 
+**Leave one out.** The particles of an amortized encoder are i.i.d. draws of
+:math:`q(z \\mid x)`. For :math:`j \\ne i`, Stein's identity gives
+:math:`E_{z_j \\sim q}[k(z_j, z_i) \\nabla \\log p(z_j) + \\nabla_{z_j} k(z_j, z_i)] =
+E_q[k\\, (\\nabla \\log p - \\nabla \\log q)]`, zero when :math:`q = p`; the self-term
+:math:`j = i` adds :math:`\\frac{1}{M} \\nabla \\log p(x, z_i)`, which pulls every particle
+towards the mode, so the sum above (the paper's, and Pyro's ``SVGD``) makes the posterior
+a fixed point only as :math:`M \\to \\infty`. With the median bandwidth the other terms
+weigh little, and on a normal-normal model an implicit encoder trained with M = 8 reaches
+about 0.4 of the posterior variance. ``leave_one_out=True`` (the default) drops the
+self-term and averages over the :math:`M - 1` others: the posterior is then (up to the
+bandwidth's dependence on :math:`z_i`) a fixed point for every M, and the same encoder
+reaches the posterior variance within about 10%. ``leave_one_out=False`` is the paper's
+direction.
+
 ``beta`` / ``warmup_steps`` scale the model's latent log-densities inside
 :math:`\\log p(x, z)`, as the other objectives scale the KL term.
 
@@ -53,12 +67,14 @@ BANDWIDTHS = ("median", "median_per_dim")
 
 
 @torch.no_grad()
-def svgd_direction(particles: torch.Tensor, score: torch.Tensor, bandwidth: str = "median") -> torch.Tensor:
+def svgd_direction(particles: torch.Tensor, score: torch.Tensor, bandwidth: str = "median",
+                   leave_one_out: bool = False) -> torch.Tensor:
     """The SVGD direction :math:`\\phi` for independent sets of particles.
 
     :param torch.Tensor particles: ``(B, M, D)``: B sets of M >= 2 particles in D dimensions.
     :param torch.Tensor score: ``(B, M, D)``: :math:`\\nabla_z \\log p` at each particle.
     :param str bandwidth: ``median`` (isotropic) or ``median_per_dim``.
+    :param bool leave_one_out: drop the self-term j = i and divide by M - 1.
     :returns: ``(B, M, D)``.
     """
     if bandwidth not in BANDWIDTHS:
@@ -81,6 +97,9 @@ def svgd_direction(particles: torch.Tensor, score: torch.Tensor, bandwidth: str 
         kernel = torch.exp(-scaled.sum(-1))
         grad_kernel = 2 * kernel.unsqueeze(-1) * delta / h[..., None, None, :]
     # [i, j]: k(z_j, z_i) score_j  +  grad_{z_j} k(z_j, z_i) = 2 k (z_i - z_j) / h
+    if leave_one_out:
+        kernel = kernel * (1 - torch.eye(m, dtype=kernel.dtype, device=kernel.device))
+        return (kernel @ score + grad_kernel.sum(-2)) / (m - 1)
     return (kernel @ score + grad_kernel.sum(-2)) / m
 
 
@@ -106,19 +125,21 @@ class SteinObjective(Objective):
 
     :param int num_particles: M, particles per datapoint (>= 2).
     :param str bandwidth: ``median`` or ``median_per_dim`` (see the module docstring).
+    :param bool leave_one_out: the unbiased direction for i.i.d. particles (default) rather
+        than the paper's sum over all j (see the module docstring).
     :param float beta: weight of the prior's log-density in :math:`\\log p(x, z)`.
     :param int warmup_steps: linear warm-up of ``beta``.
     """
 
     name = "stein"
 
-    def __init__(self, num_particles: int = 8, bandwidth: str = "median", **kwargs):
+    def __init__(self, num_particles: int = 8, bandwidth: str = "median", leave_one_out: bool = True, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(num_particles, int) or num_particles < 2:
             raise ValueError(f"the stein objective needs num_particles >= 2, got {num_particles!r}")
         if bandwidth not in BANDWIDTHS:
             raise ValueError(f"unknown bandwidth {bandwidth!r}; choose one of {BANDWIDTHS}")
-        self.num_particles, self.bandwidth = num_particles, bandwidth
+        self.num_particles, self.bandwidth, self.leave_one_out = num_particles, bandwidth, leave_one_out
         self._nesting: Dict[tuple, int] = {}
 
     def __call__(self, model, guide, batch, step: Optional[int] = None) -> torch.Tensor:
@@ -161,10 +182,11 @@ class SteinObjective(Objective):
         log_joint = model_trace.log_prob_sum()  # sum over particles and datapoints
         (score,) = torch.autograd.grad(log_joint, z_leaf, retain_graph=True)
         flat = lambda t: t.reshape(m, -1, t.shape[-1]).transpose(0, 1)  # noqa: E731  (N, M, Z)
-        phi = svgd_direction(flat(z_leaf.detach()), flat(score), self.bandwidth)
+        phi = svgd_direction(flat(z_leaf.detach()), flat(score), self.bandwidth, self.leave_one_out)
         phi = phi.transpose(0, 1).reshape(z.shape)
         encoder_term = (z * phi).sum() / (m * n)
         return -log_joint / (m * n) - (encoder_term - encoder_term.detach())
 
     def config(self) -> dict:
-        return {**super().config(), "num_particles": self.num_particles, "bandwidth": self.bandwidth}
+        return {**super().config(), "num_particles": self.num_particles, "bandwidth": self.bandwidth,
+                "leave_one_out": self.leave_one_out}

@@ -1,0 +1,312 @@
+"""The von Mises-Fisher distribution, the uniform on the sphere and the log-Bessel functions,
+against closed forms, scipy, a power series, quadrature, Pyro's VonMises / VonMises3D and
+Monte Carlo with stated tolerances."""
+
+import math
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from scipy.special import ive, gammaln
+
+from pyrovae.distributions import (
+    HypersphericalUniform, VonMisesFisher, bessel_ratio, log_bessel_iv, log_bessel_ive,
+)
+
+ORDERS = [0.0, 0.5, 1.0, 1.5, 4.0, 14.5, 15.0, 49.5, 99.0, 499.0]  # d = 2, 3, 4, 5, 10, 31, 32, 101, 200, 1000
+ARGS = np.logspace(-3, 4, 15)
+
+
+def series_log_iv(v, x, terms=3000):
+    """log I_v(x) from the power series sum_k (x^2/4)^k / (k! Gamma(v + k + 1)) (small x)."""
+    k = np.arange(terms)
+    log_terms = 2 * k * np.log(x / 2) - gammaln(k + 1) - gammaln(v + k + 1)
+    top = log_terms.max()
+    return v * np.log(x / 2) + top + np.log(np.exp(log_terms - top).sum())
+
+
+def reference_log_ive(v, x):
+    """scipy where ive is a normal float, the power series where it underflows."""
+    value = ive(v, x)
+    if value > 1e-290:
+        return math.log(value)
+    return series_log_iv(v, x) - x
+
+
+def test_log_bessel_matches_scipy_and_the_series_on_a_grid():
+    worst = 0.0
+    for v in ORDERS:
+        x = torch.tensor(ARGS, dtype=torch.float64)
+        got = log_bessel_ive(v, x).numpy()
+        ref = np.array([reference_log_ive(v, xi) for xi in ARGS])
+        assert np.isfinite(got).all()
+        err = np.abs(got - ref) / np.maximum(1.0, np.abs(ref))
+        worst = max(worst, err.max())
+    assert worst < 1e-10, worst
+
+
+def test_log_bessel_small_argument_matches_the_series_where_scipy_underflows():
+    for v in [99.0, 499.0]:
+        for x in [1e-3, 0.1, 1.0]:
+            assert ive(v, x) == 0 or v < 200  # scipy underflows for the large orders
+            got = float(log_bessel_iv(v, torch.tensor(x, dtype=torch.float64)))
+            assert got == pytest.approx(series_log_iv(v, x), rel=1e-12)
+
+
+def test_bessel_ratio_matches_scipy_on_a_grid():
+    for v in ORDERS:
+        for x in ARGS:
+            if ive(v, x) < 1e-290:
+                ref = math.exp(series_log_iv(v + 1, x) - series_log_iv(v, x))
+            else:
+                ref = ive(v + 1, x) / ive(v, x)
+            got = float(bessel_ratio(v, torch.tensor(x, dtype=torch.float64)))
+            assert got == pytest.approx(ref, rel=1e-9), (v, x)
+
+
+def test_bessel_closed_forms_of_half_integer_order():
+    x = torch.tensor([0.01, 0.7, 3.0, 40.0, 1e4], dtype=torch.float64)
+    # I_{1/2}(x) = sqrt(2 / (pi x)) sinh(x); I_{3/2}/I_{1/2} = coth(x) - 1/x
+    expected = 0.5 * torch.log(2 / (math.pi * x)) + x + torch.log1p(-torch.exp(-2 * x)) - math.log(2)
+    assert torch.allclose(log_bessel_iv(0.5, x), expected, rtol=1e-12)
+    assert torch.allclose(bessel_ratio(0.5, x), 1 / torch.tanh(x) - 1 / x, rtol=1e-10)
+
+
+@pytest.mark.parametrize("v", [0.0, 1.5, 14.5, 499.0])
+def test_bessel_gradients_against_finite_differences(v):
+    x = torch.tensor([0.05, 1.3, 20.0, 700.0, 1e4], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: log_bessel_ive(v, t), (x,), eps=1e-6, atol=1e-7, rtol=1e-6)
+    assert torch.autograd.gradcheck(lambda t: bessel_ratio(v, t), (x,), eps=1e-6, atol=1e-7, rtol=1e-6)
+
+
+def test_bessel_float32_large_arguments_are_finite():
+    x = torch.tensor([1e-4, 1.0, 1e4], requires_grad=True)
+    y = log_bessel_iv(499.0, x)
+    y.sum().backward()
+    assert y.dtype == torch.float32 and torch.isfinite(y).all() and torch.isfinite(x.grad).all()
+
+
+# ---- the uniform on the sphere --------------------------------------------------------------
+
+def test_hyperspherical_uniform():
+    p = HypersphericalUniform(3, batch_shape=(4,))
+    z = p.sample((1000,))
+    assert z.shape == (1000, 4, 3)
+    assert torch.allclose(z.norm(dim=-1), torch.ones(()), atol=1e-6)
+    assert z.mean((0, 1)).abs().max() < 4 * (1 / 3) ** 0.5 / 4000 ** 0.5  # E z = 0, var = 1/3
+    assert torch.allclose(p.log_prob(z), torch.tensor(-math.log(4 * math.pi)))
+    assert float(HypersphericalUniform(2).log_prob(torch.tensor([1.0, 0.0]))) == pytest.approx(-math.log(2 * math.pi))
+    assert p.expand((2, 4)).sample().shape == (2, 4, 3)
+    with pytest.raises(ValueError, match="dim >= 2"):
+        HypersphericalUniform(1)
+
+
+# ---- the von Mises-Fisher -------------------------------------------------------------------
+
+def unit(v):
+    v = torch.as_tensor(v, dtype=torch.float64)
+    return v / v.norm()
+
+
+@pytest.mark.parametrize("kappa", [0.3, 4.0, 60.0])
+def test_density_integrates_to_one_on_the_circle(kappa):
+    q = VonMisesFisher(unit([0.6, -0.8]), torch.tensor(kappa, dtype=torch.float64))
+    theta = torch.linspace(0, 2 * math.pi, 4001, dtype=torch.float64)[:-1]
+    z = torch.stack([theta.cos(), theta.sin()], -1)
+    total = q.log_prob(z).exp().sum() * (2 * math.pi / 4000)  # periodic trapezoid rule
+    assert float(total) == pytest.approx(1.0, abs=1e-10)
+
+
+@pytest.mark.parametrize("kappa", [0.3, 4.0, 30.0])
+def test_density_integrates_to_one_on_the_sphere(kappa):
+    q = VonMisesFisher(unit([0.3, -0.5, 0.8]), torch.tensor(kappa, dtype=torch.float64))
+    nodes, weights = np.polynomial.legendre.leggauss(200)  # in cos(theta)
+    cos_t = torch.tensor(nodes).reshape(-1, 1)
+    phi = torch.linspace(0, 2 * math.pi, 401, dtype=torch.float64)[:-1].reshape(1, -1)
+    sin_t = (1 - cos_t ** 2).sqrt()
+    z = torch.stack(torch.broadcast_tensors(sin_t * phi.cos(), sin_t * phi.sin(), cos_t), -1)
+    density = q.log_prob(z).exp()  # (200, 400)
+    total = (density.sum(1) * (2 * math.pi / 400) * torch.tensor(weights)).sum()
+    assert float(total) == pytest.approx(1.0, abs=1e-8)
+
+
+def test_log_prob_matches_pyro_von_mises_in_2d_and_von_mises_3d():
+    torch.manual_seed(0)
+    for kappa in [0.1, 2.0, 50.0, 1e4]:
+        theta = torch.rand(20, dtype=torch.float64) * 2 * math.pi - math.pi
+        q2 = VonMisesFisher(unit([math.cos(1.0), math.sin(1.0)]), torch.tensor(kappa, dtype=torch.float64))
+        ref2 = dist.VonMises(torch.tensor(1.0, dtype=torch.float64), torch.tensor(kappa, dtype=torch.float64))
+        z2 = torch.stack([theta.cos(), theta.sin()], -1)
+        # torch's VonMises uses a polynomial approximation of I_0 (about 1e-7 relative)
+        assert torch.allclose(q2.log_prob(z2), ref2.log_prob(theta), rtol=0, atol=1e-6)
+
+        mu = unit([1.0, -2.0, 0.5])
+        q3 = VonMisesFisher(mu, torch.tensor(kappa, dtype=torch.float64))
+        z3 = torch.randn(20, 3, dtype=torch.float64)
+        z3 = z3 / z3.norm(dim=-1, keepdim=True)
+        # closed form: kappa (mu.z - 1) + log(kappa / (2 pi (1 - exp(-2 kappa))))
+        closed = kappa * (z3 @ mu - 1) + math.log(kappa / (2 * math.pi)) - math.log1p(-math.exp(-2 * kappa))
+        assert torch.allclose(q3.log_prob(z3), closed, rtol=1e-12, atol=1e-9)
+        if kappa <= 50:  # Pyro's VonMises3D overflows to -inf for large kappa
+            assert torch.allclose(q3.log_prob(z3), dist.VonMises3D(kappa * mu).log_prob(z3), rtol=1e-9, atol=1e-8)
+
+
+CASES = [(2, 0.5), (3, 10.0), (5, 1.0), (10, 100.0), (100, 50.0), (1000, 1e4)]
+
+
+@pytest.mark.parametrize("d,kappa", CASES)
+def test_samples_mean_resultant_length_and_direction(d, kappa):
+    torch.manual_seed(d)
+    n = 20000
+    mu = unit(torch.randn(d, dtype=torch.float64))
+    q = VonMisesFisher(mu.float(), torch.tensor(kappa), validate_args=True)
+    z = q.sample((n,)).double()
+    assert torch.allclose(z.norm(dim=-1), torch.ones((), dtype=z.dtype), atol=1e-5)
+    cos = z @ mu
+    length = float(q.mean_resultant_length)
+    # the mean of mu.z is A_d(kappa), within 4 standard errors
+    assert abs(float(cos.mean()) - length) < 4 * float(cos.std()) / n ** 0.5
+    # the sample mean vector is A_d(kappa) mu, coordinate by coordinate within 5 standard errors
+    se = z.std(0) / n ** 0.5
+    assert ((z.mean(0) - length * mu).abs() < 5 * se + 1e-7).all()
+
+
+def test_batch_shapes_and_plates():
+    loc = torch.nn.functional.normalize(torch.randn(4, 3), dim=-1)
+    q = VonMisesFisher(loc, torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    assert q.batch_shape == (4,) and q.event_shape == (3,)
+    assert q.rsample((5,)).shape == (5, 4, 3)
+    assert q.log_prob(q.rsample((5,))).shape == (5, 4)
+    assert q.expand((2, 4)).rsample().shape == (2, 4, 3)
+    assert VonMisesFisher(loc[0], torch.ones(2)).batch_shape == (2,)  # kappa broadcasts the batch
+
+    def guide():
+        with pyro.plate("particles", 7, dim=-2), pyro.plate("data", 4):
+            return pyro.sample("z", q)
+
+    z = guide()
+    assert z.shape == (7, 4, 3)
+    assert torch.allclose(z.norm(dim=-1), torch.ones((), dtype=z.dtype), atol=1e-5)
+    with pytest.raises(ValueError, match="d >= 2"):
+        VonMisesFisher(torch.ones(4, 1), torch.ones(4))
+
+
+@pytest.mark.parametrize("d,kappa", [(2, 0.5), (3, 20.0), (10, 3.0), (1000, 1e4)])
+def test_kl_to_uniform_matches_monte_carlo(d, kappa):
+    torch.manual_seed(0)
+    q = VonMisesFisher(unit(torch.randn(d)), torch.tensor(kappa, dtype=torch.float64))
+    p = HypersphericalUniform(d, dtype=torch.float64)
+    kl = torch.distributions.kl_divergence(q, p)
+    n = 40000 if d < 1000 else 4000
+    log_ratio = q.log_prob(q.sample((n,))) + p.log_normalizer  # log q - log p
+    se = float(log_ratio.std()) / n ** 0.5
+    assert abs(float(kl) - float(log_ratio.mean())) < 4 * se + 1e-12
+    assert float(kl) >= 0
+    assert float(q.entropy()) == pytest.approx(-float(log_ratio.mean()) + p.log_normalizer, abs=4 * se + 1e-12)
+
+
+def expected_f(mu, kappa, a, c, d):
+    """E[(a.z)^2 + c.z] in closed form: E[z z^T] = (A/kappa) I + (1 - d A/kappa) mu mu^T, E[z] = A mu."""
+    A = bessel_ratio(d / 2 - 1, kappa)
+    return (A / kappa) * (a @ a) + (1 - d * A / kappa) * (a @ mu) ** 2 + A * (c @ mu)
+
+
+def gradient_estimates(d, kappa, batches=8, n=25000, correction=True):
+    """Per-batch Monte Carlo gradients of E[f(z)] wrt (raw loc, kappa), and the exact ones."""
+    g = torch.Generator().manual_seed(d)
+    a, c = torch.randn(d, generator=g, dtype=torch.float64), torch.randn(d, generator=g, dtype=torch.float64)
+    raw = torch.randn(d, generator=g, dtype=torch.float64).requires_grad_()
+    k = torch.tensor(kappa, dtype=torch.float64, requires_grad=True)
+    exact = torch.cat([t.reshape(-1) for t in torch.autograd.grad(expected_f(raw / raw.norm(), k, a, c, d), [raw, k])])
+    estimates = []
+    for _ in range(batches):
+        q = VonMisesFisher(raw / raw.norm(), k, gradient_correction=correction)
+        z = q.rsample((n,))
+        f = (z @ a) ** 2 + z @ c
+        score = q.score_parts(z).score_function
+        surrogate = (f + f.detach() * score).mean()  # what Trace_ELBO builds
+        estimates.append(torch.cat([t.reshape(-1) for t in torch.autograd.grad(surrogate, [raw, k])]))
+    estimates = torch.stack(estimates)
+    return estimates.mean(0), estimates.std(0) / batches ** 0.5, exact, (raw, k, a, c)
+
+
+@pytest.mark.parametrize("d,kappa", [(2, 0.5), (3, 2.0), (5, 2.0), (10, 20.0)])
+def test_reparameterized_gradient_is_unbiased(d, kappa):
+    torch.manual_seed(0)
+    mean, se, exact, (raw, k, a, c) = gradient_estimates(d, kappa)
+    # the exact gradient (autograd through the closed form and the Bessel ratio) against
+    # central finite differences of the closed form
+    h = 1e-6
+    raw, k = raw.detach(), k.detach()
+    for i in range(d):
+        e = torch.zeros(d, dtype=torch.float64)
+        e[i] = h
+        fd = (expected_f((raw + e) / (raw + e).norm(), k, a, c, d) - expected_f((raw - e) / (raw - e).norm(), k, a, c, d)) / (2 * h)
+        assert float(fd) == pytest.approx(float(exact[i]), abs=1e-6)
+    fd_k = (expected_f(raw / raw.norm(), k + h, a, c, d) - expected_f(raw / raw.norm(), k - h, a, c, d)) / (2 * h)
+    assert float(fd_k) == pytest.approx(float(exact[-1]), abs=1e-6)
+    # Monte Carlo (8 batches of 25000) within 4.5 standard errors of the exact gradient, for loc and kappa
+    assert ((mean - exact).abs() < 4.5 * se + 1e-4).all(), (mean, exact, se)
+
+
+def test_pathwise_gradient_alone_is_biased_in_kappa():
+    """Without the correction term the kappa-gradient is off by many standard errors (d = 2)."""
+    torch.manual_seed(0)
+    mean, se, exact, _ = gradient_estimates(2, 0.5, correction=False)
+    assert abs(float(mean[-1] - exact[-1])) > 20 * float(se[-1])
+
+
+def test_trace_elbo_applies_the_correction_and_meanfield_uses_the_closed_form_kl():
+    """ELBO = E_q[f(z)] - KL(q || uniform) with f a log-factor: Pyro's Trace_ELBO gradient (vectorized
+    particles, so the distribution is expanded by a plate) matches the exact gradient."""
+    d = 3
+    a = torch.tensor([1.0, -0.5, 0.3], dtype=torch.float64)
+    c = torch.tensor([0.2, 0.1, -1.0], dtype=torch.float64)
+    raw = torch.tensor([0.4, -0.3, 0.8], dtype=torch.float64, requires_grad=True)
+    k = torch.tensor(1.5, dtype=torch.float64, requires_grad=True)
+    uniform = HypersphericalUniform(d, dtype=torch.float64)
+
+    def model(factor=True, **kwargs):
+        z = pyro.sample("z", uniform)
+        if factor:
+            pyro.factor("f", (z @ a) ** 2 + z @ c)
+
+    def guide(factor=True, correction=True):
+        pyro.sample("z", VonMisesFisher(raw / raw.norm(), k, gradient_correction=correction))
+
+    exact_elbo = expected_f(raw / raw.norm(), k, a, c, d) - torch.distributions.kl_divergence(
+        VonMisesFisher(raw / raw.norm(), k), uniform)
+    exact = torch.cat([g.reshape(-1) for g in torch.autograd.grad(exact_elbo, [raw, k])])
+    pyro.set_rng_seed(0)
+    grads = []
+    for _ in range(6):
+        loss = Trace_ELBO(num_particles=40000, vectorize_particles=True, max_plate_nesting=0).differentiable_loss(model, guide)
+        grads.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(-loss, [raw, k])]))
+    grads = torch.stack(grads)
+    se = grads.std(0) / 6 ** 0.5
+    assert ((grads.mean(0) - exact).abs() < 4.5 * se + 1e-4).all(), (grads.mean(0), exact, se)
+    # TraceMeanField_ELBO: with no likelihood the loss is exactly the closed-form KL
+    kl = torch.distributions.kl_divergence(VonMisesFisher(raw / raw.norm(), k), uniform)
+    loss = TraceMeanField_ELBO().differentiable_loss(model, guide, factor=False, correction=False)
+    assert float(loss) == pytest.approx(float(kl), rel=1e-12)
+    # ... and it refuses the score-function correction (documented: gradient_correction=False)
+    with pytest.raises(NotImplementedError, match="reparameterized"):
+        TraceMeanField_ELBO().differentiable_loss(model, guide, factor=False)
+
+
+def test_large_concentration_and_dimension_in_float32():
+    torch.manual_seed(0)
+    loc = torch.nn.functional.normalize(torch.randn(3, 1000), dim=-1)
+    kappa = torch.tensor([1.0, 300.0, 1e4], requires_grad=True)
+    q = VonMisesFisher(loc, kappa)
+    z = q.rsample((4,))
+    values = [q.log_prob(z), q.entropy(), torch.distributions.kl_divergence(q, HypersphericalUniform(1000))]
+    total = sum(v.sum() for v in values) + q.score_parts(z).score_function.sum()
+    total.backward()
+    assert all(torch.isfinite(v).all() for v in values) and torch.isfinite(kappa.grad).all()
+    # float32 and float64 agree on the log-density
+    q64 = VonMisesFisher(torch.nn.functional.normalize(loc.double(), dim=-1), kappa.detach().double(), validate_args=False)
+    assert torch.allclose(q.log_prob(z).double(), q64.log_prob(z.double()), rtol=1e-5, atol=0.05)
