@@ -115,18 +115,24 @@ class GraphedStep:
         """Capture the step on copies of ``batch``; False (and eager from now on) if it fails.
         Nothing runs during a capture, so the caller then replays (or runs) this batch."""
         self.static_batch = {key: value.clone() for key, value in batch.items()}
-        graph = torch.cuda.CUDAGraph()
         try:
-            with torch.cuda.graph(graph):
-                self.static_loss = self.step(self.static_batch, step)
+            self.graph, self.static_loss = self._record(self.static_batch, step)
         except Exception as error:  # noqa: BLE001 - any failure means: do not use the graph
-            torch.cuda.synchronize()
+            self._recover()
             self._switch_off(f"CUDA graph capture of the training step failed ({type(error).__name__}: {error}); "
                              "training continues eagerly")
             self.static_batch = self.static_loss = None
             return False
-        self.graph = graph
         return True
+
+    def _record(self, static_batch, step):
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_loss = self.step(static_batch, step)
+        return graph, static_loss
+
+    def _recover(self):
+        torch.cuda.synchronize()
 
     def _replay(self):
         self.graph.replay()

@@ -1,0 +1,318 @@
+"""Every speed-up of the training step leaves the numbers alone: the lean ELBOs against Pyro's
+Trace_ELBO / TraceMeanField_ELBO (bit for bit at the same seed), quiet PyroModules, particle
+chunks against the unchunked bound, the captured-step logic, bf16 autocast and the
+evaluation batching."""
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from pyro.nn import PyroModule, PyroSample
+
+from pyrovae import fit, log_likelihood
+from pyrovae.cuda_graph import GraphedStep, graph_safe, static_from
+from pyrovae.engine import LossModule, TrainStep, as_store_parameters, make_optimizer, quiet_pyro_modules
+from pyrovae.evaluate import default_max_pass
+from pyrovae.guides import DiagNormalGuide
+from pyrovae.lean_elbo import mean_field_elbo_loss, trace_elbo_loss
+from pyrovae.models import VAE
+from pyrovae.objectives import ELBO, IWAE, MeanFieldELBO, RenyiBound
+from pyrovae.weights import log_weights
+
+
+def pair(x_dim=12, z_dim=3, seed=0):
+    torch.manual_seed(seed)
+    return VAE(x_dim, z_dim, (16,)), DiagNormalGuide(x_dim, z_dim, (16,))
+
+
+def data(n=20, x_dim=12, seed=1):
+    return torch.bernoulli(torch.rand(n, x_dim, generator=torch.Generator().manual_seed(seed)))
+
+
+def loss_and_grads(fn, params, seed=3, validation=False):
+    pyro.set_rng_seed(seed)
+    with pyro.validation_enabled(validation):
+        loss = fn()
+    return loss.detach(), torch.autograd.grad(loss, params)
+
+
+def assert_identical(a, b):
+    (la, ga), (lb, gb) = a, b
+    assert torch.equal(la, lb), (la.item(), lb.item())
+    assert all(torch.equal(u, v) for u, v in zip(ga, gb))
+
+
+def plain_functions(x_dim=12, z_dim=3):
+    """A plain-function pair with pyro.module, a constrained pyro.param, poutine.scale and a mask."""
+    torch.manual_seed(2)
+    decoder = torch.nn.Linear(z_dim, x_dim)
+    encoder = torch.nn.Linear(x_dim, z_dim)
+
+    def model(x):
+        pyro.module("decoder", decoder)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(z_dim), 1.0).to_event(1))
+            with pyro.poutine.scale(scale=0.7), pyro.poutine.mask(mask=x[:, 0] > 0):
+                pyro.sample("x", dist.Bernoulli(logits=decoder(z)).to_event(1), obs=x)
+
+    def guide(x):
+        pyro.module("encoder", encoder)
+        scale = pyro.param("scale", torch.full((z_dim,), 0.5), constraint=dist.constraints.positive)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(encoder(x), scale).to_event(1))
+
+    return model, guide, [decoder.weight, encoder.weight]
+
+
+@pytest.mark.parametrize("ours, theirs", [(trace_elbo_loss, Trace_ELBO), (mean_field_elbo_loss, TraceMeanField_ELBO)])
+def test_lean_elbos_equal_pyros_bit_for_bit(ours, theirs):
+    model, guide = pair()
+    x = data()
+    params = list(model.parameters()) + list(guide.parameters())
+    a = loss_and_grads(lambda: theirs().differentiable_loss(model, guide, x=x), params)
+    b = loss_and_grads(lambda: ours(model, guide, {"x": x}), params)
+    assert_identical(a, b)
+    # a plain-function pair with a param-store tensor, a scale and a mask
+    model, guide, params = plain_functions()
+    pyro.set_rng_seed(0)
+    guide(x)
+    params = params + [pyro.param("scale").unconstrained()]
+    a = loss_and_grads(lambda: theirs().differentiable_loss(model, guide, x=x), params)
+    b = loss_and_grads(lambda: ours(model, guide, {"x": x}), params)
+    assert_identical(a, b)
+
+
+@pytest.mark.parametrize("objective, beta", [(ELBO, 1.0), (ELBO, 0.3), (MeanFieldELBO, 0.3)])
+def test_objectives_lean_path_equals_validated_pyro_path(objective, beta):
+    model, guide = pair()
+    batch = {"x": data()}
+    params = list(model.parameters()) + list(guide.parameters())
+    obj = objective(beta=beta, warmup_steps=4)
+    a = loss_and_grads(lambda: obj(model, guide, batch, 1), params, validation=True)  # Pyro's path
+    b = loss_and_grads(lambda: obj(model, guide, batch, 1), params)  # lean
+    assert_identical(a, b)
+
+
+def test_score_function_guides_get_pyros_surrogate():
+    """A discrete latent without rsample: the lean path hands the recorded run to Pyro."""
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            c = pyro.sample("c", dist.Bernoulli(0.3))
+            pyro.sample("x", dist.Normal(c * 2.0, 1.0), obs=x)
+
+    def guide(x):
+        p = pyro.param("p", torch.tensor(0.6), constraint=dist.constraints.unit_interval)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("c", dist.Bernoulli(p))
+
+    x = torch.linspace(-1, 3, 9)
+    pyro.set_rng_seed(0)
+    guide(x)
+    params = [pyro.param("p").unconstrained()]
+    a = loss_and_grads(lambda: Trace_ELBO().differentiable_loss(model, guide, x=x), params)
+    b = loss_and_grads(lambda: trace_elbo_loss(model, guide, {"x": x}), params)
+    assert_identical(a, b)
+    assert a[1][0].abs() > 0  # the score-function term is there
+
+
+def test_lean_log_weights_equal_traced_ones():
+    model, guide = pair()
+    batch = {"x": data()}
+    pyro.set_rng_seed(4)
+    lean = log_weights(model, guide, batch, 7)
+    pyro.set_rng_seed(4)
+    traced, _, _ = log_weights(model, guide, batch, 7, return_traces=True)
+    assert lean.shape == (7, 20) and torch.equal(lean, traced)
+
+
+def test_quiet_pyro_modules_change_nothing_but_the_statements():
+    model, guide = pair()
+    batch = {"x": data()}
+    params = list(model.parameters()) + list(guide.parameters())
+    quiet = quiet_pyro_modules(model, guide)
+    assert quiet.enabled
+    for objective in (ELBO(), MeanFieldELBO(), IWAE(num_particles=4)):
+        a = loss_and_grads(lambda: objective(model, guide, batch, 0), params)
+        with quiet:
+            b = loss_and_grads(lambda: objective(model, guide, batch, 0), params)
+        assert_identical(a, b)
+    with quiet, pyro.poutine.trace(param_only=True) as tracer:
+        guide(**batch)
+    assert not tracer.trace.nodes  # no param statements while quiet
+    with pyro.poutine.trace(param_only=True) as tracer:
+        guide(**batch)
+    assert len(tracer.trace.nodes) == len(list(guide.parameters()))  # and back afterwards
+
+
+def test_quiet_is_off_for_modules_with_pyro_samples():
+    class Bayesian(PyroModule):
+        def __init__(self):
+            super().__init__()
+            self.w = PyroSample(dist.Normal(0.0, 1.0))
+
+    assert not quiet_pyro_modules(Bayesian()).enabled
+    assert not quiet_pyro_modules(lambda x: x).enabled
+
+
+def test_store_tensors_become_parameters_in_place():
+    pyro.param("s", torch.ones(2), constraint=dist.constraints.positive)
+    old = pyro.get_param_store()._params["s"]
+    new = as_store_parameters({"s": old})["s"]
+    assert isinstance(new, torch.nn.Parameter) and new is not old and torch.equal(new, old)
+    assert pyro.param("s").unconstrained() is new
+    assert pyro.get_param_store().param_name(new) == "s"
+
+
+def test_particle_chunks_give_the_unchunked_gradient_on_the_same_draws():
+    model, guide = pair()
+    batch = {"x": data(8)}
+    params = list(model.parameters()) + list(guide.parameters())
+    chunked = IWAE(num_particles=10, particle_chunk=4)
+    plain = IWAE(num_particles=10)
+    pyro.set_rng_seed(6)
+    with pyro.validation_enabled(False):
+        loss = chunked(model, guide, batch)
+    grads = torch.autograd.grad(loss, params)
+    # the same draws, all chunks' graphs alive at once: the unchunked computation
+    pyro.set_rng_seed(6)
+    with pyro.validation_enabled(False):
+        log_w = torch.cat([plain._log_weights(model, guide, batch, k, 1) for k in (4, 4, 2)])
+    reference = -(torch.logsumexp(log_w, 0) - math.log(10)).mean()
+    expected = torch.autograd.grad(reference, params)
+    assert torch.allclose(loss, reference, rtol=1e-6)
+    for g, e in zip(grads, expected):
+        assert torch.allclose(g, e, rtol=1e-5, atol=1e-7)
+    assert chunked.config()["particle_chunk"] == 4 and "particle_chunk" not in plain.config()
+
+
+def test_particle_chunk_at_least_k_is_the_plain_bound():
+    model, guide = pair()
+    batch = {"x": data(8)}
+    params = list(guide.parameters())
+    with pyro.validation_enabled(False):
+        a = loss_and_grads(lambda: RenyiBound(alpha=0.5, num_particles=5)(model, guide, batch), params)
+        b = loss_and_grads(lambda: RenyiBound(alpha=0.5, num_particles=5, particle_chunk=5)(model, guide, batch), params)
+    assert_identical(a, b)
+    with pytest.raises(ValueError, match="particle_chunk"):
+        IWAE(particle_chunk=-1)
+
+
+class CPUGraph(GraphedStep):
+    """The capture logic without CUDA: 'capture' remembers the step, 'replay' runs it on the
+    static buffers (what a CUDA graph replays)."""
+
+    def _warmup(self, batch, step):
+        self.warmed += 1
+        return self.step(batch, step)
+
+    def _record(self, static_batch, step):  # a capture runs nothing
+        self.captured_at = step
+        return "graph", None
+
+    def _replay(self):
+        self.static_loss = self.step(self.static_batch, self.captured_at)
+
+
+class FailingCapture(CPUGraph):
+    def _record(self, static_batch, step):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    def _recover(self):
+        pass
+
+
+def _train(runner_class, batches, **kwargs):
+    model, guide = pair()
+    module = LossModule(model, guide, ELBO())
+    step_fn = TrainStep(module, make_optimizer(list(module.parameters()), 1e-2, "cpu"), quiet=quiet_pyro_modules(model, guide))
+    runner = runner_class(step_fn, **kwargs)
+    pyro.set_rng_seed(0)
+    with pyro.validation_enabled(False):
+        losses = [runner(batch, i) for i, batch in enumerate(batches)]
+    return runner, torch.stack(losses), torch.cat([p.detach().flatten() for p in module.parameters()])
+
+
+def test_captured_step_logic_replays_full_batches_and_runs_the_rest_eagerly():
+    x = data(65)
+    batches = [{"x": x[i:i + 10]} for i in range(0, 65, 10)] * 2  # 6 full + 1 partial, twice
+    eager, eager_losses, eager_params = _train(GraphedStep, batches, enabled=False)
+    graphed, losses, params = _train(CPUGraph, batches, warmup=2)
+    assert torch.equal(losses, eager_losses) and torch.equal(params, eager_params)
+    assert graphed.warmed == 2 and graphed.replays == 14 - 2 - 2 and graphed.eager_steps == 2
+    # a capture that fails: a warning, then eager steps with the same numbers
+    with pytest.warns(RuntimeWarning, match="capture of the training step failed"):
+        failed, losses, params = _train(FailingCapture, batches, warmup=1)
+    assert not failed.enabled and failed.replays == 0
+    assert torch.equal(losses, eager_losses) and torch.equal(params, eager_params)
+
+
+def test_captured_step_waits_for_the_kl_warmup():
+    x = data(40)
+    batches = [{"x": x[i:i + 10]} for i in range(0, 40, 10)] * 2
+    graphed, _, _ = _train(CPUGraph, batches, warmup=1, static_from=5)
+    assert graphed.eager_steps == 5 and graphed.warmed == 1 and graphed.replays == 2
+    assert static_from(ELBO(warmup_steps=100)) == 99 and static_from(ELBO()) == 0
+
+
+def test_only_the_suites_own_objectives_are_captured():
+    class Custom(ELBO):
+        def __call__(self, model, guide, batch, step=None):
+            return super().__call__(model, guide, batch, step) * (step or 1)
+
+    assert graph_safe(ELBO()) and graph_safe(IWAE())
+    assert not graph_safe(Custom()) and not graph_safe(lambda m, g, b, s: 0)
+
+
+def test_bf16_fit_runs_on_cpu_and_unknown_precision_fails_early(tmp_path):
+    model, guide = pair(64, 4)
+    result = fit(model, guide, "digits", epochs=2, batch_size=100, lr=3e-3, precision="bf16", progress=False,
+                 cuda_graphs=False)
+    assert all(math.isfinite(m["train_loss"]) for m in result.metrics)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        fit(*pair(64, 4), "digits", precision="fp16", out_dir=tmp_path / "r", progress=False)
+    assert not (tmp_path / "r").exists()
+
+
+def test_evaluation_passes_fill_the_device():
+    assert default_max_pass(torch.device("cpu")) < default_max_pass(torch.device("cuda"))
+    model, guide = pair()
+    x = data(30)
+    pyro.set_rng_seed(0)
+    small = log_likelihood(model, guide, x, num_samples=40, batch_size=7, max_pass=13)
+    pyro.set_rng_seed(0)
+    auto = log_likelihood(model, guide, x, num_samples=40)
+    # different chunkings draw different particles: the same estimate within noise
+    assert abs(small.log_likelihood - auto.log_likelihood) < 0.5
+    assert small.per_datapoint.shape == auto.per_datapoint.shape == (30,)
+
+
+@pytest.mark.cuda
+def test_cuda_graph_fit_matches_eager_fit():
+    kwargs = dict(epochs=2, batch_size=100, lr=1e-3, seed=3, device="cuda", progress=False)
+    model, guide = pair(64, 4)
+    graphed = fit(model, guide, "digits", cuda_graphs=True, **kwargs)
+    model2, guide2 = pair(64, 4)
+    eager = fit(model2, guide2, "digits", cuda_graphs=False, **kwargs)
+    for a, b in zip(graphed.metrics, eager.metrics):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=0.05)
+    assert graphed.metrics[-1]["valid_elbo"] > graphed.metrics[0]["valid_elbo"] - 1
+
+
+@pytest.mark.cuda
+def test_cuda_graph_fit_resumes_exactly(tmp_path):
+    kwargs = dict(epochs=3, batch_size=100, lr=1e-3, seed=3, device="cuda", progress=False, cuda_graphs=True)
+    straight = fit(*pair(64, 4), "digits", out_dir=tmp_path / "a", **kwargs)
+    fit(*pair(64, 4), "digits", out_dir=tmp_path / "b", **{**kwargs, "epochs": 2})
+    resumed = fit(*pair(64, 4), "digits", out_dir=tmp_path / "b", resume=True, **kwargs)
+    assert [m["train_loss"] for m in straight.metrics] == [m["train_loss"] for m in resumed.metrics]
+
+
+@pytest.mark.cuda
+def test_bf16_on_cuda_keeps_the_bound_close():
+    kwargs = dict(epochs=3, batch_size=100, lr=3e-3, seed=0, device="cuda", progress=False)
+    fp32 = fit(*pair(64, 4), "digits", **kwargs).metrics[-1]["valid_elbo"]
+    bf16 = fit(*pair(64, 4), "digits", precision="bf16", **kwargs).metrics[-1]["valid_elbo"]
+    assert abs(fp32 - bf16) < 1.0
