@@ -17,7 +17,10 @@ autoregressive steps, each in the paper's numerically stable gated form, follow:
 Because :math:`m_{t,i}, s_{t,i}` depend on :math:`z_{t-1,<i}` only, each Jacobian is
 triangular with diagonal :math:`\\sigma_t`. The coordinate order is reversed between steps.
 The gate bias :math:`b` (``sigmoid_bias``, 2 by default, so :math:`\\sigma_t \\approx 0.88`)
-starts every step close to the identity, as the paper recommends.
+starts every step close to the identity, as the paper recommends, and each MADE's output
+layer starts at 1% of its default scale (bias zero), so that :math:`m_t \\approx 0`,
+:math:`s_t \\approx 0`: an untrained IAF guide is, up to a scale, the diagonal one, and the
+flow moves away from it only as far as training pays (every weight still gets a gradient).
 
 Each step is Pyro's ``ConditionalAffineAutoregressive(..., stable=True)`` over a
 ``ConditionalAutoRegressiveNN`` of :math:`(z_{t-1}, h)`: its stable form is exactly the
@@ -43,6 +46,9 @@ from pyro.nn import ConditionalAutoRegressiveNN
 from pyrovae.guides.flows import AmortizedFlowGuide, _autoregressive_widths
 from pyrovae.nn import activation as make_activation
 from pyrovae.registry import register_guide
+
+#: the MADE output layer starts at this fraction of its default initialization
+OUTPUT_INIT_SCALE = 0.01
 
 
 @register_guide("iaf")
@@ -81,5 +87,8 @@ class IAFGuide(AmortizedFlowGuide):
             self.z_dim, self.context_dim, list(self.flow_hidden_dims),
             permutation=torch.arange(self.z_dim), nonlinearity=make_activation(self.activation_name),
         )
+        with torch.no_grad():  # start near the identity: small m_t and s_t (see the module note)
+            made.layers[-1].weight.mul_(OUTPUT_INIT_SCALE)
+            made.layers[-1].bias.zero_()
         return T.ConditionalAffineAutoregressive(made, stable=True,
                                                  sigmoid_bias=self.flow_options["sigmoid_bias"])
