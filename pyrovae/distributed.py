@@ -149,10 +149,15 @@ def init(device: torch.device) -> ProcessGroup:
 def wrap(module: torch.nn.Module, group: ProcessGroup) -> torch.nn.Module:
     """``DistributedDataParallel`` around a loss module: its gradients are averaged over the
     ranks in the backward pass; rank 0's parameters are copied to every rank first."""
+    import inspect
+
     from torch.nn.parallel import DistributedDataParallel
 
     device_ids = [group.device.index] if group.device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=device_ids, broadcast_buffers=False)
+    # the buffers (e.g. a prior's constant loc) need no copy at every forward pass
+    buffers = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+               else "broadcast_buffers")
+    return DistributedDataParallel(module, device_ids=device_ids, **{buffers: False})
 
 
 def wanted(distributed: Optional[bool]) -> bool:
