@@ -58,7 +58,8 @@ class DiagNormalMixture(TorchDistribution):
         if loc.dim() < 2:
             raise ValueError(f"loc must have shape (..., K, D), got {tuple(loc.shape)}")
         if logits.shape[-1] != loc.shape[-2]:
-            raise ValueError(f"logits (..., K) and loc (..., K, D) disagree on K: {tuple(logits.shape)} vs {tuple(loc.shape)}")
+            raise ValueError(f"logits (..., K) and loc (..., K, D) disagree on K: "
+                             f"{tuple(logits.shape)} vs {tuple(loc.shape)}")
         batch_shape = torch.broadcast_shapes(loc.shape[:-2], scale.shape[:-2], logits.shape[:-1])
         k, d = loc.shape[-2:]
         self.loc = loc.expand(batch_shape + (k, d))

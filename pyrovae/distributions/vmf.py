@@ -87,7 +87,8 @@ class VonMisesFisher(TorchDistribution):
 
     def __init__(self, loc: torch.Tensor, concentration, gradient_correction: bool = True, validate_args=None):
         if loc.dim() < 1 or loc.shape[-1] < 2:
-            raise ValueError(f"loc must have a last dimension d >= 2 (the sphere S^(d-1)), got shape {tuple(loc.shape)}")
+            raise ValueError(f"loc must have a last dimension d >= 2 (the sphere S^(d-1)), "
+                             f"got shape {tuple(loc.shape)}")
         concentration = torch.as_tensor(concentration, dtype=loc.dtype, device=loc.device)
         batch_shape = torch.broadcast_shapes(loc.shape[:-1], concentration.shape)
         self.dim = loc.shape[-1]
