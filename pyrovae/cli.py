@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import typing
@@ -108,6 +109,10 @@ def _fit_parser(model_name: str, guide_name: str) -> argparse.ArgumentParser:
     p.add_argument("--eval-samples", type=int, default=100,
                    help="importance samples for the test log-likelihood printed at the end (0: skip)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="bf16: the forward pass under bfloat16 autocast (GPUs; default fp32)")
+    p.add_argument("--particle-chunk", type=int, default=None,
+                   help="iwae/renyi: particles per chunk, recomputed in the backward pass (memory)")
     group = p.add_argument_group(f"options of model {model_name!r} and guide {guide_name!r}")
     factories = [get_model(model_name), get_guide(guide_name)]
     for name, kwargs in option_flags(factories).items():
@@ -124,6 +129,8 @@ def _objective_from_args(args, guide_factory):
         options["num_particles"] = args.particles
     if args.alpha is not None:
         options["alpha"] = args.alpha
+    if getattr(args, "particle_chunk", None) is not None:
+        options["particle_chunk"] = args.particle_chunk
     return build(get_objective(name), options)
 
 
@@ -167,7 +174,9 @@ def cmd_fit(argv: List[str]) -> int:
     config = {"data_dir": str(Path(args.data_dir).resolve()) if args.data_dir else None}
     result = fit(model, guide, dataset, objective=objective, epochs=args.epochs, batch_size=args.batch_size,
                  lr=args.lr, device=args.device, seed=args.seed, out_dir=out, resume=args.resume,
-                 progress=args.progress, config=config)
+                 progress=args.progress, config=config, precision=args.precision)
+    if os.environ.get("RANK", "0") != "0":  # a data-parallel run (torchrun): rank 0 reports
+        return 0
     test = {k: v.to(next(iter(result.dataset.train.values())).device) for k, v in dataset.test.items()}
     figures = save_run_figures(out, model, guide, result.metrics, test, dataset.image_shape)
     last = result.metrics[-1]
@@ -206,6 +215,7 @@ def _defaults_from_saved(saved: dict) -> dict:
             defaults[k] = fit_cfg[k]
     obj = saved.get("objective") or {}
     defaults.update(objective=obj.get("name"), particles=obj.get("num_particles"), alpha=obj.get("alpha"),
+                    particle_chunk=obj.get("particle_chunk"),
                     beta=obj.get("beta", 1.0), kl_warmup=obj.get("warmup_steps", 0))
     return {k: v for k, v in defaults.items() if v is not None}
 
@@ -360,6 +370,13 @@ def torch_arange_like(split, n):
 
     size = next(iter(split.values())).shape[0]
     return torch.arange(n, device=next(iter(split.values())).device) % size
+
+
+@command("bench", "time the training step against hand-written PyTorch (not a test)")
+def cmd_bench(argv: List[str]) -> int:
+    from pyrovae.bench import main as bench_main
+
+    return bench_main(argv)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -1,0 +1,463 @@
+"""``pyrovae bench``: the suite's training step against a hand-written PyTorch step, in one run.
+
+For each device (CPU, and CUDA where present), guide (``diag``, ``iaf``), objective (``elbo``,
+``meanfield``, ``iwae`` with K = 5 and 50) and batch size (100, 1000), the same networks with
+the same initial weights are trained by
+
+- **suite**: what :func:`pyrovae.fit` runs per batch (:class:`~pyrovae.engine.TrainStep`:
+  the objective on the Pyro model and guide, fused Adam, quiet PyroModules; on a GPU inside
+  a CUDA graph, :class:`~pyrovae.cuda_graph.GraphedStep`), plus its per-step bookkeeping;
+- **plain**: the hand-written step of :mod:`pyrovae.bench_plain` with the *same* optimizer;
+- **plain, default Adam**: the same with ``torch.optim.Adam(params, lr)``, as one writes it;
+- on a GPU also **suite, eager** (no graph).
+
+All variants draw their batches the same way (data resident on the device, a gather by a
+random permutation, dynamic binarization) and run in alternating blocks of steps, so
+background load hits each alike; the table gives the median milliseconds per step over the
+blocks, the ratios suite / plain, the process CPU time per step (less sensitive to other
+processes on a CPU), and peak memory (``torch.cuda.max_memory_allocated`` on a GPU). Optional
+sections: ``--profile`` (where the suite's extra time goes, piece by piece and by package),
+``--memory`` (peak memory of one IWAE step for K = 5, 50, 5000 with and without particle
+chunks, each in a fresh process: resident-set high-water mark on a CPU), ``--eval``
+(importance-sampled log-likelihood seconds).
+
+    pyrovae bench                          # the full table on every device present
+    pyrovae bench --quick --profile        # fewer configurations, plus the profile
+    pyrovae bench --memory --eval --json bench.json
+
+Timings are not tests: the numbers depend on the machine and its load. The data are
+synthetic grey images of MNIST's size (timings do not depend on the pixels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import math
+import platform
+import pstats
+import resource
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from typing import Dict, List
+
+import pyro
+import torch
+
+from pyrovae.bench_plain import PlainVAE
+from pyrovae.cuda_graph import GraphedStep, static_from
+from pyrovae.engine import LossModule, TrainStep, autocast, make_optimizer, quiet_pyro_modules
+
+OBJECTIVES = {"elbo": ("elbo", 1), "meanfield": ("meanfield", 1), "iwae5": ("iwae", 5), "iwae50": ("iwae", 50)}
+X_DIM, Z_DIM, HIDDEN = 784, 50, (200, 200)
+
+
+def objective_kind(name: str) -> tuple:
+    """``"elbo"``, ``"meanfield"`` or ``"iwaeK"`` -> (kind, K)."""
+    if name in OBJECTIVES:
+        return OBJECTIVES[name]
+    if name.startswith("iwae") and name[4:].isdigit():
+        return "iwae", int(name[4:])
+    raise ValueError(f"unknown objective {name!r}: elbo, meanfield or iwaeK (e.g. iwae5)")
+
+
+def make_objective(name: str, particle_chunk: int = 0):
+    from pyrovae.objectives import ELBO, IWAE, MeanFieldELBO
+
+    kind, k = objective_kind(name)
+    if kind == "elbo":
+        return ELBO()
+    if kind == "meanfield":
+        return MeanFieldELBO()
+    return IWAE(num_particles=k, particle_chunk=particle_chunk)
+
+
+def make_pair(guide_name: str, device, seed: int = 0):
+    from pyrovae.guides import DiagNormalGuide, IAFGuide
+    from pyrovae.models import VAE
+
+    torch.manual_seed(seed)
+    model = VAE(X_DIM, Z_DIM, HIDDEN)
+    guide = (IAFGuide(X_DIM, Z_DIM, HIDDEN, num_flows=2) if guide_name == "iaf"
+             else DiagNormalGuide(X_DIM, Z_DIM, HIDDEN))
+    plain = PlainVAE(model, guide)
+    return model.to(device), guide.to(device), plain.to(device)
+
+
+class Batches:
+    """Batches as fit draws them: data resident on the device, one random permutation per
+    pass (drawn on the CPU), a gather per batch, dynamic binarization."""
+
+    def __init__(self, x: torch.Tensor, batch_size: int, seed: int = 0):
+        self.x, self.batch_size = x, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order, self.position = None, len(x)
+
+    def __call__(self) -> Dict[str, torch.Tensor]:
+        if self.position + self.batch_size > len(self.x):
+            self.order = torch.randperm(len(self.x), generator=self.generator).to(self.x.device)
+            self.position = 0
+        index = self.order[self.position:self.position + self.batch_size]
+        self.position += self.batch_size
+        return {"x": torch.bernoulli(self.x.index_select(0, index))}
+
+
+class SuiteRunner:
+    """One :func:`pyrovae.fit` step per call, with fit's per-step bookkeeping."""
+
+    def __init__(self, model, guide, objective, device, lr, graphs=False, precision="fp32"):
+        pyro.clear_param_store()
+        module = LossModule(model, guide, objective)
+        optimizer = make_optimizer(list(module.parameters()), lr, device, capturable=graphs)
+        step = TrainStep(module, optimizer, precision, quiet_pyro_modules(model, guide), device)
+        self.run = GraphedStep(step, enabled=graphs, static_from=static_from(objective))
+        self.step, self.pending = 0, []
+
+    def __call__(self, batch):
+        loss = self.run(batch, self.step)
+        self.step += 1
+        self.pending.append(loss)
+        if len(self.pending) >= 50:  # fit's check of the losses, every 50 steps
+            values = torch.stack(self.pending).cpu()
+            assert torch.isfinite(values).all()
+            self.pending = []
+        return loss
+
+
+class PlainRunner:
+    """The hand-written step: loss, zero_grad, backward, Adam."""
+
+    def __init__(self, plain, objective_name, device, lr, default_adam=False, precision="fp32"):
+        self.plain, self.device, self.precision = plain, torch.device(device), precision
+        self.kind, self.k = objective_kind(objective_name)
+        params = list(plain.parameters())
+        self.optimizer = torch.optim.Adam(params, lr=lr) if default_adam else make_optimizer(params, lr, device)
+
+    def __call__(self, batch):
+        with autocast(self.device, self.precision):
+            loss = self.plain.loss(batch["x"], self.kind, self.k)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_config(device, guide_name, objective_name, batch_size, *, blocks, block_seconds, lr=1e-3,
+                precision="fp32", data=None) -> dict:
+    """Median ms/step (wall and CPU) of each variant over alternating blocks of steps."""
+    model, guide, plain = make_pair(guide_name, device)
+    x = data if data is not None else torch.rand(10_000, X_DIM, generator=torch.Generator().manual_seed(1)).to(device)
+    runners = {"suite": SuiteRunner(model, guide, make_objective(objective_name), device, lr,
+                                    graphs=device.type == "cuda", precision=precision),
+               "plain": PlainRunner(plain, objective_name, device, lr, precision=precision)}
+    plain_default = PlainVAE(model, guide).to(device)  # untrained copies: the same starting point
+    runners["plain, default Adam"] = PlainRunner(plain_default, objective_name, device, lr, default_adam=True,
+                                                 precision=precision)
+    if device.type == "cuda":
+        eager_model, eager_guide, _ = make_pair(guide_name, device)
+        runners["suite, eager"] = SuiteRunner(eager_model, eager_guide, make_objective(objective_name), device, lr,
+                                              precision=precision)
+    feeds = {name: Batches(x, batch_size) for name in runners}
+    with pyro.validation_enabled(False):
+        for name, runner in runners.items():  # warm-up (and the CUDA graph capture)
+            for _ in range(6):
+                runner(feeds[name]())
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(2):
+            runners["suite"](feeds["suite"]())
+        _sync(device)
+        steps = max(1, min(50, round(block_seconds / max((time.perf_counter() - t0) / 2, 1e-6))))
+        wall, cpu, peak = defaultdict(list), defaultdict(list), {}
+        names = list(runners)
+        for block in range(blocks):
+            for name in names[block % len(names):] + names[:block % len(names)]:  # rotate the order
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                _sync(device)
+                w0, c0 = time.perf_counter(), time.process_time()
+                for _ in range(steps):
+                    runners[name](feeds[name]())
+                _sync(device)
+                wall[name].append(1000 * (time.perf_counter() - w0) / steps)
+                cpu[name].append(1000 * (time.process_time() - c0) / steps)
+                if device.type == "cuda":
+                    peak[name] = max(peak.get(name, 0), torch.cuda.max_memory_allocated(device))
+    row = {"device": str(device), "guide": guide_name, "objective": objective_name, "batch_size": batch_size,
+           "steps_per_block": steps, "blocks": blocks}
+    for name in runners:
+        row[f"{name} ms"] = _median(wall[name])
+        row[f"{name} cpu ms"] = _median(cpu[name])
+        if name in peak:
+            row[f"{name} peak MB"] = peak[name] / 2 ** 20
+    row["ratio"] = row["suite ms"] / row["plain ms"]
+    row["ratio vs default Adam"] = row["suite ms"] / row["plain, default Adam ms"]
+    row["cpu ratio"] = row["suite cpu ms"] / row["plain cpu ms"]
+    if device.type == "cuda":
+        row["graph replays"] = runners["suite"].run.replays
+        row["ratio eager"] = row["suite, eager ms"] / row["plain ms"]
+    return row
+
+
+def _median(values: List[float]) -> float:
+    values = sorted(values)
+    return values[len(values) // 2] if len(values) % 2 else 0.5 * (values[len(values) // 2 - 1] + values[len(values) // 2])
+
+
+# ---------------------------------------------------------------- where the time goes
+
+
+def profile_pieces(device, batch_size=100, repeats=5, steps=100, lr=1e-3) -> dict:
+    """The pieces of one step (diag guide, elbo), each timed on its own (CPU time per step,
+    best of ``repeats``), and the suite step's time by package (cProfile)."""
+    from pyro.infer import Trace_ELBO
+
+    from pyrovae.lean_elbo import trace_elbo_loss
+
+    model, guide, plain = make_pair("diag", device)
+    x = torch.rand(10_000, X_DIM, generator=torch.Generator().manual_seed(1)).to(device)
+    feed = Batches(x, batch_size)
+    batch = feed()
+    quiet = quiet_pyro_modules(model, guide)
+    params = list(model.parameters()) + list(guide.parameters())
+    for p in params + list(plain.parameters()):
+        p.grad = torch.zeros_like(p)
+    default_adam = torch.optim.Adam(params, lr=lr)
+    fused_adam = make_optimizer(params, lr, device)
+    n = batch["x"].shape[0]
+
+    def quiet_lean():
+        with quiet:
+            return trace_elbo_loss(model, guide, batch) / n
+
+    pieces = {
+        "data: gather + binarize": feed,
+        "plain: forward": lambda: plain.loss(batch["x"]),
+        "plain: forward + backward": lambda: plain.loss(batch["x"]).backward(),
+        "Pyro Trace_ELBO: forward": lambda: Trace_ELBO().differentiable_loss(model, guide, **batch) / n,
+        "Pyro Trace_ELBO + validation: forward": None,
+        "lean ELBO: forward": lambda: trace_elbo_loss(model, guide, batch) / n,
+        "lean ELBO + quiet modules: forward": quiet_lean,
+        "lean ELBO + quiet modules: forward + backward": lambda: quiet_lean().backward(),
+        "Pyro Trace_ELBO: forward + backward": lambda: (Trace_ELBO().differentiable_loss(model, guide, **batch) / n).backward(),
+        "torch.optim.Adam (defaults)": default_adam.step,
+        "Adam, fused": fused_adam.step,
+    }
+    out = {}
+    for name, fn in pieces.items():
+        validation = fn is None
+        fn = fn or pieces["Pyro Trace_ELBO: forward"]
+        best = math.inf
+        with pyro.validation_enabled(validation):
+            for _ in range(repeats):
+                _sync(device)
+                c0 = time.process_time() if device.type == "cpu" else time.perf_counter()
+                for _ in range(steps):
+                    fn()
+                _sync(device)
+                best = min(best, ((time.process_time() if device.type == "cpu" else time.perf_counter()) - c0) / steps)
+        out[name] = 1000 * best
+    # the whole suite step, by package
+    runner = SuiteRunner(model, guide, make_objective("elbo"), device, lr)
+    profiler = cProfile.Profile()
+    with pyro.validation_enabled(False):
+        for _ in range(10):
+            runner(feed())
+        profiler.enable()
+        for _ in range(steps):
+            runner(feed())
+        profiler.disable()
+    by_package = defaultdict(float)
+    for (filename, _, function), (_, _, tottime, _, _) in pstats.Stats(profiler).stats.items():
+        by_package[_package(filename, function)] += 1000 * tottime / steps
+    return {"pieces ms": out, "suite step by package ms (cProfile, inflated)": dict(
+        sorted(by_package.items(), key=lambda item: -item[1]))}
+
+
+def _package(filename: str, function: str) -> str:
+    if filename == "~":
+        return "torch kernels (C++)" if "torch" in function or "method" in function else "builtins"
+    for key in ("pyro/poutine", "pyro/distributions", "pyro/nn", "pyro/infer", "torch/distributions",
+                "torch/nn", "torch/optim", "torch/autograd", "pyrovae"):
+        if key in filename:
+            return key.replace("/", ".")
+    return "pyro (other)" if "/pyro/" in filename else "torch (other)" if "/torch/" in filename else "other"
+
+
+# ---------------------------------------------------------------- memory and evaluation
+
+
+def memory_child(device: str, guide_name: str, objective_name: str, batch_size: int, particle_chunk: int,
+                 variant: str) -> dict:
+    """Peak memory of one training step (run in a fresh process on a CPU)."""
+    device = torch.device(device)
+    model, guide, plain = make_pair(guide_name, device)
+    x = torch.rand(batch_size, X_DIM, generator=torch.Generator().manual_seed(1)).to(device)
+    batch = {"x": torch.bernoulli(x)}
+    objective = make_objective(objective_name, particle_chunk)
+    if variant == "suite":
+        step = SuiteRunner(model, guide, objective, device, 1e-3)
+    else:
+        step = PlainRunner(plain, objective_name, device, 1e-3)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    else:
+        base = _rss_bytes()
+    with pyro.validation_enabled(False):
+        step(batch)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated(device) - base
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    return {"peak MB": peak / 2 ** 20}
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def memory_table(device, batch_size=20, chunk=100) -> List[dict]:
+    rows = []
+    for k, c, variant in [(5, 0, "suite"), (5, 0, "plain"), (50, 0, "suite"), (50, 0, "plain"),
+                          (5000, 0, "suite"), (5000, 0, "plain"), (5000, chunk, "suite"), (50, 10, "suite")]:
+        args = [str(device), "diag", f"iwae{k}", str(batch_size), str(c), variant]
+        if device.type == "cpu":  # a fresh process: the resident-set high-water mark is this step's
+            out = subprocess.run([sys.executable, "-m", "pyrovae.bench", "--memory-child", *args],
+                                 capture_output=True, text=True, check=True)
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+        else:
+            result = memory_child(*args[:3], int(args[3]), int(args[4]), args[5])
+        rows.append({"K": k, "particle_chunk": c or None, "variant": variant, "batch_size": batch_size, **result})
+    return rows
+
+
+def eval_timing(device, num_images=100, num_samples=5000, data_dir=None) -> dict:
+    """Seconds of ``log_likelihood`` with K = ``num_samples`` over ``num_images`` test images
+    (MNIST's when found), and the same extrapolated to MNIST's 10,000."""
+    from pyrovae import log_likelihood
+
+    model, guide, _ = make_pair("diag", device)
+    try:
+        from pyrovae.data import load_dataset
+
+        x = load_dataset("mnist", data_dir=data_dir).test["x"][:num_images].to(device)
+        source = "MNIST test images"
+    except Exception:  # noqa: BLE001 - no data files: synthetic binary images
+        x = torch.bernoulli(torch.rand(num_images, X_DIM, generator=torch.Generator().manual_seed(2))).to(device)
+        source = "synthetic binary images"
+    log_likelihood(model, guide, x[:2], num_samples=10)  # warm-up
+    _sync(device)
+    t0 = time.perf_counter()
+    est = log_likelihood(model, guide, x, num_samples=num_samples)
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    return {"device": str(device), "images": num_images, "num_samples": num_samples, "data": source,
+            "seconds": seconds, "seconds for 10000 images (extrapolated)": seconds * 10_000 / num_images,
+            "log_likelihood (untrained)": est.log_likelihood}
+
+
+# ---------------------------------------------------------------- the command
+
+
+def _print_table(rows: List[dict]) -> None:
+    cuda = any(r["device"].startswith("cuda") for r in rows)
+    head = ["device", "guide", "objective", "B", "suite ms", "plain ms", "ratio", "plain default-Adam ms",
+            "ratio vs default", "cpu ratio"] + (["suite eager ms", "eager ratio", "peak MB suite/plain"] if cuda else [])
+    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    for r in rows:
+        cells = [r["device"], r["guide"], r["objective"], r["batch_size"], f"{r['suite ms']:.2f}",
+                 f"{r['plain ms']:.2f}", f"{r['ratio']:.3f}", f"{r['plain, default Adam ms']:.2f}",
+                 f"{r['ratio vs default Adam']:.3f}", f"{r['cpu ratio']:.3f}"]
+        if cuda:
+            cells += [f"{r.get('suite, eager ms', float('nan')):.2f}", f"{r.get('ratio eager', float('nan')):.3f}",
+                      f"{r.get('suite peak MB', float('nan')):.0f}/{r.get('plain peak MB', float('nan')):.0f}"]
+        print("| " + " | ".join(str(c) for c in cells) + " |", flush=True)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="pyrovae bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", nargs="*", default=None, help="devices (default: cpu, and cuda where present)")
+    p.add_argument("--guides", nargs="*", default=["diag", "iaf"])
+    p.add_argument("--objectives", nargs="*", default=list(OBJECTIVES))
+    p.add_argument("--batch-sizes", nargs="*", type=int, default=[100, 1000])
+    p.add_argument("--blocks", type=int, default=5, help="alternating timed blocks per variant")
+    p.add_argument("--block-seconds", type=float, default=0.5, help="about this long per block")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--quick", action="store_true", help="diag only, elbo and iwae5, batch 100")
+    p.add_argument("--profile", action="store_true", help="where the suite's extra time goes")
+    p.add_argument("--memory", action="store_true", help="peak memory of IWAE steps, K = 5, 50, 5000")
+    p.add_argument("--eval", action="store_true", help="time log_likelihood with K = --eval-samples")
+    p.add_argument("--eval-images", type=int, default=100)
+    p.add_argument("--eval-samples", type=int, default=5000)
+    p.add_argument("--data-dir", default=None, help="MNIST for --eval (else synthetic images)")
+    p.add_argument("--no-table", action="store_true", help="skip the ratio table")
+    p.add_argument("--json", default=None, help="also write every result to this file")
+    p.add_argument("--memory-child", nargs=6, default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.memory_child:
+        device, guide, objective, batch, chunk, variant = args.memory_child
+        print(json.dumps(memory_child(device, guide, objective, int(batch), int(chunk), variant)))
+        return 0
+    devices = [torch.device(d) for d in (args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]))]
+    if args.quick:
+        args.guides, args.objectives, args.batch_sizes = ["diag"], ["elbo", "iwae5"], [100]
+    machine = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
+               f"{torch.__version__}, pyro {pyro.__version__}"
+               + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
+    results = {"machine": machine, "precision": args.precision, "table": []}
+    print(f"# pyrovae bench ({machine}; precision {args.precision}; median of {args.blocks} interleaved blocks)")
+    if not args.no_table:
+        for device in devices:
+            for guide in args.guides:
+                for objective in args.objectives:
+                    for batch_size in args.batch_sizes:
+                        row = time_config(device, guide, objective, batch_size, blocks=args.blocks,
+                                          block_seconds=args.block_seconds, precision=args.precision)
+                        results["table"].append(row)
+                        print(f"  {device} {guide} {objective} B={batch_size}: suite {row['suite ms']:.2f} ms, "
+                              f"plain {row['plain ms']:.2f} ms, ratio {row['ratio']:.3f}", file=sys.stderr, flush=True)
+        _print_table(results["table"])
+    if args.profile:
+        for device in devices:
+            results[f"profile {device}"] = prof = profile_pieces(device)
+            print(f"\n## where the time goes ({device}, diag guide, elbo, batch 100; ms per step)")
+            for name, ms in prof["pieces ms"].items():
+                print(f"  {name:48s} {ms:7.3f}")
+            print("  suite step by package (cProfile tottime; the profiler inflates Python):")
+            for name, ms in prof["suite step by package ms (cProfile, inflated)"].items():
+                print(f"    {name:28s} {ms:7.3f}")
+    if args.memory:
+        for device in devices:
+            rows = results[f"memory {device}"] = memory_table(device)
+            print(f"\n## peak memory of one IWAE training step ({device}, diag guide, batch {rows[0]['batch_size']})")
+            for r in rows:
+                print(f"  K={r['K']:5d} chunk={str(r['particle_chunk']):5s} {r['variant']:6s} {r['peak MB']:9.1f} MB")
+    if args.eval:
+        for device in devices:
+            results[f"eval {device}"] = ev = eval_timing(device, args.eval_images, args.eval_samples, args.data_dir)
+            print(f"\n## log_likelihood, K={ev['num_samples']}, {ev['images']} {ev['data']} on {device}: "
+                  f"{ev['seconds']:.1f} s; 10,000 images: {ev['seconds for 10000 images (extrapolated)']:.0f} s "
+                  "(extrapolated)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
