@@ -315,7 +315,7 @@ def fit(
     num_rows = len(train[next(iter(train))])
     # a data-parallel run leaves out a last batch too small to give every process a row
     num_batches = math.ceil(num_rows / batch_size) - (group is not None and 0 < num_rows % batch_size < group.world_size)
-    sync_every = 1 if device.type == "cpu" and group is None else 50
+    sync_every = 50  # losses are checked (and, on a GPU, copied to the host) every 50 steps
     last_good = start_epoch
 
     with pyro.validation_enabled(False):
