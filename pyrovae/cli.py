@@ -88,7 +88,7 @@ def _fit_parser(model_name: str, guide_name: str) -> argparse.ArgumentParser:
     from pyrovae.registry import get_guide, get_model, list_guides, list_models, list_objectives
 
     p = argparse.ArgumentParser(prog="pyrovae fit", description="Fit a model/guide pair with SVI.")
-    p.add_argument("--model", default="vae", help=f"one of {list_models()} (default: vae)")
+    p.add_argument("--model", default=model_name, help=f"one of {list_models()} (default: the guide's model, else vae)")
     p.add_argument("--guide", default="diag", help=f"one of {list_guides()} (default: diag)")
     p.add_argument("--data", default="digits", help="data set name (default: digits, embedded)")
     p.add_argument("--data-dir", default=None, help="folder holding the data files (else $PYROVAE_DATA, standard places)")
@@ -149,8 +149,12 @@ def cmd_fit(argv: List[str]) -> int:
     pre.add_argument("--resume", action="store_true")
     known, _ = pre.parse_known_args(argv)
     saved = _saved_config(known.out) if known.resume and known.out else None
-    model_name = known.model or (saved and saved["model"]["name"]) or "vae"
     guide_name = known.guide or (saved and saved["guide"]["name"]) or "diag"
+    try:  # a guide names the model it belongs with (vmf -> svae); else the VAE
+        default_model = getattr(get_guide(guide_name), "model_name", "vae")
+    except ValueError as error:
+        raise SystemExit(f"pyrovae fit: {error}")
+    model_name = known.model or (saved and saved["model"]["name"]) or default_model
     if saved:
         _check_resume_consistent(saved, known, model_name, guide_name)
     try:
@@ -314,7 +318,7 @@ def _add_ais_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ais", action="store_true", help="also estimate log p(x) by annealed importance sampling")
     p.add_argument("--ais-steps", type=int, default=1000, help="AIS intermediate distributions T (default 1000)")
     p.add_argument("--ais-chains", type=int, default=16, help="AIS chains per datapoint (default 16)")
-    p.add_argument("--ais-leapfrog", type=int, default=5, help="leapfrog steps per HMC transition (default 5)")
+    p.add_argument("--ais-leapfrog", type=int, default=1, help="leapfrog steps per HMC transition (default 1)")
 
 
 def _ais_result(run, data, args) -> dict:

@@ -143,8 +143,8 @@ def _record_options(cls) -> None:
                 options.update(value)
             elif signature.parameters[key].kind != inspect.Parameter.VAR_POSITIONAL:
                 options[key] = value
-        if type(self) is cls:
-            self.__dict__["_pyrovae_options"] = options
+        # the outermost __init__ finishes last, so a subclass's options win over its parent's
+        self.__dict__["_pyrovae_options"] = options
 
     __init__._records_options = True
     cls.__init__ = __init__

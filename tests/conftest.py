@@ -10,6 +10,10 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The tests run many tiny tensor operations; on a small, shared machine a second intra-op
+# thread only adds synchronisation stalls.
+torch.set_num_threads(1)
+
 
 def _shared_data():
     env = os.environ.get("PYROVAE_DATA")
