@@ -46,10 +46,20 @@ from pyrovae.registry import register_guide
 
 
 class FlowDistribution(dist.TransformedDistribution):
-    """A ``TransformedDistribution`` whose ``log_prob`` explains what a flow without an
-    inverse (planar, radial) cannot score, instead of Pyro's bare ``KeyError``."""
+    """A ``TransformedDistribution`` whose ``log_prob`` broadcasts values against its batch
+    shape and explains what a flow without an inverse (planar, radial) cannot score, instead
+    of Pyro's bare ``KeyError``."""
 
     def log_prob(self, value):
+        # Pyro's conditional autoregressive networks expand the context to the value's batch
+        # shape rather than broadcasting: give a value that only broadcasts against the batch
+        # (e.g. (S, B, 1, z_dim) against (N,)) its full shape first. A fresh draw already has
+        # it and is passed as is (its cached inverse is found by tensor identity).
+        event_dim = len(self.event_shape)
+        batch = value.shape[:value.dim() - event_dim]
+        full = torch.broadcast_shapes(batch, self.batch_shape)
+        if batch != full:
+            value = value.expand(full + self.event_shape)
         try:
             return super().log_prob(value)
         except KeyError:

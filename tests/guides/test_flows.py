@@ -140,6 +140,20 @@ def test_replayed_values_are_scored_through_the_inverse(name):
     torch.testing.assert_close(guide.encode(x).log_prob(z.clone()), q.log_prob(z), rtol=0, atol=1e-8)
 
 
+@pytest.mark.parametrize("name", INVERTIBLE)
+def test_values_that_broadcast_against_the_batch_are_scored(name):
+    """log q(z_s | x_m) for every draw s and every datapoint m at once: values (S, B, 1, z)
+    against the batch (N,) give (S, B, N), as the aggregate-posterior estimates need."""
+    guide, x = make_guide(name), data()
+    q = guide.encode(x)
+    z = q.sample([2])  # (2, 4, z_dim)
+    cross = q.log_prob(z[:, :3].unsqueeze(-2))  # (2, 3, 4)
+    assert cross.shape == (2, 3, 4)
+    for m in range(4):
+        q_m = guide.encode(x[m:m + 1])
+        torch.testing.assert_close(cross[:, :, m], q_m.log_prob(z[:, :3].clone()), rtol=0, atol=1e-8)
+
+
 @pytest.mark.parametrize("name", ["planar", "radial"])
 def test_flows_without_inverse_explain_replay(name):
     guide, x = make_guide(name), data()
