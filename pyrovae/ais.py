@@ -117,14 +117,21 @@ def _densities(space: LatentSpace, guide, start: str) -> Callable:
 
 
 def anneal(densities: Callable, u: torch.Tensor, betas: torch.Tensor, *, step_size: float = 0.05,
-           num_leapfrog_steps: int = 5, target_accept: float = 0.65, reverse: bool = False, bar=None):
+           num_leapfrog_steps: int = 1, target_accept: float = 0.65, adapt_chains: int = 4,
+           reverse: bool = False, bar=None):
     """Run AIS chains from ``u`` (C, N, D) along ``betas`` (forward, or backward if ``reverse``).
 
-    Forward, ``u`` must be drawn from :math:`\\pi_0`; reversed, from :math:`p(z | x)`.
+    Forward, ``u`` must be drawn from :math:`\\pi_0`; reversed, from :math:`p(z | x)`. The first
+    ``adapt_chains`` chains only tune each datapoint's step size toward ``target_accept`` and
+    are dropped from the estimate: the step sizes the other chains see then do not depend on
+    their own past, which keeps the weights exactly unbiased (adapting on the estimating
+    chains themselves biases log p(x) slightly upward; ``adapt_chains=0`` does that).
 
-    :returns: ``(log_w (C, N) float64, mean acceptance probability, step sizes (N,))``; the
-        forward ``log_w`` estimates ``log p(x)``, the reverse one ``-log p(x)``.
+    :returns: ``(log_w (C - adapt_chains, N) float64, mean acceptance probability, step sizes (N,))``;
+        the forward ``log_w`` estimates ``log p(x)``, the reverse one ``-log p(x)``.
     """
+    if not 0 <= adapt_chains < u.shape[0]:
+        raise ValueError(f"adapt_chains must be in [0, {u.shape[0]}), got {adapt_chains}")
     state = evaluate_path(densities, u)
     eps = torch.full((u.shape[1],), float(step_size), dtype=u.dtype, device=u.device)
     log_w = torch.zeros(u.shape[:2], dtype=torch.float64, device=u.device)
@@ -136,12 +143,12 @@ def anneal(densities: Callable, u: torch.Tensor, betas: torch.Tensor, *, step_si
         log_w += (nxt - now) * state.log_ratio.double()        # log f_next(z) - log f_now(z)
         if (t > 1) if reverse else (t < num_steps):
             state, accept = hmc_transition(densities, state, nxt, eps, num_leapfrog_steps)
-            eps = adapt_step_size(eps, accept, target_accept)
-            accept_sum += float(accept.mean())
+            eps = adapt_step_size(eps, accept[:adapt_chains] if adapt_chains else accept, target_accept)
+            accept_sum += float(accept[adapt_chains:].mean())
             transitions += 1
         if bar is not None:
             bar.update(1)
-    return log_w, accept_sum / max(transitions, 1), eps
+    return log_w[adapt_chains:], accept_sum / max(transitions, 1), eps
 
 
 def _check(num_steps, num_chains, num_leapfrog_steps, start, guide, schedule_kind):
@@ -164,9 +171,10 @@ def ais_log_likelihood(
     num_steps: int = 1000,
     num_chains: int = 16,
     *,
-    num_leapfrog_steps: int = 5,
+    num_leapfrog_steps: int = 1,
     step_size: float = 0.05,
     target_accept: float = 0.65,
+    adapt_chains: int = 4,
     start: str = "prior",
     schedule_kind: str = "sigmoid",
     batch_size: int = 100,
@@ -182,9 +190,12 @@ def ais_log_likelihood(
     :param data: a tensor, a dict of tensors, a DataSet or a data set name (its ``split``).
     :param int num_steps: T, the number of intermediate distributions.
     :param int num_chains: C, AIS chains per datapoint (batched).
-    :param int num_leapfrog_steps: leapfrog steps per HMC transition.
+    :param int num_leapfrog_steps: leapfrog steps per HMC transition (1 is Langevin-like; on small
+        problems more temperatures beat longer trajectories at the same cost).
     :param float step_size: initial leapfrog step size (then adapted per datapoint).
     :param float target_accept: the acceptance rate the step size is adapted toward.
+    :param int adapt_chains: extra chains per datapoint that only adapt the step size (their
+        weights are not used, which keeps the estimate unbiased; see :func:`anneal`).
     :param str start: ``"prior"`` (the standard choice) or ``"guide"`` (fewer steps needed when
         q is good, but relies on the guide's density at arbitrary points).
     :param str schedule_kind: ``"sigmoid"`` or ``"linear"``.
@@ -208,9 +219,11 @@ def ais_log_likelihood(
         for lo in range(0, n, batch_size):
             batch = {k: v[lo:lo + batch_size] for k, v in data.items()}
             space = LatentSpace(model, batch)
-            u = space.sample_prior(num_chains) if start == "prior" else space.sample_guide(guide, num_chains)
+            total = num_chains + adapt_chains
+            u = space.sample_prior(total) if start == "prior" else space.sample_guide(guide, total)
             log_w, accept, step = anneal(_densities(space, guide, start), u, betas, step_size=step_size,
-                                         num_leapfrog_steps=num_leapfrog_steps, target_accept=target_accept, bar=bar)
+                                         num_leapfrog_steps=num_leapfrog_steps, target_accept=target_accept,
+                                         adapt_chains=adapt_chains, bar=bar)
             per.append(torch.logsumexp(log_w, 0) - math.log(num_chains))
             log_ws.append(log_w)
             accepts.append(accept)
@@ -249,9 +262,10 @@ def bdmc(
     *,
     guide: Optional[Callable] = None,
     num_datapoints: Optional[int] = None,
-    num_leapfrog_steps: int = 5,
+    num_leapfrog_steps: int = 1,
     step_size: float = 0.05,
     target_accept: float = 0.65,
+    adapt_chains: int = 4,
     start: str = "prior",
     schedule_kind: str = "sigmoid",
     split: str = "test",
@@ -277,15 +291,17 @@ def bdmc(
     if num_datapoints is not None:
         template = {k: v[:num_datapoints] for k, v in template.items()}
     betas = schedule(num_steps, schedule_kind)
-    options = dict(step_size=step_size, num_leapfrog_steps=num_leapfrog_steps, target_accept=target_accept)
+    options = dict(step_size=step_size, num_leapfrog_steps=num_leapfrog_steps, target_accept=target_accept,
+                   adapt_chains=adapt_chains)
     settings = dict(num_steps=num_steps, num_chains=num_chains, num_leapfrog_steps=num_leapfrog_steps, start=start)
     bar = progress_bar(progress, total=2 * num_steps, desc=f"BDMC T={num_steps} C={num_chains}")
     with eval_mode(model, guide), pyro.validation_enabled(False), torch.no_grad():
         simulated, space, u_true = simulate(model, template)
         densities = _densities(space, guide, start)
-        u0 = space.sample_prior(num_chains) if start == "prior" else space.sample_guide(guide, num_chains)
+        total = num_chains + adapt_chains
+        u0 = space.sample_prior(total) if start == "prior" else space.sample_guide(guide, total)
         fwd, acc_f, eps_f = anneal(densities, u0, betas, bar=bar, **options)
-        rev, acc_r, eps_r = anneal(densities, u_true.expand(num_chains, -1, -1).clone(), betas, reverse=True,
+        rev, acc_r, eps_r = anneal(densities, u_true.expand(total, -1, -1).clone(), betas, reverse=True,
                                    bar=bar, **options)
     bar.close()
     lower = _summarize([torch.logsumexp(fwd, 0) - math.log(num_chains)], [fwd], [acc_f], [eps_f], settings)

@@ -41,6 +41,7 @@ from pyrovae.joint import plate_nesting
 from pyrovae.weights import PARTICLE_PLATE, _per_datapoint, batch_size_of, bind_batch
 
 KHAT_GOOD, KHAT_BAD = 0.5, 0.7
+CONSTANT_WEIGHTS = 1e-3
 
 
 def _arviz():
@@ -76,9 +77,10 @@ def _draws(model, guide, batch, num_samples, num_predictive):
     with pyro.plate(PARTICLE_PLATE, num_samples, dim=-(nesting + 1)):
         guide_trace = poutine.trace(guide).get_trace(**batch)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(**batch)
+    latents = {s["name"]: s["value"][:num_predictive] for s in _sites(guide_trace, False)}
     with pyro.plate(PARTICLE_PLATE, num_predictive, dim=-(nesting + 1)):
-        small = poutine.trace(guide).get_trace(**batch)
-        predictive = poutine.trace(poutine.uncondition(poutine.replay(model, trace=small))).get_trace(**batch)
+        # fresh x given the first draws of z (paired by draw index with the posterior group)
+        predictive = poutine.trace(poutine.condition(poutine.uncondition(model), data=latents)).get_trace(**batch)
         prior = poutine.trace(poutine.uncondition(model)).get_trace(**batch)
     model_trace.compute_log_prob()
     guide_trace.compute_log_prob()
@@ -163,6 +165,8 @@ def psis_khat(log_weights) -> np.ndarray:
 
     ArviZ's ``psislw`` smooths along the *last* axis, so the weights are passed transposed
     as ``(N, S)``; passing ``(S, N)`` would silently fit one Pareto tail per sample index.
+    A datapoint whose log-weights all agree to within 1e-3 nats (q equal to the posterior,
+    up to rounding) has no tail to fit; its k-hat is reported as 0 rather than ArviZ's inf.
     """
     log_w = torch.as_tensor(log_weights).detach().double().cpu().numpy()
     if log_w.ndim != 2:
@@ -171,7 +175,12 @@ def psis_khat(log_weights) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _, khat = az.psislw(log_w.T.copy())
-    return np.asarray(khat, dtype=float)
+    khat = np.asarray(khat, dtype=float)
+    # weights equal to within CONSTANT_WEIGHTS nats (an exact proposal, up to float rounding)
+    # have no tail to fit: the generalized Pareto fit degenerates (inf or noise); report 0
+    constant = (log_w.max(0) - log_w.min(0)) < CONSTANT_WEIGHTS
+    khat[constant] = 0.0
+    return khat
 
 
 def khat_summary(khat) -> dict:

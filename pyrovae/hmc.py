@@ -109,8 +109,7 @@ def hmc_transition(
 
 
 def adapt_step_size(step_size: torch.Tensor, accept_prob: torch.Tensor, target: float,
-                    factor: float = 1.02) -> torch.Tensor:
-    """Multiply each datapoint's step size by ``factor`` if its chains' mean acceptance
-    probability is above ``target``, else divide by it."""
-    rate = accept_prob.mean(0)  # (N,)
-    return torch.where(rate > target, step_size * factor, step_size / factor)
+                    gain: float = 1.0) -> torch.Tensor:
+    """``step_size * exp(gain * (a - target))`` per datapoint, with ``a`` the mean acceptance
+    probability of the given chains (``accept_prob`` is (C, N))."""
+    return step_size * torch.exp(gain * (accept_prob.mean(0) - target))

@@ -70,7 +70,7 @@ def _timed(results: dict, key: str, fn):
 
 def diagnose(run, dataset, *, num_samples: int = 1000, num_datapoints: int = 300, idata_draws: int = 200,
              gap_datapoints: int = 100, ais: bool = False, ais_steps: int = 1000, ais_chains: int = 16,
-             ais_datapoints: int = 100, ais_leapfrog: int = 5, seed: int = 0) -> dict:
+             ais_datapoints: int = 100, ais_leapfrog: int = 1, seed: int = 0) -> dict:
     """Evaluate a loaded run on its test split and write report.md, diagnostics.json/.nc and figures.
 
     :param run: a :class:`~pyrovae.run.Run` (from :func:`~pyrovae.run.load_run`).
