@@ -7,7 +7,8 @@ pair is fit with :func:`fit`, scored with :func:`log_likelihood` and reloaded wi
 
 __version__ = "0.1.0"
 
-from pyrovae.ais import AISEstimate, BDMCResult, ais_log_likelihood, bdmc
+from pyrovae.ais import AISEstimate, ais_log_likelihood
+from pyrovae.bdmc import BDMCResult, bdmc
 from pyrovae.diagnostics import khat_summary, psis_diagnostic, psis_khat, to_inference_data
 from pyrovae.evaluate import LogLikelihood, elbo, log_likelihood
 from pyrovae.gap import InferenceGap, inference_gap

@@ -124,12 +124,12 @@ def _encodings(guide, batch, site=None):
     with torch.no_grad(), eval_mode(guide):
         name, q, _ = latent_site(guide, batch, site)
         means = posterior_mean(q)
-    if _on_sphere(q, means):
+    if _on_sphere(q):
         means = means / means.norm(dim=-1, keepdim=True)
     return name, means, q
 
 
-def _on_sphere(q, means) -> bool:
+def _on_sphere(q) -> bool:
     from pyro.distributions import constraints
 
     return q.support is constraints.sphere
@@ -164,7 +164,7 @@ def save_traversals(model, guide, batch, image_shape, path, *, num_dims: int = 8
     z = means[index].repeat(len(dims) * steps, 1)                    # (rows * steps, D)
     for r, j in enumerate(dims.tolist()):
         z[r * steps:(r + 1) * steps, j] += offsets
-    if _on_sphere(q, means):
+    if _on_sphere(q):
         z = z / z.norm(dim=-1, keepdim=True)
     images = decoded_mean(model, _repeat_row(batch, index, len(z)), name, z)
     grid = image_grid(images, image_shape, ncol=steps)
@@ -191,7 +191,7 @@ def save_interpolations(model, guide, batch, image_shape, path, *, num_pairs: in
     """Rows: datapoints ``2i`` and ``2i+1`` (first and last columns) and the decoded means along
     the path between their encodings, linear in z (spherical for latents on the sphere)."""
     name, means, q = _encodings(guide, batch, site)
-    spherical = _on_sphere(q, means)
+    spherical = _on_sphere(q)
     num_pairs = min(num_pairs, len(means) // 2)
     if num_pairs < 1:
         raise ValueError("interpolations need at least two datapoints")

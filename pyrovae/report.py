@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import pyro
