@@ -18,7 +18,8 @@ blocks, the ratios suite / plain, the process CPU time per step (less sensitive 
 processes on a CPU), and peak memory (``torch.cuda.max_memory_allocated`` on a GPU). Optional
 sections: ``--profile`` (where the suite's extra time goes, piece by piece and by package),
 ``--memory`` (peak memory of one IWAE step for K = 5, 50, 5000 with and without particle
-chunks, each in a fresh process: resident-set high-water mark on a CPU), ``--eval``
+chunks, each in a fresh process: the resident-set high-water mark on a CPU, with glibc's
+mmap threshold fixed so that freed tensors leave the resident set), ``--eval``
 (importance-sampled log-likelihood seconds).
 
     pyrovae bench                          # the full table on every device present
@@ -35,6 +36,7 @@ import argparse
 import cProfile
 import json
 import math
+import os
 import platform
 import pstats
 import resource
@@ -333,9 +335,11 @@ def memory_table(device, batch_size=20, chunk=100) -> List[dict]:
     for k, c, variant in [(5, 0, "suite"), (5, 0, "plain"), (50, 0, "suite"), (50, 0, "plain"),
                           (5000, 0, "suite"), (5000, 0, "plain"), (5000, chunk, "suite"), (50, 10, "suite")]:
         args = [str(device), "diag", f"iwae{k}", str(batch_size), str(c), variant]
-        if device.type == "cpu":  # a fresh process: the resident-set high-water mark is this step's
+        if device.type == "cpu":  # a fresh process: the resident-set high-water mark is this step's;
+            # large blocks mmapped, so that freed tensors leave the resident set (glibc keeps them otherwise)
+            env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
             out = subprocess.run([sys.executable, "-m", "pyrovae.bench", "--memory-child", *args],
-                                 capture_output=True, text=True, check=True)
+                                 capture_output=True, text=True, check=True, env=env)
             result = json.loads(out.stdout.strip().splitlines()[-1])
         else:
             result = memory_child(*args[:3], int(args[3]), int(args[4]), args[5])

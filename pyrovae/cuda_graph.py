@@ -153,6 +153,8 @@ def graph_safe(objective) -> bool:
     from pyrovae.objectives import Objective
 
     cls = type(objective)
+    if getattr(objective, "particle_chunk", 0):  # checkpointed chunks read the RNG state on the host
+        return False
     return isinstance(objective, Objective) and all(
         c.__module__ == Objective.__module__ for c in cls.__mro__ if issubclass(c, Objective))
 

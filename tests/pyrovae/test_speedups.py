@@ -316,3 +316,20 @@ def test_bf16_on_cuda_keeps_the_bound_close():
     fp32 = fit(*pair(64, 4), "digits", **kwargs).metrics[-1]["valid_elbo"]
     bf16 = fit(*pair(64, 4), "digits", precision="bf16", **kwargs).metrics[-1]["valid_elbo"]
     assert abs(fp32 - bf16) < 1.0
+
+
+@pytest.mark.parametrize("guide_name", ["diag", "iaf"])
+def test_the_benchmarks_plain_reference_computes_the_same_log_weights(guide_name):
+    from pyrovae.bench_plain import PlainVAE
+    from pyrovae.guides import IAFGuide
+
+    torch.manual_seed(0)
+    model = VAE(12, 3, (16,))
+    guide = IAFGuide(12, 3, (16,), num_flows=2) if guide_name == "iaf" else DiagNormalGuide(12, 3, (16,))
+    plain, x = PlainVAE(model, guide), data(7)
+    with pyro.validation_enabled(False):
+        pyro.set_rng_seed(1)
+        ours = log_weights(model, guide, {"x": x}, 5)
+        pyro.set_rng_seed(1)
+        theirs = plain.log_weights(x, 5)  # the same draws: both take (K, B, z_dim) standard normals
+    assert torch.allclose(ours, theirs, atol=1e-4)
