@@ -50,7 +50,7 @@ def test_inference_data_groups_and_values_in_closed_form(idata_exact):
     assert np.allclose(stats["log_weight"].values[0], exact.numpy()[None], atol=1e-3)
     # fresh predictive draws, paired with the posterior draws of the same index
     resid = torch.tensor(idata.posterior_predictive["x"].values[0]) - loc[:50]
-    assert abs(float(resid.std()) - float(model.noise_scale)) < 0.03 and abs(float(resid.mean())) < 0.03
+    assert abs(float(resid.std()) - model.noise_scale.item()) < 0.03 and abs(float(resid.mean())) < 0.03
     post_mean = idata.posterior["z"].values[0].mean(0)
     assert np.allclose(post_mean, model.posterior(x[:25]).loc.detach().numpy(), atol=0.12)
     prior = idata.prior["z"].values
