@@ -190,8 +190,8 @@ def render_report(results: dict, out: Path) -> str:
                   f"| &nbsp; amortization gap ELBO(q*) - ELBO(q) | {_fmt(g['amortization_gap'])} nats |"]
     if kh["share_above_0.7"] > 0.1:
         lines += ["", f"**Warning:** k-hat > 0.7 for {kh['share_above_0.7']:.0%} of the datapoints: the importance "
-                  "weights are heavy-tailed, q(z|x) misses posterior mass, and the IWAE number above may be nats "
-                  "below log p(x). " + ("Compare with the AIS row." if "ais" in results else
+                  "weights are heavy-tailed, q(z|x) misses posterior mass, and the IWAE number above can sit well "
+                  "below log p(x), by more than its standard error suggests. " + ("Compare with the AIS row." if "ais" in results else
                                         "Run `pyrovae diagnose RUN --ais` (or `pyrovae evaluate RUN --ais`).")]
     figures = [(f, title) for f, title in FIGURES if (out / f).exists()]
     lines += ["", "## Figures", "", "| | |", "|---|---|"]
