@@ -71,6 +71,10 @@ class Objective:
     """
 
     name = "objective"
+    #: fit lets the pair's PyroModules skip their per-parameter ``pyro.param`` statements
+    #: while this objective runs (pyrovae.engine.quiet_pyro_modules); an objective that reads
+    #: ``param`` sites from a trace sets this to False
+    quiet_modules = True
 
     def __init__(self, *, beta: float = 1.0, warmup_steps: int = 0):
         if beta < 0:

@@ -285,7 +285,7 @@ def fit(
         cuda_graphs = device.type == "cuda" and group is None and graph_safe(objective)
     optimizer = make_optimizer(params, lr, device, capturable=bool(cuda_graphs))
     train_step = TrainStep(dp.wrap(loss_module, group) if group else loss_module, optimizer, precision,
-                           quiet_pyro_modules(model, guide) if isinstance(objective, Objective) else None, device)
+                           quiet_pyro_modules(model, guide) if getattr(objective, "quiet_modules", False) else None, device)
     run_step = GraphedStep(train_step, enabled=bool(cuda_graphs) and device.type == "cuda",
                            static_from=static_from(objective))
 

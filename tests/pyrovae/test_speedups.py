@@ -333,3 +333,20 @@ def test_the_benchmarks_plain_reference_computes_the_same_log_weights(guide_name
         pyro.set_rng_seed(1)
         theirs = plain.log_weights(x, 5)  # the same draws: both take (K, B, z_dim) standard normals
     assert torch.allclose(ours, theirs, atol=1e-4)
+
+
+def test_fit_keeps_the_param_statements_for_objectives_that_read_them():
+    class CountingParams(ELBO):
+        quiet_modules = False
+
+        def __call__(self, model, guide, batch, step=None):
+            with pyro.poutine.trace(param_only=True) as tracer:
+                guide(**batch)
+            self.counts.append(len(tracer.trace.nodes))
+            return super().__call__(model, guide, batch, step)
+
+    model, guide = pair(64, 4)
+    objective = CountingParams()
+    objective.counts = []
+    fit(model, guide, "digits", objective=objective, epochs=1, batch_size=300, progress=False)
+    assert set(objective.counts) == {len(list(guide.parameters()))}
