@@ -35,6 +35,7 @@ CONFIGS = {
     "fullcov": ("fullcov", {}),
     "iaf-2": ("iaf", {"num_flows": 2}),
     "iaf-4": ("iaf", {"num_flows": 4}),
+    "iaf-4, b=2": ("iaf", {"num_flows": 4, "sigmoid_bias": 2.0}),  # the paper's gate bias
     "planar-8": ("planar", {"num_flows": 8}),
     "mixture": ("mixture", {}),
     "vmf": ("vmf", {}),

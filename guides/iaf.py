@@ -16,11 +16,14 @@ autoregressive steps, each in the paper's numerically stable gated form, follow:
 
 Because :math:`m_{t,i}, s_{t,i}` depend on :math:`z_{t-1,<i}` only, each Jacobian is
 triangular with diagonal :math:`\\sigma_t`. The coordinate order is reversed between steps.
-The gate bias :math:`b` (``sigmoid_bias``, 2 by default, so :math:`\\sigma_t \\approx 0.88`)
-starts every step close to the identity, as the paper recommends, and each MADE's output
-layer starts at 1% of its default scale (bias zero), so that :math:`m_t \\approx 0`,
-:math:`s_t \\approx 0`: an untrained IAF guide is, up to a scale, the diagonal one, and the
-flow moves away from it only as far as training pays (every weight still gets a gradient).
+The gate bias :math:`b` (``sigmoid_bias``) starts every step close to the identity, and
+each MADE's output layer starts at 1% of its default scale (bias zero), so that
+:math:`m_t \\approx 0`, :math:`s_t \\approx 0`: an untrained IAF guide is, up to a scale
+:math:`\\operatorname{sigmoid}(b)^T`, the diagonal one (every weight still gets a gradient).
+The paper suggests :math:`b` "close to +1 or +2"; the default here is 4
+(:math:`\\sigma_t \\approx 0.98`), because on MNIST (784-200-200-50 VAE, 10 epochs, Adam
+1e-3) a 4-step IAF with :math:`b = 2` trained markedly slower than the diagonal guide (test
+log-likelihood 4 nats worse) while :math:`b = 4` matched or beat it (docs/guides.md).
 
 Each step is Pyro's ``ConditionalAffineAutoregressive(..., stable=True)`` over a
 ``ConditionalAutoRegressiveNN`` of :math:`(z_{t-1}, h)`: its stable form is exactly the
@@ -78,7 +81,7 @@ class IAFGuide(AmortizedFlowGuide):
     def __init__(self, x_dim: int, z_dim: int = 20, hidden_dims: Tuple[int, ...] = (200, 200),
                  activation: str = "tanh", site: str = "z", num_flows: int = 2,
                  context_dim: Optional[int] = None, flow_hidden_dims: Optional[Tuple[int, ...]] = None,
-                 sigmoid_bias: float = 2.0):
+                 sigmoid_bias: float = 4.0):
         super().__init__(x_dim, z_dim, hidden_dims, activation, site, num_flows, context_dim,
                          _autoregressive_widths(flow_hidden_dims, z_dim), sigmoid_bias=float(sigmoid_bias))
 

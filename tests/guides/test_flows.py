@@ -165,12 +165,12 @@ def test_flows_without_inverse_explain_replay(name):
 
 
 def test_iaf_starts_near_the_identity():
-    """Untrained, each step is z -> sigmoid(b) z up to 1% (gate bias b = 2, small MADE
-    outputs): training starts from the diagonal guide, rescaled."""
+    """Untrained, each step is z -> sigmoid(b) z up to 1% (gate bias b, small MADE outputs):
+    training starts from the diagonal guide, rescaled."""
     torch.manual_seed(0)
     guide = IAFGuide(x_dim=X_DIM, z_dim=Z_DIM, hidden_dims=(8,))
     _, h = guide.encode_base(data().float())
-    gate = torch.sigmoid(torch.tensor(2.0))
+    gate = torch.sigmoid(torch.tensor(guide.flow_options["sigmoid_bias"]))
     z = torch.randn(4, Z_DIM)
     for step in guide.transforms(h)[::2]:
         y = step(z)
