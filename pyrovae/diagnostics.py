@@ -38,7 +38,7 @@ from pyro.poutine.util import site_is_subsample
 from pyrovae.evaluate import eval_mode, iter_log_weights
 from pyrovae.inputs import eval_split
 from pyrovae.joint import plate_nesting
-from pyrovae.weights import PARTICLE_PLATE, _per_datapoint, batch_size_of, bind_batch
+from pyrovae.weights import PARTICLE_PLATE, site_log_prob_per_datapoint, batch_size_of, bind_batch
 
 KHAT_GOOD, KHAT_BAD = 0.5, 0.7
 CONSTANT_WEIGHTS = 1e-3
@@ -84,13 +84,13 @@ def _draws(model, guide, batch, num_samples, num_predictive):
         prior = poutine.trace(poutine.uncondition(model)).get_trace(**batch)
     model_trace.compute_log_prob()
     guide_trace.compute_log_prob()
-    log_joint = sum(_per_datapoint(s, n, nesting, num_samples) for s in _sites(model_trace, False) + _sites(model_trace, True))
-    log_q = sum(_per_datapoint(s, n, nesting, num_samples) for s in _sites(guide_trace, False))
+    log_joint = sum(site_log_prob_per_datapoint(s, n, nesting, num_samples) for s in _sites(model_trace, False) + _sites(model_trace, True))
+    log_q = sum(site_log_prob_per_datapoint(s, n, nesting, num_samples) for s in _sites(guide_trace, False))
     observed = [s["name"] for s in _sites(model_trace, True)]
     for s in _sites(guide_trace, False):
         out["posterior"][s["name"]] = _per_datapoint_value(s, n, nesting)
     for s in _sites(model_trace, True):
-        out["log_likelihood"][s["name"]] = _per_datapoint(s, n, nesting, num_samples)
+        out["log_likelihood"][s["name"]] = site_log_prob_per_datapoint(s, n, nesting, num_samples)
     for name in observed:
         out["posterior_predictive"][name] = _per_datapoint_value(predictive.nodes[name], n, nesting)
         out["prior_predictive"][name] = _per_datapoint_value(prior.nodes[name], n, nesting)

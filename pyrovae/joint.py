@@ -30,7 +30,7 @@ from pyro.poutine.util import site_is_subsample
 from torch.distributions import biject_to
 
 from pyrovae.weights import (
-    PARTICLE_PLATE, _per_datapoint, batch_size_of, bind_batch, preserved_rng,
+    PARTICLE_PLATE, site_log_prob_per_datapoint, batch_size_of, bind_batch, preserved_rng,
 )
 
 
@@ -178,7 +178,7 @@ class LatentSpace:
         for site in _sample_sites(trace):
             if (site["name"] in self.names) != latent:
                 continue
-            term = _per_datapoint(site, self.n, self.nesting, num_chains)
+            term = site_log_prob_per_datapoint(site, self.n, self.nesting, num_chains)
             total = term if total is None else total + term
         if total is None:
             return torch.zeros(num_chains, self.n, device=self.batch_device)

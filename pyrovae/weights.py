@@ -161,7 +161,7 @@ def run_pair(model: Callable, guide: Callable, batch: Dict[str, torch.Tensor]) -
     return guide_run.sites, model_run.sites
 
 
-def _per_datapoint(site: dict, n: int, nesting: int, num_particles: int,
+def site_log_prob_per_datapoint(site: dict, n: int, nesting: int, num_particles: int,
                    log_p: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Sum one site's (scaled, masked) log-density (``site["log_prob"]`` unless ``log_p`` is
     given) down to shape (K, N)."""
@@ -224,7 +224,7 @@ def weights_from_sites(model_sites: dict, guide_sites: dict, n: int, nesting: in
         for site in sites.values():
             if site_is_subsample(site) or (sign < 0 and site["is_observed"]):
                 continue
-            term = _per_datapoint(site, n, nesting, num_particles, log_p=site_log_prob(site))
+            term = site_log_prob_per_datapoint(site, n, nesting, num_particles, log_p=site_log_prob(site))
             log_w = sign * term if log_w is None else log_w + sign * term
     if log_w is None:
         raise ValueError("the model has no sample sites")
@@ -246,7 +246,7 @@ def _log_weights_traced(model, guide, batch, num_particles, max_plate_nesting, n
                 continue
             if sign < 0 and site["is_observed"]:
                 continue
-            term = _per_datapoint(site, n, max_plate_nesting, num_particles)
+            term = site_log_prob_per_datapoint(site, n, max_plate_nesting, num_particles)
             log_w = sign * term if log_w is None else log_w + sign * term
     if log_w is None:
         raise ValueError("the model has no sample sites")
