@@ -37,23 +37,18 @@ from pyro.nn import PyroModule
 PRECISIONS = ("fp32", "bf16")
 
 
-def as_store_parameters(store_params: Dict[str, torch.Tensor]) -> Dict[str, torch.nn.Parameter]:
-    """Make the param-store tensors ``store_params`` (name -> unconstrained tensor)
-    ``nn.Parameter`` s, in place in Pyro's param store, as ``PyroModule`` does for its own
-    ``PyroParam`` s: the data and the name stay, and ``pyro.param(name)`` keeps returning them.
+def as_store_parameters(store_params: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Mark the param-store tensors ``store_params`` (name -> unconstrained tensor) as
+    parameters, in place: ``isinstance(t, nn.Parameter)`` becomes true (torch's ``_is_param``
+    flag) while each stays the very tensor the param store holds, so a module can register
+    it and ``pyro.param(name)`` keeps using it.
     """
-    store = pyro.get_param_store()
-    out = {}
-    for name, value in store_params.items():
+    for value in store_params.values():
         if not isinstance(value, torch.nn.Parameter):
-            parameter = torch.nn.Parameter(value.detach(), requires_grad=True)
-            if store._params.get(name) is value:
-                del store._param_to_name[value]
-                store._params[name] = parameter
-                store._param_to_name[parameter] = name
-            value = parameter
-        out[name] = value
-    return out
+            if value.grad_fn is not None or not value.requires_grad:
+                raise ValueError("a param-store tensor to train must be a leaf that requires grad")
+            value._is_param = True
+    return dict(store_params)
 
 
 class LossModule(torch.nn.Module):
@@ -63,7 +58,7 @@ class LossModule(torch.nn.Module):
     :param callable guide: the guide (likewise).
     :param callable objective: ``objective(model, guide, batch, step) -> loss``.
     :param dict store_params: ``pyro.param`` tensors the pair uses beyond its modules'
-        parameters (made ``nn.Parameter`` s in the param store, see :func:`as_store_parameters`).
+        parameters (registered as parameters, see :func:`as_store_parameters`).
     :param callable call_model: what the objective calls as the model (default ``model``;
         e.g. the model restricted to the batch keys it accepts).
     :param callable call_guide: likewise for the guide.

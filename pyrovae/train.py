@@ -277,10 +277,8 @@ def fit(
         raise type(error)(f"the first training step failed before anything was written: {error}") from error
     if not params:
         raise ValueError("the model and guide have no trainable parameters (no nn.Module, pyro.module or pyro.param)")
-    # the loss as a torch module: the store's tensors become its parameters (nn.Parameters, in place)
+    # the loss as a torch module whose parameters are everything the pair trains
     loss_module = LossModule(model, guide, objective, store_params, call_model=bound_model, call_guide=bound_guide)
-    params = params[:len(params) - len(store_params)] + list(loss_module.store)
-    store_params = dict(zip(store_params, loss_module.store))
     if cuda_graphs is None:
         cuda_graphs = device.type == "cuda" and group is None and graph_safe(objective)
     optimizer = make_optimizer(params, lr, device, capturable=bool(cuda_graphs))

@@ -159,11 +159,12 @@ def test_quiet_is_off_for_modules_with_pyro_samples():
 
 def test_store_tensors_become_parameters_in_place():
     pyro.param("s", torch.ones(2), constraint=dist.constraints.positive)
-    old = pyro.get_param_store()._params["s"]
-    new = as_store_parameters({"s": old})["s"]
-    assert isinstance(new, torch.nn.Parameter) and new is not old and torch.equal(new, old)
-    assert pyro.param("s").unconstrained() is new
-    assert pyro.get_param_store().param_name(new) == "s"
+    tensor = pyro.get_param_store()._params["s"]
+    marked = as_store_parameters({"s": tensor})["s"]
+    assert marked is tensor and isinstance(tensor, torch.nn.Parameter)
+    module = LossModule(lambda x: None, lambda x: None, ELBO(), {"s": tensor})
+    assert list(module.parameters()) == [tensor]
+    assert pyro.param("s").unconstrained() is tensor
 
 
 def test_particle_chunks_give_the_unchunked_gradient_on_the_same_draws():
