@@ -27,7 +27,6 @@ torch.Size([])
 from __future__ import annotations
 
 import contextlib
-import warnings
 from typing import Callable, Dict, Optional
 
 import pyro
@@ -208,9 +207,3 @@ class TrainStep:
         loss.backward()
         self.optimizer.step()
         return loss.detach()
-
-
-def warn_once(message: str, _seen=set()):
-    if message not in _seen:
-        _seen.add(message)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)

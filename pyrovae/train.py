@@ -293,7 +293,8 @@ def fit(
         "objective": objective.config() if isinstance(objective, Objective) else None,
         "data": {"name": dataset.name if dataset else None, "binarize": dataset.binarize if dataset else None,
                  "dims": dataset.dims() if dataset else {"x_dim": int(train[next(iter(train))].shape[-1])}},
-        "fit": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "device": str(device)},
+        "fit": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "device": str(device),
+                "precision": precision, "processes": group.world_size if group else 1},
         **(config or {}),
     }
     start_epoch, step, metrics = 0, 0, []
