@@ -195,11 +195,11 @@ class TrainStep:
         self.module, self.optimizer, self.precision = module, optimizer, precision
         self.quiet = quiet if quiet is not None else contextlib.nullcontext()
         self.device = torch.device(device)
-        autocast(self.device, precision)  # check now, not at the first step
+        self.autocast = autocast(self.device, precision)  # checked now, not at the first step; reusable
         self.loss_scale = 1.0  # data-parallel shards of unequal size weight their losses
 
     def __call__(self, batch: Dict[str, torch.Tensor], step: int) -> torch.Tensor:
-        with self.quiet, autocast(self.device, self.precision):
+        with self.quiet, self.autocast:
             loss = self.module(batch, step)
         if self.loss_scale != 1.0:
             loss = loss * self.loss_scale
