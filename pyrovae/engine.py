@@ -1,4 +1,8 @@
-"""The pieces of one training step: the loss as a torch module, the optimizer, the step.
+"""The pieces of one training step: the pair's parameters, the loss as a torch module, the
+optimizer, the step.
+
+:func:`collect_parameters` finds every tensor a pair trains, whether it lives in an nn.Module
+or in Pyro's param store (plain functions using ``pyro.param`` / ``pyro.module``).
 
 :class:`LossModule` holds a model/guide pair and an objective; ``forward(batch, step)`` is the
 objective's loss and ``parameters()`` are every tensor the pair trains (its nn.Module
@@ -30,10 +34,49 @@ import contextlib
 from typing import Callable, Dict, Optional
 
 import pyro
+import pyro.poutine as poutine
 import torch
 from pyro.nn import PyroModule
 
+from pyrovae.weights import preserved_rng
+
 PRECISIONS = ("fp32", "bf16")
+
+
+def collect_parameters(loss: Callable[[], torch.Tensor], modules) -> tuple:
+    """The trainable tensors of a pair: nn.Module parameters, then the unconstrained values of
+    ``pyro.param`` sites that are not module parameters (in trace order).
+
+    A param-store entry left by an earlier pair with the same name as a module parameter would
+    silently be trained instead of the module's own tensor; such stale entries are dropped.
+
+    :returns: ``(params, store_params)`` with store_params a dict name -> tensor.
+    """
+    store = pyro.get_param_store()
+    for _ in range(2):
+        with preserved_rng(), poutine.trace(param_only=True) as tracer:
+            loss()
+        stale, found = [], {}
+        for name, site in tracer.trace.nodes.items():
+            if site["type"] != "param":
+                continue
+            value = site["value"]
+            unconstrained = value.unconstrained() if hasattr(value, "unconstrained") else value
+            init = site["args"][1] if len(site["args"]) > 1 else None
+            if isinstance(init, torch.nn.Parameter) and unconstrained is not init:
+                stale.append(name)
+            elif unconstrained.requires_grad:
+                found[name] = unconstrained
+        if not stale:
+            break
+        for name in stale:
+            del store[name]
+    module_params = []
+    for module in modules:
+        module_params += [p for p in module.parameters() if p.requires_grad]
+    seen = {id(p) for p in module_params}
+    store_params = {name: p for name, p in found.items() if id(p) not in seen}
+    return module_params + list(store_params.values()), store_params
 
 
 def as_store_parameters(store_params: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:

@@ -25,13 +25,14 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import pyro
-import pyro.poutine as poutine
 import torch
 
 from pyrovae import distributed as dp
 from pyrovae.cuda_graph import GraphedStep, graph_safe, static_from
 from pyrovae.data import DataSet, batches
-from pyrovae.engine import LossModule, TrainStep, autocast, make_optimizer, quiet_pyro_modules
+from pyrovae.engine import (
+    LossModule, TrainStep, autocast, collect_parameters, make_optimizer, quiet_pyro_modules,
+)
 from pyrovae.evaluate import elbo as mean_elbo
 from pyrovae.inputs import as_batch_dict, resolve_dataset, to_device
 from pyrovae.monitors import epoch_monitors
@@ -41,7 +42,7 @@ from pyrovae.registry import spec_of
 from pyrovae.run import (
     CHECKPOINT_FILE, METRICS_FILE, RUN_FILE, load_checkpoint, save_checkpoint, write_json, write_metrics,
 )
-from pyrovae.weights import bind_batch, preserved_rng
+from pyrovae.weights import bind_batch
 
 
 class NonFiniteLossError(RuntimeError):
@@ -73,42 +74,6 @@ def resolve_device(device) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device='cuda' was asked for but CUDA is not available; use device='cpu' or 'auto'")
     return device
-
-
-def collect_parameters(loss: Callable[[], torch.Tensor], modules) -> tuple:
-    """The trainable tensors of a pair: nn.Module parameters, then the unconstrained values of
-    ``pyro.param`` sites that are not module parameters (in trace order).
-
-    A param-store entry left by an earlier pair with the same name as a module parameter would
-    silently be trained instead of the module's own tensor; such stale entries are dropped.
-
-    :returns: ``(params, store_params)`` with store_params a dict name -> tensor.
-    """
-    store = pyro.get_param_store()
-    for _ in range(2):
-        with preserved_rng(), poutine.trace(param_only=True) as tracer:
-            loss()
-        stale, found = [], {}
-        for name, site in tracer.trace.nodes.items():
-            if site["type"] != "param":
-                continue
-            value = site["value"]
-            unconstrained = value.unconstrained() if hasattr(value, "unconstrained") else value
-            init = site["args"][1] if len(site["args"]) > 1 else None
-            if isinstance(init, torch.nn.Parameter) and unconstrained is not init:
-                stale.append(name)
-            elif unconstrained.requires_grad:
-                found[name] = unconstrained
-        if not stale:
-            break
-        for name in stale:
-            del store[name]
-    module_params = []
-    for module in modules:
-        module_params += [p for p in module.parameters() if p.requires_grad]
-    seen = {id(p) for p in module_params}
-    store_params = {name: p for name, p in found.items() if id(p) not in seen}
-    return module_params + list(store_params.values()), store_params
 
 
 def _modules(*objs):
