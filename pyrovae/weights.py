@@ -162,7 +162,7 @@ def run_pair(model: Callable, guide: Callable, batch: Dict[str, torch.Tensor]) -
 
 
 def site_log_prob_per_datapoint(site: dict, n: int, nesting: int, num_particles: int,
-                   log_p: Optional[torch.Tensor] = None) -> torch.Tensor:
+                                log_p: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Sum one site's (scaled, masked) log-density (``site["log_prob"]`` unless ``log_p`` is
     given) down to shape (K, N)."""
     data_dim = None
