@@ -95,15 +95,21 @@ class GraphedStep:
         check = self.warmed == self.warmup
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream), warnings.catch_warnings(record=True) as caught:
-            if check:
-                warnings.simplefilter("always")
-                torch.cuda.set_sync_debug_mode("warn")
-            try:
+        caught = []
+        with torch.cuda.stream(stream):
+            if not check:
                 loss = self.step(batch, step)
-            finally:
-                if check:
-                    torch.cuda.set_sync_debug_mode("default")
+            else:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    torch.cuda.set_sync_debug_mode("warn")
+                    try:
+                        loss = self.step(batch, step)
+                    finally:
+                        torch.cuda.set_sync_debug_mode("default")
+                for w in caught:  # pass the step's own warnings on
+                    if "synchroniz" not in str(w.message):
+                        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         torch.cuda.current_stream().wait_stream(stream)
         syncs = [w for w in caught if "synchroniz" in str(w.message)]
         if syncs:
