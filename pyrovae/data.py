@@ -113,7 +113,10 @@ class DataSet:
         """
         if self.binarize != "dynamic":
             return batch
-        return {**batch, "x": torch.bernoulli(batch["x"], generator=generator)}
+        x = batch["x"]
+        # u < p with u ~ U(0, 1) is a Bernoulli(p) draw, and 2-3x cheaper than torch.bernoulli on a CPU
+        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return {**batch, "x": (u < x).to(x.dtype)}
 
 
 _LOADERS: dict[str, Callable[..., DataSet]] = {}

@@ -44,6 +44,8 @@ from __future__ import annotations
 from typing import Callable, Dict
 
 import torch
+from pyro.distributions.distribution import Distribution as _PyroDistribution
+from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
 from pyro.distributions.kl import kl_divergence
 from pyro.distributions.util import scale_and_mask
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
@@ -114,9 +116,20 @@ def _all_reparameterized(guide_sites: dict) -> bool:
     for site in guide_sites.values():
         if site_is_subsample(site) or site["is_observed"]:
             continue
-        if not site["fn"].has_rsample or site["infer"].get("enumerate"):
+        if not site["fn"].has_rsample or site["infer"].get("enumerate") or _has_score_function(site["fn"]):
             return False
     return True
+
+
+_DEFAULT_SCORE_PARTS = _PyroDistribution.score_parts
+
+
+def _has_score_function(fn) -> bool:
+    """Whether a distribution adds its own score-function term (``score_parts`` overridden, e.g.
+    the von Mises-Fisher's rejection-sampler correction), looking through expand and mask."""
+    while isinstance(fn, (ExpandedDistribution, MaskedDistribution)):
+        fn = fn.base_dist
+    return getattr(type(fn), "score_parts", _DEFAULT_SCORE_PARTS) is not _DEFAULT_SCORE_PARTS
 
 
 def _pyro_particle_loss(elbo, model_sites: dict, guide_sites: dict) -> torch.Tensor:

@@ -80,9 +80,6 @@ def test_the_score_function_correction_reaches_the_concentration_head():
     assert not torch.allclose(with_correction, without)
 
 
-@pytest.mark.xfail(strict=True, reason="pyrovae.lean_elbo (the elbo objective with validation off, i.e. "
-                                       "fit after its first step) treats every site with rsample as fully "
-                                       "reparameterized and drops the score-function part of score_parts")
 def test_the_correction_survives_with_validation_off():
     with pyro.validation_enabled(False):
         with_correction, without = kappa_gradients_with_and_without_correction()
