@@ -136,7 +136,7 @@ def main():
         "plain_test_ll": plain_ll, "plain_test_ll_stderr": plain_se, "plain_eval_seconds": plain_eval,
         "suite_test_ll": suite_ll.log_likelihood, "suite_test_ll_stderr": suite_ll.stderr, "suite_eval_seconds": suite_eval,
     }
-    print(f"| | plain PyTorch | pyrovae | ratio |\n|---|---|---|---|")
+    print("| | plain PyTorch | pyrovae | ratio |\n|---|---|---|---|")
     print(f"| s/epoch ({steps} steps) | {plain_epoch:.2f} | {suite_epoch:.2f} | {suite_epoch / plain_epoch:.3f} |")
     print(f"| ms/step | {rows['plain_ms_per_step']:.2f} | {rows['suite_ms_per_step']:.2f} | |")
     print(f"| test log-likelihood (K={args.num_samples}, {len(test['x'])} images) | {plain_ll:.2f} ± {plain_se:.2f} | "

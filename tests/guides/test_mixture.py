@@ -2,7 +2,6 @@
 against the exact gradient of a closed-form expectation, the sampler's moments, the density,
 the particle plate, and training."""
 
-import math
 
 import pyro
 import pyro.distributions as dist
@@ -10,15 +9,11 @@ import pyro.poutine as poutine
 import pytest
 import torch
 
-from pyrovae import fit, log_likelihood
 from pyrovae.distributions import DiagNormalMixture
 from pyrovae.guides import MixtureGuide
 from pyrovae.models import VAE
-from pyrovae.objectives import make_objective
 
-
-def binary_data(n=32, d=12, seed=0):
-    return torch.bernoulli(torch.full((n, d), 0.3), generator=torch.Generator().manual_seed(seed))
+from tests.contract import binary_data, check_trains_and_improves
 
 
 def expected_quadratic(loc, scale, logits, a, c):
@@ -117,11 +112,4 @@ def test_guide_encodes_a_mixture_and_works_under_the_particle_plate():
 def test_trains_and_evaluates(objective):
     torch.manual_seed(0)
     model, guide = VAE(12, 3, (16,)), MixtureGuide(12, 3, (16,), num_components=3)
-    x = binary_data()
-    before = log_likelihood(model, guide, x, num_samples=5)
-    options = {"num_particles": 3} if objective == "iwae" else {}
-    result = fit(model, guide, x, objective=make_objective(objective, **options), epochs=3, batch_size=8,
-                 lr=1e-2, progress=False)
-    assert all(math.isfinite(m["train_loss"]) for m in result.metrics)
-    after = log_likelihood(model, guide, x, num_samples=5)
-    assert torch.isfinite(after.per_datapoint).all() and after.log_likelihood > before.log_likelihood
+    check_trains_and_improves(model, guide, objective)

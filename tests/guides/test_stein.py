@@ -11,15 +11,12 @@ import pytest
 import torch
 from pyro.infer import SVGD, RBFSteinKernel
 
-from pyrovae import fit, log_likelihood
 from pyrovae.guides import DiagNormalGuide, SteinGuide
 from pyrovae.models import VAE
 from pyrovae.objectives import make_objective
 from pyrovae.objectives_stein import SteinObjective, svgd_direction
 
-
-def binary_data(n=32, d=12, seed=0):
-    return torch.bernoulli(torch.full((n, d), 0.3), generator=torch.Generator().manual_seed(seed))
+from tests.contract import binary_data, check_trains_and_improves
 
 
 MU = torch.tensor([1.0, -0.5], dtype=torch.float64)
@@ -186,11 +183,4 @@ def test_objective_options_and_a_guide_without_particles():
 def test_trains_and_evaluates(objective):
     torch.manual_seed(0)
     model, guide = VAE(12, 3, (16,)), SteinGuide(12, 3, (16,), density_particles=16)
-    x = binary_data()
-    before = log_likelihood(model, guide, x, num_samples=5)
-    options = {"num_particles": 3} if objective == "iwae" else {}
-    result = fit(model, guide, x, objective=make_objective(objective, **options), epochs=3, batch_size=8,
-                 lr=1e-2, progress=False)
-    assert all(math.isfinite(m["train_loss"]) for m in result.metrics)
-    after = log_likelihood(model, guide, x, num_samples=5)
-    assert torch.isfinite(after.per_datapoint).all() and after.log_likelihood > before.log_likelihood
+    check_trains_and_improves(model, guide, objective)

@@ -8,15 +8,13 @@ import pyro.poutine as poutine
 import pytest
 import torch
 
-from pyrovae import fit, log_likelihood
+from pyrovae import fit
 from pyrovae.distributions import HypersphericalUniform, VonMisesFisher
 from pyrovae.guides import VonMisesFisherGuide
 from pyrovae.models import HypersphericalVAE
 from pyrovae.objectives import make_objective
 
-
-def binary_data(n=32, d=12, seed=0):
-    return torch.bernoulli(torch.full((n, d), 0.3), generator=torch.Generator().manual_seed(seed))
+from tests.contract import binary_data, check_trains_and_improves
 
 
 def pair(**guide_options):
@@ -89,15 +87,7 @@ def test_the_correction_survives_with_validation_off():
 @pytest.mark.parametrize("objective", ["elbo", "iwae"])
 def test_trains_and_evaluates(objective):
     model, guide = pair()
-    x = binary_data()
-    before = log_likelihood(model, guide, x, num_samples=5)
-    options = {"num_particles": 3} if objective == "iwae" else {}
-    result = fit(model, guide, x, objective=make_objective(objective, **options), epochs=3, batch_size=8,
-                 lr=1e-2, progress=False)
-    assert all(math.isfinite(m["train_loss"]) for m in result.metrics)
-    after = log_likelihood(model, guide, x, num_samples=5)
-    assert torch.isfinite(after.per_datapoint).all()
-    assert after.log_likelihood > before.log_likelihood  # 12 steps at lr 1e-2 help on this data
+    check_trains_and_improves(model, guide, objective)
 
 
 def test_meanfield_needs_the_correction_off_or_a_fixed_kappa():

@@ -7,13 +7,11 @@ import json
 import warnings
 
 import numpy as np
-import pyro
 import pytest
 import torch
 
 from pyrovae import khat_summary, psis_diagnostic, psis_khat, to_inference_data
 from pyrovae.diagnostics import save_inference_data
-from pyrovae.guides import DiagNormalGuide
 from pyrovae.models import VAE
 from pyrovae.plots import decoded_mean, slerp
 from tests.pyrovae.linear_gaussian import ExactPosteriorGuide, linear_gaussian, simulate_x
