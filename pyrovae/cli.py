@@ -84,8 +84,11 @@ def _options_for(factory, values: dict) -> dict:
 # ---------------------------------------------------------------- fit
 
 
-def _fit_parser(model_name: str, guide_name: str) -> argparse.ArgumentParser:
-    from pyrovae.registry import get_guide, get_model, list_guides, list_models, list_objectives
+OBJECTIVE_FLAGS = {"num_particles", "alpha", "beta", "warmup_steps", "particle_chunk"}  # flags of their own
+
+
+def _fit_parser(model_name: str, guide_name: str, objective_name: str) -> argparse.ArgumentParser:
+    from pyrovae.registry import get_guide, get_model, get_objective, list_guides, list_models, list_objectives
 
     p = argparse.ArgumentParser(prog="pyrovae fit", description="Fit a model/guide pair with SVI.")
     p.add_argument("--model", default=model_name, help=f"one of {list_models()} (default: the guide's model, else vae)")
@@ -117,6 +120,11 @@ def _fit_parser(model_name: str, guide_name: str) -> argparse.ArgumentParser:
     factories = [get_model(model_name), get_guide(guide_name)]
     for name, kwargs in option_flags(factories).items():
         group.add_argument("--" + name.replace("_", "-"), dest=f"opt_{name}", **kwargs)
+    extra = {k: v for k, v in option_flags([get_objective(objective_name)]).items() if k not in OBJECTIVE_FLAGS}
+    if extra:
+        group = p.add_argument_group(f"options of objective {objective_name!r}")
+        for name, kwargs in extra.items():
+            group.add_argument("--" + name.replace("_", "-"), dest=f"obj_{name}", **kwargs)
     return p
 
 
@@ -131,6 +139,7 @@ def _objective_from_args(args, guide_factory):
         options["alpha"] = args.alpha
     if getattr(args, "particle_chunk", None) is not None:
         options["particle_chunk"] = args.particle_chunk
+    options.update({k[4:]: v for k, v in vars(args).items() if k.startswith("obj_") and v is not None})
     return build(get_objective(name), options)
 
 
@@ -145,6 +154,7 @@ def cmd_fit(argv: List[str]) -> int:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--model", default=None)
     pre.add_argument("--guide", default=None)
+    pre.add_argument("--objective", default=None)
     pre.add_argument("--out", default=None)
     pre.add_argument("--resume", action="store_true")
     known, _ = pre.parse_known_args(argv)
@@ -161,7 +171,12 @@ def cmd_fit(argv: List[str]) -> int:
         model_factory, guide_factory = get_model(model_name), get_guide(guide_name)
     except ValueError as error:
         raise SystemExit(f"pyrovae fit: {error}")
-    parser = _fit_parser(model_name, guide_name)
+    objective_name = known.objective or (saved and (saved.get("objective") or {}).get("name")) or \
+        getattr(guide_factory, "objective_name", "elbo")
+    try:
+        parser = _fit_parser(model_name, guide_name, objective_name)
+    except ValueError as error:
+        raise SystemExit(f"pyrovae fit: {error}")
     if saved:  # a resumed run keeps its options unless they are given again
         parser.set_defaults(**_defaults_from_saved(saved))
     args = parser.parse_args(argv)
@@ -221,6 +236,7 @@ def _defaults_from_saved(saved: dict) -> dict:
     defaults.update(objective=obj.get("name"), particles=obj.get("num_particles"), alpha=obj.get("alpha"),
                     particle_chunk=obj.get("particle_chunk"),
                     beta=obj.get("beta", 1.0), kl_warmup=obj.get("warmup_steps", 0))
+    defaults.update({f"obj_{k}": v for k, v in obj.items() if k not in OBJECTIVE_FLAGS and k != "name"})
     return {k: v for k, v in defaults.items() if v is not None}
 
 

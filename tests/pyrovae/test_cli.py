@@ -65,3 +65,16 @@ def test_existing_run_without_resume_is_refused(tmp_path, capsys):
     assert main(args) == 0
     assert main(args) == 2
     assert "--resume" in capsys.readouterr().err
+
+
+def test_objective_options_become_flags_and_survive_resume(tmp_path, capsys):
+    out = tmp_path / "fb"
+    base = ["--epochs", "1", "--z-dim", "2", "--hidden-dims", "8", "--out", str(out), "--eval-samples", "0",
+            "--no-progress"]
+    assert main(["fit", "--objective", "free-bits", "--free-bits", "0.5", *base]) == 0
+    config = json.loads((out / "run.json").read_text())
+    assert config["objective"]["name"] == "free-bits" and config["objective"]["free_bits"] == 0.5
+    assert main(["fit", "--out", str(out), "--resume", "--epochs", "2", "--eval-samples", "0", "--no-progress"]) == 0
+    from pyrovae.run import load_checkpoint
+
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 2
