@@ -305,17 +305,7 @@ def fit(
                 if len(pending) >= sync_every or i == num_batches - 1:
                     values = torch.stack(pending)
                     values = (group.mean(values) if group is not None else values).cpu()
-                    bad = (~torch.isfinite(values)).nonzero()
-                    if len(bad):
-                        j = int(bad[0])
-                        at_step = step - len(pending) + j + 1
-                        where = (f"{out_dir / CHECKPOINT_FILE} (after epoch {last_good})" if out_dir is not None and last_good
-                                 else "none (no epoch finished)" if out_dir is not None else "none (no out_dir)")
-                        raise NonFiniteLossError(
-                            f"the loss became {float(values[j])} at epoch {epoch + 1}, step {at_step} "
-                            f"(batch {i + 2 - len(pending) + j} of {num_batches}); the run stopped. "
-                            f"Last good checkpoint: {where}. Try a smaller lr or check the data."
-                        )
+                    _check_finite(values, epoch, step, i, num_batches, out_dir, last_good)
                     total += float(values.sum())
                     count += len(values)
                     pending = []
@@ -362,6 +352,28 @@ def fit(
 
 def _call(fn):
     return fn()
+
+
+def _check_finite(values: torch.Tensor, epoch: int, step: int, batch: int, num_batches: int,
+                  out_dir: Optional[Path], last_good: int) -> None:
+    """Raise :class:`NonFiniteLossError` naming the first non-finite loss among ``values``, the
+    losses of the steps that end at optimizer step ``step`` (batch ``batch`` of the epoch)."""
+    bad = (~torch.isfinite(values)).nonzero()
+    if not len(bad):
+        return
+    j = int(bad[0])
+    at_step = step - len(values) + j + 1
+    at_batch = batch + 2 - len(values) + j
+    if out_dir is None:
+        where = "none (no out_dir)"
+    elif last_good:
+        where = f"{out_dir / CHECKPOINT_FILE} (after epoch {last_good})"
+    else:
+        where = "none (no epoch finished)"
+    raise NonFiniteLossError(
+        f"the loss became {float(values[j])} at epoch {epoch + 1}, step {at_step} (batch {at_batch} of "
+        f"{num_batches}); the run stopped. Last good checkpoint: {where}. Try a smaller lr or check the data."
+    )
 
 
 def _check_out_dir(out_dir: Optional[Path], resume: bool) -> None:
