@@ -1,7 +1,7 @@
 """Amortized guides (posterior families), registered by name."""
 
-from pyrovae.guides.diag import DiagNormalGuide
 from pyrovae.guides.denoising import DenoisingGuide
+from pyrovae.guides.diag import DiagNormalGuide
 from pyrovae.guides.flows import PlanarFlowGuide, RadialFlowGuide, SplineFlowGuide
 from pyrovae.guides.fullcov import FullCovNormalGuide
 from pyrovae.guides.iaf import IAFGuide

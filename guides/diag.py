@@ -12,18 +12,17 @@ from __future__ import annotations
 
 from typing import Tuple
 
-import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from pyro.nn import PyroModule
 
+from pyrovae.guides.base import EncoderGuide
 from pyrovae.nn import MLP, check_positive
 from pyrovae.registry import register_guide
 
 
 @register_guide("diag")
-class DiagNormalGuide(PyroModule):
+class DiagNormalGuide(EncoderGuide):
     """An MLP encoder x -> (loc, scale) of a diagonal Normal over the latent site ``z``.
 
     :param int x_dim: size of one (flattened) datapoint.
@@ -55,6 +54,3 @@ class DiagNormalGuide(PyroModule):
         loc, raw_scale = self.encoder(x).split(self.z_dim, dim=-1)
         return dist.Normal(loc, F.softplus(raw_scale) + 1e-5).to_event(1)
 
-    def forward(self, x: torch.Tensor, **kwargs):
-        with pyro.plate("data", x.shape[0]):
-            return pyro.sample(self.site, self.encode(x))

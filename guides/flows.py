@@ -32,16 +32,17 @@ from __future__ import annotations
 
 from typing import List, Optional, Sequence, Tuple
 
-import pyro
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
 import torch
 import torch.nn.functional as F
 from pyro.distributions.conditional import ConditionalTransform
-from pyro.nn import ConditionalAutoRegressiveNN, PyroModule
+from pyro.nn import ConditionalAutoRegressiveNN
 from torch import nn
 
-from pyrovae.nn import MLP, activation as make_activation, check_positive
+from pyrovae.guides.base import EncoderGuide
+from pyrovae.nn import MLP, check_positive
+from pyrovae.nn import activation as make_activation
 from pyrovae.registry import register_guide
 
 
@@ -89,7 +90,7 @@ class ContextNet(nn.Module):
         return tuple(self.net(h).split(self.param_dims, dim=-1))
 
 
-class AmortizedFlowGuide(PyroModule):
+class AmortizedFlowGuide(EncoderGuide):
     """Base class: an encoder ``x -> (loc, scale, h)`` and ``num_flows`` conditional flow steps.
 
     Subclasses implement :meth:`make_flow` (one step, a ``ConditionalTransformModule`` or a
@@ -152,9 +153,6 @@ class AmortizedFlowGuide(PyroModule):
         base, h = self.encode_base(x)
         return FlowDistribution(base, self.transforms(h))
 
-    def forward(self, x: torch.Tensor, **kwargs):
-        with pyro.plate("data", x.shape[0]):
-            return pyro.sample(self.site, self.encode(x))
 
 
 @register_guide("planar")

@@ -29,18 +29,17 @@ from __future__ import annotations
 
 from typing import Tuple
 
-import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from pyro.nn import PyroModule
 
+from pyrovae.guides.base import EncoderGuide
 from pyrovae.nn import MLP, check_positive
 from pyrovae.registry import register_guide
 
 
 @register_guide("fullcov")
-class FullCovNormalGuide(PyroModule):
+class FullCovNormalGuide(EncoderGuide):
     """An MLP encoder x -> (loc, scale_tril) of a multivariate Normal over the site ``z``.
 
     :param int x_dim: size of one (flattened) datapoint.
@@ -93,6 +92,3 @@ class FullCovNormalGuide(PyroModule):
         loc, raw_diag, offdiag = self.encoder(x).split([self.z_dim, self.z_dim, self.num_offdiag], dim=-1)
         return dist.MultivariateNormal(loc, scale_tril=self.scale_tril(raw_diag, offdiag))
 
-    def forward(self, x: torch.Tensor, **kwargs):
-        with pyro.plate("data", x.shape[0]):
-            return pyro.sample(self.site, self.encode(x))

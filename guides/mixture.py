@@ -22,18 +22,17 @@ from __future__ import annotations
 
 from typing import Tuple
 
-import pyro
 import torch
 import torch.nn.functional as F
-from pyro.nn import PyroModule
 
+from pyrovae.guides.base import EncoderGuide
 from pyrovae.distributions import DiagNormalMixture
 from pyrovae.nn import MLP, check_positive
 from pyrovae.registry import register_guide
 
 
 @register_guide("mixture")
-class MixtureGuide(PyroModule):
+class MixtureGuide(EncoderGuide):
     """An MLP encoder x -> (logits, locs, scales) of K diagonal Gaussians over the site ``z``.
 
     :param int x_dim: size of one (flattened) datapoint.
@@ -72,6 +71,3 @@ class MixtureGuide(PyroModule):
         loc, raw_scale = out[..., k:].reshape(out.shape[:-1] + (k, 2 * z)).split(z, dim=-1)  # (N, K, Z) each
         return DiagNormalMixture(loc, F.softplus(raw_scale) + 1e-5, logits)
 
-    def forward(self, x: torch.Tensor, **kwargs):
-        with pyro.plate("data", x.shape[0]):
-            return pyro.sample(self.site, self.encode(x))

@@ -28,19 +28,19 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
-import pyro
 import pyro.distributions as dist
 import torch
-from pyro.nn import PyroModule
 from torch import nn
 
 import pyrovae.objectives_stein  # noqa: F401  (registers the "stein" objective)
-from pyrovae.nn import MLP, activation as make_activation, check_positive
+from pyrovae.guides.base import EncoderGuide
+from pyrovae.nn import MLP, check_positive
+from pyrovae.nn import activation as make_activation
 from pyrovae.registry import register_guide
 
 
 @register_guide("stein")
-class SteinGuide(PyroModule):
+class SteinGuide(EncoderGuide):
     """An implicit encoder :math:`z = f(x, \\xi)` for the ``stein`` objective.
 
     :param int x_dim: size of one (flattened) datapoint.
@@ -97,6 +97,3 @@ class SteinGuide(PyroModule):
         scale = z.var(0).add(1e-8).sqrt().clamp_min(1e-4)
         return dist.Normal(z.mean(0), scale).to_event(1)
 
-    def forward(self, x: torch.Tensor, **kwargs):
-        with pyro.plate("data", x.shape[0]):
-            return pyro.sample(self.site, self.encode(x))

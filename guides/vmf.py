@@ -21,18 +21,17 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
-import pyro
 import torch
 import torch.nn.functional as F
-from pyro.nn import PyroModule
 
+from pyrovae.guides.base import EncoderGuide
 from pyrovae.distributions import VonMisesFisher
 from pyrovae.nn import MLP, check_positive
 from pyrovae.registry import register_guide
 
 
 @register_guide("vmf")
-class VonMisesFisherGuide(PyroModule):
+class VonMisesFisherGuide(EncoderGuide):
     """An MLP encoder x -> (mean direction, concentration) of a vMF over the site ``z``.
 
     :param int x_dim: size of one (flattened) datapoint.
@@ -84,6 +83,3 @@ class VonMisesFisherGuide(PyroModule):
             kappa = out.new_full(out.shape[:-1], self.fixed_kappa)
         return VonMisesFisher(loc, kappa, gradient_correction=self.gradient_correction)
 
-    def forward(self, x: torch.Tensor, **kwargs):
-        with pyro.plate("data", x.shape[0]):
-            return pyro.sample(self.site, self.encode(x))
