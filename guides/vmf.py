@@ -24,8 +24,8 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from pyrovae.guides.base import EncoderGuide
 from pyrovae.distributions import VonMisesFisher
+from pyrovae.guides.base import EncoderGuide
 from pyrovae.nn import MLP, check_positive
 from pyrovae.registry import register_guide
 
