@@ -26,7 +26,7 @@ import pyro
 import torch
 
 import pyrovae
-from pyrovae.data import load_dataset
+from pyrovae.data.datasets import load_dataset
 from pyrovae.registry import build, get_guide, get_model, list_guides
 
 # (label, registered guide name, its options beyond the shared sizes)

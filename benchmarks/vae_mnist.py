@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 import pyrovae
-from pyrovae.data import batches, load_dataset
-from pyrovae.engine import make_optimizer
+from pyrovae.data.datasets import batches, load_dataset
+from pyrovae.training.step import make_optimizer
 from pyrovae.guides import DiagNormalGuide
 from pyrovae.models import VAE
 

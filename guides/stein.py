@@ -4,7 +4,7 @@
 
 an MLP fed with the datapoint and fresh noise, so :math:`q_\\eta(z \\mid x)` is any
 distribution the network can push noise into, with no density. It is trained by the
-``stein`` objective (:mod:`pyrovae.objectives_stein`), which moves its M particles per
+``stein`` objective (:mod:`pyrovae.infer.stein`), which moves its M particles per
 datapoint along the Stein variational gradient of :math:`\\log p(x, z)`.
 
 **A density for evaluation.** Importance-sampled log-likelihoods need a proposal whose
@@ -32,7 +32,6 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-import pyrovae.objectives_stein  # noqa: F401  (registers the "stein" objective)
 from pyrovae.guides.base import EncoderGuide
 from pyrovae.nn import MLP, check_positive
 from pyrovae.nn import activation as make_activation

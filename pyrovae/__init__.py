@@ -3,24 +3,33 @@
 Generative models are Pyro model functions, amortized encoders are Pyro guides, and any
 pair is fit with :func:`fit`, scored with :func:`log_likelihood` and reloaded with
 :func:`load_run`.
+
+The parts (see docs/architecture.md): ``data`` -> the pair (``models``, ``guides``) ->
+``infer`` (importance core, objectives) -> ``training`` (step, loop, run folder) ->
+``evaluation`` / ``cli``. ``registry`` holds passive name -> factory tables; this file
+registers the built-ins by importing them, once.
 """
 
 __version__ = "0.1.0"
 
-from pyrovae.ais import AISEstimate, ais_log_likelihood
-from pyrovae.bdmc import BDMCResult, bdmc
-from pyrovae.diagnostics import khat_summary, psis_diagnostic, psis_khat, to_inference_data
-from pyrovae.evaluate import LogLikelihood, elbo, log_likelihood
-from pyrovae.gap import InferenceGap, inference_gap
-from pyrovae.monitors import LatentMonitors, latent_monitors
-from pyrovae.objectives import ELBO, IWAE, MeanFieldELBO, Objective, RenyiBound, make_objective
+from pyrovae.evaluation import (
+    AISEstimate, BDMCResult, InferenceGap, LatentMonitors, LogLikelihood, ais_log_likelihood, bdmc, elbo,
+    inference_gap, khat_summary, latent_monitors, log_likelihood, psis_diagnostic, psis_khat, to_inference_data,
+)
+from pyrovae.infer import ELBO, IWAE, MeanFieldELBO, Objective, RenyiBound, log_weights, make_objective
 from pyrovae.registry import (
     get_guide, get_model, get_objective, list_guides, list_models, list_objectives,
     register_guide, register_model, register_objective,
 )
-from pyrovae.run import Run, load_run
-from pyrovae.train import FitResult, NonFiniteLossError, fit
-from pyrovae.weights import log_weights
+from pyrovae.training import FitResult, NonFiniteLossError, Run, fit, load_run
+
+# the built-ins register themselves on import (the registry imports nothing it registers)
+import pyrovae.infer.stein  # noqa: E402,F401  (the "stein" objective)
+import pyrovae.models  # noqa: E402,F401
+import pyrovae.guides  # noqa: E402,F401
+from pyrovae import _compat  # noqa: E402
+
+_compat.install()
 
 __all__ = [
     "ELBO", "FitResult", "IWAE", "LogLikelihood", "MeanFieldELBO", "NonFiniteLossError", "Objective",

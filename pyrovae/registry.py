@@ -50,7 +50,6 @@ class Registry:
         return decorator
 
     def get(self, name: str) -> Callable:
-        _import_builtins()
         try:
             return self._factories[name]
         except KeyError:
@@ -60,11 +59,9 @@ class Registry:
             ) from None
 
     def names(self) -> list:
-        _import_builtins()
         return sorted(self._factories)
 
     def __contains__(self, name: str) -> bool:
-        _import_builtins()
         return name in self._factories
 
 
@@ -170,16 +167,3 @@ def _jsonable(value):
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     raise TypeError(f"option value {value!r} cannot be saved in a run file (use plain numbers/strings)")
-
-
-_BUILTINS_IMPORTED = False
-
-
-def _import_builtins():
-    # The suite's own models, guides and objectives register themselves on import.
-    global _BUILTINS_IMPORTED
-    if not _BUILTINS_IMPORTED:
-        _BUILTINS_IMPORTED = True
-        import pyrovae.guides  # noqa: F401
-        import pyrovae.models  # noqa: F401
-        import pyrovae.objectives  # noqa: F401

@@ -13,7 +13,7 @@ import pyro.poutine as poutine
 import torch
 
 from pyrovae import fit, load_run, log_likelihood, log_weights
-from pyrovae.objectives import make_objective
+from pyrovae.infer.objectives import make_objective
 from pyrovae.registry import build, get_guide, get_model
 
 X_DIM, Z_DIM, HIDDEN = 12, 3, (16,)
@@ -47,7 +47,7 @@ def data(n=16):
 def check_trains_and_improves(model, guide, objective: str, epochs: int = 3):
     """A short fit (``objective``, K=3 particles for iwae) leaves finite losses and a higher
     importance-sampled log-likelihood (K=5) on the training data than before."""
-    from pyrovae.objectives import make_objective
+    from pyrovae.infer.objectives import make_objective
 
     x = binary_data()
     before = log_likelihood(model, guide, x, num_samples=5)

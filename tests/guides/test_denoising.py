@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from pyrovae import log_likelihood
-from pyrovae.evaluate import eval_mode
+from pyrovae.evaluation.log_likelihood import eval_mode
 from pyrovae.guides import DenoisingGuide, DiagNormalGuide
 from pyrovae.guides.denoising import corrupt
 from pyrovae.models import VAE
-from pyrovae.objectives import make_objective
+from pyrovae.infer.objectives import make_objective
 
 from tests.contract import binary_data, check_trains_and_improves
 

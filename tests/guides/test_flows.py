@@ -11,10 +11,10 @@ import torch
 from torch.autograd.functional import jacobian
 
 from pyrovae import fit
-from pyrovae.evaluate import log_likelihood
+from pyrovae.evaluation.log_likelihood import log_likelihood
 from pyrovae.guides import IAFGuide
 from pyrovae.models import VAE
-from pyrovae.objectives import IWAE
+from pyrovae.infer.objectives import IWAE
 from pyrovae.registry import build, get_guide
 
 FLOWS = ["iaf", "planar", "radial", "spline"]

@@ -12,12 +12,12 @@ import torch.nn.functional as F
 from scipy.stats import multivariate_normal
 
 from pyrovae import fit
-from pyrovae.evaluate import log_likelihood
+from pyrovae.evaluation.log_likelihood import log_likelihood
 from pyrovae.guides import FullCovNormalGuide
 from pyrovae.models import VAE
 from pyrovae.models.linear import LinearGaussianVAE
-from pyrovae.objectives import IWAE
-from pyrovae.weights import log_weights
+from pyrovae.infer.objectives import IWAE
+from pyrovae.infer.importance import log_weights
 
 
 def make_guide(z_dim=4, seed=0):

@@ -13,8 +13,8 @@ from pyro.infer import SVGD, RBFSteinKernel
 
 from pyrovae.guides import DiagNormalGuide, SteinGuide
 from pyrovae.models import VAE
-from pyrovae.objectives import make_objective
-from pyrovae.objectives_stein import SteinObjective, svgd_direction
+from pyrovae.infer.objectives import make_objective
+from pyrovae.infer.stein import SteinObjective, svgd_direction
 
 from tests.contract import binary_data, check_trains_and_improves
 

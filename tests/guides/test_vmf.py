@@ -12,7 +12,7 @@ from pyrovae import fit
 from pyrovae.distributions import HypersphericalUniform, VonMisesFisher
 from pyrovae.guides import VonMisesFisherGuide
 from pyrovae.models import HypersphericalVAE
-from pyrovae.objectives import make_objective
+from pyrovae.infer.objectives import make_objective
 
 from tests.contract import binary_data, check_trains_and_improves
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from pyrovae import ais_log_likelihood, bdmc
-from pyrovae.ais import schedule
-from pyrovae.hmc import evaluate_path, hmc_transition
-from pyrovae.joint import LatentSpace
+from pyrovae.evaluation.ais import schedule
+from pyrovae.evaluation.hmc import evaluate_path, hmc_transition
+from pyrovae.evaluation.latent_space import LatentSpace
 from tests.pyrovae.linear_gaussian import ExactPosteriorGuide, linear_gaussian, simulate_x
 
 
@@ -124,7 +124,7 @@ def test_bad_input_is_reported_early():
 
 
 def test_evaluate_prints_and_saves_ais_beside_the_importance_estimate(tmp_path, capsys):
-    from pyrovae.cli import main
+    from pyrovae.cli.commands import main
 
     out = tmp_path / "run"
     assert main(["fit", "--epochs", "1", "--z-dim", "2", "--hidden-dims", "16", "--out", str(out),

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from pyrovae.cli import main
+from pyrovae.cli.commands import main
 
 
 def test_fit_evaluate_sample_round_trip(tmp_path, capsys):
@@ -75,6 +75,6 @@ def test_objective_options_become_flags_and_survive_resume(tmp_path, capsys):
     config = json.loads((out / "run.json").read_text())
     assert config["objective"]["name"] == "free-bits" and config["objective"]["free_bits"] == 0.5
     assert main(["fit", "--out", str(out), "--resume", "--epochs", "2", "--eval-samples", "0", "--no-progress"]) == 0
-    from pyrovae.run import load_checkpoint
+    from pyrovae.training.run_folder import load_checkpoint
 
     assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 2

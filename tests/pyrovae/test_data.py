@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from pyrovae import data as data_module
-from pyrovae.data import (DataFormatError, DataNotFoundError, DataSet, batches, list_datasets,
+from pyrovae.data import datasets as data_module
+from pyrovae.data.datasets import (DataFormatError, DataNotFoundError, DataSet, batches, list_datasets,
                           load_dataset, register_dataset, search_paths)
 
 MNIST_TEST_LABEL_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]

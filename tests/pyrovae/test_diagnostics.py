@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from pyrovae import khat_summary, psis_diagnostic, psis_khat, to_inference_data
-from pyrovae.diagnostics import save_inference_data
+from pyrovae.evaluation.diagnostics import save_inference_data
 from pyrovae.models import VAE
-from pyrovae.plots import decoded_mean, slerp
+from pyrovae.evaluation.plots import decoded_mean, slerp
 from tests.pyrovae.linear_gaussian import ExactPosteriorGuide, linear_gaussian, simulate_x
 
 with warnings.catch_warnings():
@@ -114,7 +114,7 @@ def test_decoded_mean_and_spherical_interpolation():
 
 
 def test_diagnose_writes_a_report_linking_every_figure(tmp_path, capsys):
-    from pyrovae.cli import main
+    from pyrovae.cli.commands import main
 
     out = tmp_path / "run"
     assert main(["fit", "--epochs", "2", "--z-dim", "3", "--hidden-dims", "32", "--out", str(out),

@@ -13,10 +13,10 @@ import torch.multiprocessing as mp
 from pyro.nn import PyroModule
 
 from pyrovae import fit
-from pyrovae.distributed import ProcessGroup, launched
+from pyrovae.training.distributed import ProcessGroup, launched
 from pyrovae.guides import DiagNormalGuide
 from pyrovae.models import VAE
-from pyrovae.objectives import ELBO
+from pyrovae.infer.objectives import ELBO
 
 X_DIM, Z_DIM, ROWS, BATCH = 10, 2, 67, 20  # 4 batches per epoch: 20, 20, 20 and 7 (shards of 4 and 3)
 

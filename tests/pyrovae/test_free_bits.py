@@ -9,7 +9,7 @@ from pyro.nn import PyroModule
 from pyrovae import fit
 from pyrovae.guides import DiagNormalGuide, FullCovNormalGuide
 from pyrovae.models import VAE
-from pyrovae.objectives import ELBO, FreeBitsELBO, MeanFieldELBO
+from pyrovae.infer.objectives import ELBO, FreeBitsELBO, MeanFieldELBO
 from pyrovae.registry import get_objective
 
 X = torch.bernoulli(torch.full((8, 12), 0.3), generator=torch.Generator().manual_seed(0))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pyrovae import inference_gap
-from pyrovae.gap import local_gaussian
+from pyrovae.evaluation.inference_gap import local_gaussian
 from pyrovae.guides import DiagNormalGuide
 from tests.pyrovae.linear_gaussian import DiagExactGuide, ExactPosteriorGuide, linear_gaussian, simulate_x
 

@@ -12,7 +12,7 @@ import torch
 from pyrovae import fit, latent_monitors
 from pyrovae.guides import DiagNormalGuide
 from pyrovae.models import VAE
-from pyrovae.monitors import MonitorNotApplicable, epoch_monitors, mutual_information
+from pyrovae.evaluation.monitors import MonitorNotApplicable, epoch_monitors, mutual_information
 from tests.pyrovae.linear_gaussian import DiagExactGuide, linear_gaussian, simulate_x
 
 N = 400

@@ -11,7 +11,7 @@ from pyro.infer import RenyiELBO, Trace_ELBO
 from pyrovae import log_likelihood, log_weights
 from pyrovae.guides import DiagNormalGuide
 from pyrovae.models import LinearGaussianVAE
-from pyrovae.objectives import ELBO, IWAE, MeanFieldELBO, RenyiBound, make_objective
+from pyrovae.infer.objectives import ELBO, IWAE, MeanFieldELBO, RenyiBound, make_objective
 
 
 class ShiftedGuide(torch.nn.Module):

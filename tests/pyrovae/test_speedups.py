@@ -13,14 +13,14 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.nn import PyroModule, PyroSample
 
 from pyrovae import fit, log_likelihood
-from pyrovae.cuda_graph import GraphedStep, graph_safe, static_from
-from pyrovae.engine import LossModule, TrainStep, as_store_parameters, make_optimizer, quiet_pyro_modules
-from pyrovae.evaluate import default_max_pass
+from pyrovae.training.cuda_graph import GraphedStep, graph_safe, static_from
+from pyrovae.training.step import LossModule, TrainStep, as_store_parameters, make_optimizer, quiet_pyro_modules
+from pyrovae.evaluation.log_likelihood import default_max_pass
 from pyrovae.guides import DiagNormalGuide
-from pyrovae.lean_elbo import mean_field_elbo_loss, trace_elbo_loss
+from pyrovae.infer.fast_path import mean_field_elbo_loss, trace_elbo_loss
 from pyrovae.models import VAE
-from pyrovae.objectives import ELBO, IWAE, MeanFieldELBO, RenyiBound
-from pyrovae.weights import log_weights
+from pyrovae.infer.objectives import ELBO, IWAE, MeanFieldELBO, RenyiBound
+from pyrovae.infer.importance import log_weights
 
 
 def pair(x_dim=12, z_dim=3, seed=0):
@@ -321,7 +321,7 @@ def test_bf16_on_cuda_keeps_the_bound_close():
 
 @pytest.mark.parametrize("guide_name", ["diag", "iaf"])
 def test_the_benchmarks_plain_reference_computes_the_same_log_weights(guide_name):
-    from pyrovae.bench_plain import PlainVAE
+    from pyrovae.bench.reference import PlainVAE
     from pyrovae.guides import IAFGuide
 
     torch.manual_seed(0)

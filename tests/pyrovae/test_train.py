@@ -10,8 +10,8 @@ import torch
 from pyrovae import NonFiniteLossError, fit, load_run
 from pyrovae.guides import DiagNormalGuide
 from pyrovae.models import VAE
-from pyrovae.objectives import ELBO
-from pyrovae.run import load_checkpoint
+from pyrovae.infer.objectives import ELBO
+from pyrovae.training.run_folder import load_checkpoint
 
 
 def small_pair(seed=0):

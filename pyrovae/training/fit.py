@@ -6,11 +6,11 @@ step. The parameters are whatever the pair uses: its nn.Module parameters and an
 ``pyro.param`` / ``pyro.module`` values seen in one trace, so plain-function pairs train as
 well as the suite's PyroModules. Pyro's validation checks the first step and is then off.
 
-The step itself (pyrovae/engine.py) is the objective's loss as a torch module, with torch's
+The step itself (pyrovae/training/step.py) is the objective's loss as a torch module, with torch's
 fused Adam; during the step the pair's PyroModules issue no per-parameter ``pyro.param``
 statements, and the suite's ELBOs run on one recorded run instead of Pyro's full traces (the
 same loss and gradients). On a GPU the whole step is captured in a CUDA graph and replayed
-(pyrovae/cuda_graph.py); under ``torchrun`` the loop is data-parallel (pyrovae/distributed.py).
+(pyrovae/training/cuda_graph.py); under ``torchrun`` the loop is data-parallel (pyrovae/training/distributed.py).
 See docs/performance.md.
 """
 
@@ -27,22 +27,22 @@ import numpy as np
 import pyro
 import torch
 
-from pyrovae import distributed as dp
-from pyrovae.cuda_graph import GraphedStep, graph_safe, static_from
-from pyrovae.data import DataSet, batches
-from pyrovae.engine import (
+from pyrovae.training import distributed as dp
+from pyrovae.training.cuda_graph import GraphedStep, graph_safe, static_from
+from pyrovae.data.datasets import DataSet, batches
+from pyrovae.training.step import (
     LossModule, TrainStep, autocast, collect_parameters, make_optimizer, quiet_pyro_modules,
 )
-from pyrovae.evaluate import elbo as mean_elbo
-from pyrovae.inputs import as_batch_dict, resolve_dataset, to_device
-from pyrovae.monitors import epoch_monitors
-from pyrovae.objectives import Objective, make_objective
-from pyrovae.progress import progress_bar
+from pyrovae.evaluation.log_likelihood import elbo as mean_elbo
+from pyrovae.data.inputs import as_batch_dict, resolve_dataset, to_device
+from pyrovae.evaluation.monitors import epoch_monitors
+from pyrovae.infer.objectives import Objective, make_objective
+from tqdm.auto import tqdm
 from pyrovae.registry import spec_of
-from pyrovae.run import (
+from pyrovae.training.run_folder import (
     CHECKPOINT_FILE, METRICS_FILE, RUN_FILE, load_checkpoint, save_checkpoint, write_json, write_metrics,
 )
-from pyrovae.weights import bind_batch
+from pyrovae.infer.importance import bind_batch
 
 
 class NonFiniteLossError(RuntimeError):
@@ -196,7 +196,7 @@ def fit(
         (meant for GPUs; runs on CPUs too).
     :param distributed: data-parallel over the processes of a ``torchrun`` launch (None:
         when launched so). ``batch_size`` is then the global batch; see
-        :mod:`pyrovae.distributed`.
+        :mod:`pyrovae.training.distributed`.
     :param cuda_graphs: capture the training step in a CUDA graph and replay it (None: on a
         GPU, outside data-parallel runs, for the suite's objectives); it falls back to eager
         steps wherever capture does not apply.
@@ -288,7 +288,7 @@ def fit(
             for m in model_modules:
                 m.train(True)
             generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-            bar = progress_bar(progress, total=num_batches, desc=f"epoch {epoch + 1}/{epochs}", leave=False)
+            bar = tqdm(disable=not progress, dynamic_ncols=True, total=num_batches, desc=f"epoch {epoch + 1}/{epochs}", leave=False)
             t0 = time.perf_counter()
             pending, total, count = [], 0.0, 0
             for i, batch in enumerate(batches(train, batch_size, shuffle=True, generator=generator)):

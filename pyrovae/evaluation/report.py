@@ -26,8 +26,8 @@ import numpy as np
 import pyro
 import torch
 
-from pyrovae.evaluate import eval_mode, iter_log_weights
-from pyrovae.run import write_json
+from pyrovae.evaluation.log_likelihood import eval_mode, iter_log_weights
+from pyrovae.training.run_folder import write_json
 
 FIGURES = (
     ("training_curves.png", "training curves"), ("samples.png", "samples x ~ p(x)"),
@@ -39,7 +39,7 @@ FIGURES = (
 
 def importance_summary(model, guide, data: dict, num_samples: int, batch_size: int = 100) -> dict:
     """One pass of ``num_samples`` guide draws per datapoint -> IWAE bound, ELBO, ESS, k-hat."""
-    from pyrovae.diagnostics import psis_khat
+    from pyrovae.evaluation.diagnostics import psis_khat
 
     lls, elbos, ess, khat = [], [], [], []
     with torch.no_grad(), eval_mode(model, guide), pyro.validation_enabled(False):
@@ -81,10 +81,10 @@ def diagnose(run, dataset, *, num_samples: int = 1000, num_datapoints: int = 300
     :param bool ais: also estimate log p(x) by AIS on ``ais_datapoints`` datapoints.
     :returns: the numbers written to diagnostics.json.
     """
-    from pyrovae import plots
-    from pyrovae.diagnostics import khat_summary, save_inference_data, to_inference_data
-    from pyrovae.gap import inference_gap
-    from pyrovae.monitors import latent_monitors
+    from pyrovae.evaluation import plots as plots
+    from pyrovae.evaluation.diagnostics import khat_summary, save_inference_data, to_inference_data
+    from pyrovae.evaluation.inference_gap import inference_gap
+    from pyrovae.evaluation.monitors import latent_monitors
 
     pyro.set_rng_seed(seed)
     out = Path(run.path)
@@ -105,7 +105,7 @@ def diagnose(run, dataset, *, num_samples: int = 1000, num_datapoints: int = 300
         if gap is not None:
             results["gap"] = gap.as_dict()
     if ais:
-        from pyrovae.ais import ais_log_likelihood
+        from pyrovae.evaluation.ais import ais_log_likelihood
 
         subset = {k: v[:ais_datapoints] for k, v in test.items()}
         est = _timed(results, "ais", lambda: ais_log_likelihood(model, guide, subset, num_steps=ais_steps,

@@ -7,12 +7,12 @@ posterior :math:`p(x, z)`,
 .. math:: f_t(z) = \\pi_0(z)^{1 - \\beta_t}\\, p(x, z)^{\\beta_t},
           \\qquad 0 = \\beta_0 < \\beta_1 < \\dots < \\beta_T = 1,
 
-with HMC transitions leaving each :math:`f_t` invariant (:mod:`pyrovae.hmc`). The log-weight
+with HMC transitions leaving each :math:`f_t` invariant (:mod:`pyrovae.evaluation.hmc`). The log-weight
 of a chain is :math:`\\log w = \\sum_{t=1}^T (\\beta_t - \\beta_{t-1})
 [\\log p(x, z_{t-1}) - \\log \\pi_0(z_{t-1})]`, and :math:`\\log \\frac1C \\sum_c w_c` is a
 stochastic lower bound on :math:`\\log p(x)` (Wu et al.; unbiased in :math:`w`).
 
-:mod:`pyrovae.bdmc` runs the same chains in reverse to check the accuracy of AIS.
+:mod:`pyrovae.evaluation.bdmc` runs the same chains in reverse to check the accuracy of AIS.
 
 References
 
@@ -32,12 +32,12 @@ from typing import Callable, Optional
 import pyro
 import torch
 
-from pyrovae.evaluate import eval_mode
-from pyrovae.hmc import adapt_step_size, evaluate_path, hmc_transition
-from pyrovae.inputs import eval_split
-from pyrovae.joint import LatentSpace
-from pyrovae.progress import progress_bar
-from pyrovae.weights import batch_size_of
+from pyrovae.evaluation.log_likelihood import eval_mode
+from pyrovae.evaluation.hmc import adapt_step_size, evaluate_path, hmc_transition
+from pyrovae.data.inputs import eval_split
+from pyrovae.evaluation.latent_space import LatentSpace
+from tqdm.auto import tqdm
+from pyrovae.infer.importance import batch_size_of
 
 SCHEDULES = ("sigmoid", "linear")
 STARTS = ("prior", "guide")
@@ -210,7 +210,7 @@ def ais_log_likelihood(
     n = batch_size_of(data)
     betas = schedule(num_steps, schedule_kind)
     per, log_ws, accepts, eps = [], [], [], []
-    bar = progress_bar(progress, total=num_steps * math.ceil(n / batch_size), desc=f"AIS T={num_steps} C={num_chains}")
+    bar = tqdm(disable=not progress, dynamic_ncols=True, total=num_steps * math.ceil(n / batch_size), desc=f"AIS T={num_steps} C={num_chains}")
     with eval_mode(model, guide), pyro.validation_enabled(False), torch.no_grad():
         for lo in range(0, n, batch_size):
             batch = {k: v[lo:lo + batch_size] for k, v in data.items()}

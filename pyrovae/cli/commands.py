@@ -145,11 +145,11 @@ def _objective_from_args(args, guide_factory):
 
 @command("fit", "fit a model/guide pair (default: VAE on the embedded digits)")
 def cmd_fit(argv: List[str]) -> int:
-    from pyrovae.data import load_dataset
-    from pyrovae.evaluate import log_likelihood
-    from pyrovae.plots import save_run_figures
+    from pyrovae.data.datasets import load_dataset
+    from pyrovae.evaluation.log_likelihood import log_likelihood
+    from pyrovae.evaluation.plots import save_run_figures
     from pyrovae.registry import build, get_guide, get_model
-    from pyrovae.train import fit
+    from pyrovae.training.fit import fit
 
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--model", default=None)
@@ -244,15 +244,15 @@ def _defaults_from_saved(saved: dict) -> dict:
 
 
 def _load(args):
-    from pyrovae.run import load_run
-    from pyrovae.train import resolve_device
+    from pyrovae.training.run_folder import load_run
+    from pyrovae.training.fit import resolve_device
 
     device = resolve_device(args.device)
     return load_run(args.run, device=device), device
 
 
 def _run_data(run, args, device):
-    from pyrovae.data import load_dataset
+    from pyrovae.data.datasets import load_dataset
 
     name = run.data_name
     if name is None:
@@ -263,8 +263,8 @@ def _run_data(run, args, device):
 
 @command("evaluate", "importance-sampled log-likelihood of a run")
 def cmd_evaluate(argv: List[str]) -> int:
-    from pyrovae.evaluate import log_likelihood
-    from pyrovae.run import write_json
+    from pyrovae.evaluation.log_likelihood import log_likelihood
+    from pyrovae.training.run_folder import write_json
 
     p = argparse.ArgumentParser(prog="pyrovae evaluate", description="Importance-sampled test log-likelihood of a run.")
     p.add_argument("run", help="run folder written by pyrovae fit")
@@ -304,7 +304,7 @@ def cmd_evaluate(argv: List[str]) -> int:
 
 @command("sample", "PNG grid of samples from a run's model")
 def cmd_sample(argv: List[str]) -> int:
-    from pyrovae.plots import save_samples
+    from pyrovae.evaluation.plots import save_samples
 
     p = argparse.ArgumentParser(prog="pyrovae sample", description="Write a PNG grid of samples x ~ p(x).")
     p.add_argument("run")
@@ -338,7 +338,7 @@ def _add_ais_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _ais_result(run, data, args) -> dict:
-    from pyrovae.ais import ais_log_likelihood
+    from pyrovae.evaluation.ais import ais_log_likelihood
 
     t0 = time.perf_counter()
     est = ais_log_likelihood(run.model, run.guide, data, num_steps=args.ais_steps, num_chains=args.ais_chains,
@@ -349,7 +349,7 @@ def _ais_result(run, data, args) -> dict:
 
 @command("diagnose", "report.md with IWAE/ELBO, PSIS k-hat, latent monitors, gap split, figures, ArviZ netCDF")
 def cmd_diagnose(argv: List[str]) -> int:
-    from pyrovae.report import diagnose
+    from pyrovae.evaluation.report import diagnose
 
     p = argparse.ArgumentParser(prog="pyrovae diagnose", description="Diagnose a run: writes RUN/report.md, "
                                 "RUN/diagnostics.json, RUN/diagnostics.nc and figures.")
@@ -394,7 +394,7 @@ def torch_arange_like(split, n):
 
 @command("bench", "time the training step against hand-written PyTorch (not a test)")
 def cmd_bench(argv: List[str]) -> int:
-    from pyrovae.bench import main as bench_main
+    from pyrovae.bench.command import main as bench_main
 
     return bench_main(argv)
 

@@ -59,9 +59,9 @@ import pyro.poutine as poutine
 import torch
 from pyro.poutine.util import site_is_subsample
 
-from pyrovae.objectives import Objective, scale_latents
+from pyrovae.infer.objectives import Objective, scale_latents
 from pyrovae.registry import register_objective
-from pyrovae.weights import PARTICLE_PLATE, batch_size_of, guess_max_plate_nesting
+from pyrovae.infer.importance import PARTICLE_PLATE, batch_size_of, guess_max_plate_nesting
 
 BANDWIDTHS = ("median", "median_per_dim")
 

@@ -7,7 +7,7 @@ the same initial weights are trained by
 - **suite**: what :func:`pyrovae.fit` runs per batch (:class:`~pyrovae.engine.TrainStep`:
   the objective on the Pyro model and guide, fused Adam, quiet PyroModules; on a GPU inside
   a CUDA graph, :class:`~pyrovae.cuda_graph.GraphedStep`), plus its per-step bookkeeping;
-- **plain**: the hand-written step of :mod:`pyrovae.bench_plain` with the *same* optimizer;
+- **plain**: the hand-written step of :mod:`pyrovae.bench.reference` with the *same* optimizer;
 - **plain, default Adam**: the same with ``torch.optim.Adam(params, lr)``, as one writes it;
 - on a GPU also **suite, eager** (no graph).
 
@@ -16,7 +16,7 @@ random permutation, dynamic binarization as ``rand < p``) and run in alternating
 background load hits each alike; the table gives the median milliseconds per step over the
 blocks, the ratios suite / plain, the process CPU time per step (less sensitive to other
 processes on a CPU), and peak memory (``torch.cuda.max_memory_allocated`` on a GPU). Optional
-sections (:mod:`pyrovae.bench_profile`): ``--profile`` (where the suite's extra time goes, piece by piece and by package),
+sections (:mod:`pyrovae.bench.profile`): ``--profile`` (where the suite's extra time goes, piece by piece and by package),
 ``--memory`` (peak memory of one IWAE step for K = 5, 50, 5000 with and without particle
 chunks, each in a fresh process: the resident-set high-water mark on a CPU, with glibc's
 mmap threshold fixed so that freed tensors leave the resident set), ``--eval``
@@ -43,9 +43,9 @@ from typing import Dict, List
 import pyro
 import torch
 
-from pyrovae.bench_plain import PlainVAE
-from pyrovae.cuda_graph import GraphedStep, static_from
-from pyrovae.engine import LossModule, TrainStep, autocast, make_optimizer, quiet_pyro_modules
+from pyrovae.bench.reference import PlainVAE
+from pyrovae.training.cuda_graph import GraphedStep, static_from
+from pyrovae.training.step import LossModule, TrainStep, autocast, make_optimizer, quiet_pyro_modules
 
 OBJECTIVES = {"elbo": ("elbo", 1), "meanfield": ("meanfield", 1), "iwae5": ("iwae", 5), "iwae50": ("iwae", 50)}
 X_DIM, Z_DIM, HIDDEN = 784, 50, (200, 200)
@@ -61,7 +61,7 @@ def objective_kind(name: str) -> tuple:
 
 
 def make_objective(name: str, particle_chunk: int = 0):
-    from pyrovae.objectives import ELBO, IWAE, MeanFieldELBO
+    from pyrovae.infer.objectives import ELBO, IWAE, MeanFieldELBO
 
     kind, k = objective_kind(name)
     if kind == "elbo":
@@ -252,7 +252,7 @@ def main(argv=None) -> int:
     p.add_argument("--memory-child", nargs=6, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from pyrovae.bench_profile import eval_timing, memory_child, memory_table, profile_pieces
+    from pyrovae.bench.profile import eval_timing, memory_child, memory_table, profile_pieces
 
     if args.memory_child:
         device, guide, objective, batch, chunk, variant = args.memory_child

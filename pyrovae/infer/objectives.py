@@ -37,9 +37,9 @@ from pyro.poutine.messenger import Messenger
 from pyro.infer.util import is_validation_enabled
 from pyro.poutine.util import site_is_subsample
 
-from pyrovae.lean_elbo import mean_field_elbo_loss, trace_elbo_loss
+from pyrovae.infer.fast_path import mean_field_elbo_loss, trace_elbo_loss
 from pyrovae.registry import register_objective
-from pyrovae.weights import (
+from pyrovae.infer.importance import (
     PARTICLE_PLATE, batch_size_of, guess_max_plate_nesting, log_mean_exp, log_weights, run_pair, weights_from_sites,
 )
 
@@ -126,7 +126,7 @@ class ELBO(Objective):
 
     def loss(self, model, guide, batch):
         # one particle, validation off: the same loss and gradients from one recorded run
-        # (pyrovae.lean_elbo); Pyro's own path keeps its checks and several particles
+        # (pyrovae.infer.fast_path); Pyro's own path keeps its checks and several particles
         lean = _LEAN_LOSSES.get(type(self._elbo))
         if lean is not None and self.num_particles == 1 and not is_validation_enabled() \
                 and not isinstance(poutine.unwrap(guide), Messenger):

@@ -24,11 +24,11 @@ from typing import Callable, Optional
 import pyro
 import torch
 
-from pyrovae.ais import AISEstimate, _check, _densities, _summarize, anneal, schedule
-from pyrovae.evaluate import eval_mode
-from pyrovae.inputs import eval_split
-from pyrovae.joint import simulate
-from pyrovae.progress import progress_bar
+from pyrovae.evaluation.ais import AISEstimate, _check, _densities, _summarize, anneal, schedule
+from pyrovae.evaluation.log_likelihood import eval_mode
+from pyrovae.data.inputs import eval_split
+from pyrovae.evaluation.latent_space import simulate
+from tqdm.auto import tqdm
 
 
 @dataclass
@@ -92,7 +92,7 @@ def bdmc(
     options = dict(step_size=step_size, num_leapfrog_steps=num_leapfrog_steps, target_accept=target_accept,
                    adapt_chains=adapt_chains)
     settings = dict(num_steps=num_steps, num_chains=num_chains, num_leapfrog_steps=num_leapfrog_steps, start=start)
-    bar = progress_bar(progress, total=2 * num_steps, desc=f"BDMC T={num_steps} C={num_chains}")
+    bar = tqdm(disable=not progress, dynamic_ncols=True, total=2 * num_steps, desc=f"BDMC T={num_steps} C={num_chains}")
     with eval_mode(model, guide), pyro.validation_enabled(False), torch.no_grad():
         simulated, space, u_true = simulate(model, template)
         densities = _densities(space, guide, start)

@@ -22,9 +22,9 @@ from typing import Callable, Iterator, Optional
 import pyro
 import torch
 
-from pyrovae.inputs import eval_split
-from pyrovae.progress import progress_bar
-from pyrovae.weights import batch_size_of, bind_batch, guess_max_plate_nesting, log_weights
+from pyrovae.data.inputs import eval_split
+from tqdm.auto import tqdm
+from pyrovae.infer.importance import batch_size_of, bind_batch, guess_max_plate_nesting, log_weights
 
 
 @dataclass
@@ -164,7 +164,7 @@ def log_likelihood(
     data = eval_split(data, split, data_dir, device)
     lls, esss, elbos = [], [], []
     n = batch_size_of(data)
-    bar = progress_bar(progress, total=n, desc=f"log-likelihood K={num_samples}")
+    bar = tqdm(disable=not progress, dynamic_ncols=True, total=n, desc=f"log-likelihood K={num_samples}")
     with torch.no_grad(), eval_mode(model, guide), pyro.validation_enabled(False):
         for log_w in iter_log_weights(model, guide, data, num_samples, batch_size, max_pass):
             lse = torch.logsumexp(log_w, 0)

@@ -17,8 +17,8 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from pyrovae.evaluate import eval_mode
-from pyrovae.weights import bind_batch
+from pyrovae.evaluation.log_likelihood import eval_mode
+from pyrovae.infer.importance import bind_batch
 
 
 def observed_mean(model: Callable, batch: Dict[str, torch.Tensor], guide: Optional[Callable] = None,
@@ -119,7 +119,7 @@ def save_run_figures(run_dir, model, guide, metrics, data: Dict[str, torch.Tenso
 
 def _encodings(guide, batch, site=None):
     """``(site name, E_q[z | x] (N, D), q)`` for the guide's vector latent site."""
-    from pyrovae.monitors import latent_site, posterior_mean
+    from pyrovae.evaluation.monitors import latent_site, posterior_mean
 
     with torch.no_grad(), eval_mode(guide):
         name, q, _ = latent_site(guide, batch, site)

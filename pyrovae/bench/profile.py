@@ -5,7 +5,7 @@
   (process CPU time per step on a CPU, best of several repeats), and the suite's step by
   package (cProfile's self time, grouped);
 - :func:`memory_table`: the peak memory of one IWAE step for K = 5, 50, 5000, with and
-  without particle chunks; on a CPU each runs in a fresh process (``python -m pyrovae.bench
+  without particle chunks; on a CPU each runs in a fresh process (``python -m pyrovae.bench.command
   --memory-child ...``) and reports the growth of its resident set, with glibc's mmap
   threshold fixed so that freed tensors leave the resident set; on a GPU
   ``torch.cuda.max_memory_allocated``;
@@ -32,8 +32,8 @@ from typing import List
 import pyro
 import torch
 
-from pyrovae.bench import X_DIM, Batches, PlainRunner, SuiteRunner, _sync, make_objective, make_pair
-from pyrovae.engine import make_optimizer, quiet_pyro_modules
+from pyrovae.bench.command import X_DIM, Batches, PlainRunner, SuiteRunner, _sync, make_objective, make_pair
+from pyrovae.training.step import make_optimizer, quiet_pyro_modules
 
 
 def profile_pieces(device, batch_size=100, repeats=5, steps=100, lr=1e-3) -> dict:
@@ -41,7 +41,7 @@ def profile_pieces(device, batch_size=100, repeats=5, steps=100, lr=1e-3) -> dic
     best of ``repeats``), and the suite step's time by package (cProfile)."""
     from pyro.infer import Trace_ELBO
 
-    from pyrovae.lean_elbo import trace_elbo_loss
+    from pyrovae.infer.fast_path import trace_elbo_loss
 
     model, guide, plain = make_pair("diag", device)
     x = torch.rand(10_000, X_DIM, generator=torch.Generator().manual_seed(1)).to(device)
@@ -158,7 +158,7 @@ def memory_table(device, batch_size=20, chunk=100) -> List[dict]:
         if device.type == "cpu":  # a fresh process: the resident-set high-water mark is this step's;
             # large blocks mmapped, so that freed tensors leave the resident set (glibc keeps them otherwise)
             env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
-            out = subprocess.run([sys.executable, "-m", "pyrovae.bench", "--memory-child", *args],
+            out = subprocess.run([sys.executable, "-m", "pyrovae.bench.command", "--memory-child", *args],
                                  capture_output=True, text=True, check=True, env=env)
             result = json.loads(out.stdout.strip().splitlines()[-1])
         else:
@@ -174,7 +174,7 @@ def eval_timing(device, num_images=100, num_samples=5000, data_dir=None) -> dict
 
     model, guide, _ = make_pair("diag", device)
     try:
-        from pyrovae.data import load_dataset
+        from pyrovae.data.datasets import load_dataset
 
         x = load_dataset("mnist", data_dir=data_dir).test["x"][:num_images].to(device)
         source = "MNIST test images"

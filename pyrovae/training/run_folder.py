@@ -101,7 +101,7 @@ def load_run(path, model=None, guide=None, device: str = "cpu") -> Run:
     :param str device: where to put the parameters.
     """
     from pyrovae.registry import build, get_guide, get_model
-    from pyrovae.train import load_parameters
+    from pyrovae.training.fit import load_parameters
 
     path = Path(path)
     run_file = path / RUN_FILE

@@ -29,7 +29,7 @@ from pyro.distributions import constraints
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import biject_to
 
-from pyrovae.weights import (
+from pyrovae.infer.importance import (
     PARTICLE_PLATE, site_log_prob_per_datapoint, batch_size_of, bind_batch, preserved_rng,
 )
 

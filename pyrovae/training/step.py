@@ -20,7 +20,7 @@ the same (the tests compare them).
 >>> import torch
 >>> from pyrovae.models import VAE
 >>> from pyrovae.guides import DiagNormalGuide
->>> from pyrovae.objectives import ELBO
+>>> from pyrovae.infer.objectives import ELBO
 >>> module = LossModule(VAE(6, 2, (8,)), DiagNormalGuide(6, 2, (8,)), ELBO())
 >>> step = TrainStep(module, make_optimizer(list(module.parameters()), lr=1e-3, device="cpu"))
 >>> loss = step({"x": torch.bernoulli(torch.full((4, 6), 0.5))}, 0)
@@ -38,7 +38,7 @@ import pyro.poutine as poutine
 import torch
 from pyro.nn import PyroModule
 
-from pyrovae.weights import preserved_rng
+from pyrovae.infer.importance import preserved_rng
 
 PRECISIONS = ("fp32", "bf16")
 

@@ -10,7 +10,7 @@ from typing import Dict, Optional
 
 import torch
 
-from pyrovae.data import DataSet, load_dataset
+from pyrovae.data.datasets import DataSet, load_dataset
 
 
 def as_batch_dict(data, what: str = "data") -> Dict[str, torch.Tensor]:

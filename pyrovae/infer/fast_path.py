@@ -53,7 +53,7 @@ from pyro.infer.util import torch_item
 from pyro.poutine.trace_struct import Trace
 from pyro.poutine.util import site_is_subsample
 
-from pyrovae.weights import run_pair, site_log_prob
+from pyrovae.infer.importance import run_pair, site_log_prob
 
 
 def trace_elbo_loss(model: Callable, guide: Callable, batch: Dict[str, torch.Tensor]) -> torch.Tensor:

@@ -39,9 +39,9 @@ import torch
 import torch.nn.functional as F
 from pyro.poutine.util import site_is_subsample
 
-from pyrovae.evaluate import eval_mode
-from pyrovae.inputs import eval_split
-from pyrovae.weights import batch_size_of, bind_batch, guess_max_plate_nesting, log_weights, preserved_rng
+from pyrovae.evaluation.log_likelihood import eval_mode
+from pyrovae.data.inputs import eval_split
+from pyrovae.infer.importance import batch_size_of, bind_batch, guess_max_plate_nesting, log_weights, preserved_rng
 
 
 class LocalGaussianGuide:
@@ -127,7 +127,7 @@ def defensive_log_likelihood(model: Callable, batch: dict, components, num_sampl
 
     .. math:: \\hat p(x) = \\frac1K \\sum_k \\frac{p(x, z_k)}{\\frac1M \\sum_m q_m(z_k)}.
     """
-    from pyrovae.joint import LatentSpace
+    from pyrovae.evaluation.latent_space import LatentSpace
 
     space = LatentSpace(model, batch)
     loc0 = components[0][0]
@@ -237,7 +237,7 @@ def inference_gap(
                                                                 (local.loc, local.scale)], num_samples)
             name = f"mixture-is-{num_samples}"
         else:
-            from pyrovae.ais import ais_log_likelihood
+            from pyrovae.evaluation.ais import ais_log_likelihood
 
             log_p = ais_log_likelihood(model, guide, batch, num_steps=ais_steps, num_chains=ais_chains).per_datapoint
             name = f"ais-{ais_steps}x{ais_chains}"

@@ -35,10 +35,10 @@ import pyro.poutine as poutine
 import torch
 from pyro.poutine.util import site_is_subsample
 
-from pyrovae.evaluate import eval_mode, iter_log_weights
-from pyrovae.inputs import eval_split
-from pyrovae.joint import plate_nesting
-from pyrovae.weights import PARTICLE_PLATE, site_log_prob_per_datapoint, batch_size_of, bind_batch
+from pyrovae.evaluation.log_likelihood import eval_mode, iter_log_weights
+from pyrovae.data.inputs import eval_split
+from pyrovae.evaluation.latent_space import plate_nesting
+from pyrovae.infer.importance import PARTICLE_PLATE, site_log_prob_per_datapoint, batch_size_of, bind_batch
 
 KHAT_GOOD, KHAT_BAD = 0.5, 0.7
 CONSTANT_WEIGHTS = 1e-3

@@ -37,9 +37,9 @@ import pyro.poutine as poutine
 import torch
 from pyro.poutine.util import site_is_subsample
 
-from pyrovae.evaluate import eval_mode
-from pyrovae.inputs import eval_split
-from pyrovae.weights import batch_size_of, bind_batch, preserved_rng
+from pyrovae.evaluation.log_likelihood import eval_mode
+from pyrovae.data.inputs import eval_split
+from pyrovae.infer.importance import batch_size_of, bind_batch, preserved_rng
 
 ACTIVE_THRESHOLD = 0.01
 
@@ -219,8 +219,8 @@ def latent_monitors(model: Callable, guide: Callable, data, *, site: Optional[st
 def _observed_log_prob(model, batch, name, z) -> float:
     """``E log p(x | z)`` over the draws ``z`` (S, N, D) and datapoints, summed over the observed
     sites (with their scale and mask)."""
-    from pyrovae.joint import plate_nesting
-    from pyrovae.weights import PARTICLE_PLATE
+    from pyrovae.evaluation.latent_space import plate_nesting
+    from pyrovae.infer.importance import PARTICLE_PLATE
 
     num_samples, n = z.shape[0], batch_size_of(batch)
     bound = bind_batch(model, batch)

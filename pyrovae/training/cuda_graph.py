@@ -156,7 +156,7 @@ def _signature(batch: Dict[str, torch.Tensor]) -> tuple:
 def graph_safe(objective) -> bool:
     """Whether ``objective`` may be captured: one of the suite's own objectives (a subclass
     or plain callable may read the step or the data on the host)."""
-    from pyrovae.objectives import Objective
+    from pyrovae.infer.objectives import Objective
 
     cls = type(objective)
     if getattr(objective, "particle_chunk", 0):  # checkpointed chunks read the RNG state on the host

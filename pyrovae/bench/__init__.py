@@ -1,0 +1,1 @@
+"""``pyrovae bench``: the suite's training step timed against one hand-written PyTorch VAE."""
