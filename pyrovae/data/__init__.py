@@ -1,13 +1,18 @@
 """Data: named data sets found on disk or embedded, the batch dict, input checks.
 
 A batch is a dict of named tensors (one datapoint per row) passed to the model and guide as
-keyword arguments."""
+keyword arguments. :func:`as_source` serves batches of tensors, Datasets or DataLoaders (held on the
+device or streamed); :func:`load_data_path` reads a folder of images, an array file or
+``module:function``."""
 
 from pyrovae.data.datasets import (
     DataFormatError, DataNotFoundError, DataSet, batches, list_datasets, load_dataset, register_dataset,
     search_paths,
 )
 from pyrovae.data.inputs import as_batch_dict, eval_split, resolve_dataset, to_device
+from pyrovae.data.sources import DataError, Source, as_source, epoch_order
+from pyrovae.data.files import DataChangedError, UserData, load_data_path, verify
 
-__all__ = ["DataFormatError", "DataNotFoundError", "DataSet", "as_batch_dict", "batches", "eval_split",
-           "list_datasets", "load_dataset", "register_dataset", "resolve_dataset", "search_paths", "to_device"]
+__all__ = ["DataChangedError", "DataError", "DataFormatError", "DataNotFoundError", "DataSet", "Source", "UserData",
+           "as_batch_dict", "as_source", "batches", "epoch_order", "eval_split", "list_datasets", "load_data_path",
+           "load_dataset", "register_dataset", "resolve_dataset", "search_paths", "to_device", "verify"]
