@@ -36,8 +36,8 @@ from typing import Callable, Dict, Optional
 import pyro
 import pyro.poutine as poutine
 import torch
-from pyro.nn import PyroModule
 
+from pyrovae.infer.fast_path import quiet_pyro_modules  # noqa: F401  (re-exported: it lives in the fast path)
 from pyrovae.infer.importance import preserved_rng
 
 PRECISIONS = ("fp32", "bf16")
@@ -131,80 +131,6 @@ def make_optimizer(params, lr: float, device, capturable: bool = False) -> torch
         return torch.optim.Adam(params, lr=lr, fused=True, **options)
     except (RuntimeError, ValueError, TypeError):
         return torch.optim.Adam(params, lr=lr, foreach=device.type != "cpu" or None, **options)
-
-
-class _QuietContext:
-    """Stands in for a PyroModule's call context: never active, so attribute access returns
-    the module's own tensors without issuing ``pyro.param`` / ``pyro.module`` statements."""
-
-    active = 0
-    used = False
-
-    def __init__(self):
-        self.cache = {}
-
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return None
-
-    def get(self, name):
-        return None
-
-    def set(self, name, value):
-        return None
-
-
-class quiet_pyro_modules:
-    """While active, the ``PyroModule`` s in ``modules`` (and their submodules) issue no
-    ``pyro.param`` / ``pyro.module`` statements for their own parameters.
-
-    Used only where nothing reads those statements: the training step, whose parameters are
-    all in the optimizer. It does nothing (``enabled`` is False) when a module holds
-    ``PyroSample`` attributes (they need the call context), when Pyro's
-    ``module_local_params`` setting is on, or when Pyro's PyroModule internals are not the
-    ones this was written for.
-
-    :param modules: models, guides (anything; non-PyroModules are ignored).
-    """
-
-    def __init__(self, *modules):
-        self.modules = []
-        seen = set()
-        for obj in modules:
-            if not isinstance(obj, torch.nn.Module):
-                continue
-            for m in obj.modules():
-                if isinstance(m, PyroModule) and id(m) not in seen:
-                    seen.add(id(m))
-                    self.modules.append(m)
-        self.enabled = bool(self.modules) and self._supported()
-        self._quiet = _QuietContext()
-        self._saved = None
-
-    def _supported(self) -> bool:
-        if pyro.settings.get("module_local_params"):
-            return False
-        for m in self.modules:
-            context = m.__dict__.get("_pyro_context")
-            if context is None or not hasattr(context, "active") or m.__dict__.get("_pyro_samples"):
-                return False
-        return True
-
-    def __enter__(self):
-        if self.enabled:
-            self._saved = [m.__dict__["_pyro_context"] for m in self.modules]
-            for m in self.modules:
-                m.__dict__["_pyro_context"] = self._quiet
-        return self
-
-    def __exit__(self, *exc):
-        if self._saved is not None:
-            for m, context in zip(self.modules, self._saved):
-                m.__dict__["_pyro_context"] = context
-            self._saved = None
-        return None
 
 
 def autocast(device, precision: str):
