@@ -1,4 +1,13 @@
-"""Pyro's ``Trace_ELBO`` and ``TraceMeanField_ELBO`` losses computed on one recorded run.
+"""The fast path: the one module that reaches into Pyro's internals.
+
+It holds Pyro's ``Trace_ELBO`` and ``TraceMeanField_ELBO`` losses computed on one recorded run,
+and :func:`quiet_pyro_modules`. The internals it relies on (checked by
+:func:`pyro_internals_supported`, and by tests/infer/test_fast_path.py against the installed
+Pyro): ``Trace_ELBO._differentiable_loss_particle(model_trace, guide_trace)``,
+``Trace.add_node`` / ``compute_score_parts``, ``Distribution.score_parts`` and a
+``PyroModule``'s ``_pyro_context`` (a ``_Context`` with ``active``, ``cache``, ``used``,
+``get``, ``set``). Where they are not as expected, every caller takes Pyro's own path:
+the objectives call ``differentiable_loss`` and the PyroModules keep their statements.
 
 For one particle, ``Trace_ELBO().differentiable_loss(model, guide, **batch)`` is
 
@@ -10,7 +19,7 @@ traces every ``param`` site with a copy of its message, copies both traces twice
 the plates' subsample sites), builds score parts, calls ``.item()`` on every site's
 log-density (a host-device synchronization per site on a GPU, and no CUDA graph capture) and
 hooks a NaN check into the backward pass. Here the guide and the replayed model run once
-under :class:`~pyrovae.weights.record_sites`, and the same tensor operations give the same
+under :func:`~pyrovae.infer.importance.record_sites`, and the same tensor operations give the same
 loss and the same gradients, bit for bit (the tests compare them at a fixed seed), with no
 host synchronization.
 
@@ -43,17 +52,17 @@ from __future__ import annotations
 
 from typing import Callable, Dict
 
+import pyro
 import torch
 from pyro.distributions.distribution import Distribution as _PyroDistribution
 from pyro.distributions.torch_distribution import ExpandedDistribution, MaskedDistribution
-from pyro.distributions.kl import kl_divergence
-from pyro.distributions.util import scale_and_mask
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.util import torch_item
 from pyro.poutine.trace_struct import Trace
+from pyro.nn import PyroModule
 from pyro.poutine.util import site_is_subsample
 
-from pyrovae.infer.importance import run_pair, site_log_prob
+from pyrovae.infer.importance import analytic_kl, latent_sites, run_pair, sample_sites, site_log_prob
 
 
 def trace_elbo_loss(model: Callable, guide: Callable, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
@@ -65,9 +74,7 @@ def trace_elbo_loss(model: Callable, guide: Callable, batch: Dict[str, torch.Ten
     # the order of the terms is Trace_ELBO's: model sites, then guide sites
     surrogate, value = 0, None
     for sign, sites in ((1, model_sites), (-1, guide_sites)):
-        for site in sites.values():
-            if site_is_subsample(site):
-                continue
+        for site in sample_sites(sites):
             term = site_log_prob(site).sum()
             surrogate = surrogate + term if sign > 0 else surrogate - term
             # Trace_ELBO adds the terms' values as Python floats (float64): do the same, on the device
@@ -87,25 +94,18 @@ def mean_field_elbo_loss(model: Callable, guide: Callable, batch: Dict[str, torc
     if not _all_reparameterized(guide_sites):
         return _pyro_particle_loss(TraceMeanField_ELBO(), model_sites, guide_sites)
     elbo = 0
-    for name, model_site in model_sites.items():
-        if site_is_subsample(model_site):
-            continue
+    for model_site in sample_sites(model_sites):
         if model_site["is_observed"]:
             elbo = elbo + site_log_prob(model_site).sum()
             continue
-        guide_site = guide_sites[name]
-        try:
-            kl = kl_divergence(guide_site["fn"], model_site["fn"])
-        except NotImplementedError:
+        guide_site = guide_sites[model_site["name"]]
+        kl = analytic_kl(guide_site, model_site)
+        if kl is None:  # the sampled KL, summed as Pyro does
             elbo = elbo + site_log_prob(model_site).sum() - site_log_prob(guide_site).sum()
-            continue
-        kl = scale_and_mask(kl, scale=guide_site["scale"], mask=guide_site["mask"])
-        if torch.is_tensor(kl):
-            elbo = elbo - kl.sum()
         else:
-            elbo = elbo - kl * torch.Size(guide_site["fn"].batch_shape).numel()
-    for name, guide_site in guide_sites.items():  # auxiliary guide sites
-        if name not in model_sites and not site_is_subsample(guide_site):
+            elbo = elbo - kl.sum()
+    for guide_site in sample_sites(guide_sites):  # auxiliary guide sites
+        if guide_site["name"] not in model_sites:
             elbo = elbo - site_log_prob(guide_site).sum()
     if not torch.is_tensor(elbo):
         raise ValueError("the model and guide have no sample sites")
@@ -113,9 +113,7 @@ def mean_field_elbo_loss(model: Callable, guide: Callable, batch: Dict[str, torc
 
 
 def _all_reparameterized(guide_sites: dict) -> bool:
-    for site in guide_sites.values():
-        if site_is_subsample(site) or site["is_observed"]:
-            continue
+    for site in latent_sites(guide_sites):
         if not site["fn"].has_rsample or site["infer"].get("enumerate") or _has_score_function(site["fn"]):
             return False
     return True
@@ -148,3 +146,109 @@ def _pyro_particle_loss(elbo, model_sites: dict, guide_sites: dict) -> torch.Ten
     loss, surrogate = elbo._differentiable_loss_particle(model_trace, guide_trace)
     surrogate = 0.0 + surrogate
     return (0.0 + loss) + (surrogate - torch_item(surrogate))
+
+
+# ---------------------------------------------------------------- Pyro's internals, checked
+
+
+def pyro_internals_supported() -> bool:
+    """Whether the installed Pyro has the internals this module relies on (see the module
+    docs); tests/infer/test_fast_path.py says which one changed."""
+    return not missing_pyro_internals()
+
+
+def missing_pyro_internals() -> list:
+    """The internals (as ``"name: what was expected"``) that the installed Pyro lacks."""
+    import inspect
+
+    missing = []
+    for elbo in (Trace_ELBO, TraceMeanField_ELBO):
+        method = getattr(elbo, "_differentiable_loss_particle", None)
+        if method is None or list(inspect.signature(method).parameters) != ["self", "model_trace", "guide_trace"]:
+            missing.append(f"{elbo.__name__}._differentiable_loss_particle(self, model_trace, guide_trace)")
+    for name in ("add_node", "compute_log_prob", "compute_score_parts"):
+        if not callable(getattr(Trace, name, None)):
+            missing.append(f"pyro.poutine.Trace.{name}")
+    if not callable(getattr(_PyroDistribution, "score_parts", None)):
+        missing.append("pyro.distributions.Distribution.score_parts")
+    context = PyroModule().__dict__.get("_pyro_context")
+    if context is None or not all(hasattr(context, a) for a in ("active", "cache", "used", "get", "set")):
+        missing.append("PyroModule._pyro_context (a _Context with active, cache, used, get, set)")
+    return missing
+
+
+PYRO_INTERNALS_SUPPORTED = pyro_internals_supported()
+
+
+class _QuietContext:
+    """Stands in for a PyroModule's call context: never active, so attribute access returns
+    the module's own tensors without issuing ``pyro.param`` / ``pyro.module`` statements."""
+
+    active = 0
+    used = False
+
+    def __init__(self):
+        self.cache = {}
+
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return None
+
+    def get(self, name):
+        return None
+
+    def set(self, name, value):
+        return None
+
+
+class quiet_pyro_modules:
+    """While active, the ``PyroModule`` s in ``modules`` (and their submodules) issue no
+    ``pyro.param`` / ``pyro.module`` statements for their own parameters.
+
+    Used only where nothing reads those statements: the training step, whose parameters are
+    all in the optimizer. It does nothing (``enabled`` is False) when a module holds
+    ``PyroSample`` attributes (they need the call context), when Pyro's
+    ``module_local_params`` setting is on, or when Pyro's PyroModule internals are not the
+    ones this was written for.
+
+    :param modules: models, guides (anything; non-PyroModules are ignored).
+    """
+
+    def __init__(self, *modules):
+        self.modules = []
+        seen = set()
+        for obj in modules:
+            if not isinstance(obj, torch.nn.Module):
+                continue
+            for m in obj.modules():
+                if isinstance(m, PyroModule) and id(m) not in seen:
+                    seen.add(id(m))
+                    self.modules.append(m)
+        self.enabled = bool(self.modules) and self._supported()
+        self._quiet = _QuietContext()
+        self._saved = None
+
+    def _supported(self) -> bool:
+        if pyro.settings.get("module_local_params") or not PYRO_INTERNALS_SUPPORTED:
+            return False
+        for m in self.modules:
+            context = m.__dict__.get("_pyro_context")
+            if context is None or not hasattr(context, "active") or m.__dict__.get("_pyro_samples"):
+                return False
+        return True
+
+    def __enter__(self):
+        if self.enabled:
+            self._saved = [m.__dict__["_pyro_context"] for m in self.modules]
+            for m in self.modules:
+                m.__dict__["_pyro_context"] = self._quiet
+        return self
+
+    def __exit__(self, *exc):
+        if self._saved is not None:
+            for m, context in zip(self.modules, self._saved):
+                m.__dict__["_pyro_context"] = context
+            self._saved = None
+        return None

@@ -1,4 +1,5 @@
-"""Per-datapoint importance weights of a model/guide pair.
+"""The per-datapoint importance core: run a pair, find its data plate and latent sites,
+reduce log-densities to per-datapoint log-weights, and summarize them.
 
 Every bound in the suite is a function of the log-weights
 
@@ -6,31 +7,40 @@ Every bound in the suite is a function of the log-weights
           \\qquad z_{kn} \\sim q(z \\mid x_n),
 
 one row per particle ``k`` and one column per datapoint ``n``. Pyro's own helpers
-(``vectorized_importance_weights``, ``psis_diagnostic``) weight the whole batch jointly;
-here the guide and the replayed model are traced under a particle plate placed left of
-every plate of the program, and each site's log-density is summed down to ``(K, N)``.
+(``vectorized_importance_weights``, ``psis_diagnostic``) weight the whole batch jointly:
+one weight per sample, not per datapoint, which is why this module exists. Here the guide
+and the replayed model are traced under a particle plate placed left of every plate of the
+program, and each site's log-density is summed down to ``(K, N)``.
 
-The *data plate* of a site is the first vectorized plate (after the particle plate) whose
-size equals the batch size ``N``: the ``pyro.plate`` over the batch that the model/guide
-contract asks for. Sites outside it (a global latent) have no per-datapoint weight and are
-reported with a clear error.
+**The data plate** of a program is the plate declared by its ``data_plate`` attribute
+(a plate name), else the outermost plate of size ``N`` (the batch size) of the program's
+first plated sample site: a model written ``with pyro.plate("data", N): ...`` needs no
+declaration, nor does a set plate around an item plate of the same size. Sites outside it
+(a global latent) have no per-datapoint weight and are reported with a clear error.
+The rest of the suite (objectives, evaluation, diagnostics) calls the helpers below
+instead of filtering traces itself: :func:`sample_sites`, :func:`latent_sites`,
+:func:`observed_sites`, :func:`data_plate`, :func:`log_density_per_datapoint`,
+:func:`analytic_kl` / :func:`kl_or_sampled`, and :func:`summarize` / :func:`mean_and_stderr`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import math
-from typing import Callable, Dict, Iterable, Optional
+from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 import pyro
 import pyro.poutine as poutine
+import torch
+from pyro.distributions.kl import kl_divergence
 from pyro.distributions.util import scale_and_mask
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
-import torch
 
 PARTICLE_PLATE = "_num_particles"
+
+
+# ---------------------------------------------------------------- batches
 
 
 def batch_size_of(batch: Dict[str, torch.Tensor]) -> int:
@@ -73,17 +83,86 @@ def bind_batch(fn: Callable, keys: Iterable[str]) -> Callable:
     return bound
 
 
-@contextlib.contextmanager
 def preserved_rng():
-    """Run a block without moving the global RNG streams (torch CPU and CUDA)."""
-    cpu = torch.get_rng_state()
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
-    try:
-        yield
-    finally:
-        torch.set_rng_state(cpu)
-        if cuda is not None:
-            torch.cuda.set_rng_state_all(cuda)
+    """A context that leaves the global random streams (torch CPU, and the CUDA devices once
+    CUDA is in use) where they were: ``torch.random.fork_rng``."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    return torch.random.fork_rng(devices=devices)
+
+
+# ---------------------------------------------------------------- sites and plates
+
+
+def sample_sites(sites) -> Iterator[dict]:
+    """The sample sites of a trace (or a dict of site messages), plates' subsample sites left out."""
+    for site in getattr(sites, "nodes", sites).values():
+        if site["type"] == "sample" and not site_is_subsample(site):
+            yield site
+
+
+def latent_sites(sites) -> list:
+    """The sample sites that are not observed."""
+    return [site for site in sample_sites(sites) if not site["is_observed"]]
+
+
+def observed_sites(sites) -> list:
+    """The observed sample sites (``obs=``), whatever their names."""
+    return [site for site in sample_sites(sites) if site["is_observed"]]
+
+
+def declared_data_plate(fn: Callable) -> Optional[str]:
+    """The ``data_plate`` attribute of ``fn``, looking through Pyro handlers and wrappers."""
+    while fn is not None:
+        name = getattr(fn, "data_plate", None)
+        if isinstance(name, str):
+            return name
+        unwrapped = poutine.unwrap(fn)
+        fn = unwrapped if unwrapped is not fn else getattr(fn, "__wrapped__", None)
+    return None
+
+
+def data_plate(sites, n: int, declared: Optional[str] = None) -> Optional[str]:
+    """The name of the data plate of one run of a program (see the module docs), or None
+    when no site is inside a plate of size ``n``.
+
+    :param sites: a trace or a dict of sample-site messages.
+    :param int n: the batch size.
+    :param str declared: the program's declared data plate, used where the run has it.
+    """
+    fallback = None
+    for site in sample_sites(sites):
+        for frame in site["cond_indep_stack"]:
+            if frame.name == declared:
+                if frame.size != n:
+                    raise ValueError(f"the declared data plate {declared!r} has size {frame.size}, "
+                                     f"not the batch size {n}")
+                return declared
+            if fallback is None and frame.vectorized and frame.name != PARTICLE_PLATE and frame.size == n:
+                fallback = frame.name
+    return fallback
+
+
+def data_dim(site: dict, plate: Optional[str], n: int) -> int:
+    """The (negative) dim of the data plate ``plate`` in ``site``'s batch shape."""
+    for frame in site["cond_indep_stack"]:
+        if frame.name == plate and frame.vectorized:
+            return frame.dim
+    raise ValueError(
+        f"site {site['name']!r} is not inside the data plate ({plate or f'a pyro.plate of size {n}'!r}); "
+        "per-datapoint weights need every sample site inside the pyro.plate over the batch (or set "
+        "the model's data_plate attribute to the name of that plate)"
+    )
+
+
+def plate_nesting(*traces) -> int:
+    """The number of vectorized plate dimensions the traces use."""
+    nesting = 0
+    for trace in traces:
+        for site in sample_sites(trace):
+            for frame in site["cond_indep_stack"]:
+                if frame.vectorized:
+                    nesting = max(nesting, -frame.dim)
+    return nesting
 
 
 def guess_max_plate_nesting(model: Callable, guide: Callable, batch: dict) -> int:
@@ -92,17 +171,13 @@ def guess_max_plate_nesting(model: Callable, guide: Callable, batch: dict) -> in
     with poutine.block(), torch.no_grad(), preserved_rng():
         guide_trace = poutine.trace(guide).get_trace(**batch)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(**batch)
-    nesting = 0
-    for trace in (guide_trace, model_trace):
-        for site in trace.nodes.values():
-            if site["type"] == "sample" and not site_is_subsample(site):
-                for frame in site["cond_indep_stack"]:
-                    if frame.vectorized:
-                        nesting = max(nesting, -frame.dim)
-    return nesting
+    return plate_nesting(guide_trace, model_trace)
 
 
-class record_sites(Messenger):
+# ---------------------------------------------------------------- one run of a pair
+
+
+class RecordSitesMessenger(Messenger):
     """Keep the sample sites of one run of a program; with ``replay``, also replay the
     latent sites of an earlier run (the guide's) into this one (the model's).
 
@@ -112,12 +187,6 @@ class record_sites(Messenger):
     so a subsampling plate draws the same indices in model and guide) but are not scored.
 
     :param dict replay: ``{name: message}`` of an earlier run, or None.
-
-    >>> import pyro.distributions as dist
-    >>> with record_sites() as recorder:
-    ...     _ = pyro.sample("z", dist.Normal(0.0, 1.0))
-    >>> list(recorder.sites)
-    ['z']
     """
 
     def __init__(self, replay: Optional[dict] = None):
@@ -144,11 +213,16 @@ class record_sites(Messenger):
         self.sites[msg["name"]] = msg
 
 
-def site_log_prob(site: dict) -> torch.Tensor:
-    """A sample site's scaled and masked log-density (its batch shape), as
-    ``Trace.compute_log_prob`` computes it."""
-    log_p = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
-    return scale_and_mask(log_p, site["scale"], site["mask"])
+def record_sites(replay: Optional[dict] = None) -> RecordSitesMessenger:
+    """The handler of :class:`RecordSitesMessenger`.
+
+    >>> import pyro.distributions as dist
+    >>> with record_sites() as recorder:
+    ...     _ = pyro.sample("z", dist.Normal(0.0, 1.0))
+    >>> list(recorder.sites)
+    ['z']
+    """
+    return RecordSitesMessenger(replay)
 
 
 def run_pair(model: Callable, guide: Callable, batch: Dict[str, torch.Tensor]) -> tuple:
@@ -161,30 +235,63 @@ def run_pair(model: Callable, guide: Callable, batch: Dict[str, torch.Tensor]) -
     return guide_run.sites, model_run.sites
 
 
-def site_log_prob_per_datapoint(site: dict, n: int, nesting: int, num_particles: int,
-                                log_p: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Sum one site's (scaled, masked) log-density (``site["log_prob"]`` unless ``log_p`` is
-    given) down to shape (K, N)."""
-    data_dim = None
-    for frame in site["cond_indep_stack"]:
-        if frame.vectorized and frame.name != PARTICLE_PLATE and frame.size == n:
-            data_dim = frame.dim
-            break
-    if data_dim is None:
-        raise ValueError(
-            f"site {site['name']!r} is not inside a pyro.plate over the batch (size {n}); "
-            "per-datapoint importance weights need every sample site inside the data plate"
-        )
+def site_log_prob(site: dict) -> torch.Tensor:
+    """A sample site's scaled and masked log-density (its batch shape), as
+    ``Trace.compute_log_prob`` computes it (or its ``log_prob`` where already computed)."""
+    if "log_prob" in site:
+        return site["log_prob"]
+    log_p = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
+    return scale_and_mask(log_p, site["scale"], site["mask"])
+
+
+# ---------------------------------------------------------------- per-datapoint log-densities
+
+
+def per_datapoint(log_p: torch.Tensor, dim: int, nesting: int, num_particles: int, n: int) -> torch.Tensor:
+    """Sum a log-density of batch shape (particle plate, ..., data plate at ``dim``, ...) down
+    to ``(K, N)``: over every plate but the particles and the data."""
     full = nesting + 1
-    if log_p is None:
-        log_p = site["log_prob"]
     log_p = log_p.reshape((1,) * (full - log_p.dim()) + log_p.shape)
-    keep = (0, full + data_dim)
+    keep = (0, full + dim)
     other = [d for d in range(full) if d not in keep]
     if other:
         log_p = log_p.sum(other, keepdim=True)
-    log_p = log_p.reshape(log_p.shape[0], log_p.shape[full + data_dim])
+    log_p = log_p.reshape(log_p.shape[0], log_p.shape[full + dim])
     return log_p.expand(num_particles, n)
+
+
+def site_log_prob_per_datapoint(site: dict, n: int, nesting: int, num_particles: int,
+                                log_p: Optional[torch.Tensor] = None, plate: Optional[str] = None) -> torch.Tensor:
+    """One site's (scaled, masked) log-density summed down to ``(K, N)``; ``plate`` names the
+    data plate (default: the site's outermost plate of size ``n``)."""
+    if plate is None:
+        plate = data_plate({site["name"]: site}, n)
+    return per_datapoint(site_log_prob(site) if log_p is None else log_p, data_dim(site, plate, n),
+                         nesting, num_particles, n)
+
+
+def log_density_per_datapoint(sites: Iterable[dict], n: int, nesting: int, num_particles: int,
+                              plate: Optional[str]) -> Optional[torch.Tensor]:
+    """The summed log-densities of ``sites`` per particle and datapoint, ``(K, N)`` (None
+    for no sites)."""
+    total = None
+    for site in sites:
+        term = per_datapoint(site_log_prob(site), data_dim(site, plate, n), nesting, num_particles, n)
+        total = term if total is None else total + term
+    return total
+
+
+def weights_from_sites(model_sites, guide_sites, n: int, nesting: int, num_particles: int,
+                       declared: Optional[str] = None) -> torch.Tensor:
+    """The ``(K, N)`` log-weights of one run of :func:`run_pair` under the particle plate
+    (``model_sites`` / ``guide_sites``: dicts of site messages, or traces)."""
+    log_p = log_density_per_datapoint(sample_sites(model_sites), n, nesting, num_particles,
+                                      data_plate(model_sites, n, declared))
+    if log_p is None:
+        raise ValueError("the model has no sample sites")
+    log_q = log_density_per_datapoint(latent_sites(guide_sites), n, nesting, num_particles,
+                                      data_plate(guide_sites, n, declared))
+    return log_p if log_q is None else log_p - log_q
 
 
 def log_weights(
@@ -203,56 +310,77 @@ def log_weights(
     :param dict batch: named tensors, one datapoint per row.
     :param int num_particles: K, the number of guide draws per datapoint (vectorized).
     :param int max_plate_nesting: plates the pair uses; guessed from one trace if None.
-    :param bool return_traces: also return ``(guide_trace, model_trace)``.
+    :param bool return_traces: also return ``(guide_trace, model_trace)`` (Pyro's own
+        ``trace`` and ``replay``; the same numbers).
     :returns: a tensor ``(K, N)`` (differentiable: reparameterized guide draws carry
         gradients into the guide, and the model's parameters into ``log p``).
     """
     n = batch_size_of(batch)
     if max_plate_nesting is None:
         max_plate_nesting = guess_max_plate_nesting(model, guide, batch)
-    if return_traces:
-        return _log_weights_traced(model, guide, batch, num_particles, max_plate_nesting, n)
+    declared = declared_data_plate(model)
     with pyro.plate(PARTICLE_PLATE, num_particles, dim=-(max_plate_nesting + 1)):
-        guide_sites, model_sites = run_pair(model, guide, batch)
-    return weights_from_sites(model_sites, guide_sites, n, max_plate_nesting, num_particles)
-
-
-def weights_from_sites(model_sites: dict, guide_sites: dict, n: int, nesting: int, num_particles: int) -> torch.Tensor:
-    """The ``(K, N)`` log-weights of one run of :func:`run_pair` under the particle plate."""
-    log_w = None
-    for sites, sign in ((model_sites, 1.0), (guide_sites, -1.0)):
-        for site in sites.values():
-            if site_is_subsample(site) or (sign < 0 and site["is_observed"]):
-                continue
-            term = site_log_prob_per_datapoint(site, n, nesting, num_particles, log_p=site_log_prob(site))
-            log_w = sign * term if log_w is None else log_w + sign * term
-    if log_w is None:
-        raise ValueError("the model has no sample sites")
-    return log_w
-
-
-def _log_weights_traced(model, guide, batch, num_particles, max_plate_nesting, n):
-    """:func:`log_weights` through Pyro's own ``trace`` and ``replay`` (the same numbers),
-    returning the traces as well."""
-    with pyro.plate(PARTICLE_PLATE, num_particles, dim=-(max_plate_nesting + 1)):
+        if not return_traces:
+            guide_sites, model_sites = run_pair(model, guide, batch)
+            return weights_from_sites(model_sites, guide_sites, n, max_plate_nesting, num_particles, declared)
         guide_trace = poutine.trace(guide).get_trace(**batch)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(**batch)
     model_trace.compute_log_prob()
     guide_trace.compute_log_prob()
-    log_w = None
-    for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
-        for site in trace.nodes.values():
-            if site["type"] != "sample" or site_is_subsample(site):
-                continue
-            if sign < 0 and site["is_observed"]:
-                continue
-            term = site_log_prob_per_datapoint(site, n, max_plate_nesting, num_particles)
-            log_w = sign * term if log_w is None else log_w + sign * term
-    if log_w is None:
-        raise ValueError("the model has no sample sites")
+    log_w = weights_from_sites(model_trace, guide_trace, n, max_plate_nesting, num_particles, declared)
     return log_w, guide_trace, model_trace
+
+
+# ---------------------------------------------------------------- KL terms
+
+
+def analytic_kl(q_site: dict, p_site: dict, scale_site: Optional[dict] = None) -> Optional[torch.Tensor]:
+    """``KL(q || p)`` of a guide site against the model's site of the same name, in the
+    sites' batch shape and scaled and masked like ``scale_site`` (default: the guide's), or
+    None where ``kl_divergence`` does not know the pair."""
+    scale_site = q_site if scale_site is None else scale_site
+    try:
+        kl = kl_divergence(q_site["fn"], p_site["fn"])
+    except NotImplementedError:
+        return None
+    if not torch.is_tensor(kl):
+        kl = torch.as_tensor(kl, dtype=q_site["value"].dtype, device=q_site["value"].device)
+        kl = kl.expand(q_site["fn"].batch_shape)
+    return scale_and_mask(kl, scale=scale_site["scale"], mask=scale_site["mask"])
+
+
+def kl_or_sampled(q, p, value: Optional[torch.Tensor] = None, num_samples: int = 1) -> Tuple[torch.Tensor, bool]:
+    """``(KL(q || p), True)`` where ``kl_divergence`` knows the pair, else the Monte Carlo
+    ``(log q(z) - log p(z), False)`` at ``value`` (one draw, e.g. the guide's) or averaged over
+    ``num_samples`` fresh draws of q."""
+    try:
+        return kl_divergence(q, p), True
+    except NotImplementedError:
+        if value is not None:
+            return q.log_prob(value) - p.log_prob(value), False
+        z = q.sample((num_samples,))
+        return (q.log_prob(z) - p.log_prob(z)).mean(0), False
+
+
+# ---------------------------------------------------------------- one summary
 
 
 def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
     """``log (1/K) sum_k exp(log_w_k)`` along ``dim``, stably."""
     return torch.logsumexp(log_w, dim) - math.log(log_w.shape[dim])
+
+
+def summarize(log_w: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per datapoint, from log-weights ``(K, N)``: the importance-sampled ``log p(x)``
+    (log-mean-exp), the effective sample size ``(sum w)^2 / sum w^2`` and the ELBO (mean)."""
+    lse = torch.logsumexp(log_w, 0)
+    ess = torch.exp(2 * lse - torch.logsumexp(2 * log_w, 0))
+    return lse - math.log(log_w.shape[0]), ess, log_w.mean(0)
+
+
+def mean_and_stderr(per_datapoint: torch.Tensor) -> Tuple[float, float]:
+    """The mean over datapoints and its standard error (NaN for one datapoint)."""
+    values = per_datapoint.double()
+    n = values.numel()
+    stderr = float(values.std(unbiased=True) / math.sqrt(n)) if n > 1 else float("nan")
+    return float(values.mean()), stderr

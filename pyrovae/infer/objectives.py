@@ -3,13 +3,13 @@
 An objective maps ``(model, guide, batch, step)`` to a differentiable scalar: the negative
 bound **per datapoint** (the batch mean), so learning rates do not depend on the batch size.
 Where Pyro has the objective it is used as is (``Trace_ELBO``, ``TraceMeanField_ELBO``);
-the importance-weighted family is written over :func:`pyrovae.weights.log_weights`
+the importance-weighted family is written over :func:`pyrovae.infer.importance.log_weights`
 because Pyro's ``RenyiELBO`` has no ``differentiable_loss``; the tests check it against
 ``RenyiELBO`` (same loss and gradients at the same seed).
 
 Every objective takes ``beta`` (the weight of the latent sites' log-densities, i.e. of the
 KL term: beta-VAE) and ``warmup_steps`` (linear KL warm-up from 0 to ``beta``, as in
-Bowman et al.), implemented by scaling the latent sites with :class:`scale_latents`.
+Bowman et al.), implemented by scaling the latent sites with :func:`scale_latents`.
 
 References
 
@@ -30,21 +30,20 @@ import torch
 from torch.utils.checkpoint import checkpoint
 import pyro.distributions as dist
 import pyro.poutine as poutine
-from pyro.distributions.kl import kl_divergence
 from pyro.distributions.util import scale_and_mask
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
 from pyro.infer.util import is_validation_enabled
-from pyro.poutine.util import site_is_subsample
 
-from pyrovae.infer.fast_path import mean_field_elbo_loss, trace_elbo_loss
+from pyrovae.infer.fast_path import PYRO_INTERNALS_SUPPORTED, mean_field_elbo_loss, trace_elbo_loss
 from pyrovae.registry import register_objective
 from pyrovae.infer.importance import (
-    PARTICLE_PLATE, batch_size_of, guess_max_plate_nesting, log_mean_exp, log_weights, run_pair, weights_from_sites,
+    PARTICLE_PLATE, batch_size_of, declared_data_plate, guess_max_plate_nesting, kl_or_sampled, latent_sites,
+    log_mean_exp, log_weights, run_pair, sample_sites, site_log_prob, weights_from_sites,
 )
 
 
-class scale_latents(Messenger):
+class ScaleLatentsMessenger(Messenger):
     """Multiply the log-density of every *latent* sample site by ``scale``.
 
     Applied to both model and guide, the ELBO becomes
@@ -62,6 +61,21 @@ class scale_latents(Messenger):
             msg["scale"] = self.scale * msg["scale"]
 
 
+def scale_latents(fn: Optional[Callable] = None, scale: float = 1.0):
+    """The handler of :class:`ScaleLatentsMessenger`, used like ``poutine.scale``:
+    ``scale_latents(model, scale=0.5)``, or ``with scale_latents(scale=0.5):``.
+
+    >>> import pyro.distributions as dist
+    >>> def model():
+    ...     pyro.sample("z", dist.Normal(0.0, 1.0))
+    >>> trace = poutine.trace(scale_latents(model, scale=0.5)).get_trace()
+    >>> trace.nodes["z"]["scale"]
+    0.5
+    """
+    messenger = ScaleLatentsMessenger(scale)
+    return messenger if fn is None else messenger(fn)
+
+
 class Objective:
     """Base class. Subclasses implement :meth:`loss`.
 
@@ -72,7 +86,7 @@ class Objective:
 
     name = "objective"
     #: fit lets the pair's PyroModules skip their per-parameter ``pyro.param`` statements
-    #: while this objective runs (pyrovae.engine.quiet_pyro_modules); an objective that reads
+    #: while this objective runs (pyrovae.infer.fast_path.quiet_pyro_modules); an objective that reads
     #: ``param`` sites from a trace sets this to False
     quiet_modules = True
 
@@ -92,10 +106,15 @@ class Objective:
 
     def __call__(self, model: Callable, guide: Callable, batch: Dict[str, torch.Tensor],
                  step: Optional[int] = None) -> torch.Tensor:
-        weight = self.kl_weight(step)
-        if weight != 1.0:
-            model, guide = scale_latents(weight)(model), scale_latents(weight)(guide)
+        model, guide = self.weighted(model, guide, step)
         return self.loss(model, guide, batch)
+
+    def weighted(self, model: Callable, guide: Callable, step: Optional[int] = None) -> tuple:
+        """The pair with its latent sites scaled by the KL weight at ``step`` (unchanged at 1)."""
+        weight = self.kl_weight(step)
+        if weight == 1.0:
+            return model, guide
+        return scale_latents(model, scale=weight), scale_latents(guide, scale=weight)
 
     def loss(self, model, guide, batch) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -128,7 +147,7 @@ class ELBO(Objective):
         # one particle, validation off: the same loss and gradients from one recorded run
         # (pyrovae.infer.fast_path); Pyro's own path keeps its checks and several particles
         lean = _LEAN_LOSSES.get(type(self._elbo))
-        if lean is not None and self.num_particles == 1 and not is_validation_enabled() \
+        if lean is not None and self.num_particles == 1 and PYRO_INTERNALS_SUPPORTED and not is_validation_enabled() \
                 and not isinstance(poutine.unwrap(guide), Messenger):
             return lean(model, guide, batch) / batch_size_of(batch)
         return self._elbo.differentiable_loss(model, guide, **batch) / batch_size_of(batch)
@@ -188,11 +207,9 @@ class RenyiBound(Objective):
         """The (KL-weighted at ``step``) bound for each datapoint, shape (N,)."""
         key = (id(model), id(guide))
         if key not in self._nesting:
-            self._nesting[key] = guess_max_plate_nesting(model, guide, batch)
-        weight = self.kl_weight(step)
-        if weight != 1.0:
-            model, guide = scale_latents(weight)(model), scale_latents(weight)(guide)
-        nesting, chunk = self._nesting[key], self.particle_chunk
+            self._nesting[key] = guess_max_plate_nesting(model, guide, batch), declared_data_plate(model)
+        model, guide = self.weighted(model, guide, step)
+        (nesting, declared), chunk = self._nesting[key], self.particle_chunk
         if is_validation_enabled():
             log_w, guide_trace, _ = log_weights(
                 model, guide, batch, self.num_particles, max_plate_nesting=nesting, return_traces=True,
@@ -201,19 +218,19 @@ class RenyiBound(Objective):
         elif chunk and chunk < self.num_particles and torch.is_grad_enabled():
             log_w = torch.cat([
                 checkpoint(self._log_weights, model, guide, batch, min(chunk, self.num_particles - k0), nesting,
-                           use_reentrant=False, preserve_rng_state=True)
+                           declared, use_reentrant=False, preserve_rng_state=True)
                 for k0 in range(0, self.num_particles, chunk)
             ])  # (K, N), one chunk of activations alive at a time
         else:
-            log_w = self._log_weights(model, guide, batch, self.num_particles, nesting)
+            log_w = self._log_weights(model, guide, batch, self.num_particles, nesting, declared)
         one_minus_alpha = 1.0 - self.alpha
         return log_mean_exp(one_minus_alpha * log_w, 0) / one_minus_alpha
 
-    def _log_weights(self, model, guide, batch, num_particles, nesting) -> torch.Tensor:
+    def _log_weights(self, model, guide, batch, num_particles, nesting, declared=None) -> torch.Tensor:
         with pyro.plate(PARTICLE_PLATE, num_particles, dim=-(nesting + 1)):
             guide_sites, model_sites = run_pair(model, guide, batch)
         _check_reparameterized(guide_sites, self.name)
-        return weights_from_sites(model_sites, guide_sites, batch_size_of(batch), nesting, num_particles)
+        return weights_from_sites(model_sites, guide_sites, batch_size_of(batch), nesting, num_particles, declared)
 
     def __call__(self, model, guide, batch, step=None):
         return -self.per_datapoint(model, guide, batch, step).mean()
@@ -242,9 +259,8 @@ class IWAE(RenyiBound):
 
 def _check_reparameterized(guide_sites, name):
     """``guide_sites``: a guide trace, or a dict of its sample-site messages."""
-    for site in getattr(guide_sites, "nodes", guide_sites).values():
-        if (site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
-                and not site["fn"].has_rsample):
+    for site in latent_sites(guide_sites):
+        if not site["fn"].has_rsample:
             raise NotImplementedError(
                 f"the {name!r} objective needs reparameterized guide sites, but site "
                 f"{site['name']!r} ({type(site['fn']).__name__}) has no rsample; use the "
@@ -323,12 +339,11 @@ class FreeBitsELBO(Objective):
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(**batch)
         _check_reparameterized(guide_trace, self.name)
         reconstruction, kls = 0.0, {}
-        for name, site in model_trace.nodes.items():
-            if site["type"] != "sample" or site_is_subsample(site):
-                continue
+        for site in sample_sites(model_trace):
+            name = site["name"]
             q_site = guide_trace.nodes.get(name)
             if site["is_observed"] or q_site is None:
-                log_p = scale_and_mask(site["fn"].log_prob(site["value"]), site["scale"], site["mask"])
+                log_p = site_log_prob(site)
                 reconstruction = reconstruction + log_p.sum() / n
                 continue
             kl = self._site_kl(q_site, site)  # (..., G) with groups, else (...)
@@ -355,10 +370,7 @@ class FreeBitsELBO(Objective):
                                  f"free_bits_groups={self.free_bits_groups}")
             if isinstance(mask, torch.Tensor):
                 mask = mask.unsqueeze(-1)
-        try:
-            kl = kl_divergence(q, p)
-        except NotImplementedError:
-            kl = q.log_prob(z) - p.log_prob(z)
+        kl, _ = kl_or_sampled(q, p, value=z)
         return scale_and_mask(kl, p_site["scale"], mask)
 
     def loss(self, model, guide, batch, weight: float = 1.0) -> torch.Tensor:

@@ -57,11 +57,10 @@ import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
-from pyro.poutine.util import site_is_subsample
 
 from pyrovae.infer.objectives import Objective, scale_latents
 from pyrovae.registry import register_objective
-from pyrovae.infer.importance import PARTICLE_PLATE, batch_size_of, guess_max_plate_nesting
+from pyrovae.infer.importance import PARTICLE_PLATE, batch_size_of, guess_max_plate_nesting, latent_sites
 
 BANDWIDTHS = ("median", "median_per_dim")
 
@@ -145,7 +144,7 @@ class SteinObjective(Objective):
     def __call__(self, model, guide, batch, step: Optional[int] = None) -> torch.Tensor:
         weight = self.kl_weight(step)
         if weight != 1.0:  # the guide has no density here: only the model's prior is scaled
-            model = scale_latents(weight)(model)
+            model = scale_latents(model, scale=weight)
         return self.loss(model, guide, batch)
 
     def _particles(self, guide, batch, nesting):
@@ -155,8 +154,7 @@ class SteinObjective(Objective):
             return sampler(num_particles=m, **batch), site
         with pyro.plate(PARTICLE_PLATE, m, dim=-(nesting + 1)):
             trace = poutine.trace(guide).get_trace(**batch)
-        latents = [s for s in trace.nodes.values()
-                   if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)]
+        latents = latent_sites(trace)
         if len(latents) != 1 or not latents[0]["fn"].has_rsample:
             raise ValueError("the stein objective needs a guide with a particles(...) method, or one "
                              "reparameterized latent site; use the 'stein' guide")
@@ -174,8 +172,7 @@ class SteinObjective(Objective):
         proposal = poutine.trace(lambda: pyro.sample(site, dist.Delta(z_leaf, event_dim=1))).get_trace()
         with pyro.plate(PARTICLE_PLATE, m, dim=-(nesting + 1)):
             model_trace = poutine.trace(poutine.replay(model, trace=proposal)).get_trace(**batch)
-        others = [name for name, s in model_trace.nodes.items()
-                  if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s) and name != site]
+        others = [s["name"] for s in latent_sites(model_trace) if s["name"] != site]
         if others:
             raise ValueError(f"the stein objective moves the particles of one latent site ({site!r}); "
                              f"the model also samples {others}")
