@@ -187,8 +187,119 @@ def test_iwae_rejects_non_reparameterized_guides():
         IWAE(num_particles=2)(model, guide, {"x": torch.zeros(3)})
 
 
-def test_vectorized_elbo_particles_average(linear):
+def closed_form_elbo(model, x, loc, scale):
+    """E_q[log N(x; W z + b, s^2 I)] - KL(q || N(0, I)) per datapoint, for q = N(loc, diag scale^2)."""
+    s2 = model.noise_scale ** 2
+    resid = x - loc @ model.weight.T - model.bias
+    spread = (scale ** 2 * (model.weight ** 2).sum(0)).sum(-1)  # tr(W diag(scale^2) W^T)
+    expected_log_lik = -0.5 * x.shape[-1] * torch.log(2 * math.pi * s2) - (resid.pow(2).sum(-1) + spread) / (2 * s2)
+    kl = torch.distributions.kl_divergence(dist.Normal(loc, scale), dist.Normal(0.0, 1.0)).sum(-1)
+    return (expected_log_lik - kl).detach()
+
+
+def test_multi_particle_elbo_is_pyros_vectorized_trace_elbo_per_datapoint(linear):
+    """K particles: the same loss and gradients as Trace_ELBO(num_particles=K) at the same seed;
+    its mean over seeds is the closed-form ELBO and its spread that of one particle / sqrt(K)."""
     model, x = linear
-    guide = DiagNormalGuide(4, 2, (8,))
-    loss = ELBO(num_particles=8)(model, guide, {"x": x})
-    assert loss.shape == () and torch.isfinite(loss)
+    guide = ShiftedGuide(model)
+    x = x[:30]
+    params = [guide.loc_offset, model.weight]
+    pyro.set_rng_seed(4)
+    ours = ELBO(num_particles=8)(model, guide, {"x": x})
+    ours_grads = torch.autograd.grad(ours, params)
+    pyro.set_rng_seed(4)
+    theirs = Trace_ELBO(num_particles=8, vectorize_particles=True).differentiable_loss(model, guide, x=x) / len(x)
+    theirs_grads = torch.autograd.grad(theirs, params)
+    torch.testing.assert_close(ours, theirs)
+    for a, b in zip(ours_grads, theirs_grads):
+        torch.testing.assert_close(a, b)
+
+    post = model.posterior(x)
+    scale = post.covariance_matrix.diagonal(dim1=-2, dim2=-1).sqrt() * 1.5
+    exact = -closed_form_elbo(model, x, post.loc + 0.5, scale).mean().item()
+    with torch.no_grad():
+        eight = torch.stack([ELBO(num_particles=8)(model, guide, {"x": x}) for _ in range(200)])
+        one = torch.stack([ELBO()(model, guide, {"x": x}) for _ in range(200)])
+    assert abs(eight.mean().item() - exact) < 4 * eight.std().item() / math.sqrt(200)
+    assert abs(one.mean().item() - exact) < 4 * one.std().item() / math.sqrt(200)
+    ratio = (eight.std() / one.std()).item()                    # 1 / sqrt(8) = 0.354
+    assert 0.27 < ratio < 0.45, ratio
+
+
+def point_guide(z0):
+    """q(z | x) = a point mass at ``z0`` (N, z_dim): log q = 0, and every particle is z0."""
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Delta(z0, event_dim=1))
+
+    return guide
+
+
+POINT_OBJECTIVES = [
+    ("elbo", {}), ("elbo", {"num_particles": 3}), ("meanfield", {}), ("iwae", {"num_particles": 4}),
+    ("renyi", {"alpha": 0.5, "num_particles": 4}), ("iwae", {"num_particles": 6, "particle_chunk": 4}),
+    ("free-bits", {}),
+]
+
+
+@pytest.mark.parametrize("validate", [True, False])
+@pytest.mark.parametrize("name, options", POINT_OBJECTIVES)
+def test_every_objective_weights_the_latent_terms_by_beta_and_warmup_in_closed_form(linear, name, options, validate):
+    """With q = a point mass at z0 every bound is the same closed form, whatever K and alpha:
+    log p(x | z0) + w log p(z0), with w = beta * min(1, (step + 1) / warmup_steps) (the KL weight;
+    log q = 0). Dropping beta or the warm-up from any objective changes the value."""
+    model, x = linear
+    x = x[:12]
+    z0 = torch.linspace(-1.5, 1.5, 24).reshape(12, 2)
+    log_lik = dist.Normal(z0 @ model.weight.T + model.bias, model.noise_scale).log_prob(x).sum(-1)
+    log_prior = dist.Normal(0.0, 1.0).log_prob(z0).sum(-1)
+    assert (log_prior.abs() > 0.5).all()   # so that a wrong weight shows
+    for beta, warmup, step, weight in ((1.0, 0, None, 1.0), (0.3, 0, 5, 0.3), (2.0, 4, 0, 0.5), (2.0, 4, 2, 1.5),
+                                       (2.0, 4, 9, 2.0), (2.0, 4, None, 2.0)):
+        objective = make_objective(name, beta=beta, warmup_steps=warmup, **options)
+        with pyro.validation_enabled(validate):
+            loss = objective(model, point_guide(z0), {"x": x}, step)
+        expected = -(log_lik + weight * log_prior).mean()
+        torch.testing.assert_close(loss, expected.detach(), rtol=1e-5, atol=1e-5,
+                                   msg=f"{name} beta={beta} warmup={warmup} step={step}")
+
+
+class RecordingGuide(ShiftedGuide):
+    """ShiftedGuide that keeps its draws and its distribution, to recompute a bound by hand."""
+
+    draws = ()
+
+    def forward(self, x):
+        post = self.model.posterior(x)
+        scale = post.covariance_matrix.diagonal(dim1=-2, dim2=-1).sqrt() * self.inflate
+        self.q = dist.Normal(post.loc + self.shift + self.loc_offset, scale).to_event(1)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", self.q)
+        self.draws = [*self.draws, z.reshape(-1, *z.shape[-2:])]  # (particles, N, z_dim) per call
+        return z
+
+
+@pytest.mark.parametrize("validate, chunk", [(True, 0), (False, 0), (False, 2)])
+@pytest.mark.parametrize("alpha", [0.0, 0.5])
+def test_importance_weighted_bounds_with_beta_and_warmup_match_a_hand_computation(linear, alpha, validate, chunk):
+    """The Renyi/IWAE bound with KL weight w, per datapoint, from the guide's own K draws:
+    1/(1-alpha) log 1/K sum_k exp((1-alpha) [log p(x|z_k) + w (log p(z_k) - log q(z_k|x))]).
+    (With particle chunks the K draws come in calls of 2, 2 and 1 particles.)"""
+    model, x = linear
+    x = x[:10]
+    guide = RecordingGuide(model)
+    objective = RenyiBound(alpha=alpha, num_particles=5, particle_chunk=chunk, beta=2.0, warmup_steps=8)
+    objective(model, guide, {"x": x})   # the first call also runs the guide once to count its plates
+    for step, weight in ((1, 0.5), (5, 1.5), (100, 2.0)):
+        guide.draws = []
+        with pyro.validation_enabled(validate):
+            loss = objective(model, guide, {"x": x}, step)
+        z = torch.cat(guide.draws).detach()                                      # (5, 10, 2)
+        assert z.shape == (5, 10, 2) and len(guide.draws) == (3 if chunk else 1)
+        log_lik = dist.Normal(z @ model.weight.T + model.bias, model.noise_scale).log_prob(x).sum(-1)
+        log_prior = dist.Normal(0.0, 1.0).log_prob(z).sum(-1)
+        log_w = log_lik + weight * (log_prior - guide.q.log_prob(z))               # (5, 10)
+        one_minus = 1.0 - alpha
+        bound = (torch.logsumexp(one_minus * log_w, 0) - math.log(5)) / one_minus
+        torch.testing.assert_close(loss, -bound.mean().detach(), rtol=1e-5, atol=1e-5, msg=f"step={step}")
