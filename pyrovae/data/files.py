@@ -167,6 +167,7 @@ def load_data_path(spec: str, *, image_size=None, color: str | None = None, vali
         if not 0 <= fraction < 1:
             raise ValueError(f"{name} must be in [0, 1), got {fraction!r}")
     fractions = {"valid_fraction": valid_fraction, "test_fraction": test_fraction}
+    spec = os.fspath(spec)
     path = Path(spec).expanduser()
     if path.is_dir():
         return _load_images(path.resolve(), image_size, color, fractions)
