@@ -37,7 +37,7 @@ from pyrovae.evaluation.hmc import adapt_step_size, evaluate_path, hmc_transitio
 from pyrovae.data.inputs import eval_split
 from pyrovae.evaluation.latent_space import LatentSpace
 from tqdm.auto import tqdm
-from pyrovae.infer.importance import batch_size_of
+from pyrovae.infer.importance import batch_size_of, log_mean_exp, mean_and_stderr
 
 SCHEDULES = ("sigmoid", "linear")
 STARTS = ("prior", "guide")
@@ -95,8 +95,7 @@ class AISEstimate:
 
 def _summarize(per_datapoint, log_w, accepts, step_size, settings) -> AISEstimate:
     ll = torch.cat(per_datapoint).double().cpu()
-    stderr = float(ll.std(unbiased=True) / math.sqrt(len(ll))) if len(ll) > 1 else float("nan")
-    return AISEstimate(float(ll.mean()), stderr, ll, torch.cat(log_w, 1).cpu(),
+    return AISEstimate(*mean_and_stderr(ll), ll, torch.cat(log_w, 1).cpu(),
                        float(sum(accepts) / max(len(accepts), 1)), torch.cat(step_size).cpu(), **settings)
 
 
@@ -220,7 +219,7 @@ def ais_log_likelihood(
             log_w, accept, step = anneal(_densities(space, guide, start), u, betas, step_size=step_size,
                                          num_leapfrog_steps=num_leapfrog_steps, target_accept=target_accept,
                                          adapt_chains=adapt_chains, bar=bar)
-            per.append(torch.logsumexp(log_w, 0) - math.log(num_chains))
+            per.append(log_mean_exp(log_w, 0))
             log_ws.append(log_w)
             accepts.append(accept)
             eps.append(step)

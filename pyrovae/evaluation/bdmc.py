@@ -17,7 +17,6 @@ References
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -28,6 +27,7 @@ from pyrovae.evaluation.ais import AISEstimate, _check, _densities, _summarize, 
 from pyrovae.evaluation.log_likelihood import eval_mode
 from pyrovae.data.inputs import eval_split
 from pyrovae.evaluation.latent_space import simulate
+from pyrovae.infer.importance import log_mean_exp
 from tqdm.auto import tqdm
 
 
@@ -102,8 +102,8 @@ def bdmc(
         rev, acc_r, eps_r = anneal(densities, u_true.expand(total, -1, -1).clone(), betas, reverse=True,
                                    bar=bar, **options)
     bar.close()
-    lower = _summarize([torch.logsumexp(fwd, 0) - math.log(num_chains)], [fwd], [acc_f], [eps_f], settings)
-    upper = _summarize([-(torch.logsumexp(rev, 0) - math.log(num_chains))], [rev], [acc_r], [eps_r],
+    lower = _summarize([log_mean_exp(fwd, 0)], [fwd], [acc_f], [eps_f], settings)
+    upper = _summarize([-log_mean_exp(rev, 0)], [rev], [acc_r], [eps_r],
                        {**settings, "reverse": True})
     gap = float((upper.per_datapoint - lower.per_datapoint).mean())
     return BDMCResult(lower=lower, upper=upper, gap=gap, data=simulated)

@@ -15,7 +15,6 @@ References
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
@@ -24,7 +23,9 @@ import torch
 
 from pyrovae.data.inputs import eval_split
 from tqdm.auto import tqdm
-from pyrovae.infer.importance import batch_size_of, bind_batch, guess_max_plate_nesting, log_weights
+from pyrovae.infer.importance import (
+    batch_size_of, bind_batch, guess_max_plate_nesting, log_weights, mean_and_stderr, summarize,
+)
 
 
 @dataclass
@@ -162,27 +163,31 @@ def log_likelihood(
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     data = eval_split(data, split, data_dir, device)
+    return estimate(model, guide, data, num_samples, batch_size, max_pass, progress)
+
+
+def estimate(model: Callable, guide: Callable, data: dict, num_samples: int, batch_size: Optional[int] = 100,
+             max_pass: Optional[int] = None, progress: bool = False,
+             on_weights: Optional[Callable[[torch.Tensor], None]] = None) -> LogLikelihood:
+    """:func:`log_likelihood` on a batch dict; ``on_weights(log_w)`` also sees each pass's
+    ``(K, B)`` log-weights (the report computes PSIS k-hat from the same draws)."""
     lls, esss, elbos = [], [], []
-    n = batch_size_of(data)
-    bar = tqdm(disable=not progress, dynamic_ncols=True, total=n, desc=f"log-likelihood K={num_samples}")
+    bar = tqdm(disable=not progress, dynamic_ncols=True, total=batch_size_of(data),
+               desc=f"log-likelihood K={num_samples}")
     with torch.no_grad(), eval_mode(model, guide), pyro.validation_enabled(False):
         for log_w in iter_log_weights(model, guide, data, num_samples, batch_size, max_pass):
-            lse = torch.logsumexp(log_w, 0)
-            lls.append(lse - math.log(num_samples))
-            esss.append(torch.exp(2 * lse - torch.logsumexp(2 * log_w, 0)))
-            elbos.append(log_w.mean(0))
+            ll, ess, elbo_n = summarize(log_w)
+            lls.append(ll)
+            esss.append(ess)
+            elbos.append(elbo_n)
+            if on_weights is not None:
+                on_weights(log_w)
             bar.update(log_w.shape[1])
     bar.close()
     ll = torch.cat(lls).double().cpu()
-    stderr = float(ll.std(unbiased=True) / math.sqrt(len(ll))) if len(ll) > 1 else float("nan")
-    return LogLikelihood(
-        log_likelihood=float(ll.mean()),
-        stderr=stderr,
-        per_datapoint=ll,
-        ess=torch.cat(esss).cpu(),
-        num_samples=num_samples,
-        elbo=float(torch.cat(elbos).double().mean()),
-    )
+    mean, stderr = mean_and_stderr(ll)
+    return LogLikelihood(log_likelihood=mean, stderr=stderr, per_datapoint=ll, ess=torch.cat(esss).cpu(),
+                         num_samples=num_samples, elbo=mean_and_stderr(torch.cat(elbos))[0])
 
 
 def elbo(model: Callable, guide: Callable, data, num_samples: int = 1, *, batch_size: int = 500,

@@ -24,9 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import pyro
-import torch
 
-from pyrovae.evaluation.log_likelihood import eval_mode, iter_log_weights
+from pyrovae.evaluation.log_likelihood import estimate
 from pyrovae.training.run_folder import write_json
 
 FIGURES = (
@@ -41,19 +40,11 @@ def importance_summary(model, guide, data: dict, num_samples: int, batch_size: i
     """One pass of ``num_samples`` guide draws per datapoint -> IWAE bound, ELBO, ESS, k-hat."""
     from pyrovae.evaluation.diagnostics import psis_khat
 
-    lls, elbos, ess, khat = [], [], [], []
-    with torch.no_grad(), eval_mode(model, guide), pyro.validation_enabled(False):
-        for log_w in iter_log_weights(model, guide, data, num_samples, batch_size):
-            lse = torch.logsumexp(log_w, 0)
-            lls.append(lse - math.log(num_samples))
-            elbos.append(log_w.mean(0))
-            ess.append(torch.exp(2 * lse - torch.logsumexp(2 * log_w, 0)))
-            khat.append(psis_khat(log_w))
-    ll = torch.cat(lls).double().cpu()
-    return {"per_datapoint": ll, "khat": np.concatenate(khat), "log_likelihood": float(ll.mean()),
-            "stderr": float(ll.std() / math.sqrt(len(ll))) if len(ll) > 1 else float("nan"),
-            "elbo": float(torch.cat(elbos).double().mean()), "ess_mean": float(torch.cat(ess).mean()),
-            "num_samples": num_samples, "num_datapoints": int(len(ll))}
+    khat = []
+    est = estimate(model, guide, data, num_samples, batch_size, on_weights=lambda log_w: khat.append(psis_khat(log_w)))
+    return {"per_datapoint": est.per_datapoint, "khat": np.concatenate(khat), "log_likelihood": est.log_likelihood,
+            "stderr": est.stderr, "elbo": est.elbo, "ess_mean": float(est.ess.mean()),
+            "num_samples": num_samples, "num_datapoints": int(est.per_datapoint.numel())}
 
 
 def _timed(results: dict, key: str, fn):
