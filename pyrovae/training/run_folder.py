@@ -1,74 +1,37 @@
-"""Run folders: what fit leaves behind, written so that a crash never corrupts it.
+"""Run folders: what fit leaves behind, and :func:`load_run` to rebuild the pair from one.
 
 A run folder holds::
 
-    run.json          how to rebuild the pair, objective and data (names and options)
-    checkpoint.pt     parameters, optimizer and RNG state after the last finished epoch
-    metrics.jsonl     one JSON object per finished epoch
-    *.png             figures written by the CLI
+    run.json             how to rebuild the pair, objective and data (names and options), and
+                         the segments it was fit in (one per start or resume)
+    checkpoint.pt        parameters, optimizer and random state after the last finished epoch
+    checkpoint.prev.pt   the checkpoint before it (the fallback if the latest is unreadable)
+    metrics.jsonl        one JSON object per finished epoch
+    .lock                locked (flock) while a fit writes the folder
+    *.png                samples, reconstructions, training curves
 
-Every file is written to a temporary name in the same folder and renamed into place
-(``os.replace`` is atomic on POSIX), and checkpoints hold only tensors, numbers and strings,
-so they load with ``torch.load(weights_only=True)``: nothing is unpickled.
+Files are written atomically (:mod:`pyrovae.training.files`), checkpoints rotated
+(:mod:`pyrovae.training.checkpoint`); checkpoints load with ``torch.load(weights_only=True)``.
+See docs/runs.md.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, List, Optional
 
+import pyro
 import torch
 
-RUN_FILE = "run.json"
-CHECKPOINT_FILE = "checkpoint.pt"
-METRICS_FILE = "metrics.jsonl"
-
-
-def _atomic_write(path: Path, write: Callable) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_json(path: Path, obj: Any) -> None:
-    _atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2) + "\n").encode()))
-
-
-def write_metrics(path: Path, rows: List[dict]) -> None:
-    text = "".join(json.dumps(row) + "\n" for row in rows)
-    _atomic_write(path, lambda f: f.write(text.encode()))
-
-
-def save_checkpoint(path: Path, state: Dict[str, Any]) -> None:
-    _atomic_write(path, lambda f: torch.save(state, f))
-
-
-def load_checkpoint(path: Path, map_location=None) -> Dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}; was the run started with this out_dir?")
-    return torch.load(path, map_location=map_location, weights_only=True)
-
-
-def read_metrics(run_dir: Path) -> List[dict]:
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+from pyrovae.training.checkpoint import (  # noqa: F401  (re-exported: their old home)
+    PREV_CHECKPOINT_FILE, Checkpoints, load_checkpoint, save_checkpoint,
+)
+from pyrovae.training.files import (  # noqa: F401
+    CHECKPOINT_FILE, METRICS_FILE, RUN_FILE, read_metrics, write_json, write_metrics,
+)
+from pyrovae.training.parameters import load_parameters
 
 
 @dataclass
@@ -95,19 +58,23 @@ class Run:
 def load_run(path, model=None, guide=None, device: str = "cpu") -> Run:
     """Rebuild a run's model and guide from the registry and load their parameters.
 
+    The random streams are seeded with the run's seed before anything is built, so that two
+    loads of one run are the same in every process. A pair of plain functions (``pyro.param``,
+    ``pyro.module``) is passed in and gets its values back through Pyro's param store.
+
     :param path: the run folder.
     :param model: pass the model yourself if it is not a registered class.
     :param guide: likewise for the guide.
     :param str device: where to put the parameters.
     """
     from pyrovae.registry import build, get_guide, get_model
-    from pyrovae.training.fit import load_parameters
 
     path = Path(path)
     run_file = path / RUN_FILE
     if not run_file.is_file():
         raise FileNotFoundError(f"{path} is not a run folder (no {RUN_FILE}); pass the out_dir of a fit")
     config = json.loads(run_file.read_text())
+    pyro.set_rng_seed(int((config.get("fit") or {}).get("seed", 0)))
     dims = (config.get("data") or {}).get("dims", {})
     for role, given, get in (("model", model, get_model), ("guide", guide, get_guide)):
         if given is None:
@@ -125,6 +92,6 @@ def load_run(path, model=None, guide=None, device: str = "cpu") -> Run:
     for module in (model, guide):
         if isinstance(module, torch.nn.Module):
             module.to(device)
-    checkpoint = load_checkpoint(path / CHECKPOINT_FILE, map_location=device)
-    load_parameters(checkpoint, model, guide)
+    checkpoint = Checkpoints(path).load(map_location=device)
+    load_parameters(checkpoint, model, guide, where=str(path))
     return Run(path=path, model=model, guide=guide, config=config, metrics=read_metrics(path))

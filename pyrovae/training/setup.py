@@ -1,0 +1,202 @@
+"""What :func:`~pyrovae.training.fit.fit` sets up before its loop, in one object.
+
+:class:`FitOptions` holds the options a caller rarely changes; :class:`Setup` does the
+set-up in the order a reader expects: the device and the process group, the data (on the
+device), the pair moved there, the first-step checks (:mod:`pyrovae.training.checks`), the
+parameters collected, the optimizer and the step built. Nothing here writes to disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import pyro
+import torch
+
+from pyrovae.data.datasets import batches
+from pyrovae.data.inputs import as_batch_dict, resolve_dataset, to_device
+from pyrovae.errors import UsageError
+from pyrovae.infer.importance import bind_batch
+from pyrovae.infer.objectives import Objective, make_objective
+from pyrovae.registry import spec_of
+from pyrovae.training import distributed as dp
+from pyrovae.training.checks import FirstStepError, check_pair
+from pyrovae.training.cuda_graph import GraphedStep, graph_safe, static_from
+from pyrovae.training.step import LossModule, TrainStep, autocast, collect_parameters, make_optimizer, quiet_pyro_modules
+
+
+@dataclass
+class FitOptions:
+    """The options of :func:`~pyrovae.fit` beyond the loop's own numbers; each may also be
+    passed to ``fit`` by name (``fit(..., device="cpu", log_every=5)``).
+
+    :ivar device: ``"auto"``, ``"cpu"`` or ``"cuda"``; the data and the pair's modules move there.
+    :ivar progress: one progress bar for the run (default: when stderr is a terminal).
+    :ivar int log_every: a line on stderr every this many epochs (0: none).
+    :ivar str precision: ``fp32``, or ``bf16`` (forward pass under bfloat16 autocast).
+    :ivar valid_data: tensors for the per-epoch validation ELBO (default: the data set's own
+        valid split).
+    :ivar int valid_batch_size: datapoints per validation pass.
+    :ivar data_dir: where a named data set's files are.
+    :ivar distributed: data-parallel over a ``torchrun`` launch (None: when launched so).
+    :ivar cuda_graphs: capture the step in a CUDA graph (None: on a GPU where it applies).
+    :ivar dict config: extra entries for run.json (the CLI records ``data_dir``, imports...).
+    :ivar bool figures: with an out_dir, write training_curves.png (and samples.png,
+        reconstructions.png for image data) at the end, as ``pyrovae fit`` does.
+    """
+
+    device: Any = "auto"
+    progress: Optional[bool] = None
+    log_every: int = 0
+    precision: str = "fp32"
+    valid_data: Any = None
+    valid_batch_size: int = 500
+    data_dir: Any = None
+    distributed: Optional[bool] = None
+    cuda_graphs: Optional[bool] = None
+    config: Optional[dict] = None
+    figures: bool = True
+
+    @classmethod
+    def merge(cls, options: Optional["FitOptions"], more: dict) -> "FitOptions":
+        """``options`` with the named fields of ``more`` replaced.
+
+        :raises TypeError: a name that is no field.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(more) - names)
+        if unknown:
+            raise TypeError(f"fit() got unexpected keyword argument(s) {', '.join(unknown)}; "
+                            f"its options are {', '.join(sorted(names))}")
+        return dataclasses.replace(options or cls(), **more)
+
+
+class DeviceUnavailableError(UsageError, RuntimeError):
+    """A device was asked for that this machine does not have."""
+
+
+def resolve_device(device) -> torch.device:
+    """``"auto"`` -> CUDA where present, else CPU; a clear error for CUDA without a GPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceUnavailableError("device='cuda' was asked for but CUDA is not available; use device='cpu' or 'auto'")
+    return device
+
+
+def check_numbers(epochs, batch_size, lr, valid_batch_size, log_every) -> None:
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("valid_batch_size", valid_batch_size)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise UsageError(f"{name} must be a positive integer, got {value!r}")
+    if not isinstance(log_every, (int, np.integer)) or isinstance(log_every, bool) or log_every < 0:
+        raise UsageError(f"log_every must be a non-negative integer, got {log_every!r}")
+    if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0):
+        raise UsageError(f"lr must be a positive number, got {lr!r}")
+
+
+def _modules(*objs):
+    return [o for o in objs if isinstance(o, torch.nn.Module)]
+
+
+class Setup:
+    """Everything the loop needs, built and checked (nothing written).
+
+    :ivar device: the device of the data and the pair.
+    :ivar group: this process's :class:`~pyrovae.training.distributed.ProcessGroup`, or None.
+    :ivar dataset: the :class:`~pyrovae.data.DataSet`, or None for tensors.
+    :ivar dict train: the training tensors on the device (``valid`` likewise, or None).
+    :ivar transform: the per-batch transform (dynamic binarization), or None.
+    :ivar objective: the :class:`~pyrovae.infer.objectives.Objective`.
+    :ivar dict store_params: the ``pyro.param`` tensors the pair trains beyond its modules.
+    :ivar optimizer: Adam over every trainable tensor.
+    :ivar step: ``step(batch, i) -> loss``: forward, backward, Adam (maybe a CUDA graph).
+    :ivar dict example: the first row of the first batch (kept in checkpoints for reloading).
+    """
+
+    def __init__(self, model, guide, data, objective, batch_size: int, lr: float, seed: int, opts: FitOptions):
+        self.model, self.guide, self.opts = model, guide, opts
+        self.device = resolve_device(opts.device)
+        self.objective = make_objective(objective)
+        autocast(self.device, opts.precision)  # an unknown precision fails here
+        self.group = dp.init(self.device) if dp.wanted(opts.distributed) else None
+        if self.group is not None:
+            self.device = self.group.device
+            if batch_size < self.group.world_size:
+                raise UsageError(f"batch_size={batch_size} is the global batch; it needs at least one row for "
+                                 f"each of the {self.group.world_size} processes")
+            pyro.set_rng_seed(seed + self.group.rank)  # each rank its own random stream
+
+        # the data, on the device
+        self.dataset = resolve_dataset(data, opts.data_dir)
+        if self.dataset is not None:
+            train, valid, self.transform = self.dataset.train, self.dataset.valid, self.dataset.transform
+        else:
+            train, valid, self.transform = as_batch_dict(data, "data"), None, None
+        if opts.valid_data is not None:
+            valid = as_batch_dict(opts.valid_data, "valid_data")
+        self.train = to_device(as_batch_dict(train, "data"), self.device)
+        self.valid = to_device(valid, self.device) if valid is not None else None
+        self.num_rows = len(next(iter(self.train.values())))
+        # a data-parallel run leaves out a last batch too small to give every process a row
+        self.num_batches = math.ceil(self.num_rows / batch_size) - (
+            self.group is not None and 0 < self.num_rows % batch_size < self.group.world_size)
+
+        # the pair, on the device, checked on the first batch
+        for module in _modules(model, guide):
+            module.to(self.device)
+        self.call_model, self.call_guide = bind_batch(model, self.train), bind_batch(guide, self.train)
+        first = next(batches(self.train, batch_size, transform=self.transform))
+        check_pair(self.call_model, self.call_guide, first)
+        self.example = {k: v[:1].detach().cpu() for k, v in first.items()}
+
+        # the parameters, the optimizer, the step
+        try:
+            with pyro.validation_enabled(True):
+                params, self.store_params = collect_parameters(
+                    lambda: self.objective(self.call_model, self.call_guide, first, 0), _modules(model, guide))
+        except Exception as error:
+            raise FirstStepError("the first training step failed before anything was written: "
+                                 + " ".join(str(error).split())) from error
+        if not params:
+            raise UsageError("the model and guide have no trainable parameters (no nn.Module, pyro.module or "
+                             "pyro.param)")
+        loss = LossModule(model, guide, self.objective, self.store_params,
+                          call_model=self.call_model, call_guide=self.call_guide)
+        cuda_graphs = opts.cuda_graphs
+        if cuda_graphs is None:
+            cuda_graphs = self.device.type == "cuda" and self.group is None and graph_safe(self.objective)
+        self.optimizer = make_optimizer(params, lr, self.device, capturable=bool(cuda_graphs))
+        quiet = quiet_pyro_modules(model, guide) if getattr(self.objective, "quiet_modules", False) else None
+        self.train_step = TrainStep(dp.wrap(loss, self.group) if self.group else loss, self.optimizer,
+                                    opts.precision, quiet, self.device)
+        self.step = GraphedStep(self.train_step, enabled=bool(cuda_graphs) and self.device.type == "cuda",
+                                static_from=static_from(self.objective))
+
+    @property
+    def is_main(self) -> bool:
+        return self.group is None or self.group.is_main
+
+    def run_config(self, epochs: int, batch_size: int, lr: float, seed: int) -> dict:
+        """run.json's description of this run (without its segments)."""
+        ds, objective = self.dataset, self.objective
+        return {
+            "model": spec_of(self.model),
+            "guide": spec_of(self.guide),
+            "objective": objective.config() if isinstance(objective, Objective) else None,
+            "data": {"name": ds.name if ds else None, "binarize": ds.binarize if ds else None,
+                     "dims": ds.dims() if ds else {"x_dim": int(self.train[next(iter(self.train))].shape[-1])}},
+            "fit": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "device": str(self.device),
+                    "precision": self.opts.precision, "processes": self.group.world_size if self.group else 1},
+            **(self.opts.config or {}),
+        }
+
+    def close(self) -> None:
+        """A data-parallel run's teardown: the DDP module and optimizer first, then the group."""
+        if self.group is not None:
+            del self.train_step, self.step, self.optimizer
+            self.group.close()
