@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from pyrovae.cli.commands import main
+from pyrovae.cli import main
 
 
 def test_fit_evaluate_sample_round_trip(tmp_path, capsys):
@@ -30,7 +30,7 @@ def test_fit_evaluate_sample_round_trip(tmp_path, capsys):
     assert result["log_likelihood"] >= result["elbo"]
 
     assert main(["sample", str(out), "--n", "9"]) == 0
-    assert (out / "samples-9.png").is_file()
+    assert (out / "samples-9-seed0.png").is_file()
 
 
 def test_iwae_objective_from_the_command_line(tmp_path, capsys):

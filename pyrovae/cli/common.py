@@ -1,0 +1,295 @@
+"""What every ``pyrovae`` subcommand shares: the common flags, user modules and plugins,
+CPU threads, flags derived from constructors, and loading a run with its data.
+
+Common flags (every subcommand):
+
+- ``--import MODULE`` (repeatable): import a module of yours first, so that its
+  ``@register_model`` / ``@register_guide`` / ``@register_objective`` / ``register_dataset``
+  entries exist. ``pyrovae fit`` records the imports in run.json and the other commands
+  import them again from there.
+- ``--threads N``: torch's CPU threads (default: :func:`default_threads`).
+- ``--debug``: show the traceback of an error instead of its one-line message.
+- ``--device`` (the commands that compute on one device): ``auto``, ``cpu`` or ``cuda``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import os
+import sys
+import typing
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional
+
+from pyrovae.errors import PyrovaeError, UsageError
+
+DATA_FILLED = ("x_dim", "num_classes")  # sizes the data set determines
+PLUGIN_GROUP = "pyrovae.plugins"
+SMALL_MODEL_FLOPS = 2_000_000  # multiply-adds per datapoint below which one thread is fastest
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line (exit status 2) and name ``--help``."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def add_common_flags(parser: argparse.ArgumentParser, device: bool = True) -> None:
+    """Add ``--import``, ``--threads``, ``--debug`` (and ``--device``) to ``parser``."""
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                        help="import this module first (its registered models, guides, objectives, data sets); "
+                             "repeatable")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="torch CPU threads (default: 1 for small models or a busy machine, else the idle cores)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    if device:
+        parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
+
+
+def pre_parse(argv: List[str], *flags: str) -> argparse.Namespace:
+    """The common flags and ``flags`` (``--name``, string-valued) of ``argv``, ignoring the rest."""
+    pre = argparse.ArgumentParser(add_help=False)
+    add_common_flags(pre, device=False)
+    for flag in flags:
+        pre.add_argument(flag, default=None)
+    pre.add_argument("--resume", action="store_true")
+    return pre.parse_known_args(argv)[0]
+
+
+# ---------------------------------------------------------------- user modules and plugins
+
+
+def import_modules(names: Iterable[str], recorded_in: Optional[Path] = None) -> List[str]:
+    """Import each module of ``names`` (the current folder first on ``sys.path``, as
+    ``python -m`` does); the names, in order and without repeats.
+
+    :param recorded_in: the run.json that listed them (for the error message), or None for ``--import``.
+    :raises UsageError: (``--import``) or :class:`PyrovaeError` (run.json) naming a module that fails.
+    """
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    done: List[str] = []
+    for name in names:
+        if name in done:
+            continue
+        try:
+            importlib.import_module(name)
+        except ImportError as error:
+            where = f"{recorded_in} lists --import {name}" if recorded_in else f"--import {name}"
+            cls = PyrovaeError if recorded_in else UsageError
+            raise cls(f"{where}, which cannot be imported ({error}); run from the folder that holds "
+                      f"{name.split('.')[0]} or add it to PYTHONPATH") from error
+        done.append(name)
+    return done
+
+
+def load_plugins() -> List[str]:
+    """Load every entry point of the group ``pyrovae.plugins`` (a module, or a function
+    called with no arguments); their names."""
+    from importlib.metadata import entry_points
+
+    names = []
+    for entry in entry_points(group=PLUGIN_GROUP):
+        try:
+            loaded = entry.load()
+            if callable(loaded) and not isinstance(loaded, type):
+                loaded()
+        except Exception as error:
+            raise PyrovaeError(f"the plugin {entry.name!r} ({entry.value}, entry point group {PLUGIN_GROUP}) "
+                               f"failed to load: {type(error).__name__}: {error}") from error
+        names.append(entry.name)
+    return names
+
+
+def saved_run_config(run_dir) -> Optional[dict]:
+    """The run.json of ``run_dir``, or None where there is none."""
+    path = Path(run_dir) / "run.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise PyrovaeError(f"{path} is not valid JSON ({error}); the run folder is damaged") from error
+
+
+# ---------------------------------------------------------------- threads
+
+
+def default_threads(flops_per_datapoint: Optional[int] = None) -> int:
+    """Torch CPU threads when ``--threads`` is not given.
+
+    One thread for a model under :data:`SMALL_MODEL_FLOPS` multiply-adds per datapoint (more
+    only add synchronisation, measured in docs/cli.md); otherwise the cores this process may
+    use that the 1-minute load average does not already keep busy, at least one. OpenMP threads
+    that wait for a core another process holds make a step many times slower.
+    """
+    if flops_per_datapoint is not None and flops_per_datapoint < SMALL_MODEL_FLOPS:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    busy = math.ceil(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
+    return max(1, cores - busy)
+
+
+def set_threads(threads: Optional[int], flops_per_datapoint: Optional[int] = None) -> int:
+    """Set torch's CPU threads to ``threads`` (or the default); the number set."""
+    import torch
+
+    if threads is not None and threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {threads}")
+    threads = threads or default_threads(flops_per_datapoint)
+    torch.set_num_threads(threads)
+    return threads
+
+
+def linear_flops(*modules) -> int:
+    """Multiply-adds per datapoint of the ``nn.Linear`` layers of ``modules`` (a size measure)."""
+    import torch
+
+    return sum(m.in_features * m.out_features for module in modules if isinstance(module, torch.nn.Module)
+               for m in module.modules() if isinstance(m, torch.nn.Linear))
+
+
+# ---------------------------------------------------------------- devices
+
+
+def resolve_device(name: str):
+    """``auto`` -> CUDA where present, else CPU; :class:`UsageError` for an unusable device."""
+    import torch
+
+    try:
+        device = torch.device("cuda" if name == "auto" and torch.cuda.is_available() else
+                              ("cpu" if name == "auto" else name))
+    except RuntimeError as error:
+        raise UsageError(f"--device {name}: not a device ({error}); use auto, cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: CUDA is not available here (torch {torch.__version__}, "
+                         f"{'built without CUDA' if torch.version.cuda is None else 'no GPU found'}); "
+                         "use --device cpu or --device auto")
+    return device
+
+
+# ---------------------------------------------------------------- flags from constructors
+
+
+def _flag_kwargs(name: str, annotation, default) -> dict:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Union and type(None) in args:
+        inner = [a for a in args if a is not type(None)]
+        annotation = inner[0] if len(inner) == 1 else str
+        origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is bool:
+        return {"action": argparse.BooleanOptionalAction, "default": default}
+    if origin in (tuple, list):
+        return {"nargs": "*", "type": args[0] if args else int, "default": default, "metavar": name.upper()}
+    if annotation in (int, float, str):
+        return {"type": annotation, "default": default, "metavar": name.upper()}
+    return {"type": str, "default": default, "metavar": name.upper()}
+
+
+def option_flags(factories: List[Callable]) -> Dict[str, dict]:
+    """``{option_name: argparse kwargs}`` for the constructor options of ``factories``
+    (``z_dim: int = 20`` becomes ``--z-dim``; a name shared by two factories sets both)."""
+    from pyrovae.registry import constructor_options
+
+    flags: Dict[str, dict] = {}
+    for factory in factories:
+        target = factory.__init__ if isinstance(factory, type) else factory
+        try:
+            hints = typing.get_type_hints(target)
+        except Exception:  # a hint that does not resolve: treat the value as a string
+            hints = {}
+        for name, param in constructor_options(factory).items():
+            if name in DATA_FILLED or name in flags:
+                continue
+            default = None if param.default is param.empty else param.default
+            flags[name] = _flag_kwargs(name, hints.get(name, type(default) if default is not None else str), default)
+            flags[name]["help"] = f"{getattr(factory, 'registry_name', factory.__name__)} option (default: {default})"
+    return flags
+
+
+def options_for(factory, values: dict) -> dict:
+    """The entries of ``values`` that ``factory`` accepts, lists as tuples."""
+    from pyrovae.registry import constructor_options
+
+    accepted = constructor_options(factory)
+    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items() if k in accepted}
+
+
+# ---------------------------------------------------------------- runs and their data
+
+
+def load_run(args, saved: dict):
+    """The run of ``args.run`` on ``args.device``, after importing its recorded modules."""
+    from pyrovae.training.run_folder import load_run as load
+
+    import_modules(saved.get("imports") or [], recorded_in=Path(args.run) / "run.json")
+    device = resolve_device(args.device)
+    return load(args.run, device=device), device
+
+
+def require_run(path) -> dict:
+    """The run.json of the run folder ``path``; :class:`UsageError` if it is not one."""
+    saved = saved_run_config(path)
+    if saved is None:
+        raise UsageError(f"{path} is not a run folder (no run.json); pass the --out folder of a pyrovae fit")
+    return saved
+
+
+def run_data(run, args, device):
+    """The data set ``run`` was fit on, from ``--data-dir`` or the folder it was fit with."""
+    from pyrovae.data.datasets import load_dataset
+
+    name = run.data_name
+    if name is None:
+        raise UsageError(f"{run.path} was fit on tensors, not a named data set; evaluate it with the Python API")
+    data_dir = args.data_dir or run.config.get("data_dir")
+    check_data_dir(data_dir)
+    dataset = load_dataset(name, data_dir=data_dir, binarize=(run.config.get("data") or {}).get("binarize"))
+    x_dim = ((run.config.get("data") or {}).get("dims") or {}).get("x_dim")
+    if x_dim is not None and dataset.x_dim != x_dim:
+        raise PyrovaeError(
+            f"the run's model takes x_dim={x_dim} columns but data set {name!r}"
+            f"{f' from {data_dir}' if data_dir else ''} has rows of {dataset.x_dim} (images "
+            f"{'x'.join(map(str, dataset.image_shape))}); use the data it was fit on, flattened to (N, {x_dim})")
+    return dataset.to(device)
+
+
+def check_data_dir(data_dir) -> None:
+    """:class:`UsageError` for a ``--data-dir`` that is not a folder (no silent fallback)."""
+    if data_dir is not None and not Path(data_dir).expanduser().is_dir():
+        raise UsageError(f"--data-dir {data_dir}: no such folder; pass the folder that holds the data "
+                         "set's files (or its folder, e.g. DIR/mnist)")
+
+
+def refuse_overwrite(path: Path, force: bool) -> None:
+    """:class:`UsageError` if ``path`` exists and ``force`` is not set."""
+    if path.exists() and not force:
+        raise UsageError(f"{path} exists (an earlier result with the same settings); pass --force to replace "
+                         "it, or --out for another name")
+
+
+def write_public(path: Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` then rename the file to ``path`` with mode 0644 (readable by all,
+    like other tools' outputs)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def cycled_rows(split: Dict, n: int):
+    """Row indices ``0 .. n-1`` of ``split``, cycling when it has fewer than ``n`` rows."""
+    import torch
+
+    first = next(iter(split.values()))
+    return torch.arange(n, device=first.device) % first.shape[0]

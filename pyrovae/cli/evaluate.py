@@ -1,0 +1,96 @@
+"""``pyrovae evaluate RUN``: the importance-sampled log-likelihood of a run (and AIS).
+
+The result is printed and saved in the run folder under a name that says what produced it,
+``evaluation-SPLIT-K{K}[-limit{N}][-ais{T}x{C}[-leapfrog{L}]].json``; an existing file of
+that name is kept unless ``--force``.
+
+    pyrovae evaluate runs/x --num-samples 5000
+    pyrovae evaluate runs/x --limit 50 --ais --ais-steps 1000 --json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import List
+
+from pyrovae.cli import common
+
+HELP = "importance-sampled log-likelihood of a run (and AIS)"
+
+
+def add_ais_flags(p) -> None:
+    p.add_argument("--ais", action="store_true", help="also estimate log p(x) by annealed importance sampling")
+    p.add_argument("--ais-steps", type=int, default=1000, help="AIS intermediate distributions T (default 1000)")
+    p.add_argument("--ais-chains", type=int, default=16, help="AIS chains per datapoint (default 16)")
+    p.add_argument("--ais-leapfrog", type=int, default=1, help="leapfrog steps per HMC transition (default 1)")
+
+
+def output_name(args) -> str:
+    """``evaluation-test-K500-limit50-ais1000x16.json``: the settings that produced a result."""
+    name = f"evaluation-{args.split}-K{args.num_samples}"
+    if args.limit:
+        name += f"-limit{args.limit}"
+    if args.ais:
+        name += f"-ais{args.ais_steps}x{args.ais_chains}"
+        if args.ais_leapfrog != 1:
+            name += f"-leapfrog{args.ais_leapfrog}"
+    return name + ".json"
+
+
+def main(argv: List[str]) -> int:
+    from pyrovae.evaluation.log_likelihood import log_likelihood
+
+    p = common.Parser(prog="pyrovae evaluate", description="Importance-sampled log-likelihood of a run.")
+    p.add_argument("run", help="run folder written by pyrovae fit")
+    p.add_argument("--num-samples", type=int, default=5000, help="importance samples K per datapoint (default 5000)")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N datapoints")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--force", action="store_true", help="replace an earlier result with the same settings")
+    common.add_common_flags(p)
+    add_ais_flags(p)
+    args = p.parse_args(argv)
+    saved = common.require_run(args.run)
+    out = Path(args.run) / output_name(args)
+    common.refuse_overwrite(out, args.force)
+    run, device = common.load_run(args, saved)
+    threads = common.set_threads(args.threads, common.linear_flops(run.model, run.guide))
+    data = getattr(common.run_data(run, args, device), args.split)
+    if args.limit:
+        data = {k: v[: args.limit] for k, v in data.items()}
+    t0 = time.perf_counter()
+    est = log_likelihood(run.model, run.guide, data, num_samples=args.num_samples, batch_size=args.batch_size,
+                         progress=not args.json and sys.stderr.isatty())
+    result = {**est.as_dict(), "split": args.split, "seconds": time.perf_counter() - t0, "run": str(run.path),
+              "threads": threads}
+    if args.ais:
+        result["ais"] = ais_result(run, data, args)
+    common.write_public(out, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{args.split} log-likelihood (K={args.num_samples}, {result['num_datapoints']} datapoints): "
+          f"{est.log_likelihood:.3f} ± {est.stderr:.3f} nats; ELBO {est.elbo:.3f}; "
+          f"mean ESS {result['ess_mean']:.1f}; {result['seconds']:.1f} s")
+    if args.ais:
+        a = result["ais"]
+        print(f"{args.split} log-likelihood (AIS, T={a['num_steps']}, {a['num_chains']} chains): "
+              f"{a['log_likelihood']:.3f} ± {a['stderr']:.3f} nats; acceptance {a['accept_rate']:.2f}; "
+              f"{a['seconds']:.1f} s")
+    print(f"saved: {out}")
+    return 0
+
+
+def ais_result(run, data, args) -> dict:
+    from pyrovae.evaluation.ais import ais_log_likelihood
+
+    t0 = time.perf_counter()
+    est = ais_log_likelihood(run.model, run.guide, data, num_steps=args.ais_steps, num_chains=args.ais_chains,
+                             num_leapfrog_steps=args.ais_leapfrog,
+                             progress=not getattr(args, "json", False) and sys.stderr.isatty())
+    return {**est.as_dict(), "seconds": time.perf_counter() - t0}

@@ -1,0 +1,232 @@
+"""``pyrovae fit``: fit a model/guide pair with SVI and leave a run folder.
+
+The flags of the model and guide are not listed by hand: they are derived from the chosen
+model's and guide's constructor keyword arguments (``z_dim: int = 20`` becomes
+``--z-dim``); sizes the data determines (``x_dim``, ``num_classes``) come from the data set.
+
+    pyrovae fit                                   # VAE on the embedded 8x8 digits
+    pyrovae fit --model vae --guide diag --data mnist --objective iwae --particles 5 \\
+        --epochs 10 --batch-size 100 --lr 1e-3 --seed 0 --out runs/x
+    pyrovae fit --out runs/x --resume             # continue after Ctrl-C, kill or crash
+    pyrovae fit --import mymodule --guide laplace # a guide registered in mymodule.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import List
+
+from pyrovae.cli import common
+from pyrovae.errors import UsageError
+
+HELP = "fit a model/guide pair (default: VAE on the embedded digits)"
+OBJECTIVE_FLAGS = {"num_particles", "alpha", "beta", "warmup_steps", "particle_chunk"}  # flags of their own
+
+
+def build_parser(model_name: str, guide_name: str, objective_name: str) -> common.Parser:
+    from pyrovae.registry import get_guide, get_model, get_objective, list_guides, list_models, list_objectives
+
+    p = common.Parser(prog="pyrovae fit", description="Fit a model/guide pair with SVI.")
+    p.add_argument("--model", default=model_name, help=f"one of {list_models()} (default: the guide's model, else vae)")
+    p.add_argument("--guide", default="diag", help=f"one of {list_guides()} (default: diag)")
+    p.add_argument("--data", default="digits", help="data set name (default: digits, embedded; see pyrovae list)")
+    p.add_argument("--data-dir", default=None, help="folder holding the data files (else $PYROVAE_DATA, standard places)")
+    p.add_argument("--binarize", default=None, choices=["dynamic", "static", "none"], help="override the data set's default")
+    p.add_argument("--objective", default=None, help=f"one of {list_objectives()} (default: the guide's, else elbo)")
+    p.add_argument("--particles", type=int, default=None, help="particles K for elbo/iwae/renyi")
+    p.add_argument("--alpha", type=float, default=None, help="Renyi alpha (objective renyi)")
+    p.add_argument("--beta", type=float, default=1.0, help="KL weight (beta-VAE); default 1")
+    p.add_argument("--kl-warmup", type=int, default=0, help="linear KL warm-up over this many steps")
+    p.add_argument("--epochs", type=int, default=None, help="total epochs (default: about 3000 steps, at least 10)")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0, help="seeds the initial weights, the batches and every draw")
+    p.add_argument("--out", default=None, help="run folder (default: runs/DATA-MODEL-GUIDE-TIME)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--eval-samples", type=int, default=100,
+                   help="importance samples for the test log-likelihood printed at the end (0: skip)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--log-every", type=int, default=None, metavar="N", help="a line every N epochs (default: none)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="bf16: the forward pass under bfloat16 autocast (GPUs; default fp32)")
+    p.add_argument("--particle-chunk", type=int, default=None,
+                   help="iwae/renyi: particles per chunk, recomputed in the backward pass (memory)")
+    common.add_common_flags(p)
+    group = p.add_argument_group(f"options of model {model_name!r} and guide {guide_name!r}")
+    for name, kwargs in common.option_flags([get_model(model_name), get_guide(guide_name)]).items():
+        group.add_argument("--" + name.replace("_", "-"), dest=f"opt_{name}", **kwargs)
+    extra = {k: v for k, v in common.option_flags([get_objective(objective_name)]).items() if k not in OBJECTIVE_FLAGS}
+    if extra:
+        group = p.add_argument_group(f"options of objective {objective_name!r}")
+        for name, kwargs in extra.items():
+            group.add_argument("--" + name.replace("_", "-"), dest=f"obj_{name}", **kwargs)
+    return p
+
+
+def main(argv: List[str]) -> int:
+    import pyro
+
+    from pyrovae.data.datasets import load_dataset
+    from pyrovae.registry import build, get_guide, get_model, get_objective
+    from pyrovae.training.fit import fit
+
+    # the pair decides the flags: find it (and import the user's modules) before parsing
+    known = common.pre_parse(argv, "--model", "--guide", "--objective", "--out")
+    saved = common.saved_run_config(known.out) if known.resume and known.out else None
+    imports = common.import_modules([*((saved or {}).get("imports") or []), *known.imports])
+    guide_name = known.guide or (saved and saved["guide"]["name"]) or "diag"
+    model_name = known.model or (saved and saved["model"]["name"]) or getattr(get_guide(guide_name), "model_name", "vae")
+    if saved:
+        check_resume_consistent(saved, known.out, model_name, guide_name)
+    model_factory, guide_factory = get_model(model_name), get_guide(guide_name)
+    objective_name = known.objective or (saved and (saved.get("objective") or {}).get("name")) or \
+        getattr(guide_factory, "objective_name", "elbo")
+    get_objective(objective_name)
+    parser = build_parser(model_name, guide_name, objective_name)
+    if saved:  # a resumed run keeps its options unless they are given again
+        parser.set_defaults(**defaults_from_saved(saved))
+    args = parser.parse_args(argv)
+    opts = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
+    device = common.resolve_device(args.device)
+    common.check_data_dir(args.data_dir)
+
+    dataset = load_dataset(args.data, data_dir=args.data_dir, binarize=args.binarize)
+    pyro.set_rng_seed(args.seed)  # before any module is built: the same seed gives the same initial weights
+    model = build(model_factory, common.options_for(model_factory, opts), fill=dataset.dims())
+    guide = build(guide_factory, common.options_for(guide_factory, opts), fill=dataset.dims())
+    objective = objective_from_args(args, objective_name)
+    check_objective_fits(objective, guide_name, guide, dataset.train)
+    threads = common.set_threads(args.threads, common.linear_flops(model, guide))
+    if args.epochs is None:
+        rows = next(iter(dataset.train.values())).shape[0]
+        args.epochs = max(10, -(-3000 // -(-rows // args.batch_size)))
+    out = Path(args.out) if args.out else Path("runs") / f"{args.data}-{model_name}-{guide_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    config = {"data_dir": str(Path(args.data_dir).resolve()) if args.data_dir else None, "imports": imports,
+              "threads": threads}
+    options = dict(objective=objective, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=device,
+                   seed=args.seed, out_dir=out, resume=args.resume, progress=args.progress, config=config,
+                   precision=args.precision)
+    if args.log_every is not None:
+        if "log_every" not in inspect.signature(fit).parameters:
+            raise UsageError("--log-every needs a newer pyrovae.fit (this one has no log_every)")
+        options["log_every"] = args.log_every
+    try:
+        result = fit(model, guide, dataset, **options)
+    except KeyboardInterrupt:
+        print(interrupted_message(out), file=sys.stderr)
+        return 130
+    if os.environ.get("RANK", "0") != "0":  # a data-parallel run (torchrun): rank 0 reports
+        return 0
+    report(result, out, model, guide, dataset, args)
+    return 0
+
+
+def report(result, out: Path, model, guide, dataset, args) -> None:
+    """Figures, and the lines a fit prints at its end."""
+    from pyrovae.evaluation.log_likelihood import log_likelihood
+    from pyrovae.evaluation.plots import save_run_figures
+
+    device = next(iter(result.dataset.train.values())).device
+    test = {k: v.to(device) for k, v in dataset.test.items()}
+    figures = save_run_figures(out, model, guide, result.metrics, test, dataset.image_shape)
+    last = result.metrics[-1]
+    print(f"run folder: {out}")
+    print(f"epochs: {last['epoch']}, final train loss {last['train_loss']:.3f}, "
+          f"validation ELBO {last.get('valid_elbo', float('nan')):.3f} nats")
+    if args.eval_samples > 0:
+        est = log_likelihood(model, guide, test, num_samples=args.eval_samples)
+        print(f"test log-likelihood (K={args.eval_samples}): {est.log_likelihood:.3f} ± {est.stderr:.3f} nats "
+              f"(ELBO {est.elbo:.3f}); for the final figure run `pyrovae evaluate {shlex.quote(str(out))} "
+              "--num-samples 5000`")
+    print("figures: " + ", ".join(p.name for p in figures))
+
+
+def interrupted_message(out: Path) -> str:
+    """Where an interrupted fit left its last checkpoint, and the command that resumes it."""
+    from pyrovae.training.run_folder import CHECKPOINT_FILE, read_metrics
+
+    checkpoint = out / CHECKPOINT_FILE
+    if not checkpoint.is_file():
+        return f"interrupted before the first epoch ended: no checkpoint in {out}; start the fit again"
+    metrics = read_metrics(out)
+    epoch = f" (after epoch {metrics[-1]['epoch']})" if metrics else ""
+    return (f"interrupted; the last checkpoint is {checkpoint}{epoch}. "
+            f"Resume with: pyrovae fit --out {shlex.quote(str(out))} --resume")
+
+
+def objective_from_args(args, name: str):
+    from pyrovae.registry import build, get_objective
+
+    options = {"beta": args.beta, "warmup_steps": args.kl_warmup}
+    for option, value in (("num_particles", args.particles), ("alpha", args.alpha),
+                          ("particle_chunk", args.particle_chunk)):
+        if value is not None:
+            options[option] = value
+    options.update({k[4:]: v for k, v in vars(args).items() if k.startswith("obj_") and v is not None})
+    return build(get_objective(name), options)
+
+
+def check_objective_fits(objective, guide_name: str, guide, train: dict) -> None:
+    """:class:`UsageError` before training when the objective cannot use the guide: an
+    analytic-KL objective (``meanfield``, Pyro's ``TraceMeanField_ELBO``) needs every latent
+    site of the guide fully reparameterized, with no score-function term (a von Mises-Fisher
+    sampled by rejection has one)."""
+    import pyro
+    import torch
+    from pyro import poutine
+    from pyro.infer.util import is_identically_zero
+
+    from pyrovae.infer.importance import bind_batch
+    from pyrovae.infer.objectives import MeanFieldELBO
+
+    if not isinstance(objective, MeanFieldELBO):
+        return
+    batch = {k: v[:2] for k, v in train.items()}
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        state = pyro.util.get_rng_state()
+        trace = poutine.trace(bind_batch(guide, batch)).get_trace(**batch)
+        pyro.util.set_rng_state(state)
+        for name, site in trace.nodes.items():
+            if site["type"] != "sample" or site["is_observed"]:
+                continue
+            fn = site["fn"]
+            reparameterized = fn.has_rsample and is_identically_zero(fn.score_parts(site["value"]).score_function)
+            if not reparameterized:
+                raise UsageError(
+                    f"--objective {objective.name} needs a fully reparameterized guide (analytic KL, "
+                    f"TraceMeanField_ELBO), but guide {guide_name!r} samples site {name!r} from "
+                    f"{type(fn).__name__} with a score-function term; use --objective elbo (or iwae)")
+
+
+def check_resume_consistent(saved: dict, out, model_name: str, guide_name: str) -> None:
+    for role, name in (("model", model_name), ("guide", guide_name)):
+        if saved.get(role) and saved[role]["name"] != name:
+            raise UsageError(f"the run in {out} used {role} {saved[role]['name']!r}, not {name!r}; "
+                             f"drop --{role} to resume it, or choose another --out")
+
+
+def defaults_from_saved(saved: dict) -> dict:
+    """The parser defaults that make ``--resume`` continue the run as it was started."""
+    defaults = {}
+    for role in ("model", "guide"):
+        for k, v in (saved.get(role) or {}).get("options", {}).items():
+            defaults[f"opt_{k}"] = v
+    data = saved.get("data") or {}
+    defaults.update(data=data.get("name"), binarize=data.get("binarize"), data_dir=saved.get("data_dir"),
+                    threads=saved.get("threads"))
+    fit_cfg = saved.get("fit") or {}
+    for k in ("epochs", "batch_size", "lr", "seed", "precision"):
+        if k in fit_cfg:
+            defaults[k] = fit_cfg[k]
+    obj = saved.get("objective") or {}
+    defaults.update(objective=obj.get("name"), particles=obj.get("num_particles"), alpha=obj.get("alpha"),
+                    particle_chunk=obj.get("particle_chunk"), beta=obj.get("beta", 1.0),
+                    kl_warmup=obj.get("warmup_steps", 0))
+    defaults.update({f"obj_{k}": v for k, v in obj.items() if k not in OBJECTIVE_FLAGS and k != "name"})
+    return {k: v for k, v in defaults.items() if v is not None}
