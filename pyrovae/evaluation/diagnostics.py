@@ -2,8 +2,8 @@
 
 :func:`to_inference_data` stores, for a subset of datapoints, ``S`` draws of every latent
 site from the guide (group ``posterior``, dims ``chain=1, draw=S, datapoint, <site>_dim``),
-fresh draws of the observed sites given them (``posterior_predictive``), the data
-(``observed_data``), the pointwise ``log p(x_n | z_{sn})`` (``log_likelihood``), prior and
+fresh draws of the observed sites given them (``posterior_predictive``), the data of
+every observed site under the site's own name, found from the trace (``observed_data``), the pointwise ``log p(x_n | z_{sn})`` (``log_likelihood``), prior and
 prior-predictive draws, and the importance log-weights
 :math:`\\log w_{sn} = \\log p(x_n, z_{sn}) - \\log q(z_{sn} \\mid x_n)` (``sample_stats``).
 
@@ -33,12 +33,13 @@ import numpy as np
 import pyro
 import pyro.poutine as poutine
 import torch
-from pyro.poutine.util import site_is_subsample
 
-from pyrovae.evaluation.log_likelihood import eval_mode, iter_log_weights
 from pyrovae.data.inputs import eval_split
-from pyrovae.evaluation.latent_space import plate_nesting
-from pyrovae.infer.importance import PARTICLE_PLATE, site_log_prob_per_datapoint, batch_size_of, bind_batch
+from pyrovae.evaluation.log_likelihood import eval_mode, iter_log_weights
+from pyrovae.infer.importance import (
+    PARTICLE_PLATE, batch_size_of, bind_batch, data_dim, data_plate, declared_data_plate, latent_sites,
+    log_density_per_datapoint, observed_sites, plate_nesting, sample_sites,
+)
 
 KHAT_GOOD, KHAT_BAD = 0.5, 0.7
 CONSTANT_WEIGHTS = 1e-3
@@ -51,25 +52,26 @@ def _arviz():
     return az
 
 
-def _sites(trace, observed: bool):
-    return [s for s in trace.nodes.values() if s["type"] == "sample" and not site_is_subsample(s)
-            and s["is_observed"] == observed]
-
-
-def _per_datapoint_value(site, n: int, nesting: int) -> torch.Tensor:
+def _per_datapoint_value(site, n: int, nesting: int, plate: str) -> torch.Tensor:
     """A site's value under the particle plate as ``(S, N, *rest)`` (data plate moved to axis 1)."""
     value = site["value"]
-    data_dim = next(f.dim for f in site["cond_indep_stack"] if f.vectorized and f.size == n and f.name != PARTICLE_PLATE)
     batch_dims = value.dim() - site["fn"].event_dim
     value = value.reshape(value.shape[:1] + (1,) * (nesting + 1 - batch_dims) + value.shape[1:])
-    rest = value.movedim(1 + nesting + data_dim, 1)
+    rest = value.movedim(1 + nesting + data_dim(site, plate, n), 1)
     return rest.reshape(rest.shape[:2] + tuple(d for i, d in enumerate(rest.shape[2:]) if not
                                                (i < nesting - 1 and d == 1)))
 
 
+def _observed_value(site, n: int, plate: str) -> torch.Tensor:
+    """An observed site's data (its ``obs=`` tensor) as ``(N, *rest)``."""
+    value = site["value"]
+    return value.movedim(value.dim() - site["fn"].event_dim + data_dim(site, plate, n), 0)
+
+
 def _draws(model, guide, batch, num_samples, num_predictive):
-    """One chunk of datapoints: dict of group -> {name: array (S, N, ...)}."""
+    """One chunk of datapoints: (dict of group -> {name: array (S, N, ...)}, {observed site: data (N, ...)})."""
     n = batch_size_of(batch)
+    declared = declared_data_plate(model)
     model, guide = bind_batch(model, batch), bind_batch(guide, batch)
     nesting = plate_nesting(poutine.trace(model).get_trace(**batch))
     out: Dict[str, Dict[str, torch.Tensor]] = {g: {} for g in (
@@ -77,26 +79,27 @@ def _draws(model, guide, batch, num_samples, num_predictive):
     with pyro.plate(PARTICLE_PLATE, num_samples, dim=-(nesting + 1)):
         guide_trace = poutine.trace(guide).get_trace(**batch)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(**batch)
-    latents = {s["name"]: s["value"][:num_predictive] for s in _sites(guide_trace, False)}
+    latents = {s["name"]: s["value"][:num_predictive] for s in latent_sites(guide_trace)}
     with pyro.plate(PARTICLE_PLATE, num_predictive, dim=-(nesting + 1)):
         # fresh x given the first draws of z (paired by draw index with the posterior group)
         predictive = poutine.trace(poutine.condition(poutine.uncondition(model), data=latents)).get_trace(**batch)
         prior = poutine.trace(poutine.uncondition(model)).get_trace(**batch)
     model_trace.compute_log_prob()
     guide_trace.compute_log_prob()
-    log_joint = sum(site_log_prob_per_datapoint(s, n, nesting, num_samples) for s in _sites(model_trace, False) + _sites(model_trace, True))
-    log_q = sum(site_log_prob_per_datapoint(s, n, nesting, num_samples) for s in _sites(guide_trace, False))
-    observed = [s["name"] for s in _sites(model_trace, True)]
-    for s in _sites(guide_trace, False):
-        out["posterior"][s["name"]] = _per_datapoint_value(s, n, nesting)
-    for s in _sites(model_trace, True):
-        out["log_likelihood"][s["name"]] = site_log_prob_per_datapoint(s, n, nesting, num_samples)
+    plate, guide_plate = data_plate(model_trace, n, declared), data_plate(guide_trace, n, declared)
+    log_joint = log_density_per_datapoint(sample_sites(model_trace), n, nesting, num_samples, plate)
+    log_q = log_density_per_datapoint(latent_sites(guide_trace), n, nesting, num_samples, guide_plate)
+    observed = {s["name"]: _observed_value(s, n, plate) for s in observed_sites(model_trace)}
+    for s in latent_sites(guide_trace):
+        out["posterior"][s["name"]] = _per_datapoint_value(s, n, nesting, guide_plate)
+    for s in observed_sites(model_trace):
+        out["log_likelihood"][s["name"]] = log_density_per_datapoint([s], n, nesting, num_samples, plate)
     for name in observed:
-        out["posterior_predictive"][name] = _per_datapoint_value(predictive.nodes[name], n, nesting)
-        out["prior_predictive"][name] = _per_datapoint_value(prior.nodes[name], n, nesting)
+        out["posterior_predictive"][name] = _per_datapoint_value(predictive.nodes[name], n, nesting, plate)
+        out["prior_predictive"][name] = _per_datapoint_value(prior.nodes[name], n, nesting, plate)
     for name in out["posterior"]:
         if name in prior.nodes:
-            out["prior"][name] = _per_datapoint_value(prior.nodes[name], n, nesting)
+            out["prior"][name] = _per_datapoint_value(prior.nodes[name], n, nesting, plate)
     out["sample_stats"] = {"log_weight": log_joint - log_q, "lp": log_joint, "log_q": log_q}
     return out, observed
 
@@ -130,7 +133,6 @@ def to_inference_data(model: Callable, guide: Callable, data, num_samples: int =
     with torch.no_grad(), eval_mode(model, guide), pyro.validation_enabled(False):
         for lo in range(0, n, chunk):
             parts.append(_draws(model, guide, {k: v[lo:lo + chunk] for k, v in batch.items()}, num_samples, num_predictive))
-    observed = parts[0][1]
     groups, dims, coords = {}, {}, {"datapoint": np.arange(n)}
     for group in parts[0][0]:
         arrays = {}
@@ -142,14 +144,19 @@ def to_inference_data(model: Callable, guide: Callable, data, num_samples: int =
                                                     [f"{name}_dim_{i}" for i in range(len(rest))])
         groups[group] = az.dict_to_dataset(arrays, coords=coords, dims={k: dims[(group, k)] for k in arrays},
                                            library=pyro)
-    observed_data = {}
-    for name in observed:
-        if name in batch:
-            observed_data[name] = batch[name].cpu().numpy()
+    observed_data = {}  # every observed site of the model, under its own name
+    for name in parts[0][1]:
+        value = torch.cat([p[1][name] for p in parts], 0)
+        observed_data[name] = value.reshape((n,) + tuple(groups_shape(parts, name))).cpu().numpy()
     groups["observed_data"] = az.dict_to_dataset(
         observed_data, coords=coords, default_dims=[],
         dims={k: dims[("posterior_predictive", k)] for k in observed_data}, library=pyro)
     return az.InferenceData(**groups)
+
+
+def groups_shape(parts, name) -> tuple:
+    """The per-datapoint shape of observed site ``name`` in the predictive group."""
+    return tuple(parts[0][0]["posterior_predictive"][name].shape[2:])
 
 
 def save_inference_data(idata, path) -> Path:

@@ -37,11 +37,13 @@ import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
 import torch.nn.functional as F
-from pyro.poutine.util import site_is_subsample
 
 from pyrovae.evaluation.log_likelihood import eval_mode
 from pyrovae.data.inputs import eval_split
-from pyrovae.infer.importance import batch_size_of, bind_batch, guess_max_plate_nesting, log_weights, preserved_rng
+from pyrovae.infer.importance import (
+    batch_size_of, bind_batch, data_dim, data_plate, declared_data_plate, guess_max_plate_nesting, latent_sites,
+    log_mean_exp, log_weights, preserved_rng,
+)
 
 
 class LocalGaussianGuide:
@@ -79,8 +81,7 @@ def local_gaussian(guide: Callable, batch: dict) -> LocalGaussianGuide:
     n = batch_size_of(batch)
     with torch.no_grad(), preserved_rng(), poutine.block():
         trace = poutine.trace(bind_batch(guide, batch)).get_trace(**batch)
-    latents = [s for s in trace.nodes.values()
-               if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)]
+    latents = latent_sites(trace)
     q = latents[0]["fn"] if len(latents) == 1 else None
     base = q.base_dist if isinstance(q, dist.Independent) and q.reinterpreted_batch_ndims == 1 else None
     if not isinstance(base, dist.Normal) or tuple(q.batch_shape) != (n,):
@@ -90,8 +91,8 @@ def local_gaussian(guide: Callable, batch: dict) -> LocalGaussianGuide:
             f"per datapoint; this guide gives {kind}. Use a guide with one diagonal-Gaussian latent "
             "site (e.g. the 'diag' guide), or compare guides by their log-likelihoods instead")
     site = latents[0]
-    frame = next(f for f in site["cond_indep_stack"] if f.vectorized and f.size == n)
-    return LocalGaussianGuide(base.loc, base.scale, site["name"], frame.name, frame.dim)
+    plate = data_plate(trace, n, declared_data_plate(guide))
+    return LocalGaussianGuide(base.loc, base.scale, site["name"], plate, data_dim(site, plate, n))
 
 
 def refine(model: Callable, local: LocalGaussianGuide, batch: dict, num_steps: int = 300,
@@ -107,14 +108,15 @@ def refine(model: Callable, local: LocalGaussianGuide, batch: dict, num_steps: i
     if max_plate_nesting is None:
         max_plate_nesting = guess_max_plate_nesting(model, local, batch)
     optimizer = torch.optim.Adam(local.parameters(), lr=lr)
-    for step in range(num_steps):
-        for group in optimizer.param_groups:  # cosine decay: the final iterates settle despite the noise
-            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / num_steps))
+    # cosine decay to 0: the final iterates settle despite the noise
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=num_steps)
+    for _ in range(num_steps):
         loss = -log_weights(model, local, batch, num_particles, max_plate_nesting=max_plate_nesting).mean(0).sum()
         grads = torch.autograd.grad(loss, local.parameters())
         for p, g in zip(local.parameters(), grads):
             p.grad = g
         optimizer.step()
+        schedule.step()
     return local
 
 
@@ -144,8 +146,7 @@ def defensive_log_likelihood(model: Callable, batch: dict, components, num_sampl
             log_mix = torch.logsumexp(torch.stack([c.log_prob(z).sum(-1) for c in qs]), 0) - math.log(m)
             log_prior, log_lik = space.log_density(z)
             log_w.append((log_prior + log_lik - log_mix).double())
-    log_w = torch.cat(log_w)
-    return torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
+    return log_mean_exp(torch.cat(log_w), 0)
 
 
 @dataclass

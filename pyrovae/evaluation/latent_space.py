@@ -26,11 +26,11 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.distributions import constraints
-from pyro.poutine.util import site_is_subsample
 from torch.distributions import biject_to
 
 from pyrovae.infer.importance import (
-    PARTICLE_PLATE, site_log_prob_per_datapoint, batch_size_of, bind_batch, preserved_rng,
+    PARTICLE_PLATE, batch_size_of, bind_batch, data_dim, data_plate, declared_data_plate, latent_sites,
+    log_density_per_datapoint, observed_sites, plate_nesting, preserved_rng, sample_sites,
 )
 
 
@@ -47,22 +47,6 @@ def _is_real(support) -> bool:
     while isinstance(support, constraints.independent):
         support = support.base_constraint
     return support is constraints.real
-
-
-def _sample_sites(trace):
-    for site in trace.nodes.values():
-        if site["type"] == "sample" and not site_is_subsample(site):
-            yield site
-
-
-def plate_nesting(trace) -> int:
-    """The number of vectorized plate dimensions used in ``trace``."""
-    nesting = 0
-    for site in _sample_sites(trace):
-        for frame in site["cond_indep_stack"]:
-            if frame.vectorized:
-                nesting = max(nesting, -frame.dim)
-    return nesting
 
 
 class LatentSpace:
@@ -88,7 +72,8 @@ class LatentSpace:
         with poutine.block(), torch.no_grad(), preserved_rng():
             trace = poutine.trace(self.model).get_trace(**batch)
         self.nesting = plate_nesting(trace)
-        self.sites = [self._describe(site) for site in _sample_sites(trace) if not site["is_observed"]]
+        self.plate = data_plate(trace, self.n, declared_data_plate(model))
+        self.sites = [self._describe(site) for site in latent_sites(trace)]
         if not self.sites:
             raise ValueError("the model has no latent sample sites to integrate over")
         self.names = [s.name for s in self.sites]
@@ -101,16 +86,7 @@ class LatentSpace:
                 f"latent site {name!r} is discrete; AIS/HMC needs continuous latents "
                 "(sum discrete latents out in the model, e.g. with enumeration)"
             )
-        data_dim = None
-        for frame in site["cond_indep_stack"]:
-            if frame.vectorized and frame.size == self.n:
-                data_dim = frame.dim
-                break
-        if data_dim is None:
-            raise ValueError(
-                f"latent site {name!r} is not inside a pyro.plate over the batch (size {self.n}); "
-                "per-datapoint AIS needs every latent inside the data plate"
-            )
+        dim = data_dim(site, self.plate, self.n)
         try:
             transform = None if _is_real(fn.support) else biject_to(fn.support)
         except NotImplementedError:
@@ -124,7 +100,7 @@ class LatentSpace:
         event_dim = fn.event_dim if transform is None else transform.domain.event_dim
         batch_dims = value.dim() - event_dim
         padded = (1,) * (self.nesting - batch_dims) + tuple(value.shape)
-        data_index = 1 + self.nesting + data_dim
+        data_index = 1 + self.nesting + dim
         rest = padded[: data_index - 1] + padded[data_index:]
         numel = 1
         for size in rest:
@@ -174,12 +150,9 @@ class LatentSpace:
             return poutine.trace(fn).get_trace(**self.batch)
 
     def _reduce(self, trace, num_chains: int, latent: bool) -> torch.Tensor:
-        total = None
-        for site in _sample_sites(trace):
-            if (site["name"] in self.names) != latent:
-                continue
-            term = site_log_prob_per_datapoint(site, self.n, self.nesting, num_chains)
-            total = term if total is None else total + term
+        sites = [site for site in sample_sites(trace) if (site["name"] in self.names) == latent]
+        total = log_density_per_datapoint(sites, self.n, self.nesting, num_chains,
+                                          data_plate(trace, self.n, self.plate))
         if total is None:
             return torch.zeros(num_chains, self.n, device=self.batch_device)
         return total
@@ -222,8 +195,8 @@ class LatentSpace:
 def simulate(model: Callable, batch: Dict[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], LatentSpace, torch.Tensor]:
     """Draw ``(x, z) ~ p(x, z)`` with the shapes of ``batch``, keeping the exact latents.
 
-    Every observed site of the model must be named after the batch key it observes (the
-    suite's convention: site ``"x"`` observes ``batch["x"]``); other keys (labels) are kept.
+    Each observed site of the model replaces the batch tensor it observes (the one passed as
+    ``obs=``, found by identity, else the key of the same name); other keys (labels) are kept.
 
     :returns: ``(simulated batch, its LatentSpace, u)`` with ``u`` the true latents, ``(1, N, D)``;
         ``u`` is an exact draw from the posterior ``p(z | x)`` of the simulated ``x``.
@@ -231,15 +204,24 @@ def simulate(model: Callable, batch: Dict[str, torch.Tensor]) -> Tuple[Dict[str,
     space = LatentSpace(model, batch)
     bound = space.model
     with poutine.block(), torch.no_grad():
-        observed = [s["name"] for s in _sample_sites(poutine.trace(bound).get_trace(**batch)) if s["is_observed"]]
+        observed = {s["name"]: observed_key(s, batch) for s in observed_sites(poutine.trace(bound).get_trace(**batch))}
         trace = space._trace(poutine.uncondition(bound), 1)
     simulated = dict(batch)
-    for name in observed:
-        if name not in batch:
-            raise ValueError(
-                f"observed site {name!r} is not a key of the batch {list(batch)}; simulating data "
-                "needs the observed sites named after the batch keys they observe"
-            )
-        simulated[name] = trace.nodes[name]["value"].reshape(batch[name].shape).to(batch[name].dtype)
+    for name, key in observed.items():
+        simulated[key] = trace.nodes[name]["value"].reshape(batch[key].shape).to(batch[key].dtype)
     u = space.flatten({name: trace.nodes[name]["value"] for name in space.names})
     return simulated, LatentSpace(model, simulated), u
+
+
+def observed_key(site: dict, batch: Dict[str, torch.Tensor]) -> str:
+    """The batch key whose tensor an observed site observes: the tensor passed as ``obs=``
+    itself, else the key of the site's name."""
+    for key, value in batch.items():
+        if value is site["value"]:
+            return key
+    if site["name"] in batch:
+        return site["name"]
+    raise ValueError(
+        f"observed site {site['name']!r} observes none of the batch's tensors {list(batch)} as it was given "
+        "(it was transformed before obs=); pass the batch tensor itself as obs=, or name the site after its key"
+    )

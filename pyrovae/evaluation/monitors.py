@@ -6,7 +6,7 @@ For a latent site ``z`` with a vector event (``z_dim``) and data points :math:`x
   :math:`A_j = \\operatorname{Var}_{x}\\big(\\mathbb{E}_{q(z \\mid x)}[z_j]\\big) > 0.01`;
   a collapsed dimension encodes nothing about ``x``.
 - **KL per dimension**: :math:`\\frac1N \\sum_n \\mathrm{KL}(q(z_j \\mid x_n) \\,\\|\\, p(z_j))`,
-  analytic for a Normal guide against a Normal prior, else sampled from factorized densities.
+  analytic where ``kl_divergence`` knows the pair of factors, else sampled.
 - **rate** :math:`R = \\mathbb{E}_x \\mathrm{KL}(q(z \\mid x) \\| p(z))` and **distortion**
   :math:`D = -\\mathbb{E}_x \\mathbb{E}_q \\log p(x \\mid z)`; the ELBO is :math:`-(R + D)`
   (Alemi et al.).
@@ -35,11 +35,13 @@ import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
-from pyro.poutine.util import site_is_subsample
 
 from pyrovae.evaluation.log_likelihood import eval_mode
 from pyrovae.data.inputs import eval_split
-from pyrovae.infer.importance import batch_size_of, bind_batch, preserved_rng
+from pyrovae.infer.importance import (
+    PARTICLE_PLATE, batch_size_of, bind_batch, kl_or_sampled, latent_sites, observed_sites, plate_nesting,
+    preserved_rng,
+)
 
 ACTIVE_THRESHOLD = 0.01
 
@@ -53,8 +55,7 @@ def latent_site(guide: Callable, batch: dict, site: Optional[str] = None):
     with ``q`` the distribution of the latent site: batch shape ``(N,)``, event ``(z_dim,)``."""
     n = batch_size_of(batch)
     trace = poutine.trace(bind_batch(guide, batch)).get_trace(**batch)
-    latents = [s for s in trace.nodes.values()
-               if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)]
+    latents = latent_sites(trace)
     if site is None:
         if len(latents) != 1:
             raise MonitorNotApplicable(
@@ -101,17 +102,15 @@ def _factors(d: dist.Distribution):
 def kl_per_dim(q: dist.Distribution, p: dist.Distribution, num_samples: int = 16) -> Tuple[Optional[torch.Tensor], str]:
     """Per-datapoint KL of each latent dimension, ``(N, z_dim)``, and how it was computed.
 
-    ``"analytic"`` for factorized Normals (torch's ``kl_divergence``), ``"sampled"`` for other
+    ``"analytic"`` where ``kl_divergence`` knows the pair of factors, ``"sampled"`` for other
     factorized pairs (``num_samples`` draws), ``(None, "unavailable")`` when either side does
     not factorize over dimensions (flows, full covariance).
     """
     qf, pf = _factors(q), _factors(p)
     if qf is None or pf is None:
         return None, "unavailable"
-    if isinstance(qf, dist.Normal) and isinstance(pf, dist.Normal):
-        return torch.distributions.kl_divergence(qf, pf), "analytic"
-    z = qf.sample((num_samples,))
-    return (qf.log_prob(z) - pf.log_prob(z)).mean(0), "sampled"
+    kl, analytic = kl_or_sampled(qf, pf, num_samples=num_samples)
+    return kl, "analytic" if analytic else "sampled"
 
 
 def mutual_information(q: dist.Distribution, num_samples: int = 1, chunk: int = 128) -> float:
@@ -219,9 +218,6 @@ def latent_monitors(model: Callable, guide: Callable, data, *, site: Optional[st
 def _observed_log_prob(model, batch, name, z) -> float:
     """``E log p(x | z)`` over the draws ``z`` (S, N, D) and datapoints, summed over the observed
     sites (with their scale and mask)."""
-    from pyrovae.evaluation.latent_space import plate_nesting
-    from pyrovae.infer.importance import PARTICLE_PLATE
-
     num_samples, n = z.shape[0], batch_size_of(batch)
     bound = bind_batch(model, batch)
     nesting = plate_nesting(poutine.trace(bound).get_trace(**batch))
@@ -230,8 +226,8 @@ def _observed_log_prob(model, batch, name, z) -> float:
         trace = poutine.trace(poutine.condition(bound, data={name: z})).get_trace(**batch)
     trace.compute_log_prob(lambda site_name, site: site_name != name)
     total = 0.0
-    for site in trace.nodes.values():
-        if site["type"] == "sample" and site["is_observed"] and site["name"] != name and not site_is_subsample(site):
+    for site in observed_sites(trace):
+        if site["name"] != name:
             total += float(site["log_prob"].double().sum()) / (num_samples * n)
     return total
 

@@ -90,10 +90,11 @@ def save_training_curves(metrics: List[dict], path) -> Path:
     fig = Figure(figsize=(6, 3.5))
     ax = fig.add_subplot()
     epochs = [m["epoch"] for m in metrics]
-    ax.plot(epochs, [-m["train_loss"] for m in metrics], label="train bound (objective)")
+    marker = "o" if len(metrics) < 20 else None  # a single epoch is a point, not an empty plot
+    ax.plot(epochs, [-m["train_loss"] for m in metrics], label="train bound (objective)", marker=marker)
     if any("valid_elbo" in m for m in metrics):
         ax.plot([m["epoch"] for m in metrics if "valid_elbo" in m],
-                [m["valid_elbo"] for m in metrics if "valid_elbo" in m], label="validation ELBO")
+                [m["valid_elbo"] for m in metrics if "valid_elbo" in m], label="validation ELBO", marker=marker)
     ax.set_xlabel("epoch")
     ax.set_ylabel("nats per datapoint")
     ax.legend()
