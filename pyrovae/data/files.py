@@ -226,7 +226,7 @@ def _load_array(path, fractions, check) -> UserData:
             raise DataError(f"{path}: has arrays {sorted(keys)}; expected x (and y), or train, valid, test (and "
                             f"y_train, y_valid, y_test)")
     for name, rows in arrays.items():
-        if check:  # floats only; reads about 64 MB at a time
+        if check:  # floats only; reads about 32 MB at a time
             check_finite(path if name == "x" else f"{path} [{name}]", rows)
     shapes = {rows.shape[1:] for rows in arrays.values()}
     if len(shapes) > 1:
