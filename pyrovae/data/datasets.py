@@ -80,7 +80,8 @@ class DataSet:
             shape = tuple(getattr(self, split_name)["x"].shape)
             if len(shape) != 2 or shape[1] != self.x_dim:
                 raise ValueError(f"{self.name} {split_name}: x has shape {shape}, expected "
-                                 f"(N, {self.x_dim}) for images of shape {self.image_shape}")
+                                 f"(N, {self.x_dim}) for images of shape {self.image_shape}: flatten to (N, D), "
+                                 f"one image per row")
 
     @property
     def x_dim(self) -> int:
@@ -147,7 +148,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, binarize:
     Load a registered data set whole onto ``device``.
 
     :param str name: one of :func:`list_datasets`; ``_`` may stand for ``-``.
-    :param data_dir: a folder searched first for the files (see :func:`search_paths`).
+    :param data_dir: the folder holding the files, the only one searched (see :func:`search_paths`).
     :param str binarize: ``"dynamic"``, ``"static"``, ``"none"``, or ``None`` for the default.
     :param device: where every tensor is put.
     :param int valid_size: rows of the training file held out for validation, or ``None``
@@ -216,17 +217,20 @@ def batches(split: dict[str, torch.Tensor], batch_size: int, *, shuffle: bool = 
 
 def search_paths(subdir: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
     """
-    The folders searched for a data set's files, in order. The roots are ``data_dir``,
-    then each folder of ``$PYROVAE_DATA`` (``os.pathsep``-separated), then
+    The folders searched for a data set's files, in order. The roots are ``data_dir`` alone
+    when it is given; else each folder of ``$PYROVAE_DATA`` (``os.pathsep``-separated), then
     :data:`STANDARD_PLACES`; for each root, ``root/subdir`` then ``root`` itself.
 
     :param str subdir: the data set's folder name, e.g. ``"mnist"``.
-    :param data_dir: a folder searched first.
+    :param data_dir: the folder given by the user (``--data-dir``), searched alone.
     """
-    roots = [data_dir] if data_dir is not None else []
-    roots += [root for root in os.environ.get("PYROVAE_DATA", "").split(os.pathsep) if root]
+    if data_dir is not None:  # an explicit folder is the only one: no silent fallback to other data
+        roots = [data_dir]
+    else:
+        roots = [root for root in os.environ.get("PYROVAE_DATA", "").split(os.pathsep) if root]
+        roots += list(STANDARD_PLACES)
     paths = []
-    for root in roots + list(STANDARD_PLACES):
+    for root in roots:
         root = Path(root).expanduser()
         paths += [path for path in (root / subdir, root) if path not in paths]
     return paths

@@ -216,9 +216,9 @@ def test_binarized_mnist_real_file(shared_data):
 def test_search_paths_order(monkeypatch, tmp_path):
     monkeypatch.setenv("PYROVAE_DATA", str(tmp_path / "env"))
     monkeypatch.setattr(data_module, "STANDARD_PLACES", ("~/data", "/usr/share/datasets"))
-    paths = search_paths("mnist", tmp_path / "arg")
-    assert paths == [tmp_path / "arg" / "mnist", tmp_path / "arg",
-                     tmp_path / "env" / "mnist", tmp_path / "env",
+    assert search_paths("mnist", tmp_path / "arg") == [tmp_path / "arg" / "mnist", tmp_path / "arg"]
+    paths = search_paths("mnist")
+    assert paths == [tmp_path / "env" / "mnist", tmp_path / "env",
                      Path.home() / "data" / "mnist", Path.home() / "data",
                      Path("/usr/share/datasets/mnist"), Path("/usr/share/datasets")]
 
@@ -233,7 +233,9 @@ def test_lookup_order_data_dir_then_env_then_standard(monkeypatch, tmp_path, iso
         return load_dataset("mnist", valid_size=2, **kwargs).test["y"][0].item()
 
     assert label_found(data_dir=tmp_path / "arg") == 1
-    assert label_found(data_dir=str(tmp_path / "nothing-here")) == 2
+    assert label_found() == 2
+    with pytest.raises(DataNotFoundError, match="nothing-here"):  # an explicit folder: no fallback
+        label_found(data_dir=str(tmp_path / "nothing-here"))
     monkeypatch.delenv("PYROVAE_DATA")
     assert label_found() == 3
 
