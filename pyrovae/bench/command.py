@@ -238,7 +238,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-sizes", nargs="*", type=int, default=[100, 1000])
     p.add_argument("--blocks", type=int, default=5, help="alternating timed blocks per variant")
     p.add_argument("--block-seconds", type=float, default=0.5, help="about this long per block")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; see docs/cli.md)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--quick", action="store_true", help="diag only, elbo and iwae5, batch 100")
     p.add_argument("--profile", action="store_true", help="where the suite's extra time goes")
@@ -264,7 +264,7 @@ def main(argv=None) -> int:
     machine = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
                f"{torch.__version__}, pyro {pyro.__version__}"
                + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
-    results = {"machine": machine, "precision": args.precision, "table": []}
+    results = {"machine": machine, "threads": torch.get_num_threads(), "precision": args.precision, "table": []}
     print(f"# pyrovae bench ({machine}; precision {args.precision}; median of {args.blocks} interleaved blocks)")
     if not args.no_table:
         for device in devices:
