@@ -1,8 +1,10 @@
 """Figures written into run folders (PNG, via matplotlib's Agg canvas; no pyplot state).
 
-The image figures work for any pair whose observed site ``x`` has a distribution with a
-``mean``: prior samples are the likelihood's mean at z ~ p(z) (the model run on a data batch
-without a guide draws z from its prior), and reconstructions replay the guide's z.
+The image figures work for any pair whose observed site has a distribution with a ``mean``:
+prior samples are the likelihood's mean at z ~ p(z) (the model run on a data batch without a
+guide draws z from its prior), and reconstructions replay the guide's z. The observed site
+is found from the trace (``is_observed``), whatever its name: the one named by ``site=``,
+else the model's first observed site; each figure's title names the site it shows.
 """
 
 from __future__ import annotations
@@ -18,13 +20,29 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from pyrovae.evaluation.log_likelihood import eval_mode
-from pyrovae.infer.importance import bind_batch
+from pyrovae.infer.importance import bind_batch, observed_sites
+
+
+def observed_site(trace, site: Optional[str] = None, conditioned: Sequence[str] = ()) -> dict:
+    """The observed site ``site`` of a model trace, or (``site=None``) its first observed site;
+    ``conditioned`` names latent sites fixed by ``poutine.condition`` (observed in the trace too)."""
+    observed = [s for s in observed_sites(trace) if s["name"] not in conditioned]
+    if not observed:
+        raise ValueError("the model has no observed site (obs=) to draw images from")
+    if site is None:
+        return observed[0]
+    for candidate in observed:
+        if candidate["name"] == site:
+            return candidate
+    raise ValueError(f"the model has no observed site {site!r}; its observed sites are "
+                     f"{[s['name'] for s in observed]}")
 
 
 def observed_mean(model: Callable, batch: Dict[str, torch.Tensor], guide: Optional[Callable] = None,
-                  site: str = "x") -> torch.Tensor:
-    """The mean of the observed site ``site`` given z from the guide (reconstruction) or, with
-    no guide, from the prior (a sample of the model)."""
+                  site: Optional[str] = None, return_site: bool = False):
+    """The mean of the observed site ``site`` (default: the first) given z from the guide
+    (reconstruction) or, with no guide, from the prior (a sample of the model); with
+    ``return_site``, ``(site message, mean)``: the message holds the site's name and data."""
     modules = (model, guide)
     model = bind_batch(model, batch)
     with torch.no_grad(), eval_mode(*modules):
@@ -32,9 +50,8 @@ def observed_mean(model: Callable, batch: Dict[str, torch.Tensor], guide: Option
             guide_trace = poutine.trace(bind_batch(guide, batch)).get_trace(**batch)
             model = poutine.replay(model, trace=guide_trace)
         trace = poutine.trace(model).get_trace(**batch)
-    if site not in trace.nodes:
-        raise ValueError(f"the model has no site {site!r} to draw images from")
-    return trace.nodes[site]["fn"].mean
+    chosen = observed_site(trace, site)
+    return (chosen, chosen["fn"].mean) if return_site else chosen["fn"].mean
 
 
 def image_grid(images: torch.Tensor, image_shape: Sequence[int], ncol: Optional[int] = None,
@@ -72,17 +89,19 @@ def save_image_grid(images: torch.Tensor, image_shape, path, title: str = "", nc
 
 def save_samples(model, batch, image_shape, path) -> Path:
     """Prior samples (means of p(x | z), z ~ p(z)), one per row of ``batch``."""
-    return save_image_grid(observed_mean(model, batch), image_shape, path, "samples from p(x)")
+    chosen, mean = observed_mean(model, batch, return_site=True)
+    return save_image_grid(mean, image_shape, path, f"samples: mean of p({chosen['name']} | z), z ~ p(z)")
 
 
 def save_reconstructions(model, guide, batch, image_shape, path, ncol: int = 8) -> Path:
     """Data (odd rows) above their reconstructions (even rows): mean of p(x | z), z ~ q(z | x)."""
-    x = batch["x"]
-    recon = observed_mean(model, batch, guide)
+    chosen, recon = observed_mean(model, batch, guide, return_site=True)
+    x = chosen["value"].reshape(recon.shape)
     rows = []
     for start in range(0, len(x), ncol):
         rows += [x[start:start + ncol], recon[start:start + ncol]]
-    return save_image_grid(torch.cat(rows), image_shape, path, "data (odd rows) and reconstructions", ncol)
+    return save_image_grid(torch.cat(rows), image_shape, path,
+                           f"site {chosen['name']!r}: data (odd rows) and reconstructions", ncol)
 
 
 def save_training_curves(metrics: List[dict], path) -> Path:
@@ -137,16 +156,22 @@ def _on_sphere(q) -> bool:
 
 
 def decoded_mean(model: Callable, batch: Dict[str, torch.Tensor], site: str, z: torch.Tensor,
-                 observed: str = "x") -> torch.Tensor:
-    """The mean of the observed site given the latent ``site`` fixed to ``z`` (one row of z per
-    row of ``batch``; the other tensors of the batch, e.g. labels, are passed along)."""
+                 observed: Optional[str] = None) -> torch.Tensor:
+    """The mean of the observed site ``observed`` (default: the first) given the latent ``site``
+    fixed to ``z`` (one row of z per row of ``batch``; the other tensors of the batch, e.g.
+    labels, are passed along)."""
     modules = (model,)
     model = bind_batch(model, batch)
     with torch.no_grad(), eval_mode(*modules):
         trace = poutine.trace(poutine.condition(model, data={site: z})).get_trace(**batch)
-    if observed not in trace.nodes:
-        raise ValueError(f"the model has no site {observed!r} to draw images from")
-    return trace.nodes[observed]["fn"].mean
+    return observed_site(trace, observed, conditioned=(site,))["fn"].mean
+
+
+def observed_name(model: Callable, batch: Dict[str, torch.Tensor]) -> str:
+    """The name of the observed site the image figures show (the model's first)."""
+    modules = (model,)
+    with torch.no_grad(), eval_mode(*modules), poutine.block():
+        return observed_site(poutine.trace(bind_batch(model, batch)).get_trace(**batch))["name"]
 
 
 def _repeat_row(batch, index: int, count: int) -> Dict[str, torch.Tensor]:
@@ -176,7 +201,8 @@ def save_traversals(model, guide, batch, image_shape, path, *, num_dims: int = 8
     ax.set_yticks([1 + h * r + h / 2 for r in range(len(dims))], [f"{name}[{j}]" for j in dims.tolist()])
     ax.set_xticks([1 + (image_shape[-1] + 1) * (c + 0.5) for c in (0, steps // 2, steps - 1)],
                   [f"{-span:+g}", "0", f"{span:+g}"])
-    ax.set_title(f"traversals of the {len(dims)} most active dims (datapoint {index})")
+    ax.set_title(f"site {observed_name(model, batch)!r}: traversals of the {len(dims)} most active dims "
+                 f"(datapoint {index})")
     return save_figure(fig, path)
 
 
@@ -197,15 +223,17 @@ def save_interpolations(model, guide, batch, image_shape, path, *, num_pairs: in
     if num_pairs < 1:
         raise ValueError("interpolations need at least two datapoints")
     t = torch.linspace(0, 1, steps, device=means.device)
+    chosen, recon = observed_mean(model, batch, guide, return_site=True)
+    data = chosen["value"].reshape(recon.shape)
     rows = []
     for i in range(num_pairs):
         a, b = means[2 * i], means[2 * i + 1]
         z = slerp(a, b, t) if spherical else (1 - t.unsqueeze(-1)) * a + t.unsqueeze(-1) * b
         decoded = decoded_mean(model, _repeat_row(batch, 2 * i, steps), name, z)
-        rows.append(torch.cat([batch["x"][2 * i:2 * i + 1], decoded, batch["x"][2 * i + 1:2 * i + 2]]))
+        rows.append(torch.cat([data[2 * i:2 * i + 1], decoded, data[2 * i + 1:2 * i + 2]]))
     kind = "spherical" if spherical else "linear"
-    return save_image_grid(torch.cat(rows), image_shape, path, f"{kind} interpolations (data at both ends)",
-                           ncol=steps + 2)
+    return save_image_grid(torch.cat(rows), image_shape, path,
+                           f"site {chosen['name']!r}: {kind} interpolations (data at both ends)", ncol=steps + 2)
 
 
 def save_latent_map(guide, batch, path, *, site: Optional[str] = None, max_points: int = 2000) -> Path:
