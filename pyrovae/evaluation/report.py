@@ -28,6 +28,7 @@ import pyro
 from pyrovae.evaluation.log_likelihood import estimate
 from pyrovae.training.run_folder import write_json
 
+IMAGE_FIGURES = ("samples.png", "reconstructions.png", "traversals.png", "interpolations.png")
 FIGURES = (
     ("training_curves.png", "training curves"), ("samples.png", "samples x ~ p(x)"),
     ("reconstructions.png", "reconstructions"), ("traversals.png", "latent traversals"),
@@ -125,6 +126,11 @@ def _figures(out, run, dataset, test, khat, monitors, plots, results):
         plots.save_training_curves(run.metrics, out / "training_curves.png")
     steps = [("latent_map", lambda: plots.save_latent_map(run.guide, dataset.test, out / "latent_map.png"))]
     if dataset.image_shape is not None:
+        try:  # the observed site the image figures show, found from the trace
+            results["figure_site"] = plots.observed_name(run.model, test)
+        except (ValueError, NotImplementedError) as error:
+            results["skipped"]["image figures"] = str(error)
+            return
         steps += [
             ("traversals", lambda: plots.save_traversals(run.model, run.guide, test, dataset.image_shape,
                                                          out / "traversals.png")),
@@ -184,7 +190,9 @@ def render_report(results: dict, out: Path) -> str:
                   "weights are heavy-tailed, q(z|x) misses posterior mass, and the IWAE number above can sit well "
                   "below log p(x), by more than its standard error suggests. " + ("Compare with the AIS row." if "ais" in results else
                                         "Run `pyrovae diagnose RUN --ais` (or `pyrovae evaluate RUN --ais`).")]
-    figures = [(f, title) for f, title in FIGURES if (out / f).exists()]
+    site = results.get("figure_site")
+    figures = [(f, f"{title} (site `{site}`)" if site and f in IMAGE_FIGURES else title)
+               for f, title in FIGURES if (out / f).exists()]
     lines += ["", "## Figures", "", "| | |", "|---|---|"]
     for i in range(0, len(figures), 2):
         cells = [f"**{title}**<br>![{title}]({f})" for f, title in figures[i:i + 2]]
