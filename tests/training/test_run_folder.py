@@ -1,0 +1,115 @@
+"""The run folder: rotated checkpoints, fallback, corrupt files, the lock, file modes, Ctrl-C."""
+
+import fcntl
+import os
+import stat
+
+import pytest
+import torch
+from torch.distributions import constraints
+
+from pyrovae import fit
+from pyrovae.errors import CheckpointError, RunLockedError
+from pyrovae.guides import DiagNormalGuide
+from pyrovae.models import VAE
+from pyrovae.training.checkpoint import Checkpoints, load_checkpoint
+from pyrovae.training.parameters import constraint_from_name, constraint_name
+
+X = torch.bernoulli(torch.full((60, 6), 0.3), generator=torch.Generator().manual_seed(0))
+
+
+def pair():
+    return VAE(6, 2, (8,)), DiagNormalGuide(6, 2, (8,))
+
+
+def quick(out, epochs=2, **kwargs):
+    return fit(*pair(), X, epochs=epochs, batch_size=20, out_dir=out, progress=False, figures=False, **kwargs)
+
+
+def test_checkpoints_rotate_and_files_are_0644(tmp_path):
+    quick(tmp_path / "r")
+    assert load_checkpoint(tmp_path / "r" / "checkpoint.pt")["epoch"] == 2
+    assert load_checkpoint(tmp_path / "r" / "checkpoint.prev.pt")["epoch"] == 1
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("checkpoint.pt", "checkpoint.prev.pt", "run.json", "metrics.jsonl"):
+        assert stat.S_IMODE((tmp_path / "r" / name).stat().st_mode) == 0o666 & ~umask, name
+    assert not [p.name for p in (tmp_path / "r").iterdir() if p.name.startswith(".checkpoint")]
+
+
+def test_truncated_latest_checkpoint_resumes_from_the_previous_one(tmp_path, capsys):
+    quick(tmp_path / "r")
+    path = tmp_path / "r" / "checkpoint.pt"
+    path.write_bytes(path.read_bytes()[:300])
+    result = quick(tmp_path / "r", epochs=3, resume=True)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "truncated or corrupt" in err[0] and "checkpoint.prev.pt (epoch 1)" in err[0]
+    assert [m["epoch"] for m in result.metrics] == [1, 2, 3]
+
+
+def test_corrupt_and_code_carrying_checkpoints_are_one_line_errors(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match=r"checkpoint.pt is truncated or corrupt .*start a new run") as info:
+        load_checkpoint(path)
+    assert "\n" not in str(info.value)
+
+    marker = tmp_path / "executed"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"epoch": 1, "payload": Payload()}, path)
+    with pytest.raises(CheckpointError, match="carries code .* never executed") as info:
+        load_checkpoint(path)
+    assert "\n" not in str(info.value) and not marker.exists()
+
+
+def test_interrupt_while_saving_leaves_the_last_complete_checkpoint(tmp_path, monkeypatch):
+    quick(tmp_path / "r", epochs=1)
+    real_save = torch.save
+
+    def interrupted(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        quick(tmp_path / "r", epochs=2, resume=True)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert load_checkpoint(tmp_path / "r" / "checkpoint.pt")["epoch"] == 1
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [".lock", "checkpoint.pt", "metrics.jsonl",
+                                                                  "run.json"]
+
+
+def test_a_second_writer_is_refused_and_a_stale_lock_file_is_not(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / ".lock").write_text("999999\n")  # left by a dead process: nobody holds it
+    quick(run, epochs=1)
+    with open(run / ".lock") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(RunLockedError, match=f"{run} is being written by another process"):
+            quick(run, epochs=2, resume=True)
+    quick(run, epochs=2, resume=True)  # released: fine again
+
+
+@pytest.mark.parametrize("constraint", [
+    constraints.real, constraints.positive, constraints.unit_interval, constraints.simplex,
+    constraints.lower_cholesky, constraints.interval(-1.0, 2.5), constraints.greater_than(0.001),
+    constraints.less_than(3.0), constraints.independent(constraints.positive, 1),
+])
+def test_constraints_are_saved_by_name_and_restored(constraint):
+    name = constraint_name(constraint)
+    back = constraint_from_name(name)
+    assert constraint_name(back) == name
+    value = torch.randn(3, 3)
+    transform = torch.distributions.transform_to
+    assert torch.allclose(transform(back)(value), transform(constraint)(value))
+
+
+def test_checkpoints_object_falls_back_when_the_latest_is_missing(tmp_path):
+    quick(tmp_path / "r")
+    (tmp_path / "r" / "checkpoint.pt").unlink()  # as between the two renames without hard links
+    assert Checkpoints(tmp_path / "r").load()["epoch"] == 1
