@@ -7,8 +7,10 @@
 on the sphere :math:`S^{z\\_dim-1}`, paired with the uniform prior of the ``svae`` model [1].
 With ``fixed_kappa`` the concentration is a constant [2]: the KL to the uniform prior is
 then a constant too, so the rate cannot collapse to zero (no posterior collapse), at the
-price of a fixed rate. The reparameterized sampler and its gradient correction are those of
-:class:`~pyrovae.distributions.VonMisesFisher`.
+price of a fixed rate. The sampler is :class:`~pyrovae.distributions.VonMisesFisher`'s,
+whose ``rsample`` carries unbiased gradients in both the direction and the concentration
+(implicit reparameterization), so every objective (``elbo``, ``meanfield``, ``iwae``,
+``renyi``, ``stein``) can train this guide.
 
 References
 
@@ -40,8 +42,6 @@ class VonMisesFisherGuide(EncoderGuide):
     :param str activation: encoder nonlinearity.
     :param str site: name of the latent sample site.
     :param float fixed_kappa: a constant concentration (Xu & Durrett); None learns it.
-    :param bool gradient_correction: include the rejection-sampling gradient correction
-        (unbiased kappa-gradients with ``elbo``); ``meanfield`` needs it off.
 
     >>> guide = VonMisesFisherGuide(x_dim=64, z_dim=3)
     >>> q = guide.encode(torch.zeros(2, 64))
@@ -59,7 +59,6 @@ class VonMisesFisherGuide(EncoderGuide):
         activation: str = "tanh",
         site: str = "z",
         fixed_kappa: Optional[float] = None,
-        gradient_correction: bool = True,
     ):
         super().__init__()
         check_positive(x_dim=x_dim, z_dim=z_dim)
@@ -69,7 +68,6 @@ class VonMisesFisherGuide(EncoderGuide):
             raise ValueError(f"fixed_kappa must be positive (or None to learn it), got {fixed_kappa}")
         self.x_dim, self.z_dim, self.site = x_dim, z_dim, site
         self.fixed_kappa = None if fixed_kappa is None else float(fixed_kappa)
-        self.gradient_correction = gradient_correction
         out_dim = z_dim if fixed_kappa is not None else z_dim + 1
         self.encoder = MLP(x_dim, tuple(hidden_dims), out_dim, activation)
 
@@ -81,5 +79,5 @@ class VonMisesFisherGuide(EncoderGuide):
             kappa = F.softplus(out[..., self.z_dim]) + 1
         else:
             kappa = out.new_full(out.shape[:-1], self.fixed_kappa)
-        return VonMisesFisher(loc, kappa, gradient_correction=self.gradient_correction)
+        return VonMisesFisher(loc, kappa)
 

@@ -9,7 +9,6 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from scipy.special import ive, gammaln
 
 from pyrovae.distributions import (
@@ -208,95 +207,6 @@ def test_kl_to_uniform_matches_monte_carlo(d, kappa):
     assert float(q.entropy()) == pytest.approx(-float(log_ratio.mean()) + p.log_normalizer, abs=4 * se + 1e-12)
 
 
-def expected_f(mu, kappa, a, c, d):
-    """E[(a.z)^2 + c.z] in closed form: E[z z^T] = (A/kappa) I + (1 - d A/kappa) mu mu^T, E[z] = A mu."""
-    A = bessel_ratio(d / 2 - 1, kappa)
-    return (A / kappa) * (a @ a) + (1 - d * A / kappa) * (a @ mu) ** 2 + A * (c @ mu)
-
-
-def gradient_estimates(d, kappa, batches=8, n=15000, correction=True):
-    """Per-batch Monte Carlo gradients of E[f(z)] wrt (raw loc, kappa), and the exact ones."""
-    g = torch.Generator().manual_seed(d)
-    a, c = torch.randn(d, generator=g, dtype=torch.float64), torch.randn(d, generator=g, dtype=torch.float64)
-    raw = torch.randn(d, generator=g, dtype=torch.float64).requires_grad_()
-    k = torch.tensor(kappa, dtype=torch.float64, requires_grad=True)
-    exact = torch.cat([t.reshape(-1) for t in torch.autograd.grad(expected_f(raw / raw.norm(), k, a, c, d), [raw, k])])
-    estimates = []
-    for _ in range(batches):
-        q = VonMisesFisher(raw / raw.norm(), k, gradient_correction=correction)
-        z = q.rsample((n,))
-        f = (z @ a) ** 2 + z @ c
-        score = q.score_parts(z).score_function
-        surrogate = (f + f.detach() * score).mean()  # what Trace_ELBO builds
-        estimates.append(torch.cat([t.reshape(-1) for t in torch.autograd.grad(surrogate, [raw, k])]))
-    estimates = torch.stack(estimates)
-    return estimates.mean(0), estimates.std(0) / batches ** 0.5, exact, (raw, k, a, c)
-
-
-@pytest.mark.parametrize("d,kappa", [(2, 0.5), (3, 2.0), (5, 2.0), (10, 20.0)])
-def test_reparameterized_gradient_is_unbiased(d, kappa):
-    torch.manual_seed(0)
-    mean, se, exact, (raw, k, a, c) = gradient_estimates(d, kappa)
-    # the exact gradient (autograd through the closed form and the Bessel ratio) against
-    # central finite differences of the closed form
-    h = 1e-6
-    raw, k = raw.detach(), k.detach()
-    for i in range(d):
-        e = torch.zeros(d, dtype=torch.float64)
-        e[i] = h
-        fd = (expected_f((raw + e) / (raw + e).norm(), k, a, c, d) - expected_f((raw - e) / (raw - e).norm(), k, a, c, d)) / (2 * h)
-        assert float(fd) == pytest.approx(float(exact[i]), abs=1e-6)
-    fd_k = (expected_f(raw / raw.norm(), k + h, a, c, d) - expected_f(raw / raw.norm(), k - h, a, c, d)) / (2 * h)
-    assert float(fd_k) == pytest.approx(float(exact[-1]), abs=1e-6)
-    # Monte Carlo (8 batches of 15000) within 4.5 standard errors of the exact gradient, for loc and kappa
-    assert ((mean - exact).abs() < 4.5 * se + 1e-4).all(), (mean, exact, se)
-
-
-def test_pathwise_gradient_alone_is_biased_in_kappa():
-    """Without the correction term the kappa-gradient is off by many standard errors (d = 2)."""
-    torch.manual_seed(0)
-    mean, se, exact, _ = gradient_estimates(2, 0.5, correction=False)
-    assert abs(float(mean[-1] - exact[-1])) > 20 * float(se[-1])
-
-
-def test_trace_elbo_applies_the_correction_and_meanfield_uses_the_closed_form_kl():
-    """ELBO = E_q[f(z)] - KL(q || uniform) with f a log-factor: Pyro's Trace_ELBO gradient (vectorized
-    particles, so the distribution is expanded by a plate) matches the exact gradient."""
-    d = 3
-    a = torch.tensor([1.0, -0.5, 0.3], dtype=torch.float64)
-    c = torch.tensor([0.2, 0.1, -1.0], dtype=torch.float64)
-    raw = torch.tensor([0.4, -0.3, 0.8], dtype=torch.float64, requires_grad=True)
-    k = torch.tensor(1.5, dtype=torch.float64, requires_grad=True)
-    uniform = HypersphericalUniform(d, dtype=torch.float64)
-
-    def model(factor=True, **kwargs):
-        z = pyro.sample("z", uniform)
-        if factor:
-            pyro.factor("f", (z @ a) ** 2 + z @ c)
-
-    def guide(factor=True, correction=True):
-        pyro.sample("z", VonMisesFisher(raw / raw.norm(), k, gradient_correction=correction))
-
-    exact_elbo = expected_f(raw / raw.norm(), k, a, c, d) - torch.distributions.kl_divergence(
-        VonMisesFisher(raw / raw.norm(), k), uniform)
-    exact = torch.cat([g.reshape(-1) for g in torch.autograd.grad(exact_elbo, [raw, k])])
-    pyro.set_rng_seed(0)
-    grads = []
-    for _ in range(6):
-        loss = Trace_ELBO(num_particles=20000, vectorize_particles=True, max_plate_nesting=0).differentiable_loss(model, guide)
-        grads.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(-loss, [raw, k])]))
-    grads = torch.stack(grads)
-    se = grads.std(0) / 6 ** 0.5
-    assert ((grads.mean(0) - exact).abs() < 4.5 * se + 1e-4).all(), (grads.mean(0), exact, se)
-    # TraceMeanField_ELBO: with no likelihood the loss is exactly the closed-form KL
-    kl = torch.distributions.kl_divergence(VonMisesFisher(raw / raw.norm(), k), uniform)
-    loss = TraceMeanField_ELBO().differentiable_loss(model, guide, factor=False, correction=False)
-    assert loss.item() == pytest.approx(kl.item(), rel=1e-12)
-    # ... and it refuses the score-function correction (documented: gradient_correction=False)
-    with pytest.raises(NotImplementedError, match="reparameterized"):
-        TraceMeanField_ELBO().differentiable_loss(model, guide, factor=False)
-
-
 def test_large_concentration_and_dimension_in_float32():
     torch.manual_seed(0)
     loc = torch.nn.functional.normalize(torch.randn(3, 1000), dim=-1)
@@ -304,7 +214,7 @@ def test_large_concentration_and_dimension_in_float32():
     q = VonMisesFisher(loc, kappa)
     z = q.rsample((4,))
     values = [q.log_prob(z), q.entropy(), torch.distributions.kl_divergence(q, HypersphericalUniform(1000))]
-    total = sum(v.sum() for v in values) + q.score_parts(z).score_function.sum()
+    total = sum(v.sum() for v in values)
     total.backward()
     assert all(torch.isfinite(v).all() for v in values) and torch.isfinite(kappa.grad).all()
     # float32 and float64 agree on the log-density
