@@ -4,9 +4,9 @@ For each device (CPU, and CUDA where present), guide (``diag``, ``iaf``), object
 ``meanfield``, ``iwae`` with K = 5 and 50) and batch size (100, 1000), the same networks with
 the same initial weights are trained by
 
-- **suite**: what :func:`pyrovae.fit` runs per batch (:class:`~pyrovae.engine.TrainStep`:
+- **suite**: what :func:`pyrovae.fit` runs per batch (:class:`~pyrovae.training.step.TrainStep`:
   the objective on the Pyro model and guide, fused Adam, quiet PyroModules; on a GPU inside
-  a CUDA graph, :class:`~pyrovae.cuda_graph.GraphedStep`), plus its per-step bookkeeping;
+  a CUDA graph, :class:`~pyrovae.training.cuda_graph.GraphedStep`), plus its per-step bookkeeping;
 - **plain**: the hand-written step of :mod:`pyrovae.bench.reference` with the *same* optimizer;
 - **plain, default Adam**: the same with ``torch.optim.Adam(params, lr)``, as one writes it;
 - on a GPU also **suite, eager** (no graph).
@@ -35,126 +35,27 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import sys
 import time
 from collections import defaultdict
-from typing import Dict, List
+from typing import List
 
 import pyro
 import torch
 
+from pyrovae.bench.profile import eval_timing, memory_child, memory_table, profile_pieces
 from pyrovae.bench.reference import PlainVAE
-from pyrovae.training.cuda_graph import GraphedStep, static_from
-from pyrovae.training.step import LossModule, TrainStep, autocast, make_optimizer, quiet_pyro_modules
-
-OBJECTIVES = {"elbo": ("elbo", 1), "meanfield": ("meanfield", 1), "iwae5": ("iwae", 5), "iwae50": ("iwae", 50)}
-X_DIM, Z_DIM, HIDDEN = 784, 50, (200, 200)
-
-
-def objective_kind(name: str) -> tuple:
-    """``"elbo"``, ``"meanfield"`` or ``"iwaeK"`` -> (kind, K)."""
-    if name in OBJECTIVES:
-        return OBJECTIVES[name]
-    if name.startswith("iwae") and name[4:].isdigit():
-        return "iwae", int(name[4:])
-    raise ValueError(f"unknown objective {name!r}: elbo, meanfield or iwaeK (e.g. iwae5)")
-
-
-def make_objective(name: str, particle_chunk: int = 0):
-    from pyrovae.infer.objectives import ELBO, IWAE, MeanFieldELBO
-
-    kind, k = objective_kind(name)
-    if kind == "elbo":
-        return ELBO()
-    if kind == "meanfield":
-        return MeanFieldELBO()
-    return IWAE(num_particles=k, particle_chunk=particle_chunk)
-
-
-def make_pair(guide_name: str, device, seed: int = 0):
-    from pyrovae.guides import DiagNormalGuide, IAFGuide
-    from pyrovae.models import VAE
-
-    torch.manual_seed(seed)
-    model = VAE(X_DIM, Z_DIM, HIDDEN)
-    guide = (IAFGuide(X_DIM, Z_DIM, HIDDEN, num_flows=2) if guide_name == "iaf"
-             else DiagNormalGuide(X_DIM, Z_DIM, HIDDEN))
-    plain = PlainVAE(model, guide)
-    return model.to(device), guide.to(device), plain.to(device)
-
-
-class Batches:
-    """Batches as fit draws them: data resident on the device, one random permutation per
-    pass (drawn on the CPU), a gather per batch, dynamic binarization (as ``rand < p``: on a
-    CPU ``torch.bernoulli`` alone takes about a fifth of a plain step, which would hide the
-    difference between the steps)."""
-
-    def __init__(self, x: torch.Tensor, batch_size: int, seed: int = 0):
-        self.x, self.batch_size = x, batch_size
-        self.generator = torch.Generator().manual_seed(seed)
-        self.order, self.position = None, len(x)
-
-    def __call__(self) -> Dict[str, torch.Tensor]:
-        if self.position + self.batch_size > len(self.x):
-            self.order = torch.randperm(len(self.x), generator=self.generator).to(self.x.device)
-            self.position = 0
-        index = self.order[self.position:self.position + self.batch_size]
-        self.position += self.batch_size
-        x = self.x.index_select(0, index)
-        return {"x": (torch.rand_like(x) < x).to(x.dtype)}
-
-
-class SuiteRunner:
-    """One :func:`pyrovae.fit` step per call, with fit's per-step bookkeeping."""
-
-    def __init__(self, model, guide, objective, device, lr, graphs=False, precision="fp32"):
-        pyro.clear_param_store()
-        module = LossModule(model, guide, objective)
-        optimizer = make_optimizer(list(module.parameters()), lr, device, capturable=graphs)
-        step = TrainStep(module, optimizer, precision, quiet_pyro_modules(model, guide), device)
-        self.run = GraphedStep(step, enabled=graphs, static_from=static_from(objective))
-        self.step, self.pending = 0, []
-
-    def __call__(self, batch):
-        loss = self.run(batch, self.step)
-        self.step += 1
-        self.pending.append(loss)
-        if len(self.pending) >= 50:  # fit's check of the losses, every 50 steps
-            values = torch.stack(self.pending).cpu()
-            assert torch.isfinite(values).all()
-            self.pending = []
-        return loss
-
-
-class PlainRunner:
-    """The hand-written step: loss, zero_grad, backward, Adam."""
-
-    def __init__(self, plain, objective_name, device, lr, default_adam=False, precision="fp32"):
-        self.plain, self.device, self.precision = plain, torch.device(device), precision
-        self.kind, self.k = objective_kind(objective_name)
-        params = list(plain.parameters())
-        self.optimizer = torch.optim.Adam(params, lr=lr) if default_adam else make_optimizer(params, lr, device)
-
-    def __call__(self, batch):
-        with autocast(self.device, self.precision):
-            loss = self.plain.loss(batch["x"], self.kind, self.k)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return loss.detach()
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
+from pyrovae.bench.runners import (  # noqa: F401  (X_DIM, Z_DIM, HIDDEN: the bench pair's sizes, for the CLI)
+    HIDDEN, OBJECTIVES, X_DIM, Z_DIM, Batches, PlainRunner, SuiteRunner, bench_objective, make_pair, sync,
+)
 
 def time_config(device, guide_name, objective_name, batch_size, *, blocks, block_seconds, lr=1e-3,
                 precision="fp32", data=None) -> dict:
     """Median ms/step (wall and CPU) of each variant over alternating blocks of steps."""
     model, guide, plain = make_pair(guide_name, device)
     x = data if data is not None else torch.rand(10_000, X_DIM, generator=torch.Generator().manual_seed(1)).to(device)
-    runners = {"suite": SuiteRunner(model, guide, make_objective(objective_name), device, lr,
+    runners = {"suite": SuiteRunner(model, guide, bench_objective(objective_name), device, lr,
                                     graphs=device.type == "cuda", precision=precision),
                "plain": PlainRunner(plain, objective_name, device, lr, precision=precision)}
     plain_default = PlainVAE(model, guide).to(device)  # untrained copies: the same starting point
@@ -162,18 +63,18 @@ def time_config(device, guide_name, objective_name, batch_size, *, blocks, block
                                                  precision=precision)
     if device.type == "cuda":
         eager_model, eager_guide, _ = make_pair(guide_name, device)
-        runners["suite, eager"] = SuiteRunner(eager_model, eager_guide, make_objective(objective_name), device, lr,
+        runners["suite, eager"] = SuiteRunner(eager_model, eager_guide, bench_objective(objective_name), device, lr,
                                               precision=precision)
     feeds = {name: Batches(x, batch_size) for name in runners}
     with pyro.validation_enabled(False):
         for name, runner in runners.items():  # warm-up (and the CUDA graph capture)
             for _ in range(6):
                 runner(feeds[name]())
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         for _ in range(2):
             runners["suite"](feeds["suite"]())
-        _sync(device)
+        sync(device)
         steps = max(1, min(50, round(block_seconds / max((time.perf_counter() - t0) / 2, 1e-6))))
         wall, cpu, peak = defaultdict(list), defaultdict(list), {}
         names = list(runners)
@@ -181,11 +82,11 @@ def time_config(device, guide_name, objective_name, batch_size, *, blocks, block
             for name in names[block % len(names):] + names[:block % len(names)]:  # rotate the order
                 if device.type == "cuda":
                     torch.cuda.reset_peak_memory_stats(device)
-                _sync(device)
+                sync(device)
                 w0, c0 = time.perf_counter(), time.process_time()
                 for _ in range(steps):
                     runners[name](feeds[name]())
-                _sync(device)
+                sync(device)
                 wall[name].append(1000 * (time.perf_counter() - w0) / steps)
                 cpu[name].append(1000 * (time.process_time() - c0) / steps)
                 if device.type == "cuda":
@@ -193,8 +94,8 @@ def time_config(device, guide_name, objective_name, batch_size, *, blocks, block
     row = {"device": str(device), "guide": guide_name, "objective": objective_name, "batch_size": batch_size,
            "steps_per_block": steps, "blocks": blocks}
     for name in runners:
-        row[f"{name} ms"] = _median(wall[name])
-        row[f"{name} cpu ms"] = _median(cpu[name])
+        row[f"{name} ms"] = statistics.median(wall[name])
+        row[f"{name} cpu ms"] = statistics.median(cpu[name])
         if name in peak:
             row[f"{name} peak MB"] = peak[name] / 2 ** 20
     row["ratio"] = row["suite ms"] / row["plain ms"]
@@ -204,11 +105,6 @@ def time_config(device, guide_name, objective_name, batch_size, *, blocks, block
         row["graph replays"] = runners["suite"].run.replays
         row["ratio eager"] = row["suite, eager ms"] / row["plain ms"]
     return row
-
-
-def _median(values: List[float]) -> float:
-    values = sorted(values)
-    return values[len(values) // 2] if len(values) % 2 else 0.5 * (values[len(values) // 2 - 1] + values[len(values) // 2])
 
 
 # ---------------------------------------------------------------- the command
@@ -252,8 +148,6 @@ def main(argv=None) -> int:
     p.add_argument("--memory-child", nargs=6, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from pyrovae.bench.profile import eval_timing, memory_child, memory_table, profile_pieces
-
     if args.memory_child:
         device, guide, objective, batch, chunk, variant = args.memory_child
         print(json.dumps(memory_child(device, guide, objective, int(batch), int(chunk), variant)))

@@ -32,8 +32,9 @@ from typing import List
 import pyro
 import torch
 
-from pyrovae.bench.command import X_DIM, Batches, PlainRunner, SuiteRunner, _sync, make_objective, make_pair
-from pyrovae.training.step import make_optimizer, quiet_pyro_modules
+from pyrovae.bench.runners import X_DIM, Batches, PlainRunner, SuiteRunner, bench_objective, make_pair, sync
+from pyrovae.infer.fast_path import quiet_pyro_modules
+from pyrovae.training.step import make_optimizer
 
 
 def profile_pieces(device, batch_size=100, repeats=5, steps=100, lr=1e-3) -> dict:
@@ -80,15 +81,15 @@ def profile_pieces(device, batch_size=100, repeats=5, steps=100, lr=1e-3) -> dic
         best = math.inf
         with pyro.validation_enabled(validation):
             for _ in range(repeats):
-                _sync(device)
+                sync(device)
                 c0 = time.process_time() if device.type == "cpu" else time.perf_counter()
                 for _ in range(steps):
                     fn()
-                _sync(device)
+                sync(device)
                 best = min(best, ((time.process_time() if device.type == "cpu" else time.perf_counter()) - c0) / steps)
         out[name] = 1000 * best
     # the whole suite step, by package
-    runner = SuiteRunner(model, guide, make_objective("elbo"), device, lr)
+    runner = SuiteRunner(model, guide, bench_objective("elbo"), device, lr)
     profiler = cProfile.Profile()
     with pyro.validation_enabled(False):
         for _ in range(10):
@@ -124,7 +125,7 @@ def memory_child(device: str, guide_name: str, objective_name: str, batch_size: 
     model, guide, plain = make_pair(guide_name, device)
     x = torch.rand(batch_size, X_DIM, generator=torch.Generator().manual_seed(1)).to(device)
     batch = {"x": torch.bernoulli(x)}
-    objective = make_objective(objective_name, particle_chunk)
+    objective = bench_objective(objective_name, particle_chunk)
     if variant == "suite":
         step = SuiteRunner(model, guide, objective, device, 1e-3)
     else:
@@ -182,10 +183,10 @@ def eval_timing(device, num_images=100, num_samples=5000, data_dir=None) -> dict
         x = torch.bernoulli(torch.rand(num_images, X_DIM, generator=torch.Generator().manual_seed(2))).to(device)
         source = "synthetic binary images"
     log_likelihood(model, guide, x[:2], num_samples=10)  # warm-up
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     est = log_likelihood(model, guide, x, num_samples=num_samples)
-    _sync(device)
+    sync(device)
     seconds = time.perf_counter() - t0
     return {"device": str(device), "images": num_images, "num_samples": num_samples, "data": source,
             "seconds": seconds, "seconds for 10000 images (extrapolated)": seconds * 10_000 / num_images,
