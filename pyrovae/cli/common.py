@@ -223,12 +223,15 @@ def options_for(factory, values: dict) -> dict:
 
 
 def load_run(args, saved: dict):
-    """The run of ``args.run`` on ``args.device``, after importing its recorded modules."""
+    """The run of ``args.run`` on ``args.device`` and its data set, after importing the modules
+    its run.json lists; ``(run, dataset, device)``. The data is checked against the run first."""
     from pyrovae.training.run_folder import load_run as load
 
+    import_modules(args.imports)
     import_modules(saved.get("imports") or [], recorded_in=Path(args.run) / "run.json")
     device = resolve_device(args.device)
-    return load(args.run, device=device), device
+    dataset = run_data(saved, args)
+    return load(args.run, device=device), dataset.to(device), device
 
 
 def require_run(path) -> dict:
@@ -239,23 +242,25 @@ def require_run(path) -> dict:
     return saved
 
 
-def run_data(run, args, device):
-    """The data set ``run`` was fit on, from ``--data-dir`` or the folder it was fit with."""
+def run_data(saved: dict, args):
+    """The data set the run was fit on (from ``--data-dir`` or the folder it was fit with),
+    refused in one line if its rows are not as wide as the run's ``x_dim``."""
     from pyrovae.data.datasets import load_dataset
 
-    name = run.data_name
+    data = saved.get("data") or {}
+    name = data.get("name")
     if name is None:
-        raise UsageError(f"{run.path} was fit on tensors, not a named data set; evaluate it with the Python API")
-    data_dir = args.data_dir or run.config.get("data_dir")
+        raise UsageError(f"{args.run} was fit on tensors, not a named data set; evaluate it with the Python API")
+    data_dir = args.data_dir or saved.get("data_dir")
     check_data_dir(data_dir)
-    dataset = load_dataset(name, data_dir=data_dir, binarize=(run.config.get("data") or {}).get("binarize"))
-    x_dim = ((run.config.get("data") or {}).get("dims") or {}).get("x_dim")
+    dataset = load_dataset(name, data_dir=data_dir, binarize=data.get("binarize"))
+    x_dim = (data.get("dims") or {}).get("x_dim")
     if x_dim is not None and dataset.x_dim != x_dim:
         raise PyrovaeError(
             f"the run's model takes x_dim={x_dim} columns but data set {name!r}"
             f"{f' from {data_dir}' if data_dir else ''} has rows of {dataset.x_dim} (images "
             f"{'x'.join(map(str, dataset.image_shape))}); use the data it was fit on, flattened to (N, {x_dim})")
-    return dataset.to(device)
+    return dataset
 
 
 def check_data_dir(data_dir) -> None:

@@ -37,9 +37,8 @@ def main(argv: List[str]) -> int:
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     saved = common.require_run(args.run)
-    run, device = common.load_run(args, saved)
+    run, dataset, device = common.load_run(args, saved)
     common.set_threads(args.threads, common.linear_flops(run.model, run.guide))
-    dataset = common.run_data(run, args, device)
     t0 = time.perf_counter()
     results = diagnose(run, dataset, num_samples=args.num_samples, num_datapoints=args.num_datapoints,
                        idata_draws=args.idata_draws, gap_datapoints=args.gap_datapoints, ais=args.ais,

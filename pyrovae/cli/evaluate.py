@@ -58,9 +58,9 @@ def main(argv: List[str]) -> int:
     saved = common.require_run(args.run)
     out = Path(args.run) / output_name(args)
     common.refuse_overwrite(out, args.force)
-    run, device = common.load_run(args, saved)
+    run, dataset, device = common.load_run(args, saved)
     threads = common.set_threads(args.threads, common.linear_flops(run.model, run.guide))
-    data = getattr(common.run_data(run, args, device), args.split)
+    data = getattr(dataset, args.split)
     if args.limit:
         data = {k: v[: args.limit] for k, v in data.items()}
     t0 = time.perf_counter()

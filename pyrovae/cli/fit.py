@@ -182,7 +182,7 @@ def check_objective_fits(objective, guide_name: str, guide, train: dict) -> None
     from pyro import poutine
     from pyro.infer.util import is_identically_zero
 
-    from pyrovae.infer.importance import bind_batch
+    from pyrovae.infer.importance import bind_batch, latent_sites
     from pyrovae.infer.objectives import MeanFieldELBO
 
     if not isinstance(objective, MeanFieldELBO):
@@ -192,10 +192,8 @@ def check_objective_fits(objective, guide_name: str, guide, train: dict) -> None
         state = pyro.util.get_rng_state()
         trace = poutine.trace(bind_batch(guide, batch)).get_trace(**batch)
         pyro.util.set_rng_state(state)
-        for name, site in trace.nodes.items():
-            if site["type"] != "sample" or site["is_observed"]:
-                continue
-            fn = site["fn"]
+        for site in latent_sites(trace):
+            name, fn = site["name"], site["fn"]
             reparameterized = fn.has_rsample and is_identically_zero(fn.score_parts(site["value"]).score_function)
             if not reparameterized:
                 raise UsageError(

@@ -74,6 +74,7 @@ def main(argv: List[str]) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     common.add_common_flags(p, device=False)
     args = p.parse_args(argv)
+    common.import_modules(args.imports)
     table = catalogue()
     if args.json:
         print(json.dumps(table, indent=2))

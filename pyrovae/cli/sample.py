@@ -20,7 +20,7 @@ HELP = "PNG grid of samples from a run's model"
 def main(argv: List[str]) -> int:
     import pyro
 
-    from pyrovae.evaluation.plots import save_samples
+    from pyrovae.evaluation.plots import is_image_shape, save_samples
 
     p = common.Parser(prog="pyrovae sample", description="Write a PNG grid of samples x ~ p(x).")
     p.add_argument("run", help="run folder written by pyrovae fit")
@@ -36,9 +36,11 @@ def main(argv: List[str]) -> int:
     saved = common.require_run(args.run)
     out = Path(args.out) if args.out else Path(args.run) / f"samples-{args.n}-seed{args.seed}.png"
     common.refuse_overwrite(out, args.force)
-    run, device = common.load_run(args, saved)
+    run, dataset, device = common.load_run(args, saved)
+    if not is_image_shape(dataset.image_shape):
+        raise UsageError(f"pyrovae sample draws an image grid, and data {saved.get('data')!r} has shape "
+                         f"{dataset.image_shape}, not an image; draw samples from Python (pyrovae.evaluation.plots.observed_mean)")
     common.set_threads(args.threads, common.linear_flops(run.model, run.guide))
-    dataset = common.run_data(run, args, device)
     pyro.set_rng_seed(args.seed)  # after loading: the draws depend on the seed alone
     batch = {k: v[common.cycled_rows(dataset.test, args.n)] for k, v in dataset.test.items()}
     common.write_public(out, lambda tmp: save_samples(run.model, batch, dataset.image_shape, tmp))

@@ -54,14 +54,25 @@ def observed_mean(model: Callable, batch: Dict[str, torch.Tensor], guide: Option
     return (chosen, chosen["fn"].mean) if return_site else chosen["fn"].mean
 
 
+def is_image_shape(image_shape) -> bool:
+    """``(H, W)`` grey or ``(C, H, W)`` with C = 1 or 3 (channels first): shapes drawn as images."""
+    return image_shape is not None and (len(image_shape) == 2 or (len(image_shape) == 3 and image_shape[0] in (1, 3)))
+
+
 def image_grid(images: torch.Tensor, image_shape: Sequence[int], ncol: Optional[int] = None,
                pad: int = 1) -> np.ndarray:
-    """Tile ``(N, prod(image_shape))`` images into one 2-D array (N padded to a rectangle)."""
+    """Tile ``(N, prod(image_shape))`` images, grey ``(H, W)`` or channels-first ``(C, H, W)``,
+    into one ``(rows, cols)`` or ``(rows, cols, 3)`` array (N padded to a rectangle)."""
+    if not is_image_shape(image_shape):
+        raise ValueError(f"image_shape {tuple(image_shape)} is not (H, W) or (C, H, W) with C = 1 or 3")
     images = images.detach().float().cpu().clamp(0, 1).reshape(-1, *image_shape).numpy()
-    n, (h, w) = len(images), image_shape[-2:]
+    if len(image_shape) == 3:  # channels last for imshow; one channel is grey
+        images = images.transpose(0, 2, 3, 1)
+        images = images[..., 0] if image_shape[0] == 1 else images
+    n, (h, w) = len(images), images.shape[1:3]
     ncol = ncol or math.ceil(math.sqrt(n))
     nrow = math.ceil(n / ncol)
-    grid = np.ones((nrow * (h + pad) + pad, ncol * (w + pad) + pad))
+    grid = np.ones((nrow * (h + pad) + pad, ncol * (w + pad) + pad) + images.shape[3:])
     for i, img in enumerate(images):
         r, c = divmod(i, ncol)
         grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = img
@@ -127,7 +138,7 @@ def save_run_figures(run_dir, model, guide, metrics, data: Dict[str, torch.Tenso
     run_dir = Path(run_dir)
     batch = {k: v[:n] for k, v in data.items()}
     paths = [save_training_curves(metrics, run_dir / "training_curves.png")] if metrics else []
-    if image_shape is not None:
+    if is_image_shape(image_shape):
         paths.append(save_samples(model, batch, image_shape, run_dir / "samples.png"))
         recon_batch = {k: v[:32] for k, v in data.items()}
         paths.append(save_reconstructions(model, guide, recon_batch, image_shape, run_dir / "reconstructions.png"))

@@ -125,7 +125,7 @@ def _figures(out, run, dataset, test, khat, monitors, plots, results):
     if run.metrics and not (out / "training_curves.png").exists():
         plots.save_training_curves(run.metrics, out / "training_curves.png")
     steps = [("latent_map", lambda: plots.save_latent_map(run.guide, dataset.test, out / "latent_map.png"))]
-    if dataset.image_shape is not None:
+    if plots.is_image_shape(dataset.image_shape):
         try:  # the observed site the image figures show, found from the trace
             results["figure_site"] = plots.observed_name(run.model, test)
         except (ValueError, NotImplementedError) as error:
