@@ -270,11 +270,12 @@ def check_data_dir(data_dir) -> None:
                          "set's files (or its folder, e.g. DIR/mnist)")
 
 
-def refuse_overwrite(path: Path, force: bool) -> None:
-    """:class:`UsageError` if ``path`` exists and ``force`` is not set."""
+def refuse_overwrite(path: Path, force: bool, other_name: bool = False) -> None:
+    """:class:`UsageError` if ``path`` exists and ``force`` is not set; ``other_name``: the
+    command has ``--out`` to choose another name."""
     if path.exists() and not force:
         raise UsageError(f"{path} exists (an earlier result with the same settings); pass --force to replace "
-                         "it, or --out for another name")
+                         "it" + (", or --out for another name" if other_name else ""))
 
 
 def write_public(path: Path, write: Callable[[Path], None]) -> Path:

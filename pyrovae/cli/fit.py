@@ -14,7 +14,6 @@ model's and guide's constructor keyword arguments (``z_dim: int = 20`` becomes
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import shlex
 import sys
@@ -113,8 +112,6 @@ def main(argv: List[str]) -> int:
                    seed=args.seed, out_dir=out, resume=args.resume, progress=args.progress, config=config,
                    precision=args.precision)
     if args.log_every is not None:
-        if "log_every" not in inspect.signature(fit).parameters:
-            raise UsageError("--log-every needs a newer pyrovae.fit (this one has no log_every)")
         options["log_every"] = args.log_every
     try:
         result = fit(model, guide, dataset, **options)

@@ -35,7 +35,7 @@ def main(argv: List[str]) -> int:
         raise UsageError(f"--n must be >= 1, got {args.n}")
     saved = common.require_run(args.run)
     out = Path(args.out) if args.out else Path(args.run) / f"samples-{args.n}-seed{args.seed}.png"
-    common.refuse_overwrite(out, args.force)
+    common.refuse_overwrite(out, args.force, other_name=True)
     run, dataset, device = common.load_run(args, saved)
     if not is_image_shape(dataset.image_shape):
         raise UsageError(f"pyrovae sample draws an image grid, and data {saved.get('data')!r} has shape "
