@@ -21,8 +21,9 @@ from typing import Callable, Iterator, Optional
 import pyro
 import torch
 
-from pyrovae.data.inputs import eval_split
 from tqdm.auto import tqdm
+
+from pyrovae.data.inputs import eval_split, is_tensor_data, resolve_dataset
 from pyrovae.infer.importance import (
     batch_size_of, bind_batch, guess_max_plate_nesting, log_weights, mean_and_stderr, summarize,
 )
@@ -124,6 +125,39 @@ def iter_log_weights(
         yield torch.cat(parts, 0)
 
 
+def eval_data(data, split: str = "test", data_dir=None, device=None, max_bytes: Optional[int] = None):
+    """What an evaluation reads: a dict of tensors (tensors, a named data set's ``split``, or a
+    Dataset that fits on the device, read once) or a streamed
+    :class:`~pyrovae.data.sources.Source` (a larger Dataset, an IterableDataset, a DataLoader,
+    the ``split`` of a :class:`~pyrovae.data.files.UserData`)."""
+    from pyrovae.data.sources import Source, TensorSource, as_source
+
+    if isinstance(data, Source):
+        return data.split if isinstance(data, TensorSource) else data
+    dataset = resolve_dataset(data, data_dir)
+    chosen = getattr(dataset, split) if dataset is not None else data
+    if chosen is None:
+        raise ValueError(f"the data has no {split} split")
+    if is_tensor_data(chosen):
+        return eval_split(chosen, split, device=device)
+    source = as_source(chosen, device or "cpu", max_bytes=max_bytes)
+    return source.split if isinstance(source, TensorSource) else source
+
+
+def _source_log_weights(model, guide, source, num_samples: int, batch_size: Optional[int],
+                        max_pass: Optional[int]) -> Iterator[torch.Tensor]:
+    """:func:`iter_log_weights` over a streamed source, ``batch_size`` rows read at a time."""
+    if max_pass is None:
+        max_pass = default_max_pass(source.device)
+    rows = batch_size if batch_size is not None else max(1, max_pass // num_samples)
+    for batch in source.epoch_batches(rows, shuffle=False):
+        yield from iter_log_weights(model, guide, batch, num_samples, batch_size, max_pass)
+
+
+def _num_rows(data) -> Optional[int]:
+    return batch_size_of(data) if isinstance(data, dict) else data.num_rows
+
+
 def log_likelihood(
     model: Callable,
     guide: Callable,
@@ -141,7 +175,9 @@ def log_likelihood(
 
     :param model: a Pyro model.
     :param guide: a guide whose draws are the proposal.
-    :param data: a tensor, a dict of tensors, a DataSet or a data set name (its ``split``).
+    :param data: a tensor, a dict of tensors, a DataSet, a data set name, a path or
+        ``module:function`` (its ``split``), a torch Dataset, IterableDataset or DataLoader
+        (held on the device where it fits, else read batch by batch).
     :param int num_samples: K importance samples per datapoint.
     :param int batch_size: datapoints per pass (None: as many as ``max_pass`` holds with all
         K particles each, which fills a GPU).
@@ -162,20 +198,21 @@ def log_likelihood(
         raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    data = eval_split(data, split, data_dir, device)
+    data = eval_data(data, split, data_dir, device)
     return estimate(model, guide, data, num_samples, batch_size, max_pass, progress)
 
 
 def estimate(model: Callable, guide: Callable, data: dict, num_samples: int, batch_size: Optional[int] = 100,
              max_pass: Optional[int] = None, progress: bool = False,
              on_weights: Optional[Callable[[torch.Tensor], None]] = None) -> LogLikelihood:
-    """:func:`log_likelihood` on a batch dict; ``on_weights(log_w)`` also sees each pass's
-    ``(K, B)`` log-weights (the report computes PSIS k-hat from the same draws)."""
+    """:func:`log_likelihood` on a batch dict or a streamed source; ``on_weights(log_w)`` also
+    sees each pass's ``(K, B)`` log-weights (the report computes PSIS k-hat from the same draws)."""
     lls, esss, elbos = [], [], []
-    bar = tqdm(disable=not progress, dynamic_ncols=True, total=batch_size_of(data),
+    bar = tqdm(disable=not progress, dynamic_ncols=True, total=_num_rows(data),
                desc=f"log-likelihood K={num_samples}")
+    passes = (iter_log_weights if isinstance(data, dict) else _source_log_weights)
     with torch.no_grad(), eval_mode(model, guide), pyro.validation_enabled(False):
-        for log_w in iter_log_weights(model, guide, data, num_samples, batch_size, max_pass):
+        for log_w in passes(model, guide, data, num_samples, batch_size, max_pass):
             ll, ess, elbo_n = summarize(log_w)
             lls.append(ll)
             esss.append(ess)
@@ -192,10 +229,14 @@ def estimate(model: Callable, guide: Callable, data: dict, num_samples: int, bat
 
 def elbo(model: Callable, guide: Callable, data, num_samples: int = 1, *, batch_size: int = 500,
          split: str = "test", data_dir=None, device=None) -> float:
-    """Mean over datapoints of the Monte Carlo ELBO ``E_q[log p(x, z) - log q(z | x)]``."""
-    data = eval_split(data, split, data_dir, device)
-    total = 0.0
+    """Mean over datapoints of the Monte Carlo ELBO ``E_q[log p(x, z) - log q(z | x)]``
+    (``data`` as for :func:`log_likelihood`; a streamed source is read ``batch_size`` rows at a
+    time, with the same draws as the same rows held as tensors)."""
+    data = eval_data(data, split, data_dir, device)
+    total, count = 0.0, 0
+    passes = (iter_log_weights if isinstance(data, dict) else _source_log_weights)
     with torch.no_grad(), eval_mode(model, guide), pyro.validation_enabled(False):
-        for log_w in iter_log_weights(model, guide, data, num_samples, batch_size):
+        for log_w in passes(model, guide, data, num_samples, batch_size, None):
             total += float(log_w.double().mean(0).sum())
-    return total / batch_size_of(data)
+            count += log_w.shape[1]
+    return total / count

@@ -4,7 +4,10 @@ The loop reads top to bottom: seed, set up (:class:`~pyrovae.training.setup.Setu
 device, the pair moved and checked on the first batch, parameters, optimizer, step), open
 the run folder (:class:`~pyrovae.training.checkpoint.Checkpoints`: lock, resume), then for
 each epoch, for each batch, one step (the objective's loss, ``backward``, Adam), and after
-each epoch the validation ELBO, a checkpoint and the metrics. The parameters are whatever
+each epoch the validation ELBO, a checkpoint and the metrics. The batches come from a
+:class:`~pyrovae.data.sources.Source`: tensors held on the device, or a Dataset / DataLoader
+streamed batch by batch; an epoch's order is a function of ``(seed, epoch)`` alone and the
+checkpoint keeps the position within the epoch, so a resumed run reads the same batches. The parameters are whatever
 the pair uses: its nn.Module parameters and any ``pyro.param`` / ``pyro.module`` values, so
 plain-function pairs train as well as the suite's PyroModules.
 
@@ -26,7 +29,10 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from pyrovae.data.datasets import DataSet, batches
+from pyrovae.data.datasets import DataSet
+from pyrovae.data.files import UserData, verify
+from pyrovae.data.inputs import head
+from pyrovae.data.sources import DataError
 from pyrovae.errors import PyrovaeError, UsageError
 from pyrovae.evaluation.log_likelihood import elbo as mean_elbo
 from pyrovae.evaluation.monitors import epoch_monitors
@@ -60,7 +66,10 @@ class FitResult:
     :ivar guide: the trained guide.
     :ivar list metrics: one dict per epoch (epoch, step, train_loss, valid_elbo, seconds, ...).
     :ivar out_dir: the run folder, or None.
-    :ivar dataset: the :class:`~pyrovae.data.DataSet` trained on, or None for tensors.
+    :ivar dataset: the :class:`~pyrovae.data.DataSet` or :class:`~pyrovae.data.UserData`
+        trained on, or None for tensors, Datasets and DataLoaders.
+    :ivar str data_mode: how the training data was read (``source.describe()``: on-device or
+        streamed, and why).
     :ivar list figures: the figures written into out_dir.
     """
 
@@ -68,20 +77,26 @@ class FitResult:
     guide: Any
     metrics: List[dict] = field(default_factory=list)
     out_dir: Optional[Path] = None
-    dataset: Optional[DataSet] = None
+    dataset: Optional[Any] = None
     figures: List[Path] = field(default_factory=list)
+    data_mode: str = ""
 
 
 def fit(model: Callable, guide: Callable, data, *, objective="elbo", epochs: int = 10, batch_size: int = 100,
-        lr: float = 1e-3, seed: int = 0, out_dir=None, resume: bool = False,
-        options: Optional[FitOptions] = None, **more) -> FitResult:
+        lr: float = 1e-3, seed: int = 0, out_dir=None, options: Optional[FitOptions] = None,
+        **more) -> FitResult:
     """Fit any Pyro model/guide pair by stochastic variational inference.
 
     :param model: a Pyro model: a PyroModule, an nn.Module, or a plain function using
         ``pyro.module`` / ``pyro.param``; it takes the batch's tensors as keyword arguments.
     :param guide: a guide with the same signature, sampling every latent site of the model.
     :param data: a tensor (rows are datapoints, passed as ``x``), a dict of named tensors, a
-        :class:`~pyrovae.data.DataSet` or a data set name (``"digits"``, ``"mnist"``, ...).
+        :class:`~pyrovae.data.DataSet`, a data set name (``"digits"``, ``"mnist"``, ...), a
+        map-style or iterable torch ``Dataset`` or a ``DataLoader`` (items: tensors or dicts of
+        named tensors), a :class:`~pyrovae.data.UserData` from
+        :func:`~pyrovae.data.load_data_path`, or a path / ``module:function`` it reads (a
+        registered name wins). A Dataset is held on the device when it fits (``max_bytes``),
+        else streamed; ``FitResult.data_mode`` and run.json say which.
     :param objective: a registered objective name (``elbo``, ``meanfield``, ``iwae``,
         ``renyi``) or an :class:`~pyrovae.infer.objectives.Objective`.
     :param int epochs: total epochs (a resumed run continues up to this number).
@@ -90,12 +105,13 @@ def fit(model: Callable, guide: Callable, data, *, objective="elbo", epochs: int
     :param int seed: seeds Pyro, torch, numpy and the batch order (first thing fit does).
     :param out_dir: a run folder to write (checkpoint each epoch, metrics, run.json, figures);
         None keeps everything in memory.
-    :param bool resume: continue the run in ``out_dir`` from its last checkpoint; what would
-        change the parameters' shapes or the data is refused.
     :param FitOptions options: the other options; each may also be given by name
-        (``device``, ``progress``, ``log_every``, ``precision``, ``valid_data``,
+        (``resume``, ``device``, ``progress``, ``log_every``, ``precision``, ``valid_data``,
         ``valid_batch_size``, ``data_dir``, ``distributed``, ``cuda_graphs``, ``config``,
-        ``figures``), see :class:`~pyrovae.training.setup.FitOptions`.
+        ``figures``, ``num_workers``, ``max_bytes``), see
+        :class:`~pyrovae.training.setup.FitOptions`. ``resume=True`` continues the run in
+        ``out_dir`` from its last checkpoint; what would change the parameters' shapes or the
+        data is refused.
     :returns: :class:`FitResult`.
 
     >>> import torch
@@ -108,6 +124,7 @@ def fit(model: Callable, guide: Callable, data, *, objective="elbo", epochs: int
     2
     """
     opts = FitOptions.merge(options, more)
+    resume = opts.resume
     check_numbers(epochs, batch_size, lr, opts.valid_batch_size, opts.log_every)
     if resume and out_dir is None:
         raise UsageError("resume=True needs the out_dir of the run to continue")
@@ -118,7 +135,7 @@ def fit(model: Callable, guide: Callable, data, *, objective="elbo", epochs: int
 
     # ---- the run folder: lock it; on resume, check and load the last checkpoint ---------------
     run_config = s.run_config(epochs, batch_size, lr, seed)
-    start_epoch, step, metrics, saved = 0, 0, [], None
+    start_epoch, step, metrics, saved, start_batch = 0, 0, [], None, 0
     try:
         if out_dir is not None:
             _on_main(s, lambda: _open(folder, resume))
@@ -126,6 +143,9 @@ def fit(model: Callable, guide: Callable, data, *, objective="elbo", epochs: int
             saved = _on_main(s, lambda: _read_json(out_dir / RUN_FILE))
             if saved is not None:
                 check_resumable(saved, run_config, out_dir)
+                files = (saved.get("data") or {}).get("files")
+                if files is not None and isinstance(s.dataset, UserData):
+                    verify(files)  # DataChangedError if the files are not those the run read
             checkpoint = _on_main(s, lambda: folder.load(map_location=s.device if s.group is None else "cpu"))
             load_parameters(checkpoint, model, guide, where=str(out_dir))
             try:
@@ -135,22 +155,39 @@ def fit(model: Callable, guide: Callable, data, *, objective="elbo", epochs: int
                                  f"parameters ({error}); start a new run") from None
             set_rng_state(_rank_rng(checkpoint, s.group, seed))
             start_epoch, step, metrics = checkpoint["epoch"], checkpoint["step"], list(checkpoint["metrics"])
+            position = checkpoint.get("position") or {}
+            start_batch = position.get("batch", 0) if position.get("epoch", start_epoch) == start_epoch else 0
         current = segment(run_config, start_epoch, epochs, (opts.config or {}).get("threads"))
         if folder is not None:
             write_json(out_dir / RUN_FILE, with_segments(run_config, saved, current))
 
         progress = (sys.stderr.isatty() if opts.progress is None else opts.progress) and s.is_main
-        bar = tqdm(total=epochs * s.num_batches, initial=start_epoch * s.num_batches, desc="fit", unit="step",
-                   disable=not progress, dynamic_ncols=True)
+        if opts.log_every and s.is_main and not s.from_tensors:  # how a Dataset or DataLoader is read
+            tqdm.write(run_config["data"]["mode"], file=sys.stderr)
+        bar = tqdm(total=epochs * s.num_batches if s.num_batches is not None else None,
+                   initial=start_epoch * s.num_batches + start_batch if s.num_batches is not None else 0,
+                   desc="fit", unit="step", disable=not progress, dynamic_ncols=True)
         modules = [m for m in (model, guide) if isinstance(m, torch.nn.Module)]
         with bar, pyro.validation_enabled(False):
             for epoch in range(start_epoch, epochs):
                 for m in modules:
                     m.train(True)
-                order = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
                 t0 = time.perf_counter()
                 pending, total, count = [], 0.0, 0
-                for i, batch in enumerate(batches(s.train, batch_size, shuffle=True, generator=order)):
+
+                def sync(i):  # check the pending losses (and copy them to the host)
+                    nonlocal pending, total, count
+                    values = torch.stack(pending)
+                    values = (s.group.mean(values) if s.group is not None else values).cpu()
+                    _check_finite(values, epoch, step, i, s.num_batches, out_dir, start_epoch)
+                    total, count, pending = total + float(values.sum()), count + len(values), []
+                    bar.update(len(values))
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{total / count:.3f}")
+
+                # the epoch's order is a function of (seed, epoch); a resumed epoch starts at start_batch
+                i = start_batch - 1
+                for i, batch in enumerate(s.source.epoch_batches(batch_size, shuffle=True, seed=seed, epoch=epoch,
+                                                                 start=start_batch), start=start_batch):
                     if i == s.num_batches:
                         break
                     if s.group is not None:  # this rank's rows; its loss weighted by its share
@@ -160,13 +197,14 @@ def fit(model: Callable, guide: Callable, data, *, objective="elbo", epochs: int
                     loss = s.step(batch, step)  # the objective's loss; zero_grad; backward; Adam step
                     step += 1
                     pending.append(loss)
-                    if len(pending) == SYNC_EVERY or i == s.num_batches - 1:
-                        values = torch.stack(pending)
-                        values = (s.group.mean(values) if s.group is not None else values).cpu()
-                        _check_finite(values, epoch, step, i, s.num_batches, out_dir, start_epoch)
-                        total, count, pending = total + float(values.sum()), count + len(values), []
-                        bar.update(len(values))
-                        bar.set_postfix(epoch=epoch + 1, loss=f"{total / count:.3f}")
+                    if len(pending) == SYNC_EVERY or i == (s.num_batches or 0) - 1:
+                        sync(i)
+                if pending:
+                    sync(i)
+                start_batch = 0
+                if count == 0:
+                    raise DataError(f"the training data yielded no batch in epoch {epoch + 1}; an iterable "
+                                    "dataset or DataLoader must yield its datapoints again in every epoch")
                 row = {"epoch": epoch + 1, "step": step, "train_loss": total / count,
                        "kl_weight": s.objective.kl_weight(step) if isinstance(s.objective, Objective) else 1.0,
                        "seconds": time.perf_counter() - t0}
@@ -174,7 +212,8 @@ def fit(model: Callable, guide: Callable, data, *, objective="elbo", epochs: int
                     t1 = time.perf_counter()
                     row["valid_elbo"] = mean_elbo(model, guide, s.valid, batch_size=opts.valid_batch_size,
                                                   split="valid")
-                    row.update(epoch_monitors(model, guide, s.valid))  # active units, KL/dim, rate, MI
+                    monitored = s.valid if isinstance(s.valid, dict) else head(s.valid, 1000)
+                    row.update(epoch_monitors(model, guide, monitored))  # active units, KL/dim, rate, MI
                     row["valid_seconds"] = time.perf_counter() - t1
                 metrics.append(row)
                 if opts.log_every and (epoch + 1) % opts.log_every == 0 and s.is_main:
@@ -195,7 +234,8 @@ def fit(model: Callable, guide: Callable, data, *, objective="elbo", epochs: int
             folder.lock.release()
     figures = _figures(s, model, guide, metrics, out_dir) if folder is not None and opts.figures else []
     s.close()
-    return FitResult(model=model, guide=guide, metrics=metrics, out_dir=out_dir, dataset=s.dataset, figures=figures)
+    return FitResult(model=model, guide=guide, metrics=metrics, out_dir=out_dir, dataset=s.dataset, figures=figures,
+                     data_mode=run_config["data"]["mode"])
 
 
 def _on_main(s: Setup, fn):
@@ -220,7 +260,9 @@ def _save(s: Setup, folder: Optional[Checkpoints], model, guide, step: int, metr
     """Checkpoint after ``epoch`` (rank 0 writes it, with every rank's random state)."""
     rng = rng_state()
     state = {**parameter_state(model, guide, s.store_params), "optimizer": s.optimizer.state_dict(), "rng": rng,
-             "epoch": epoch, "step": step, "metrics": metrics, "example": s.example}
+             "epoch": epoch, "step": step, "metrics": metrics, "example": s.example,
+             # where the next batch comes from: the order is a function of (seed, epoch), so this is all
+             "position": {"epoch": epoch, "batch": 0}}
     if s.group is not None:  # every rank's stream, for an exact resume
         state["rng_ranks"] = s.group.gather(rng)
     if folder is not None:
@@ -234,9 +276,12 @@ def _figures(s: Setup, model, guide, metrics: List[dict], out_dir: Path) -> List
     image data); a figure that cannot be drawn is named on stderr, the run is kept."""
     from pyrovae.evaluation.plots import save_run_figures
 
-    data = s.dataset.test if s.dataset is not None else (s.valid or s.train)
-    data = {k: v[:64].to(s.device) for k, v in data.items()}
     try:
+        if s.dataset is not None and s.dataset.test is not None:
+            data = s.dataset.test
+        else:
+            data = s.valid if s.valid is not None else (s.train if s.train is not None else s.source)
+        data = head(data, 64, s.device)
         return save_run_figures(out_dir, model, guide, metrics, data, s.dataset.image_shape if s.dataset else None)
     except (ValueError, RuntimeError, KeyError) as error:
         print(f"pyrovae: figures not written: {' '.join(str(error).split())}", file=sys.stderr)

@@ -1,8 +1,8 @@
 """What :func:`~pyrovae.training.fit.fit` sets up before its loop, in one object.
 
 :class:`FitOptions` holds the options a caller rarely changes; :class:`Setup` does the
-set-up in the order a reader expects: the device and the process group, the data (on the
-device), the pair moved there, the first-step checks (:mod:`pyrovae.training.checks`), the
+set-up in the order a reader expects: the device and the process group, the data (a
+:class:`~pyrovae.data.sources.Source`: held on the device where it fits, else streamed), the pair moved there, the first-step checks (:mod:`pyrovae.training.checks`), the
 parameters collected, the optimizer and the step built. Nothing here writes to disk.
 """
 
@@ -17,8 +17,10 @@ import numpy as np
 import pyro
 import torch
 
-from pyrovae.data.datasets import batches
-from pyrovae.data.inputs import as_batch_dict, resolve_dataset, to_device
+from pyrovae.data.datasets import DataSet
+from pyrovae.data.files import UserData
+from pyrovae.data.inputs import as_batch_dict, is_tensor_data, resolve_dataset
+from pyrovae.data.sources import Source, TensorSource, as_source
 from pyrovae.errors import UsageError
 from pyrovae.infer.importance import bind_batch
 from pyrovae.infer.objectives import Objective, make_objective
@@ -47,6 +49,12 @@ class FitOptions:
     :ivar dict config: extra entries for run.json (the CLI records ``data_dir``, imports...).
     :ivar bool figures: with an out_dir, write training_curves.png (and samples.png,
         reconstructions.png for image data) at the end, as ``pyrovae fit`` does.
+    :ivar bool resume: continue the run in ``out_dir`` from its last checkpoint; what would
+        change the parameters' shapes or the data (its files, for data read from a path) is refused.
+    :ivar int num_workers: loader processes that read a streamed Dataset (a DataLoader keeps its own).
+    :ivar max_bytes: hold a Dataset on the device when its estimated size is at most this
+        (None: a quarter of the free device memory or RAM; 0: always stream), see
+        :func:`~pyrovae.data.sources.as_source`.
     """
 
     device: Any = "auto"
@@ -60,6 +68,9 @@ class FitOptions:
     cuda_graphs: Optional[bool] = None
     config: Optional[dict] = None
     figures: bool = True
+    resume: bool = False
+    num_workers: int = 0
+    max_bytes: Optional[int] = None
 
     @classmethod
     def merge(cls, options: Optional["FitOptions"], more: dict) -> "FitOptions":
@@ -108,8 +119,12 @@ class Setup:
 
     :ivar device: the device of the data and the pair.
     :ivar group: this process's :class:`~pyrovae.training.distributed.ProcessGroup`, or None.
-    :ivar dataset: the :class:`~pyrovae.data.DataSet`, or None for tensors.
-    :ivar dict train: the training tensors on the device (``valid`` likewise, or None).
+    :ivar dataset: the :class:`~pyrovae.data.DataSet` or :class:`~pyrovae.data.UserData`, or
+        None for tensors, Datasets and DataLoaders.
+    :ivar source: the training :class:`~pyrovae.data.sources.Source` (``source.mode``:
+        ``on-device`` or ``streamed``).
+    :ivar dict train: the training tensors on the device where they are held there, else None.
+    :ivar valid: the validation tensors (a dict), a streamed Source, or None.
     :ivar transform: the per-batch transform (dynamic binarization), or None.
     :ivar objective: the :class:`~pyrovae.infer.objectives.Objective`.
     :ivar dict store_params: the ``pyro.param`` tensors the pair trains beyond its modules.
@@ -131,26 +146,38 @@ class Setup:
                                  f"each of the {self.group.world_size} processes")
             pyro.set_rng_seed(seed + self.group.rank)  # each rank its own random stream
 
-        # the data, on the device
+        # the data: held on the device where it fits, else streamed
         self.dataset = resolve_dataset(data, opts.data_dir)
         if self.dataset is not None:
-            train, valid, self.transform = self.dataset.train, self.dataset.valid, self.dataset.transform
+            ds = self.dataset
+            train, valid = ds.train, ds.valid
+            self.transform = ds.transform if isinstance(ds, DataSet) else None
         else:
-            train, valid, self.transform = as_batch_dict(data, "data"), None, None
+            train, valid, self.transform = data, None, None
         if opts.valid_data is not None:
-            valid = as_batch_dict(opts.valid_data, "valid_data")
-        self.train = to_device(as_batch_dict(train, "data"), self.device)
-        self.valid = to_device(valid, self.device) if valid is not None else None
-        self.num_rows = len(next(iter(self.train.values())))
+            valid = opts.valid_data
+        self.source = self._source(train, "data")
+        self.from_tensors = is_tensor_data(train)  # today's path: tensors held on the device as given
+        valid_source = self._source(valid, "valid_data") if valid is not None else None
+        self.train = self.source.split if isinstance(self.source, TensorSource) else None
+        self.valid = valid_source.split if isinstance(valid_source, TensorSource) else valid_source
+        self.num_rows = self.source.num_rows
+        num_batches = self.source.num_batches(batch_size)
         # a data-parallel run leaves out a last batch too small to give every process a row
-        self.num_batches = math.ceil(self.num_rows / batch_size) - (
-            self.group is not None and 0 < self.num_rows % batch_size < self.group.world_size)
+        self.num_batches = None if num_batches is None else num_batches - (
+            self.group is not None and self.num_rows is not None
+            and 0 < self.num_rows % batch_size < self.group.world_size)
 
         # the pair, on the device, checked on the first batch
         for module in _modules(model, guide):
             module.to(self.device)
-        self.call_model, self.call_guide = bind_batch(model, self.train), bind_batch(guide, self.train)
-        first = next(batches(self.train, batch_size, transform=self.transform))
+        first = self.source.first_batch(batch_size)
+        if self.transform is not None:
+            first = self.transform(first)
+        self.call_model, self.call_guide = bind_batch(model, first), bind_batch(guide, first)
+        self.dims = {"x_dim": int(first["x"].shape[-1])} if "x" in first else {}
+        if self.source.num_classes is not None and not isinstance(self.source, TensorSource):
+            self.dims["num_classes"] = self.source.num_classes
         check_pair(self.call_model, self.call_guide, first)
         self.example = {k: v[:1].detach().cpu() for k, v in first.items()}
 
@@ -177,6 +204,13 @@ class Setup:
         self.step = GraphedStep(self.train_step, enabled=bool(cuda_graphs) and self.device.type == "cuda",
                                 static_from=static_from(self.objective))
 
+    def _source(self, data, what: str) -> Source:
+        if is_tensor_data(data):
+            name = self.dataset.name if isinstance(self.dataset, DataSet) else None
+            reason = f"data set {name!r}, held on {self.device}" if name else f"given as tensors, held on {self.device}"
+            return TensorSource(as_batch_dict(data, what), self.device, reason=reason)
+        return as_source(data, self.device, num_workers=self.opts.num_workers, max_bytes=self.opts.max_bytes)
+
     @property
     def is_main(self) -> bool:
         return self.group is None or self.group.is_main
@@ -184,12 +218,19 @@ class Setup:
     def run_config(self, epochs: int, batch_size: int, lr: float, seed: int) -> dict:
         """run.json's description of this run (without its segments)."""
         ds, objective = self.dataset, self.objective
+        if isinstance(ds, DataSet):
+            data = {"name": ds.name, "binarize": ds.binarize, "dims": ds.dims()}
+        elif isinstance(ds, UserData):  # read from a path: what was read, to check on evaluate and resume
+            data = {"name": ds.path, "binarize": None, "dims": ds.dims(), "image_shape": list(ds.image_shape),
+                    "files": ds.describe()}
+        else:
+            data = {"name": None, "binarize": None, "dims": self.dims}
+        data["mode"] = self.source.describe()
         return {
             "model": spec_of(self.model),
             "guide": spec_of(self.guide),
             "objective": objective.config() if isinstance(objective, Objective) else None,
-            "data": {"name": ds.name if ds else None, "binarize": ds.binarize if ds else None,
-                     "dims": ds.dims() if ds else {"x_dim": int(self.train[next(iter(self.train))].shape[-1])}},
+            "data": data,
             "fit": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "device": str(self.device),
                     "precision": self.opts.precision, "processes": self.group.world_size if self.group else 1},
             **(self.opts.config or {}),
