@@ -25,11 +25,11 @@ References
 
 from __future__ import annotations
 
-from typing import Tuple
+from dataclasses import dataclass, fields
 
 import torch
-from pyro.nn import PyroModule
 
+from pyrovae.guides.base import EncoderGuide
 from pyrovae.registry import build, constructor_options, get_guide, register_guide
 
 NOISES = ("gaussian", "salt_and_pepper")
@@ -47,14 +47,12 @@ def corrupt(x: torch.Tensor, noise: str, noise_level: float) -> torch.Tensor:
 
 
 @register_guide("denoising")
-class DenoisingGuide(PyroModule):
+class DenoisingGuide(EncoderGuide):
     """A base guide (by registry name) that sees corrupted inputs in training mode.
 
-    :param int x_dim: size of one (flattened) datapoint.
-    :param int z_dim: latent dimension.
-    :param tuple hidden_dims: encoder hidden widths of the base guide.
-    :param str activation: encoder nonlinearity of the base guide (if it takes one).
-    :param str site: name of the latent sample site (if the base guide takes one).
+    The options of :class:`~pyrovae.guides.base.EncoderGuide`, handed to the base guide (those
+    it accepts), and
+
     :param str noise: ``gaussian`` or ``salt_and_pepper``.
     :param float noise_level: the Gaussian noise's standard deviation, or the probability
         that a coordinate is replaced by salt or pepper.
@@ -65,31 +63,30 @@ class DenoisingGuide(PyroModule):
     torch.Size([2])
     """
 
-    def __init__(
-        self,
-        x_dim: int,
-        z_dim: int = 20,
-        hidden_dims: Tuple[int, ...] = (200, 200),
-        activation: str = "tanh",
-        site: str = "z",
-        noise: str = "salt_and_pepper",
-        noise_level: float = 0.1,
-        base: str = "diag",
-    ):
-        super().__init__()
-        if noise not in NOISES:
-            raise ValueError(f"unknown noise {noise!r}; choose one of {NOISES}")
-        if not noise_level >= 0 or (noise == "salt_and_pepper" and noise_level > 1):
-            raise ValueError(f"noise_level must be >= 0 (a probability <= 1 for salt_and_pepper), got {noise_level}")
-        if base == "denoising":
-            raise ValueError("base must be another guide than 'denoising'")
-        options = {"x_dim": x_dim, "z_dim": z_dim, "hidden_dims": tuple(hidden_dims),
-                   "activation": activation, "site": site}
-        factory = get_guide(base)
+    @dataclass
+    class Options(EncoderGuide.Options):
+        noise: str = "salt_and_pepper"
+        noise_level: float = 0.1
+        base: str = "diag"
+
+        def __post_init__(self):
+            super().__post_init__()
+            if self.noise not in NOISES:
+                raise ValueError(f"unknown noise {self.noise!r}; choose one of {NOISES}")
+            if not self.noise_level >= 0 or (self.noise == "salt_and_pepper" and self.noise_level > 1):
+                raise ValueError(f"noise_level must be >= 0 (a probability <= 1 for salt_and_pepper), "
+                                 f"got {self.noise_level}")
+            if self.base == "denoising":
+                raise ValueError("base must be another guide than 'denoising'")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        o = self.options
+        factory = get_guide(o.base)
         accepted = constructor_options(factory)
-        self.base = build(factory, {k: v for k, v in options.items() if k in accepted})
-        self.x_dim, self.z_dim, self.site = x_dim, z_dim, site
-        self.noise, self.noise_level, self.base_name = noise, float(noise_level), base
+        shared = {f.name: getattr(o, f.name) for f in fields(EncoderGuide.Options)}
+        self.base = build(factory, {k: v for k, v in shared.items() if k in accepted})
+        self.noise, self.noise_level, self.base_name = o.noise, float(o.noise_level), o.base
         # pair with the base guide's model (an instance attribute: the class default is "vae")
         self.model_name = getattr(type(self.base), "model_name", "vae")
 

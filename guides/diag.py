@@ -10,14 +10,11 @@ References
 
 from __future__ import annotations
 
-from typing import Tuple
-
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 
 from pyrovae.guides.base import EncoderGuide
-from pyrovae.nn import MLP, check_positive
 from pyrovae.registry import register_guide
 
 
@@ -25,29 +22,17 @@ from pyrovae.registry import register_guide
 class DiagNormalGuide(EncoderGuide):
     """An MLP encoder x -> (loc, scale) of a diagonal Normal over the latent site ``z``.
 
-    :param int x_dim: size of one (flattened) datapoint.
-    :param int z_dim: latent dimension.
-    :param tuple hidden_dims: encoder hidden widths (from x to z).
-    :param str activation: encoder nonlinearity.
-    :param str site: name of the latent sample site (the model/guide contract).
+    Its options are :class:`~pyrovae.guides.base.EncoderGuide`'s (x_dim, z_dim, hidden_dims,
+    activation, site).
 
     >>> guide = DiagNormalGuide(x_dim=64, z_dim=2)
     >>> guide.encode(torch.zeros(3, 64)).event_shape
     torch.Size([2])
     """
 
-    def __init__(
-        self,
-        x_dim: int,
-        z_dim: int = 20,
-        hidden_dims: Tuple[int, ...] = (200, 200),
-        activation: str = "tanh",
-        site: str = "z",
-    ):
-        super().__init__()
-        check_positive(x_dim=x_dim, z_dim=z_dim)
-        self.x_dim, self.z_dim, self.site = x_dim, z_dim, site
-        self.encoder = MLP(x_dim, tuple(hidden_dims), 2 * z_dim, activation)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.encoder = self.mlp(2 * self.z_dim)
 
     def encode(self, x: torch.Tensor) -> dist.Distribution:
         """q(z | x) with batch shape ``x.shape[:-1]`` and event shape ``(z_dim,)``."""

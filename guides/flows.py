@@ -30,6 +30,7 @@ References
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from typing import List, Optional, Sequence, Tuple
 
 import pyro.distributions as dist
@@ -94,40 +95,56 @@ class AmortizedFlowGuide(EncoderGuide):
     """Base class: an encoder ``x -> (loc, scale, h)`` and ``num_flows`` conditional flow steps.
 
     Subclasses implement :meth:`make_flow` (one step, a ``ConditionalTransformModule`` or a
-    plain ``Transform``; extra keyword arguments of the constructor are kept in
-    ``self.flow_options`` for it) and may set ``reverse_between = True`` to reverse the coordinate
-    order between steps (for autoregressive steps).
+    plain ``Transform``; their own options are in ``self.options``), may set
+    ``reverse_between = True`` to reverse the coordinate order between steps and
+    ``autoregressive = True`` for steps built on a masked autoregressive network (whose
+    widths default to two layers of ``4 * z_dim`` and must each be at least ``z_dim``).
 
-    :param int x_dim: size of one (flattened) datapoint.
-    :param int z_dim: latent dimension.
-    :param tuple hidden_dims: encoder hidden widths.
-    :param str activation: nonlinearity of the encoder and of the flows' networks.
-    :param str site: name of the latent sample site.
+    The options of :class:`~pyrovae.guides.base.EncoderGuide`, and
+
     :param int num_flows: number of flow steps T.
     :param int context_dim: size of the context h(x) (default ``z_dim``).
     :param tuple flow_hidden_dims: hidden widths of each step's network.
     """
 
     reverse_between = False
+    autoregressive = False
 
-    def __init__(self, x_dim: int, z_dim: int, hidden_dims: Tuple[int, ...], activation: str,
-                 site: str, num_flows: int, context_dim: Optional[int],
-                 flow_hidden_dims: Tuple[int, ...], **flow_options):
-        super().__init__()
-        context_dim = z_dim if context_dim is None else context_dim
-        check_positive(x_dim=x_dim, z_dim=z_dim, num_flows=num_flows, context_dim=context_dim)
-        if hidden_dims:
-            check_positive(hidden_dims=tuple(hidden_dims))
-        if flow_hidden_dims:
-            check_positive(flow_hidden_dims=tuple(flow_hidden_dims))
-        self.x_dim, self.z_dim, self.site = x_dim, z_dim, site
-        self.context_dim, self.num_flows = context_dim, num_flows
-        self.activation_name = activation
-        self.flow_hidden_dims = tuple(flow_hidden_dims)
-        self.flow_options = flow_options
-        self.encoder = MLP(x_dim, tuple(hidden_dims), 2 * z_dim + context_dim, activation)
-        self.flows = nn.ModuleList([self.make_flow(t) for t in range(num_flows)])
-        self.register_buffer("reverse_index", torch.arange(z_dim - 1, -1, -1))
+    @dataclass
+    class Options(EncoderGuide.Options):
+        num_flows: int = 2
+        context_dim: Optional[int] = None
+        flow_hidden_dims: Optional[Tuple[int, ...]] = None
+
+        def __post_init__(self):
+            super().__post_init__()
+            check_positive(num_flows=self.num_flows)
+            if self.context_dim is not None:
+                check_positive(context_dim=self.context_dim)
+            if self.flow_hidden_dims is not None:
+                self.flow_hidden_dims = tuple(self.flow_hidden_dims)
+                if self.flow_hidden_dims:
+                    check_positive(flow_hidden_dims=self.flow_hidden_dims)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        o = self.options
+        self.context_dim = self.z_dim if o.context_dim is None else o.context_dim
+        self.num_flows = o.num_flows
+        self.activation_name = o.activation
+        if self.autoregressive:
+            self.flow_hidden_dims = _autoregressive_widths(o.flow_hidden_dims, self.z_dim)
+        else:
+            self.flow_hidden_dims = tuple(o.flow_hidden_dims or ())
+        self.encoder = self.mlp(2 * self.z_dim + self.context_dim)
+        self.flows = nn.ModuleList([self.make_flow(t) for t in range(self.num_flows)])
+        self.register_buffer("reverse_index", torch.arange(self.z_dim - 1, -1, -1))
+
+    @property
+    def flow_options(self) -> dict:
+        """The subclass's own options (those beyond :class:`AmortizedFlowGuide.Options`), by name."""
+        shared = {f.name for f in fields(AmortizedFlowGuide.Options)}
+        return {f.name: getattr(self.options, f.name) for f in fields(self.options) if f.name not in shared}
 
     def make_flow(self, t: int):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -154,9 +171,30 @@ class AmortizedFlowGuide(EncoderGuide):
         return FlowDistribution(base, self.transforms(h))
 
 
+class ContextFlowGuide(AmortizedFlowGuide):
+    """Planar and radial flows: each step is one of Pyro's conditional transforms
+    (``transform``) whose parameters, of sizes ``param_dims(z_dim)``, an MLP computes from
+    :math:`h(x)` (:class:`ContextNet`; ``flow_hidden_dims`` are its widths, empty: linear).
+    Neither has an inverse: see the module's note."""
+
+    @dataclass
+    class Options(AmortizedFlowGuide.Options):
+        num_flows: int = 4
+        flow_hidden_dims: Tuple[int, ...] = ()
+
+    transform = None  # T.ConditionalPlanar or T.ConditionalRadial
+
+    @staticmethod
+    def param_dims(z_dim: int) -> List[int]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def make_flow(self, t):
+        return self.transform(ContextNet(self.context_dim, self.flow_hidden_dims, self.param_dims(self.z_dim),
+                                         self.activation_name))
+
 
 @register_guide("planar")
-class PlanarFlowGuide(AmortizedFlowGuide):
+class PlanarFlowGuide(ContextFlowGuide):
     """Amortized planar flow (Rezende & Mohamed): each step, with parameters
     :math:`(u, w, b)` computed from :math:`h(x)`,
 
@@ -165,35 +203,24 @@ class PlanarFlowGuide(AmortizedFlowGuide):
               \\psi(z) = (1 - \\tanh^2(w^\\top z + b))\\, w,
 
     with :math:`\\hat u` the projection that keeps :math:`w^\\top \\hat u \\ge -1`
-    (invertibility). No inverse: see the module's note.
-
-    :param int x_dim: size of one datapoint.
-    :param int z_dim: latent dimension.
-    :param tuple hidden_dims: encoder hidden widths.
-    :param str activation: nonlinearity.
-    :param str site: latent site name.
-    :param int num_flows: number of planar steps.
-    :param int context_dim: size of h(x) (default ``z_dim``).
-    :param tuple flow_hidden_dims: hidden widths of the map h -> (u, w, b) (empty: linear).
+    (invertibility). No inverse: see the module's note. Options: see
+    :class:`AmortizedFlowGuide` (``num_flows`` default 4; ``flow_hidden_dims``, default
+    empty, are the widths of the map h -> (u, w, b)).
 
     >>> guide = PlanarFlowGuide(x_dim=6, z_dim=2, hidden_dims=(8,))
     >>> guide.encode(torch.zeros(3, 6)).rsample().shape
     torch.Size([3, 2])
     """
 
-    def __init__(self, x_dim: int, z_dim: int = 20, hidden_dims: Tuple[int, ...] = (200, 200),
-                 activation: str = "tanh", site: str = "z", num_flows: int = 4,
-                 context_dim: Optional[int] = None, flow_hidden_dims: Tuple[int, ...] = ()):
-        super().__init__(x_dim, z_dim, hidden_dims, activation, site, num_flows, context_dim,
-                         flow_hidden_dims)
+    transform = T.ConditionalPlanar
 
-    def make_flow(self, t):
-        return T.ConditionalPlanar(ContextNet(self.context_dim, self.flow_hidden_dims,
-                                              [1, self.z_dim, self.z_dim], self.activation_name))
+    @staticmethod
+    def param_dims(z_dim: int) -> List[int]:
+        return [1, z_dim, z_dim]
 
 
 @register_guide("radial")
-class RadialFlowGuide(AmortizedFlowGuide):
+class RadialFlowGuide(ContextFlowGuide):
     """Amortized radial flow (Rezende & Mohamed): each step, with :math:`(z_0, \\alpha, \\beta)`
     computed from :math:`h(x)` (:math:`\\alpha > 0`, :math:`\\beta \\ge -\\alpha`),
 
@@ -202,31 +229,20 @@ class RadialFlowGuide(AmortizedFlowGuide):
 
     .. math:: \\log|\\det J| = (d - 1)\\log(1 + \\beta h) + \\log(1 + \\beta h + \\beta h' r).
 
-    No inverse: see the module's note.
-
-    :param int x_dim: size of one datapoint.
-    :param int z_dim: latent dimension.
-    :param tuple hidden_dims: encoder hidden widths.
-    :param str activation: nonlinearity.
-    :param str site: latent site name.
-    :param int num_flows: number of radial steps.
-    :param int context_dim: size of h(x) (default ``z_dim``).
-    :param tuple flow_hidden_dims: hidden widths of the map h -> (z_0, alpha, beta).
+    No inverse: see the module's note. Options: see :class:`AmortizedFlowGuide`
+    (``num_flows`` default 4; ``flow_hidden_dims``, default empty, are the widths of the map
+    h -> (z_0, alpha, beta)).
 
     >>> guide = RadialFlowGuide(x_dim=6, z_dim=2, hidden_dims=(8,))
     >>> guide.encode(torch.zeros(3, 6)).rsample().shape
     torch.Size([3, 2])
     """
 
-    def __init__(self, x_dim: int, z_dim: int = 20, hidden_dims: Tuple[int, ...] = (200, 200),
-                 activation: str = "tanh", site: str = "z", num_flows: int = 4,
-                 context_dim: Optional[int] = None, flow_hidden_dims: Tuple[int, ...] = ()):
-        super().__init__(x_dim, z_dim, hidden_dims, activation, site, num_flows, context_dim,
-                         flow_hidden_dims)
+    transform = T.ConditionalRadial
 
-    def make_flow(self, t):
-        return T.ConditionalRadial(ContextNet(self.context_dim, self.flow_hidden_dims,
-                                              [self.z_dim, 1, 1], self.activation_name))
+    @staticmethod
+    def param_dims(z_dim: int) -> List[int]:
+        return [z_dim, 1, 1]
 
 
 @register_guide("spline")
@@ -242,15 +258,9 @@ class SplineFlowGuide(AmortizedFlowGuide):
     with the coordinate order reversed between steps. It inverts (one network pass per
     coordinate), so replayed values can be scored.
 
-    :param int x_dim: size of one datapoint.
-    :param int z_dim: latent dimension.
-    :param tuple hidden_dims: encoder hidden widths.
-    :param str activation: nonlinearity.
-    :param str site: latent site name.
-    :param int num_flows: number of spline steps.
-    :param int context_dim: size of h(x) (default ``z_dim``).
-    :param tuple flow_hidden_dims: hidden widths of each step's autoregressive network
-        (each >= ``z_dim``; default two layers of ``4 * z_dim``).
+    The options of :class:`AmortizedFlowGuide` (``flow_hidden_dims``: widths of each step's
+    autoregressive network, each >= ``z_dim``; default two layers of ``4 * z_dim``), and
+
     :param int count_bins: spline segments per coordinate.
     :param float bound: half-width of the spline's box.
     :param str order: ``quadratic`` (Durkan et al.) or ``linear`` (Dolatabadi et al.).
@@ -261,22 +271,24 @@ class SplineFlowGuide(AmortizedFlowGuide):
     """
 
     reverse_between = True
+    autoregressive = True
 
-    def __init__(self, x_dim: int, z_dim: int = 20, hidden_dims: Tuple[int, ...] = (200, 200),
-                 activation: str = "tanh", site: str = "z", num_flows: int = 2,
-                 context_dim: Optional[int] = None, flow_hidden_dims: Optional[Tuple[int, ...]] = None,
-                 count_bins: int = 8, bound: float = 3.0, order: str = "quadratic"):
-        if order not in ("linear", "quadratic"):
-            raise ValueError(f"order must be 'quadratic' or 'linear', got {order!r}")
-        check_positive(count_bins=count_bins)
-        if not bound > 0:
-            raise ValueError(f"bound must be positive, got {bound}")
-        super().__init__(x_dim, z_dim, hidden_dims, activation, site, num_flows, context_dim,
-                         _autoregressive_widths(flow_hidden_dims, z_dim),
-                         count_bins=count_bins, bound=float(bound), order=order)
+    @dataclass
+    class Options(AmortizedFlowGuide.Options):
+        count_bins: int = 8
+        bound: float = 3.0
+        order: str = "quadratic"
+
+        def __post_init__(self):
+            if self.order not in ("linear", "quadratic"):
+                raise ValueError(f"order must be 'quadratic' or 'linear', got {self.order!r}")
+            check_positive(count_bins=self.count_bins)
+            if not self.bound > 0:
+                raise ValueError(f"bound must be positive, got {self.bound}")
+            super().__post_init__()
 
     def make_flow(self, t):
-        bins, bound, order = (self.flow_options[k] for k in ("count_bins", "bound", "order"))
+        bins, bound, order = self.options.count_bins, float(self.options.bound), self.options.order
         param_dims = [bins, bins, bins - 1] + ([bins] if order == "linear" else [])
         arn = ConditionalAutoRegressiveNN(
             self.z_dim, self.context_dim, list(self.flow_hidden_dims), param_dims=param_dims,

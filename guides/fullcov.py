@@ -27,14 +27,13 @@ References
 
 from __future__ import annotations
 
-from typing import Tuple
+from dataclasses import dataclass
 
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 
 from pyrovae.guides.base import EncoderGuide
-from pyrovae.nn import MLP, check_positive
 from pyrovae.registry import register_guide
 
 
@@ -42,11 +41,8 @@ from pyrovae.registry import register_guide
 class FullCovNormalGuide(EncoderGuide):
     """An MLP encoder x -> (loc, scale_tril) of a multivariate Normal over the site ``z``.
 
-    :param int x_dim: size of one (flattened) datapoint.
-    :param int z_dim: latent dimension.
-    :param tuple hidden_dims: encoder hidden widths.
-    :param str activation: encoder nonlinearity.
-    :param str site: name of the latent sample site.
+    The options of :class:`~pyrovae.guides.base.EncoderGuide`, and
+
     :param float min_scale: floor added to the Cholesky diagonal (keeps L invertible).
 
     >>> guide = FullCovNormalGuide(x_dim=6, z_dim=3, hidden_dims=(8,))
@@ -55,24 +51,21 @@ class FullCovNormalGuide(EncoderGuide):
     torch.Size([2, 3, 3])
     """
 
-    def __init__(
-        self,
-        x_dim: int,
-        z_dim: int = 20,
-        hidden_dims: Tuple[int, ...] = (200, 200),
-        activation: str = "tanh",
-        site: str = "z",
-        min_scale: float = 1e-5,
-    ):
-        super().__init__()
-        check_positive(x_dim=x_dim, z_dim=z_dim)
-        if hidden_dims:
-            check_positive(hidden_dims=tuple(hidden_dims))
-        if not min_scale >= 0:
-            raise ValueError(f"min_scale must be >= 0, got {min_scale}")
-        self.x_dim, self.z_dim, self.site, self.min_scale = x_dim, z_dim, site, float(min_scale)
+    @dataclass
+    class Options(EncoderGuide.Options):
+        min_scale: float = 1e-5
+
+        def __post_init__(self):
+            super().__post_init__()
+            if not self.min_scale >= 0:
+                raise ValueError(f"min_scale must be >= 0, got {self.min_scale}")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        z_dim = self.z_dim
+        self.min_scale = float(self.options.min_scale)
         self.num_offdiag = z_dim * (z_dim - 1) // 2
-        self.encoder = MLP(x_dim, tuple(hidden_dims), 2 * z_dim + self.num_offdiag, activation)
+        self.encoder = self.mlp(2 * z_dim + self.num_offdiag)
         with torch.no_grad():  # start diagonal: the off-diagonal outputs are zero until trained
             self.encoder[-1].weight[2 * z_dim:].zero_()
             self.encoder[-1].bias[2 * z_dim:].zero_()

@@ -40,13 +40,13 @@ References
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from dataclasses import dataclass
 
 import pyro.distributions.transforms as T
 import torch
 from pyro.nn import ConditionalAutoRegressiveNN
 
-from pyrovae.guides.flows import AmortizedFlowGuide, _autoregressive_widths
+from pyrovae.guides.flows import AmortizedFlowGuide
 from pyrovae.nn import activation as make_activation
 from pyrovae.registry import register_guide
 
@@ -58,15 +58,10 @@ OUTPUT_INIT_SCALE = 0.01
 class IAFGuide(AmortizedFlowGuide):
     """Amortized inverse autoregressive flow over the latent site ``z``.
 
-    :param int x_dim: size of one (flattened) datapoint.
-    :param int z_dim: latent dimension.
-    :param tuple hidden_dims: encoder hidden widths (from x to mu, sigma, h).
-    :param str activation: nonlinearity of the encoder and of the autoregressive networks.
-    :param str site: name of the latent sample site.
-    :param int num_flows: number of IAF steps T (the depth).
-    :param int context_dim: size of the context h(x) (default ``z_dim``).
-    :param tuple flow_hidden_dims: hidden widths of each step's MADE (each >= ``z_dim``;
-        default two layers of ``4 * z_dim``).
+    The options of :class:`~pyrovae.guides.flows.AmortizedFlowGuide` (``num_flows``: the
+    depth T; ``flow_hidden_dims``: hidden widths of each step's MADE, each >= ``z_dim``,
+    default two layers of ``4 * z_dim``; ``activation`` also serves the MADEs), and
+
     :param float sigmoid_bias: the gate bias b; larger starts the steps nearer the identity.
 
     >>> guide = IAFGuide(x_dim=6, z_dim=2, hidden_dims=(8,), num_flows=2)
@@ -77,13 +72,11 @@ class IAFGuide(AmortizedFlowGuide):
     """
 
     reverse_between = True
+    autoregressive = True
 
-    def __init__(self, x_dim: int, z_dim: int = 20, hidden_dims: Tuple[int, ...] = (200, 200),
-                 activation: str = "tanh", site: str = "z", num_flows: int = 2,
-                 context_dim: Optional[int] = None, flow_hidden_dims: Optional[Tuple[int, ...]] = None,
-                 sigmoid_bias: float = 4.0):
-        super().__init__(x_dim, z_dim, hidden_dims, activation, site, num_flows, context_dim,
-                         _autoregressive_widths(flow_hidden_dims, z_dim), sigmoid_bias=float(sigmoid_bias))
+    @dataclass
+    class Options(AmortizedFlowGuide.Options):
+        sigmoid_bias: float = 4.0
 
     def make_flow(self, t):
         made = ConditionalAutoRegressiveNN(
@@ -94,4 +87,4 @@ class IAFGuide(AmortizedFlowGuide):
             made.layers[-1].weight.mul_(OUTPUT_INIT_SCALE)
             made.layers[-1].bias.zero_()
         return T.ConditionalAffineAutoregressive(made, stable=True,
-                                                 sigmoid_bias=self.flow_options["sigmoid_bias"])
+                                                 sigmoid_bias=float(self.options.sigmoid_bias))

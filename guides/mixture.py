@@ -20,14 +20,14 @@ References
 
 from __future__ import annotations
 
-from typing import Tuple
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from pyrovae.guides.base import EncoderGuide
 from pyrovae.distributions import DiagNormalMixture
-from pyrovae.nn import MLP, check_positive
+from pyrovae.nn import check_positive
 from pyrovae.registry import register_guide
 
 
@@ -35,11 +35,8 @@ from pyrovae.registry import register_guide
 class MixtureGuide(EncoderGuide):
     """An MLP encoder x -> (logits, locs, scales) of K diagonal Gaussians over the site ``z``.
 
-    :param int x_dim: size of one (flattened) datapoint.
-    :param int z_dim: latent dimension.
-    :param tuple hidden_dims: encoder hidden widths.
-    :param str activation: encoder nonlinearity.
-    :param str site: name of the latent sample site.
+    The options of :class:`~pyrovae.guides.base.EncoderGuide`, and
+
     :param int num_components: K, the number of mixture components.
 
     >>> guide = MixtureGuide(x_dim=64, z_dim=2, num_components=3)
@@ -48,20 +45,18 @@ class MixtureGuide(EncoderGuide):
     (torch.Size([5]), torch.Size([2]), (5, 3, 2))
     """
 
-    def __init__(
-        self,
-        x_dim: int,
-        z_dim: int = 20,
-        hidden_dims: Tuple[int, ...] = (200, 200),
-        activation: str = "tanh",
-        site: str = "z",
-        num_components: int = 5,
-    ):
-        super().__init__()
-        check_positive(x_dim=x_dim, z_dim=z_dim, num_components=num_components)
-        self.x_dim, self.z_dim, self.site = x_dim, z_dim, site
-        self.num_components = num_components
-        self.encoder = MLP(x_dim, tuple(hidden_dims), num_components * (2 * z_dim + 1), activation)
+    @dataclass
+    class Options(EncoderGuide.Options):
+        num_components: int = 5
+
+        def __post_init__(self):
+            super().__post_init__()
+            check_positive(num_components=self.num_components)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.num_components = self.options.num_components
+        self.encoder = self.mlp(self.num_components * (2 * self.z_dim + 1))
 
     def encode(self, x: torch.Tensor) -> DiagNormalMixture:
         """q(z | x): batch shape ``x.shape[:-1]``, event shape ``(z_dim,)``."""

@@ -26,7 +26,8 @@ References
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from dataclasses import dataclass
+from typing import Optional
 
 import pyro.distributions as dist
 import torch
@@ -42,12 +43,9 @@ from pyrovae.registry import register_guide
 class SteinGuide(EncoderGuide):
     """An implicit encoder :math:`z = f(x, \\xi)` for the ``stein`` objective.
 
-    :param int x_dim: size of one (flattened) datapoint.
-    :param int z_dim: latent dimension.
-    :param tuple hidden_dims: widths of the network from (x, noise) to z; the noise enters
-        the first layer.
-    :param str activation: nonlinearity.
-    :param str site: name of the latent sample site.
+    The options of :class:`~pyrovae.guides.base.EncoderGuide` (``hidden_dims`` are the widths
+    of the network from (x, noise) to z; the noise enters the first layer), and
+
     :param int noise_dim: dimension of the injected noise (default: z_dim).
     :param int density_particles: particles per datapoint behind the Gaussian of
         :meth:`encode` (evaluation and importance-weighted objectives).
@@ -59,27 +57,27 @@ class SteinGuide(EncoderGuide):
 
     objective_name = "stein"
 
-    def __init__(
-        self,
-        x_dim: int,
-        z_dim: int = 20,
-        hidden_dims: Tuple[int, ...] = (200, 200),
-        activation: str = "tanh",
-        site: str = "z",
-        noise_dim: Optional[int] = None,
-        density_particles: int = 64,
-    ):
-        super().__init__()
-        noise_dim = z_dim if noise_dim is None else noise_dim
-        check_positive(x_dim=x_dim, z_dim=z_dim, noise_dim=noise_dim)
-        if not isinstance(density_particles, int) or density_particles < 2:
-            raise ValueError(f"density_particles must be an integer >= 2, got {density_particles!r}")
-        self.x_dim, self.z_dim, self.site = x_dim, z_dim, site
-        self.noise_dim, self.density_particles = noise_dim, density_particles
-        hidden_dims = tuple(hidden_dims)
+    @dataclass
+    class Options(EncoderGuide.Options):
+        noise_dim: Optional[int] = None
+        density_particles: int = 64
+
+        def __post_init__(self):
+            super().__post_init__()
+            if self.noise_dim is not None:
+                check_positive(noise_dim=self.noise_dim)
+            if not isinstance(self.density_particles, int) or self.density_particles < 2:
+                raise ValueError(f"density_particles must be an integer >= 2, got {self.density_particles!r}")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        o = self.options
+        x_dim, z_dim, hidden_dims, activation = o.x_dim, o.z_dim, o.hidden_dims, o.activation
+        self.noise_dim = z_dim if self.options.noise_dim is None else self.options.noise_dim
+        self.density_particles = self.options.density_particles
         first = hidden_dims[0] if hidden_dims else z_dim
         self.embed_x = nn.Linear(x_dim, first)
-        self.embed_noise = nn.Linear(noise_dim, first, bias=False)
+        self.embed_noise = nn.Linear(self.noise_dim, first, bias=False)
         if hidden_dims:
             self.head = nn.Sequential(make_activation(activation), MLP(first, hidden_dims[1:], z_dim, activation))
         else:

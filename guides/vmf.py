@@ -21,14 +21,14 @@ References
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
 from pyrovae.distributions import VonMisesFisher
 from pyrovae.guides.base import EncoderGuide
-from pyrovae.nn import MLP, check_positive
 from pyrovae.registry import register_guide
 
 
@@ -36,11 +36,9 @@ from pyrovae.registry import register_guide
 class VonMisesFisherGuide(EncoderGuide):
     """An MLP encoder x -> (mean direction, concentration) of a vMF over the site ``z``.
 
-    :param int x_dim: size of one (flattened) datapoint.
-    :param int z_dim: the latent's ambient dimension (z lies on S^(z_dim-1)); >= 2.
-    :param tuple hidden_dims: encoder hidden widths.
-    :param str activation: encoder nonlinearity.
-    :param str site: name of the latent sample site.
+    The options of :class:`~pyrovae.guides.base.EncoderGuide` (``z_dim``, default 10, is the
+    latent's ambient dimension: z lies on S^(z_dim-1), so z_dim >= 2), and
+
     :param float fixed_kappa: a constant concentration (Xu & Durrett); None learns it.
 
     >>> guide = VonMisesFisherGuide(x_dim=64, z_dim=3)
@@ -51,25 +49,23 @@ class VonMisesFisherGuide(EncoderGuide):
 
     model_name = "svae"
 
-    def __init__(
-        self,
-        x_dim: int,
-        z_dim: int = 10,
-        hidden_dims: Tuple[int, ...] = (200, 200),
-        activation: str = "tanh",
-        site: str = "z",
-        fixed_kappa: Optional[float] = None,
-    ):
-        super().__init__()
-        check_positive(x_dim=x_dim, z_dim=z_dim)
-        if z_dim < 2:
-            raise ValueError(f"a vMF guide needs z_dim >= 2 (z lies on S^(z_dim-1)), got {z_dim}")
-        if fixed_kappa is not None and not fixed_kappa > 0:
-            raise ValueError(f"fixed_kappa must be positive (or None to learn it), got {fixed_kappa}")
-        self.x_dim, self.z_dim, self.site = x_dim, z_dim, site
+    @dataclass
+    class Options(EncoderGuide.Options):
+        z_dim: int = 10
+        fixed_kappa: Optional[float] = None
+
+        def __post_init__(self):
+            super().__post_init__()
+            if self.z_dim < 2:
+                raise ValueError(f"a vMF guide needs z_dim >= 2 (z lies on S^(z_dim-1)), got {self.z_dim}")
+            if self.fixed_kappa is not None and not self.fixed_kappa > 0:
+                raise ValueError(f"fixed_kappa must be positive (or None to learn it), got {self.fixed_kappa}")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        fixed_kappa = self.options.fixed_kappa
         self.fixed_kappa = None if fixed_kappa is None else float(fixed_kappa)
-        out_dim = z_dim if fixed_kappa is not None else z_dim + 1
-        self.encoder = MLP(x_dim, tuple(hidden_dims), out_dim, activation)
+        self.encoder = self.mlp(self.z_dim if fixed_kappa is not None else self.z_dim + 1)
 
     def encode(self, x: torch.Tensor) -> VonMisesFisher:
         """q(z | x) with batch shape ``x.shape[:-1]`` and event shape ``(z_dim,)``."""

@@ -19,7 +19,7 @@ References
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from dataclasses import dataclass
 
 from pyrovae.distributions import HypersphericalUniform
 from pyrovae.models.vae import VAE
@@ -30,12 +30,8 @@ from pyrovae.registry import register_model
 class HypersphericalVAE(VAE):
     """p(z) p(x | z) with z uniform on :math:`S^{z\\_dim-1}` and an MLP decoder.
 
-    :param int x_dim: size of one (flattened) datapoint.
-    :param int z_dim: the latent's ambient dimension (z lies on the sphere S^(z_dim-1)); >= 2.
-    :param tuple hidden_dims: decoder hidden widths (from z to x).
-    :param str likelihood: ``bernoulli``, ``gaussian`` or ``continuous_bernoulli``.
-    :param float scale: fixed Gaussian scale; None learns one per dimension.
-    :param str activation: decoder nonlinearity.
+    The options of :class:`~pyrovae.models.vae.VAE`; ``z_dim`` (default 10) is the latent's
+    ambient dimension: z lies on the sphere S^(z_dim-1), so z_dim >= 2.
 
     >>> model = HypersphericalVAE(x_dim=64, z_dim=3)
     >>> model.prior(5).sample().norm(dim=-1)
@@ -44,19 +40,14 @@ class HypersphericalVAE(VAE):
 
     guide_name = "vmf"
 
-    # Defining __init__ (not inheriting VAE's) lets the registry record this class's options.
-    def __init__(
-        self,
-        x_dim: int,
-        z_dim: int = 10,
-        hidden_dims: Tuple[int, ...] = (200, 200),
-        likelihood: str = "bernoulli",
-        scale: Optional[float] = None,
-        activation: str = "tanh",
-    ):
-        if isinstance(z_dim, int) and z_dim < 2:
-            raise ValueError(f"the hyperspherical VAE needs z_dim >= 2 (z lies on S^(z_dim-1)), got {z_dim}")
-        super().__init__(x_dim, z_dim, hidden_dims, likelihood, scale, activation)
+    @dataclass
+    class Options(VAE.Options):
+        z_dim: int = 10
+
+        def __post_init__(self):
+            if isinstance(self.z_dim, int) and self.z_dim < 2:
+                raise ValueError(f"the hyperspherical VAE needs z_dim >= 2 (z lies on S^(z_dim-1)), got {self.z_dim}")
+            super().__post_init__()
 
     def prior(self, num_samples: int) -> HypersphericalUniform:
         """p(z) for ``num_samples`` datapoints: uniform on the sphere, batch ``(num_samples,)``."""

@@ -18,6 +18,7 @@ References
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import pyro
@@ -27,11 +28,11 @@ import torch.nn.functional as F
 from pyro.nn import PyroModule
 
 from pyrovae.nn import check_positive
-from pyrovae.registry import register_model
+from pyrovae.registry import Configurable, register_model
 
 
 @register_model("linear")
-class LinearGaussianVAE(PyroModule):
+class LinearGaussianVAE(Configurable, PyroModule):
     """p(z) = N(0, I), p(x | z) = N(W z + b, sigma^2 I) with learned W, b and sigma.
 
     :param int x_dim: data dimension.
@@ -44,11 +45,20 @@ class LinearGaussianVAE(PyroModule):
     torch.Size([5])
     """
 
-    def __init__(self, x_dim: int, z_dim: int = 2, init_scale: float = 1.0):
-        super().__init__()
-        check_positive(x_dim=x_dim, z_dim=z_dim)
-        if init_scale <= 0:
-            raise ValueError(f"init_scale must be positive, got {init_scale}")
+    @dataclass
+    class Options:
+        x_dim: int
+        z_dim: int = 2
+        init_scale: float = 1.0
+
+        def __post_init__(self):
+            check_positive(x_dim=self.x_dim, z_dim=self.z_dim)
+            if self.init_scale <= 0:
+                raise ValueError(f"init_scale must be positive, got {self.init_scale}")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        x_dim, z_dim, init_scale = self.options.x_dim, self.options.z_dim, self.options.init_scale
         self.x_dim, self.z_dim = x_dim, z_dim
         self.weight = torch.nn.Parameter(torch.randn(x_dim, z_dim) / z_dim ** 0.5)
         self.bias = torch.nn.Parameter(torch.zeros(x_dim))

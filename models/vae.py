@@ -18,6 +18,7 @@ References
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import pyro
@@ -27,13 +28,13 @@ import torch.nn.functional as F
 from pyro.nn import PyroModule
 
 from pyrovae.nn import MLP, check_positive
-from pyrovae.registry import register_model
+from pyrovae.registry import Configurable, register_model
 
 LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli")
 
 
 @register_model("vae")
-class VAE(PyroModule):
+class VAE(Configurable, PyroModule):
     """p(z) p(x | z) with an MLP decoder.
 
     :param int x_dim: size of one (flattened) datapoint.
@@ -48,25 +49,31 @@ class VAE(PyroModule):
     torch.Size([5, 64])
     """
 
-    def __init__(
-        self,
-        x_dim: int,
-        z_dim: int = 20,
-        hidden_dims: Tuple[int, ...] = (200, 200),
-        likelihood: str = "bernoulli",
-        scale: Optional[float] = None,
-        activation: str = "tanh",
-    ):
-        super().__init__()
-        check_positive(x_dim=x_dim, z_dim=z_dim)
-        if hidden_dims:
-            check_positive(hidden_dims=tuple(hidden_dims))
-        if likelihood not in LIKELIHOODS:
-            raise ValueError(f"unknown likelihood {likelihood!r}; choose one of {LIKELIHOODS}")
-        if scale is not None and scale <= 0:
-            raise ValueError(f"scale must be positive (or None to learn it), got {scale}")
+    @dataclass
+    class Options:
+        x_dim: int
+        z_dim: int = 20
+        hidden_dims: Tuple[int, ...] = (200, 200)
+        likelihood: str = "bernoulli"
+        scale: Optional[float] = None
+        activation: str = "tanh"
+
+        def __post_init__(self):
+            self.hidden_dims = tuple(self.hidden_dims)
+            check_positive(x_dim=self.x_dim, z_dim=self.z_dim)
+            if self.hidden_dims:
+                check_positive(hidden_dims=self.hidden_dims)
+            if self.likelihood not in LIKELIHOODS:
+                raise ValueError(f"unknown likelihood {self.likelihood!r}; choose one of {LIKELIHOODS}")
+            if self.scale is not None and self.scale <= 0:
+                raise ValueError(f"scale must be positive (or None to learn it), got {self.scale}")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        o = self.options
+        x_dim, z_dim, likelihood, scale = o.x_dim, o.z_dim, o.likelihood, o.scale
         self.x_dim, self.z_dim, self.likelihood_name = x_dim, z_dim, likelihood
-        self.decoder = MLP(z_dim, tuple(hidden_dims), x_dim, activation)
+        self.decoder = MLP(z_dim, o.hidden_dims, x_dim, o.activation)
         self.fixed_scale = scale
         if likelihood == "gaussian" and scale is None:
             self.raw_scale = torch.nn.Parameter(torch.zeros(x_dim))

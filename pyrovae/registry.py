@@ -4,20 +4,37 @@ Registration is by decorator, as in timm: a new pair registers itself where it i
 defined and the CLI, the parametrized tests and :func:`pyrovae.load_run` find it by
 name. There is no chain of ``if name == ...`` anywhere in the suite.
 
->>> from pyrovae.registry import register_model, get_model
+**Options are declared once.** A class's options (what the CLI turns into flags, what
+``pyrovae list`` shows, what a run folder saves to rebuild it) are the fields of its
+``Options`` dataclass; :class:`Configurable` builds ``self.options`` from the constructor's
+arguments, and a subclass extends its parent's ``Options`` with its own fields only. The
+registry reads that declaration; it never wraps a constructor:
+
+>>> from dataclasses import dataclass
+>>> from pyrovae.registry import Configurable, constructor_options, get_model, register_model, spec_of
 >>> @register_model("my-vae")
-... class MyVAE:
-...     def __init__(self, x_dim: int, z_dim: int = 2):
-...         self.x_dim, self.z_dim = x_dim, z_dim
->>> get_model("my-vae")(x_dim=4).z_dim
-2
+... class MyVAE(Configurable):
+...     @dataclass
+...     class Options:
+...         x_dim: int
+...         z_dim: int = 2
+>>> model = get_model("my-vae")(x_dim=4)
+>>> model.options.z_dim, list(constructor_options(MyVAE))
+(2, ['x_dim', 'z_dim'])
+>>> spec_of(model)
+{'name': 'my-vae', 'options': {'x_dim': 4, 'z_dim': 2}}
+
+A class without ``Options`` (a plain ``__init__``) still works: its options are the
+keyword arguments of its constructor, and an instance's values are those :func:`build`
+passed, or else its attributes of the same names (scikit-learn's ``get_params`` rule).
 """
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import inspect
-from typing import Callable, Dict
+import typing
+from typing import Callable, Dict, Optional
 
 
 class Registry:
@@ -43,8 +60,6 @@ class Registry:
                     )
             self._factories[name] = factory
             factory.registry_name = name
-            if inspect.isclass(factory):
-                _record_options(factory)
             return factory
 
         return decorator
@@ -89,10 +104,60 @@ def list_objectives() -> list:
     return OBJECTIVES.names()
 
 
+class Configurable:
+    """Mixin of a class whose constructor options are the fields of its dataclass ``Options``.
+
+    ``Cls(*args, **kwargs)`` sets ``self.options = Cls.Options(*args, **kwargs)`` (validation
+    lives in the dataclass's ``__post_init__``), then the class's ``__init__`` builds what the
+    options describe. A subclass declares ``class Options(Parent.Options)`` with only its
+    own fields, or a field of the parent's with another default. ``inspect.signature(Cls)``
+    shows the options.
+    """
+
+    Options: typing.ClassVar[type]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+        self.options = self.Options(*args, **kwargs)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        declared = declared_options(cls)
+        if declared is not None:
+            cls.__signature__ = options_signature(declared)
+
+
+def declared_options(factory: Callable) -> Optional[type]:
+    """The ``Options`` dataclass a class declares (or inherits), else None."""
+    options = getattr(factory, "Options", None) if inspect.isclass(factory) else None
+    return options if inspect.isclass(options) and dataclasses.is_dataclass(options) else None
+
+
+def options_signature(options: type) -> inspect.Signature:
+    """The signature ``(field=default, ...)`` of an options dataclass, types resolved."""
+    hints = typing.get_type_hints(options)
+    params = []
+    for field in dataclasses.fields(options):
+        if not field.init:
+            continue
+        if field.default is not dataclasses.MISSING:
+            default = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory()
+        else:
+            default = inspect.Parameter.empty
+        params.append(inspect.Parameter(field.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default,
+                                        annotation=hints.get(field.name, inspect.Parameter.empty)))
+    return inspect.Signature(params)
+
+
 def constructor_options(factory: Callable) -> Dict[str, inspect.Parameter]:
-    """The keyword arguments a factory accepts: its options, for the CLI and run files."""
-    target = factory.__init__ if inspect.isclass(factory) else factory
-    params = inspect.signature(target).parameters
+    """The options a factory accepts, ``{name: inspect.Parameter}`` (default, type): the
+    fields of its ``Options`` dataclass, else its constructor's keyword arguments."""
+    declared = declared_options(factory)
+    if declared is not None:
+        return dict(options_signature(declared).parameters)
+    params = _signature(factory).parameters
     return {
         name: p
         for name, p in params.items()
@@ -100,9 +165,14 @@ def constructor_options(factory: Callable) -> Dict[str, inspect.Parameter]:
     }
 
 
+def _signature(factory: Callable) -> inspect.Signature:
+    return inspect.signature(factory.__init__ if inspect.isclass(factory) else factory)
+
+
 def _takes_var_keyword(factory: Callable) -> bool:
-    target = factory.__init__ if inspect.isclass(factory) else factory
-    return any(p.kind == p.VAR_KEYWORD for p in inspect.signature(target).parameters.values())
+    if declared_options(factory) is not None:
+        return False
+    return any(p.kind == p.VAR_KEYWORD for p in _signature(factory).parameters.values())
 
 
 def build(factory: Callable, options: dict, fill: dict | None = None):
@@ -117,34 +187,38 @@ def build(factory: Callable, options: dict, fill: dict | None = None):
         )
     kwargs = {k: v for k, v in (fill or {}).items() if k in accepted}
     kwargs.update(options)
-    return factory(**kwargs)
-
-
-def _record_options(cls) -> None:
-    """Wrap ``cls.__init__`` so each instance remembers the options it was built with
-    (``instance._pyrovae_options``): enough to rebuild it from the registry when a run
-    folder is loaded."""
-    init = cls.__init__
-    if getattr(init, "_records_options", False):
-        return
-    signature = inspect.signature(init)
-
-    @functools.wraps(init)
-    def __init__(self, *args, **kwargs):
-        init(self, *args, **kwargs)
-        bound = signature.bind(self, *args, **kwargs)
+    built = factory(**kwargs)
+    if inspect.isclass(factory) and declared_options(factory) is None and hasattr(built, "__dict__"):
+        # a class without an Options declaration: remember what it was built with
+        bound = _signature(factory).bind_partial(None, **kwargs)
         bound.apply_defaults()
-        options = {}
-        for key, value in list(bound.arguments.items())[1:]:
-            if signature.parameters[key].kind == inspect.Parameter.VAR_KEYWORD:
-                options.update(value)
-            elif signature.parameters[key].kind != inspect.Parameter.VAR_POSITIONAL:
-                options[key] = value
-        # the outermost __init__ finishes last, so a subclass's options win over its parent's
-        self.__dict__["_pyrovae_options"] = options
+        values = dict(list(bound.arguments.items())[1:])
+        for name, param in _signature(factory).parameters.items():
+            if param.kind == param.VAR_KEYWORD:
+                values.update(values.pop(name, {}))
+            elif param.kind == param.VAR_POSITIONAL:
+                values.pop(name, None)
+        built.__dict__["_pyrovae_options"] = values
+    return built
 
-    __init__._records_options = True
-    cls.__init__ = __init__
+
+def options_of(obj) -> Optional[dict]:
+    """The options that rebuild ``obj``: its ``options`` dataclass as a dict; for a class
+    without one, what :func:`build` passed, else its attributes named like its constructor's
+    arguments (None where one is missing)."""
+    state = getattr(obj, "__dict__", {})
+    declared = declared_options(type(obj))
+    if declared is not None:
+        options = state.get("options")
+        return dataclasses.asdict(options) if isinstance(options, declared) else None
+    if "_pyrovae_options" in state:
+        return state["_pyrovae_options"]
+    values = {}
+    for name in constructor_options(type(obj)):
+        if name not in state or not _plain(state[name]):
+            return None
+        values[name] = state[name]
+    return values
 
 
 def spec_of(obj) -> dict | None:
@@ -153,10 +227,16 @@ def spec_of(obj) -> dict | None:
     A subclass that did not register itself has no spec (its parent's name would rebuild
     the wrong class)."""
     name = type(obj).__dict__.get("registry_name")
-    options = getattr(obj, "__dict__", {}).get("_pyrovae_options")
-    if name is None or options is None:
+    options = options_of(obj) if name is not None else None
+    if options is None:
         return None
     return {"name": name, "options": _jsonable(options)}
+
+
+def _plain(value) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str))
 
 
 def _jsonable(value):

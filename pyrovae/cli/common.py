@@ -193,11 +193,11 @@ def _flag_kwargs(name: str, annotation, default) -> dict:
 def option_flags(factories: List[Callable]) -> Dict[str, dict]:
     """``{option_name: argparse kwargs}`` for the constructor options of ``factories``
     (``z_dim: int = 20`` becomes ``--z-dim``; a name shared by two factories sets both)."""
-    from pyrovae.registry import constructor_options
+    from pyrovae.registry import constructor_options, declared_options
 
     flags: Dict[str, dict] = {}
     for factory in factories:
-        target = factory.__init__ if isinstance(factory, type) else factory
+        target = declared_options(factory) or (factory.__init__ if isinstance(factory, type) else factory)
         try:
             hints = typing.get_type_hints(target)
         except Exception:  # a hint that does not resolve: treat the value as a string

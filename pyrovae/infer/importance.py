@@ -13,10 +13,11 @@ and the replayed model are traced under a particle plate placed left of every pl
 program, and each site's log-density is summed down to ``(K, N)``.
 
 **The data plate** of a program is the plate declared by its ``data_plate`` attribute
-(a plate name), else the outermost plate of size ``N`` (the batch size) of the program's
-first plated sample site: a model written ``with pyro.plate("data", N): ...`` needs no
-declaration, nor does a set plate around an item plate of the same size. Sites outside it
-(a global latent) have no per-datapoint weight and are reported with a clear error.
+(a plate name), else the outermost plate of the program (the first vectorized plate its
+sample sites enter; the particle plate left out), which must have the batch's size ``N``:
+a model written ``with pyro.plate("data", N): ...`` needs no declaration, nor does a set
+plate around an item plate. Sites outside it (a global latent) have no per-datapoint
+weight and are reported with a clear error.
 The rest of the suite (objectives, evaluation, diagnostics) calls the helpers below
 instead of filtering traces itself: :func:`sample_sites`, :func:`latent_sites`,
 :func:`observed_sites`, :func:`data_plate`, :func:`log_density_per_datapoint`,
@@ -122,24 +123,33 @@ def declared_data_plate(fn: Callable) -> Optional[str]:
 
 
 def data_plate(sites, n: int, declared: Optional[str] = None) -> Optional[str]:
-    """The name of the data plate of one run of a program (see the module docs), or None
-    when no site is inside a plate of size ``n``.
+    """The name of the data plate of one run of a program (see the module docs): the
+    ``declared`` plate where the run has it, else its outermost plate; None when no sample
+    site is inside a plate.
 
     :param sites: a trace or a dict of sample-site messages.
     :param int n: the batch size.
     :param str declared: the program's declared data plate, used where the run has it.
     """
-    fallback = None
+    outermost = None
     for site in sample_sites(sites):
-        for frame in site["cond_indep_stack"]:
+        # cond_indep_stack lists a site's plates outermost first
+        frames = [f for f in site["cond_indep_stack"] if f.vectorized and f.name != PARTICLE_PLATE]
+        for frame in frames:
             if frame.name == declared:
                 if frame.size != n:
                     raise ValueError(f"the declared data plate {declared!r} has size {frame.size}, "
                                      f"not the batch size {n}")
                 return declared
-            if fallback is None and frame.vectorized and frame.name != PARTICLE_PLATE and frame.size == n:
-                fallback = frame.name
-    return fallback
+        if outermost is None and frames:
+            outermost = frames[0]
+    if outermost is not None and outermost.size != n:
+        raise ValueError(
+            f"the outermost plate {outermost.name!r} has size {outermost.size}, not the batch size {n}: "
+            "make the pyro.plate over the batch the outermost plate of the model and guide, or name it "
+            "in a data_plate attribute (model.data_plate = 'data')"
+        )
+    return None if outermost is None else outermost.name
 
 
 def data_dim(site: dict, plate: Optional[str], n: int) -> int:
@@ -263,7 +273,7 @@ def per_datapoint(log_p: torch.Tensor, dim: int, nesting: int, num_particles: in
 def site_log_prob_per_datapoint(site: dict, n: int, nesting: int, num_particles: int,
                                 log_p: Optional[torch.Tensor] = None, plate: Optional[str] = None) -> torch.Tensor:
     """One site's (scaled, masked) log-density summed down to ``(K, N)``; ``plate`` names the
-    data plate (default: the site's outermost plate of size ``n``)."""
+    data plate (default: the site's outermost plate)."""
     if plate is None:
         plate = data_plate({site["name"]: site}, n)
     return per_datapoint(site_log_prob(site) if log_p is None else log_p, data_dim(site, plate, n),

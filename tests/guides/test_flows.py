@@ -170,7 +170,7 @@ def test_iaf_starts_near_the_identity():
     torch.manual_seed(0)
     guide = IAFGuide(x_dim=X_DIM, z_dim=Z_DIM, hidden_dims=(8,))
     _, h = guide.encode_base(data().float())
-    gate = torch.sigmoid(torch.tensor(guide.flow_options["sigmoid_bias"]))
+    gate = torch.sigmoid(torch.tensor(guide.options.sigmoid_bias))
     z = torch.randn(4, Z_DIM)
     for step in guide.transforms(h)[::2]:
         y = step(z)
