@@ -224,7 +224,8 @@ def options_for(factory, values: dict) -> dict:
 
 def load_run(args, saved: dict):
     """The run of ``args.run`` on ``args.device`` and its data set, after importing the modules
-    its run.json lists; ``(run, dataset, device)``. The data is checked against the run first."""
+    its run.json lists; ``(run, dataset, device)``. The data is checked against the run first
+    (for data read from a path: that its files are those the run read)."""
     from pyrovae.training.run_folder import load_run as load
 
     import_modules(args.imports)
@@ -242,25 +243,66 @@ def require_run(path) -> dict:
     return saved
 
 
-def run_data(saved: dict, args):
-    """The data set the run was fit on (from ``--data-dir`` or the folder it was fit with),
-    refused in one line if its rows are not as wide as the run's ``x_dim``."""
+def load_data(spec: str, data_dir=None, binarize=None, image_size=None, color=None):
+    """``--data SPEC``: a registered data set name wins; else a folder of images, a ``.npy`` /
+    ``.npz`` file or ``module:function`` (a :class:`~pyrovae.data.UserData`); else the
+    one-line unknown-data error."""
     from pyrovae.data.datasets import load_dataset
+    from pyrovae.data.files import load_data_path
+    from pyrovae.data.inputs import is_data_path
+
+    if is_data_path(spec):
+        if binarize not in (None, "none"):
+            raise UsageError(f"--binarize {binarize} applies to the named data sets, not to --data {spec}; "
+                             "binarize the data yourself or drop --binarize")
+        return load_data_path(spec, image_size=image_size, color=color)
+    if image_size is not None:
+        raise UsageError(f"--image-size applies to a folder of images, not to data set {spec!r}")
+    return load_dataset(spec, data_dir=data_dir, binarize=binarize)
+
+
+def run_data(saved: dict, args):
+    """The data set the run was fit on (from ``--data-dir`` or the folder it was fit with, or
+    the path it read, verified against run.json's record), refused in one line if its rows are
+    not as wide as the run's ``x_dim``."""
+    from pyrovae.data.datasets import load_dataset
+    from pyrovae.data.files import load_data_path, verify
 
     data = saved.get("data") or {}
     name = data.get("name")
-    if name is None:
-        raise UsageError(f"{args.run} was fit on tensors, not a named data set; evaluate it with the Python API")
-    data_dir = args.data_dir or saved.get("data_dir")
-    check_data_dir(data_dir)
-    dataset = load_dataset(name, data_dir=data_dir, binarize=data.get("binarize"))
+    files = data.get("files")
+    if files is not None:  # read from a path: the same files, read the same way
+        verify(files)  # DataChangedError (one line, exit 1) if they changed
+        options = files.get("options") or {}
+        image_size = options.get("image_size")
+        dataset = load_data_path(files["path"], image_size=tuple(image_size) if isinstance(image_size, list)
+                                 else image_size, color=options.get("color") if files["kind"] == "images" else None,
+                                 valid_fraction=options.get("valid_fraction", 0.1),
+                                 test_fraction=options.get("test_fraction", 0.1))
+        where, shape = f" from {files['path']}", dataset.image_shape
+    elif name is None:
+        raise UsageError(f"{args.run} was fit on tensors or a Dataset from Python, not on a named data set or a "
+                         "path; evaluate it with the Python API")
+    else:
+        data_dir = args.data_dir or saved.get("data_dir")
+        check_data_dir(data_dir)
+        dataset = load_dataset(name, data_dir=data_dir, binarize=data.get("binarize"))
+        where, shape = f" from {data_dir}" if data_dir else "", dataset.image_shape
     x_dim = (data.get("dims") or {}).get("x_dim")
     if x_dim is not None and dataset.x_dim != x_dim:
         raise PyrovaeError(
-            f"the run's model takes x_dim={x_dim} columns but data set {name!r}"
-            f"{f' from {data_dir}' if data_dir else ''} has rows of {dataset.x_dim} (images "
-            f"{'x'.join(map(str, dataset.image_shape))}); use the data it was fit on, flattened to (N, {x_dim})")
+            f"the run's model takes x_dim={x_dim} columns but data set {name!r}{where} has rows of "
+            f"{dataset.x_dim} (images {'x'.join(map(str, shape))}); use the data it was fit on, flattened to "
+            f"(N, {x_dim})")
     return dataset
+
+
+def split_rows(dataset, split: str, n: Optional[int] = None) -> dict:
+    """The first ``n`` rows (all for None) of a named data set's or a path's ``split``, as tensors."""
+    if hasattr(dataset, "rows"):
+        return dataset.rows(split, n)
+    data = getattr(dataset, split)
+    return data if n is None else {k: v[:n] for k, v in data.items()}
 
 
 def check_data_dir(data_dir) -> None:

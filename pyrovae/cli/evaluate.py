@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import List
 
 from pyrovae.cli import common
+from pyrovae.errors import UsageError
 
 HELP = "importance-sampled log-likelihood of a run (and AIS)"
 
@@ -61,15 +62,17 @@ def main(argv: List[str]) -> int:
     run, dataset, device = common.load_run(args, saved)
     threads = common.set_threads(args.threads, common.linear_flops(run.model, run.guide))
     data = getattr(dataset, args.split)
+    if data is None:
+        raise UsageError(f"the run's data has no {args.split} split")
     if args.limit:
-        data = {k: v[: args.limit] for k, v in data.items()}
+        data = common.split_rows(dataset, args.split, args.limit)
     t0 = time.perf_counter()
     est = log_likelihood(run.model, run.guide, data, num_samples=args.num_samples, batch_size=args.batch_size,
-                         progress=not args.json and sys.stderr.isatty())
+                         progress=not args.json and sys.stderr.isatty(), device=device)
     result = {**est.as_dict(), "split": args.split, "seconds": time.perf_counter() - t0, "run": str(run.path),
               "threads": threads}
     if args.ais:
-        result["ais"] = ais_result(run, data, args)
+        result["ais"] = ais_result(run, data if isinstance(data, dict) else common.split_rows(dataset, args.split), args)
     common.write_public(out, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
     if args.json:
         print(json.dumps(result))

@@ -8,6 +8,9 @@ model's and guide's constructor keyword arguments (``z_dim: int = 20`` becomes
     pyrovae fit --model vae --guide diag --data mnist --objective iwae --particles 5 \\
         --epochs 10 --batch-size 100 --lr 1e-3 --seed 0 --out runs/x
     pyrovae fit --out runs/x --resume             # continue after Ctrl-C, kill or crash
+    pyrovae fit --data photos/ --image-size 32    # your own data: a folder of images,
+    pyrovae fit --data faces.npy --num-workers 2  # an array file (memory-mapped), or
+    pyrovae fit --data mypackage.data:make_dataset  # a function returning a torch Dataset
     pyrovae fit --import mymodule --guide laplace # a guide registered in mymodule.py
 """
 
@@ -34,7 +37,16 @@ def build_parser(model_name: str, guide_name: str, objective_name: str) -> commo
     p = common.Parser(prog="pyrovae fit", description="Fit a model/guide pair with SVI.")
     p.add_argument("--model", default=model_name, help=f"one of {list_models()} (default: the guide's model, else vae)")
     p.add_argument("--guide", default="diag", help=f"one of {list_guides()} (default: diag)")
-    p.add_argument("--data", default="digits", help="data set name (default: digits, embedded; see pyrovae list)")
+    p.add_argument("--data", default="digits",
+                   help="a data set name (default: digits, embedded; see pyrovae list), a folder of PNG/JPEG images "
+                        "(class sub-folders give labels), a .npy/.npz array file, or module:function returning a "
+                        "torch Dataset; a registered name wins over a path of the same name")
+    p.add_argument("--image-size", type=int, default=None, metavar="S",
+                   help="a folder of images: resize and centre-crop every image to S x S (needed for mixed sizes)")
+    p.add_argument("--color", default=None, choices=["grey", "rgb"],
+                   help="a folder of images: read as grey or RGB (default: grey if every image is grey)")
+    p.add_argument("--num-workers", type=int, default=0, metavar="N",
+                   help="loader processes for data streamed from disk (default 0: read in this process)")
     p.add_argument("--data-dir", default=None, help="folder holding the data files (else $PYROVAE_DATA, standard places)")
     p.add_argument("--binarize", default=None, choices=["dynamic", "static", "none"], help="override the data set's default")
     p.add_argument("--objective", default=None, help=f"one of {list_objectives()} (default: the guide's, else elbo)")
@@ -71,7 +83,6 @@ def build_parser(model_name: str, guide_name: str, objective_name: str) -> commo
 def main(argv: List[str]) -> int:
     import pyro
 
-    from pyrovae.data.datasets import load_dataset
     from pyrovae.registry import build, get_guide, get_model, get_objective
     from pyrovae.training.fit import fit
 
@@ -94,23 +105,29 @@ def main(argv: List[str]) -> int:
     opts = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
     device = common.resolve_device(args.device)
     common.check_data_dir(args.data_dir)
+    if args.num_workers < 0:
+        raise UsageError(f"--num-workers must be >= 0, got {args.num_workers}")
+    if args.image_size is not None and args.image_size < 1:
+        raise UsageError(f"--image-size must be >= 1, got {args.image_size}")
 
-    dataset = load_dataset(args.data, data_dir=args.data_dir, binarize=args.binarize)
+    dataset = common.load_data(args.data, args.data_dir, args.binarize, args.image_size, args.color)
     pyro.set_rng_seed(args.seed)  # before any module is built: the same seed gives the same initial weights
     model = build(model_factory, common.options_for(model_factory, opts), fill=dataset.dims())
     guide = build(guide_factory, common.options_for(guide_factory, opts), fill=dataset.dims())
     objective = objective_from_args(args, objective_name)
-    check_objective_fits(objective, guide_name, guide, dataset.train)
+    check_objective_fits(objective, guide_name, guide, common.split_rows(dataset, "train", 2))
     threads = common.set_threads(args.threads, common.linear_flops(model, guide))
     if args.epochs is None:
-        rows = next(iter(dataset.train.values())).shape[0]
-        args.epochs = max(10, -(-3000 // -(-rows // args.batch_size)))
-    out = Path(args.out) if args.out else Path("runs") / f"{args.data}-{model_name}-{guide_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        rows = _num_rows(dataset.train)
+        args.epochs = max(10, -(-3000 // -(-rows // args.batch_size))) if rows else 10
+    out = Path(args.out) if args.out else Path("runs") / f"{_slug(dataset.name)}-{model_name}-{guide_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     config = {"data_dir": str(Path(args.data_dir).resolve()) if args.data_dir else None, "imports": imports,
               "threads": threads}
+    if not isinstance(dataset.train, dict):  # read from a path
+        config["num_workers"] = args.num_workers
     options = dict(objective=objective, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=device,
                    seed=args.seed, out_dir=out, resume=args.resume, progress=args.progress, config=config,
-                   precision=args.precision)
+                   precision=args.precision, num_workers=args.num_workers)
     if args.log_every is not None:
         options["log_every"] = args.log_every
     try:
@@ -129,19 +146,36 @@ def report(result, out: Path, model, guide, dataset, args) -> None:
     from pyrovae.evaluation.log_likelihood import log_likelihood
     from pyrovae.evaluation.plots import save_run_figures
 
-    device = next(iter(result.dataset.train.values())).device
-    test = {k: v.to(device) for k, v in dataset.test.items()}
+    device = next((p.device for m in (model, guide) if hasattr(m, "parameters") for p in m.parameters()), "cpu")
+    dataset = dataset.to(device)
+    test = common.split_rows(dataset, "test", None if isinstance(dataset.test, dict) else 64)
     figures = save_run_figures(out, model, guide, result.metrics, test, dataset.image_shape)
     last = result.metrics[-1]
     print(f"run folder: {out}")
+    if not isinstance(dataset.test, dict):  # read from a path: say how
+        print(result.data_mode)
     print(f"epochs: {last['epoch']}, final train loss {last['train_loss']:.3f}, "
           f"validation ELBO {last.get('valid_elbo', float('nan')):.3f} nats")
     if args.eval_samples > 0:
-        est = log_likelihood(model, guide, test, num_samples=args.eval_samples)
+        est = log_likelihood(model, guide, dataset.test if not isinstance(dataset.test, dict) else test,
+                             num_samples=args.eval_samples, device=device)
         print(f"test log-likelihood (K={args.eval_samples}): {est.log_likelihood:.3f} ± {est.stderr:.3f} nats "
               f"(ELBO {est.elbo:.3f}); for the final figure run `pyrovae evaluate {shlex.quote(str(out))} "
               "--num-samples 5000`")
     print("figures: " + ", ".join(p.name for p in figures))
+
+
+def _num_rows(data):
+    try:
+        return len(next(iter(data.values()))) if isinstance(data, dict) else len(data)
+    except TypeError:  # an iterable dataset without a length
+        return None
+
+
+def _slug(name: str) -> str:
+    """A file-name-safe form of a data set name, a path's last part or ``module:function``."""
+    base = Path(str(name).rstrip("/")).name or "data"
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in base)
 
 
 def interrupted_message(out: Path) -> str:
@@ -215,6 +249,11 @@ def defaults_from_saved(saved: dict) -> dict:
     data = saved.get("data") or {}
     defaults.update(data=data.get("name"), binarize=data.get("binarize"), data_dir=saved.get("data_dir"),
                     threads=saved.get("threads"))
+    files_options = (data.get("files") or {}).get("options") or {}
+    if (data.get("files") or {}).get("kind") == "images":  # read the folder as it was read
+        defaults.update(image_size=files_options.get("image_size"), color=files_options.get("color"))
+    if saved.get("num_workers") is not None:
+        defaults["num_workers"] = saved["num_workers"]
     fit_cfg = saved.get("fit") or {}
     for k in ("epochs", "batch_size", "lr", "seed", "precision"):
         if k in fit_cfg:

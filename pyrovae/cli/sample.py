@@ -42,7 +42,8 @@ def main(argv: List[str]) -> int:
                          f"{dataset.image_shape}, not an image; draw samples from Python (pyrovae.evaluation.plots.observed_mean)")
     common.set_threads(args.threads, common.linear_flops(run.model, run.guide))
     pyro.set_rng_seed(args.seed)  # after loading: the draws depend on the seed alone
-    batch = {k: v[common.cycled_rows(dataset.test, args.n)] for k, v in dataset.test.items()}
+    test = common.split_rows(dataset, "test", args.n)
+    batch = {k: v[common.cycled_rows(test, args.n)] for k, v in test.items()}
     common.write_public(out, lambda tmp: save_samples(run.model, batch, dataset.image_shape, tmp))
     print(out)
     return 0

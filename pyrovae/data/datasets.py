@@ -162,7 +162,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, binarize:
     """
     key = name.lower().replace("_", "-")
     if key not in _LOADERS:
-        raise ValueError(f"unknown data set {name!r}; choose one of {list_datasets()}")
+        raise ValueError(f"unknown data set {name!r}; choose one of {list_datasets()}, or give a folder of "
+                         f"images, a .npy/.npz file or module:function")
     if binarize is not None:
         _check_binarize(binarize)
     if valid_size is not None and (type(valid_size) is not int or valid_size < 0):

@@ -106,6 +106,20 @@ class UserData:
     classes: list | None = None
     binarize: str = "none"
     options: dict = dataclasses.field(default_factory=dict)
+    device: object = None
+
+    def to(self, device) -> "UserData":
+        """This data set with ``device`` noted as where its batches go (nothing is read now)."""
+        return dataclasses.replace(self, device=device)
+
+    def rows(self, split: str, n: int | None = None) -> dict:
+        """The first ``n`` rows (all for None) of ``split`` as tensors on :attr:`device`."""
+        from pyrovae.data.inputs import head
+
+        data = getattr(self, split)
+        if data is None:
+            raise DataError(f"{self.path}: has no {split} split")
+        return head(data, n, self.device)
 
     @property
     def x_dim(self) -> int:
@@ -283,7 +297,10 @@ def _load_function(spec, fractions) -> UserData:
         parts = held_out_split(len(train), **fractions, what=spec, need=missing)
         datasets.update({name: Subset(train, indices.tolist()) for name, indices in parts.items()})
         datasets["train"] = Subset(train, parts["train"].tolist())
-    first = as_item(next(iter(train)) if isinstance(train, IterableDataset) else train[0], 0)
+    try:
+        first = as_item(next(iter(train)) if isinstance(train, IterableDataset) else train[0], 0)
+    except DataError as error:  # name the function the items came from
+        raise DataError(f"{spec}: {error}") from None
     image_shape = tuple(getattr(original, "image_shape", None) or first["x"].shape[-1:]) if "x" in first else ()
     classes = getattr(original, "classes", None)
     num_classes = getattr(original, "num_classes", None) or (len(classes) if classes is not None else None)

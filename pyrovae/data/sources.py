@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import random
 from typing import Iterator
 
@@ -293,7 +294,18 @@ def _as_batch(batch, index) -> dict:
 
 
 def default_max_bytes(device) -> int:
-    """:data:`MEMORY_FRACTION` of the free device memory (CUDA) or of the available RAM (CPU)."""
+    """:data:`MEMORY_FRACTION` of the free device memory (CUDA) or of the available RAM (CPU);
+    the environment variable ``PYROVAE_MAX_BYTES`` (bytes, ``0``: always stream) overrides it."""
+    override = os.environ.get("PYROVAE_MAX_BYTES")
+    if override:
+        try:
+            value = int(float(override))
+        except ValueError:
+            raise DataError(f"PYROVAE_MAX_BYTES={override!r} is not a number of bytes; unset it or give e.g. 0 "
+                            "(always stream) or 2e9") from None
+        if value < 0:
+            raise DataError(f"PYROVAE_MAX_BYTES={override!r} is negative; give 0 (always stream) or more")
+        return value
     device = torch.device(device)
     if device.type == "cuda":
         return int(MEMORY_FRACTION * torch.cuda.mem_get_info(device)[0])

@@ -65,7 +65,8 @@ def diagnose(run, dataset, *, num_samples: int = 1000, num_datapoints: int = 300
     """Evaluate a loaded run on its test split and write report.md, diagnostics.json/.nc and figures.
 
     :param run: a :class:`~pyrovae.run.Run` (from :func:`~pyrovae.run.load_run`).
-    :param dataset: its :class:`~pyrovae.data.DataSet`, on the run's device.
+    :param dataset: its :class:`~pyrovae.data.DataSet`, on the run's device, or its
+        :class:`~pyrovae.data.UserData` (``.to(device)``), of which the first rows are read.
     :param int num_samples: importance samples per datapoint (IWAE bound and k-hat).
     :param int num_datapoints: evaluate the first this many test datapoints.
     :param int idata_draws: guide draws per datapoint stored in diagnostics.nc.
@@ -81,6 +82,8 @@ def diagnose(run, dataset, *, num_samples: int = 1000, num_datapoints: int = 300
     pyro.set_rng_seed(seed)
     out = Path(run.path)
     model, guide = run.model, run.guide
+    if not isinstance(dataset.test, dict):  # data read from a path: its first rows, as tensors
+        dataset = _held(dataset, max(num_datapoints, 1000))
     test = {k: v[:num_datapoints] for k, v in dataset.test.items()}
     results = {"run": str(out), "data": run.data_name, "split": "test", "seconds": {}, "skipped": {},
                "model": run.config.get("model"), "guide": run.config.get("guide")}
@@ -116,6 +119,14 @@ def diagnose(run, dataset, *, num_samples: int = 1000, num_datapoints: int = 300
     write_json(out / "diagnostics.json", results)
     (out / "report.md").write_text(render_report(results, out))
     return results
+
+
+def _held(dataset, n: int):
+    """A stand-in for a :class:`~pyrovae.data.UserData` whose ``test`` is its first ``n`` rows as
+    tensors on its device (what the report reads: at most 1000 rows for the monitors)."""
+    import types
+
+    return types.SimpleNamespace(test=dataset.rows("test", n), image_shape=dataset.image_shape)
 
 
 def _figures(out, run, dataset, test, khat, monitors, plots, results):

@@ -1,0 +1,107 @@
+"""``pyrovae fit --data PATH`` in real processes: a colour PNG folder with class sub-folders,
+then ``pyrovae evaluate`` of that run; data changed since the run refused; each kind of bad
+data one line on stderr naming the file, exit status 1."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.cli.helpers import one_line_error, pyrovae
+
+QUICK = ["--epochs", "1", "--batch-size", "8", "--z-dim", "2", "--hidden-dims", "16", "--eval-samples", "5",
+         "--no-progress", "--likelihood", "continuous_bernoulli"]
+
+
+def colour_folder(root, sizes=((10, 12),) * 12):
+    """Class sub-folders cats/ and dogs/ of random RGB PNGs (width x height from ``sizes``)."""
+    rng = np.random.default_rng(0)
+    for label in ("cats", "dogs"):
+        (root / label).mkdir(parents=True)
+        for i, (w, h) in enumerate(sizes):
+            Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / label / f"{i}.png")
+    return root
+
+
+def test_fit_on_a_colour_image_folder_then_evaluate(tmp_path):
+    colour_folder(tmp_path / "photos")
+    done = pyrovae("fit", "--data", "photos", "--image-size", "8", "--out", "run", *QUICK, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "data on-device: 20 rows" in done.stdout  # 24 images: 2 held out for valid, 2 for test
+    data = json.loads((tmp_path / "run" / "run.json").read_text())["data"]
+    assert data["dims"] == {"x_dim": 3 * 8 * 8, "num_classes": 2}
+    files = data["files"]
+    assert files["kind"] == "images" and files["path"] == str(tmp_path / "photos")
+    assert files["count"] == {"train": 20, "valid": 2, "test": 2} and files["shape"] == [3, 8, 8]
+    assert files["classes"] == ["cats", "dogs"] and files["options"]["image_size"] == 8
+    assert (tmp_path / "run" / "samples.png").is_file()
+
+    evaluated = pyrovae("evaluate", "run", "--num-samples", "10", "--json", cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr
+    result = json.loads(evaluated.stdout)
+    assert result["num_datapoints"] == 2 and np.isfinite(result["log_likelihood"])
+
+    Image.fromarray(np.zeros((12, 10, 3), dtype=np.uint8)).save(tmp_path / "photos" / "cats" / "new.png")
+    one_line_error(pyrovae("evaluate", "run", "--num-samples", "10", "--force", cwd=tmp_path), 1,
+                   str(tmp_path / "photos"), "the data changed since the run read it")
+    one_line_error(pyrovae("fit", "--out", "run", "--resume", "--epochs", "2", cwd=tmp_path), 1,
+                   str(tmp_path / "photos"), "the data changed since the run read it")
+
+
+def _unreadable(root):
+    colour_folder(root / "photos", sizes=((10, 12),) * 2)
+    (root / "photos" / "dogs" / "7.png").write_bytes(b"not a png")
+    return ["photos", "--image-size", "8"], "photos/dogs/7.png", "cannot be read as an image"
+
+
+def _mixed_sizes(root):
+    colour_folder(root / "photos", sizes=((10, 12), (12, 12)))
+    return ["photos"], "photos/cats/1.png is 12x12 but", "pass --image-size"
+
+
+def _empty_folder(root):
+    (root / "photos").mkdir()
+    return ["photos"], "photos: the folder is empty", "PNG or JPEG"
+
+
+def _nan_in_array(root):
+    x = np.random.default_rng(0).random((30, 4)).astype(np.float32)
+    x[17, 2] = np.nan
+    np.save(root / "faces.npy", x)
+    return ["faces.npy"], "faces.npy: row 17 holds NaN or inf values", "clean the array"
+
+
+def _items_not_tensors(root):
+    (root / "mydata.py").write_text(
+        "import torch\n"
+        "class Pairs(torch.utils.data.Dataset):\n"
+        "    def __len__(self):\n        return 30\n"
+        "    def __getitem__(self, i):\n        return torch.zeros(4), i\n"
+        "def make():\n    return Pairs()\n")
+    return ["mydata:make"], "mydata:make: item 0 of the data is a tuple (Tensor, int)", "a dict of tensors"
+
+
+@pytest.mark.parametrize("case", [_unreadable, _mixed_sizes, _empty_folder, _nan_in_array, _items_not_tensors],
+                         ids=["unreadable image", "mixed sizes", "empty folder", "NaN in an array",
+                              "items not tensors"])
+def test_bad_data_is_one_line_naming_the_file(tmp_path, case):
+    data, *fragments = case(tmp_path)
+    done = pyrovae("fit", "--data", *data, "--out", "run", *QUICK, cwd=tmp_path)
+    one_line_error(done, 1, *fragments)
+    assert not (tmp_path / "run").exists()  # stopped before anything was written
+
+
+def test_a_registered_name_wins_over_a_folder_of_that_name(tmp_path, monkeypatch):
+    from pyrovae.data.inputs import is_data_path
+
+    (tmp_path / "digits").mkdir()
+    np.save(tmp_path / "rows.npy", np.zeros((3, 2), np.float32))
+    monkeypatch.chdir(tmp_path)
+    assert not is_data_path("digits") and is_data_path("rows.npy") and is_data_path("digits/")
+    assert is_data_path("mypackage.data:make_dataset") and not is_data_path("nope")
+
+
+def test_an_unknown_name_is_one_line(tmp_path):
+    one_line_error(pyrovae("fit", "--data", "nope", "--out", "x", cwd=tmp_path), 2, "unknown data set 'nope'",
+                   "a folder of images, a .npy/.npz file or module:function")
