@@ -1,9 +1,13 @@
-"""One contract, checked for every registered model and every registered guide.
+"""One contract, checked for every registered model and every registered guide, and for
+any pair of callables (:func:`check_contract`).
 
-A pair is built at small sizes, trained for a few steps with its objective, and checked:
-latent shapes, a finite loss, a finite non-zero gradient on every parameter, the IWAE bound
-and log-likelihood where the guide has a density, and a save/load round trip through a run
-folder that reproduces the log-weights exactly.
+The contract is three rules (docs/writing-a-pair.md): the model's and guide's latent sites
+match; the batch arrives as keyword arguments; the data plate is the model's outermost plate,
+or the one it declares. :func:`check_contract` checks them, a finite loss and a finite
+non-zero gradient on every parameter, and finite per-datapoint log-weights. A registered
+pair (:func:`check_pair`) is also checked for the IWAE bound and log-likelihood where the
+guide has a density, and a save/load round trip through a run folder that reproduces the
+log-weights exactly.
 """
 
 import math
@@ -13,6 +17,9 @@ import pyro.poutine as poutine
 import torch
 
 from pyrovae import fit, load_run, log_likelihood, log_weights
+from pyrovae.infer.importance import (
+    batch_size_of, bind_batch, data_dim, data_plate, declared_data_plate, latent_sites, observed_sites, sample_sites,
+)
 from pyrovae.infer.objectives import make_objective
 from pyrovae.registry import build, get_guide, get_model
 
@@ -60,29 +67,75 @@ def check_trains_and_improves(model, guide, objective: str, epochs: int = 3):
     assert after.log_likelihood > before.log_likelihood
 
 
+def check_contract(model, guide, batch, objective="elbo"):
+    """Check that ``(model, guide)`` follows the three rules of the contract on ``batch`` (a
+    dict of named tensors, one datapoint per row), for any callables: PyroModules or plain
+    functions with ``pyro.param`` / ``pyro.module``, whatever their argument names.
+
+    (a) the guide samples every latent site of the model, under the same names, and no other;
+    (b) the batch arrives as keyword arguments (each callable gets the keys it accepts);
+    (c) the data plate is the model's outermost plate, or the one its ``data_plate``
+        attribute declares, and every sample site of both programs is inside it.
+
+    Then the pair is usable: ``objective`` gives a finite scalar loss whose gradient reaches
+    every parameter the pair uses, and the per-datapoint log-weights are finite, ``(K, N)``.
+    """
+    n = batch_size_of(batch)
+    model_b, guide_b = bind_batch(model, batch), bind_batch(guide, batch)  # (b)
+    guide_trace = poutine.trace(guide_b).get_trace(**batch)
+    model_trace = poutine.trace(poutine.replay(model_b, trace=guide_trace)).get_trace(**batch)
+
+    model_latents = {site["name"] for site in latent_sites(model_trace)}
+    guide_latents = {site["name"] for site in latent_sites(guide_trace)}
+    assert model_latents, "the model samples no latent site"
+    assert model_latents == guide_latents, (  # (a)
+        f"sites do not match: the model's latent sites are {sorted(model_latents)}, "
+        f"the guide samples {sorted(guide_latents)}")
+    assert observed_sites(model_trace), "the model observes no site (obs=)"
+
+    declared = declared_data_plate(model)  # (c)
+    for trace in (model_trace, guide_trace):
+        plate = data_plate(trace, n, declared)
+        assert plate is not None, "no sample site is inside a pyro.plate over the batch"
+        for site in sample_sites(trace):
+            data_dim(site, plate, n)  # raises, naming the site, if it is outside the data plate
+
+    params = _pair_parameters(model, guide, model_trace, guide_trace)
+    loss = (make_objective(objective) if isinstance(objective, str) else objective)(model_b, guide_b, batch, 0)
+    assert loss.shape == () and torch.isfinite(loss), loss
+    loss.backward()
+    for pname, p in params.items():
+        assert p.grad is not None, f"{pname} gets no gradient"
+        assert torch.isfinite(p.grad).all(), f"{pname} has a non-finite gradient"
+        assert p.grad.abs().sum() > 0, f"{pname} has an all-zero gradient"
+        p.grad = None
+
+    with torch.no_grad():
+        log_w = log_weights(model_b, guide_b, batch, 2)
+    assert log_w.shape == (2, n) and torch.isfinite(log_w).all(), log_w
+
+
+def _pair_parameters(model, guide, *traces) -> dict:
+    """Every trainable tensor of the pair: an nn.Module's parameters, and the unconstrained
+    value of every ``pyro.param`` / ``pyro.module`` site the traces saw."""
+    params = {}
+    for owner in (model, guide):
+        if isinstance(owner, torch.nn.Module):
+            params.update({f"{type(owner).__name__}.{k}": p for k, p in owner.named_parameters() if p.requires_grad})
+    store = pyro.get_param_store()
+    seen = {name for trace in traces for name, site in trace.nodes.items() if site["type"] == "param"}
+    for name, p in store.named_parameters():
+        if name in seen and p.requires_grad and not any(p is q for q in params.values()):
+            params[name] = p
+    return params
+
+
 def check_pair(model_name, guide_name, tmp_path):
     model, guide = build_pair(model_name, guide_name)
     objective = make_objective(getattr(type(guide), "objective_name", "elbo"))
     x = data()
     batch = {"x": x}
-
-    guide_trace = poutine.trace(guide).get_trace(x=x)
-    latents = {name: site for name, site in guide_trace.nodes.items()
-               if site["type"] == "sample" and not site["is_observed"] and type(site["fn"]).__name__ != "_Subsample"}
-    assert latents, "the guide samples no latent site"
-    for name, site in latents.items():
-        assert site["value"].shape[0] == len(x), (name, site["value"].shape)
-
-    loss = objective(model, guide, batch, 0)
-    assert loss.shape == () and torch.isfinite(loss), loss
-    loss.backward()
-    for owner in (model, guide):
-        for pname, p in owner.named_parameters():
-            if not p.requires_grad:
-                continue
-            assert p.grad is not None, f"{type(owner).__name__}.{pname} gets no gradient"
-            assert torch.isfinite(p.grad).all(), f"{type(owner).__name__}.{pname} has a non-finite gradient"
-            assert p.grad.abs().sum() > 0, f"{type(owner).__name__}.{pname} has an all-zero gradient"
+    check_contract(model, guide, batch, objective)
     model.zero_grad(), guide.zero_grad()
 
     if getattr(type(guide), "has_density", True):
