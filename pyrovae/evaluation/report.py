@@ -66,7 +66,9 @@ def diagnose(run, dataset, *, num_samples: int = 1000, num_datapoints: int = 300
 
     :param run: a :class:`~pyrovae.run.Run` (from :func:`~pyrovae.run.load_run`).
     :param dataset: its :class:`~pyrovae.data.DataSet`, on the run's device, or its
-        :class:`~pyrovae.data.UserData` (``.to(device)``), of which the first rows are read.
+        :class:`~pyrovae.data.UserData` (``.to(device)``), of which the first rows are read; or
+        the test data itself: tensors, a dict of tensors, a torch Dataset or DataLoader (image
+        figures then use run.json's image shape, where it has one).
     :param int num_samples: importance samples per datapoint (IWAE bound and k-hat).
     :param int num_datapoints: evaluate the first this many test datapoints.
     :param int idata_draws: guide draws per datapoint stored in diagnostics.nc.
@@ -82,7 +84,9 @@ def diagnose(run, dataset, *, num_samples: int = 1000, num_datapoints: int = 300
     pyro.set_rng_seed(seed)
     out = Path(run.path)
     model, guide = run.model, run.guide
-    if not isinstance(dataset.test, dict):  # data read from a path: its first rows, as tensors
+    if not hasattr(dataset, "test"):  # the test data itself
+        dataset = _as_test(dataset, run, max(num_datapoints, 1000))
+    elif not isinstance(dataset.test, dict):  # data read from a path: its first rows, as tensors
         dataset = _held(dataset, max(num_datapoints, 1000))
     test = {k: v[:num_datapoints] for k, v in dataset.test.items()}
     results = {"run": str(out), "data": run.data_name, "split": "test", "seconds": {}, "skipped": {},
@@ -127,6 +131,18 @@ def _held(dataset, n: int):
     import types
 
     return types.SimpleNamespace(test=dataset.rows("test", n), image_shape=dataset.image_shape)
+
+
+def _as_test(data, run, n: int):
+    """Test data given as tensors, a Dataset or a DataLoader: its first ``n`` rows on the run's device."""
+    import types
+
+    from pyrovae.data.inputs import head
+
+    device = next((p.device for m in (run.model, run.guide) if hasattr(m, "parameters") for p in m.parameters()),
+                  None)
+    shape = (run.config.get("data") or {}).get("image_shape")
+    return types.SimpleNamespace(test=head(data, n, device), image_shape=tuple(shape) if shape else None)
 
 
 def _figures(out, run, dataset, test, khat, monitors, plots, results):

@@ -24,29 +24,49 @@ def colour_folder(root, sizes=((10, 12),) * 12):
     return root
 
 
-def test_fit_on_a_colour_image_folder_then_evaluate(tmp_path):
-    colour_folder(tmp_path / "photos")
-    done = pyrovae("fit", "--data", "photos", "--image-size", "8", "--out", "run", *QUICK, cwd=tmp_path)
+@pytest.fixture(scope="module")
+def photos_run(tmp_path_factory):
+    """``pyrovae fit --data photos --image-size 8`` on 24 colour PNGs in cats/ and dogs/."""
+    root = tmp_path_factory.mktemp("photos")
+    colour_folder(root / "photos")
+    done = pyrovae("fit", "--data", "photos", "--image-size", "8", "--out", "run", *QUICK, cwd=root)
     assert done.returncode == 0, done.stderr
+    return root, done
+
+
+def test_fit_on_a_colour_image_folder_records_what_it_read(photos_run):
+    root, done = photos_run
     assert "data on-device: 20 rows" in done.stdout  # 24 images: 2 held out for valid, 2 for test
-    data = json.loads((tmp_path / "run" / "run.json").read_text())["data"]
+    data = json.loads((root / "run" / "run.json").read_text())["data"]
     assert data["dims"] == {"x_dim": 3 * 8 * 8, "num_classes": 2}
     files = data["files"]
-    assert files["kind"] == "images" and files["path"] == str(tmp_path / "photos")
+    assert files["kind"] == "images" and files["path"] == str(root / "photos")
     assert files["count"] == {"train": 20, "valid": 2, "test": 2} and files["shape"] == [3, 8, 8]
     assert files["classes"] == ["cats", "dogs"] and files["options"]["image_size"] == 8
-    assert (tmp_path / "run" / "samples.png").is_file()
+    assert (root / "run" / "samples.png").is_file()
 
-    evaluated = pyrovae("evaluate", "run", "--num-samples", "10", "--json", cwd=tmp_path)
+
+def test_evaluate_diagnose_and_sample_read_the_folder_again(photos_run):
+    root, _ = photos_run
+    evaluated = pyrovae("evaluate", "run", "--num-samples", "10", "--json", cwd=root)
     assert evaluated.returncode == 0, evaluated.stderr
     result = json.loads(evaluated.stdout)
     assert result["num_datapoints"] == 2 and np.isfinite(result["log_likelihood"])
+    diagnosed = pyrovae("diagnose", "run", "--num-samples", "10", "--gap-datapoints", "0", "--idata-draws", "5",
+                        cwd=root)
+    assert diagnosed.returncode == 0, diagnosed.stderr
+    assert "on 2 test datapoints" in diagnosed.stdout and (root / "run" / "report.md").is_file()
+    sampled = pyrovae("sample", "run", "--n", "4", cwd=root)
+    assert sampled.returncode == 0 and (root / "run" / "samples-4-seed0.png").is_file(), sampled.stderr
 
-    Image.fromarray(np.zeros((12, 10, 3), dtype=np.uint8)).save(tmp_path / "photos" / "cats" / "new.png")
-    one_line_error(pyrovae("evaluate", "run", "--num-samples", "10", "--force", cwd=tmp_path), 1,
-                   str(tmp_path / "photos"), "the data changed since the run read it")
-    one_line_error(pyrovae("fit", "--out", "run", "--resume", "--epochs", "2", cwd=tmp_path), 1,
-                   str(tmp_path / "photos"), "the data changed since the run read it")
+
+def test_evaluate_and_resume_refuse_a_folder_that_changed(photos_run):
+    root, _ = photos_run
+    Image.fromarray(np.zeros((12, 10, 3), dtype=np.uint8)).save(root / "photos" / "cats" / "new.png")
+    one_line_error(pyrovae("evaluate", "run", "--num-samples", "10", "--force", cwd=root), 1,
+                   str(root / "photos"), "the data changed since the run read it")
+    one_line_error(pyrovae("fit", "--out", "run", "--resume", "--epochs", "2", cwd=root), 1,
+                   str(root / "photos"), "the data changed since the run read it")
 
 
 def _unreadable(root):

@@ -180,3 +180,13 @@ def test_log_likelihood_and_elbo_of_a_dataset_equal_those_of_the_tensor():
         results.append((est.per_datapoint, elbo(model, guide, data, batch_size=10)))
     for per_datapoint, value in results[1:]:
         assert torch.equal(per_datapoint, results[0][0]) and value == results[0][1]
+
+
+def test_diagnose_takes_the_test_data_as_a_dataset(tmp_path):
+    from pyrovae.evaluation.report import diagnose
+    from pyrovae.training.run_folder import load_run
+
+    trained(Rows(X), out_dir=tmp_path / "run", max_bytes=0)
+    results = diagnose(load_run(tmp_path / "run"), Rows(V), num_samples=10, num_datapoints=20, idata_draws=5,
+                       gap_datapoints=0)
+    assert results["importance"]["num_datapoints"] == 20 and (tmp_path / "run" / "report.md").is_file()
