@@ -1,15 +1,18 @@
 """Streamed data against the on-device path, in one run; peak memory while streaming a big array.
 
-1. Seconds per epoch of MNIST (50,000 training rows, batch 128) through ``as_source``: held on
-   the device, streamed from a map-style Dataset through a DataLoader with 0 workers, and with
-   2 workers. Every path drives the same small VAE step (784-200-20, Bernoulli, a plain torch
-   loop on dynamically binarized batches), from the same initial weights; the paths are
-   interleaved round by round and each round times one whole epoch of each.
-2. Peak resident memory (VmHWM) of a fresh process that streams one shuffled pass over a
-   memory-mapped float32 ``.npy`` of ``--gigabytes`` GB made in /tmp (deleted afterwards),
-   read with ``load_data_path`` (the NaN scan included) and ``as_source(max_bytes=0)``.
+1. Seconds per epoch of MNIST (50,000 training rows, binarized once, batch 128) through
+   ``pyrovae.fit`` (a VAE 784-200-20 with a Bernoulli likelihood and its diagonal Gaussian
+   guide, objective elbo, no validation pass): the rows as a tensor held on the device; a
+   user's ``DataLoader(shuffle=True)`` over a map-style Dataset with 0 and with 2 workers;
+   the Dataset streamed by pyrovae itself (``max_bytes=0``, 2 workers). Every path starts from
+   the same initial weights; the paths are interleaved round by round, and each round times
+   one epoch of each (``metrics[-1]["seconds"]``: the loop, not the set-up).
+2. Peak resident memory (VmHWM) of a fresh process that streams a memory-mapped float32
+   ``.npy`` of ``--gigabytes`` GB made in /tmp (deleted afterwards): ``load_data_path`` (the
+   NaN scan included), one shuffled pass of ``as_source(max_bytes=0)`` over the three splits,
+   then one epoch of ``pyrovae.fit`` streamed from it (batch 1024, validation included).
 
-    OMP_NUM_THREADS=1 PYROVAE_DATA=../shared/data python benchmarks/data_streaming.py --rounds 2
+    OMP_NUM_THREADS=1 PYROVAE_DATA=../shared/data python benchmarks/data_streaming.py --rounds 3
 
 Not a test: timings are noisy; compare the ratios within one run.
 """
@@ -25,11 +28,14 @@ import tempfile
 import time
 
 import numpy as np
+import pyro
 import torch
-import torch.nn.functional as F
-from torch import nn
+from torch.utils.data import DataLoader
 
+from pyrovae import fit
 from pyrovae.data import as_source, load_data_path, load_dataset
+from pyrovae.guides import DiagNormalGuide
+from pyrovae.models import VAE
 
 
 class Rows(torch.utils.data.Dataset):
@@ -45,51 +51,38 @@ class Rows(torch.utils.data.Dataset):
         return {"x": self.x[i]}
 
 
-class PlainVAE(nn.Module):
-    def __init__(self, x_dim=784, hidden=200, z_dim=20):
-        super().__init__()
-        self.encoder = nn.Sequential(nn.Linear(x_dim, hidden), nn.Tanh(), nn.Linear(hidden, 2 * z_dim))
-        self.decoder = nn.Sequential(nn.Linear(z_dim, hidden), nn.Tanh(), nn.Linear(hidden, x_dim))
-
-    def loss(self, x):
-        loc, log_scale = self.encoder(x).chunk(2, -1)
-        z = loc + log_scale.exp() * torch.randn_like(loc)
-        log_px = -F.binary_cross_entropy_with_logits(self.decoder(z), x, reduction="none").sum(-1)
-        kl = 0.5 * (loc ** 2 + (2 * log_scale).exp() - 2 * log_scale - 1).sum(-1)
-        return (kl - log_px).mean()
-
-
-def epoch_seconds(source, vae, optimizer, batch_size, epoch) -> float:
-    start = time.perf_counter()
-    for batch in source.epoch_batches(batch_size, shuffle=True, seed=0, epoch=epoch):
-        x = (torch.rand_like(batch["x"]) < batch["x"]).float()  # dynamic binarization
-        loss = vae.loss(x)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return time.perf_counter() - start
+def fit_epoch_seconds(data, initial, **options) -> float:
+    """One epoch of ``pyrovae.fit`` from the pair ``initial``; the loop's seconds."""
+    model, guide = copy.deepcopy(initial)
+    result = fit(model, guide, data, epochs=1, batch_size=options.pop("batch_size"), seed=0, progress=False,
+                 figures=False, **options)
+    return result.metrics[-1]["seconds"], result.data_mode
 
 
 def compare_epochs(rounds: int, batch_size: int):
-    train = load_dataset("mnist").train
-    sources = {"on-device": as_source(train, "cpu"),
-               "DataLoader, 0 workers": as_source(Rows(train["x"]), "cpu", max_bytes=0),
-               "DataLoader, 2 workers": as_source(Rows(train["x"]), "cpu", max_bytes=0, num_workers=2)}
-    torch.manual_seed(0)
-    initial = PlainVAE()
-    pairs = {name: copy.deepcopy(initial) for name in sources}
-    optimizers = {name: torch.optim.Adam(vae.parameters(), lr=1e-3) for name, vae in pairs.items()}
-    times = {name: [] for name in sources}
-    for r in range(rounds):
-        for name, source in sources.items():
-            times[name].append(epoch_seconds(source, pairs[name], optimizers[name], batch_size, r))
-    reference = min(times["on-device"])
-    print(f"MNIST train ({len(train['x'])} rows), batch {batch_size}, {rounds} interleaved rounds of one epoch, "
-          f"{torch.get_num_threads()} torch thread(s)")
+    train = load_dataset("mnist", binarize="none").train
+    x = (torch.rand(train["x"].shape, generator=torch.Generator().manual_seed(0)) < train["x"]).float()
+    loader = lambda workers: DataLoader(Rows(x), batch_size=batch_size, shuffle=True, num_workers=workers,
+                                        generator=torch.Generator().manual_seed(0))
+    paths = {"on-device (a tensor)": lambda: (x, {}),
+             "DataLoader, 0 workers": lambda: (loader(0), {}),
+             "DataLoader, 2 workers": lambda: (loader(2), {}),
+             "Dataset streamed by pyrovae, 2 workers": lambda: (Rows(x), {"max_bytes": 0, "num_workers": 2})}
+    pyro.set_rng_seed(0)
+    initial = (VAE(784, 20, (200,)), DiagNormalGuide(784, 20, (200,)))
+    times, modes = {name: [] for name in paths}, {}
+    for _ in range(rounds):
+        for name, make in paths.items():
+            data, options = make()
+            seconds, modes[name] = fit_epoch_seconds(data, initial, batch_size=batch_size, **options)
+            times[name].append(seconds)
+    reference = min(times["on-device (a tensor)"])
+    print(f"MNIST train ({len(x)} rows), batch {batch_size}, pyrovae.fit VAE 784-200-20, {rounds} interleaved "
+          f"rounds of one epoch, {torch.get_num_threads()} torch thread(s)")
     for name, values in times.items():
-        print(f"  {name:24s} {min(values):6.2f} s/epoch (best; all {[round(v, 2) for v in values]})  "
+        print(f"  {name:40s} {min(values):6.2f} s/epoch (best; all {[round(v, 2) for v in values]})  "
               f"x{min(values) / reference:.2f} of on-device")
-    print("  " + sources["DataLoader, 0 workers"].describe())
+        print(f"    {modes[name]}")
 
 
 def stream_big_array(path: str, batch_size: int):
@@ -110,11 +103,17 @@ def stream_big_array(path: str, batch_size: int):
             rows += len(batch["x"])
             total += float(batch["x"][:, 0].sum())
     streamed = time.perf_counter()
+    after_pass = vm("VmHWM:")
     size_mb = os.path.getsize(path) // 2 ** 20
     print(f"  {rows} rows streamed once, shuffled, batch {batch_size}: load + NaN scan {scanned - start:.1f} s, "
           f"pass {streamed - scanned:.1f} s")
+    pyro.set_rng_seed(0)
+    result = fit(VAE(784, 20, (200,), likelihood="continuous_bernoulli"), DiagNormalGuide(784, 20, (200,)), data,
+                 epochs=1, batch_size=batch_size, progress=False, figures=False, max_bytes=0)
+    print(f"  one epoch of pyrovae.fit on it: {result.metrics[-1]['seconds']:.1f} s training, "
+          f"{result.metrics[-1]['valid_seconds']:.1f} s validation ({result.data_mode})")
     print(f"  peak RSS (VmHWM) {vm('VmHWM:')} MB for a {size_mb} MB file (after the imports {baseline} MB, "
-          f"after the NaN scan {after_scan} MB)")
+          f"after the NaN scan {after_scan} MB, after the pass {after_pass} MB)")
 
 
 def make_big_array(path: str, gigabytes: float, x_dim: int = 784):
@@ -132,7 +131,7 @@ def make_big_array(path: str, gigabytes: float, x_dim: int = 784):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--gigabytes", type=float, default=2.2)
     parser.add_argument("--skip-epochs", action="store_true")
