@@ -4,7 +4,7 @@ samples it inside the plate over the batch; and the options every encoder shares
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
 import pyro
 import torch
@@ -17,9 +17,11 @@ from pyrovae.registry import Configurable
 class EncoderGuide(Configurable, PyroModule):
     """Base class of the suite's guides. It owns the options every encoder shares (declared
     once, in :class:`EncoderGuide.Options`), checks them and keeps ``x_dim``, ``z_dim`` and
-    ``site`` as attributes; a subclass adds its own options by extending ``Options``, builds
-    its networks in ``__init__`` (:meth:`mlp` is the encoder x -> ``out_dim``) and implements
-    ``encode(x)``, returning a distribution with batch shape ``(N,)``. The guide is then
+    ``site`` as attributes, and builds ``self.encoder``, an MLP from x to
+    :meth:`encoder_outputs` values (default ``2 * z_dim``: a location and a scale per
+    coordinate; None builds none). A subclass adds its own options by extending ``Options``
+    and implements ``encode(x)``, returning a distribution with batch shape ``(N,)``. The
+    guide is then
 
     .. code-block:: python
 
@@ -52,6 +54,13 @@ class EncoderGuide(Configurable, PyroModule):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.x_dim, self.z_dim, self.site = self.options.x_dim, self.options.z_dim, self.options.site
+        outputs = self.encoder_outputs()
+        if outputs is not None:
+            self.encoder = self.mlp(outputs)
+
+    def encoder_outputs(self) -> Optional[int]:
+        """The width of ``self.encoder``'s output (None: build no encoder)."""
+        return 2 * self.z_dim
 
     def mlp(self, out_dim: int) -> MLP:
         """The encoder network ``x -> out_dim`` of the shared options (hidden widths, activation)."""

@@ -79,6 +79,9 @@ class DenoisingGuide(EncoderGuide):
             if self.base == "denoising":
                 raise ValueError("base must be another guide than 'denoising'")
 
+    def encoder_outputs(self) -> None:
+        return None  # the base guide has the encoder
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         o = self.options

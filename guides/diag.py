@@ -30,10 +30,6 @@ class DiagNormalGuide(EncoderGuide):
     torch.Size([2])
     """
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.encoder = self.mlp(2 * self.z_dim)
-
     def encode(self, x: torch.Tensor) -> dist.Distribution:
         """q(z | x) with batch shape ``x.shape[:-1]`` and event shape ``(z_dim,)``."""
         loc, raw_scale = self.encoder(x).split(self.z_dim, dim=-1)

@@ -126,17 +126,20 @@ class AmortizedFlowGuide(EncoderGuide):
                 if self.flow_hidden_dims:
                     check_positive(flow_hidden_dims=self.flow_hidden_dims)
 
+    def encoder_outputs(self) -> int:
+        o = self.options
+        self.context_dim = self.z_dim if o.context_dim is None else o.context_dim
+        return 2 * self.z_dim + self.context_dim
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         o = self.options
-        self.context_dim = self.z_dim if o.context_dim is None else o.context_dim
         self.num_flows = o.num_flows
         self.activation_name = o.activation
         if self.autoregressive:
             self.flow_hidden_dims = _autoregressive_widths(o.flow_hidden_dims, self.z_dim)
         else:
             self.flow_hidden_dims = tuple(o.flow_hidden_dims or ())
-        self.encoder = self.mlp(2 * self.z_dim + self.context_dim)
         self.flows = nn.ModuleList([self.make_flow(t) for t in range(self.num_flows)])
         self.register_buffer("reverse_index", torch.arange(self.z_dim - 1, -1, -1))
 

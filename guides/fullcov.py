@@ -60,12 +60,14 @@ class FullCovNormalGuide(EncoderGuide):
             if not self.min_scale >= 0:
                 raise ValueError(f"min_scale must be >= 0, got {self.min_scale}")
 
+    def encoder_outputs(self) -> int:
+        self.num_offdiag = self.z_dim * (self.z_dim - 1) // 2
+        return 2 * self.z_dim + self.num_offdiag
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         z_dim = self.z_dim
         self.min_scale = float(self.options.min_scale)
-        self.num_offdiag = z_dim * (z_dim - 1) // 2
-        self.encoder = self.mlp(2 * z_dim + self.num_offdiag)
         with torch.no_grad():  # start diagonal: the off-diagonal outputs are zero until trained
             self.encoder[-1].weight[2 * z_dim:].zero_()
             self.encoder[-1].bias[2 * z_dim:].zero_()

@@ -53,10 +53,9 @@ class MixtureGuide(EncoderGuide):
             super().__post_init__()
             check_positive(num_components=self.num_components)
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def encoder_outputs(self) -> int:
         self.num_components = self.options.num_components
-        self.encoder = self.mlp(self.num_components * (2 * self.z_dim + 1))
+        return self.num_components * (2 * self.z_dim + 1)
 
     def encode(self, x: torch.Tensor) -> DiagNormalMixture:
         """q(z | x): batch shape ``x.shape[:-1]``, event shape ``(z_dim,)``."""

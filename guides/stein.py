@@ -69,6 +69,9 @@ class SteinGuide(EncoderGuide):
             if not isinstance(self.density_particles, int) or self.density_particles < 2:
                 raise ValueError(f"density_particles must be an integer >= 2, got {self.density_particles!r}")
 
+    def encoder_outputs(self) -> None:
+        return None  # the implicit network below takes (x, noise)
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         o = self.options

@@ -61,11 +61,10 @@ class VonMisesFisherGuide(EncoderGuide):
             if self.fixed_kappa is not None and not self.fixed_kappa > 0:
                 raise ValueError(f"fixed_kappa must be positive (or None to learn it), got {self.fixed_kappa}")
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def encoder_outputs(self) -> int:
         fixed_kappa = self.options.fixed_kappa
         self.fixed_kappa = None if fixed_kappa is None else float(fixed_kappa)
-        self.encoder = self.mlp(self.z_dim if fixed_kappa is not None else self.z_dim + 1)
+        return self.z_dim if fixed_kappa is not None else self.z_dim + 1
 
     def encode(self, x: torch.Tensor) -> VonMisesFisher:
         """q(z | x) with batch shape ``x.shape[:-1]`` and event shape ``(z_dim,)``."""
