@@ -215,11 +215,7 @@ class PlanarFlowGuide(ContextFlowGuide):
     torch.Size([3, 2])
     """
 
-    transform = T.ConditionalPlanar
-
-    @staticmethod
-    def param_dims(z_dim: int) -> List[int]:
-        return [1, z_dim, z_dim]
+    transform, param_dims = T.ConditionalPlanar, staticmethod(lambda z_dim: [1, z_dim, z_dim])
 
 
 @register_guide("radial")
@@ -241,11 +237,7 @@ class RadialFlowGuide(ContextFlowGuide):
     torch.Size([3, 2])
     """
 
-    transform = T.ConditionalRadial
-
-    @staticmethod
-    def param_dims(z_dim: int) -> List[int]:
-        return [z_dim, 1, 1]
+    transform, param_dims = T.ConditionalRadial, staticmethod(lambda z_dim: [z_dim, 1, 1])
 
 
 @register_guide("spline")
