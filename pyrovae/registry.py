@@ -118,7 +118,12 @@ class Configurable:
 
     def __init__(self, *args, **kwargs):
         super().__init__()
-        self.options = self.Options(*args, **kwargs)
+        try:
+            self.options = self.Options(*args, **kwargs)
+        except TypeError as error:  # name the class, not its Options, and what it accepts
+            accepted = ", ".join(f.name for f in dataclasses.fields(self.Options))
+            message = str(error).replace(f"{self.Options.__qualname__}.__init__()", type(self).__name__)
+            raise TypeError(f"{message} (its options: {accepted})") from None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -79,6 +79,11 @@ def test_options_are_checked_where_they_are_declared():
         get_guide("diag")(x_dim=4, hidden_dims=(0,))
     with pytest.raises(ValueError, match="unknown option"):
         build(get_guide("diag"), {"num_flows": 2}, fill={"x_dim": 4})
+    with pytest.raises(TypeError, match=r"DiagNormalGuide got an unexpected keyword argument 'num_flows' "
+                                        r"\(its options: x_dim, z_dim, hidden_dims, activation, site\)"):
+        get_guide("diag")(x_dim=4, num_flows=2)
+    with pytest.raises(TypeError, match="IAFGuide missing 1 required positional argument: 'x_dim'"):
+        get_guide("iaf")(z_dim=2)
 
 
 def test_a_class_with_a_plain_constructor_is_still_registered_and_saved():
