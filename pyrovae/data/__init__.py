@@ -9,10 +9,11 @@ from pyrovae.data.datasets import (
     DataFormatError, DataNotFoundError, DataSet, batches, list_datasets, load_dataset, register_dataset,
     search_paths,
 )
-from pyrovae.data.inputs import as_batch_dict, eval_split, resolve_dataset, to_device
-from pyrovae.data.sources import DataError, Source, as_source, epoch_order
+from pyrovae.data.inputs import as_batch_dict, eval_split, is_data_path, resolve_dataset, to_device
+from pyrovae.data.sources import DataError, Source, as_source, epoch_order, head
 from pyrovae.data.files import DataChangedError, UserData, load_data_path, verify
 
 __all__ = ["DataChangedError", "DataError", "DataFormatError", "DataNotFoundError", "DataSet", "Source", "UserData",
-           "as_batch_dict", "as_source", "batches", "epoch_order", "eval_split", "list_datasets", "load_data_path",
+           "as_batch_dict", "as_source", "batches", "epoch_order", "eval_split", "head", "is_data_path", "list_datasets",
+           "load_data_path",
            "load_dataset", "register_dataset", "resolve_dataset", "search_paths", "to_device", "verify"]

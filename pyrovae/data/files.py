@@ -33,7 +33,7 @@ from torch.utils.data import Dataset, IterableDataset, Subset
 
 from pyrovae.data.arrays import ArrayDataset, MemoryRows, NpyRows, check_finite, read_npz
 from pyrovae.data.images import ImageFolderDataset, image_mode, scan_images
-from pyrovae.data.sources import DataError, as_item
+from pyrovae.data.sources import DataError, as_item, head
 
 __all__ = ["DataChangedError", "UserData", "held_out_split", "load_data_path", "verify", "checksum"]
 
@@ -114,8 +114,6 @@ class UserData:
 
     def rows(self, split: str, n: int | None = None) -> dict:
         """The first ``n`` rows (all for None) of ``split`` as tensors on :attr:`device`."""
-        from pyrovae.data.inputs import head
-
         data = getattr(self, split)
         if data is None:
             raise DataError(f"{self.path}: has no {split} split")

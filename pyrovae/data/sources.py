@@ -25,17 +25,17 @@ import itertools
 import math
 import os
 import random
-from typing import Iterator
+from typing import Dict, Iterator, Optional
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from pyrovae.data.inputs import as_batch_dict
+from pyrovae.data.batch import as_batch_dict
 from pyrovae.errors import PyrovaeError
 
 __all__ = ["DataError", "RowBatch", "Source", "TensorSource", "MapSource", "IterSource", "as_source",
-           "epoch_order", "SEED_STRIDE", "MEMORY_FRACTION"]
+           "epoch_order", "head", "SEED_STRIDE", "MEMORY_FRACTION"]
 
 #: A shuffled epoch's generator is seeded ``seed * SEED_STRIDE + epoch`` (as fit's loop does).
 SEED_STRIDE = 1_000_003
@@ -291,6 +291,27 @@ def _as_batch(batch, index) -> dict:
         return dict(batch)
     raise DataError(f"batch {index} of the DataLoader is a {_type_name(batch)}; it must be a tensor or a dict "
                     f"of tensors (the pair's keyword arguments): give the loader a collate_fn that returns one")
+
+
+def head(data, n: Optional[int], device=None) -> Dict[str, torch.Tensor]:
+    """The first ``n`` rows (all for None) of a dict of tensors, a Dataset, a DataLoader or a
+    :class:`~pyrovae.data.sources.Source`, as a dict of tensors (read in order)."""
+    if isinstance(data, (torch.Tensor, dict)):
+        split = as_batch_dict(data)
+        split = split if n is None else {k: v[:n] for k, v in split.items()}
+        return {k: v.to(device) for k, v in split.items()} if device is not None else split
+    source = data if isinstance(data, Source) else as_source(data, device or "cpu", max_bytes=0)
+    if hasattr(source, "split"):
+        split = source.split if n is None else {k: v[:n] for k, v in source.split.items()}
+        return {k: v.to(device) for k, v in split.items()} if device is not None else split
+    parts, rows = [], 0
+    for batch in source.epoch_batches(min(n or 1024, 1024), shuffle=False):
+        parts.append(batch)
+        rows += len(next(iter(batch.values())))
+        if n is not None and rows >= n:
+            break
+    split = {k: torch.cat([p[k] for p in parts])[:n] for k in parts[0]}
+    return {k: v.to(device) for k, v in split.items()} if device is not None else split
 
 
 def default_max_bytes(device) -> int:

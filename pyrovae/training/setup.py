@@ -205,7 +205,7 @@ class Setup:
                                 static_from=static_from(self.objective))
 
     def _source(self, data, what: str) -> Source:
-        if is_tensor_data(data):
+        if is_tensor_data(data) or isinstance(data, (list, tuple, np.ndarray)):  # a list: the TypeError of old
             name = self.dataset.name if isinstance(self.dataset, DataSet) else None
             reason = f"data set {name!r}, held on {self.device}" if name else f"given as tensors, held on {self.device}"
             return TensorSource(as_batch_dict(data, what), self.device, reason=reason)
