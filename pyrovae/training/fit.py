@@ -305,8 +305,8 @@ def _check_finite(values: torch.Tensor, epoch: int, step: int, batch: int, num_b
     else:
         where = "none (no epoch finished)"
     raise NonFiniteLossError(
-        f"the loss became {float(values[j])} at epoch {epoch + 1}, step {at_step} (batch {at_batch} of "
-        f"{num_batches}); the run stopped. Last good checkpoint: {where}. Try a smaller lr or check the data."
+        f"the loss became {float(values[j])} at epoch {epoch + 1}, step {at_step} (batch {at_batch}"
+        f"{f' of {num_batches}' if num_batches is not None else ''}); the run stopped. Last good checkpoint: {where}. Try a smaller lr or check the data."
     )
 
 
