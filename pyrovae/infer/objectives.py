@@ -37,9 +37,11 @@ from pyro.infer.util import is_validation_enabled
 
 from pyrovae.infer.fast_path import PYRO_INTERNALS_SUPPORTED, mean_field_elbo_loss, trace_elbo_loss
 from pyrovae.registry import register_objective
+from pyro.poutine.util import site_is_subsample
 from pyrovae.infer.importance import (
-    PARTICLE_PLATE, batch_size_of, declared_data_plate, guess_max_plate_nesting, kl_or_sampled, latent_sites,
-    log_mean_exp, log_weights, run_pair, sample_sites, site_log_prob, weights_from_sites,
+    PARTICLE_PLATE, batch_size_of, data_dim, data_plate, declared_data_plate, guess_max_plate_nesting,
+    kl_or_sampled, latent_sites, log_density_per_datapoint, log_mean_exp, log_weights, per_datapoint,
+    record_sites, run_pair, sample_sites, site_log_prob, weights_from_sites,
 )
 
 
@@ -133,17 +135,22 @@ class ELBO(Objective):
 
     name = "elbo"
     _pyro_elbo = Trace_ELBO
+    _gradients = ("plain", "stl")
 
-    def __init__(self, num_particles: int = 1, **kwargs):
+    def __init__(self, num_particles: int = 1, gradient: str = "plain", **kwargs):
         super().__init__(**kwargs)
         if num_particles < 1:
             raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+        self.gradient = _check_gradient(gradient, self._gradients, self.name)
         self.num_particles = int(num_particles)
         self._elbo = self._pyro_elbo(
             num_particles=self.num_particles, vectorize_particles=self.num_particles > 1
         )
+        self._nesting: Dict[tuple, int] = {}
 
     def loss(self, model, guide, batch):
+        if self.gradient == "stl":
+            return self._stl_loss(model, guide, batch)
         # one particle, validation off: the same loss and gradients from one recorded run
         # (pyrovae.infer.fast_path); Pyro's own path keeps its checks and several particles
         lean = _LEAN_LOSSES.get(type(self._elbo))
@@ -152,8 +159,32 @@ class ELBO(Objective):
             return lean(model, guide, batch) / batch_size_of(batch)
         return self._elbo.differentiable_loss(model, guide, **batch) / batch_size_of(batch)
 
+    def _stl_loss(self, model, guide, batch):
+        """The ELBO with the score term of the guide's density dropped (sticking the landing)."""
+        n, k = batch_size_of(batch), self.num_particles
+        if k == 1:
+            guide_sites, model_sites = run_pair(model, guide, batch)
+        else:
+            key = (id(poutine.unwrap(model)), id(poutine.unwrap(guide)))
+            if key not in self._nesting:
+                self._nesting[key] = guess_max_plate_nesting(model, guide, batch)
+            with pyro.plate(PARTICLE_PLATE, k, dim=-(self._nesting[key] + 1)):
+                guide_sites, model_sites = run_pair(model, guide, batch)
+        check_path_gradient(guide_sites, self.name, self.gradient)
+        elbo = 0.0
+        for site in sample_sites(model_sites):
+            elbo = elbo + site_log_prob(site).sum()
+        for site in latent_sites(guide_sites):
+            elbo = elbo - stopped_log_prob(site).sum()
+        if not torch.is_tensor(elbo):
+            raise ValueError("the model and guide have no sample sites")
+        return -elbo / (k * n)
+
     def config(self):
-        return {**super().config(), "num_particles": self.num_particles}
+        config = {**super().config(), "num_particles": self.num_particles}
+        if self.gradient != "plain":
+            config["gradient"] = self.gradient
+        return config
 
 
 _LEAN_LOSSES = {Trace_ELBO: trace_elbo_loss, TraceMeanField_ELBO: mean_field_elbo_loss}
@@ -165,6 +196,7 @@ class MeanFieldELBO(ELBO):
 
     name = "meanfield"
     _pyro_elbo = TraceMeanField_ELBO
+    _gradients = ("plain",)  # the analytic KL has no score term to drop
 
 
 @register_objective("renyi")
@@ -210,6 +242,8 @@ class RenyiBound(Objective):
             self._nesting[key] = guess_max_plate_nesting(model, guide, batch), declared_data_plate(model)
         model, guide = self.weighted(model, guide, step)
         (nesting, declared), chunk = self._nesting[key], self.particle_chunk
+        if self.gradient != "plain":
+            return self._path_gradient_bound(model, guide, batch, nesting, declared)
         if is_validation_enabled():
             log_w, guide_trace, _ = log_weights(
                 model, guide, batch, self.num_particles, max_plate_nesting=nesting, return_traces=True,
@@ -225,6 +259,52 @@ class RenyiBound(Objective):
             log_w = self._log_weights(model, guide, batch, self.num_particles, nesting, declared)
         one_minus_alpha = 1.0 - self.alpha
         return log_mean_exp(one_minus_alpha * log_w, 0) / one_minus_alpha
+
+    #: the gradient estimator (the Renyi bound itself keeps the plain one)
+    gradient = "plain"
+
+    def _path_gradient_bound(self, model, guide, batch, nesting, declared) -> torch.Tensor:
+        """The bound per datapoint, (N,), with the value of the plain one and the gradient of
+        ``self.gradient``: ``stl`` (log q at stopped guide parameters) or ``dreg`` (the guide's
+        path gradients weighted by the squared normalized weights; the model's as plain)."""
+        n, k = batch_size_of(batch), self.num_particles
+        with pyro.plate(PARTICLE_PLATE, k, dim=-(nesting + 1)):
+            with record_sites() as guide_run:
+                guide(**batch)
+            guide_sites = guide_run.sites
+            check_path_gradient(guide_sites, self.name, self.gradient)
+            holder, guide_plate = {}, data_plate(guide_sites, n, declared)
+            if self.gradient == "dreg":
+                # z enters log w through a copy whose incoming gradient is scaled by w~_k in the
+                # backward pass: the path term then gets w~_k^2, the model's parameters w~_k
+                replay = {}
+                for name, site in guide_sites.items():
+                    if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site):
+                        site = {**site, "value": _ScaleGradient.apply(site["value"], holder, site, nesting, guide_plate, n)}
+                    replay[name] = site
+            else:
+                replay = guide_sites
+            with record_sites(replay=replay) as model_run:
+                model(**batch)
+        model_sites = model_run.sites
+        log_p = log_density_per_datapoint(sample_sites(model_sites), n, nesting, k,
+                                          data_plate(model_sites, n, declared))
+        if log_p is None:
+            raise ValueError("the model has no sample sites")
+        log_q = None
+        for site in latent_sites(guide_sites):
+            stopped = stopped_log_prob(site, replay[site["name"]]["value"])
+            term = per_datapoint(stopped, data_dim(site, guide_plate, n), nesting, k, n)
+            log_q = term if log_q is None else log_q + term
+        log_w = log_p if log_q is None else log_p - log_q  # (K, N), the plain log-weights' values
+        one_minus_alpha = 1.0 - self.alpha
+        bound = log_mean_exp(one_minus_alpha * log_w, 0) / one_minus_alpha
+        if self.gradient == "stl":
+            return bound
+        weights = torch.softmax(log_w.detach(), 0)  # w~ (K, N)
+        holder["weights"] = weights
+        surrogate = (weights * log_w).sum(0)
+        return bound.detach() + (surrogate - surrogate.detach())
 
     def _log_weights(self, model, guide, batch, num_particles, nesting, declared=None) -> torch.Tensor:
         with pyro.plate(PARTICLE_PLATE, num_particles, dim=-(nesting + 1)):
@@ -248,12 +328,17 @@ class IWAE(RenyiBound):
 
     name = "iwae"
 
-    def __init__(self, num_particles: int = 5, particle_chunk: int = 0, **kwargs):
+    def __init__(self, num_particles: int = 5, particle_chunk: int = 0, gradient: str = "plain", **kwargs):
         super().__init__(alpha=0.0, num_particles=num_particles, particle_chunk=particle_chunk, **kwargs)
+        self.gradient = _check_gradient(gradient, ("plain", "stl", "dreg"), self.name)
+        if self.gradient != "plain" and self.particle_chunk and self.particle_chunk < self.num_particles:
+            raise ValueError(f"gradient={self.gradient!r} needs all particles at once: leave particle_chunk at 0")
 
     def config(self):
         config = super().config()
         del config["alpha"]
+        if self.gradient != "plain":
+            config["gradient"] = self.gradient
         return config
 
 
@@ -266,6 +351,75 @@ def _check_reparameterized(guide_sites, name):
                 f"{site['name']!r} ({type(site['fn']).__name__}) has no rsample; use the "
                 "'elbo' objective (score-function gradients) or enumerate the site"
             )
+
+
+# ---------------------------------------------------------------- path-derivative gradients
+
+
+def _check_gradient(gradient, choices, name):
+    if gradient not in choices:
+        raise ValueError(f"unknown gradient {gradient!r} for the {name!r} objective; choose one of {choices}")
+    return gradient
+
+
+def check_path_gradient(guide_sites, name: str, gradient: str) -> None:
+    """A one-line error where the ``stl``/``dreg`` estimators do not apply: every latent guide
+    site must be reparameterized, with no score-function term of its own."""
+    from pyrovae.infer.fast_path import _has_score_function
+
+    for site in latent_sites(guide_sites):
+        fn = site["fn"]
+        if not fn.has_rsample or site["infer"].get("enumerate") or _has_score_function(fn):
+            raise NotImplementedError(
+                f"gradient={gradient!r} of the {name!r} objective needs reparameterized guide sites without "
+                f"score-function terms, but site {site['name']!r} is a {type(fn).__name__} that "
+                f"{'has no rsample' if not fn.has_rsample else 'is enumerated' if site['infer'].get('enumerate') else 'adds a score-function term'}; "
+                "use gradient='plain'"
+            )
+
+
+def stopped_log_prob(site: dict, value: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """A guide site's (scaled, masked) ``log q(z)`` at its draw ``z`` (or ``value``, a tensor of the
+    same numbers) with the value of ``log q`` and the gradient of ``log q`` at *stopped*
+    parameters: only the path through ``z`` (Roeder et al.). Written as
+    ``log q_phi(z) - log q_phi(stop(z)) + stop(log q_phi(stop(z)))``: the second term removes
+    the score ``d/dphi log q_phi(z)``, so it works for every distribution whose ``log_prob``
+    takes any point, whatever holds its parameters (an MLP, a flow); planar and radial flows,
+    whose ``log_prob`` works only on their latest draw, cannot (a one-line error)."""
+    fn = site["fn"]
+    z = site["value"] if value is None else value
+    try:
+        at_z = fn.log_prob(z, *site["args"], **site["kwargs"])
+        score = fn.log_prob(z.detach(), *site["args"], **site["kwargs"])
+    except NotImplementedError as error:
+        raise NotImplementedError(
+            f"gradient='stl'/'dreg' evaluates log q of site {site['name']!r} at a copy of its draw, which "
+            f"{type(fn).__name__} cannot ({error}); use gradient='plain'"
+        ) from None
+    log_q = at_z - score + score.detach()
+    return scale_and_mask(log_q, site["scale"], site["mask"])
+
+
+class _ScaleGradient(torch.autograd.Function):
+    """Identity in the forward pass; in the backward pass the gradient is multiplied by the
+    normalized weights ``holder["weights"]`` (K, N), set after the forward pass (DReG), laid
+    along the value's particle and data dims."""
+
+    @staticmethod
+    def forward(ctx, value, holder, site, nesting, plate, n):
+        batch_dims = len(site["fn"].batch_shape)
+        ctx.holder, ctx.n = holder, n
+        ctx.dims = (batch_dims - (nesting + 1), batch_dims + data_dim(site, plate, n))  # particles < data
+        return value.view_as(value)
+
+    @staticmethod
+    def backward(ctx, grad):
+        weights = ctx.holder.get("weights")
+        if weights is None:
+            raise RuntimeError("DReG: the weights were not set before the backward pass")
+        shape = [1] * grad.dim()
+        shape[ctx.dims[0]], shape[ctx.dims[1]] = weights.shape
+        return grad * weights.reshape(shape).to(grad.dtype), None, None, None, None, None
 
 
 def make_objective(objective, **options) -> Objective:
