@@ -2,6 +2,7 @@
 
 from pyrovae.models.hyperspherical import HypersphericalVAE
 from pyrovae.models.linear import LinearGaussianVAE
+from pyrovae.models.robust import RobustEncoder, RobustVAE
 from pyrovae.models.vae import VAE
 
-__all__ = ["HypersphericalVAE", "LinearGaussianVAE", "VAE"]
+__all__ = ["HypersphericalVAE", "LinearGaussianVAE", "RobustEncoder", "RobustVAE", "VAE"]

@@ -10,6 +10,12 @@ estimator in the suite. Its maximum-likelihood solution is probabilistic PCA (Ti
 Bishop), which is why a VAE with this decoder recovers the principal subspace (Dai et al.,
 "Hidden Talents of the Variational Autoencoder").
 
+With ``noise="diagonal"`` the decoder learns one noise variance per dimension,
+:math:`x_n \\mid z_n \\sim \\mathcal{N}(W z_n + b, \\mathrm{diag}(\\psi))` and
+:math:`p(x_n) = \\mathcal{N}(b, W W^\\top + \\mathrm{diag}(\\psi))`: factor analysis, whose
+maximum-likelihood solution has no closed form; the posterior is
+``S = (I + W^T diag(psi)^{-1} W)^{-1}``, ``mu = S W^T diag(psi)^{-1} (x - b)``.
+
 References
 
 [1] Tipping, Bishop. Probabilistic Principal Component Analysis. JRSS B 61(3), 1999
@@ -30,6 +36,8 @@ from pyro.nn import PyroModule
 from pyrovae.nn import check_positive
 from pyrovae.registry import Configurable, register_model
 
+NOISES = ("isotropic", "diagonal")
+
 
 @register_model("linear")
 class LinearGaussianVAE(Configurable, PyroModule):
@@ -38,6 +46,8 @@ class LinearGaussianVAE(Configurable, PyroModule):
     :param int x_dim: data dimension.
     :param int z_dim: latent dimension.
     :param float init_scale: initial sigma.
+    :param str noise: ``isotropic`` (one sigma, probabilistic PCA) or ``diagonal`` (one sigma
+        per dimension, factor analysis).
 
     >>> model = LinearGaussianVAE(x_dim=3, z_dim=2)
     >>> x = torch.randn(5, 3)
@@ -50,9 +60,12 @@ class LinearGaussianVAE(Configurable, PyroModule):
         x_dim: int
         z_dim: int = 2
         init_scale: float = 1.0
+        noise: str = "isotropic"
 
         def __post_init__(self):
             check_positive(x_dim=self.x_dim, z_dim=self.z_dim)
+            if self.noise not in NOISES:
+                raise ValueError(f"unknown noise {self.noise!r}; choose one of {NOISES}")
             if self.init_scale <= 0:
                 raise ValueError(f"init_scale must be positive, got {self.init_scale}")
 
@@ -63,11 +76,20 @@ class LinearGaussianVAE(Configurable, PyroModule):
         self.weight = torch.nn.Parameter(torch.randn(x_dim, z_dim) / z_dim ** 0.5)
         self.bias = torch.nn.Parameter(torch.zeros(x_dim))
         # softplus(raw) = init_scale
-        self.raw_scale = torch.nn.Parameter(torch.tensor(float(init_scale)).expm1().log())
+        raw = torch.tensor(float(init_scale)).expm1().log()
+        if self.options.noise == "diagonal":
+            raw = raw.expand(x_dim).clone()
+        self.raw_scale = torch.nn.Parameter(raw)
 
     @property
     def noise_scale(self) -> torch.Tensor:
+        """sigma: a scalar (``isotropic``) or one per dimension, ``(x_dim,)`` (``diagonal``)."""
         return F.softplus(self.raw_scale)
+
+    def noise_variance(self, dtype=None, device=None) -> torch.Tensor:
+        """The decoder's noise variance per dimension, ``(x_dim,)``."""
+        s2 = self.noise_scale ** 2
+        return s2.expand(self.x_dim).to(dtype=dtype, device=device)
 
     def forward(self, x: Optional[torch.Tensor] = None, num_samples: Optional[int] = None):
         n = x.shape[0] if x is not None else num_samples
@@ -79,13 +101,13 @@ class LinearGaussianVAE(Configurable, PyroModule):
 
     def log_marginal(self, x: torch.Tensor) -> torch.Tensor:
         """Exact ``log p(x)`` per row."""
-        cov = self.weight @ self.weight.T + self.noise_scale ** 2 * torch.eye(self.x_dim, dtype=x.dtype, device=x.device)
+        cov = self.weight @ self.weight.T + torch.diag(self.noise_variance(x.dtype, x.device))
         return dist.MultivariateNormal(self.bias, covariance_matrix=cov).log_prob(x)
 
     def posterior(self, x: torch.Tensor) -> dist.MultivariateNormal:
         """The exact posterior p(z | x), batch shape ``x.shape[:-1]``."""
-        s2 = self.noise_scale ** 2
-        precision = torch.eye(self.z_dim, dtype=x.dtype, device=x.device) + self.weight.T @ self.weight / s2
+        scaled = self.weight / self.noise_variance(x.dtype, x.device)[:, None]  # diag(psi)^{-1} W
+        precision = torch.eye(self.z_dim, dtype=x.dtype, device=x.device) + self.weight.T @ scaled
         cov = torch.linalg.inv(precision)
-        loc = (x - self.bias) @ self.weight @ cov / s2  # cov is symmetric
+        loc = (x - self.bias) @ scaled @ cov  # cov is symmetric
         return dist.MultivariateNormal(loc, covariance_matrix=cov.expand(x.shape[:-1] + cov.shape))
