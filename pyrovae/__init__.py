@@ -25,6 +25,7 @@ from pyrovae.training import FitResult, NonFiniteLossError, Run, fit, load_run
 
 # the built-ins register themselves on import (the registry imports nothing it registers)
 import pyrovae.infer.stein  # noqa: E402,F401  (the "stein" objective)
+import pyrovae.infer.mmd  # noqa: E402,F401  (the "infovae" objective)
 import pyrovae.models  # noqa: E402,F401
 import pyrovae.guides  # noqa: E402,F401
 from pyrovae import _compat  # noqa: E402

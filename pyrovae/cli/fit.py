@@ -51,7 +51,7 @@ def build_parser(model_name: str, guide_name: str, objective_name: str) -> commo
     p.add_argument("--binarize", default=None, choices=["dynamic", "static", "none"], help="override the data set's default")
     p.add_argument("--objective", default=None, help=f"one of {list_objectives()} (default: the guide's, else elbo)")
     p.add_argument("--particles", type=int, default=None, help="particles K for elbo/iwae/renyi")
-    p.add_argument("--alpha", type=float, default=None, help="Renyi alpha (objective renyi)")
+    p.add_argument("--alpha", type=float, default=None, help="Renyi alpha (objective renyi); InfoVAE alpha (objective infovae)")
     p.add_argument("--beta", type=float, default=1.0, help="KL weight (beta-VAE); default 1")
     p.add_argument("--kl-warmup", type=int, default=0, help="linear KL warm-up over this many steps")
     p.add_argument("--epochs", type=int, default=None, help="total epochs (default: about 3000 steps, at least 10)")

@@ -190,3 +190,20 @@ def test_options_and_errors():
     for objective in (ELBO(gradient="stl"), IWAE(gradient="dreg")):
         with pytest.raises(NotImplementedError, match="site 'c' is a Bernoulli that has no rsample"):
             objective(model, guide, {"x": torch.randn(4)})
+
+
+def test_fit_from_the_command_line(tmp_path):
+    """``--gradient`` is a flag of ``pyrovae fit`` for elbo and iwae: recorded in the run folder,
+    and an estimator an objective does not have is a one-line usage error."""
+    from tests.cli.helpers import one_line_error, pyrovae
+
+    flags = ["--epochs", "1", "--z-dim", "2", "--hidden-dims", "16", "--eval-samples", "0", "--no-progress"]
+    result = pyrovae("fit", "--objective", "iwae", "--particles", "3", "--gradient", "dreg", *flags,
+                     "--out", tmp_path / "run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    import json
+    objective = json.loads((tmp_path / "run" / "run.json").read_text())["objective"]
+    assert objective["gradient"] == "dreg" and objective["num_particles"] == 3
+    result = pyrovae("fit", "--objective", "elbo", "--gradient", "dreg", *flags, "--out", tmp_path / "bad",
+                     cwd=tmp_path)
+    one_line_error(result, 2, "unknown gradient 'dreg' for the 'elbo' objective", "'stl'")
