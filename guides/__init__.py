@@ -1,5 +1,6 @@
 """Amortized guides (posterior families), registered by name."""
 
+from pyrovae.guides.cvae import CVAEGuide
 from pyrovae.guides.denoising import DenoisingGuide
 from pyrovae.guides.diag import DiagNormalGuide
 from pyrovae.guides.flows import PlanarFlowGuide, RadialFlowGuide, SplineFlowGuide
@@ -12,4 +13,4 @@ from pyrovae.guides.vmf import VonMisesFisherGuide
 __all__ = ["DiagNormalGuide", "FullCovNormalGuide", "IAFGuide", "PlanarFlowGuide", "RadialFlowGuide",
            "SplineFlowGuide"]
 
-__all__ += ["DenoisingGuide", "MixtureGuide", "SteinGuide", "VonMisesFisherGuide"]
+__all__ += ["CVAEGuide", "DenoisingGuide", "MixtureGuide", "SteinGuide", "VonMisesFisherGuide"]

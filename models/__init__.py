@@ -1,8 +1,9 @@
 """Generative models (Pyro model functions as PyroModules), registered by name."""
 
+from pyrovae.models.cvae import CVAE
 from pyrovae.models.hyperspherical import HypersphericalVAE
 from pyrovae.models.linear import LinearGaussianVAE
 from pyrovae.models.robust import RobustEncoder, RobustVAE
 from pyrovae.models.vae import VAE
 
-__all__ = ["HypersphericalVAE", "LinearGaussianVAE", "RobustEncoder", "RobustVAE", "VAE"]
+__all__ = ["CVAE", "HypersphericalVAE", "LinearGaussianVAE", "RobustEncoder", "RobustVAE", "VAE"]

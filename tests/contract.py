@@ -10,6 +10,7 @@ guide has a density, and a save/load round trip through a run folder that reprod
 log-weights exactly.
 """
 
+import inspect
 import math
 
 import pyro
@@ -31,8 +32,9 @@ def build_pair(model_name, guide_name):
     model_factory, guide_factory = get_model(model_name), get_guide(guide_name)
     accepted = lambda f: {k: v for k, v in options.items() if k in _options(f)}  # noqa: E731
     torch.manual_seed(0)
-    model = build(model_factory, accepted(model_factory), fill={"x_dim": X_DIM})
-    guide = build(guide_factory, accepted(guide_factory), fill={"x_dim": X_DIM})
+    fill = {"x_dim": X_DIM, "y_dim": X_DIM}  # y_dim: the output of a conditional pair
+    model = build(model_factory, accepted(model_factory), fill=fill)
+    guide = build(guide_factory, accepted(guide_factory), fill=fill)
     return model, guide
 
 
@@ -49,6 +51,16 @@ def binary_data(n=32, d=X_DIM, seed=0):
 
 def data(n=16):
     return binary_data(n)
+
+
+def contract_batch(model, n=16) -> dict:
+    """The batch a registered model is checked on: ``{"x": binary (n, X_DIM)}``, and for a
+    conditional model (its forward takes ``y``) a binary output ``"y"`` (n, X_DIM) too."""
+    batch = {"x": data(n)}
+    target = model.forward if isinstance(model, torch.nn.Module) else model
+    if "y" in inspect.signature(target).parameters:
+        batch["y"] = binary_data(n, seed=1)
+    return batch
 
 
 def check_trains_and_improves(model, guide, objective: str, epochs: int = 3):
@@ -133,18 +145,17 @@ def _pair_parameters(model, guide, *traces) -> dict:
 def check_pair(model_name, guide_name, tmp_path):
     model, guide = build_pair(model_name, guide_name)
     objective = make_objective(getattr(type(guide), "objective_name", "elbo"))
-    x = data()
-    batch = {"x": x}
+    batch = contract_batch(model)
     check_contract(model, guide, batch, objective)
     model.zero_grad(), guide.zero_grad()
 
     if getattr(type(guide), "has_density", True):
         iwae = make_objective("iwae", num_particles=3)(model, guide, batch, 0)
         assert torch.isfinite(iwae)
-        est = log_likelihood(model, guide, x, num_samples=5)
+        est = log_likelihood(model, guide, batch, num_samples=5)
         assert torch.isfinite(est.per_datapoint).all()
 
-    result = fit(model, guide, x, objective=objective, epochs=2, batch_size=8, progress=False,
+    result = fit(model, guide, batch, objective=objective, epochs=2, batch_size=8, progress=False,
                  out_dir=tmp_path / "run")
     assert all(torch.isfinite(torch.tensor(m["train_loss"])) for m in result.metrics)
     run = load_run(tmp_path / "run")

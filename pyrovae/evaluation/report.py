@@ -59,6 +59,21 @@ def _timed(results: dict, key: str, fn):
     return value
 
 
+def _require_latent(run, test) -> None:
+    """:class:`PyrovaeError` for a pair whose guide samples no latent site (a deterministic model)."""
+    from pyro import poutine
+
+    from pyrovae.errors import PyrovaeError
+    from pyrovae.infer.importance import bind_batch, latent_sites
+
+    batch = {k: v[:2] for k, v in test.items()}
+    with poutine.block():
+        trace = poutine.trace(bind_batch(run.guide, batch)).get_trace(**batch)
+    if not latent_sites(trace):
+        raise PyrovaeError(f"{run.path}: the guide samples no latent site (a deterministic model), so there is "
+                           "nothing to diagnose; its log-likelihood from `pyrovae evaluate` is exact")
+
+
 def diagnose(run, dataset, *, num_samples: int = 1000, num_datapoints: int = 300, idata_draws: int = 200,
              gap_datapoints: int = 100, ais: bool = False, ais_steps: int = 1000, ais_chains: int = 16,
              ais_datapoints: int = 100, ais_leapfrog: int = 1, seed: int = 0) -> dict:
@@ -89,6 +104,7 @@ def diagnose(run, dataset, *, num_samples: int = 1000, num_datapoints: int = 300
     elif not isinstance(dataset.test, dict):  # data read from a path: its first rows, as tensors
         dataset = _held(dataset, max(num_datapoints, 1000))
     test = {k: v[:num_datapoints] for k, v in dataset.test.items()}
+    _require_latent(run, test)
     results = {"run": str(out), "data": run.data_name, "split": "test", "seconds": {}, "skipped": {},
                "model": run.config.get("model"), "guide": run.config.get("guide")}
     iw = _timed(results, "importance", lambda: importance_summary(model, guide, test, num_samples))
