@@ -9,8 +9,9 @@ from pyrovae.guides.iaf import IAFGuide
 from pyrovae.guides.mixture import MixtureGuide
 from pyrovae.guides.stein import SteinGuide
 from pyrovae.guides.vmf import VonMisesFisherGuide
+from pyrovae.guides.vrnn import VRNNGuide
 
 __all__ = ["DiagNormalGuide", "FullCovNormalGuide", "IAFGuide", "PlanarFlowGuide", "RadialFlowGuide",
            "SplineFlowGuide"]
 
-__all__ += ["CVAEGuide", "DenoisingGuide", "MixtureGuide", "SteinGuide", "VonMisesFisherGuide"]
+__all__ += ["CVAEGuide", "DenoisingGuide", "MixtureGuide", "SteinGuide", "VonMisesFisherGuide", "VRNNGuide"]

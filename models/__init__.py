@@ -5,5 +5,6 @@ from pyrovae.models.hyperspherical import HypersphericalVAE
 from pyrovae.models.linear import LinearGaussianVAE
 from pyrovae.models.robust import RobustEncoder, RobustVAE
 from pyrovae.models.vae import VAE
+from pyrovae.models.vrnn import VRNN
 
-__all__ = ["CVAE", "HypersphericalVAE", "LinearGaussianVAE", "RobustEncoder", "RobustVAE", "VAE"]
+__all__ = ["CVAE", "HypersphericalVAE", "LinearGaussianVAE", "RobustEncoder", "RobustVAE", "VAE", "VRNN"]

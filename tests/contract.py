@@ -56,6 +56,8 @@ def data(n=16):
 def contract_batch(model, n=16) -> dict:
     """The batch a registered model is checked on: ``{"x": binary (n, X_DIM)}``, and for a
     conditional model (its forward takes ``y``) a binary output ``"y"`` (n, X_DIM) too."""
+    if hasattr(model, "example_batch"):  # a model of another shape of data (sequences) gives its own
+        return model.example_batch(n)
     batch = {"x": data(n)}
     target = model.forward if isinstance(model, torch.nn.Module) else model
     if "y" in inspect.signature(target).parameters:

@@ -1,0 +1,88 @@
+"""The VRNN's filtering posterior (Chung et al. 2015, eq. 9).
+
+.. math::
+    q(z_{1:T} \\mid x_{1:T}) = \\prod_t \\mathcal{N}(z_t;\\ \\mu_\\phi(\\varphi_x(x_t), g_{t-1}),
+        \\operatorname{diag}\\sigma^2_\\phi(\\varphi_x(x_t), g_{t-1})), \\qquad
+    g_t = \\operatorname{GRU}([\\varphi_x(x_t), \\varphi_z(z_t)], g_{t-1}),\\ g_0 = 0.
+
+The state :math:`g` has the form of the model's :math:`h` (the same inputs, x_t and the drawn
+z_t) but its own weights: a Pyro guide cannot read the model's state, where Chung et al. share
+one. Each step's ``z_t`` is masked with ``mask[:, t]`` like the model's. Pairs with models/vrnn.py.
+
+References
+
+[1] Chung, Kastner, Dinh, Goel, Courville, Bengio. A Recurrent Latent Variable Model for
+    Sequential Data. NeurIPS 2015. arXiv:1506.02216
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from pyro import poutine
+from pyro.nn import PyroModule
+
+from pyrovae.models.vrnn import Recurrence, as_steps, broadcast_cat
+from pyrovae.nn import MLP, check_positive
+from pyrovae.registry import Configurable, register_guide
+
+__all__ = ["VRNNGuide"]
+
+
+@register_guide("vrnn")
+class VRNNGuide(Configurable, PyroModule):
+    """q(z_t | x_t, g_{t-1}): the VRNN's filtering posterior with its own recurrent state.
+
+    Options as :class:`~pyrovae.models.vrnn.VRNN`'s (x_dim, z_dim, rnn_dim, feature_dim,
+    hidden_dims, activation).
+
+    >>> guide = VRNNGuide(x_dim=5, z_dim=2, rnn_dim=8, feature_dim=4, hidden_dims=(8,))
+    >>> trace = pyro.poutine.trace(guide).get_trace(torch.zeros(3, 4, 5))
+    >>> trace.nodes["z_3"]["value"].shape
+    torch.Size([3, 2])
+    """
+
+    model_name = "vrnn"
+
+    @dataclass
+    class Options:
+        x_dim: int
+        z_dim: int = 16
+        rnn_dim: int = 128
+        feature_dim: int = 64
+        hidden_dims: Tuple[int, ...] = (64,)
+        activation: str = "relu"
+
+        def __post_init__(self):
+            self.hidden_dims = tuple(self.hidden_dims)
+            check_positive(x_dim=self.x_dim, z_dim=self.z_dim, rnn_dim=self.rnn_dim, feature_dim=self.feature_dim)
+            if self.hidden_dims:
+                check_positive(hidden_dims=self.hidden_dims)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        o = self.options
+        self.x_dim, self.z_dim, self.rnn_dim = o.x_dim, o.z_dim, o.rnn_dim
+        self.recurrence = Recurrence(o.x_dim, o.z_dim, o.rnn_dim, o.feature_dim, o.hidden_dims, o.activation)
+        self.encoder = MLP(o.feature_dim + o.rnn_dim, o.hidden_dims, 2 * o.z_dim, o.activation)
+
+    def posterior(self, fx: torch.Tensor, g: torch.Tensor) -> dist.Distribution:
+        """q(z_t | x_t, g_{t-1}) from the features of x_t: a diagonal Normal."""
+        loc, raw_scale = self.encoder(broadcast_cat(fx, g)).split(self.z_dim, -1)
+        return dist.Normal(loc, F.softplus(raw_scale) + 1e-4).to_event(1)
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, lengths: Optional[torch.Tensor] = None):
+        x, mask = as_steps(x, mask)
+        g = x.new_zeros(x.shape[0], self.rnn_dim)
+        with pyro.plate("data", x.shape[0]):
+            for t in pyro.markov(range(x.shape[1])):
+                fx = self.recurrence.phi_x(x[:, t])
+                with poutine.mask(mask=mask[:, t]):
+                    z = pyro.sample(f"z_{t}", self.posterior(fx, g))
+                if t + 1 < x.shape[1]:
+                    g = self.recurrence.step(fx, self.recurrence.phi_z(z), g)

@@ -1,0 +1,182 @@
+"""The variational recurrent neural network (Chung, Kastner, Dinh, Goel, Courville, Bengio 2015).
+
+A latent :math:`z_t` at every step whose prior depends on the recurrent state, and a state fed
+by both the observation and the latent (Chung et al., eqs. 5-7):
+
+.. math::
+    z_t \\mid h_{t-1} &\\sim \\mathcal{N}(\\mu_{0}(h_{t-1}), \\operatorname{diag}\\sigma^2_{0}(h_{t-1})), \\\\
+    x_t \\mid z_t, h_{t-1} &\\sim \\operatorname{Bernoulli}(\\operatorname{sigmoid}
+        g(\\varphi_z(z_t), h_{t-1})), \\\\
+    h_t &= \\operatorname{GRU}([\\varphi_x(x_t), \\varphi_z(z_t)], h_{t-1}), \\qquad h_0 = 0,
+
+so :math:`p(x_{1:T}, z_{1:T}) = \\prod_t p(z_t \\mid x_{<t}, z_{<t})\\, p(x_t \\mid z_{\\le t}, x_{<t})`.
+The guide (guides/vrnn.py) is the paper's filtering posterior :math:`q(z_t \\mid x_t, h_{t-1})`
+(eq. 9), with the state computed by the guide's own recurrence of the same form (its own
+weights: a Pyro guide cannot read the model's state; Chung et al. share one :math:`h`).
+
+The batch is ``{"x": (N, T, D), "mask": (N, T) bool}`` (e.g. the ``bach-chorales`` data set,
+:mod:`pyrovae.data.sequences`); each step's sites ``z_t`` and ``x_t`` are masked with
+``mask[:, t]``, so padding after a sequence's end never enters the loss or the log-weights.
+A 2-D ``x`` ``(N, D)`` is one step per row: with :math:`T = 1` the model is a VAE with the prior
+:math:`\\mathcal{N}(\\mu_0(0), \\sigma_0^2(0))` and decoder :math:`g(\\varphi_z(z), 0)`.
+The steps are a ``pyro.markov`` loop inside the plate over rows.
+
+References
+
+[1] Chung, Kastner, Dinh, Goel, Courville, Bengio. A Recurrent Latent Variable Model for
+    Sequential Data. NeurIPS 2015. arXiv:1506.02216
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from pyro import poutine
+from pyro.nn import PyroModule
+from torch import nn
+
+from pyrovae.nn import MLP, activation as make_activation, check_positive
+from pyrovae.registry import Configurable, register_model
+
+__all__ = ["VRNN", "Recurrence", "as_steps"]
+
+
+def as_steps(x: torch.Tensor, mask: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(x, mask)`` as ``(N, T, D)`` and ``(N, T)`` bool: a 2-D ``x`` is one step per row; no
+    mask means every step is real."""
+    if x.dim() == 2:
+        x = x.unsqueeze(1)
+        mask = None if mask is None else mask.reshape(x.shape[0], 1)
+    if x.dim() != 3:
+        raise ValueError(f"a VRNN takes x of shape (N, T, D) (or (N, D), one step), got {tuple(x.shape)}")
+    if mask is None:
+        mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+    if mask.shape != x.shape[:2]:
+        raise ValueError(f"mask has shape {tuple(mask.shape)}; it must be (N, T) = {tuple(x.shape[:2])}")
+    return x, mask.bool()
+
+
+class Recurrence(nn.Module):
+    """The feature extractors :math:`\\varphi_x`, :math:`\\varphi_z` and the GRU
+    :math:`h_t = \\operatorname{GRU}([\\varphi_x(x_t), \\varphi_z(z_t)], h_{t-1})`, for any
+    leading (particle, row) dimensions."""
+
+    def __init__(self, x_dim, z_dim, rnn_dim, feature_dim, hidden_dims, activation):
+        super().__init__()
+        self.rnn_dim = rnn_dim
+        self.phi_x = nn.Sequential(MLP(x_dim, hidden_dims, feature_dim, activation), make_activation(activation))
+        self.phi_z = nn.Sequential(MLP(z_dim, hidden_dims, feature_dim, activation), make_activation(activation))
+        self.cell = nn.GRUCell(2 * feature_dim, rnn_dim)
+
+    def step(self, fx: torch.Tensor, fz: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """The next state from the features of x_t and z_t; shapes broadcast (e.g. ``(K, N, F)``
+        features against an ``(N, H)`` state)."""
+        lead = torch.broadcast_shapes(fx.shape[:-1], fz.shape[:-1], h.shape[:-1])
+        inputs = torch.cat([fx.expand(lead + fx.shape[-1:]), fz.expand(lead + fz.shape[-1:])], -1)
+        h = h.expand(lead + h.shape[-1:])
+        return self.cell(inputs.reshape(-1, inputs.shape[-1]), h.reshape(-1, h.shape[-1])).reshape(
+            lead + (self.rnn_dim,))
+
+
+def broadcast_cat(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    lead = torch.broadcast_shapes(a.shape[:-1], b.shape[:-1])
+    return torch.cat([a.expand(lead + a.shape[-1:]), b.expand(lead + b.shape[-1:])], -1)
+
+
+@register_model("vrnn")
+class VRNN(Configurable, PyroModule):
+    """The VRNN (Chung et al. 2015): per-step Gaussian latents with a prior from the recurrent
+    state, Bernoulli observations (piano-roll keys), a GRU fed by x_t and z_t.
+
+    :param int x_dim: size of one step (88 keys for ``bach-chorales``).
+    :param int z_dim: latent size per step.
+    :param int rnn_dim: size of the recurrent state h.
+    :param int feature_dim: width of the features of x_t and z_t.
+    :param tuple hidden_dims: hidden widths of every MLP (features, prior, decoder).
+    :param str activation: nonlinearity.
+
+    >>> model = VRNN(x_dim=5, z_dim=2, rnn_dim=8, feature_dim=4, hidden_dims=(8,))
+    >>> model.generate(num_samples=3, num_steps=7).shape
+    torch.Size([3, 7, 5])
+    """
+
+    guide_name = "vrnn"
+
+    @dataclass
+    class Options:
+        x_dim: int
+        z_dim: int = 16
+        rnn_dim: int = 128
+        feature_dim: int = 64
+        hidden_dims: Tuple[int, ...] = (64,)
+        activation: str = "relu"
+
+        def __post_init__(self):
+            self.hidden_dims = tuple(self.hidden_dims)
+            check_positive(x_dim=self.x_dim, z_dim=self.z_dim, rnn_dim=self.rnn_dim, feature_dim=self.feature_dim)
+            if self.hidden_dims:
+                check_positive(hidden_dims=self.hidden_dims)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        o = self.options
+        self.x_dim, self.z_dim, self.rnn_dim = o.x_dim, o.z_dim, o.rnn_dim
+        self.recurrence = Recurrence(o.x_dim, o.z_dim, o.rnn_dim, o.feature_dim, o.hidden_dims, o.activation)
+        self.prior_net = MLP(o.rnn_dim, o.hidden_dims, 2 * o.z_dim, o.activation)
+        self.decoder = MLP(o.feature_dim + o.rnn_dim, o.hidden_dims, o.x_dim, o.activation)
+
+    def prior(self, h: torch.Tensor) -> dist.Distribution:
+        """p(z_t | h_{t-1}): a diagonal Normal, batch shape ``h.shape[:-1]``."""
+        loc, raw_scale = self.prior_net(h).split(self.z_dim, -1)
+        return dist.Normal(loc, F.softplus(raw_scale) + 1e-4).to_event(1)
+
+    def emission(self, fz: torch.Tensor, h: torch.Tensor) -> dist.Distribution:
+        """p(x_t | z_t, h_{t-1}) from the features of z_t: independent Bernoulli keys."""
+        return dist.Bernoulli(logits=self.decoder(broadcast_cat(fz, h)), validate_args=False).to_event(1)
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, lengths: Optional[torch.Tensor] = None):
+        """The model of the observed sequences ``x`` ``(N, T, D)`` with ``mask`` ``(N, T)``
+        (``lengths``, a batch key of the sequence data sets, is accepted and unused: the mask
+        carries it)."""
+        x, mask = as_steps(x, mask)
+        h = x.new_zeros(x.shape[0], self.rnn_dim)
+        with pyro.plate("data", x.shape[0]):
+            for t in pyro.markov(range(x.shape[1])):
+                with poutine.mask(mask=mask[:, t]):
+                    z = pyro.sample(f"z_{t}", self.prior(h))
+                    fz = self.recurrence.phi_z(z)
+                    pyro.sample(f"x_{t}", self.emission(fz, h), obs=x[:, t])
+                if t + 1 < x.shape[1]:
+                    h = self.recurrence.step(self.recurrence.phi_x(x[:, t]), fz, h)
+
+    def example_batch(self, n: int = 16, num_steps: int = 5, seed: int = 0) -> dict:
+        """A small fixed batch of the shape the model takes: ``{"x": (n, num_steps, x_dim)``
+        binary, ``"mask"``, ``"lengths"}``, lengths from 2 to ``num_steps`` (the contract tests')."""
+        generator = torch.Generator().manual_seed(seed)
+        lengths = torch.randint(2, num_steps + 1, (n,), generator=generator)
+        lengths[0] = num_steps
+        mask = torch.arange(num_steps) < lengths[:, None]
+        x = torch.bernoulli(torch.full((n, num_steps, self.x_dim), 0.3), generator=generator) * mask[..., None]
+        return {"x": x, "mask": mask, "lengths": lengths}
+
+    @torch.no_grad()
+    def generate(self, num_samples: int, num_steps: int, mean: bool = False) -> torch.Tensor:
+        """``(num_samples, num_steps, x_dim)`` sequences drawn from the model (ancestral
+        sampling; ``mean``: key probabilities instead of a binary draw at each step, the draw
+        still fed back)."""
+        device = next(self.parameters()).device
+        h = torch.zeros(num_samples, self.rnn_dim, device=device)
+        steps = []
+        for _ in range(num_steps):
+            z = self.prior(h).sample()
+            fz = self.recurrence.phi_z(z)
+            px = self.emission(fz, h)
+            x = px.sample()
+            steps.append(px.mean if mean else x)
+            h = self.recurrence.step(self.recurrence.phi_x(x), fz, h)
+        return torch.stack(steps, 1)
