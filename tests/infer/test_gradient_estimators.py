@@ -207,3 +207,19 @@ def test_fit_from_the_command_line(tmp_path):
     result = pyrovae("fit", "--objective", "elbo", "--gradient", "dreg", *flags, "--out", tmp_path / "bad",
                      cwd=tmp_path)
     one_line_error(result, 2, "unknown gradient 'dreg' for the 'elbo' objective", "'stl'")
+
+
+def test_a_flow_without_inverse_is_a_one_line_error_and_invertible_ones_work():
+    """STL/DReG score log q at a copy of the draw: an invertible flow (IAF) can, a planar flow
+    (no inverse) cannot, and says so."""
+    from pyrovae.models import VAE
+    from pyrovae.registry import get_guide
+
+    torch.manual_seed(0)
+    x = torch.bernoulli(torch.full((4, 12), 0.3))
+    model = VAE(12, 3, (8,))
+    loss = IWAE(num_particles=3, gradient="dreg")(model, get_guide("iaf")(x_dim=12, z_dim=3, hidden_dims=(8,)),
+                                                  {"x": x})
+    assert torch.isfinite(loss)
+    with pytest.raises(NotImplementedError, match="gradient='stl'/'dreg' evaluates log q of site 'z'.*no inverse"):
+        ELBO(gradient="stl")(model, get_guide("planar")(x_dim=12, z_dim=3, hidden_dims=(8,)), {"x": x})
