@@ -120,3 +120,32 @@ def test_the_robust_linear_vae_beats_pca_on_grossly_corrupted_data():
         fit(model, guide, x, epochs=150, batch_size=n, lr=lr, progress=False)
     robust_angle = float(principal_angles(leading_subspace(model.weight.detach(), rank), a).max())
     assert robust_angle < 0.5 * pca_angle, (math.degrees(robust_angle), math.degrees(pca_angle))
+
+
+
+@pytest.mark.slow
+def test_the_command_line_fits_the_robust_pair_with_diagonal_noise_option_saved(tmp_path):
+    """The real `pyrovae fit`: the robust pair by name, and `--noise diagonal` reaches the
+    linear model's option and is saved in run.json (two fits of a second each, in fresh
+    processes)."""
+    import json
+
+    from tests.cli.helpers import QUICK, pyrovae
+
+    done = pyrovae("fit", "--model", "robust", "--guide", "robust-encoder", "--data", "digits", "--binarize", "none",
+                   "--out", tmp_path / "robust", *QUICK, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    done = pyrovae("fit", "--model", "linear", "--guide", "diag", "--noise", "diagonal", "--data", "digits",
+                   "--binarize", "none", "--out", tmp_path / "linear", *QUICK, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    run = json.loads((tmp_path / "linear" / "run.json").read_text())
+    assert run["model"]["options"]["noise"] == "diagonal", run["model"]
+
+
+def test_the_command_line_refuses_an_unknown_noise_in_one_line(tmp_path):
+    from tests.cli.helpers import QUICK, pyrovae
+
+    done = pyrovae("fit", "--model", "linear", "--guide", "diag", "--noise", "full", "--data", "digits",
+                   "--out", tmp_path / "bad", *QUICK, cwd=tmp_path)
+    assert done.returncode != 0 and "unknown noise 'full'; choose one of ('isotropic', 'diagonal')" in done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
