@@ -25,21 +25,22 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from pyro import poutine
-from pyro.nn import PyroModule
 
 from pyrovae.models.vrnn import Recurrence, as_steps, broadcast_cat
 from pyrovae.nn import MLP, check_positive
-from pyrovae.registry import Configurable, register_guide
+from pyrovae.guides.base import EncoderGuide
+from pyrovae.registry import register_guide
 
 __all__ = ["VRNNGuide"]
 
 
 @register_guide("vrnn")
-class VRNNGuide(Configurable, PyroModule):
+class VRNNGuide(EncoderGuide):
     """q(z_t | x_t, g_{t-1}): the VRNN's filtering posterior with its own recurrent state.
 
-    Options as :class:`~pyrovae.models.vrnn.VRNN`'s (x_dim, z_dim, rnn_dim, feature_dim,
-    hidden_dims, activation).
+    Options: the shared encoder options (x_dim: one step's size; z_dim; hidden_dims: the
+    widths of every MLP; activation; site: the prefix of the per-step sites ``z_0, z_1, ...``)
+    and, as :class:`~pyrovae.models.vrnn.VRNN`'s, ``rnn_dim`` and ``feature_dim``.
 
     >>> guide = VRNNGuide(x_dim=5, z_dim=2, rnn_dim=8, feature_dim=4, hidden_dims=(8,))
     >>> trace = pyro.poutine.trace(guide).get_trace(torch.zeros(3, 4, 5))
@@ -50,24 +51,24 @@ class VRNNGuide(Configurable, PyroModule):
     model_name = "vrnn"
 
     @dataclass
-    class Options:
-        x_dim: int
+    class Options(EncoderGuide.Options):
         z_dim: int = 16
-        rnn_dim: int = 128
-        feature_dim: int = 64
         hidden_dims: Tuple[int, ...] = (64,)
         activation: str = "relu"
+        rnn_dim: int = 128
+        feature_dim: int = 64
 
         def __post_init__(self):
-            self.hidden_dims = tuple(self.hidden_dims)
-            check_positive(x_dim=self.x_dim, z_dim=self.z_dim, rnn_dim=self.rnn_dim, feature_dim=self.feature_dim)
-            if self.hidden_dims:
-                check_positive(hidden_dims=self.hidden_dims)
+            super().__post_init__()
+            check_positive(rnn_dim=self.rnn_dim, feature_dim=self.feature_dim)
+
+    def encoder_outputs(self) -> Optional[int]:
+        return None  # the encoder reads [phi_x(x_t), g_{t-1}], built below
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         o = self.options
-        self.x_dim, self.z_dim, self.rnn_dim = o.x_dim, o.z_dim, o.rnn_dim
+        self.rnn_dim = o.rnn_dim
         self.recurrence = Recurrence(o.x_dim, o.z_dim, o.rnn_dim, o.feature_dim, o.hidden_dims, o.activation)
         self.encoder = MLP(o.feature_dim + o.rnn_dim, o.hidden_dims, 2 * o.z_dim, o.activation)
 
@@ -83,6 +84,6 @@ class VRNNGuide(Configurable, PyroModule):
             for t in pyro.markov(range(x.shape[1])):
                 fx = self.recurrence.phi_x(x[:, t])
                 with poutine.mask(mask=mask[:, t]):
-                    z = pyro.sample(f"z_{t}", self.posterior(fx, g))
+                    z = pyro.sample(f"{self.site}_{t}", self.posterior(fx, g))
                 if t + 1 < x.shape[1]:
                     g = self.recurrence.step(fx, self.recurrence.phi_z(z), g)

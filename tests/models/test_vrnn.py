@@ -122,3 +122,21 @@ def test_trains_on_bucketed_chorales():
     losses = [m["train_loss"] for m in result.metrics]
     assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
     assert losses[1] < losses[0]
+
+
+@pytest.mark.slow
+def test_cli_fit_then_evaluate_on_the_chorales(tmp_path):
+    """``pyrovae fit --model vrnn --data bach-chorales`` then ``pyrovae evaluate`` in real processes (~20 s)."""
+    from tests.cli.helpers import pyrovae as run_cli
+
+    roots = [Path(r) for r in os.environ.get("PYROVAE_DATA", "").split(os.pathsep) if r]
+    if not any((root / "bach_chorales").is_dir() for root in roots):
+        pytest.skip("$PYROVAE_DATA has no bach_chorales/ folder")
+    done = run_cli("fit", "--model", "vrnn", "--guide", "vrnn", "--data", "bach-chorales", "--epochs", "1",
+                   "--batch-size", "32", "--z-dim", "4", "--rnn-dim", "16", "--feature-dim", "16", "--hidden-dims",
+                   "16", "--eval-samples", "5", "--no-progress", "--out", "run", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "test log-likelihood (K=5)" in done.stdout
+    done = run_cli("evaluate", "run", "--num-samples", "5", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "68 datapoints" in done.stdout
