@@ -1,0 +1,116 @@
+"""The InfoVAE/MMD objective against the ELBO on MNIST: how close the aggregate posterior
+q(z) comes to the prior p(z), and what it costs in log-likelihood.
+
+Same VAE (784-200-200-z, tanh, Bernoulli; diagonal Normal guide), same initial weights,
+batches and epochs for every objective in ``--objectives`` (``;``-separated, each
+``name`` or ``name:option=value,...``); then on the same ``--test-size`` test images:
+
+* ``MMD^2(q(z), p(z))``: the unbiased estimate between one guide draw per test image and as
+  many prior draws (Gaussian kernel, scale 2 z), mean and standard error over ``--mmd-reps``
+  repetitions of the draws;
+* the test log-likelihood by importance sampling (``--num-samples``), with its standard error,
+  and the paired difference to the first objective's;
+* the mean KL(q(z|x) || p(z)) and the active units (Burda et al.: Cov_x E_q[z_d] > 0.01).
+
+    OMP_NUM_THREADS=1 python benchmarks/infovae.py --data-dir $PYROVAE_DATA
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import platform
+import tempfile
+import time
+
+import pyro
+import pyro.distributions as dist
+import torch
+
+import pyrovae
+from pyrovae.data.datasets import load_dataset
+from pyrovae.guides import DiagNormalGuide
+from pyrovae.infer.mmd import mmd_u
+from pyrovae.models import VAE
+
+
+def parse(spec: str):
+    name, _, rest = spec.partition(":")
+    options = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            options[key] = float(value)
+        except ValueError:
+            options[key] = value
+    return name, options
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--objectives", default="elbo;infovae:alpha=0,lam=1000;infovae:alpha=1,lam=1000",
+                   help="objectives separated by ';', each name or name:option=value,...")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--z-dim", type=int, default=10)
+    p.add_argument("--num-samples", type=int, default=1000)
+    p.add_argument("--test-size", type=int, default=1000)
+    p.add_argument("--mmd-reps", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+
+    specs = [s for s in args.objectives.split(";") if s]
+
+    dataset = load_dataset("mnist", data_dir=args.data_dir)
+    torch.manual_seed(args.seed)
+    hidden = (200, 200)
+    model0, guide0 = VAE(784, args.z_dim, hidden), DiagNormalGuide(784, args.z_dim, hidden)
+    test = {"x": dataset.test["x"][: args.test_size]}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, spec in enumerate(specs):
+            name, options = parse(spec)
+            model, guide = copy.deepcopy(model0), copy.deepcopy(guide0)
+            pyro.clear_param_store()
+            t0 = time.perf_counter()
+            result = pyrovae.fit(model, guide, dataset, objective=pyrovae.make_objective(name, **options),
+                                 epochs=args.epochs, seed=args.seed, progress=False, out_dir=f"{tmp}/{i}")
+            seconds = sum(r["seconds"] for r in result.metrics) / len(result.metrics)
+            with torch.no_grad():
+                q = guide.encode(test["x"])
+                torch.manual_seed(args.seed)
+                mmds = torch.stack([mmd_u(q.sample(), torch.randn(len(test["x"]), args.z_dim))
+                                    for _ in range(args.mmd_reps)])
+                prior = dist.Normal(torch.zeros(args.z_dim), 1.0).to_event(1)
+                kl = float(torch.distributions.kl_divergence(q, prior.expand(q.batch_shape)).mean())
+                active = int((q.base_dist.loc.var(0) > 0.01).sum())
+            pyro.set_rng_seed(args.seed)
+            ll = pyrovae.log_likelihood(model, guide, test, num_samples=args.num_samples)
+            rows.append({"objective": spec, "seconds_per_epoch": seconds, "mmd": float(mmds.mean()),
+                         "mmd_se": float(mmds.std() / math.sqrt(len(mmds))), "kl": kl, "active_units": active,
+                         "test_ll": ll.log_likelihood, "test_ll_se": ll.stderr, "per_datapoint": ll.per_datapoint})
+            print(f"{spec}: {time.perf_counter() - t0:.0f} s, MMD^2 {rows[-1]['mmd']:.4f}, log p(x) "
+                  f"{ll.log_likelihood:.2f}", flush=True)
+
+    machine = f"{platform.machine()}, {torch.get_num_threads()} torch thread(s), CPU"
+    print(f"\n{machine}; VAE 784-200-200-{args.z_dim}, {args.epochs} epochs, {args.test_size} test images, "
+          f"K={args.num_samples}\n")
+    print("| objective | s/epoch | MMD^2(q(z), p(z)) | KL | active units | test log p(x) | vs first (paired) |")
+    print("|---|---|---|---|---|---|---|")
+    base = rows[0]["per_datapoint"].double()
+    for r in rows:
+        d = r["per_datapoint"].double() - base
+        paired = f"{float(d.mean()):+.2f} ± {float(d.std() / math.sqrt(len(d))):.2f}" if r is not rows[0] else "-"
+        print(f"| `{r['objective']}` | {r['seconds_per_epoch']:.1f} | {r['mmd']:.4f} ± {r['mmd_se']:.4f} | "
+              f"{r['kl']:.2f} | {r['active_units']} | {r['test_ll']:.2f} ± {r['test_ll_se']:.2f} | {paired} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": machine, "args": vars(args),
+                       "rows": [{k: v for k, v in r.items() if k != "per_datapoint"} for r in rows]}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
