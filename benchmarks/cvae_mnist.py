@@ -30,19 +30,20 @@ from pyrovae.data.halves import join_halves
 from pyrovae.evaluation.plots import image_grid, save_figure
 from pyrovae.guides.cvae import CVAEGuide
 from pyrovae.infer.importance import mean_and_stderr
-from pyrovae.models.cvae import CVAE
+from pyrovae.models.cvae import CVAE, HybridObjective
 
 FIGURE = Path(__file__).resolve().parents[1] / "docs" / "figures" / "cvae_completions.png"
 
 
-def train(dataset, deterministic: bool, args):
+def train(dataset, deterministic: bool, args, objective=None):
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)
     sizes = dict(dataset.dims(), z_dim=args.z_dim, hidden_dims=tuple(args.hidden_dims), activation=args.activation,
                  deterministic=deterministic)
     model, guide = CVAE(**sizes), CVAEGuide(**sizes)
     t0 = time.perf_counter()
-    result = fit(model, guide, dataset, epochs=args.epochs, batch_size=100, lr=1e-3, seed=args.seed, progress=False)
+    result = fit(model, guide, dataset, epochs=args.epochs, batch_size=100, lr=1e-3, seed=args.seed, progress=False,
+                 **({"objective": objective} if objective is not None else {}))
     seconds = time.perf_counter() - t0
     model.eval(), guide.eval()
     return model, guide, result, seconds
@@ -82,6 +83,8 @@ def main():
     p.add_argument("--num-samples", type=int, default=1000, help="importance samples K for the CVAE's log p(y | x)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--figure", type=Path, default=FIGURE)
+    p.add_argument("--hybrid-alpha", type=float, default=None,
+                   help="also train the CVAE on Sohn et al.'s hybrid objective (cvae-hybrid) with this alpha")
     args = p.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
@@ -91,24 +94,28 @@ def main():
           f"{args.epochs} epochs, batch 100, Adam 1e-3, hidden {tuple(args.hidden_dims)} {args.activation}, "
           f"z_dim {args.z_dim}, {torch.get_num_threads()} thread(s)")
     rows = {}
-    for name, deterministic in (("baseline p(y|x), no z", True), ("CVAE p(z|x) p(y|x,z)", False)):
-        model, guide, result, seconds = train(dataset, deterministic, args)
+    runs = [("baseline p(y|x), no z", True, None), ("CVAE p(z|x) p(y|x,z)", False, None)]
+    if args.hybrid_alpha is not None:
+        runs.append((f"CVAE, hybrid alpha={args.hybrid_alpha:g}", False, HybridObjective(alpha=args.hybrid_alpha)))
+    for name, deterministic, objective in runs:
+        model, guide, result, seconds = train(dataset, deterministic, args, objective)
         pyro.set_rng_seed(args.seed)
         t0 = time.perf_counter()
         est = log_likelihood(model, guide, test, num_samples=1 if deterministic else args.num_samples)
         rows[name] = (model, est, seconds, time.perf_counter() - t0, result.metrics[-1].get("valid_elbo"))
 
     print(f"\nlog p(y | x) on the first {args.num_test} test images (nats, mean ± standard error):")
-    print(f"{'model':26s} {'log p(y|x)':>18s} {'ELBO':>9s} {'K':>5s} {'train s':>8s} {'eval s':>7s}")
+    print(f"{'model':27s} {'log p(y|x)':>18s} {'ELBO':>9s} {'K':>5s} {'train s':>8s} {'eval s':>7s}")
     for name, (_, est, seconds, eval_seconds, _) in rows.items():
         k = est.num_samples if "CVAE" in name else "exact"
-        print(f"{name:26s} {est.log_likelihood:10.2f} ± {est.stderr:5.2f} {est.elbo:9.2f} {k!s:>5s} "
+        print(f"{name:27s} {est.log_likelihood:10.2f} ± {est.stderr:5.2f} {est.elbo:9.2f} {k!s:>5s} "
               f"{seconds:8.0f} {eval_seconds:7.0f}")
-    (base, base_est, *_), (cvae, cvae_est, *_) = rows.values()
-    diff, diff_se = mean_and_stderr(cvae_est.per_datapoint - base_est.per_datapoint)
-    better = float((cvae_est.per_datapoint > base_est.per_datapoint).double().mean())
-    print(f"paired, CVAE - baseline: {diff:+.2f} ± {diff_se:.2f} nats per image "
-          f"(CVAE higher on {better:.1%} of the images)")
+    (base, base_est, *_), (cvae, cvae_est, *_) = list(rows.values())[:2]
+    for name, (_, est, *_) in list(rows.items())[1:]:
+        diff, diff_se = mean_and_stderr(est.per_datapoint - base_est.per_datapoint)
+        better = float((est.per_datapoint > base_est.per_datapoint).double().mean())
+        print(f"paired, {name} - baseline: {diff:+.2f} ± {diff_se:.2f} nats per image "
+              f"(higher on {better:.1%} of the images)")
     print(f"figure: {completions_figure(dataset, cvae, base, args.figure)}")
 
 

@@ -18,7 +18,8 @@ from pyrovae.data.datasets import load_dataset
 from pyrovae.data.halves import HalvesDataSet, join_halves
 from pyrovae.guides.cvae import CVAEGuide
 from pyrovae.infer.importance import latent_sites, observed_sites
-from pyrovae.models.cvae import CVAE
+from pyrovae.infer.objectives import make_objective
+from pyrovae.models.cvae import CVAE, HybridObjective
 from tests.cli.helpers import pyrovae
 
 # ---------------------------------------------------------------- the defining math: log p(y | x)
@@ -117,6 +118,28 @@ def test_the_deterministic_baseline_has_no_latent_and_an_exact_log_likelihood():
     torch.testing.assert_close(est.per_datapoint, exact.double())
     with pytest.raises(ValueError, match="no latent z"):
         model.prior(x)
+
+
+def test_the_hybrid_objective_is_the_elbo_at_alpha_1_and_the_gsnn_at_alpha_0():
+    """Sohn et al.'s eq. 9: alpha * ELBO + (1 - alpha) * E_{p(z|x)} log p(y | x, z), per datapoint."""
+    torch.manual_seed(0)
+    model, guide = CVAE(x_dim=6, y_dim=4, z_dim=3, hidden_dims=(8,)), CVAEGuide(x_dim=6, y_dim=4, z_dim=3, hidden_dims=(8,))
+    batch = {"x": torch.randn(5, 6), "y": torch.bernoulli(torch.full((5, 4), 0.5))}
+    losses = {}
+    for alpha in (0.0, 0.3, 1.0):
+        pyro.set_rng_seed(3)
+        losses[alpha] = HybridObjective(alpha=alpha)(model, guide, batch, 0)
+    pyro.set_rng_seed(3)
+    torch.testing.assert_close(losses[1.0], make_objective("elbo")(model, guide, batch, 0))
+    pyro.set_rng_seed(3)
+    with torch.no_grad():
+        z = model.prior(batch["x"]).rsample()
+        gsnn = model.likelihood(batch["x"], z).log_prob(batch["y"]).mean()
+    torch.testing.assert_close(losses[0.0].detach(), -gsnn)
+    losses[0.0].backward()  # the GSNN term trains the prior network through the reparameterized z
+    assert model.prior_net[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="alpha"):
+        HybridObjective(alpha=1.5)
 
 
 def test_both_train_from_python_and_improve():
@@ -241,3 +264,8 @@ def test_cli_diagnose_and_the_baseline(tmp_path):
     done = pyrovae("diagnose", tmp_path / "base", "--num-samples", "10", cwd=tmp_path)
     assert done.returncode == 1 and "samples no latent site" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+    done = pyrovae("fit", "--model", "cvae", "--guide", "cvae", "--objective", "cvae-hybrid", "--alpha", "0.5", *quick,
+                   "--out", tmp_path / "hybrid", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "hybrid" / "run.json").read_text())["objective"]["alpha"] == 0.5
