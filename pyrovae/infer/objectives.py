@@ -11,6 +11,12 @@ Every objective takes ``beta`` (the weight of the latent sites' log-densities, i
 KL term: beta-VAE) and ``warmup_steps`` (linear KL warm-up from 0 to ``beta``, as in
 Bowman et al.), implemented by scaling the latent sites with :func:`scale_latents`.
 
+``elbo`` and ``iwae`` take ``gradient``: ``"plain"`` (the default), ``"stl"`` (log q at stopped
+guide parameters, sticking the landing [6]; unbiased for the ELBO, biased for IWAE with K > 1)
+and, for ``iwae``, ``"dreg"`` (doubly reparameterized [7]: the guide's gradient
+``sum_k w~_k^2 d log w_k`` with log q at stopped parameters, the model's the plain one). The
+loss value is the plain one; see :func:`stopped_log_prob` for how and where it applies.
+
 References
 
 [1] Kingma, Welling. Auto-Encoding Variational Bayes. arXiv:1312.6114
@@ -18,6 +24,8 @@ References
 [3] Li, Turner. Renyi Divergence Variational Inference. arXiv:1602.02311
 [4] Bowman et al. Generating Sentences from a Continuous Space. arXiv:1511.06349
 [5] Higgins et al. beta-VAE. ICLR 2017
+[6] Roeder, Wu, Duvenaud. Sticking the Landing. arXiv:1703.09194
+[7] Tucker, Lawson, Gu, Maddison. Doubly Reparameterized Gradient Estimators. arXiv:1810.04152
 """
 
 from __future__ import annotations
@@ -35,7 +43,9 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
 from pyro.infer.util import is_validation_enabled
 
-from pyrovae.infer.fast_path import PYRO_INTERNALS_SUPPORTED, mean_field_elbo_loss, trace_elbo_loss
+from pyrovae.infer.fast_path import (
+    PYRO_INTERNALS_SUPPORTED, _has_score_function, mean_field_elbo_loss, trace_elbo_loss,
+)
 from pyrovae.registry import register_objective
 from pyro.poutine.util import site_is_subsample
 from pyrovae.infer.importance import (
@@ -365,8 +375,6 @@ def _check_gradient(gradient, choices, name):
 def check_path_gradient(guide_sites, name: str, gradient: str) -> None:
     """A one-line error where the ``stl``/``dreg`` estimators do not apply: every latent guide
     site must be reparameterized, with no score-function term of its own."""
-    from pyrovae.infer.fast_path import _has_score_function
-
     for site in latent_sites(guide_sites):
         fn = site["fn"]
         if not fn.has_rsample or site["infer"].get("enumerate") or _has_score_function(fn):
