@@ -6,8 +6,8 @@ Adam ``--lr``, ELBO, seed 0) for ``--epochs``, then prints the importance-sample
 per time step (beat) on valid and test: the sum over chorales of log p(x_{1:T}) (K =
 ``--num-samples`` draws of the guide per chorale) divided by the split's beats, with the ELBO per
 step beside it, and the same for the independent-keys baseline (each key on with its training
-frequency, the exact likelihood). Chung et al. report for JSB Chorales, another split, a VRNN
-bound of about -6.7 nats per step and other models -4 to -9: a guide, not a target.
+frequency, the exact likelihood), and the KL per beat along one guide draw. The JSB Chorales
+literature (another split) reports roughly 4-9 nats per step: a guide, not a target.
 
     OMP_NUM_THREADS=1 python benchmarks/vrnn_chorales.py                     # the docs/sequences.md figure
     OMP_NUM_THREADS=1 python benchmarks/vrnn_chorales.py --epochs 2 --num-samples 10   # a quick look
@@ -34,6 +34,21 @@ def per_step(model, guide, split, num_samples):
     beats = float(split["lengths"].sum())
     n = len(split["lengths"])
     return est.log_likelihood * n / beats, est.stderr * n / beats, est.elbo * n / beats
+
+
+@torch.no_grad()
+def kl_per_step(model, guide, split):
+    """sum over real steps of KL(q(z_t | x_t, g_{t-1}) || p(z_t | h_{t-1})) along one guide draw,
+    per beat: how much the latents carry."""
+    batch = {"x": split["x"], "mask": split["mask"]}
+    guide_trace = pyro.poutine.trace(guide).get_trace(**batch)
+    model_trace = pyro.poutine.trace(pyro.poutine.replay(model, trace=guide_trace)).get_trace(**batch)
+    total = 0.0
+    for t in range(split["x"].shape[1]):
+        q, p = guide_trace.nodes[f"z_{t}"], model_trace.nodes[f"z_{t}"]
+        kl = torch.distributions.kl_divergence(q["fn"], p["fn"])
+        total += float((kl * split["mask"][:, t]).sum())
+    return total / float(split["lengths"].sum())
 
 
 def independent_keys(train, split):
@@ -73,12 +88,14 @@ def main():
         beats = float(data.train["lengths"].sum()) / len(data.train["lengths"])
         print(f"  epoch {m['epoch']:3d}: train loss {m['train_loss']:.1f} nats/chorale "
               f"({m['train_loss'] / beats:.2f}/beat, approx.), valid ELBO {m.get('valid_elbo', math.nan):.1f}")
-    print(f"{'split':6s} {'VRNN log p / beat':>22s} {'VRNN ELBO / beat':>17s} {'indep. keys / beat':>19s}")
+    print(f"{'split':6s} {'VRNN log p / beat':>22s} {'VRNN ELBO / beat':>17s} {'KL / beat':>10s} "
+          f"{'indep. keys / beat':>19s}")
     for name in ("valid", "test"):
         split = getattr(data, name)
         pyro.set_rng_seed(args.seed)
         ll, se, elbo = per_step(model, guide, split, args.num_samples)
-        print(f"{name:6s} {ll:14.3f} ± {se:.3f} {elbo:17.3f} {independent_keys(data.train, split):19.3f}"
+        kl = kl_per_step(model, guide, split)
+        print(f"{name:6s} {ll:14.3f} ± {se:.3f} {elbo:17.3f} {kl:10.3f} {independent_keys(data.train, split):19.3f}"
               f"   (K={args.num_samples})")
 
 
