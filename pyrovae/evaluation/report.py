@@ -61,14 +61,19 @@ def _timed(results: dict, key: str, fn):
 
 def _require_latent(run, test) -> None:
     """:class:`PyrovaeError` for a pair whose guide samples no latent site (a deterministic model)."""
+    import torch
     from pyro import poutine
 
     from pyrovae.errors import PyrovaeError
     from pyrovae.infer.importance import bind_batch, latent_sites
 
     batch = {k: v[:2] for k, v in test.items()}
-    with poutine.block():
-        trace = poutine.trace(bind_batch(run.guide, batch)).get_trace(**batch)
+    state = pyro.util.get_rng_state()  # the check draws nothing that the report's numbers see
+    try:
+        with poutine.block(), torch.no_grad():
+            trace = poutine.trace(bind_batch(run.guide, batch)).get_trace(**batch)
+    finally:
+        pyro.util.set_rng_state(state)
     if not latent_sites(trace):
         raise PyrovaeError(f"{run.path}: the guide samples no latent site (a deterministic model), so there is "
                            "nothing to diagnose; its log-likelihood from `pyrovae evaluate` is exact")
