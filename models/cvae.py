@@ -97,9 +97,7 @@ class CVAE(Configurable, PyroModule):
             self.hidden_dims = tuple(self.hidden_dims)
             if self.y_dim is None:
                 self.y_dim = self.x_dim
-            check_positive(x_dim=self.x_dim, y_dim=self.y_dim, z_dim=self.z_dim)
-            if self.hidden_dims:
-                check_positive(hidden_dims=self.hidden_dims)
+            check_positive(x_dim=self.x_dim, y_dim=self.y_dim, z_dim=self.z_dim, hidden_dims=self.hidden_dims)  # () is fine: no hidden layer
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -92,9 +92,7 @@ class RobustVAE(Configurable, PyroModule):
 
         def __post_init__(self):
             self.hidden_dims = tuple(self.hidden_dims)
-            check_positive(x_dim=self.x_dim, z_dim=self.z_dim)
-            if self.hidden_dims:
-                check_positive(hidden_dims=self.hidden_dims)
+            check_positive(x_dim=self.x_dim, z_dim=self.z_dim, hidden_dims=self.hidden_dims)  # () is fine: no hidden layer
             for name in ("df", "init_scale"):
                 if not getattr(self, name) > 0:
                     raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

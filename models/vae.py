@@ -60,9 +60,7 @@ class VAE(Configurable, PyroModule):
 
         def __post_init__(self):
             self.hidden_dims = tuple(self.hidden_dims)
-            check_positive(x_dim=self.x_dim, z_dim=self.z_dim)
-            if self.hidden_dims:
-                check_positive(hidden_dims=self.hidden_dims)
+            check_positive(x_dim=self.x_dim, z_dim=self.z_dim, hidden_dims=self.hidden_dims)  # () is fine: no hidden layer
             if self.likelihood not in LIKELIHOODS:
                 raise ValueError(f"unknown likelihood {self.likelihood!r}; choose one of {LIKELIHOODS}")
             if self.scale is not None and self.scale <= 0:

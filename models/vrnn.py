@@ -118,9 +118,7 @@ class VRNN(Configurable, PyroModule):
 
         def __post_init__(self):
             self.hidden_dims = tuple(self.hidden_dims)
-            check_positive(x_dim=self.x_dim, z_dim=self.z_dim, rnn_dim=self.rnn_dim, feature_dim=self.feature_dim)
-            if self.hidden_dims:
-                check_positive(hidden_dims=self.hidden_dims)
+            check_positive(x_dim=self.x_dim, z_dim=self.z_dim, rnn_dim=self.rnn_dim, feature_dim=self.feature_dim, hidden_dims=self.hidden_dims)  # () is fine: no hidden layer
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -47,7 +47,6 @@ from pyrovae.infer.fast_path import (
     PYRO_INTERNALS_SUPPORTED, _has_score_function, mean_field_elbo_loss, trace_elbo_loss,
 )
 from pyrovae.registry import register_objective
-from pyro.poutine.util import site_is_subsample
 from pyrovae.infer.importance import (
     PARTICLE_PLATE, batch_size_of, data_dim, data_plate, declared_data_plate, guess_max_plate_nesting,
     kl_or_sampled, latent_sites, log_density_per_datapoint, log_mean_exp, log_weights, per_datapoint,
@@ -287,11 +286,10 @@ class RenyiBound(Objective):
             if self.gradient == "dreg":
                 # z enters log w through a copy whose incoming gradient is scaled by w~_k in the
                 # backward pass: the path term then gets w~_k^2, the model's parameters w~_k
-                replay = {}
-                for name, site in guide_sites.items():
-                    if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site):
-                        site = {**site, "value": _ScaleGradient.apply(site["value"], holder, site, nesting, guide_plate, n)}
-                    replay[name] = site
+                replay = dict(guide_sites)
+                for site in latent_sites(guide_sites):
+                    replay[site["name"]] = {**site, "value": _ScaleGradient.apply(site["value"], holder, site, nesting,
+                                                                                  guide_plate, n)}
             else:
                 replay = guide_sites
             with record_sites(replay=replay) as model_run:
