@@ -38,6 +38,20 @@ from typing import Callable, Dict, Optional
 import torch
 
 
+
+#: What torch's sync debug mode says of each synchronizing call (c10/cuda/CUDAFunctions.cpp).
+SYNC_WARNING = "called a synchronizing CUDA operation"
+#: What it says, once per process, when the mode is first switched on: not a sync.
+SYNC_MODE_NOTICE = "Synchronization debug mode is a prototype feature"
+
+
+def sort_sync_warnings(caught):
+    """Split warnings caught under ``torch.cuda.set_sync_debug_mode("warn")`` into the host
+    syncs and the step's own warnings; torch's one-off notice about the mode is neither."""
+    syncs = [w for w in caught if SYNC_WARNING in str(w.message)]
+    others = [w for w in caught if SYNC_WARNING not in str(w.message) and SYNC_MODE_NOTICE not in str(w.message)]
+    return syncs, others
+
 class GraphedStep:
     """Replay a captured training step for every full-size batch.
 
@@ -107,11 +121,11 @@ class GraphedStep:
                         loss = self.step(batch, step)
                     finally:
                         torch.cuda.set_sync_debug_mode("default")
-                for w in caught:  # pass the step's own warnings on
-                    if "synchroniz" not in str(w.message):
-                        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+                syncs, others = sort_sync_warnings(caught)
+                for w in others:  # pass the step's own warnings on
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         torch.cuda.current_stream().wait_stream(stream)
-        syncs = [w for w in caught if "synchroniz" in str(w.message)]
+        syncs = sort_sync_warnings(caught)[0]
         if syncs:
             self._switch_off(f"the training step synchronizes with the host ({syncs[0].message}); "
                              "it cannot be captured in a CUDA graph and runs eagerly")

@@ -4,6 +4,7 @@ chunks against the unchunked bound, the captured-step logic, bf16 autocast and t
 evaluation batching."""
 
 import math
+import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -351,3 +352,19 @@ def test_fit_keeps_the_param_statements_for_objectives_that_read_them():
     objective.counts = []
     fit(model, guide, "digits", objective=objective, epochs=1, batch_size=300, progress=False)
     assert set(objective.counts) == {len(list(guide.parameters()))}
+
+
+def test_torchs_notice_about_the_sync_debug_mode_is_not_taken_for_a_host_sync():
+    # the graph was switched off on every first fit of a process by this one-off notice
+    # (seen on an H200: fit ran eagerly at 3.5 ms/step instead of 0.3 ms/step)
+    from pyrovae.training.cuda_graph import sort_sync_warnings
+
+    def caught(message):
+        return warnings.WarningMessage(UserWarning(message), UserWarning, "x.py", 1)
+
+    notice = caught("Synchronization debug mode is a prototype feature and does not yet detect all "
+                    "synchronizing operations (Triggered internally at Module.cpp:1003.)")
+    sync = caught("called a synchronizing CUDA operation (Triggered internally at CUDAFunctions.cpp:159.)")
+    own = caught("the step's own warning")
+    assert sort_sync_warnings([notice, own]) == ([], [own])
+    assert sort_sync_warnings([notice, sync, own]) == ([sync], [own])
