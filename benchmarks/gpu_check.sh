@@ -4,7 +4,11 @@
 #   bash benchmarks/gpu_check.sh OUT_DIR DATA_DIR
 #
 # Run from the repository root on a machine with a CUDA device, with pyrovae and its
-# dependencies importable and `pyrovae` on the PATH. It runs, each under its own time limit
+# dependencies installed in python3's site-packages and `pyrovae` on the PATH (not through
+# PYTHONPATH: the CLI tests start `python -m pyrovae.cli` without it, as a user would). On a
+# machine without network, from wheels built beforehand (`pip wheel --no-deps -w .whl .` plus
+# pyro-ppl, pyro-api, arviz and its missing dependencies):
+#   python3 -m pip install --no-index --no-deps .whl/*.whl && bash benchmarks/gpu_check.sh out data It runs, each under its own time limit
 # and each whatever the previous one did:
 #   1. the CUDA tests (pytest -m cuda), from a copy of tests/ so that the installed package is
 #      the one imported;
