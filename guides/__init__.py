@@ -1,5 +1,6 @@
 """Amortized guides (posterior families), registered by name."""
 
+from pyrovae.guides.conv import ConvGuide
 from pyrovae.guides.cvae import CVAEGuide
 from pyrovae.guides.denoising import DenoisingGuide
 from pyrovae.guides.diag import DiagNormalGuide
@@ -15,3 +16,4 @@ __all__ = ["DiagNormalGuide", "FullCovNormalGuide", "IAFGuide", "PlanarFlowGuide
            "SplineFlowGuide"]
 
 __all__ += ["CVAEGuide", "DenoisingGuide", "MixtureGuide", "SteinGuide", "VonMisesFisherGuide", "VRNNGuide"]
+__all__ += ["ConvGuide"]

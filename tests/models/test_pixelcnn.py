@@ -1,0 +1,147 @@
+"""The PixelCNN decoder: its masks are causal (by autograd), p(x | z) is a normalized
+distribution over all images (summed exactly on tiny ones), z reaches every pixel, the
+model draws, trains and improves, and `pyrovae fit` runs it with the ELBO and InfoVAE."""
+
+import itertools
+import json
+import math
+
+import pyro
+import pytest
+import torch
+
+from pyrovae.conv import GatedMaskedLayer, MaskedConv2d, PixelCNN
+from pyrovae.guides.conv import ConvGuide
+from pyrovae.models.pixelcnn import PixelCNNVAE
+from tests.cli.helpers import QUICK, pyrovae
+from tests.contract import check_trains_and_improves
+
+H, W = 4, 5
+D = H * W
+
+
+def input_gradients(net, i, z=None):
+    """d out_i / d x at every pixel (abs), for a random input image."""
+    x = torch.rand(1, D, requires_grad=True)
+    out = net(x) if z is None else net(x, z)
+    out.reshape(-1)[i].backward()
+    return x.grad.abs().reshape(-1)
+
+
+@pytest.mark.parametrize("mask_type", ["A", "B"])
+def test_one_masked_convolution_is_causal(mask_type):
+    torch.manual_seed(0)
+    conv = MaskedConv2d(mask_type, 1, 3, 5, padding=2)
+    net = lambda x: conv(x.reshape(-1, 1, H, W)).sum(1).reshape(-1, D)  # noqa: E731
+    for i in range(D):
+        grad = input_gradients(net, i)
+        blocked = range(i, D) if mask_type == "A" else range(i + 1, D)
+        assert (grad[list(blocked)] == 0).all(), (mask_type, i, grad)
+        if mask_type == "B":
+            assert grad[i] > 0  # B sees its own position (of the previous layer)
+        r, c = divmod(i, W)
+        if c > 0:
+            assert grad[i - 1] > 0  # the left neighbour is seen
+
+
+@pytest.mark.parametrize("first_kernel_size, num_layers", [(3, 1), (5, 3), (7, 4)])
+def test_the_whole_pixelcnn_is_causal(first_kernel_size, num_layers):
+    """Output i has zero gradient with respect to the input at every pixel >= i, through all
+    layers (mask A first, then B), and a nonzero one for the pixel just before it."""
+    torch.manual_seed(0)
+    net = PixelCNN((1, H, W), z_dim=2, num_layers=num_layers, channels=6, first_kernel=first_kernel_size)
+    z = torch.randn(1, 2)
+    for i in range(D):
+        grad = input_gradients(net, i, z)
+        assert (grad[i:] == 0).all(), (i, grad)
+        if i > 0:
+            assert grad[i - 1] > 0 or i % W == 0
+    assert net.receptive_rows == first_kernel_size // 2 + (num_layers - 1)
+
+
+def test_a_residual_never_wraps_the_mask_a_layer():
+    layer = GatedMaskedLayer("A", 4, 4, 3, z_dim=0)
+    assert not layer.residual
+
+
+def test_z_reaches_every_pixel():
+    torch.manual_seed(0)
+    net = PixelCNN((1, H, W), z_dim=3, num_layers=2, channels=4)
+    z = torch.randn(1, 3, requires_grad=True)
+    out = net(torch.rand(1, D), z)
+    for i in range(D):
+        (g,) = torch.autograd.grad(out[0, i], z, retain_graph=True)
+        assert g.abs().sum() > 0
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "logistic-mixture"])
+def test_p_x_given_z_sums_to_one_over_all_images(likelihood):
+    """The autoregressive product is a distribution: over all 2^9 binary 3x3 images (or all
+    3^4 images of 3 grey levels, 2x2), exp log p(x | z) sums to one, for several z."""
+    torch.manual_seed(0)
+    if likelihood == "bernoulli":
+        shape, levels = (3, 3), (0.0, 1.0)
+        model = PixelCNNVAE(x_dim=9, z_dim=2, image_shape=shape, num_layers=3, pixel_channels=6, first_kernel_size=3)
+    else:
+        shape, levels = (2, 2), (0.0, 0.5, 1.0)
+        model = PixelCNNVAE(x_dim=4, z_dim=2, image_shape=shape, num_layers=2, pixel_channels=6, first_kernel_size=3,
+                            likelihood="logistic-mixture", num_bins=3, num_mixtures=2)
+    images = torch.tensor(list(itertools.product(levels, repeat=math.prod(shape))))
+    for z in torch.randn(3, 2):
+        px = model.likelihood(z.expand(len(images), 2), images)
+        total = px.log_prob(model.observed(images)).exp().sum()
+        assert total.item() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_draws_are_images_the_model_scores():
+    torch.manual_seed(0)
+    model = PixelCNNVAE(x_dim=D, z_dim=2, image_shape=(H, W), num_layers=2, pixel_channels=4)
+    x = model(num_samples=6)
+    assert x.shape == (6, D) and set(x.unique().tolist()) <= {0.0, 1.0}
+    model = PixelCNNVAE(x_dim=D, z_dim=2, image_shape=(H, W), num_layers=2, pixel_channels=4,
+                        likelihood="logistic-mixture")
+    x = model.sample(3)
+    assert x.shape == (3, D) and (x >= 0).all() and (x <= 1).all() and torch.equal((x * 255).round(), x * 255)
+
+
+def test_particles_broadcast():
+    """A leading particle dimension on z (the IWAE bound) against data without it."""
+    model = PixelCNNVAE(x_dim=D, z_dim=2, image_shape=(H, W), num_layers=2, pixel_channels=4)
+    x = torch.bernoulli(torch.full((5, D), 0.3))
+    px = model.likelihood(torch.randn(7, 5, 2), x)
+    assert px.batch_shape == (7, 5) and px.log_prob(x).shape == (7, 5)
+
+
+def test_options_are_checked():
+    with pytest.raises(ValueError, match="odd"):
+        PixelCNNVAE(x_dim=16, first_kernel_size=4)
+    with pytest.raises(ValueError, match="likelihood"):
+        PixelCNNVAE(x_dim=16, likelihood="gaussian")
+    with pytest.raises(ValueError, match="one channel"):
+        PixelCNNVAE(x_dim=48, image_shape=(3, 4, 4))
+    with pytest.raises(ValueError, match="image_shape"):
+        PixelCNNVAE(x_dim=16, image_shape=(3, 5))
+
+
+@pytest.mark.parametrize("objective", ["elbo", "infovae"])
+def test_trains_and_improves(objective):
+    pyro.set_rng_seed(0)
+    model = PixelCNNVAE(x_dim=12, z_dim=2, num_layers=2, pixel_channels=8, first_kernel_size=3)
+    guide = ConvGuide(x_dim=12, z_dim=2, channels=(4,), hidden_dims=(16,))
+    check_trains_and_improves(model, guide, objective)
+
+
+def test_cli_fit_and_evaluate(tmp_path):
+    """`pyrovae fit --model pixelcnn-vae --guide conv` on the digits (8x8, binarized), with the
+    InfoVAE objective, then `pyrovae evaluate` of the run, in fresh processes."""
+    done = pyrovae("fit", "--model", "pixelcnn-vae", "--guide", "conv", "--objective", "infovae", *QUICK,
+                   "--num-layers", "2", "--pixel-channels", "8", "--channels", "8", "--first-kernel-size", "3",
+                   "--out", tmp_path / "run", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    saved = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert saved["model"]["name"] == "pixelcnn-vae" and saved["model"]["options"]["num_layers"] == 2
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any("active_units" in m for m in metrics)
+    done = pyrovae("evaluate", tmp_path / "run", "--num-samples", "5", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert math.isfinite(json.loads(done.stdout)["log_likelihood"])
