@@ -3,11 +3,14 @@
 from pyrovae.models.conv import ConvVAE
 from pyrovae.models.cvae import CVAE
 from pyrovae.models.hyperspherical import HypersphericalVAE
+from pyrovae.models.least_squares import LeastSquaresVAE
 from pyrovae.models.linear import LinearGaussianVAE
 from pyrovae.models.pixelcnn import PixelCNNVAE
 from pyrovae.models.robust import RobustEncoder, RobustVAE
 from pyrovae.models.vae import VAE
+from pyrovae.models.variance import VarianceEncoder, VarianceVAE
 from pyrovae.models.vrnn import VRNN
 
 __all__ = ["CVAE", "HypersphericalVAE", "LinearGaussianVAE", "RobustEncoder", "RobustVAE", "VAE", "VRNN"]
 __all__ += ["ConvVAE", "PixelCNNVAE"]
+__all__ += ["LeastSquaresVAE", "VarianceEncoder", "VarianceVAE"]
