@@ -9,6 +9,7 @@ from pyrovae.guides.fullcov import FullCovNormalGuide
 from pyrovae.guides.iaf import IAFGuide
 from pyrovae.guides.mixture import MixtureGuide
 from pyrovae.guides.stein import SteinGuide
+from pyrovae.guides.statistician import StatisticianGuide, StatisticNetwork
 from pyrovae.guides.vmf import VonMisesFisherGuide
 from pyrovae.guides.vrnn import VRNNGuide
 
@@ -17,3 +18,4 @@ __all__ = ["DiagNormalGuide", "FullCovNormalGuide", "IAFGuide", "PlanarFlowGuide
 
 __all__ += ["CVAEGuide", "DenoisingGuide", "MixtureGuide", "SteinGuide", "VonMisesFisherGuide", "VRNNGuide"]
 __all__ += ["ConvGuide"]
+__all__ += ["StatisticianGuide", "StatisticNetwork"]

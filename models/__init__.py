@@ -7,6 +7,7 @@ from pyrovae.models.least_squares import LeastSquaresVAE
 from pyrovae.models.linear import LinearGaussianVAE
 from pyrovae.models.pixelcnn import PixelCNNVAE
 from pyrovae.models.robust import RobustEncoder, RobustVAE
+from pyrovae.models.statistician import NeuralStatistician
 from pyrovae.models.vae import VAE
 from pyrovae.models.variance import VarianceEncoder, VarianceVAE
 from pyrovae.models.vrnn import VRNN
@@ -14,3 +15,4 @@ from pyrovae.models.vrnn import VRNN
 __all__ = ["CVAE", "HypersphericalVAE", "LinearGaussianVAE", "RobustEncoder", "RobustVAE", "VAE", "VRNN"]
 __all__ += ["ConvVAE", "PixelCNNVAE"]
 __all__ += ["LeastSquaresVAE", "VarianceEncoder", "VarianceVAE"]
+__all__ += ["NeuralStatistician"]
