@@ -6,6 +6,7 @@ from pyrovae.guides.denoising import DenoisingGuide
 from pyrovae.guides.diag import DiagNormalGuide
 from pyrovae.guides.flows import PlanarFlowGuide, RadialFlowGuide, SplineFlowGuide
 from pyrovae.guides.fullcov import FullCovNormalGuide
+from pyrovae.guides.hierarchical import BottomUpGuide, LadderGuide
 from pyrovae.guides.iaf import IAFGuide
 from pyrovae.guides.mixture import MixtureGuide
 from pyrovae.guides.stein import SteinGuide
@@ -19,3 +20,4 @@ __all__ = ["DiagNormalGuide", "FullCovNormalGuide", "IAFGuide", "PlanarFlowGuide
 __all__ += ["CVAEGuide", "DenoisingGuide", "MixtureGuide", "SteinGuide", "VonMisesFisherGuide", "VRNNGuide"]
 __all__ += ["ConvGuide"]
 __all__ += ["StatisticianGuide", "StatisticNetwork"]
+__all__ += ["BottomUpGuide", "LadderGuide"]

@@ -2,6 +2,7 @@
 
 from pyrovae.models.conv import ConvVAE
 from pyrovae.models.cvae import CVAE
+from pyrovae.models.hierarchical import HierarchicalVAE
 from pyrovae.models.hyperspherical import HypersphericalVAE
 from pyrovae.models.least_squares import LeastSquaresVAE
 from pyrovae.models.linear import LinearGaussianVAE
@@ -16,3 +17,4 @@ __all__ = ["CVAE", "HypersphericalVAE", "LinearGaussianVAE", "RobustEncoder", "R
 __all__ += ["ConvVAE", "PixelCNNVAE"]
 __all__ += ["LeastSquaresVAE", "VarianceEncoder", "VarianceVAE"]
 __all__ += ["NeuralStatistician"]
+__all__ += ["HierarchicalVAE"]

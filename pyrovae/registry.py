@@ -252,3 +252,14 @@ def _jsonable(value):
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     raise TypeError(f"option value {value!r} cannot be saved in a run file (use plain numbers/strings)")
+
+
+def pair_guide(model, guide):
+    """Join a guide that reads its model to the model it is paired with: a guide with a
+    ``bind_model`` method (as Pyro's autoguides are built from their model; the ladder guide reads
+    the model's top-down network) gets ``guide.bind_model(model)``, any other guide is left as it is.
+    Called wherever the suite builds a pair by name (``pyrovae fit``, ``load_run``). Returns ``guide``."""
+    bind = getattr(guide, "bind_model", None)
+    if callable(bind):
+        bind(model)
+    return guide

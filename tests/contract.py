@@ -22,7 +22,7 @@ from pyrovae.infer.importance import (
     batch_size_of, bind_batch, data_dim, data_plate, declared_data_plate, latent_sites, observed_sites, sample_sites,
 )
 from pyrovae.infer.objectives import make_objective
-from pyrovae.registry import build, get_guide, get_model
+from pyrovae.registry import build, get_guide, get_model, pair_guide
 
 X_DIM, Z_DIM, HIDDEN = 12, 3, (16,)
 
@@ -35,7 +35,7 @@ def build_pair(model_name, guide_name):
     fill = {"x_dim": X_DIM, "y_dim": X_DIM}  # y_dim: the output of a conditional pair
     model = build(model_factory, accepted(model_factory), fill=fill)
     guide = build(guide_factory, accepted(guide_factory), fill=fill)
-    return model, guide
+    return model, pair_guide(model, guide)
 
 
 def _options(factory):

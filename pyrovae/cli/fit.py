@@ -83,7 +83,7 @@ def build_parser(model_name: str, guide_name: str, objective_name: str) -> commo
 def main(argv: List[str]) -> int:
     import pyro
 
-    from pyrovae.registry import build, get_guide, get_model, get_objective
+    from pyrovae.registry import build, get_guide, get_model, get_objective, pair_guide
     from pyrovae.training.fit import fit
 
     # the pair decides the flags: find it (and import the user's modules) before parsing
@@ -114,6 +114,7 @@ def main(argv: List[str]) -> int:
     pyro.set_rng_seed(args.seed)  # before any module is built: the same seed gives the same initial weights
     model = build(model_factory, common.options_for(model_factory, opts), fill=dataset.dims())
     guide = build(guide_factory, common.options_for(guide_factory, opts), fill=dataset.dims())
+    pair_guide(model, guide)  # a guide that reads its model (ladder) gets it
     objective = objective_from_args(args, objective_name)
     check_objective_fits(objective, guide_name, guide, common.split_rows(dataset, "train", 2))
     threads = common.set_threads(args.threads, common.linear_flops(model, guide))

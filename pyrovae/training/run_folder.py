@@ -67,7 +67,7 @@ def load_run(path, model=None, guide=None, device: str = "cpu") -> Run:
     :param guide: likewise for the guide.
     :param str device: where to put the parameters.
     """
-    from pyrovae.registry import build, get_guide, get_model
+    from pyrovae.registry import build, get_guide, get_model, pair_guide
 
     path = Path(path)
     run_file = path / RUN_FILE
@@ -89,6 +89,7 @@ def load_run(path, model=None, guide=None, device: str = "cpu") -> Run:
                 model = built
             else:
                 guide = built
+    pair_guide(model, guide)  # a guide that reads its model (ladder) gets it
     for module in (model, guide):
         if isinstance(module, torch.nn.Module):
             module.to(device)

@@ -1,0 +1,128 @@
+"""One stochastic layer, two, and the Ladder VAE at equal budget on dynamically binarized MNIST.
+
+Three pairs, the same budget (``--epochs`` over the first ``--num-train`` training images,
+batch ``--batch-size``, Adam ``--lr``, linear KL warm-up over ``--warmup-epochs`` epochs, seed):
+
+- ``vae`` + ``diag``: one layer, x - 200 - 200 - z(50) (Burda et al.'s one-layer architecture);
+- ``hvae`` + ``hvae``: two layers, x - 200 - 200 - z1(100) - 100 - 100 - z2(50), bottom-up guide;
+- ``hvae`` + ``ladder``: the same generative model with the Ladder VAE's precision-weighted
+  top-down inference (the guide reads the model's top-down network).
+
+On the first ``--num-test`` test images (the same images for all three) it prints the
+importance-sampled log p(x) (K = ``--num-samples``, each model's guide as proposal) with its
+standard error, the paired differences (mean ± standard error over the images), the active
+units per layer (Burda et al.: Var_x E_q[z_j | x] > 0.01) and the seconds per epoch, and writes
+the figures as JSON (``--json``).
+
+    OMP_NUM_THREADS=1 python benchmarks/hierarchical_mnist.py            # the docs/hierarchical.md table
+    OMP_NUM_THREADS=1 python benchmarks/hierarchical_mnist.py --epochs 1 --num-train 2000 --num-test 100 --num-samples 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+
+import pyro
+import torch
+
+from pyrovae import fit, log_likelihood
+from pyrovae.data.datasets import load_dataset
+from pyrovae.guides.diag import DiagNormalGuide
+from pyrovae.guides.hierarchical import BottomUpGuide, LadderGuide
+from pyrovae.infer.importance import mean_and_stderr
+from pyrovae.infer.objectives import make_objective
+from pyrovae.models.hierarchical import HierarchicalVAE, active_units_per_layer
+from pyrovae.models.vae import VAE
+
+
+def build(kind: str, x_dim: int, args):
+    h = dict(x_dim=x_dim, hidden_dims=(200, 200), activation="tanh")
+    if kind == "1 layer (vae)":
+        return VAE(z_dim=50, **h), DiagNormalGuide(z_dim=50, **h)
+    model = HierarchicalVAE(z_dim=50, lower_z_dims=(100,), upper_hidden_dims=(100, 100), **h)
+    if kind == "2 layers (hvae)":
+        return model, BottomUpGuide(z_dim=50, lower_z_dims=(100,), upper_hidden_dims=(100, 100), **h)
+    return model, LadderGuide.for_model(model)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--num-train", type=int, default=10000, help="first N training images")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup-epochs", type=float, default=2.0, help="linear KL warm-up length, in epochs (0: none)")
+    p.add_argument("--num-test", type=int, default=2000, help="first N test images (paired)")
+    p.add_argument("--num-samples", type=int, default=1000, help="importance samples K")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", nargs="*", default=None, help="run only these (1, 2, ladder)")
+    p.add_argument("--json", default=None, help="write the figures here")
+    args = p.parse_args()
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+
+    dataset = load_dataset("mnist", data_dir=os.environ.get("PYROVAE_DATA"))  # dynamic binarization
+    dataset = dataclasses.replace(dataset, train={k: v[:args.num_train] for k, v in dataset.train.items()},
+                                  valid={k: v[:1000] for k, v in dataset.valid.items()})
+    test = {"x": dataset.test["x"][:args.num_test]}
+    steps_per_epoch = -(-args.num_train // args.batch_size)
+    warmup = int(args.warmup_epochs * steps_per_epoch)
+    print(f"MNIST, dynamic binarization: {args.num_train} training images, {args.epochs} epochs, batch "
+          f"{args.batch_size}, Adam {args.lr}, KL warm-up {warmup} steps, seed {args.seed}; "
+          f"{torch.get_num_threads()} thread(s); K={args.num_samples} on the first {args.num_test} test images")
+    kinds = ["1 layer (vae)", "2 layers (hvae)", "ladder (hvae + ladder)"]
+    if args.only:
+        kinds = [k for k, short in zip(kinds, ("1", "2", "ladder")) if short in args.only]
+    rows = {}
+    for kind in kinds:
+        pyro.clear_param_store()
+        pyro.set_rng_seed(args.seed)
+        model, guide = build(kind, dataset.x_dim, args)
+        t0 = time.perf_counter()
+        result = fit(model, guide, dataset, objective=make_objective("elbo", warmup_steps=warmup), epochs=args.epochs,
+                     batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=False)
+        train_s = time.perf_counter() - t0
+        model.eval(), guide.eval()
+        pyro.set_rng_seed(args.seed)
+        t0 = time.perf_counter()
+        est = log_likelihood(model, guide, test, num_samples=args.num_samples)
+        eval_s = time.perf_counter() - t0
+        pyro.set_rng_seed(args.seed)
+        units = active_units_per_layer(guide, test["x"][:1000], num_samples=100)
+        rows[kind] = dict(est=est, train_s=train_s, eval_s=eval_s, units=units,
+                          valid_elbo=result.metrics[-1].get("valid_elbo"))
+        print(f"  {kind}: log p(x) {est.log_likelihood:.2f} ± {est.stderr:.2f}, ELBO {est.elbo:.2f}, "
+              f"active units {units}, {train_s / args.epochs:.1f} s/epoch, eval {eval_s:.0f} s", flush=True)
+
+    print(f"\ntest log p(x), nats (first {args.num_test} test images, K={args.num_samples}, mean ± standard error):")
+    print(f"{'model':24s} {'log p(x)':>16s} {'ELBO':>8s} {'active units per layer':>26s} {'s/epoch':>8s}")
+    for kind, r in rows.items():
+        units = ", ".join(f"{name} {a}/{n}" for name, (a, n) in r["units"].items())
+        print(f"{kind:24s} {r['est'].log_likelihood:8.2f} ± {r['est'].stderr:5.2f} {r['est'].elbo:8.2f} "
+              f"{units:>26s} {r['train_s'] / args.epochs:8.1f}")
+    paired = {}
+    names = list(rows)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            diff = rows[b]["est"].per_datapoint - rows[a]["est"].per_datapoint
+            mean, se = mean_and_stderr(diff)
+            paired[f"{b} - {a}"] = (mean, se)
+            print(f"paired, {b} - {a}: {mean:+.2f} ± {se:.2f} nats per image "
+                  f"(higher on {float((diff > 0).double().mean()):.1%} of the images)")
+    if args.json:
+        out = {"budget": {k: v for k, v in vars(args).items() if k != "json"}, "warmup_steps": warmup,
+               "threads": torch.get_num_threads(),
+               "models": {k: {"log_likelihood": r["est"].log_likelihood, "stderr": r["est"].stderr,
+                              "elbo": r["est"].elbo, "active_units": r["units"],
+                              "seconds_per_epoch": r["train_s"] / args.epochs, "eval_seconds": r["eval_s"],
+                              "valid_elbo": r["valid_elbo"]} for k, r in rows.items()},
+               "paired": {k: {"mean": m, "stderr": s} for k, (m, s) in paired.items()}}
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
