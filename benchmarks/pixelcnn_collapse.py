@@ -1,0 +1,159 @@
+"""Posterior collapse with a PixelCNN decoder, and two cures, on statically binarized MNIST.
+
+Same conv encoder (``conv`` guide) and latent size for every row, trained on the same batches:
+
+* ``conv-vae + elbo``: a factorized conv decoder (pixels independent given z), the reference
+  where the latent must carry the image;
+* ``pixelcnn-vae + elbo``: a gated PixelCNN decoder conditioned on z. A decoder that can model
+  p(x) alone makes the KL a pure cost, and the ELBO's optimum puts q(z|x) = p(z): the latent
+  collapses (KL, active units and mutual information near 0; Chen et al. 2017, Zhao et al. 2017);
+* ``pixelcnn-vae + infovae``: the same decoder under the InfoVAE objective (alpha = 1: no
+  per-datapoint KL, lambda * MMD(q(z), p(z))), which has no such pull (Zhao, Song, Ermon);
+* ``pixelcnn-vae local + elbo``: VLAE's cure, a decoder of small receptive field (few layers,
+  3x3 kernels) that cannot model the global shape and must take it from z (Chen et al.).
+
+Then on the same ``--test-size`` test images: the importance-sampled test log-likelihood
+(``--num-samples`` K, with its standard error, and the paired difference to the first row),
+the ELBO, the KL term (rate), the active units (Burda et al.: Var_x E_q[z_j] > 0.01), the
+mutual information I_q(x; z) (minibatch estimate, at most log N), and a figure: test images,
+their reconstructions x ~ p(x | z = E q(z|x)) and prior samples, one block per row.
+
+    OMP_NUM_THREADS=1 python benchmarks/pixelcnn_collapse.py --data-dir $PYROVAE_DATA --json out.json --figure out.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import tempfile
+import time
+
+import pyro
+import torch
+
+import pyrovae
+from pyrovae.data.datasets import load_dataset
+from pyrovae.evaluation.monitors import latent_monitors
+from pyrovae.guides.conv import ConvGuide
+from pyrovae.models.conv import ConvVAE
+from pyrovae.models.pixelcnn import PixelCNNVAE
+
+
+def rows_for(args):
+    deep = dict(num_layers=args.num_layers, pixel_channels=args.channels, first_kernel_size=7, kernel_size=3)
+    local = dict(num_layers=2, pixel_channels=args.channels, first_kernel_size=3, kernel_size=3)
+    infovae = ("infovae", {"alpha": 1.0, "lam": args.lam})
+    rows = {
+        "conv-vae elbo": (lambda: ConvVAE(784, args.z_dim, channels=(32, 64)), ("elbo", {})),
+        "pixelcnn-vae elbo": (lambda: PixelCNNVAE(784, args.z_dim, **deep), ("elbo", {})),
+        "pixelcnn-vae infovae": (lambda: PixelCNNVAE(784, args.z_dim, **deep), infovae),
+        "pixelcnn-vae local elbo": (lambda: PixelCNNVAE(784, args.z_dim, **local), ("elbo", {})),
+    }
+    return [(name, *rows[name]) for name in args.rows.split(";")]
+
+
+@torch.no_grad()
+def pictures(model, guide, test, n, seed):
+    """(3 n, 784): n test images, their reconstructions from the posterior mean, n prior draws."""
+    pyro.set_rng_seed(seed)
+    x = test[:n]
+    z = guide.encode(x).base_dist.loc
+    recon = model.generate(z) if hasattr(model, "generate") else model.likelihood(z).base_dist.probs
+    prior = model.sample(n) if hasattr(model, "generate") else model.sample(n, mean=True)
+    return torch.cat([x, recon, prior]).cpu()
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--rows", default="pixelcnn-vae elbo;pixelcnn-vae infovae;pixelcnn-vae local elbo;conv-vae elbo")
+    p.add_argument("--train-size", type=int, default=10000)
+    p.add_argument("--test-size", type=int, default=1000)
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--z-dim", type=int, default=16)
+    p.add_argument("--num-layers", type=int, default=6)
+    p.add_argument("--channels", type=int, default=32)
+    p.add_argument("--lam", type=float, default=1000.0, help="InfoVAE lambda (alpha = 1)")
+    p.add_argument("--num-samples", type=int, default=1000, help="K for the test log-likelihood")
+    p.add_argument("--max-pass", type=int, default=None, help="particle x datapoint pairs per pass (memory)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None)
+    p.add_argument("--figure", default=None)
+    args = p.parse_args()
+
+    device = torch.device(args.device)
+    data = load_dataset("binarized-mnist", data_dir=args.data_dir)
+    train = {"x": data.train["x"][: args.train_size].to(device)}
+    order = torch.randperm(len(data.test["x"]), generator=torch.Generator().manual_seed(0))  # the file is sorted
+    test = {"x": data.test["x"][order[: args.test_size]].to(device)}
+    machine = (f"{platform.machine()}, {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}, "
+               f"{torch.get_num_threads()} torch thread(s)")
+    results, figures = [], []
+    out = {"machine": machine, "args": vars(args), "rows": results}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (name, make_model, (objective, options)) in enumerate(rows_for(args)):
+            t0 = time.perf_counter()
+            pyro.set_rng_seed(args.seed)
+            model = make_model().to(device)
+            guide = ConvGuide(784, args.z_dim, channels=(32, 64)).to(device)
+            pyro.clear_param_store()
+            fitted = pyrovae.fit(model, guide, train, objective=pyrovae.make_objective(objective, **options),
+                                 epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                                 progress=False, out_dir=f"{tmp}/{i}")
+            train_seconds = time.perf_counter() - t0
+            model.eval(), guide.eval()
+            pyro.set_rng_seed(args.seed)
+            mon = latent_monitors(model, guide, test, max_datapoints=args.test_size)
+            pyro.set_rng_seed(args.seed)
+            ll = pyrovae.log_likelihood(model, guide, test, num_samples=args.num_samples, batch_size=None,
+                                        max_pass=args.max_pass)
+            figures.append((name, pictures(model, guide, test["x"], 10, args.seed)))
+            row = {"name": name, "objective": objective, "options": options, "train_seconds": train_seconds,
+                   "seconds_per_epoch": train_seconds / args.epochs,
+                   "last_epoch": {k: v for k, v in fitted.metrics[-1].items() if isinstance(v, (int, float))},
+                   "test_nll": -ll.log_likelihood, "test_nll_se": ll.stderr, "test_elbo": ll.elbo,
+                   "kl": mon.rate, "active_units": mon.active_units, "mutual_info": mon.mutual_information,
+                   "distortion": mon.distortion, "mean_ess": float(ll.ess.float().mean()),
+                   "receptive_rows": getattr(model, "receptive_rows", None),
+                   "per_datapoint": ll.per_datapoint.double().cpu()}
+            results.append(row)
+            print(f"{name}: {time.perf_counter() - t0:.0f} s, NLL {row['test_nll']:.2f} ± {ll.stderr:.2f}, "
+                  f"ELBO {ll.elbo:.2f}, KL {mon.rate:.2f}, AU {mon.active_units}, MI {mon.mutual_information:.2f}",
+                  flush=True)
+            if args.json:  # after every row, so a run cut short keeps what it did
+                with open(args.json, "w") as f:
+                    json.dump({**out, "rows": [{k: v for k, v in r.items() if k != "per_datapoint"}
+                                               for r in results]}, f, indent=1)
+
+    print(f"\n{machine}; binarized MNIST, {args.train_size} training images, {args.epochs} epochs, z = {args.z_dim}, "
+          f"{args.test_size} test images, K = {args.num_samples}\n")
+    print("| model + objective | receptive rows | s/epoch | test NLL (nats) | vs first (paired) | -ELBO | KL | "
+          "active units | MI |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    base = results[0]["per_datapoint"]
+    for r in results:
+        d = -(r["per_datapoint"] - base)
+        paired = f"{float(d.mean()):+.2f} ± {float(d.std() / math.sqrt(len(d))):.2f}" if r is not results[0] else "-"
+        print(f"| {r['name']} | {r['receptive_rows'] or '-'} | {r['seconds_per_epoch']:.1f} | "
+              f"{r['test_nll']:.2f} ± {r['test_nll_se']:.2f} | {paired} | {-r['test_elbo']:.2f} | {r['kl']:.2f} | "
+              f"{r['active_units']} / {args.z_dim} | {r['mutual_info']:.2f} |")
+    if args.figure:
+        from pyrovae.evaluation.plots import image_grid, save_figure
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(7, 2.4 * len(figures)))
+        for k, (name, images) in enumerate(figures):
+            ax = fig.add_subplot(len(figures), 1, k + 1)
+            ax.imshow(image_grid(images, (28, 28), ncol=10), cmap="gray", vmin=0, vmax=1)
+            ax.set_title(f"{name}: test images / reconstructions x ~ p(x | E q(z|x)) / samples", fontsize=8)
+            ax.axis("off")
+        save_figure(fig, args.figure)
+
+
+if __name__ == "__main__":
+    main()
