@@ -9,6 +9,7 @@ from pyrovae.guides.fullcov import FullCovNormalGuide
 from pyrovae.guides.hierarchical import BottomUpGuide, LadderGuide
 from pyrovae.guides.iaf import IAFGuide
 from pyrovae.guides.mixture import MixtureGuide
+from pyrovae.guides.sentence import SentenceGuide, SentenceVMFGuide
 from pyrovae.guides.stein import SteinGuide
 from pyrovae.guides.statistician import StatisticianGuide, StatisticNetwork
 from pyrovae.guides.vmf import VonMisesFisherGuide
@@ -21,3 +22,4 @@ __all__ += ["CVAEGuide", "DenoisingGuide", "MixtureGuide", "SteinGuide", "VonMis
 __all__ += ["ConvGuide"]
 __all__ += ["StatisticianGuide", "StatisticNetwork"]
 __all__ += ["BottomUpGuide", "LadderGuide"]
+__all__ += ["SentenceGuide", "SentenceVMFGuide"]

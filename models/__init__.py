@@ -8,6 +8,7 @@ from pyrovae.models.least_squares import LeastSquaresVAE
 from pyrovae.models.linear import LinearGaussianVAE
 from pyrovae.models.pixelcnn import PixelCNNVAE
 from pyrovae.models.robust import RobustEncoder, RobustVAE
+from pyrovae.models.sentence import SentenceLM, SentenceVAE, SphericalSentenceVAE
 from pyrovae.models.statistician import NeuralStatistician
 from pyrovae.models.vae import VAE
 from pyrovae.models.variance import VarianceEncoder, VarianceVAE
@@ -18,3 +19,4 @@ __all__ += ["ConvVAE", "PixelCNNVAE"]
 __all__ += ["LeastSquaresVAE", "VarianceEncoder", "VarianceVAE"]
 __all__ += ["NeuralStatistician"]
 __all__ += ["HierarchicalVAE"]
+__all__ += ["SentenceLM", "SentenceVAE", "SphericalSentenceVAE"]

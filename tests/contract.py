@@ -32,7 +32,7 @@ def build_pair(model_name, guide_name):
     model_factory, guide_factory = get_model(model_name), get_guide(guide_name)
     accepted = lambda f: {k: v for k, v in options.items() if k in _options(f)}  # noqa: E731
     torch.manual_seed(0)
-    fill = {"x_dim": X_DIM, "y_dim": X_DIM}  # y_dim: the output of a conditional pair
+    fill = {"x_dim": X_DIM, "y_dim": X_DIM, "vocab_size": X_DIM}  # y_dim: the output of a conditional pair; vocab_size: text
     model = build(model_factory, accepted(model_factory), fill=fill)
     guide = build(guide_factory, accepted(guide_factory), fill=fill)
     return model, pair_guide(model, guide)
