@@ -4,6 +4,7 @@ from pyrovae.guides.conv import ConvGuide
 from pyrovae.guides.cvae import CVAEGuide
 from pyrovae.guides.denoising import DenoisingGuide
 from pyrovae.guides.diag import DiagNormalGuide
+from pyrovae.guides.draw import DRAWGuide
 from pyrovae.guides.flows import PlanarFlowGuide, RadialFlowGuide, SplineFlowGuide
 from pyrovae.guides.fullcov import FullCovNormalGuide
 from pyrovae.guides.hierarchical import BottomUpGuide, LadderGuide

@@ -2,6 +2,7 @@
 
 from pyrovae.models.conv import ConvVAE
 from pyrovae.models.cvae import CVAE
+from pyrovae.models.draw import DRAW
 from pyrovae.models.hierarchical import HierarchicalVAE
 from pyrovae.models.hyperspherical import HypersphericalVAE
 from pyrovae.models.least_squares import LeastSquaresVAE
