@@ -9,6 +9,7 @@ from pyrovae.guides.flows import PlanarFlowGuide, RadialFlowGuide, SplineFlowGui
 from pyrovae.guides.fullcov import FullCovNormalGuide
 from pyrovae.guides.hierarchical import BottomUpGuide, LadderGuide
 from pyrovae.guides.iaf import IAFGuide
+from pyrovae.guides.m2 import M2Guide
 from pyrovae.guides.mixture import MixtureGuide
 from pyrovae.guides.sentence import SentenceGuide, SentenceVMFGuide
 from pyrovae.guides.stein import SteinGuide
@@ -24,3 +25,4 @@ __all__ += ["ConvGuide"]
 __all__ += ["StatisticianGuide", "StatisticNetwork"]
 __all__ += ["BottomUpGuide", "LadderGuide"]
 __all__ += ["SentenceGuide", "SentenceVMFGuide"]
+__all__ += ["M2Guide"]

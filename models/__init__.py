@@ -7,6 +7,7 @@ from pyrovae.models.hierarchical import HierarchicalVAE
 from pyrovae.models.hyperspherical import HypersphericalVAE
 from pyrovae.models.least_squares import LeastSquaresVAE
 from pyrovae.models.linear import LinearGaussianVAE
+from pyrovae.models.m2 import M2
 from pyrovae.models.pixelcnn import PixelCNNVAE
 from pyrovae.models.robust import RobustEncoder, RobustVAE
 from pyrovae.models.sentence import SentenceLM, SentenceVAE, SphericalSentenceVAE
@@ -21,3 +22,4 @@ __all__ += ["LeastSquaresVAE", "VarianceEncoder", "VarianceVAE"]
 __all__ += ["NeuralStatistician"]
 __all__ += ["HierarchicalVAE"]
 __all__ += ["SentenceLM", "SentenceVAE", "SphericalSentenceVAE"]
+__all__ += ["M2"]

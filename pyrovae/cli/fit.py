@@ -163,6 +163,8 @@ def report(result, out: Path, model, guide, dataset, args) -> None:
         print(f"test log-likelihood (K={args.eval_samples}): {est.log_likelihood:.3f} ± {est.stderr:.3f} nats "
               f"(ELBO {est.elbo:.3f}); for the final figure run `pyrovae evaluate {shlex.quote(str(out))} "
               "--num-samples 5000`")
+    for line in getattr(guide, "report_lines", lambda data: [])(test):  # what the pair reports of itself (M2's test error)
+        print(line)
     print("figures: " + ", ".join(p.name for p in figures))
 
 

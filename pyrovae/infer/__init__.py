@@ -6,6 +6,7 @@ bound, estimate and diagnostic in the suite calls it. ``objectives`` are the los
 minimizes; ``fast_path`` is the one module that reaches into Pyro internals."""
 
 from pyrovae.infer.importance import log_weights
+from pyrovae.infer.enum import EnumELBO  # noqa: F401  (the "enum" objective)
 from pyrovae.infer.objectives import (
     ELBO, IWAE, FreeBitsELBO, MeanFieldELBO, Objective, RenyiBound, make_objective,
 )
