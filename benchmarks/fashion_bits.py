@@ -100,7 +100,8 @@ def main():
                    "active_units": mon.active_units, "mutual_info": mon.mutual_information,
                    "per_datapoint": ll.per_datapoint.double().cpu()}
             results.append(row)
-            print(f"{name}: {time.perf_counter() - t0:.0f} s, {row['bits_per_dim']:.4f} ± {row['bits_per_dim_se']:.4f} "
+            bits = f"{row['bits_per_dim']:.4f} ± {row['bits_per_dim_se']:.4f}"
+            print(f"{name}: {time.perf_counter() - t0:.0f} s, {bits} "
                   f"bits/dim, KL {mon.rate:.2f}, AU {mon.active_units}", flush=True)
             if args.json:
                 with open(args.json, "w") as f:

@@ -10,7 +10,9 @@ Same conv encoder (``conv`` guide) and latent size for every row, trained on the
 * ``pixelcnn-vae + infovae``: the same decoder under the InfoVAE objective (alpha = 1: no
   per-datapoint KL, lambda * MMD(q(z), p(z))), which has no such pull (Zhao, Song, Ermon);
 * ``pixelcnn-vae local + elbo``: VLAE's cure, a decoder of small receptive field (few layers,
-  3x3 kernels) that cannot model the global shape and must take it from z (Chen et al.).
+  3x3 kernels) that cannot model the global shape and must take it from z (Chen et al.);
+* ``... spatial``: the same decoders with z decoded to a feature map of the image's size first
+  (``conditioning="spatial"``, PixelVAE's way) instead of a per-channel bias.
 
 Then on the same ``--test-size`` test images: the importance-sampled test log-likelihood
 (``--num-samples`` K, with its standard error, and the paired difference to the first row),
@@ -44,12 +46,16 @@ from pyrovae.models.pixelcnn import PixelCNNVAE
 def rows_for(args):
     deep = dict(num_layers=args.num_layers, pixel_channels=args.channels, first_kernel_size=7, kernel_size=3)
     local = dict(num_layers=2, pixel_channels=args.channels, first_kernel_size=3, kernel_size=3)
+    spatial = dict(conditioning="spatial")
     infovae = ("infovae", {"alpha": 1.0, "lam": args.lam})
     rows = {
         "conv-vae elbo": (lambda: ConvVAE(784, args.z_dim, channels=(32, 64)), ("elbo", {})),
         "pixelcnn-vae elbo": (lambda: PixelCNNVAE(784, args.z_dim, **deep), ("elbo", {})),
         "pixelcnn-vae infovae": (lambda: PixelCNNVAE(784, args.z_dim, **deep), infovae),
         "pixelcnn-vae local elbo": (lambda: PixelCNNVAE(784, args.z_dim, **local), ("elbo", {})),
+        "pixelcnn-vae spatial elbo": (lambda: PixelCNNVAE(784, args.z_dim, **deep, **spatial), ("elbo", {})),
+        "pixelcnn-vae spatial infovae": (lambda: PixelCNNVAE(784, args.z_dim, **deep, **spatial), infovae),
+        "pixelcnn-vae local spatial elbo": (lambda: PixelCNNVAE(784, args.z_dim, **local, **spatial), ("elbo", {})),
     }
     return [(name, *rows[name]) for name in args.rows.split(";")]
 
@@ -71,6 +77,8 @@ def main():
     p.add_argument("--rows", default="pixelcnn-vae elbo;pixelcnn-vae infovae;pixelcnn-vae local elbo;conv-vae elbo")
     p.add_argument("--train-size", type=int, default=10000)
     p.add_argument("--test-size", type=int, default=1000)
+    p.add_argument("--monitor-size", type=int, default=None,
+                   help="test images for KL, active units and MI (default: --test-size)")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -91,6 +99,7 @@ def main():
     train = {"x": data.train["x"][: args.train_size].to(device)}
     order = torch.randperm(len(data.test["x"]), generator=torch.Generator().manual_seed(0))  # the file is sorted
     test = {"x": data.test["x"][order[: args.test_size]].to(device)}
+    monitored = {"x": data.test["x"][order[: args.monitor_size or args.test_size]].to(device)}
     machine = (f"{platform.machine()}, {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}, "
                f"{torch.get_num_threads()} torch thread(s)")
     results, figures = [], []
@@ -108,7 +117,7 @@ def main():
             train_seconds = time.perf_counter() - t0
             model.eval(), guide.eval()
             pyro.set_rng_seed(args.seed)
-            mon = latent_monitors(model, guide, test, max_datapoints=args.test_size)
+            mon = latent_monitors(model, guide, monitored, max_datapoints=None)
             pyro.set_rng_seed(args.seed)
             ll = pyrovae.log_likelihood(model, guide, test, num_samples=args.num_samples, batch_size=None,
                                         max_pass=args.max_pass)
@@ -131,7 +140,8 @@ def main():
                                                for r in results]}, f, indent=1)
 
     print(f"\n{machine}; binarized MNIST, {args.train_size} training images, {args.epochs} epochs, z = {args.z_dim}, "
-          f"{args.test_size} test images, K = {args.num_samples}\n")
+          f"{args.test_size} test images, K = {args.num_samples}; KL, AU, MI on "
+          f"{len(monitored['x'])} test images\n")
     print("| model + objective | receptive rows | s/epoch | test NLL (nats) | vs first (paired) | -ELBO | KL | "
           "active units | MI |")
     print("|---|---|---|---|---|---|---|---|---|")

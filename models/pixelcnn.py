@@ -7,7 +7,8 @@ decoder of van den Oord et al. 2016), and the posterior collapse it invites.
 
 pixels in raster order, each conditional from a stack of gated masked convolutions
 (:class:`pyrovae.conv.PixelCNN`: mask A in the first layer, B after; z enters every layer by
-a learned projection). The likelihood is ``bernoulli`` (binarized MNIST) or
+a learned projection: ``global``, a per-channel bias, or ``spatial``, a feature map of the
+image's size decoded from z, as in PixelVAE). The likelihood is ``bernoulli`` (binarized MNIST) or
 ``logistic-mixture`` (8-bit grey levels, PixelCNN++'s discretized logistic mixture).
 
 A decoder this strong can model p(x) on its own, and the ELBO
@@ -45,7 +46,7 @@ import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
 
-from pyrovae.conv import PixelCNN, image_shape_for
+from pyrovae.conv import CONDITIONINGS, PixelCNN, image_shape_for
 from pyrovae.models.conv import LIKELIHOODS, grey_levels, mixture_likelihood
 from pyrovae.nn import check_positive
 from pyrovae.registry import Configurable, register_model
@@ -62,6 +63,8 @@ class PixelCNNVAE(Configurable, PyroModule):
     :param int pixel_channels: channels of each layer.
     :param int first_kernel_size: kernel of the mask-A layer (7 in van den Oord et al.).
     :param int kernel_size: kernel of the later layers.
+    :param str conditioning: ``global`` (z a per-channel bias in every layer, the same at every
+        pixel) or ``spatial`` (z decoded to a feature map of the image's size first, PixelVAE's way).
     :param str likelihood: ``bernoulli`` or ``logistic-mixture``.
     :param int num_mixtures: logistic components per pixel.
     :param int num_bins: grey levels.
@@ -82,6 +85,7 @@ class PixelCNNVAE(Configurable, PyroModule):
         pixel_channels: int = 32
         first_kernel_size: int = 7
         kernel_size: int = 3
+        conditioning: str = "global"
         likelihood: str = "bernoulli"
         num_mixtures: int = 5
         num_bins: int = 256
@@ -95,6 +99,8 @@ class PixelCNNVAE(Configurable, PyroModule):
             if self.first_kernel_size % 2 == 0 or self.kernel_size % 2 == 0:
                 raise ValueError("first_kernel_size and kernel_size must be odd, got "
                                  f"{self.first_kernel_size} and {self.kernel_size}")
+            if self.conditioning not in CONDITIONINGS:
+                raise ValueError(f"unknown conditioning {self.conditioning!r}; choose one of {CONDITIONINGS}")
             if self.likelihood not in LIKELIHOODS:
                 raise ValueError(f"unknown likelihood {self.likelihood!r}; choose one of {LIKELIHOODS}")
             if self.num_bins < 2:
@@ -109,7 +115,7 @@ class PixelCNNVAE(Configurable, PyroModule):
         self.image_shape = image_shape_for(o.x_dim, o.image_shape)
         out = None if o.likelihood == "bernoulli" else 3 * o.num_mixtures
         self.decoder = PixelCNN(self.image_shape, o.z_dim, o.num_layers, o.pixel_channels, o.first_kernel_size,
-                                o.kernel_size, out)
+                                o.kernel_size, out, conditioning=o.conditioning)
         self.register_buffer("prior_loc", torch.zeros(o.z_dim))
 
     @property

@@ -33,6 +33,9 @@ from torch import nn
 from pyrovae.nn import MLP, activation
 
 
+CONDITIONINGS = ("global", "spatial")
+
+
 def image_shape_for(x_dim: int, image_shape: Optional[Sequence[int]] = None) -> Tuple[int, int, int]:
     """``(C, H, W)`` for rows of ``x_dim`` values: ``image_shape`` as ``(H, W)`` or ``(C, H, W)``
     when given, else a square grey image when ``x_dim`` is a square, else one row ``(1, 1, x_dim)``.
@@ -164,21 +167,28 @@ class MaskedConv2d(nn.Conv2d):
 
 
 class GatedMaskedLayer(nn.Module):
-    """``h' = h + W_o (tanh(W_f * h + V_f z) * sigmoid(W_g * h + V_g z))`` (the residual only
-    when the shapes match, i.e. after the first layer), with masked convolutions ``W_f, W_g``
-    and a projection ``V`` of the code z, broadcast over the pixels."""
+    """``h' = h + W_o (tanh(W_f * h + V_f c) * sigmoid(W_g * h + V_g c))`` (the residual only
+    after the first layer), with masked convolutions ``W_f, W_g`` and a projection ``V`` of the
+    condition c: a vector (``z``, a learned linear map broadcast over the pixels) or, with
+    ``cond_channels``, a feature map ``(N, cond_channels, H, W)`` computed from z (a 1x1
+    convolution, a different bias at every pixel)."""
 
-    def __init__(self, mask_type: str, in_channels: int, channels: int, kernel_size: int, z_dim: int):
+    def __init__(self, mask_type: str, in_channels: int, channels: int, kernel_size: int, z_dim: int,
+                 cond_channels: int = 0):
         super().__init__()
         self.conv = MaskedConv2d(mask_type, in_channels, 2 * channels, kernel_size, padding=kernel_size // 2)
-        self.cond = nn.Linear(z_dim, 2 * channels, bias=False) if z_dim else None
+        if cond_channels:
+            self.cond = nn.Conv2d(cond_channels, 2 * channels, 1, bias=False)
+        else:
+            self.cond = nn.Linear(z_dim, 2 * channels, bias=False) if z_dim else None
+        self.spatial = bool(cond_channels)
         self.out = nn.Conv2d(channels, channels, 1)
         self.residual = mask_type == "B" and in_channels == channels  # never around mask A: it would pass x_i on
 
-    def forward(self, h: torch.Tensor, z: Optional[torch.Tensor]) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, c: Optional[torch.Tensor]) -> torch.Tensor:
         a = self.conv(h)
-        if self.cond is not None and z is not None:
-            a = a + self.cond(z)[:, :, None, None]
+        if self.cond is not None and c is not None:
+            a = a + (self.cond(c) if self.spatial else self.cond(c)[:, :, None, None])
         f, g = a.chunk(2, dim=1)
         out = self.out(torch.tanh(f) * torch.sigmoid(g))
         return h + out if self.residual else out
@@ -196,6 +206,11 @@ class PixelCNN(nn.Module):
     :param int first_kernel: kernel of the first (mask A) layer; 7 in van den Oord et al.
     :param int kernel: kernel of the later layers.
     :param int out_channels: numbers per pixel, or None for one.
+    :param str conditioning: ``global``: z enters every layer as a learned per-channel bias, the
+        same at every pixel (van den Oord et al.'s conditional PixelCNN); ``spatial``: z is first
+        decoded by a :class:`ConvDecoder` into a ``channels``-deep feature map of the image's size,
+        which enters every layer through a 1x1 convolution (PixelVAE's way, Gulrajani et al.),
+        so z can say *where* as well as *what*.
 
     The receptive field (rows above a pixel it can see) is ``first_kernel // 2 + (num_layers -
     1) * (kernel // 2)``; a small one (few layers, small kernels) is VLAE's "local" decoder.
@@ -207,16 +222,20 @@ class PixelCNN(nn.Module):
 
     def __init__(self, image_shape: Sequence[int], z_dim: int, num_layers: int = 5, channels: int = 32,
                  first_kernel: int = 7, kernel: int = 3, out_channels: Optional[int] = None,
-                 input_scale: float = 1.0):
+                 input_scale: float = 1.0, conditioning: str = "global"):
         super().__init__()
+        if conditioning not in CONDITIONINGS:
+            raise ValueError(f"unknown conditioning {conditioning!r}; choose one of {CONDITIONINGS}")
         self.image_shape, self.out_channels, self.input_scale = tuple(image_shape), out_channels, input_scale
         c = self.image_shape[0]
         if c != 1:
             raise ValueError(f"the PixelCNN's masks order pixels of one channel; got {c} channels")
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
-        layers = [GatedMaskedLayer("A", c, channels, first_kernel, z_dim)]
-        layers += [GatedMaskedLayer("B", channels, channels, kernel, z_dim) for _ in range(num_layers - 1)]
+        spatial = channels if conditioning == "spatial" and z_dim else 0
+        self.z_map = ConvDecoder(z_dim, self.image_shape, (64, 32), out_channels=spatial) if spatial else None
+        layers = [GatedMaskedLayer("A", c, channels, first_kernel, z_dim, spatial)]
+        layers += [GatedMaskedLayer("B", channels, channels, kernel, z_dim, spatial) for _ in range(num_layers - 1)]
         self.layers = nn.ModuleList(layers)
         self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(channels, channels, 1), nn.ReLU(),
                                   nn.Conv2d(channels, out_channels or 1, 1))
@@ -230,8 +249,11 @@ class PixelCNN(nn.Module):
         else:
             batch = x.shape[:-1]
         h = x.reshape(-1, *self.image_shape) * self.input_scale
+        c = z
+        if self.z_map is not None and z is not None:
+            c = self.z_map(z).reshape(h.shape[0], -1, *self.image_shape[1:])  # (N, channels, H, W)
         for layer in self.layers:
-            h = layer(h, z)
+            h = layer(h, c)
         out = self.head(h)
         d = math.prod(self.image_shape)
         if self.out_channels is None:

@@ -44,12 +44,14 @@ def test_one_masked_convolution_is_causal(mask_type):
             assert grad[i - 1] > 0  # the left neighbour is seen
 
 
+@pytest.mark.parametrize("conditioning", ["global", "spatial"])
 @pytest.mark.parametrize("first_kernel_size, num_layers", [(3, 1), (5, 3), (7, 4)])
-def test_the_whole_pixelcnn_is_causal(first_kernel_size, num_layers):
+def test_the_whole_pixelcnn_is_causal(first_kernel_size, num_layers, conditioning):
     """Output i has zero gradient with respect to the input at every pixel >= i, through all
     layers (mask A first, then B), and a nonzero one for the pixel just before it."""
     torch.manual_seed(0)
-    net = PixelCNN((1, H, W), z_dim=2, num_layers=num_layers, channels=6, first_kernel=first_kernel_size)
+    net = PixelCNN((1, H, W), z_dim=2, num_layers=num_layers, channels=6, first_kernel=first_kernel_size,
+                   conditioning=conditioning)
     z = torch.randn(1, 2)
     for i in range(D):
         grad = input_gradients(net, i, z)
@@ -64,9 +66,10 @@ def test_a_residual_never_wraps_the_mask_a_layer():
     assert not layer.residual
 
 
-def test_z_reaches_every_pixel():
+@pytest.mark.parametrize("conditioning", ["global", "spatial"])
+def test_z_reaches_every_pixel(conditioning):
     torch.manual_seed(0)
-    net = PixelCNN((1, H, W), z_dim=3, num_layers=2, channels=4)
+    net = PixelCNN((1, H, W), z_dim=3, num_layers=2, channels=4, conditioning=conditioning)
     z = torch.randn(1, 3, requires_grad=True)
     out = net(torch.rand(1, D), z)
     for i in range(D):
@@ -74,14 +77,16 @@ def test_z_reaches_every_pixel():
         assert g.abs().sum() > 0
 
 
-@pytest.mark.parametrize("likelihood", ["bernoulli", "logistic-mixture"])
-def test_p_x_given_z_sums_to_one_over_all_images(likelihood):
+@pytest.mark.parametrize("likelihood, conditioning", [("bernoulli", "global"), ("bernoulli", "spatial"),
+                                                      ("logistic-mixture", "global")])
+def test_p_x_given_z_sums_to_one_over_all_images(likelihood, conditioning):
     """The autoregressive product is a distribution: over all 2^9 binary 3x3 images (or all
     3^4 images of 3 grey levels, 2x2), exp log p(x | z) sums to one, for several z."""
     torch.manual_seed(0)
     if likelihood == "bernoulli":
         shape, levels = (3, 3), (0.0, 1.0)
-        model = PixelCNNVAE(x_dim=9, z_dim=2, image_shape=shape, num_layers=3, pixel_channels=6, first_kernel_size=3)
+        model = PixelCNNVAE(x_dim=9, z_dim=2, image_shape=shape, num_layers=3, pixel_channels=6, first_kernel_size=3,
+                            conditioning=conditioning)
     else:
         shape, levels = (2, 2), (0.0, 0.5, 1.0)
         model = PixelCNNVAE(x_dim=4, z_dim=2, image_shape=shape, num_layers=2, pixel_channels=6, first_kernel_size=3,
@@ -121,6 +126,27 @@ def test_options_are_checked():
         PixelCNNVAE(x_dim=48, image_shape=(3, 4, 4))
     with pytest.raises(ValueError, match="image_shape"):
         PixelCNNVAE(x_dim=16, image_shape=(3, 5))
+    with pytest.raises(ValueError, match="conditioning"):
+        PixelCNNVAE(x_dim=16, conditioning="local")
+
+
+def test_spatial_conditioning_lets_z_say_where():
+    """With a global z, z shifts the first layer's pre-activations by the same amount at every
+    pixel; with a spatial z the shift differs from pixel to pixel."""
+    torch.manual_seed(0)
+    z1, z2 = torch.zeros(1, 3), torch.randn(1, 3)
+    for conditioning, varies in (("global", False), ("spatial", True)):
+        net = PixelCNN((1, H, W), z_dim=3, num_layers=1, channels=4, conditioning=conditioning)
+        layer = net.layers[0]
+
+        def term(z):
+            if net.z_map is None:
+                return layer.cond(z)[:, :, None, None].expand(1, -1, H, W)
+            return layer.cond(net.z_map(z).reshape(1, -1, H, W))
+
+        shift = term(z2) - term(z1)
+        spread = (shift - shift.mean((-2, -1), keepdim=True)).abs().max().item()
+        assert (spread > 1e-4) == varies, (conditioning, spread)
 
 
 @pytest.mark.parametrize("objective", ["elbo", "infovae"])
@@ -136,10 +162,12 @@ def test_cli_fit_and_evaluate(tmp_path):
     InfoVAE objective, then `pyrovae evaluate` of the run, in fresh processes."""
     done = pyrovae("fit", "--model", "pixelcnn-vae", "--guide", "conv", "--objective", "infovae", *QUICK,
                    "--num-layers", "2", "--pixel-channels", "8", "--channels", "8", "--first-kernel-size", "3",
+                   "--conditioning", "spatial",
                    "--out", tmp_path / "run", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     saved = json.loads((tmp_path / "run" / "run.json").read_text())
     assert saved["model"]["name"] == "pixelcnn-vae" and saved["model"]["options"]["num_layers"] == 2
+    assert saved["model"]["options"]["conditioning"] == "spatial"
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert any("active_units" in m for m in metrics)
     done = pyrovae("evaluate", tmp_path / "run", "--num-samples", "5", "--json", cwd=tmp_path)
