@@ -61,18 +61,19 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", nargs="*", default=None, help="run only these (1, 2, ladder)")
     p.add_argument("--json", default=None, help="write the figures here")
+    p.add_argument("--device", default="cpu")
     args = p.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
     dataset = load_dataset("mnist", data_dir=os.environ.get("PYROVAE_DATA"))  # dynamic binarization
     dataset = dataclasses.replace(dataset, train={k: v[:args.num_train] for k, v in dataset.train.items()},
                                   valid={k: v[:1000] for k, v in dataset.valid.items()})
-    test = {"x": dataset.test["x"][:args.num_test]}
+    test = {"x": dataset.test["x"][:args.num_test].to(args.device)}
     steps_per_epoch = -(-args.num_train // args.batch_size)
     warmup = int(args.warmup_epochs * steps_per_epoch)
     print(f"MNIST, dynamic binarization: {args.num_train} training images, {args.epochs} epochs, batch "
           f"{args.batch_size}, Adam {args.lr}, KL warm-up {warmup} steps, seed {args.seed}; "
-          f"{torch.get_num_threads()} thread(s); K={args.num_samples} on the first {args.num_test} test images")
+          f"{torch.get_num_threads()} thread(s), device {args.device}; K={args.num_samples} on the first {args.num_test} test images")
     kinds = ["1 layer (vae)", "2 layers (hvae)", "ladder (hvae + ladder)"]
     if args.only:
         kinds = [k for k, short in zip(kinds, ("1", "2", "ladder")) if short in args.only]
@@ -83,7 +84,7 @@ def main():
         model, guide = build(kind, dataset.x_dim, args)
         t0 = time.perf_counter()
         result = fit(model, guide, dataset, objective=make_objective("elbo", warmup_steps=warmup), epochs=args.epochs,
-                     batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=False)
+                     batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=False, device=args.device)
         train_s = time.perf_counter() - t0
         model.eval(), guide.eval()
         pyro.set_rng_seed(args.seed)
@@ -94,6 +95,10 @@ def main():
         units = active_units_per_layer(guide, test["x"][:1000], num_samples=100)
         rows[kind] = dict(est=est, train_s=train_s, eval_s=eval_s, units=units,
                           valid_elbo=result.metrics[-1].get("valid_elbo"))
+        if args.json:  # what is done so far, in case the rest does not finish
+            with open(args.json + ".partial", "a") as f:
+                f.write(json.dumps({"model": kind, "per_datapoint": est.per_datapoint.tolist(), "units": units,
+                                    "train_s": train_s, "elbo": est.elbo}) + "\n")
         print(f"  {kind}: log p(x) {est.log_likelihood:.2f} ± {est.stderr:.2f}, ELBO {est.elbo:.2f}, "
               f"active units {units}, {train_s / args.epochs:.1f} s/epoch, eval {eval_s:.0f} s", flush=True)
 
