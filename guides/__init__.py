@@ -8,6 +8,7 @@ from pyrovae.guides.draw import DRAWGuide
 from pyrovae.guides.flows import PlanarFlowGuide, RadialFlowGuide, SplineFlowGuide
 from pyrovae.guides.fullcov import FullCovNormalGuide
 from pyrovae.guides.hierarchical import BottomUpGuide, LadderGuide
+from pyrovae.guides.homoencoder import HomoencoderGuide
 from pyrovae.guides.iaf import IAFGuide
 from pyrovae.guides.m2 import M2Guide
 from pyrovae.guides.mixture import MixtureGuide
@@ -26,3 +27,4 @@ __all__ += ["StatisticianGuide", "StatisticNetwork"]
 __all__ += ["BottomUpGuide", "LadderGuide"]
 __all__ += ["SentenceGuide", "SentenceVMFGuide"]
 __all__ += ["M2Guide"]
+__all__ += ["HomoencoderGuide"]

@@ -4,6 +4,7 @@ from pyrovae.models.conv import ConvVAE
 from pyrovae.models.cvae import CVAE
 from pyrovae.models.draw import DRAW
 from pyrovae.models.hierarchical import HierarchicalVAE
+from pyrovae.models.homoencoder import VariationalHomoencoder
 from pyrovae.models.hyperspherical import HypersphericalVAE
 from pyrovae.models.least_squares import LeastSquaresVAE
 from pyrovae.models.linear import LinearGaussianVAE
@@ -23,3 +24,4 @@ __all__ += ["NeuralStatistician"]
 __all__ += ["HierarchicalVAE"]
 __all__ += ["SentenceLM", "SentenceVAE", "SphericalSentenceVAE"]
 __all__ += ["M2"]
+__all__ += ["VariationalHomoencoder"]
