@@ -1,5 +1,6 @@
 """Amortized guides (posterior families), registered by name."""
 
+from pyrovae.guides.acn import AcnGuide
 from pyrovae.guides.conv import ConvGuide
 from pyrovae.guides.cvae import CVAEGuide
 from pyrovae.guides.denoising import DenoisingGuide
@@ -28,3 +29,4 @@ __all__ += ["BottomUpGuide", "LadderGuide"]
 __all__ += ["SentenceGuide", "SentenceVMFGuide"]
 __all__ += ["M2Guide"]
 __all__ += ["HomoencoderGuide"]
+__all__ += ["AcnGuide"]

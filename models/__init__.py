@@ -1,5 +1,6 @@
 """Generative models (Pyro model functions as PyroModules), registered by name."""
 
+from pyrovae.models.acn import AssociativeCompressionNetwork
 from pyrovae.models.conv import ConvVAE
 from pyrovae.models.cvae import CVAE
 from pyrovae.models.draw import DRAW
@@ -25,3 +26,4 @@ __all__ += ["HierarchicalVAE"]
 __all__ += ["SentenceLM", "SentenceVAE", "SphericalSentenceVAE"]
 __all__ += ["M2"]
 __all__ += ["VariationalHomoencoder"]
+__all__ += ["AssociativeCompressionNetwork"]
