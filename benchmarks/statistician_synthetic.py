@@ -3,9 +3,11 @@ samples from four families, and a context c that tells them apart.
 
 Each set holds ``--set-size`` samples (the paper's 200) of a Gaussian, uniform, exponential or
 Laplace distribution, mean ~ U[-1, 1] and variance ~ U[0.5, 2] (:func:`pyrovae.data.sets.
-distribution_sets`; train, valid, test seeds 0, 1, 2). The model is ``statistician`` with a 2-D
-c (the paper's is 3-D) and a Gaussian p(x | z, c), the guide ``statistician``, trained on the
-ELBO (Adam, ``--lr``, batches of ``--batch-size`` sets). Then, on the held-out test sets:
+distribution_sets`; train, valid, test seeds 0, 1, 2). The model is ``statistician`` with a 3-D
+c (as the paper's; ``--c-dim 2`` plots c itself, a larger one is projected on its first two
+principal components), tanh units and a Gaussian p(x | z, c), the guide ``statistician``,
+trained on the ELBO (Adam, ``--lr``, batches of ``--batch-size`` sets). Then, on the held-out
+test sets:
 
 - the posterior mean of c per set, plotted coloured by family
   (docs/figures/statistician-synthetic-contexts.png);
@@ -17,7 +19,7 @@ ELBO (Adam, ``--lr``, batches of ``--batch-size`` sets). Then, on the held-out t
 - new samples given a test set (c's posterior mean, then z ~ p(z | c), x ~ p(x | z, c)) beside
   the set itself (docs/figures/statistician-synthetic-samples.png).
 
-    OMP_NUM_THREADS=1 nice -n 5 python benchmarks/statistician_synthetic.py           # docs/sets.md
+    OMP_NUM_THREADS=1 nice -n 5 python benchmarks/statistician_synthetic.py           # docs/sets.md (60 epochs)
     OMP_NUM_THREADS=1 python benchmarks/statistician_synthetic.py --train-sets 200 --epochs 1 --num-samples 50
 """
 
@@ -113,21 +115,23 @@ def main(argv=None) -> dict:
     p.add_argument("--train-sets", type=int, default=2000)
     p.add_argument("--test-sets", type=int, default=1000)
     p.add_argument("--set-size", type=int, default=200)
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--c-dim", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--c-dim", type=int, default=3)
     p.add_argument("--z-dim", type=int, default=4)
     p.add_argument("--hidden-dims", type=int, nargs="*", default=[64, 64])
+    p.add_argument("--activation", default="tanh")
     p.add_argument("--num-samples", type=int, default=1000, help="K for log p(D)")
-    p.add_argument("--num-ll-sets", type=int, default=200, help="test sets whose log p(D) is estimated")
+    p.add_argument("--num-ll-sets", type=int, default=100, help="test sets whose log p(D) is estimated")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--figures", type=Path, default=FIGURES)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
 
     data = load_synthetic_sets(args.train_sets, 200, args.test_sets, args.set_size)
-    sizes = dict(x_dim=1, c_dim=args.c_dim, z_dim=args.z_dim, hidden_dims=tuple(args.hidden_dims))
+    sizes = dict(x_dim=1, c_dim=args.c_dim, z_dim=args.z_dim, hidden_dims=tuple(args.hidden_dims),
+                 activation=args.activation)
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)
     model = NeuralStatistician(**sizes, likelihood="gaussian")
