@@ -60,8 +60,8 @@ class HomoencoderGuide(StatisticianGuide):
 
     >>> guide = HomoencoderGuide(x_dim=1, c_dim=2, z_dim=3, hidden_dims=(8,))
     >>> trace = pyro.poutine.trace(guide).get_trace(torch.zeros(4, 6, 1))
-    >>> trace.nodes["c"]["value"].shape, float(trace.nodes["c"]["scale"])
-    (torch.Size([4, 1, 2]), 1.0)
+    >>> trace.nodes["c"]["value"].shape, trace.nodes["c"]["scale"].flatten().tolist()
+    (torch.Size([4, 1, 2]), [1.0, 1.0, 1.0, 1.0])
     """
 
     model_name = "homoencoder"
