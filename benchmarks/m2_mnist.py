@@ -5,7 +5,7 @@ and each label draw (``--seeds``), it fits M2 (models/m2.py, guides/m2.py) with 
 objective (y summed out exactly on unlabelled rows, alpha = the paper's 0.1 N in per-row units,
 pyrovae/data/semisupervised.py) on the labelled rows plus an unlabelled pool of
 ``--unlabelled`` training images (a subset, to fit the budget), for ``--epochs`` epochs (batch
-100, Adam 3e-4... see --lr, seed = the label draw), and prints the classification error of
+100, Adam ``--lr``, seed = the label draw), and prints the classification error of
 q(y | x) on the 10,000 test images. Beside it, the **baseline**: the same classifier network
 trained on the labelled rows alone (cross-entropy, the same number of Adam steps, the same
 learning rate, the same dynamically binarized inputs), so the gain from the unlabelled images
@@ -14,7 +14,8 @@ draws, the paired difference (M2 - baseline) over the draws, and, for the first 
 label count, the test log-likelihood log p(x) (importance-sampled, y drawn from the classifier
 and z from q(z | x, y), K = ``--num-samples``) on the first ``--num-test`` test images.
 
-    OMP_NUM_THREADS=1 python benchmarks/m2_mnist.py                       # the docs table (about 25 min, 1 thread)
+    OMP_NUM_THREADS=1 python benchmarks/m2_mnist.py                       # docs/semi-supervised.md's table (about 30 min, 1 thread)
+    OMP_NUM_THREADS=1 python benchmarks/m2_mnist.py --labels 100 --alpha-scale 50 --num-samples 0  # alpha 50x the paper's
     OMP_NUM_THREADS=1 python benchmarks/m2_mnist.py --labels 100 --seeds 0 --epochs 1 --unlabelled 2000 --num-test 100 --num-samples 100
 """
 

@@ -107,11 +107,14 @@ def test_cli_fit_trains_m2_on_digits_with_100_labels_and_reports_the_test_error(
 
 
 @pytest.mark.slow
-def test_cli_evaluate_and_resume_an_m2_run(tmp_path):
+def test_cli_evaluate_diagnose_and_resume_an_m2_run(tmp_path):
     out, _ = fit_on_digits(tmp_path, 2)
     evaluated = pyrovae("evaluate", out, "--num-samples", "20", cwd=tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr
     assert "test log-likelihood" in evaluated.stdout
+    diagnosed = pyrovae("diagnose", out, "--num-samples", "20", cwd=tmp_path, timeout=300)
+    assert diagnosed.returncode == 0, diagnosed.stderr
+    assert "skipped monitors: the guide samples 2 latent sites" in diagnosed.stdout  # said, not crashed
     resumed = pyrovae("fit", "--out", out, "--resume", "--epochs", "3", "--no-progress", "--eval-samples", "0",
                       cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
