@@ -29,7 +29,12 @@ neighbour uniformly among its K nearest (exact batched search,
 ``evaluate``) nothing is written and the prior is the uniform mixture over the K nearest
 training codes, :math:`\\frac1K \\sum_k p(z \\mid \\hat z_k)` (a density of z given the table;
 by Jensen its KL is at most the training loss's average over the K). Before the table holds K
-codes the prior is :math:`p(z \\mid \\hat z = 0)`.
+codes the prior is :math:`p(z \\mid \\hat z = 0)`. Because the neighbours are chosen by x's own
+code, :math:`\\int p(x \\mid z)\\, p(z \\mid \\hat z(x))\\, dz` is not a normalized density
+of x: an importance-sampled "log-likelihood" of this model (``pyrovae evaluate``) is the
+negative coding cost given the neighbours, as the paper counts it, without the cost of naming
+the neighbour (which the paper's ordered transmission of the whole data set bounds); it is not
+comparable with a VAE's log p(x).
 
 ``prior="standard"`` is the plain VAE with the same networks (:math:`p(z) = \\mathcal{N}(0,
 I)`), the paper's baseline. The decoder is an MLP (``decoder="mlp"``, Bernoulli) or a gated

@@ -70,8 +70,7 @@ def knn(queries: torch.Tensor, codes: torch.Tensor, k: int, *, chunk: int = 1638
             inside = (rows >= 0) & (rows < block.shape[0])
             if bool(inside.any()):
                 d[inside.nonzero().flatten(), rows[inside]] = float("inf")
-        kk = min(k, block.shape[0])
-        d, i = d.topk(kk, dim=1, largest=False, sorted=False)
+        d, i = _smallest(d, min(k, block.shape[0]))
         best_d, best_i = torch.cat([best_d, d], 1), torch.cat([best_i, i + start], 1)
         if best_d.shape[1] > k:
             best_d, pick = best_d.topk(k, dim=1, largest=False)
@@ -79,6 +78,25 @@ def knn(queries: torch.Tensor, codes: torch.Tensor, k: int, *, chunk: int = 1638
     order = best_d.argsort(1)  # nearest first
     best_d = (best_d.gather(1, order) + queries.pow(2).sum(1, keepdim=True)).clamp(min=0)
     return best_d, best_i.gather(1, order)
+
+
+def _smallest(d: torch.Tensor, k: int, group: int = 32) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` smallest entries of each row of ``d`` ``(B, N)`` and their columns, exactly, in two
+    stages: the minimum of each group of ``group`` columns, the ``k`` groups with the smallest
+    minima (every one of the ``k`` smallest entries lies in one of them: a group holding one has
+    its minimum at or below the k-th smallest, and at most ``k`` groups do), then ``topk`` over
+    those ``k * group`` candidates. A few times faster than ``topk`` over all ``N`` on a CPU."""
+    rows, cols = d.shape
+    if cols <= 4 * group * k:
+        return d.topk(k, dim=1, largest=False, sorted=False)
+    pad = (-cols) % group
+    if pad:
+        d = torch.cat([d, d.new_full((rows, pad), float("inf"))], 1)
+    groups = d.view(rows, -1, group)
+    _, best_groups = groups.amin(-1).topk(k, dim=1, largest=False, sorted=False)  # (B, k)
+    candidates = groups.gather(1, best_groups[..., None].expand(-1, -1, group)).reshape(rows, -1)
+    values, at = candidates.topk(k, dim=1, largest=False, sorted=False)
+    return values, best_groups.gather(1, at // group) * group + at % group
 
 
 class CodeTable(nn.Module):

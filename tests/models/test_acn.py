@@ -28,13 +28,15 @@ def brute_force(queries, codes, k, exclude=None, valid=None):
     return d.sort(1)
 
 
-@pytest.mark.parametrize("chunk", [7, 64, 1000])
-def test_knn_matches_brute_force(chunk):
+@pytest.mark.parametrize("num_codes, chunk", [(300, 7), (300, 64), (300, 1000), (5000, 1500), (5000, 20000)])
+def test_knn_matches_brute_force(num_codes, chunk):
+    """Chunks smaller and larger than the table; 5000 codes take the two-stage selection (group
+    minima, then the best groups' members)."""
     g = torch.Generator().manual_seed(0)
-    codes, queries = torch.randn(300, 5, generator=g), torch.randn(40, 5, generator=g)
+    codes, queries = torch.randn(num_codes, 5, generator=g), torch.randn(40, 5, generator=g)
     queries[:10] = codes[:10] + 1e-3 * torch.randn(10, 5, generator=g)  # near a stored code
-    valid = torch.rand(300, generator=g) > 0.2
-    exclude = torch.randint(0, 300, (40,), generator=g)
+    valid = torch.rand(num_codes, generator=g) > 0.2
+    exclude = torch.randint(0, num_codes, (40,), generator=g)
     exclude[:10] = torch.arange(10)
     valid[:10] = True
     for kwargs in ({}, {"exclude": exclude}, {"valid": valid}, {"exclude": exclude, "valid": valid}):
