@@ -36,7 +36,7 @@ def build_parser(model_name: str, guide_name: str, objective_name: str) -> commo
 
     p = common.Parser(prog="pyrovae fit", description="Fit a model/guide pair with SVI.")
     p.add_argument("--model", default=model_name, help=f"one of {list_models()} (default: the guide's model, else vae)")
-    p.add_argument("--guide", default="diag", help=f"one of {list_guides()} (default: diag)")
+    p.add_argument("--guide", default=guide_name, help=f"one of {list_guides()} (default: the model's guide, else diag)")
     p.add_argument("--data", default="digits",
                    help="a data set name (default: digits, embedded; see pyrovae list), a folder of PNG/JPEG images "
                         "(class sub-folders give labels), a .npy/.npz array file, or module:function returning a "
@@ -90,7 +90,8 @@ def main(argv: List[str]) -> int:
     known = common.pre_parse(argv, "--model", "--guide", "--objective", "--out")
     saved = common.saved_run_config(known.out) if known.resume and known.out else None
     imports = common.import_modules([*((saved or {}).get("imports") or []), *known.imports])
-    guide_name = known.guide or (saved and saved["guide"]["name"]) or "diag"
+    model_guide = known.model and getattr(get_model(known.model), "guide_name", None)  # a model's own guide
+    guide_name = known.guide or (saved and saved["guide"]["name"]) or model_guide or "diag"
     model_name = known.model or (saved and saved["model"]["name"]) or getattr(get_guide(guide_name), "model_name", "vae")
     if saved:
         check_resume_consistent(saved, known.out, model_name, guide_name)

@@ -66,3 +66,12 @@ def test_resume_refuses_a_shape_change_and_records_a_new_lr_as_a_segment(run):
     segments = json.loads((folder / "run" / "run.json").read_text())["segments"]
     assert [(s["epochs"], s["lr"]) for s in segments] == [([0, 2], 1e-3), ([2, 3], 3e-4)]
     assert segments[-1]["completed_epoch"] == 3
+
+
+def test_a_model_brings_its_own_guide_when_none_is_named(tmp_path):
+    # `pyrovae fit --model hvae` once paired hvae with the diag guide and failed on the site names
+    result = pyrovae("fit", "--model", "hvae", "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "options of model 'hvae' and guide 'ladder'" in result.stdout
+    plain = pyrovae("fit", "--help", cwd=tmp_path)
+    assert "options of model 'vae' and guide 'diag'" in plain.stdout
