@@ -36,13 +36,25 @@ from pyrovae.registry import Configurable, register_model
 LIKELIHOODS = ("bernoulli", "logistic-mixture")
 
 
-def grey_levels(x: torch.Tensor, num_bins: int) -> torch.Tensor:
-    """``x`` in [0, 1] as the integer grey levels ``x * (num_bins - 1)``; a clear error when
-    ``x`` is not on that grid (binarized, or scaled otherwise)."""
+def observed_value(model, x: torch.Tensor) -> torch.Tensor:
+    """The value ``model``'s likelihood scores: ``x`` itself (Bernoulli) or its grey levels,
+    whose grid is checked on the model's first batch only: the check reads the data on the
+    host, and a step that does so every time cannot run in a CUDA graph."""
+    if model.options.likelihood == "bernoulli":
+        return x
+    check = not getattr(model, "_grid_checked", False)
+    levels = grey_levels(x, model.options.num_bins, check=check)
+    model._grid_checked = True
+    return levels
+
+
+def grey_levels(x: torch.Tensor, num_bins: int, check: bool = True) -> torch.Tensor:
+    """``x`` in [0, 1] as the integer grey levels ``x * (num_bins - 1)``; with ``check``, a clear
+    error when ``x`` is not on that grid (binarized, or scaled otherwise)."""
     levels = x * (num_bins - 1)
     rounded = levels.round()
-    if not torch.compiler.is_compiling() and ((levels - rounded).abs().max() > 1e-3 or rounded.min() < 0
-                                              or rounded.max() > num_bins - 1):
+    if check and not torch.compiler.is_compiling() and ((levels - rounded).abs().max() > 1e-3 or rounded.min() < 0
+                                                        or rounded.max() > num_bins - 1):
         raise ValueError(f"the logistic-mixture likelihood needs grey levels k / {num_bins - 1} in [0, 1] "
                          f"(8-bit images scaled to [0, 1]); load the data unbinarized (--binarize none)")
     return rounded
@@ -123,7 +135,7 @@ class ConvVAE(Configurable, PyroModule):
 
     def observed(self, x: torch.Tensor) -> torch.Tensor:
         """The value the likelihood scores: x itself, or its grey levels."""
-        return x if self.options.likelihood == "bernoulli" else grey_levels(x, self.options.num_bins)
+        return observed_value(self, x)
 
     def forward(self, x: Optional[torch.Tensor] = None, num_samples: Optional[int] = None):
         """The model: ``x`` observed (``(N, x_dim)``), or ``num_samples`` fresh draws (in [0, 1])."""

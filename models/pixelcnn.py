@@ -47,7 +47,7 @@ import torch
 from pyro.nn import PyroModule
 
 from pyrovae.conv import CONDITIONINGS, PixelCNN, image_shape_for
-from pyrovae.models.conv import LIKELIHOODS, grey_levels, mixture_likelihood
+from pyrovae.models.conv import LIKELIHOODS, mixture_likelihood, observed_value
 from pyrovae.nn import check_positive
 from pyrovae.registry import Configurable, register_model
 
@@ -135,7 +135,7 @@ class PixelCNNVAE(Configurable, PyroModule):
         return mixture_likelihood(out, self.options.num_mixtures, self.options.num_bins)
 
     def observed(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.options.likelihood == "bernoulli" else grey_levels(x, self.options.num_bins)
+        return observed_value(self, x)
 
     def _scaled(self, value: torch.Tensor) -> torch.Tensor:
         return value if self.options.likelihood == "bernoulli" else value / (self.options.num_bins - 1)

@@ -16,6 +16,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import pyro.poutine as poutine
 import torch
+from torch.distributions import constraints
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -52,6 +53,19 @@ def observed_mean(model: Callable, batch: Dict[str, torch.Tensor], guide: Option
         trace = poutine.trace(model).get_trace(**batch)
     chosen = observed_site(trace, site)
     return (chosen, chosen["fn"].mean) if return_site else chosen["fn"].mean
+
+
+def grey_scale(fn) -> float:
+    """What to divide a site's values by to draw them in [0, 1]: ``n`` for a likelihood on the
+    integers ``0..n`` (e.g. 8-bit grey levels, 255), else 1."""
+    while hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    support = fn.support
+    if isinstance(support, constraints.independent):
+        support = support.base_constraint
+    if isinstance(support, constraints.integer_interval) and support.upper_bound > 1:
+        return float(support.upper_bound)
+    return 1.0
 
 
 def is_image_shape(image_shape) -> bool:
@@ -101,13 +115,14 @@ def save_image_grid(images: torch.Tensor, image_shape, path, title: str = "", nc
 def save_samples(model, batch, image_shape, path) -> Path:
     """Prior samples (means of p(x | z), z ~ p(z)), one per row of ``batch``."""
     chosen, mean = observed_mean(model, batch, return_site=True)
-    return save_image_grid(mean, image_shape, path, f"samples: mean of p({chosen['name']} | z), z ~ p(z)")
+    return save_image_grid(mean / grey_scale(chosen["fn"]), image_shape, path, f"samples: mean of p({chosen['name']} | z), z ~ p(z)")
 
 
 def save_reconstructions(model, guide, batch, image_shape, path, ncol: int = 8) -> Path:
     """Data (odd rows) above their reconstructions (even rows): mean of p(x | z), z ~ q(z | x)."""
     chosen, recon = observed_mean(model, batch, guide, return_site=True)
-    x = chosen["value"].reshape(recon.shape)
+    scale = grey_scale(chosen["fn"])
+    x, recon = chosen["value"].reshape(recon.shape) / scale, recon / scale
     rows = []
     for start in range(0, len(x), ncol):
         rows += [x[start:start + ncol], recon[start:start + ncol]]

@@ -65,6 +65,29 @@ def test_logistic_likelihood_refuses_data_off_the_grey_level_grid():
         pyro.poutine.trace(model).get_trace(torch.full((2, 64), 0.3333))
 
 
+def test_the_grid_is_checked_on_the_first_batch_only(monkeypatch):
+    # the check reads the data on the host: every step doing it kept the model out of a CUDA graph
+    import pyrovae.models.conv as conv
+
+    checks = []
+    original = conv.grey_levels
+    monkeypatch.setattr(conv, "grey_levels", lambda x, n, check=True: checks.append(check) or original(x, n, check))
+    model = ConvVAE(x_dim=64, z_dim=2, likelihood="logistic-mixture")
+    for _ in range(3):
+        pyro.poutine.trace(model).get_trace(torch.randint(0, 256, (2, 64)) / 255.0)
+    assert checks == [True, False, False]
+
+
+def test_figures_draw_grey_levels_in_the_unit_interval():
+    from pyrovae.evaluation.plots import grey_scale
+
+    model = ConvVAE(x_dim=64, z_dim=2, likelihood="logistic-mixture")
+    site = pyro.poutine.trace(model).get_trace(torch.randint(0, 256, (2, 64)) / 255.0).nodes["x"]
+    assert grey_scale(site["fn"]) == 255.0
+    bernoulli = pyro.poutine.trace(ConvVAE(x_dim=64, z_dim=2)).get_trace(torch.zeros(2, 64)).nodes["x"]
+    assert grey_scale(bernoulli["fn"]) == 1.0
+
+
 def test_options_are_checked():
     with pytest.raises(ValueError, match="likelihood"):
         ConvVAE(x_dim=64, likelihood="gaussian")
