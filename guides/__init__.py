@@ -14,6 +14,7 @@ from pyrovae.guides.iaf import IAFGuide
 from pyrovae.guides.m2 import M2Guide
 from pyrovae.guides.mixture import MixtureGuide
 from pyrovae.guides.sentence import SentenceGuide, SentenceVMFGuide
+from pyrovae.guides.ssvae_text import SSVAETextGuide
 from pyrovae.guides.stein import SteinGuide
 from pyrovae.guides.statistician import StatisticianGuide, StatisticNetwork
 from pyrovae.guides.vmf import VonMisesFisherGuide

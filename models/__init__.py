@@ -13,6 +13,7 @@ from pyrovae.models.m2 import M2
 from pyrovae.models.pixelcnn import PixelCNNVAE
 from pyrovae.models.robust import RobustEncoder, RobustVAE
 from pyrovae.models.sentence import SentenceLM, SentenceVAE, SphericalSentenceVAE
+from pyrovae.models.ssvae_text import SSVAEText
 from pyrovae.models.statistician import NeuralStatistician
 from pyrovae.models.vae import VAE
 from pyrovae.models.variance import VarianceEncoder, VarianceVAE

@@ -43,6 +43,7 @@ References
 
 from __future__ import annotations
 
+import inspect
 from typing import Dict, Optional
 
 import torch
@@ -115,7 +116,9 @@ class EnumELBO(Objective):
             raise ValueError(f"the batch has a 'labelled' mask but no labels {self.labels!r}")
         labelled = labelled.bool()
         y = torch.where(labelled, batch[self.labels].long(), torch.zeros_like(batch[self.labels], dtype=torch.long))
-        log_q = F.log_softmax(classify(batch["x"]), -1).gather(-1, y.unsqueeze(-1)).squeeze(-1)
+        # a classifier of sequences (guides/ssvae_text.py) also takes the batch's mask
+        extra = {"mask": batch["mask"]} if "mask" in batch and "mask" in inspect.signature(classify).parameters else {}
+        log_q = F.log_softmax(classify(batch["x"], **extra), -1).gather(-1, y.unsqueeze(-1)).squeeze(-1)
         return (log_q * labelled.to(log_q.dtype)).sum()
 
     def loss(self, model, guide, batch) -> torch.Tensor:
