@@ -26,7 +26,7 @@ from typing import Callable, Dict, Iterable, List, Optional
 
 from pyrovae.errors import PyrovaeError, UsageError
 
-DATA_FILLED = ("x_dim", "y_dim", "num_classes")  # sizes the data set determines
+DATA_FILLED = ("x_dim", "y_dim", "num_classes", "vocab_size")  # sizes the data set determines
 PLUGIN_GROUP = "pyrovae.plugins"
 SMALL_MODEL_FLOPS = 2_000_000  # multiply-adds per datapoint below which one thread is fastest
 
