@@ -45,7 +45,7 @@ def fit_ssvae(args, ds, seed, alpha):
     pyro.set_rng_seed(seed)
     options = sizes(args, len(ds.vocab))
     model = SSVAEText(**options, word_dropout=args.word_dropout)
-    guide = SSVAETextGuide(**options)
+    guide = SSVAETextGuide(**options, share_encoder=args.share_encoder)
     objective = EnumELBO(alpha=alpha)
     params = list(model.parameters()) + list(guide.parameters())
     optim = torch.optim.Adam(params, lr=args.lr)
@@ -71,8 +71,8 @@ def fit_ssvae(args, ds, seed, alpha):
 def fit_baseline(args, ds, base, seed, steps):
     """The guide's classifier (LSTM + softmax) on the labelled texts alone, ``steps`` Adam steps."""
     pyro.set_rng_seed(seed)
-    guide = SSVAETextGuide(**sizes(args, len(ds.vocab)))
-    params = list(guide.encoder.parameters()) + list(guide.classifier.parameters())
+    guide = SSVAETextGuide(**sizes(args, len(ds.vocab)), share_encoder=args.share_encoder)
+    params = guide.classifier_parameters()
     optim = torch.optim.Adam(params, lr=args.lr)
     rows = torch.tensor(ds.names["labelled_rows"])
     labelled = {k: base.train[k][rows] for k in ("x", "mask", "lengths", "y")}
@@ -115,6 +115,7 @@ def main(argv=None):
     parser.add_argument("--hidden-dim", type=int, default=48)
     parser.add_argument("--word-dropout", type=float, default=0.0)
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--share-encoder", action="store_true", help="one LSTM for q(y | x) and q(z | x, y)")
     parser.add_argument("--alpha-scale", type=float, default=50.0)
     parser.add_argument("--out", default=None, help="write the figures (JSON) here, each run as it finishes")
     args = parser.parse_args(argv)

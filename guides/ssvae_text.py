@@ -5,8 +5,9 @@
 
 :math:`h_T` the last real state of an LSTM over the text (the sentence VAE's
 :class:`~pyrovae.guides.sentence.SentenceEncoder`, packed by length, so padding is never read),
-shared by the classifier and by the Gaussian head, which reads :math:`[h_T,
-\\operatorname{onehot}(y)]`. The classifier :meth:`SSVAETextGuide.classify` is that LSTM and a
+read by the Gaussian head with :math:`\\operatorname{onehot}(y)`; the classifier has its own
+LSTM of the same form (Xu et al.'s sequential classifier), or, with ``share_encoder``, reads the
+same :math:`h_T`. The classifier :meth:`SSVAETextGuide.classify` is that LSTM and a
 softmax layer, the network the benchmark's supervised baseline trains alone.
 
 Labels travel as in M2 (guides/m2.py): on a ``labelled`` row ``q(y)`` is the point mass on the
@@ -80,6 +81,9 @@ class SSVAETextGuide(Configurable, PyroModule):
     :param int embed_dim: word embedding size.
     :param int hidden_dim: LSTM state size.
     :param str site: the continuous latent's name.
+    :param bool share_encoder: one LSTM for the classifier and q(z | x, y) (cheaper; the
+        reconstruction's gradient then shapes the classifier's features); False (default): the
+        classifier has its own LSTM, as Xu et al.'s sequential classifier does.
 
     >>> guide = SSVAETextGuide(vocab_size=20, num_classes=3, z_dim=2, embed_dim=4, hidden_dim=4)
     >>> guide.classify(torch.tensor([[5, 6, 2], [7, 2, 0]])).shape
@@ -99,6 +103,7 @@ class SSVAETextGuide(Configurable, PyroModule):
         embed_dim: int = 64
         hidden_dim: int = 128
         site: str = "z"
+        share_encoder: bool = False
 
         def __post_init__(self):
             check_positive(vocab_size=self.vocab_size, num_classes=self.num_classes, z_dim=self.z_dim,
@@ -109,6 +114,8 @@ class SSVAETextGuide(Configurable, PyroModule):
         o = self.options
         self.num_classes, self.z_dim, self.site = o.num_classes, o.z_dim, o.site
         self.encoder = SentenceEncoder(o.vocab_size, o.embed_dim, o.hidden_dim)
+        # shared: no second attribute for the same LSTM (Pyro would register its parameters twice)
+        self.classifier_encoder = None if o.share_encoder else SentenceEncoder(o.vocab_size, o.embed_dim, o.hidden_dim)
         self.classifier = nn.Linear(o.hidden_dim, o.num_classes)
         self.head = nn.Linear(o.hidden_dim + o.num_classes, 2 * o.z_dim)
 
@@ -119,7 +126,15 @@ class SSVAETextGuide(Configurable, PyroModule):
     def classify(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The logits of q(y | x), ``(N, num_classes)`` (``mask`` None: padding read from the
         ``<pad>`` ids)."""
-        return self.classifier(self.encoder(x, self._mask(x, mask)))
+        return self.classifier(self.classifier_lstm()(x, self._mask(x, mask)))
+
+    def classifier_lstm(self) -> SentenceEncoder:
+        """The LSTM of q(y | x): its own, or the shared ``encoder``."""
+        return self.encoder if self.classifier_encoder is None else self.classifier_encoder
+
+    def classifier_parameters(self) -> list:
+        """The parameters of q(y | x) alone (its LSTM and softmax layer): what a supervised baseline trains."""
+        return list(self.classifier_lstm().parameters()) + list(self.classifier.parameters())
 
     def encode(self, h: torch.Tensor, y: torch.Tensor) -> dist.Distribution:
         """q(z | x, y) from the LSTM state ``h`` ``(N, H)``: batch the broadcast of ``(N,)`` and ``y``'s shape."""
@@ -128,9 +143,11 @@ class SSVAETextGuide(Configurable, PyroModule):
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, lengths: Optional[torch.Tensor] = None,
                 y: Optional[torch.Tensor] = None, labelled: Optional[torch.Tensor] = None):
-        h = self.encoder(x, self._mask(x, mask))
+        mask = self._mask(x, mask)
+        h = self.encoder(x, mask)
+        logits = self.classifier(h if self.classifier_encoder is None else self.classifier_encoder(x, mask))
         with pyro.plate("data", x.shape[0]):
-            label = pyro.sample("y", dist.Categorical(logits=pinned_logits(self.classifier(h), y, labelled)),
+            label = pyro.sample("y", dist.Categorical(logits=pinned_logits(logits, y, labelled)),
                                 infer={"enumerate": "parallel"})
             return pyro.sample(self.site, self.encode(h, label))
 

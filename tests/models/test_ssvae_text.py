@@ -108,6 +108,11 @@ def test_padding_changes_nothing():
 def test_contract_generation_and_options():
     model, guide = pair()
     check_contract(model, guide, model.example_batch(8), EnumELBO())
+    assert guide.classifier_lstm() is not guide.encoder  # the classifier has its own LSTM by default
+    pyro.clear_param_store()  # the two guides share parameter names
+    shared = SSVAETextGuide(vocab_size=V, num_classes=C, z_dim=Z, embed_dim=4, hidden_dim=5, share_encoder=True)
+    assert shared.classifier_lstm() is shared.encoder
+    check_contract(model, shared, model.example_batch(8), EnumELBO())
     out = model.generate(torch.arange(3), max_length=7, greedy=True)
     assert out.shape[0] == 3 and out.shape[1] <= 7
     with pytest.raises(ValueError, match="vocab_size"):
