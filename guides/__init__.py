@@ -19,6 +19,7 @@ from pyrovae.guides.stein import SteinGuide
 from pyrovae.guides.statistician import StatisticianGuide, StatisticNetwork
 from pyrovae.guides.vmf import VonMisesFisherGuide
 from pyrovae.guides.vrnn import VRNNGuide
+from pyrovae.guides.seq2seq import Seq2SeqGuide
 
 __all__ = ["DiagNormalGuide", "FullCovNormalGuide", "IAFGuide", "PlanarFlowGuide", "RadialFlowGuide",
            "SplineFlowGuide"]
@@ -31,3 +32,4 @@ __all__ += ["SentenceGuide", "SentenceVMFGuide"]
 __all__ += ["M2Guide"]
 __all__ += ["HomoencoderGuide"]
 __all__ += ["AcnGuide"]
+__all__ += ["Seq2SeqGuide"]

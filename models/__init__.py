@@ -18,6 +18,7 @@ from pyrovae.models.statistician import NeuralStatistician
 from pyrovae.models.vae import VAE
 from pyrovae.models.variance import VarianceEncoder, VarianceVAE
 from pyrovae.models.vrnn import VRNN
+from pyrovae.models.seq2seq import Seq2Seq, Seq2SeqVAE
 
 __all__ = ["CVAE", "HypersphericalVAE", "LinearGaussianVAE", "RobustEncoder", "RobustVAE", "VAE", "VRNN"]
 __all__ += ["ConvVAE", "PixelCNNVAE"]
@@ -28,3 +29,4 @@ __all__ += ["SentenceLM", "SentenceVAE", "SphericalSentenceVAE"]
 __all__ += ["M2"]
 __all__ += ["VariationalHomoencoder"]
 __all__ += ["AssociativeCompressionNetwork"]
+__all__ += ["Seq2Seq", "Seq2SeqVAE"]
