@@ -43,8 +43,12 @@ def build(kind: str, x_dim: int, args):
     h = dict(x_dim=x_dim, hidden_dims=(200, 200), activation="tanh")
     if kind == "1 layer (vae)":
         return VAE(z_dim=50, **h), DiagNormalGuide(z_dim=50, **h)
+    if kind == "1 layer, iwae (vae)":
+        return VAE(z_dim=50, **h), DiagNormalGuide(z_dim=50, **h)
+    if kind == "1 layer, z(100) (vae)":
+        return VAE(z_dim=100, **h), DiagNormalGuide(z_dim=100, **h)
     model = HierarchicalVAE(z_dim=50, lower_z_dims=(100,), upper_hidden_dims=(100, 100), **h)
-    if kind == "2 layers (hvae)":
+    if kind.startswith("2 layers"):
         return model, BottomUpGuide(z_dim=50, lower_z_dims=(100,), upper_hidden_dims=(100, 100), **h)
     return model, LadderGuide.for_model(model)
 
@@ -59,7 +63,8 @@ def main():
     p.add_argument("--num-test", type=int, default=2000, help="first N test images (paired)")
     p.add_argument("--num-samples", type=int, default=1000, help="importance samples K")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--only", nargs="*", default=None, help="run only these (1, 2, ladder)")
+    p.add_argument("--only", nargs="*", default=None, help="run only these (1, 1iwae, 1z100, 2, 2iwae, ladder)")
+    p.add_argument("--iwae-particles", type=int, default=5, help="k of the '2 layers, iwae' row's training bound")
     p.add_argument("--json", default=None, help="write the figures here")
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
@@ -74,16 +79,19 @@ def main():
     print(f"MNIST, dynamic binarization: {args.num_train} training images, {args.epochs} epochs, batch "
           f"{args.batch_size}, Adam {args.lr}, KL warm-up {warmup} steps, seed {args.seed}; "
           f"{torch.get_num_threads()} thread(s), device {args.device}; K={args.num_samples} on the first {args.num_test} test images")
-    kinds = ["1 layer (vae)", "2 layers (hvae)", "ladder (hvae + ladder)"]
+    kinds = ["1 layer (vae)", "1 layer, iwae (vae)", "1 layer, z(100) (vae)", "2 layers (hvae)", "2 layers, iwae (hvae)", "ladder (hvae + ladder)"]
+    shorts = ("1", "1iwae", "1z100", "2", "2iwae", "ladder")
     if args.only:
-        kinds = [k for k, short in zip(kinds, ("1", "2", "ladder")) if short in args.only]
+        kinds = [k for k, short in zip(kinds, shorts) if short in args.only]
     rows = {}
     for kind in kinds:
         pyro.clear_param_store()
         pyro.set_rng_seed(args.seed)
         model, guide = build(kind, dataset.x_dim, args)
         t0 = time.perf_counter()
-        result = fit(model, guide, dataset, objective=make_objective("elbo", warmup_steps=warmup), epochs=args.epochs,
+        objective = (make_objective("iwae", num_particles=args.iwae_particles, warmup_steps=warmup) if "iwae" in kind
+                     else make_objective("elbo", warmup_steps=warmup))
+        result = fit(model, guide, dataset, objective=objective, epochs=args.epochs,
                      batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=False, device=args.device)
         train_s = time.perf_counter() - t0
         model.eval(), guide.eval()
@@ -93,14 +101,15 @@ def main():
         eval_s = time.perf_counter() - t0
         pyro.set_rng_seed(args.seed)
         units = active_units_per_layer(guide, test["x"][:1000], num_samples=100)
-        rows[kind] = dict(est=est, train_s=train_s, eval_s=eval_s, units=units,
+        relative = active_units_per_layer(guide, test["x"][:1000], num_samples=100, relative=True)
+        rows[kind] = dict(est=est, train_s=train_s, eval_s=eval_s, units=units, relative=relative,
                           valid_elbo=result.metrics[-1].get("valid_elbo"))
         if args.json:  # what is done so far, in case the rest does not finish
             with open(args.json + ".partial", "a") as f:
                 f.write(json.dumps({"model": kind, "per_datapoint": est.per_datapoint.tolist(), "units": units,
-                                    "train_s": train_s, "elbo": est.elbo}) + "\n")
+                                    "relative_units": relative, "train_s": train_s, "elbo": est.elbo}) + "\n")
         print(f"  {kind}: log p(x) {est.log_likelihood:.2f} ± {est.stderr:.2f}, ELBO {est.elbo:.2f}, "
-              f"active units {units}, {train_s / args.epochs:.1f} s/epoch, eval {eval_s:.0f} s", flush=True)
+              f"active units {units} (relative {relative}), {train_s / args.epochs:.1f} s/epoch, eval {eval_s:.0f} s", flush=True)
 
     print(f"\ntest log p(x), nats (first {args.num_test} test images, K={args.num_samples}, mean ± standard error):")
     print(f"{'model':24s} {'log p(x)':>16s} {'ELBO':>8s} {'active units per layer':>26s} {'s/epoch':>8s}")
@@ -121,7 +130,7 @@ def main():
         out = {"budget": {k: v for k, v in vars(args).items() if k != "json"}, "warmup_steps": warmup,
                "threads": torch.get_num_threads(),
                "models": {k: {"log_likelihood": r["est"].log_likelihood, "stderr": r["est"].stderr,
-                              "elbo": r["est"].elbo, "active_units": r["units"],
+                              "elbo": r["est"].elbo, "active_units": r["units"], "relative_active_units": r["relative"],
                               "seconds_per_epoch": r["train_s"] / args.epochs, "eval_seconds": r["eval_s"],
                               "valid_elbo": r["valid_elbo"]} for k, r in rows.items()},
                "paired": {k: {"mean": m, "stderr": s} for k, (m, s) in paired.items()}}

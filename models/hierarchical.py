@@ -147,26 +147,45 @@ class HierarchicalVAE(Configurable, PyroModule):
 
 
 @torch.no_grad()
-def layer_means(guide, x: torch.Tensor, num_samples: int = 100, sites: Optional[List[str]] = None
-                ) -> Dict[str, torch.Tensor]:
+def layer_means(guide, x: torch.Tensor, num_samples: int = 100, sites: Optional[List[str]] = None,
+                with_variance: bool = False):
     """``E_q[z_i | x]`` per latent layer, ``{site: (N, z_i)}``: the mean, over ``num_samples``
     draws of the whole guide, of each layer's conditional mean given the draws it depends on
     (exact for a layer that depends on x alone; Rao-Blackwellized, so less noisy than the mean
-    of the draws, for the others)."""
+    of the draws, for the others). With ``with_variance``, also ``{site: (z_i,)}``, the total
+    variance of each unit's draws over the datapoints and the guide's draws, ``Var_{x, q}[z_j]``."""
     with pyro.plate("hierarchical_layer_means", num_samples, dim=-2):
         trace = poutine.trace(guide).get_trace(x)
     names = sites or [site["name"] for site in latent_sites(trace)]
-    return {name: trace.nodes[name]["fn"].mean.expand(trace.nodes[name]["value"].shape)
-            .reshape(num_samples, x.shape[0], -1).mean(0) for name in names}
+    means = {name: trace.nodes[name]["fn"].mean.expand(trace.nodes[name]["value"].shape)
+             .reshape(num_samples, x.shape[0], -1).mean(0) for name in names}
+    if not with_variance:
+        return means
+    variances = {name: trace.nodes[name]["value"].reshape(-1, means[name].shape[-1]).var(0, unbiased=False)
+                 for name in names}
+    return means, variances
 
 
 def active_units_per_layer(guide, x: torch.Tensor, num_samples: int = 100, threshold: float = 0.01,
-                           ) -> Dict[str, Tuple[int, int]]:
+                           relative: bool = False) -> Dict[str, Tuple[int, int]]:
     """Burda et al.'s active units per layer: ``{site: (active, size)}``, unit ``j`` of a layer
     active when ``Var_x E_q[z_j | x] > threshold`` (0.01), the inner mean over ``num_samples``
-    draws of the guide (:func:`layer_means`), the variance over the datapoints ``x``."""
+    draws of the guide (:func:`layer_means`), the variance over the datapoints ``x``.
+
+    Burda et al.'s threshold is absolute: it assumes a unit's scale is about 1, which the N(0, I)
+    top layer fixes but a lower layer's *learned* p(z_i | z_{i+1}) does not (a ladder's z1 can
+    live at scale 0.03 and carry information with every unit "inactive"). ``relative=True``
+    divides by the unit's total variance over the data and the guide's draws,
+    ``Var_x E_q[z_j | x] / Var_{x,q}[z_j] > threshold``: the share of the unit's spread that
+    the datapoint explains (the same count for a unit of scale 1, unchanged by rescaling a layer)."""
+    if relative:
+        means, total = layer_means(guide, x, num_samples, with_variance=True)
+    else:
+        means, total = layer_means(guide, x, num_samples), None
     out = {}
-    for name, means in layer_means(guide, x, num_samples).items():
-        variance = means.var(0, unbiased=False)
-        out[name] = (int((variance > threshold).sum()), int(means.shape[-1]))
+    for name, m in means.items():
+        variance = m.var(0, unbiased=False)
+        if relative:
+            variance = variance / total[name].clamp_min(1e-30)
+        out[name] = (int((variance > threshold).sum()), int(m.shape[-1]))
     return out

@@ -5,11 +5,13 @@ parameters being the model's (one tensor, not two copies; saved once, rebound on
 importance-sampled log p(x) over both layers (it sums to one over every binary x), and the real
 ``pyrovae`` command for each pair."""
 
+import functools
 import itertools
 import json
 import math
 
 import pyro
+import pyro.distributions as dist
 import pyro.poutine as poutine
 import pytest
 import torch
@@ -209,6 +211,70 @@ def test_active_units_per_layer():
         guide.heads[0].weight.normal_(0, 3.0)
     units = active_units_per_layer(guide, binary_data(50), num_samples=50)
     assert units["z1"][0] > 0
+
+
+def _elbo_terms(model, guide, x, seed=0):
+    """Per-datapoint ``log p(x | z1)`` and ``log p(z) - log q(z | x)`` summed over the layers,
+    one draw of the guide (seeded), the model replayed on it."""
+    pyro.set_rng_seed(seed)
+    guide_trace = poutine.trace(guide).get_trace(x)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+    guide_trace.compute_log_prob(), model_trace.compute_log_prob()
+    names = [site["name"] for site in latent_sites(guide_trace)]
+    kl = sum(guide_trace.nodes[n]["log_prob"] - model_trace.nodes[n]["log_prob"] for n in names)
+    return model_trace.nodes["x"]["log_prob"], kl
+
+
+SOFTPLUS_INV_1 = math.log(math.expm1(1.0 - 1e-4))  # scale_from(this) == 1: softplus, then the 1e-4 floor
+
+
+def test_one_layer_hvae_is_the_vae_and_a_second_layer_at_the_prior_changes_nothing():
+    """The diagnostic behind docs/hierarchical.md's 'no wiring defect': (a) ``hvae`` with no
+    lower layer and the bottom-up guide is the one-layer ``vae`` (same weights, same draws: the
+    same ELBO terms); (b) two layers whose top-down network outputs N(0, I) for z1 and whose
+    q(z2 | z1) is N(0, I) are that one-layer model with z = z1 exactly (the z2 terms cancel and
+    z1 is drawn, scored and decoded as in one layer). A decoder fed the mean of z1 instead of
+    the draw, misordered layers or a scale parameterization off by a constant fails."""
+    sizes = dict(x_dim=12, hidden_dims=(8,), activation="tanh")
+    x = binary_data(20)
+    torch.manual_seed(0)
+    one = HierarchicalVAE(z_dim=3, lower_z_dims=(), **sizes)
+    one_guide = BottomUpGuide(z_dim=3, lower_z_dims=(), **sizes)
+    vae, vae_guide = VAE(z_dim=3, **sizes), get_guide("diag")(z_dim=3, **sizes)
+    vae.decoder.load_state_dict(one.decoder.state_dict())
+    vae_guide.encoder.load_state_dict(one_guide.encoder.state_dict())
+    for a, b in zip(_elbo_terms(one, one_guide, x), _elbo_terms(vae, vae_guide, x)):
+        torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-4)  # the scale floors differ: 1e-4 and 1e-5
+
+    two = HierarchicalVAE(z_dim=2, lower_z_dims=(3,), upper_hidden_dims=(5,), **sizes)
+    two_guide = BottomUpGuide(z_dim=2, lower_z_dims=(3,), upper_hidden_dims=(5,), **sizes)
+    two.decoder.load_state_dict(one.decoder.state_dict())
+    two_guide.encoder.load_state_dict(one_guide.encoder.state_dict())
+    with torch.no_grad():
+        for last, (loc_dim, scale_dim) in ((two.top_down[0][-1], (3, 3)), (two_guide.up[0][-1], (2, 2))):
+            last.weight.zero_(), last.bias.zero_()
+            last.bias[loc_dim:loc_dim + scale_dim] = SOFTPLUS_INV_1
+    ll_two, kl_two = _elbo_terms(two, two_guide, x)
+    ll_one, kl_one = _elbo_terms(one, one_guide, x)
+    torch.testing.assert_close(ll_two, ll_one)
+    torch.testing.assert_close(kl_two, kl_one, atol=1e-5, rtol=1e-5)
+
+
+def test_relative_active_units_do_not_depend_on_a_layers_scale():
+    """Burda et al.'s absolute threshold counts a layer living at scale 0.05 as inactive even
+    when x sets it; the relative count (``relative=True``) is the same at any scale, and still
+    zero for units that ignore x."""
+    x = torch.randn(200, 4)
+
+    def guide(x, c=1.0):
+        loc = torch.cat([x[:, :2], torch.zeros(x.shape[0], 2)], -1)  # units 0, 1 follow x; 2, 3 do not
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z1", dist.Normal(c * loc, c * 0.5).to_event(1))
+
+    for c, absolute in ((1.0, 2), (0.05, 0)):
+        scaled = functools.partial(guide, c=c)
+        assert active_units_per_layer(scaled, x, num_samples=50) == {"z1": (absolute, 4)}
+        assert active_units_per_layer(scaled, x, num_samples=50, relative=True) == {"z1": (2, 4)}
 
 
 # ---------------------------------------------------------------- the command line
