@@ -1,0 +1,86 @@
+"""The deep Markov model's structured guide (Krishnan et al. 2017, "ST-R").
+
+.. math::
+    r_t = \\operatorname{GRU}_{\\leftarrow}(x_t, r_{t+1}), \\qquad
+    h_t = \\tfrac12(\\tanh(W z_{t-1} + b) + r_t), \\qquad
+    q(z_t \\mid z_{t-1}, x_{t:T}) = \\mathcal{N}(\\mu(h_t), \\operatorname{diag}\\sigma^2(h_t)).
+
+The backward GRU runs over each sequence's real steps only (the sequence is reversed within its
+length, so padding never reaches r_t). Each ``z_t`` is masked with ``mask[:, t]``. Pairs with
+models/dmm.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from pyro import poutine
+from torch import nn
+
+from pyrovae.guides.base import EncoderGuide
+from pyrovae.models.vrnn import as_steps
+from pyrovae.nn import check_positive
+from pyrovae.registry import register_guide
+
+__all__ = ["DMMGuide", "reverse_within_lengths"]
+
+
+def reverse_within_lengths(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``x`` (N, T, D) with each row's first ``mask[n].sum()`` steps reversed, padding left in place."""
+    T = x.shape[1]
+    lengths = mask.long().sum(1, keepdim=True)
+    t = torch.arange(T, device=x.device).expand(x.shape[0], T)
+    index = torch.where(t < lengths, lengths - 1 - t, t)
+    return x.gather(1, index.unsqueeze(-1).expand_as(x))
+
+
+@register_guide("dmm")
+class DMMGuide(EncoderGuide):
+    """q(z_t | z_{t-1}, x_{t:T}) from a backward GRU combined with z_{t-1}.
+
+    >>> guide = DMMGuide(x_dim=5, z_dim=2, rnn_dim=8)
+    >>> trace = pyro.poutine.trace(guide).get_trace(torch.zeros(3, 4, 5))
+    >>> trace.nodes["z_3"]["value"].shape
+    torch.Size([3, 2])
+    """
+
+    model_name = "dmm"
+
+    @dataclass
+    class Options(EncoderGuide.Options):
+        z_dim: int = 16
+        hidden_dims: Tuple[int, ...] = ()
+        rnn_dim: int = 64
+
+        def __post_init__(self):
+            super().__post_init__()
+            check_positive(rnn_dim=self.rnn_dim)
+
+    def encoder_outputs(self) -> Optional[int]:
+        return None
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        o = self.options
+        self.rnn = nn.GRU(o.x_dim, o.rnn_dim, batch_first=True)
+        self.z_to_h = nn.Linear(o.z_dim, o.rnn_dim)
+        self.loc = nn.Linear(o.rnn_dim, o.z_dim)
+        self.scale = nn.Linear(o.rnn_dim, o.z_dim)
+        self.z_q_init = nn.Parameter(torch.zeros(o.z_dim))
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, lengths: Optional[torch.Tensor] = None):
+        x, mask = as_steps(x, mask)
+        r, _ = self.rnn(reverse_within_lengths(x, mask))
+        r = reverse_within_lengths(r, mask)  # r[:, t] summarises x_{t:len}
+        z = self.z_q_init.expand(x.shape[0], self.options.z_dim)
+        with pyro.plate("data", x.shape[0]):
+            for t in pyro.markov(range(x.shape[1])):
+                h = 0.5 * (torch.tanh(self.z_to_h(z)) + r[:, t])
+                with poutine.mask(mask=mask[:, t]):
+                    z = pyro.sample(f"{self.site}_{t}",
+                                    dist.Normal(self.loc(h), F.softplus(self.scale(h)) + 1e-4).to_event(1))
