@@ -33,3 +33,5 @@ __all__ += ["M2Guide"]
 __all__ += ["HomoencoderGuide"]
 __all__ += ["AcnGuide"]
 __all__ += ["Seq2SeqGuide"]
+from pyrovae.guides.dmm import DMMGuide  # noqa: E402
+__all__ += ["DMMGuide"]

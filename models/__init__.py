@@ -30,3 +30,5 @@ __all__ += ["M2"]
 __all__ += ["VariationalHomoencoder"]
 __all__ += ["AssociativeCompressionNetwork"]
 __all__ += ["Seq2Seq", "Seq2SeqVAE"]
+from pyrovae.models.dmm import DMM  # noqa: E402
+__all__ += ["DMM"]
