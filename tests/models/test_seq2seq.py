@@ -98,11 +98,11 @@ def test_the_baseline_is_the_vae_network_with_z_removed():
     v = model.semantic_vector(batch["source"], batch["source_mask"])
     for z in (torch.zeros(6, 3), torch.randn(4, 6, 3) * 3):
         log_px = model.decoder.likelihood(decoder_inputs(batch["x"]), batch["mask"], _code(v, z)).log_prob(batch["x"])
-        assert torch.allclose(log_px, exact.expand_as(log_px), atol=1e-5)
+        assert torch.allclose(log_px, exact.expand_as(log_px), rtol=1e-5, atol=1e-4)  # sums over tokens in float32
     # and a baseline trace's only site is the observed target, its log-prob the exact one
     trace = pyro.poutine.trace(net).get_trace(**batch)
     assert "z" not in trace.nodes and trace.observation_nodes == ["x"]
-    assert torch.allclose(trace.nodes["x"]["fn"].log_prob(batch["x"]), exact, atol=1e-5)
+    assert torch.allclose(trace.nodes["x"]["fn"].log_prob(batch["x"]), exact, rtol=1e-5, atol=1e-4)
 
 
 def test_continuation_pairs_rebuild_their_sentences():
