@@ -5,6 +5,7 @@ from pyrovae.guides.conv import ConvGuide
 from pyrovae.guides.cvae import CVAEGuide
 from pyrovae.guides.denoising import DenoisingGuide
 from pyrovae.guides.diag import DiagNormalGuide
+from pyrovae.guides.dmm import DMMGuide
 from pyrovae.guides.draw import DRAWGuide
 from pyrovae.guides.flows import PlanarFlowGuide, RadialFlowGuide, SplineFlowGuide
 from pyrovae.guides.fullcov import FullCovNormalGuide
@@ -14,24 +15,17 @@ from pyrovae.guides.iaf import IAFGuide
 from pyrovae.guides.m2 import M2Guide
 from pyrovae.guides.mixture import MixtureGuide
 from pyrovae.guides.sentence import SentenceGuide, SentenceVMFGuide
+from pyrovae.guides.seq2seq import Seq2SeqGuide
 from pyrovae.guides.ssvae_text import SSVAETextGuide
-from pyrovae.guides.stein import SteinGuide
 from pyrovae.guides.statistician import StatisticianGuide, StatisticNetwork
+from pyrovae.guides.stein import SteinGuide
 from pyrovae.guides.vmf import VonMisesFisherGuide
 from pyrovae.guides.vrnn import VRNNGuide
-from pyrovae.guides.seq2seq import Seq2SeqGuide
 
-__all__ = ["DiagNormalGuide", "FullCovNormalGuide", "IAFGuide", "PlanarFlowGuide", "RadialFlowGuide",
-           "SplineFlowGuide"]
-
-__all__ += ["CVAEGuide", "DenoisingGuide", "MixtureGuide", "SteinGuide", "VonMisesFisherGuide", "VRNNGuide"]
-__all__ += ["ConvGuide"]
-__all__ += ["StatisticianGuide", "StatisticNetwork"]
-__all__ += ["BottomUpGuide", "LadderGuide"]
-__all__ += ["SentenceGuide", "SentenceVMFGuide"]
-__all__ += ["M2Guide"]
-__all__ += ["HomoencoderGuide"]
-__all__ += ["AcnGuide"]
-__all__ += ["Seq2SeqGuide"]
-from pyrovae.guides.dmm import DMMGuide  # noqa: E402
-__all__ += ["DMMGuide"]
+__all__ = [
+    "AcnGuide", "BottomUpGuide", "CVAEGuide", "ConvGuide", "DMMGuide", "DRAWGuide", "DenoisingGuide",
+    "DiagNormalGuide", "FullCovNormalGuide", "HomoencoderGuide", "IAFGuide", "LadderGuide", "M2Guide",
+    "MixtureGuide", "PlanarFlowGuide", "RadialFlowGuide", "SSVAETextGuide", "SentenceGuide",
+    "SentenceVMFGuide", "Seq2SeqGuide", "SplineFlowGuide", "StatisticNetwork", "StatisticianGuide",
+    "SteinGuide", "VRNNGuide", "VonMisesFisherGuide",
+]

@@ -3,6 +3,7 @@
 from pyrovae.models.acn import AssociativeCompressionNetwork
 from pyrovae.models.conv import ConvVAE
 from pyrovae.models.cvae import CVAE
+from pyrovae.models.dmm import DMM
 from pyrovae.models.draw import DRAW
 from pyrovae.models.hierarchical import HierarchicalVAE
 from pyrovae.models.homoencoder import VariationalHomoencoder
@@ -13,22 +14,16 @@ from pyrovae.models.m2 import M2
 from pyrovae.models.pixelcnn import PixelCNNVAE
 from pyrovae.models.robust import RobustEncoder, RobustVAE
 from pyrovae.models.sentence import SentenceLM, SentenceVAE, SphericalSentenceVAE
+from pyrovae.models.seq2seq import Seq2Seq, Seq2SeqVAE
 from pyrovae.models.ssvae_text import SSVAEText
 from pyrovae.models.statistician import NeuralStatistician
 from pyrovae.models.vae import VAE
 from pyrovae.models.variance import VarianceEncoder, VarianceVAE
 from pyrovae.models.vrnn import VRNN
-from pyrovae.models.seq2seq import Seq2Seq, Seq2SeqVAE
 
-__all__ = ["CVAE", "HypersphericalVAE", "LinearGaussianVAE", "RobustEncoder", "RobustVAE", "VAE", "VRNN"]
-__all__ += ["ConvVAE", "PixelCNNVAE"]
-__all__ += ["LeastSquaresVAE", "VarianceEncoder", "VarianceVAE"]
-__all__ += ["NeuralStatistician"]
-__all__ += ["HierarchicalVAE"]
-__all__ += ["SentenceLM", "SentenceVAE", "SphericalSentenceVAE"]
-__all__ += ["M2"]
-__all__ += ["VariationalHomoencoder"]
-__all__ += ["AssociativeCompressionNetwork"]
-__all__ += ["Seq2Seq", "Seq2SeqVAE"]
-from pyrovae.models.dmm import DMM  # noqa: E402
-__all__ += ["DMM"]
+__all__ = [
+    "AssociativeCompressionNetwork", "CVAE", "ConvVAE", "DMM", "DRAW", "HierarchicalVAE", "HypersphericalVAE",
+    "LeastSquaresVAE", "LinearGaussianVAE", "M2", "NeuralStatistician", "PixelCNNVAE", "RobustEncoder",
+    "RobustVAE", "SSVAEText", "SentenceLM", "SentenceVAE", "Seq2Seq", "Seq2SeqVAE", "SphericalSentenceVAE",
+    "VAE", "VRNN", "VarianceEncoder", "VarianceVAE", "VariationalHomoencoder",
+]
