@@ -43,6 +43,7 @@ References
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Dict, Optional
 
@@ -117,7 +118,7 @@ class EnumELBO(Objective):
         labelled = labelled.bool()
         y = torch.where(labelled, batch[self.labels].long(), torch.zeros_like(batch[self.labels], dtype=torch.long))
         # a classifier of sequences (guides/ssvae_text.py) also takes the batch's mask
-        extra = {"mask": batch["mask"]} if "mask" in batch and "mask" in inspect.signature(classify).parameters else {}
+        extra = {"mask": batch["mask"]} if "mask" in batch and _takes_mask(getattr(classify, "__func__", classify)) else {}
         log_q = F.log_softmax(classify(batch["x"], **extra), -1).gather(-1, y.unsqueeze(-1)).squeeze(-1)
         return (log_q * labelled.to(log_q.dtype)).sum()
 
@@ -143,3 +144,9 @@ def _bound(fn, batch):
     if hasattr(fn, "__wrapped__"):  # bound already (pyrovae.infer.importance.bind_batch)
         return fn
     return bind_batch(fn, batch)
+
+
+@functools.lru_cache(maxsize=None)
+def _takes_mask(function) -> bool:
+    """Whether a classifier takes the batch's ``mask`` (read once per function, not per step)."""
+    return "mask" in inspect.signature(function).parameters
