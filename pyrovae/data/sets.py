@@ -27,8 +27,9 @@ Builders:
 
 Registered (``--data``): ``synthetic-sets`` (4,000 / 500 / 1,000 sets of 200 samples, the
 four families in turn; seeds 0, 1, 2), ``digits-sets`` (scikit-learn's 8x8 digits, sets of 5
-images of one digit; train and valid on digits 0-6, test on the held-out digits 7-9) and
-``mnist-sets`` (MNIST, the same split of classes, sets of 5).
+images of one digit; train and valid on digits 0-6, test on the held-out digits 7-9),
+``mnist-sets`` (MNIST, the same split of classes, sets of 5) and ``fashion-mnist-sets`` (Fashion-MNIST, the
+same: classes 0-6 to train, 7-9 (sneaker, bag, ankle boot) held out).
 """
 
 from __future__ import annotations
@@ -310,3 +311,11 @@ def _load_mnist_sets(data_dir, binarize, valid_size) -> SetDataSet:
     """MNIST as sets of 5 of one digit: disjoint train sets of digits 0-6, test sets of held-out 7-9."""
     _fixed_split("mnist-sets", valid_size)
     return load_class_sets("mnist", data_dir, binarize, 5)
+
+
+@register_dataset("fashion-mnist-sets")
+def _load_fashion_mnist_sets(data_dir, binarize, valid_size) -> SetDataSet:
+    """Fashion-MNIST as sets of 5 of one class: disjoint train sets of classes 0-6 (T-shirt ... shirt),
+    test sets of held-out 7-9 (sneaker, bag, ankle boot)."""
+    _fixed_split("fashion-mnist-sets", valid_size)
+    return load_class_sets("fashion-mnist", data_dir, binarize, 5)

@@ -142,3 +142,14 @@ def test_synthetic_sets_registered_split_sizes():
     with pytest.raises(ValueError, match="binarize"):
         load_dataset("synthetic-sets", binarize="static")
     assert math.isfinite(float(data.test["x"].sum()))
+
+
+def test_fashion_mnist_classes_as_sets_hold_out_7_to_9():
+    from pyrovae.data.datasets import load_dataset
+
+    try:
+        data = load_dataset("fashion-mnist-sets")
+    except FileNotFoundError as error:  # the Debian package dataset-fashion-mnist is not installed
+        pytest.skip(str(error).splitlines()[0])
+    assert set(data.test["y"].tolist()) == {7, 8, 9} and set(data.train["y"].tolist()) <= set(range(7))
+    assert data.train["x"].shape[1:] == (5, 784) and bool(data.train["mask"].all())
