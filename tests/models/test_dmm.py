@@ -100,3 +100,19 @@ def test_trains_on_bucketed_chorales():
     result = fit(model, guide, small.bucketed("train", batch_size=8, seed=0), epochs=2, lr=1e-2, progress=False)
     losses = [m["train_loss"] for m in result.metrics]
     assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses))) and losses[1] < losses[0]
+
+
+def test_cli_fit_picks_the_dmm_guide_and_reloads(tmp_path):
+    """``pyrovae fit --model dmm`` (its own guide, no --guide) then ``pyrovae evaluate``, in real processes."""
+    from tests.cli.helpers import pyrovae as run_cli
+
+    roots = [Path(r) for r in os.environ.get("PYROVAE_DATA", "").split(os.pathsep) if r]
+    if not any((root / "bach_chorales").is_dir() for root in roots):
+        pytest.skip("$PYROVAE_DATA has no bach_chorales/ folder")
+    done = run_cli("fit", "--model", "dmm", "--data", "bach-chorales", "--epochs", "1", "--batch-size", "64",
+                   "--z-dim", "2", "--transition-dim", "8", "--emission-dim", "8", "--rnn-dim", "8",
+                   "--eval-samples", "2", "--no-progress", "--out", "run", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "test log-likelihood (K=2)" in done.stdout
+    done = run_cli("evaluate", "run", "--num-samples", "2", "--limit", "4", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
