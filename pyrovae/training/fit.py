@@ -153,6 +153,8 @@ def fit(model: Callable, guide: Callable, data, *, objective="elbo", epochs: int
             except (ValueError, KeyError) as error:
                 raise UsageError(f"cannot resume {out_dir}: the optimizer state does not fit this pair's "
                                  f"parameters ({error}); start a new run") from None
+            for group in s.optimizer.param_groups:  # the state carries the saved lr; this segment's lr wins
+                group["lr"] = lr
             set_rng_state(_rank_rng(checkpoint, s.group, seed))
             start_epoch, step, metrics = checkpoint["epoch"], checkpoint["step"], list(checkpoint["metrics"])
             position = checkpoint.get("position") or {}
