@@ -82,7 +82,7 @@ class FitResult:
     data_mode: str = ""
 
 
-def fit(model: Callable, guide: Callable, data, *, objective="elbo", epochs: int = 10, batch_size: int = 100,
+def fit(model: Callable, guide: Callable, data, *, objective=None, epochs: int = 10, batch_size: int = 100,
         lr: float = 1e-3, seed: int = 0, out_dir=None, options: Optional[FitOptions] = None,
         **more) -> FitResult:
     """Fit any Pyro model/guide pair by stochastic variational inference.
@@ -98,7 +98,9 @@ def fit(model: Callable, guide: Callable, data, *, objective="elbo", epochs: int
         registered name wins). A Dataset is held on the device when it fits (``max_bytes``),
         else streamed; ``FitResult.data_mode`` and run.json say which.
     :param objective: a registered objective name (``elbo``, ``meanfield``, ``iwae``,
-        ``renyi``) or an :class:`~pyrovae.infer.objectives.Objective`.
+        ``renyi``, ``enum``, ...) or an :class:`~pyrovae.infer.objectives.Objective`; None
+        (default): the guide's own (its ``objective_name``, e.g. ``enum`` for the M2 guide,
+        ``stein`` for the Stein guide), else ``elbo``, as ``pyrovae fit`` chooses.
     :param int epochs: total epochs (a resumed run continues up to this number).
     :param int batch_size: datapoints per step.
     :param float lr: Adam's learning rate.
@@ -129,6 +131,8 @@ def fit(model: Callable, guide: Callable, data, *, objective="elbo", epochs: int
     if resume and out_dir is None:
         raise UsageError("resume=True needs the out_dir of the run to continue")
     pyro.set_rng_seed(seed)  # before anything random happens
+    if objective is None:
+        objective = getattr(guide, "objective_name", "elbo")
     s = Setup(model, guide, data, objective, batch_size, lr, seed, opts)  # checks everything, writes nothing
     out_dir = Path(out_dir) if out_dir is not None else None
     folder = Checkpoints(out_dir) if out_dir is not None and s.is_main else None

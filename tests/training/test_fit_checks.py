@@ -129,3 +129,19 @@ def test_a_resume_with_another_lr_trains_at_that_lr(tmp_path):
     again = resumed(tmp_path / "c", 1e-3)
     assert torch.equal(same, again)  # the comparison is deterministic
     assert not torch.allclose(same, faster, atol=1e-4)  # the new lr took effect
+
+
+def test_without_an_objective_fit_takes_the_guides_own(tmp_path):
+    """fit(model, guide, data) trains M2 with its guide's ``enum`` (as ``pyrovae fit`` does), not
+    ``elbo``; a guide that names none gets ``elbo``."""
+    from pyrovae.guides.m2 import M2Guide
+    from pyrovae.models.m2 import M2
+
+    torch.manual_seed(0)
+    sizes = dict(x_dim=12, z_dim=3, hidden_dims=(16,))
+    model = M2(**sizes)
+    batch = model.example_batch()
+    quick(model, M2Guide(**sizes), batch, out_dir=tmp_path / "m2", batch_size=len(batch["x"]))
+    quick(VAE(6, 2, (8,)), DiagNormalGuide(6, 2, (8,)), out_dir=tmp_path / "vae")
+    names = [json.loads((tmp_path / run / "run.json").read_text())["objective"]["name"] for run in ("m2", "vae")]
+    assert names == ["enum", "elbo"]
