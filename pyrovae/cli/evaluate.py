@@ -49,7 +49,8 @@ def main(argv: List[str]) -> int:
     p.add_argument("--num-samples", type=int, default=5000, help="importance samples K per datapoint (default 5000)")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N datapoints")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N datapoints (binarized-mnist's rows are grouped by digit: its first "
+                   "N are not a representative subset)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--force", action="store_true", help="replace an earlier result with the same settings")
