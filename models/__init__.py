@@ -19,10 +19,10 @@ from pyrovae.models.ssvae_text import SSVAEText
 from pyrovae.models.statistician import NeuralStatistician
 from pyrovae.models.vae import VAE
 from pyrovae.models.variance import VarianceEncoder, VarianceVAE
-from pyrovae.models.vrnn import VRNN
+from pyrovae.models.vrnn import BernoulliRNN, VRNN
 
 __all__ = [
-    "AssociativeCompressionNetwork", "CVAE", "ConvVAE", "DMM", "DRAW", "HierarchicalVAE", "HypersphericalVAE",
+    "AssociativeCompressionNetwork", "BernoulliRNN", "CVAE", "ConvVAE", "DMM", "DRAW", "HierarchicalVAE", "HypersphericalVAE",
     "LeastSquaresVAE", "LinearGaussianVAE", "M2", "NeuralStatistician", "PixelCNNVAE", "RobustEncoder",
     "RobustVAE", "SSVAEText", "SentenceLM", "SentenceVAE", "Seq2Seq", "Seq2SeqVAE", "SphericalSentenceVAE",
     "VAE", "VRNN", "VarianceEncoder", "VarianceVAE", "VariationalHomoencoder",

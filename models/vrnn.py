@@ -21,6 +21,18 @@ A 2-D ``x`` ``(N, D)`` is one step per row: with :math:`T = 1` the model is a VA
 :math:`\\mathcal{N}(\\mu_0(0), \\sigma_0^2(0))` and decoder :math:`g(\\varphi_z(z), 0)`.
 The steps are a ``pyro.markov`` loop inside the plate over rows.
 
+**The baseline without latents** (:class:`BernoulliRNN`) is the VRNN with :math:`z` removed: the
+same :math:`\\varphi_x`, GRU and decoder sizes,
+
+.. math::
+    x_t \\mid x_{<t} \\sim \\operatorname{Bernoulli}(\\operatorname{sigmoid} g(h_{t-1})), \\qquad
+    h_t = \\operatorname{GRU}(\\varphi_x(x_t), h_{t-1}), \\qquad h_0 = 0,
+
+so its :math:`\\log p(x_{1:T}) = \\sum_t \\log p(x_t \\mid h_{t-1})` is exact
+(:meth:`BernoulliRNN.log_prob`). Like :class:`~pyrovae.models.sentence.SentenceLM` it is not a
+registered pair (it has no latent): train it with :func:`pyrovae.fit` and the guide
+:func:`~pyrovae.models.sentence.no_latents`.
+
 References
 
 [1] Chung, Kastner, Dinh, Goel, Courville, Bengio. A Recurrent Latent Variable Model for
@@ -43,7 +55,7 @@ from torch import nn
 from pyrovae.nn import MLP, activation as make_activation, check_positive
 from pyrovae.registry import Configurable, register_model
 
-__all__ = ["VRNN", "Recurrence", "as_steps"]
+__all__ = ["VRNN", "BernoulliRNN", "Recurrence", "as_steps"]
 
 
 def as_steps(x: torch.Tensor, mask: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -177,4 +189,83 @@ class VRNN(Configurable, PyroModule):
             x = px.sample()
             steps.append(px.mean if mean else x)
             h = self.recurrence.step(self.recurrence.phi_x(x), fz, h)
+        return torch.stack(steps, 1)
+
+
+class BernoulliRNN(Configurable, PyroModule):
+    """The recurrent model without latents: :class:`VRNN` with z removed,
+    :math:`p(x_t \\mid x_{<t}) = \\operatorname{Bernoulli}(\\operatorname{sigmoid} g(h_{t-1}))`,
+    :math:`h_t = \\operatorname{GRU}(\\varphi_x(x_t), h_{t-1})`, :math:`h_0 = 0`.
+
+    One observed site ``x``: Bernoulli keys ``(N, T, D)`` masked with the batch's ``mask`` (so
+    padding after a sequence's end never counts), an event of ``(T, D)`` under the plate over
+    rows. No latent site: train it with ``fit(rnn, no_latents, ...)``; :meth:`log_prob` is its
+    exact log-likelihood per sequence. The options are :class:`VRNN`'s without ``z_dim``.
+
+    >>> rnn = BernoulliRNN(x_dim=5, rnn_dim=8, feature_dim=4, hidden_dims=(8,))
+    >>> rnn.log_prob(torch.zeros(3, 7, 5)).shape
+    torch.Size([3])
+    """
+
+    @dataclass
+    class Options:
+        x_dim: int
+        rnn_dim: int = 128
+        feature_dim: int = 64
+        hidden_dims: Tuple[int, ...] = (64,)
+        activation: str = "relu"
+
+        def __post_init__(self):
+            self.hidden_dims = tuple(self.hidden_dims)
+            check_positive(x_dim=self.x_dim, rnn_dim=self.rnn_dim, feature_dim=self.feature_dim, hidden_dims=self.hidden_dims)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        o = self.options
+        self.x_dim, self.rnn_dim = o.x_dim, o.rnn_dim
+        self.phi_x = nn.Sequential(MLP(o.x_dim, o.hidden_dims, o.feature_dim, o.activation), make_activation(o.activation))
+        self.rnn = nn.GRU(o.feature_dim, o.rnn_dim, batch_first=True)
+        self.decoder = MLP(o.rnn_dim, o.hidden_dims, o.x_dim, o.activation)
+
+    def states(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, T, H)``: the state each step is predicted from, :math:`h_0 = 0, h_1, \\dots, h_{T-1}`
+        (a step never sees itself or anything after it)."""
+        h0 = x.new_zeros(x.shape[0], 1, self.rnn_dim)
+        if x.shape[1] == 1:
+            return h0
+        h, _ = self.rnn(self.phi_x(x[:, :-1]))
+        return torch.cat([h0, h], 1)
+
+    def likelihood(self, x: torch.Tensor, mask: torch.Tensor) -> dist.Distribution:
+        """p(x) as one distribution: batch ``(N,)``, event ``(T, D)``, the masked steps left out."""
+        logits = self.decoder(self.states(x))
+        return dist.Bernoulli(logits=logits, validate_args=False).mask(mask[..., None]).to_event(2)
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, lengths: Optional[torch.Tensor] = None):
+        """The model of the observed sequences ``x`` ``(N, T, D)`` with ``mask`` ``(N, T)``
+        (``lengths`` is accepted and unused: the mask carries it)."""
+        x, mask = as_steps(x, mask)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", self.likelihood(x, mask), obs=x)
+
+    @torch.no_grad()
+    def log_prob(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Exact :math:`\\log p(x_{1:T})` per sequence, ``(N,)``, in nats (the real steps only)."""
+        x, mask = as_steps(x, mask)
+        return self.likelihood(x, mask).log_prob(x)
+
+    example_batch = VRNN.example_batch
+
+    @torch.no_grad()
+    def generate(self, num_samples: int, num_steps: int, mean: bool = False) -> torch.Tensor:
+        """``(num_samples, num_steps, x_dim)`` sequences drawn from the model, step by step
+        (``mean``: key probabilities instead of a draw at each step, the draw still fed back)."""
+        device = next(self.parameters()).device
+        h = torch.zeros(1, num_samples, self.rnn_dim, device=device)
+        steps = []
+        for _ in range(num_steps):
+            px = dist.Bernoulli(logits=self.decoder(h[0]))
+            x = px.sample()
+            steps.append(px.mean if mean else x)
+            _, h = self.rnn(self.phi_x(x).unsqueeze(1), h)
         return torch.stack(steps, 1)
