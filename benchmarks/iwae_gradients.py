@@ -1,19 +1,29 @@
 """The encoder gradient's signal-to-noise ratio against K for the plain, STL and DReG
 estimators of the IWAE gradient (Rainforth et al. 2018; Tucker et al. 2018), and the test
-log-likelihood after equal training at K = 5 with the plain and the DReG gradient.
+log-likelihood after equal training at each K of ``--train-ks`` with each estimator of
+``--estimators``.
 
 1. Train a VAE (784-200-200-50, tanh, Bernoulli; diagonal Normal guide) on dynamically
-   binarized MNIST with ``iwae`` (K = 5, plain gradient) for ``--epochs`` epochs; train a copy
-   of the same initial weights with ``gradient="dreg"`` on the same batches.
-2. On the plain-trained model, for K in ``--ks`` and each estimator: ``--reps`` independent
+   binarized MNIST (the first ``--train-size`` training images, default all) with ``iwae`` at
+   each K of ``--train-ks`` for ``--epochs`` epochs, once per estimator: every run starts from
+   the same initial weights and sees the same batches (same seed).
+2. On the model trained with the plain gradient at the first K of ``--train-ks`` (skipped
+   with ``--no-snr``), for K in ``--ks`` and each estimator: ``--reps`` independent
    gradient draws on one fixed batch of ``--snr-batch`` test images; per parameter
    ``SNR = |mean| / std`` over the draws, averaged over the guide's (encoder) parameters, and
    over the model's (decoder) for comparison (parameters whose gradient is zero on every draw,
    e.g. weights of always-black pixels, are left out).
-3. The test log-likelihood of both trained pairs by importance sampling (``--num-samples``),
-   on the same ``--test-size`` test images, with standard errors and the paired difference.
+3. The test log-likelihood of every trained pair by importance sampling (``--num-samples``),
+   on the same ``--test-size`` test images, with standard errors, the paired difference from
+   the plain gradient at the same K, and the guide's active units (Var_x E_q[z_j] > 0.01 on
+   the same test images).
 
     OMP_NUM_THREADS=1 python benchmarks/iwae_gradients.py --data-dir $PYROVAE_DATA
+
+The table at K = 5 and 50 of docs/objectives.md (equal budget at both K)::
+
+    OMP_NUM_THREADS=1 python benchmarks/iwae_gradients.py --data-dir $PYROVAE_DATA --no-snr \
+        --train-ks 5,50 --estimators plain,stl,dreg --train-size 10000 --epochs 10 --num-samples 5000
 
 Prints a markdown table and writes ``--json``.
 """
@@ -24,8 +34,8 @@ import argparse
 import copy
 import json
 import math
+import dataclasses
 import platform
-import tempfile
 import time
 
 import pyro
@@ -63,6 +73,11 @@ def main():
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--z-dim", type=int, default=50)
+    p.add_argument("--train-ks", default="5", help="K of the iwae objective the pairs are trained with")
+    p.add_argument("--estimators", default="plain,dreg", help="gradients to train with (plain first)")
+    p.add_argument("--train-size", type=int, default=None, help="train on the first N training images")
+    p.add_argument("--valid-size", type=int, default=1000, help="validation images fit monitors each epoch")
+    p.add_argument("--no-snr", action="store_true", help="skip the SNR table")
     p.add_argument("--ks", default="1,5,50,500")
     p.add_argument("--reps", type=int, default=200, help="gradient draws per (K, estimator) for the SNR")
     p.add_argument("--snr-batch", type=int, default=8, help="test images in the SNR's fixed batch")
@@ -71,65 +86,87 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None)
     args = p.parse_args()
+    train_ks = [int(k) for k in args.train_ks.split(",")]
+    estimators = args.estimators.split(",")
+    if estimators[0] != "plain" or not set(estimators) <= {"plain", "stl", "dreg"}:
+        p.error(f"--estimators must start with plain and name only plain, stl, dreg; got {args.estimators!r}")
 
     dataset = load_dataset("mnist", data_dir=args.data_dir)
+    dataset = dataclasses.replace(
+        dataset, train={k: v[: args.train_size] for k, v in dataset.train.items()},
+        valid={k: v[: args.valid_size] for k, v in dataset.valid.items()})
     torch.manual_seed(args.seed)
     hidden = (200, 200)
-    model, guide = VAE(784, args.z_dim, hidden), DiagNormalGuide(784, args.z_dim, hidden)
-    dreg_model, dreg_guide = copy.deepcopy(model), copy.deepcopy(guide)
-    trained = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, (m, g) in (("plain", (model, guide)), ("dreg", (dreg_model, dreg_guide))):
+    init = VAE(784, args.z_dim, hidden), DiagNormalGuide(784, args.z_dim, hidden)
+    pairs, trained = {}, {}
+    for k in train_ks:
+        for name in estimators:
+            m, g = copy.deepcopy(init[0]), copy.deepcopy(init[1])
             pyro.clear_param_store()
             t0 = time.perf_counter()
-            result = pyrovae.fit(m, g, dataset, objective=IWAE(num_particles=5, gradient=name), epochs=args.epochs,
-                                 batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=False,
-                                 out_dir=f"{tmp}/{name}")
+            result = pyrovae.fit(m, g, dataset, objective=IWAE(num_particles=k, gradient=name), epochs=args.epochs,
+                                 batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=False)
             seconds = time.perf_counter() - t0
-            trained[name] = {"seconds": seconds, "final_train_loss": result.metrics[-1]["train_loss"],
-                             "seconds_per_epoch": sum(r["seconds"] for r in result.metrics) / len(result.metrics)}
-            print(f"trained {name}: {seconds:.0f} s, final train loss {trained[name]['final_train_loss']:.2f}",
-                  flush=True)
+            pairs[(k, name)] = (m, g)
+            trained[(k, name)] = {
+                "seconds": seconds, "final_train_loss": result.metrics[-1]["train_loss"],
+                "seconds_per_epoch": sum(r["seconds"] for r in result.metrics) / len(result.metrics)}
+            print(f"trained K={k} {name}: {seconds:.0f} s ({trained[(k, name)]['seconds_per_epoch']:.1f} s/epoch "
+                  f"of training), final train loss {trained[(k, name)]['final_train_loss']:.2f}", flush=True)
 
-    batch = {"x": dataset.test["x"][: args.snr_batch]}
     ks = [int(k) for k in args.ks.split(",")]
     table = {}
-    for k in ks:
-        for gradient in ("plain", "stl", "dreg"):
-            t0 = time.perf_counter()
-            table[(k, gradient)] = snr(model, guide, batch, k, gradient, args.reps, args.seed + k)
-            print(f"K={k} {gradient}: encoder SNR {table[(k, gradient)][0]:.4f}, decoder SNR "
-                  f"{table[(k, gradient)][1]:.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    if not args.no_snr:
+        model, guide = pairs[(train_ks[0], "plain")]
+        batch = {"x": dataset.test["x"][: args.snr_batch]}
+        for k in ks:
+            for gradient in ("plain", "stl", "dreg"):
+                t0 = time.perf_counter()
+                table[(k, gradient)] = snr(model, guide, batch, k, gradient, args.reps, args.seed + k)
+                print(f"K={k} {gradient}: encoder SNR {table[(k, gradient)][0]:.4f}, decoder SNR "
+                      f"{table[(k, gradient)][1]:.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
 
     test = {"x": dataset.test["x"][: args.test_size]}
-    lls = {}
-    for name, (m, g) in (("plain", (model, guide)), ("dreg", (dreg_model, dreg_guide))):
+    lls, units, diffs = {}, {}, {}
+    for key, (m, g) in pairs.items():
+        t0 = time.perf_counter()
         pyro.set_rng_seed(args.seed)
-        lls[name] = pyrovae.log_likelihood(m, g, test, num_samples=args.num_samples)
-    diff = (lls["dreg"].per_datapoint - lls["plain"].per_datapoint).double()
-    diff_mean, diff_se = float(diff.mean()), float(diff.std() / math.sqrt(len(diff)))
+        lls[key] = pyrovae.log_likelihood(m, g, test, num_samples=args.num_samples)
+        units[key] = pyrovae.latent_monitors(m, g, test, max_datapoints=None).active_units
+        print(f"K={key[0]} {key[1]}: {lls[key]} , {units[key]} active units "
+              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    for (k, name) in pairs:
+        diff = (lls[(k, name)].per_datapoint - lls[(k, "plain")].per_datapoint).double()
+        diffs[(k, name)] = (float(diff.mean()), float(diff.std() / math.sqrt(len(diff))))
 
     machine = f"{platform.machine()}, {torch.get_num_threads()} torch thread(s), CPU"
-    print(f"\n{machine}; VAE 784-200-200-{args.z_dim}, {args.epochs} epochs of iwae K=5, SNR on {args.snr_batch} "
-          f"test images, {args.reps} draws\n")
-    print("| K | encoder SNR plain | STL | DReG | decoder SNR plain | STL | DReG |")
-    print("|---|---|---|---|---|---|---|")
-    for k in ks:
-        enc = [table[(k, g)][0] for g in ("plain", "stl", "dreg")]
-        dec = [table[(k, g)][1] for g in ("plain", "stl", "dreg")]
-        print(f"| {k} | " + " | ".join(f"{v:.4f}" for v in enc + dec) + " |")
-    print(f"\n| trained with iwae K=5 | s/epoch | test log p(x), K={args.num_samples}, {args.test_size} images |")
-    print("|---|---|---|")
-    for name in ("plain", "dreg"):
-        print(f"| {name} | {trained[name]['seconds_per_epoch']:.1f} | {lls[name].log_likelihood:.2f} "
-              f"± {lls[name].stderr:.2f} |")
-    print(f"\nDReG - plain, paired on the same images: {diff_mean:+.3f} ± {diff_se:.3f} nats")
+    n_train = len(dataset.train["x"])
+    print(f"\n{machine}; VAE 784-200-200-{args.z_dim}, {args.epochs} epochs of iwae on {n_train} training images, "
+          f"batch {args.batch_size}, lr {args.lr}")
+    if table:
+        print(f"\nSNR on the model trained with plain K={train_ks[0]}, {args.snr_batch} test images, "
+              f"{args.reps} draws\n")
+        print("| K | encoder SNR plain | STL | DReG | decoder SNR plain | STL | DReG |")
+        print("|---|---|---|---|---|---|---|")
+        for k in ks:
+            enc = [table[(k, g)][0] for g in ("plain", "stl", "dreg")]
+            dec = [table[(k, g)][1] for g in ("plain", "stl", "dreg")]
+            print(f"| {k} | " + " | ".join(f"{v:.4f}" for v in enc + dec) + " |")
+    print(f"\n| trained with iwae | gradient | s/epoch | test log p(x), K={args.num_samples}, {args.test_size} images "
+          f"| − plain, paired | active units |")
+    print("|---|---|---|---|---|---|")
+    for (k, name), ll in lls.items():
+        d = "—" if name == "plain" else f"{diffs[(k, name)][0]:+.2f} ± {diffs[(k, name)][1]:.2f}"
+        print(f"| K={k} | {name} | {trained[(k, name)]['seconds_per_epoch']:.1f} | {ll.log_likelihood:.2f} "
+              f"± {ll.stderr:.2f} | {d} | {units[(k, name)]} |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": machine, "args": vars(args), "trained": trained,
+            json.dump({"machine": machine, "args": vars(args), "train_images": n_train,
+                       "trained": [{"k": k, "gradient": g, **v} for (k, g), v in trained.items()],
                        "snr": [{"k": k, "gradient": g, "encoder": v[0], "decoder": v[1]} for (k, g), v in table.items()],
-                       "test_ll": {n: [ll.log_likelihood, ll.stderr] for n, ll in lls.items()},
-                       "dreg_minus_plain": [diff_mean, diff_se]}, f, indent=1)
+                       "test_ll": [{"k": k, "gradient": g, "log_likelihood": ll.log_likelihood, "stderr": ll.stderr,
+                                    "minus_plain": diffs[(k, g)], "active_units": units[(k, g)]}
+                                   for (k, g), ll in lls.items()]}, f, indent=1)
 
 
 if __name__ == "__main__":

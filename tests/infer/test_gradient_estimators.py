@@ -198,12 +198,12 @@ def test_fit_from_the_command_line(tmp_path):
     from tests.cli.helpers import one_line_error, pyrovae
 
     flags = ["--epochs", "1", "--z-dim", "2", "--hidden-dims", "16", "--eval-samples", "0", "--no-progress"]
-    result = pyrovae("fit", "--objective", "iwae", "--particles", "3", "--gradient", "dreg", *flags,
+    result = pyrovae("fit", "--objective", "iwae", "--particles", "50", "--gradient", "dreg", *flags,
                      "--out", tmp_path / "run", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     import json
     objective = json.loads((tmp_path / "run" / "run.json").read_text())["objective"]
-    assert objective["gradient"] == "dreg" and objective["num_particles"] == 3
+    assert objective["gradient"] == "dreg" and objective["num_particles"] == 50
     result = pyrovae("fit", "--objective", "elbo", "--gradient", "dreg", *flags, "--out", tmp_path / "bad",
                      cwd=tmp_path)
     one_line_error(result, 2, "unknown gradient 'dreg' for the 'elbo' objective", "'stl'")
