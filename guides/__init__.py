@@ -10,6 +10,7 @@ from pyrovae.guides.draw import DRAWGuide
 from pyrovae.guides.flows import PlanarFlowGuide, RadialFlowGuide, SplineFlowGuide
 from pyrovae.guides.fullcov import FullCovNormalGuide
 from pyrovae.guides.hierarchical import BottomUpGuide, LadderGuide
+from pyrovae.guides.hmm_vae import HMMVAEGuide
 from pyrovae.guides.homoencoder import HomoencoderGuide
 from pyrovae.guides.iaf import IAFGuide
 from pyrovae.guides.m2 import M2Guide
@@ -24,7 +25,7 @@ from pyrovae.guides.vrnn import VRNNGuide
 
 __all__ = [
     "AcnGuide", "BottomUpGuide", "CVAEGuide", "ConvGuide", "DMMGuide", "DRAWGuide", "DenoisingGuide",
-    "DiagNormalGuide", "FullCovNormalGuide", "HomoencoderGuide", "IAFGuide", "LadderGuide", "M2Guide",
+    "DiagNormalGuide", "FullCovNormalGuide", "HMMVAEGuide", "HomoencoderGuide", "IAFGuide", "LadderGuide", "M2Guide",
     "MixtureGuide", "PlanarFlowGuide", "RadialFlowGuide", "SSVAETextGuide", "SentenceGuide",
     "SentenceVMFGuide", "Seq2SeqGuide", "SplineFlowGuide", "StatisticNetwork", "StatisticianGuide",
     "SteinGuide", "VRNNGuide", "VonMisesFisherGuide",

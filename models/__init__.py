@@ -6,6 +6,7 @@ from pyrovae.models.cvae import CVAE
 from pyrovae.models.dmm import DMM
 from pyrovae.models.draw import DRAW
 from pyrovae.models.hierarchical import HierarchicalVAE
+from pyrovae.models.hmm_vae import HMMVAE
 from pyrovae.models.homoencoder import VariationalHomoencoder
 from pyrovae.models.hyperspherical import HypersphericalVAE
 from pyrovae.models.least_squares import LeastSquaresVAE
@@ -22,7 +23,7 @@ from pyrovae.models.variance import VarianceEncoder, VarianceVAE
 from pyrovae.models.vrnn import BernoulliRNN, VRNN
 
 __all__ = [
-    "AssociativeCompressionNetwork", "BernoulliRNN", "CVAE", "ConvVAE", "DMM", "DRAW", "HierarchicalVAE", "HypersphericalVAE",
+    "AssociativeCompressionNetwork", "BernoulliRNN", "CVAE", "ConvVAE", "DMM", "DRAW", "HMMVAE", "HierarchicalVAE", "HypersphericalVAE",
     "LeastSquaresVAE", "LinearGaussianVAE", "M2", "NeuralStatistician", "PixelCNNVAE", "RobustEncoder",
     "RobustVAE", "SSVAEText", "SentenceLM", "SentenceVAE", "Seq2Seq", "Seq2SeqVAE", "SphericalSentenceVAE",
     "VAE", "VRNN", "VarianceEncoder", "VarianceVAE", "VariationalHomoencoder",

@@ -1,0 +1,242 @@
+"""The hidden Markov model variational autoencoder (Ebbers et al. 2017), for acoustic unit discovery.
+
+A discrete first-order Markov chain of units, each emitting a Gaussian latent per frame, each
+latent decoded to its frame:
+
+.. math::
+    s_1 &\\sim \\operatorname{Cat}(\\pi), \\qquad s_t \\mid s_{t-1} \\sim \\operatorname{Cat}(A_{s_{t-1}}),
+        \\qquad s_t \\in \\{1..K\\}, \\\\
+    z_t \\mid s_t &\\sim \\mathcal{N}(\\mu_{s_t}, \\operatorname{diag}\\sigma^2_{s_t}), \\\\
+    x_t \\mid z_t &\\sim \\operatorname{Bernoulli}(\\operatorname{sigmoid} f_\\theta(z_t)),
+
+with learned ``pi`` (``K``), ``A`` (``K x K``, rows softmax-normalized), per-unit means and scales,
+and an MLP decoder ``f_theta``. The guide (guides/hmm_vae.py) is frame-wise and amortized,
+:math:`q(z_{1:T} \\mid x_{1:T}) = \\prod_t q(z_t \\mid x_t)`, as Ebbers et al.'s encoder; the unit
+chain is never sampled: it is summed out exactly, and the bound is
+
+.. math:: \\log p(x_{1:T}) \\ge \\mathbb{E}_{q}\\Big[\\log \\sum_{s_{1:T}} p(s_{1:T})
+          \\prod_t p(z_t \\mid s_t) + \\sum_t \\log p(x_t \\mid z_t) - \\log q(z_t \\mid x_t)\\Big].
+
+**Two ways to the same sum.** Under Pyro's enumeration (the ``enum`` objective,
+``TraceEnum_ELBO``; the pair's default) the model is a ``pyro.markov`` loop of sites ``s_t``
+marked ``infer={"enumerate": "parallel"}``, and variable elimination over the chain is the
+forward algorithm. Anywhere else (the importance-sampled log-likelihood of ``pyrovae evaluate``,
+the ``elbo`` / ``iwae`` objectives) the model computes the same sum by the forward recursion
+:math:`\\alpha_t(s) = \\log p(z_t \\mid s) + \\log\\sum_{s'} e^{\\alpha_{t-1}(s')} A_{s's}` and
+enters :math:`\\log\\sum_s e^{\\alpha_T(s)}` as a factor ``"units"``, its ``z_t`` sites carrying no
+density of their own (drawn ancestrally when not given). tests/models/test_hmm_vae.py checks both
+against the explicit sum over all :math:`K^T` unit paths.
+
+**Padding.** Batches ``{"x": (N, T, D), "mask": (N, T)}``; ``z_t`` and ``x_t`` are masked with
+``mask[:, t]``; the units ``s_t`` are not: at a padded step the chain runs on with nothing
+emitted, and summing out a unit that emits nothing gives 1 (each row of ``A`` sums to 1), so
+padding adds exactly 0 to the bound (a hole inside a sequence is a missing frame).
+
+**Unit discovery.** :meth:`HMMVAE.viterbi` is the most probable unit path given latents ``z``
+(the guide's means, :meth:`HMMVAE.units`), over each row's real frames; docs/sequences.md has the
+normalized mutual information with the true units of ``digit-sequences``.
+
+References
+
+[1] Ebbers, Heymann, Drude, Glarner, Haeb-Umbach, Raj. Hidden Markov Model Variational
+    Autoencoder for Acoustic Unit Discovery. Interspeech 2017.
+[2] Obermeyer et al. Tensor Variable Elimination for Plated Factor Graphs. ICML 2019 (Pyro's
+    enumeration)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as F
+from pyro import poutine
+from pyro.nn import PyroModule
+from pyro.poutine.enum_messenger import EnumMessenger
+from pyro.poutine.runtime import _PYRO_STACK
+from torch import nn
+
+from pyrovae.models.vrnn import as_steps
+from pyrovae.nn import MLP, check_positive
+from pyrovae.registry import Configurable, register_model
+
+__all__ = ["HMMVAE", "enumerating"]
+
+
+def enumerating() -> bool:
+    """Whether the running program is under Pyro's enumeration (``TraceEnum_ELBO``,
+    ``infer_discrete``, ``poutine.enum``)."""
+    return any(isinstance(handler, EnumMessenger) for handler in _PYRO_STACK)
+
+
+@register_model("hmm-vae")
+class HMMVAE(Configurable, PyroModule):
+    """A Markov chain of K units, a Gaussian latent per frame from its unit, an MLP decoder.
+
+    :param int x_dim: size of one frame (Bernoulli pixels).
+    :param int num_units: the number of units K.
+    :param int z_dim: dimension of each frame's latent.
+    :param tuple hidden_dims: hidden widths of the decoder ``z_t -> x_t``.
+    :param str activation: the decoder's nonlinearity.
+    :param float unit_spread: the standard deviation of the units' initial means (their scales start
+        at softplus(0) = 0.69, the transitions at 1/2 to stay and 1/(2(K-1)) to each other unit).
+
+    >>> model = HMMVAE(x_dim=5, num_units=3, z_dim=2, hidden_dims=(8,))
+    >>> model.generate(num_samples=4, num_steps=6)[0].shape
+    torch.Size([4, 6, 5])
+    """
+
+    guide_name = "hmm-vae"
+
+    @dataclass
+    class Options:
+        x_dim: int
+        num_units: int = 10
+        z_dim: int = 8
+        hidden_dims: Tuple[int, ...] = (128,)
+        activation: str = "tanh"
+        unit_spread: float = 0.5
+
+        def __post_init__(self):
+            self.hidden_dims = tuple(self.hidden_dims)
+            check_positive(x_dim=self.x_dim, num_units=self.num_units, z_dim=self.z_dim,
+                           hidden_dims=self.hidden_dims)
+            if not self.unit_spread >= 0:
+                raise ValueError(f"unit_spread (the scale of the units' initial means) must be >= 0, "
+                                 f"got {self.unit_spread}")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        o = self.options
+        self.x_dim, self.num_units, self.z_dim = o.x_dim, o.num_units, o.z_dim
+        self.decoder = MLP(o.z_dim, o.hidden_dims, o.x_dim, o.activation)
+        self.init_logits = nn.Parameter(torch.zeros(o.num_units))
+        # a chain that starts sticky (each unit stays with probability ~0.5): frames come in runs
+        self.trans_logits = nn.Parameter(torch.eye(o.num_units) * torch.log(torch.tensor(float(max(o.num_units - 1, 1)))))
+        # the units' means start near the origin, a little apart: far apart, the frames' latents all
+        # start nearest one unit, which then takes every frame (docs/sequences.md)
+        self.unit_loc = nn.Parameter(o.unit_spread * torch.randn(o.num_units, o.z_dim))
+        self.unit_scale_raw = nn.Parameter(torch.zeros(o.num_units, o.z_dim))
+
+    # ------------------------------------------------------------ the pieces
+
+    def log_init(self) -> torch.Tensor:
+        """log pi, ``(K,)``."""
+        return F.log_softmax(self.init_logits, -1)
+
+    def log_transition(self) -> torch.Tensor:
+        """log A, ``(K, K)``: row ``i`` is log p(s_t | s_{t-1} = i)."""
+        return F.log_softmax(self.trans_logits, -1)
+
+    def unit_scale(self) -> torch.Tensor:
+        return F.softplus(self.unit_scale_raw) + 1e-3
+
+    def unit_prior(self, s: torch.Tensor) -> dist.Distribution:
+        """p(z_t | s_t) for integer units ``s`` (any shape, e.g. the enumerated ``(K, 1)``)."""
+        return dist.Normal(self.unit_loc[s], self.unit_scale()[s]).to_event(1)
+
+    def unit_log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z | s) for every unit: ``z`` ``(..., Z)`` gives ``(..., K)``."""
+        return dist.Normal(self.unit_loc, self.unit_scale()).to_event(1).log_prob(z.unsqueeze(-2))
+
+    def emission(self, z: torch.Tensor) -> dist.Distribution:
+        """p(x_t | z_t): Bernoulli, event ``(x_dim,)``."""
+        return dist.Bernoulli(logits=self.decoder(z), validate_args=False).to_event(1)
+
+    def forward_algorithm(self, log_emit: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """log sum over unit paths of p(s_{1:T}) prod_t p(z_t | s_t)^{mask_t}: ``log_emit``
+        ``(..., N, T, K)`` (log p(z_t | s) per unit), ``mask`` ``(N, T)``; returns ``(..., N)``."""
+        log_emit = torch.where(mask[..., None], log_emit, torch.zeros_like(log_emit))
+        log_A = self.log_transition()
+        alpha = self.log_init() + log_emit[..., 0, :]
+        for t in range(1, log_emit.shape[-2]):
+            alpha = torch.logsumexp(alpha.unsqueeze(-1) + log_A, -2) + log_emit[..., t, :]
+        return torch.logsumexp(alpha, -1)
+
+    # ------------------------------------------------------------ the model
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, lengths: Optional[torch.Tensor] = None):
+        x, mask = as_steps(x, mask)
+        N, T = x.shape[:2]
+        with pyro.plate("data", N):
+            if enumerating():
+                s = None
+                for t in pyro.markov(range(T)):
+                    logits = self.log_init() if s is None else self.log_transition()[s]
+                    s = pyro.sample(f"s_{t}", dist.Categorical(logits=logits), infer={"enumerate": "parallel"})
+                    with poutine.mask(mask=mask[:, t]):
+                        z = pyro.sample(f"z_{t}", self.unit_prior(s))
+                        pyro.sample(f"x_{t}", self.emission(z), obs=x[:, t])
+                return
+            zs, s = [], None
+            for t in range(T):
+                # the density of z_{1:T} is the factor below; a z_t not given is drawn ancestrally
+                logits = self.log_init() if s is None else self.log_transition()[s]
+                s = dist.Categorical(logits=logits).sample()
+                with poutine.mask(mask=mask[:, t]):
+                    z = pyro.sample(f"z_{t}", self.unit_prior(s).mask(False))
+                    pyro.sample(f"x_{t}", self.emission(z), obs=x[:, t])
+                zs.append(z)
+            z = torch.stack(torch.broadcast_tensors(*zs), -2)  # (..., N, T, Z)
+            pyro.factor("units", self.forward_algorithm(self.unit_log_prob(z), mask))
+
+    # ------------------------------------------------------------ units
+
+    @torch.no_grad()
+    def viterbi(self, z: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The most probable unit path ``argmax_s p(s_{1:L}, z_{1:L})`` over each row's real frames
+        (``L`` its length): ``z`` ``(N, T, Z)`` gives int64 ``(N, T)``, -1 on padding. Padding must
+        be at the end of a row."""
+        z, mask = as_steps(z, mask)
+        log_emit = self.unit_log_prob(z)  # (N, T, K)
+        log_A = self.log_transition()
+        K, T = self.num_units, z.shape[1]
+        stay = torch.full((K, K), float("-inf"), device=z.device).fill_diagonal_(0.0)  # past a row's end
+        delta = self.log_init() + log_emit[:, 0]
+        back = []
+        for t in range(1, T):
+            step = torch.where(mask[:, t, None, None], log_A, stay)  # (N, K, K)
+            scores = delta.unsqueeze(-1) + step
+            best, arg = scores.max(-2)
+            back.append(arg)
+            delta = best + torch.where(mask[:, t, None], log_emit[:, t], torch.zeros_like(best))
+        path = [delta.argmax(-1)]
+        for arg in reversed(back):
+            path.append(arg.gather(-1, path[-1].unsqueeze(-1)).squeeze(-1))
+        units = torch.stack(path[::-1], 1)
+        return torch.where(mask, units, torch.full_like(units, -1))
+
+    @torch.no_grad()
+    def units(self, guide, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The discovered units of frames ``x`` ``(N, T, D)``: the Viterbi path given the guide's
+        means of ``z_t`` (int64 ``(N, T)``, -1 on padding)."""
+        x, mask = as_steps(x, mask)
+        return self.viterbi(guide.mean(x), mask)
+
+    # ------------------------------------------------------------ data and samples
+
+    def example_batch(self, n: int = 16, num_steps: int = 5, seed: int = 0) -> dict:
+        """Binary sequences of lengths 2..num_steps (row 0 full), for the contract tests."""
+        generator = torch.Generator().manual_seed(seed)
+        lengths = torch.randint(2, num_steps + 1, (n,), generator=generator)
+        lengths[0] = num_steps
+        mask = torch.arange(num_steps) < lengths[:, None]
+        x = torch.bernoulli(torch.full((n, num_steps, self.x_dim), 0.3), generator=generator) * mask[..., None]
+        return {"x": x, "mask": mask, "lengths": lengths}
+
+    @torch.no_grad()
+    def generate(self, num_samples: int, num_steps: int, mean: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Sequences from the model: frames ``(num_samples, num_steps, x_dim)`` (the decoder's
+        means with ``mean=True``) and their units ``(num_samples, num_steps)``."""
+        s = dist.Categorical(logits=self.log_init()).sample((num_samples,))
+        frames, units = [], []
+        for t in range(num_steps):
+            if t:
+                s = dist.Categorical(logits=self.log_transition()[s]).sample()
+            px = self.emission(self.unit_prior(s).sample())
+            frames.append(px.mean if mean else px.sample())
+            units.append(s)
+        return torch.stack(frames, 1), torch.stack(units, 1)
