@@ -61,6 +61,26 @@ def test_the_whole_pixelcnn_is_causal(first_kernel_size, num_layers, conditionin
     assert net.receptive_rows == first_kernel_size // 2 + (num_layers - 1)
 
 
+@pytest.mark.parametrize("conditioning", ["global", "spatial"])
+@pytest.mark.parametrize("first_kernel_size, num_layers, kernel_size", [(3, 2, 3), (7, 1, 3), (5, 3, 3), (3, 2, 5)])
+def test_the_receptive_field_is_as_many_rows_as_stated(first_kernel_size, num_layers, kernel_size, conditioning):
+    """By autograd, on a tall image: the outputs in the bottom row r depend on the input in row
+    r - receptive_rows and on no row above it (VLAE's local decoder: 2 rows). (16 channels: with
+    very few, the head's ReLUs can all be off at initialization and no gradient flows.)"""
+    torch.manual_seed(0)
+    rows, cols = 10, 5
+    net = PixelCNN((1, rows, cols), z_dim=2, num_layers=num_layers, channels=16, first_kernel=first_kernel_size,
+                   kernel=kernel_size, conditioning=conditioning)
+    reach = net.receptive_rows
+    assert reach == first_kernel_size // 2 + (num_layers - 1) * (kernel_size // 2)
+    x = torch.rand(1, rows * cols, requires_grad=True)
+    r = rows - 1
+    net(x, torch.randn(1, 2))[0, r * cols:].sum().backward()
+    grad = x.grad.abs().reshape(rows, cols)
+    assert (grad[: r - reach] == 0).all(), grad
+    assert (grad[r - reach] > 0).any(), grad
+
+
 def test_a_residual_never_wraps_the_mask_a_layer():
     layer = GatedMaskedLayer("A", 4, 4, 3, z_dim=0)
     assert not layer.residual
