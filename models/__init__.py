@@ -23,7 +23,8 @@ from pyrovae.models.variance import VarianceEncoder, VarianceVAE
 from pyrovae.models.vrnn import BernoulliRNN, VRNN
 
 __all__ = [
-    "AssociativeCompressionNetwork", "BernoulliRNN", "CVAE", "ConvVAE", "DMM", "DRAW", "HMMVAE", "HierarchicalVAE", "HypersphericalVAE",
+    "AssociativeCompressionNetwork", "BernoulliRNN", "CVAE", "ConvVAE", "DMM", "DRAW", "HMMVAE", "HierarchicalVAE",
+    "HypersphericalVAE",
     "LeastSquaresVAE", "LinearGaussianVAE", "M2", "NeuralStatistician", "PixelCNNVAE", "RobustEncoder",
     "RobustVAE", "SSVAEText", "SentenceLM", "SentenceVAE", "Seq2Seq", "Seq2SeqVAE", "SphericalSentenceVAE",
     "VAE", "VRNN", "VarianceEncoder", "VarianceVAE", "VariationalHomoencoder",

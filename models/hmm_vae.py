@@ -20,7 +20,7 @@ chain is never sampled: it is summed out exactly, and the bound is
 **Two ways to the same sum.** Under Pyro's enumeration (the ``enum`` objective,
 ``TraceEnum_ELBO``; the pair's default) the model is a ``pyro.markov`` loop of sites ``s_t``
 marked ``infer={"enumerate": "parallel"}``, and variable elimination over the chain is the
-forward algorithm. Anywhere else (the importance-sampled log-likelihood of ``pyrovae evaluate``,
+forward algorithm (also within :meth:`HMMVAE.unit_sites`). Anywhere else (the importance-sampled log-likelihood of ``pyrovae evaluate``,
 the ``elbo`` / ``iwae`` objectives) the model computes the same sum by the forward recursion
 :math:`\\alpha_t(s) = \\log p(z_t \\mid s) + \\log\\sum_{s'} e^{\\alpha_{t-1}(s')} A_{s's}` and
 enters :math:`\\log\\sum_s e^{\\alpha_T(s)}` as a factor ``"units"``, its ``z_t`` sites carrying no
@@ -46,6 +46,7 @@ References
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -115,11 +116,24 @@ class HMMVAE(Configurable, PyroModule):
         self.decoder = MLP(o.z_dim, o.hidden_dims, o.x_dim, o.activation)
         self.init_logits = nn.Parameter(torch.zeros(o.num_units))
         # a chain that starts sticky (each unit stays with probability ~0.5): frames come in runs
-        self.trans_logits = nn.Parameter(torch.eye(o.num_units) * torch.log(torch.tensor(float(max(o.num_units - 1, 1)))))
+        stay = torch.log(torch.tensor(float(max(o.num_units - 1, 1))))
+        self.trans_logits = nn.Parameter(torch.eye(o.num_units) * stay)
         # the units' means start near the origin, a little apart: far apart, the frames' latents all
         # start nearest one unit, which then takes every frame (docs/sequences.md)
         self.unit_loc = nn.Parameter(o.unit_spread * torch.randn(o.num_units, o.z_dim))
         self.unit_scale_raw = nn.Parameter(torch.zeros(o.num_units, o.z_dim))
+        self._unit_sites = False
+
+    @contextlib.contextmanager
+    def unit_sites(self):
+        """Within this context the model has its unit sites ``s_t`` (marked for enumeration) even
+        where nothing enumerates them (then they are drawn from the chain): for ``infer_discrete``,
+        whose last run replays the units it chose, and for ``Predictive``."""
+        before, self._unit_sites = self._unit_sites, True
+        try:
+            yield self
+        finally:
+            self._unit_sites = before
 
     # ------------------------------------------------------------ the pieces
 
@@ -162,7 +176,7 @@ class HMMVAE(Configurable, PyroModule):
         x, mask = as_steps(x, mask)
         N, T = x.shape[:2]
         with pyro.plate("data", N):
-            if enumerating():
+            if self._unit_sites or enumerating():
                 s = None
                 for t in pyro.markov(range(T)):
                     logits = self.log_init() if s is None else self.log_transition()[s]
