@@ -23,7 +23,8 @@ log-likelihood after equal training at each K of ``--train-ks`` with each estima
 The table at K = 5 and 50 of docs/objectives.md (equal budget at both K)::
 
     OMP_NUM_THREADS=1 python benchmarks/iwae_gradients.py --data-dir $PYROVAE_DATA --no-snr \
-        --train-ks 5,50 --estimators plain,stl,dreg --train-size 10000 --epochs 10 --num-samples 5000
+        --train-ks 5,50 --estimators plain,stl,dreg --train-size 10000 --valid-size 1000 --epochs 15 \
+        --num-samples 5000
 
 Prints a markdown table and writes ``--json``.
 """
@@ -76,7 +77,8 @@ def main():
     p.add_argument("--train-ks", default="5", help="K of the iwae objective the pairs are trained with")
     p.add_argument("--estimators", default="plain,dreg", help="gradients to train with (plain first)")
     p.add_argument("--train-size", type=int, default=None, help="train on the first N training images")
-    p.add_argument("--valid-size", type=int, default=1000, help="validation images fit monitors each epoch")
+    p.add_argument("--valid-size", type=int, default=None,
+                   help="validation images fit monitors each epoch (default all 10,000)")
     p.add_argument("--no-snr", action="store_true", help="skip the SNR table")
     p.add_argument("--ks", default="1,5,50,500")
     p.add_argument("--reps", type=int, default=200, help="gradient draws per (K, estimator) for the SNR")
