@@ -21,7 +21,9 @@ deeper understanding of variational autoencoding models"). Two cures, both optio
   q(z|x) onto the prior (Zhao, Song, Ermon 2017, "InfoVAE");
 * a local decoder (VLAE): few layers with small kernels (``--num-layers 2 --first-kernel-size 3``),
   so that the decoder sees only a few neighbouring pixels and the global structure must come
-  through z.
+  through z; with z as a spatial map (``--conditioning spatial``, as VLAE and PixelVAE feed it),
+  since a per-channel bias cannot say where the strokes go (measured in docs/autoregressive.md:
+  the local decoder keeps z informative with spatial conditioning, not with global).
 
 Sampling x is sequential (one network pass per pixel).
 
