@@ -188,8 +188,8 @@ class HMMVAE(Configurable, PyroModule):
             zs, s = [], None
             for t in range(T):
                 # the density of z_{1:T} is the factor below; a z_t not given is drawn ancestrally
-                logits = self.log_init() if s is None else self.log_transition()[s]
-                s = dist.Categorical(logits=logits).sample()
+                logits = self.log_init().expand(N, -1) if s is None else self.log_transition()[s]
+                s = dist.Categorical(logits=logits).sample()  # (N,): each row its own path
                 with poutine.mask(mask=mask[:, t]):
                     z = pyro.sample(f"z_{t}", self.unit_prior(s).mask(False))
                     pyro.sample(f"x_{t}", self.emission(z), obs=x[:, t])

@@ -153,6 +153,12 @@ def test_gradients_reach_every_parameter_and_the_units_survive_a_reload(tmp_path
     assert isinstance(run.model, HMMVAE) and run.model.options == model.options
     assert torch.equal(run.model.units(run.guide, batch["x"], batch["mask"]),
                        model.units(guide, batch["x"], batch["mask"]))
+    # run alone, the model draws each row's units from the chain: rows' z_0 lie near different units
+    with torch.no_grad():
+        model.unit_loc.mul_(10.0)
+        trace = poutine.trace(model).get_trace(x=torch.zeros(64, 2, 4))
+        nearest = model.unit_log_prob(trace.nodes["z_0"]["value"]).argmax(-1)
+    assert trace.nodes["z_0"]["value"].shape == (64, 2) and len(nearest.unique()) > 1
     frames, units = model.generate(num_samples=3, num_steps=5)
     assert frames.shape == (3, 5, 4) and units.shape == (3, 5) and set(frames.unique().tolist()) <= {0.0, 1.0}
     with pytest.raises(ValueError, match="num_units"):
