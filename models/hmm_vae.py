@@ -20,12 +20,14 @@ chain is never sampled: it is summed out exactly, and the bound is
 **Two ways to the same sum.** Under Pyro's enumeration (the ``enum`` objective,
 ``TraceEnum_ELBO``; the pair's default) the model is a ``pyro.markov`` loop of sites ``s_t``
 marked ``infer={"enumerate": "parallel"}``, and variable elimination over the chain is the
-forward algorithm (also within :meth:`HMMVAE.unit_sites`). Anywhere else (the importance-sampled log-likelihood of ``pyrovae evaluate``,
+forward algorithm. Anywhere else (the importance-sampled log-likelihood of ``pyrovae evaluate``,
 the ``elbo`` / ``iwae`` objectives) the model computes the same sum by the forward recursion
 :math:`\\alpha_t(s) = \\log p(z_t \\mid s) + \\log\\sum_{s'} e^{\\alpha_{t-1}(s')} A_{s's}` and
 enters :math:`\\log\\sum_s e^{\\alpha_T(s)}` as a factor ``"units"``, its ``z_t`` sites carrying no
-density of their own (drawn ancestrally when not given). tests/models/test_hmm_vae.py checks both
-against the explicit sum over all :math:`K^T` unit paths.
+density of their own (drawn ancestrally when not given). Within :meth:`HMMVAE.unit_sites` the
+model keeps its ``s_t`` sites even unenumerated (drawn from the chain), for ``infer_discrete``.
+tests/models/test_hmm_vae.py checks both sums against the explicit sum over all :math:`K^T` unit
+paths.
 
 **Padding.** Batches ``{"x": (N, T, D), "mask": (N, T)}``; ``z_t`` and ``x_t`` are masked with
 ``mask[:, t]``; the units ``s_t`` are not: at a padded step the chain runs on with nothing

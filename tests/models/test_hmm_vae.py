@@ -180,7 +180,8 @@ def test_digit_sequences_follow_the_chain_and_keep_the_splits_apart():
     for name in ("train", "test"):
         split, raw = data.split(name), grey.split(name)
         assert torch.equal(split["mask"], split["units"] >= 0) and torch.equal(split["lengths"], split["mask"].sum(1))
-        assert set(split["x"][split["mask"]].unique().tolist()) <= {0.0, 1.0} and (split["x"][~split["mask"]] == 0).all()
+        assert set(split["x"][split["mask"]].unique().tolist()) <= {0.0, 1.0}
+        assert (split["x"][~split["mask"]] == 0).all()
         assert split["lengths"].min() >= 6 and split["lengths"].max() <= 40
         for row in split["units"][:50]:
             row = row[row >= 0].numpy()
