@@ -62,7 +62,7 @@ from pyro.poutine.enum_messenger import EnumMessenger
 from pyro.poutine.runtime import _PYRO_STACK
 from torch import nn
 
-from pyrovae.models.vrnn import as_steps
+from pyrovae.models.vrnn import as_steps, example_sequences
 from pyrovae.nn import MLP, check_positive
 from pyrovae.registry import Configurable, register_model
 
@@ -236,12 +236,7 @@ class HMMVAE(Configurable, PyroModule):
 
     def example_batch(self, n: int = 16, num_steps: int = 5, seed: int = 0) -> dict:
         """Binary sequences of lengths 2..num_steps (row 0 full), for the contract tests."""
-        generator = torch.Generator().manual_seed(seed)
-        lengths = torch.randint(2, num_steps + 1, (n,), generator=generator)
-        lengths[0] = num_steps
-        mask = torch.arange(num_steps) < lengths[:, None]
-        x = torch.bernoulli(torch.full((n, num_steps, self.x_dim), 0.3), generator=generator) * mask[..., None]
-        return {"x": x, "mask": mask, "lengths": lengths}
+        return example_sequences(self.x_dim, n, num_steps, seed)
 
     @torch.no_grad()
     def generate(self, num_samples: int, num_steps: int, mean: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -73,6 +73,18 @@ def as_steps(x: torch.Tensor, mask: Optional[torch.Tensor]) -> Tuple[torch.Tenso
     return x, mask.bool()
 
 
+def example_sequences(x_dim: int, n: int = 16, num_steps: int = 5, seed: int = 0) -> dict:
+    """A small fixed batch of binary sequences, the sequence models' ``example_batch``:
+    ``{"x": (n, num_steps, x_dim), "mask", "lengths"}``, lengths from 2 to ``num_steps`` (row 0
+    full), zeros on padding."""
+    generator = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(2, num_steps + 1, (n,), generator=generator)
+    lengths[0] = num_steps
+    mask = torch.arange(num_steps) < lengths[:, None]
+    x = torch.bernoulli(torch.full((n, num_steps, x_dim), 0.3), generator=generator) * mask[..., None]
+    return {"x": x, "mask": mask, "lengths": lengths}
+
+
 class Recurrence(nn.Module):
     """The feature extractors :math:`\\varphi_x`, :math:`\\varphi_z` and the GRU
     :math:`h_t = \\operatorname{GRU}([\\varphi_x(x_t), \\varphi_z(z_t)], h_{t-1})`, for any
@@ -167,12 +179,7 @@ class VRNN(Configurable, PyroModule):
     def example_batch(self, n: int = 16, num_steps: int = 5, seed: int = 0) -> dict:
         """A small fixed batch of the shape the model takes: ``{"x": (n, num_steps, x_dim)``
         binary, ``"mask"``, ``"lengths"}``, lengths from 2 to ``num_steps`` (the contract tests')."""
-        generator = torch.Generator().manual_seed(seed)
-        lengths = torch.randint(2, num_steps + 1, (n,), generator=generator)
-        lengths[0] = num_steps
-        mask = torch.arange(num_steps) < lengths[:, None]
-        x = torch.bernoulli(torch.full((n, num_steps, self.x_dim), 0.3), generator=generator) * mask[..., None]
-        return {"x": x, "mask": mask, "lengths": lengths}
+        return example_sequences(self.x_dim, n, num_steps, seed)
 
     @torch.no_grad()
     def generate(self, num_samples: int, num_steps: int, mean: bool = False) -> torch.Tensor:
