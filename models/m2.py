@@ -8,7 +8,10 @@ style ``z``:
     x_n \\mid y_n, z_n \\sim \\operatorname{Bernoulli}(\\operatorname{sigmoid} f_\\theta(z_n, y_n))
     \\quad (n = 1..N),
 
-``f_theta`` an MLP on ``[z, onehot(y)]``. The guide (guides/m2.py) is
+``f_theta`` an MLP on ``[z, onehot(y)]``. For continuous data (``likelihood="gaussian"``, e.g.
+the latent means of a VAE in Kingma et al.'s stacked M1+M2) the likelihood is instead
+:math:`x_n \\mid y_n, z_n \\sim \\mathcal{N}(f_\\theta(z_n, y_n), \\operatorname{diag}\\sigma^2)`,
+``sigma`` learned per dimension (softplus of a parameter, plus 1e-3) or fixed by ``scale``. The guide (guides/m2.py) is
 :math:`q_\\phi(y \\mid x)\\, q_\\phi(z \\mid x, y)`: a classifier and a Gaussian encoder. Where
 the label is known the guide's ``q(y)`` is the point mass on it, so the bound of a labelled
 row is Kingma et al.'s (their eq. 6)
@@ -63,15 +66,21 @@ def broadcast_cat(*tensors: torch.Tensor) -> torch.Tensor:
     return torch.cat([t.expand(shape + t.shape[-1:]) for t in tensors], -1)
 
 
+#: the likelihoods of p(x | y, z)
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+
 @register_model("m2")
 class M2(Configurable, PyroModule):
     """p(y) p(z) p(x | y, z): Kingma et al.'s M2, a VAE with the class label as a discrete latent.
 
-    :param int x_dim: size of one flattened image (Bernoulli pixels).
+    :param int x_dim: size of one flattened image (or feature vector).
     :param int num_classes: number of labels C (filled from the data).
     :param int z_dim: dimension of the continuous latent z.
     :param tuple hidden_dims: hidden widths of the decoder ``[z, onehot(y)] -> x``.
     :param str activation: nonlinearity (Kingma et al. use softplus).
+    :param str likelihood: ``bernoulli`` (binary pixels) or ``gaussian`` (continuous features).
+    :param float scale: the Gaussian's fixed scale; None learns one per dimension.
 
     >>> model = M2(x_dim=6, num_classes=3, z_dim=2, hidden_dims=(8,))
     >>> model.likelihood(torch.zeros(4, 2), torch.tensor([0, 1, 2, 0])).batch_shape
@@ -87,22 +96,46 @@ class M2(Configurable, PyroModule):
         z_dim: int = 50
         hidden_dims: Tuple[int, ...] = (500,)
         activation: str = "softplus"
+        likelihood: str = "bernoulli"
+        scale: Optional[float] = None
 
         def __post_init__(self):
             self.hidden_dims = tuple(self.hidden_dims)
             check_positive(x_dim=self.x_dim, num_classes=self.num_classes, z_dim=self.z_dim,
                            hidden_dims=self.hidden_dims)
+            if self.likelihood not in LIKELIHOODS:
+                raise ValueError(f"M2 has no likelihood {self.likelihood!r}; choose one of {LIKELIHOODS} "
+                                 "(gaussian for continuous data such as a VAE's latent means)")
+            if self.scale is not None:
+                if self.likelihood != "gaussian":
+                    raise ValueError(f"scale={self.scale} is the Gaussian likelihood's; pass likelihood='gaussian' "
+                                     "or drop scale")
+                if not self.scale > 0:
+                    raise ValueError(f"scale must be positive (or None to learn it), got {self.scale}")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         o = self.options
         self.x_dim, self.num_classes, self.z_dim = o.x_dim, o.num_classes, o.z_dim
         self.decoder = MLP(o.z_dim + o.num_classes, o.hidden_dims, o.x_dim, o.activation)
+        self.likelihood_name, self.fixed_scale = o.likelihood, o.scale
+        if o.likelihood == "gaussian" and o.scale is None:
+            self.raw_scale = torch.nn.Parameter(torch.zeros(o.x_dim))
 
     def likelihood(self, z: torch.Tensor, y: torch.Tensor) -> dist.Distribution:
-        """p(x | y, z): Bernoulli, event ``(x_dim,)``, batch shape ``z``'s and ``y``'s broadcast."""
-        logits = self.decoder(broadcast_cat(z, one_hot(y, self.num_classes, z.dtype)))
-        return dist.Bernoulli(logits=logits, validate_args=False).to_event(1)
+        """p(x | y, z): Bernoulli (logits) or Gaussian (mean) from the decoder, event
+        ``(x_dim,)``, batch shape ``z``'s and ``y``'s broadcast."""
+        out = self.decoder(broadcast_cat(z, one_hot(y, self.num_classes, z.dtype)))
+        if self.likelihood_name == "bernoulli":
+            return dist.Bernoulli(logits=out, validate_args=False).to_event(1)
+        return dist.Normal(out, self.gaussian_scale().to(out.dtype).expand(out.shape)).to_event(1)
+
+    def gaussian_scale(self) -> torch.Tensor:
+        """The Gaussian likelihood's scale per dimension ``(x_dim,)``: fixed, or softplus of a
+        learned parameter plus 1e-3 (so it never collapses to zero)."""
+        if self.fixed_scale is not None:
+            return torch.full((self.x_dim,), float(self.fixed_scale), device=self.decoder[0].weight.device)
+        return F.softplus(self.raw_scale) + 1e-3
 
     def forward(self, x: torch.Tensor, y: Optional[torch.Tensor] = None, labelled: Optional[torch.Tensor] = None):
         """The model of a batch ``x`` ``(N, x_dim)``: y and z latent, x observed. The labels
