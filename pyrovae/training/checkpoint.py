@@ -42,7 +42,7 @@ import pyro.util
 import torch
 
 from pyrovae.errors import CheckpointError, RunLockedError
-from pyrovae.training.files import CHECKPOINT_FILE, atomic_write, fsync_folder
+from pyrovae.training.files import CHECKPOINT_FILE, atomic_write, fsync_folder, interrupts_deferred
 
 try:
     import fcntl
@@ -168,7 +168,12 @@ class Checkpoints:
         return self.path.is_file() or self.prev.is_file()
 
     def save(self, state: Dict[str, Any]) -> None:
-        """Write ``state`` as the new ``checkpoint.pt``; the old one becomes ``checkpoint.prev.pt``."""
+        """Write ``state`` as the new ``checkpoint.pt``; the old one becomes ``checkpoint.prev.pt``
+        (Ctrl-C is held until both are in place)."""
+        with interrupts_deferred():
+            self._save(state)
+
+    def _save(self, state: Dict[str, Any]) -> None:
         tmp = atomic_write(self.path, lambda f: torch.save(state, f), rename=False)
         try:
             if self.path.is_file():

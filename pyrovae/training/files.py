@@ -3,14 +3,19 @@
 Every file goes to a temporary name in the same folder, is flushed and ``fsync``-ed, gets
 the mode a plain ``open`` would give it (0644 under the usual umask; ``mkstemp`` alone
 makes 0600) and is renamed into place (``os.replace`` is atomic on POSIX): a crash leaves
-the old file or the new one, never a part.
+the old file or the new one, never a part. Ctrl-C (SIGINT) during a write is held until the
+write is done (:func:`interrupts_deferred`), so an interrupted run still exits with its clean
+message and a complete last checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Callable, List
 
@@ -25,6 +30,28 @@ def _umask() -> int:
     return mask
 
 
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Hold SIGINT (Ctrl-C) until the block ends, then deliver it to the handler that was in
+    place (Python's default raises KeyboardInterrupt): a write is never cut in the middle, where
+    torch's zip writer would turn the interrupt into a RuntimeError. Nests; a no-op outside the
+    main thread (where signal handlers cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            if callable(previous):
+                previous(signal.SIGINT, received[0])
+            elif previous == signal.SIG_DFL:
+                raise KeyboardInterrupt
+
+
 def atomic_write(path: Path, write: Callable, rename: bool = True):
     """Write ``path`` through ``write(file)`` into a temporary file, fsync, chmod, rename.
 
@@ -33,6 +60,11 @@ def atomic_write(path: Path, write: Callable, rename: bool = True):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    with interrupts_deferred():
+        return _atomic_write(path, write, rename)
+
+
+def _atomic_write(path: Path, write: Callable, rename: bool):
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())

@@ -38,7 +38,7 @@ from pyrovae.evaluation.log_likelihood import elbo as mean_elbo
 from pyrovae.evaluation.monitors import epoch_monitors
 from pyrovae.infer.objectives import Objective
 from pyrovae.training.checkpoint import Checkpoints, rng_state, set_rng_state
-from pyrovae.training.files import CHECKPOINT_FILE, METRICS_FILE, RUN_FILE, write_json, write_metrics
+from pyrovae.training.files import CHECKPOINT_FILE, METRICS_FILE, RUN_FILE, interrupts_deferred, write_json, write_metrics
 from pyrovae.training.parameters import load_parameters, parameter_state  # noqa: F401  (re-exported)
 from pyrovae.training.segments import check_resumable, segment, with_segments
 from pyrovae.training.setup import FitOptions, Setup, check_numbers, resolve_device  # noqa: F401
@@ -225,11 +225,12 @@ def fit(model: Callable, guide: Callable, data, *, objective=None, epochs: int =
                 if opts.log_every and (epoch + 1) % opts.log_every == 0 and s.is_main:
                     tqdm.write(_describe(row, epochs), file=sys.stderr)
                 if out_dir is not None:
-                    _save(s, folder, model, guide, step, metrics, epoch + 1)
-                    if folder is not None:
-                        current["completed_epoch"] = epoch + 1
-                        write_json(out_dir / RUN_FILE, with_segments(run_config, saved, current))
-                        write_metrics(out_dir / METRICS_FILE, metrics)
+                    with interrupts_deferred():  # checkpoint, run.json and metrics: all or none
+                        _save(s, folder, model, guide, step, metrics, epoch + 1)
+                        if folder is not None:
+                            current["completed_epoch"] = epoch + 1
+                            write_json(out_dir / RUN_FILE, with_segments(run_config, saved, current))
+                            write_metrics(out_dir / METRICS_FILE, metrics)
                 start_epoch = epoch + 1  # the last good checkpoint
     except KeyboardInterrupt:
         if folder is not None:

@@ -1,7 +1,9 @@
 """The run folder: rotated checkpoints, fallback, corrupt files, the lock, file modes, Ctrl-C."""
 
 import fcntl
+import json
 import os
+import signal
 import stat
 
 import pytest
@@ -13,6 +15,7 @@ from pyrovae.errors import CheckpointError, RunLockedError
 from pyrovae.guides import DiagNormalGuide
 from pyrovae.models import VAE
 from pyrovae.training.checkpoint import Checkpoints, load_checkpoint
+from pyrovae.training.files import interrupts_deferred
 from pyrovae.training.parameters import constraint_from_name, constraint_name
 
 X = torch.bernoulli(torch.full((60, 6), 0.3), generator=torch.Generator().manual_seed(0))
@@ -81,6 +84,41 @@ def test_interrupt_while_saving_leaves_the_last_complete_checkpoint(tmp_path, mo
     assert load_checkpoint(tmp_path / "r" / "checkpoint.pt")["epoch"] == 1
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == [".lock", "checkpoint.pt", "metrics.jsonl",
                                                                   "run.json"]
+
+
+def test_ctrl_c_during_a_save_waits_for_it_then_interrupts(tmp_path, monkeypatch):
+    """A real SIGINT in the middle of torch.save (where torch's zip writer would turn the
+    KeyboardInterrupt into a RuntimeError) is held until the epoch's files are written: fit
+    stops with KeyboardInterrupt and the checkpoint it just wrote is complete."""
+    quick(tmp_path / "r", epochs=1)
+    real_save = torch.save
+
+    def signalled(obj, f, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # delivered at once without the deferral
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", signalled)
+    with pytest.raises(KeyboardInterrupt):
+        quick(tmp_path / "r", epochs=3, resume=True)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert load_checkpoint(tmp_path / "r" / "checkpoint.pt")["epoch"] == 2  # epoch 2's save finished
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["segments"][-1]["completed_epoch"] == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+def test_interrupts_deferred_nests_and_honours_an_ignoring_handler():
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_deferred():
+            with interrupts_deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+            done = True  # the inner block's end hands the signal to the outer, which holds it
+    assert done
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_a_second_writer_is_refused_and_a_stale_lock_file_is_not(tmp_path):
