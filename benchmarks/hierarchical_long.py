@@ -88,12 +88,12 @@ def train(args):
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     dataset = load_dataset("mnist", data_dir=os.environ.get("PYROVAE_DATA"))  # 50k train, dynamic binarization
     dataset = dataclasses.replace(dataset, valid={k: v[:1000] for k, v in dataset.valid.items()})
-    test = {"x": dataset.test["x"][:args.num_test]}
+    test = {"x": dataset.test["x"][:args.num_test].to(args.device)}
     log = out / "evals.jsonl"
     done = {json.loads(line)["epoch"] for line in log.read_text().splitlines()} if log.exists() else set()
     t_start = time.perf_counter()
     print(f"{PAIRS[args.pair]}; MNIST 50,000 training images, batch 100, Burda et al.'s lr schedule; "
-          f"{torch.get_num_threads()} thread(s); K={args.num_samples} on the first {args.num_test} test images", flush=True)
+          f"{torch.get_num_threads()} thread(s), device {args.device}; K={args.num_samples} on the first {args.num_test} test images", flush=True)
     for end, lr in plan(args.eval_every):
         if end <= completed_epoch(out) and end in done:
             continue
@@ -103,7 +103,7 @@ def train(args):
         t0 = time.perf_counter()
         start = completed_epoch(out)
         result = fit(model, guide, dataset, objective="elbo", epochs=end, batch_size=100, lr=lr, seed=args.seed,
-                     out_dir=out, resume=start > 0, progress=False, figures=False)
+                     out_dir=out, resume=start > 0, progress=False, figures=False, device=args.device)
         train_s = time.perf_counter() - t0
         model.eval(), guide.eval()
         pyro.set_rng_seed(args.seed)
@@ -150,6 +150,7 @@ def main():
     p.add_argument("--num-samples", type=int, default=1000, help="importance samples K")
     p.add_argument("--hours", type=float, default=2.0, help="stop at the first evaluation after this long")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (a run folder may continue on another device)")
     p.add_argument("--compare", nargs=2, metavar="RUN", help="print the paired curves of two run folders")
     args = p.parse_args()
     if args.compare:
