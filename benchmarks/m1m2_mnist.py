@@ -31,7 +31,6 @@ import time
 
 import pyro
 import torch
-import torch.nn.functional as F
 
 from pyrovae import fit
 from pyrovae.data.datasets import DataSet, load_dataset
@@ -42,7 +41,8 @@ from pyrovae.guides.m2 import M2Guide
 from pyrovae.infer.enum import EnumELBO
 from pyrovae.models.m2 import M2
 from pyrovae.models.vae import VAE
-from pyrovae.nn import MLP
+
+from _classifier import error, fit_labelled_classifier  # benchmarks/_classifier.py
 
 
 def first(split: dict, n: int) -> dict:
@@ -61,27 +61,6 @@ def fit_m1(mnist: DataSet, args) -> tuple:
     seconds = time.perf_counter() - t0
     features = encoded_features(mnist, guide, seed=0, name="mnist-m1features")
     return features, seconds, result.metrics[-1].get("valid_elbo")
-
-
-def fit_baseline(rows: dict, args, seed: int, steps: int, x_dim: int, num_classes: int):
-    """The M2 guide's classifier network alone, cross-entropy on the labelled feature rows."""
-    torch.manual_seed(seed)
-    net = MLP(x_dim, tuple(args.hidden_dims), num_classes, "softplus")
-    optimizer = torch.optim.Adam(net.parameters(), lr=args.lr)
-    g = torch.Generator().manual_seed(seed)
-    n = len(rows["y"])
-    for _ in range(steps):
-        index = torch.randint(n, (min(100, n),), generator=g)
-        loss = F.cross_entropy(net(rows["x"][index]), rows["y"][index])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return net
-
-
-@torch.no_grad()
-def error(classify, test) -> float:
-    return 100.0 * float((classify(test["x"]).argmax(-1) != test["y"]).float().mean())
 
 
 def main():
@@ -135,7 +114,7 @@ def main():
             guide.eval()
             steps = result.metrics[-1]["step"]
             if base_error is None:  # one baseline per draw, at the first run's number of steps
-                base = fit_baseline(data.labelled_rows(), args, seed, steps, data.x_dim, data.num_classes)
+                base = fit_labelled_classifier(data.labelled_rows(), args.hidden_dims, data.num_classes, args.lr, seed, steps)
                 base_error = error(base, test)
             row = {"seed": seed, "alpha_scale": scale, "alpha": data.paper_alpha * scale, "repeats": data.repeats,
                    "unlabelled": data.num_unlabelled, "steps": steps, "seconds": seconds,

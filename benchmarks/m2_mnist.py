@@ -29,7 +29,6 @@ import time
 
 import pyro
 import torch
-import torch.nn.functional as F
 
 from pyrovae import fit, log_likelihood
 from pyrovae.data.datasets import load_dataset
@@ -37,7 +36,8 @@ from pyrovae.data.semisupervised import semi_supervised
 from pyrovae.guides.m2 import M2Guide
 from pyrovae.infer.enum import EnumELBO
 from pyrovae.models.m2 import M2
-from pyrovae.nn import MLP
+
+from _classifier import error, fit_labelled_classifier  # benchmarks/_classifier.py
 
 
 def fit_m2(data, args, seed):
@@ -51,29 +51,6 @@ def fit_m2(data, args, seed):
     seconds = time.perf_counter() - t0
     model.eval(), guide.eval()
     return model, guide, result, seconds
-
-
-def fit_baseline(data, args, seed, steps):
-    """The M2 guide's classifier network alone, cross-entropy on the labelled rows, ``steps`` Adam steps."""
-    torch.manual_seed(seed)
-    net = MLP(data.x_dim, tuple(args.hidden_dims), data.num_classes, "softplus")
-    rows = data.labelled_rows()
-    optimizer = torch.optim.Adam(net.parameters(), lr=args.lr)
-    g = torch.Generator().manual_seed(seed)
-    n = len(rows["y"])
-    for _ in range(steps):
-        index = torch.randint(n, (min(100, n),), generator=g)
-        x = torch.bernoulli(rows["x"][index], generator=g)  # dynamically binarized, as M2 sees them
-        loss = F.cross_entropy(net(x), rows["y"][index])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return net
-
-
-@torch.no_grad()
-def error(classify, test) -> float:
-    return 100.0 * float((classify(test["x"]).argmax(-1) != test["y"]).float().mean())
 
 
 def main():
@@ -103,7 +80,8 @@ def main():
             data = dataclasses.replace(data, valid={k: v[:args.num_valid] for k, v in data.valid.items()})
             model, guide, result, seconds = fit_m2(data, args, seed)
             steps = result.metrics[-1]["step"]
-            base = fit_baseline(data, args, seed, steps)
+            base = fit_labelled_classifier(data.labelled_rows(), args.hidden_dims, data.num_classes, args.lr, seed, steps,
+                                           binarize=True)
             row = {"labels": num_labels, "seed": seed, "alpha": data.paper_alpha * args.alpha_scale,
                    "repeats": data.repeats, "steps": steps, "seconds": seconds,
                    "m2_error": error(guide.classify, test), "baseline_error": error(base, test),
