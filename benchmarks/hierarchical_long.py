@@ -120,7 +120,7 @@ def train(args):
             break
 
 
-def compare(folders):
+def compare(folders, figure=None):
     runs = []
     for folder in folders:
         rows = [json.loads(line) for line in (Path(folder) / "evals.jsonl").read_text().splitlines()]
@@ -134,6 +134,44 @@ def compare(folders):
         print(f"{epoch:6d} {a[epoch]['log_likelihood']:13.2f} ± {a[epoch]['stderr']:5.2f} "
               f"{b[epoch]['log_likelihood']:13.2f} ± {b[epoch]['stderr']:5.2f} {mean:+12.2f} ± {se:5.2f} "
               f"{float((y > x).double().mean()):9.1%}")
+    if figure:
+        plot(runs, figure)
+
+
+def label(folder) -> str:
+    """``model + guide`` from the run folder's run.json (its folder name if unreadable)."""
+    try:
+        run = json.loads((Path(folder) / "run.json").read_text())
+        return f"{run['model']['name']} + {run['guide']['name']}"
+    except (OSError, KeyError, ValueError):
+        return Path(folder).name
+
+
+def plot(runs, path):
+    """Test log p(x) against epoch for each run, and the paired difference of the second minus the
+    first with its standard error."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name, rows in runs:
+        epochs = sorted(rows)
+        left.errorbar(epochs, [rows[e]["log_likelihood"] for e in epochs], [rows[e]["stderr"] for e in epochs],
+                      marker="o", ms=3, capsize=2, label=label(name))
+    left.set(xscale="log", xlabel="epoch (50,000 images each)", ylabel="test log p(x), nats (K=1000)",
+             ylim=(max(min(r["log_likelihood"] for _, rows in runs for r in rows.values()) - 2, -200), None))
+    left.legend()
+    (_, a), (b_name, b) = runs
+    common = sorted(set(a) & set(b))
+    stats = [mean_and_stderr(torch.tensor(b[e]["per_datapoint"]) - torch.tensor(a[e]["per_datapoint"])) for e in common]
+    right.errorbar(common, [m for m, _ in stats], [s for _, s in stats], marker="o", ms=3, capsize=2)
+    right.axhline(0.0, color="grey", lw=0.8)
+    right.set(xscale="log", xlabel="epoch", ylabel="paired difference, nats per image",
+              title=f"{label(b_name)}  minus  {label(runs[0][0])}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"figure: {path}")
 
 
 def main():
@@ -147,9 +185,10 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu or cuda (a run folder may continue on another device)")
     p.add_argument("--compare", nargs=2, metavar="RUN", help="print the paired curves of two run folders")
+    p.add_argument("--figure", help="with --compare: draw both curves and the paired difference into this PNG")
     args = p.parse_args()
     if args.compare:
-        compare(args.compare)
+        compare(args.compare, args.figure)
     elif args.pair and args.out:
         train(args)
     else:
