@@ -64,6 +64,8 @@ def build_parser(model_name: str, guide_name: str, objective_name: str) -> commo
                    help="importance samples for the test log-likelihood printed at the end (0: skip)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--log-every", type=int, default=None, metavar="N", help="a line every N epochs (default: none)")
+    p.add_argument("--valid-every", type=int, default=1, metavar="N",
+                   help="the validation ELBO and monitors every N epochs and after the last (default 1; 0: never)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                    help="bf16: the forward pass under bfloat16 autocast (GPUs; default fp32)")
     p.add_argument("--particle-chunk", type=int, default=None,
@@ -129,7 +131,7 @@ def main(argv: List[str]) -> int:
         config["num_workers"] = args.num_workers
     options = dict(objective=objective, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=device,
                    seed=args.seed, out_dir=out, resume=args.resume, progress=args.progress, config=config,
-                   precision=args.precision, num_workers=args.num_workers)
+                   precision=args.precision, num_workers=args.num_workers, valid_every=args.valid_every)
     if args.log_every is not None:
         options["log_every"] = args.log_every
     try:
@@ -156,8 +158,8 @@ def report(result, out: Path, model, guide, dataset, args) -> None:
     print(f"run folder: {out}")
     if not isinstance(dataset.test, dict):  # read from a path: say how
         print(result.data_mode)
-    print(f"epochs: {last['epoch']}, final train loss {last['train_loss']:.3f}, "
-          f"validation ELBO {last.get('valid_elbo', float('nan')):.3f} nats")
+    valid = f", validation ELBO {last['valid_elbo']:.3f} nats" if "valid_elbo" in last else ""
+    print(f"epochs: {last['epoch']}, final train loss {last['train_loss']:.3f}{valid}")
     if args.eval_samples > 0:
         est = log_likelihood(model, guide, dataset.test if not isinstance(dataset.test, dict) else test,
                              num_samples=args.eval_samples, device=device)

@@ -4,7 +4,7 @@ The loop reads top to bottom: seed, set up (:class:`~pyrovae.training.setup.Setu
 device, the pair moved and checked on the first batch, parameters, optimizer, step), open
 the run folder (:class:`~pyrovae.training.checkpoint.Checkpoints`: lock, resume), then for
 each epoch, for each batch, one step (the objective's loss, ``backward``, Adam), and after
-each epoch the validation ELBO, a checkpoint and the metrics. The batches come from a
+each epoch the validation ELBO (every ``valid_every`` epochs), a checkpoint and the metrics. The batches come from a
 :class:`~pyrovae.data.sources.Source`: tensors held on the device, or a Dataset / DataLoader
 streamed batch by batch; an epoch's order is a function of ``(seed, epoch)`` alone and the
 checkpoint keeps the position within the epoch, so a resumed run reads the same batches. The parameters are whatever
@@ -109,7 +109,7 @@ def fit(model: Callable, guide: Callable, data, *, objective=None, epochs: int =
         None keeps everything in memory.
     :param FitOptions options: the other options; each may also be given by name
         (``resume``, ``device``, ``progress``, ``log_every``, ``precision``, ``valid_data``,
-        ``valid_batch_size``, ``data_dir``, ``distributed``, ``cuda_graphs``, ``config``,
+        ``valid_batch_size``, ``valid_every``, ``data_dir``, ``distributed``, ``cuda_graphs``, ``config``,
         ``figures``, ``num_workers``, ``max_bytes``), see
         :class:`~pyrovae.training.setup.FitOptions`. ``resume=True`` continues the run in
         ``out_dir`` from its last checkpoint; what would change the parameters' shapes or the
@@ -127,7 +127,7 @@ def fit(model: Callable, guide: Callable, data, *, objective=None, epochs: int =
     """
     opts = FitOptions.merge(options, more)
     resume = opts.resume
-    check_numbers(epochs, batch_size, lr, opts.valid_batch_size, opts.log_every)
+    check_numbers(epochs, batch_size, lr, opts.valid_batch_size, opts.log_every, opts.valid_every)
     if resume and out_dir is None:
         raise UsageError("resume=True needs the out_dir of the run to continue")
     pyro.set_rng_seed(seed)  # before anything random happens
@@ -214,7 +214,8 @@ def fit(model: Callable, guide: Callable, data, *, objective=None, epochs: int =
                 row = {"epoch": epoch + 1, "step": step, "train_loss": total / count,
                        "kl_weight": s.objective.kl_weight(step) if isinstance(s.objective, Objective) else 1.0,
                        "seconds": time.perf_counter() - t0}
-                if s.valid is not None:
+                if s.valid is not None and opts.valid_every and ((epoch + 1) % opts.valid_every == 0
+                                                                 or epoch + 1 == epochs):
                     t1 = time.perf_counter()
                     row["valid_elbo"] = mean_elbo(model, guide, s.valid, batch_size=opts.valid_batch_size,
                                                   split="valid")

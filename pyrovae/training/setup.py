@@ -43,6 +43,9 @@ class FitOptions:
     :ivar valid_data: tensors for the per-epoch validation ELBO (default: the data set's own
         valid split).
     :ivar int valid_batch_size: datapoints per validation pass.
+    :ivar int valid_every: the validation ELBO and monitors after every this many epochs and
+        after the last (default 1: every epoch; 0: never). Short runs on a large validation
+        split spend much of their time there.
     :ivar data_dir: where a named data set's files are.
     :ivar distributed: data-parallel over a ``torchrun`` launch (None: when launched so).
     :ivar cuda_graphs: capture the step in a CUDA graph (None: on a GPU where it applies).
@@ -63,6 +66,7 @@ class FitOptions:
     precision: str = "fp32"
     valid_data: Any = None
     valid_batch_size: int = 500
+    valid_every: int = 1
     data_dir: Any = None
     distributed: Optional[bool] = None
     cuda_graphs: Optional[bool] = None
@@ -100,12 +104,13 @@ def resolve_device(device) -> torch.device:
     return device
 
 
-def check_numbers(epochs, batch_size, lr, valid_batch_size, log_every) -> None:
+def check_numbers(epochs, batch_size, lr, valid_batch_size, log_every, valid_every=1) -> None:
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("valid_batch_size", valid_batch_size)):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
             raise UsageError(f"{name} must be a positive integer, got {value!r}")
-    if not isinstance(log_every, (int, np.integer)) or isinstance(log_every, bool) or log_every < 0:
-        raise UsageError(f"log_every must be a non-negative integer, got {log_every!r}")
+    for name, value in (("log_every", log_every), ("valid_every", valid_every)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
+            raise UsageError(f"{name} must be a non-negative integer, got {value!r}")
     if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0):
         raise UsageError(f"lr must be a positive number, got {lr!r}")
 

@@ -32,6 +32,14 @@ def test_no_epoch_lines_by_default(tmp_path):
     assert not [line for line in result.stderr.splitlines() if line.startswith("epoch ")]
 
 
+def test_valid_every_0_skips_the_validation_pass(tmp_path):
+    quick = [a for a in QUICK if a not in ("--epochs", "1")]
+    result = pyrovae("fit", *quick, "--epochs", "2", "--valid-every", "0", "--out", "run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and not any("valid_elbo" in row for row in rows)
+
+
 def test_results_are_named_by_their_settings_and_never_replaced_silently(run):
     folder, _ = run
     for limit in ("10", "20"):

@@ -107,6 +107,18 @@ def test_one_line_every_log_every_epochs_and_none_by_default(capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_valid_every_validates_every_n_epochs_and_after_the_last():
+    valid = X[:20]
+    result = quick(VAE(6, 2, (8,)), DiagNormalGuide(6, 2, (8,)), epochs=5, valid_data=valid, valid_every=2)
+    assert [("valid_elbo" in m, "active_units" in m) for m in result.metrics] == \
+        [(False, False), (True, True), (False, False), (True, True), (True, True)]
+    result = quick(VAE(6, 2, (8,)), DiagNormalGuide(6, 2, (8,)), epochs=2, valid_data=valid, valid_every=0)
+    assert not any("valid_elbo" in m for m in result.metrics)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(UsageError, match="valid_every must be a non-negative integer"):
+            quick(VAE(6, 2, (8,)), DiagNormalGuide(6, 2, (8,)), valid_every=bad)
+
+
 def test_a_fit_from_python_writes_the_cli_figures(tmp_path):
     model, guide = VAE(64, 2, (16,)), DiagNormalGuide(64, 2, (16,))
     result = fit(model, guide, "digits", epochs=1, batch_size=200, out_dir=tmp_path / "f", progress=False)
