@@ -14,7 +14,8 @@ __version__ = "0.1.0"
 
 from pyrovae.evaluation import (
     AISEstimate, BDMCResult, InferenceGap, LatentMonitors, LogLikelihood, ais_log_likelihood, bdmc, elbo,
-    inference_gap, khat_summary, latent_monitors, log_likelihood, psis_diagnostic, psis_khat, to_inference_data,
+    PairedDifference, inference_gap, khat_summary, latent_monitors, log_likelihood, paired_difference, psis_diagnostic,
+    psis_khat, to_inference_data,
 )
 from pyrovae.infer import ELBO, IWAE, MeanFieldELBO, Objective, RenyiBound, log_weights, make_objective
 from pyrovae.registry import (
@@ -38,5 +39,5 @@ __all__ = [
     "list_models", "list_objectives", "load_run", "log_likelihood", "log_weights", "make_objective",
     "register_guide", "register_model", "register_objective",
     "AISEstimate", "BDMCResult", "InferenceGap", "LatentMonitors", "ais_log_likelihood", "bdmc",
-    "inference_gap", "khat_summary", "latent_monitors", "psis_diagnostic", "psis_khat", "to_inference_data",
+    "PairedDifference", "inference_gap", "khat_summary", "latent_monitors", "paired_difference", "psis_diagnostic", "psis_khat", "to_inference_data",
 ]

@@ -1,4 +1,4 @@
-"""The ``pyrovae`` command: ``pyrovae fit | evaluate | sample | diagnose | list | bench``.
+"""The ``pyrovae`` command: ``pyrovae fit | evaluate | compare | sample | diagnose | list | bench``.
 
 One module per subcommand (``pyrovae/cli/fit.py`` ...), each with a ``main(argv) -> int``
 and a one-line ``HELP``; :mod:`pyrovae.cli.common` holds what they share. :func:`main`
@@ -19,7 +19,7 @@ import os
 import sys
 from typing import List, Optional
 
-COMMANDS = ("fit", "evaluate", "sample", "diagnose", "list", "bench")
+COMMANDS = ("fit", "evaluate", "compare", "sample", "diagnose", "list", "bench")
 
 __all__ = ["COMMANDS", "exit_status", "main"]
 

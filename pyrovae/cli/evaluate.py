@@ -2,7 +2,8 @@
 
 The result is printed and saved in the run folder under a name that says what produced it,
 ``evaluation-SPLIT-K{K}[-limit{N}][-ais{T}x{C}[-leapfrog{L}]].json``; an existing file of
-that name is kept unless ``--force``.
+that name is kept unless ``--force``. The file also keeps each datapoint's estimate
+(``per_datapoint``) and a fingerprint of the data scored, for ``pyrovae compare``.
 
     pyrovae evaluate runs/x --num-samples 5000
     pyrovae evaluate runs/x --limit 50 --ais --ais-steps 1000 --json
@@ -42,6 +43,7 @@ def output_name(args) -> str:
 
 
 def main(argv: List[str]) -> int:
+    from pyrovae.evaluation.compare import data_fingerprint
     from pyrovae.evaluation.log_likelihood import log_likelihood
 
     p = common.Parser(prog="pyrovae evaluate", description="Importance-sampled log-likelihood of a run.")
@@ -70,12 +72,14 @@ def main(argv: List[str]) -> int:
     t0 = time.perf_counter()
     est = log_likelihood(run.model, run.guide, data, num_samples=args.num_samples, batch_size=args.batch_size,
                          progress=not args.json and sys.stderr.isatty(), device=device)
-    result = {**est.as_dict(), "split": args.split, "seconds": time.perf_counter() - t0, "run": str(run.path),
-              "threads": threads}
+    result = {**est.as_dict(), "split": args.split, "limit": args.limit, "seconds": time.perf_counter() - t0,
+              "run": str(run.path), "data": (saved.get("data") or {}).get("name"), "threads": threads}
     if args.ais:
         result["ais"] = ais_result(run, data if isinstance(data, dict) else common.split_rows(dataset, args.split), args)
-    common.write_public(out, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
-    if args.json:
+    summary = json.dumps({**result, "data_sha1": data_fingerprint(data)}, indent=2)  # then the values on one line
+    text = f'{summary[:-2]},\n  "per_datapoint": {json.dumps(est.per_datapoint.double().tolist())}\n}}\n'
+    common.write_public(out, lambda tmp: tmp.write_text(text))
+    if args.json:  # the summary (the file also keeps per_datapoint and data_sha1)
         print(json.dumps(result))
         return 0
     print(f"{args.split} log-likelihood (K={args.num_samples}, {result['num_datapoints']} datapoints): "
