@@ -29,8 +29,8 @@ from pyrovae.data.datasets import load_dataset
 from pyrovae.data.halves import join_halves
 from pyrovae.evaluation.plots import image_grid, save_figure
 from pyrovae.guides.cvae import CVAEGuide
-from pyrovae.infer.importance import mean_and_stderr
 from pyrovae.models.cvae import CVAE, HybridObjective
+from pyrovae.evaluation.compare import paired_difference
 
 FIGURE = Path(__file__).resolve().parents[1] / "docs" / "figures" / "cvae_completions.png"
 
@@ -112,10 +112,9 @@ def main():
               f"{seconds:8.0f} {eval_seconds:7.0f}")
     (base, base_est, *_), (cvae, cvae_est, *_) = list(rows.values())[:2]
     for name, (_, est, *_) in list(rows.items())[1:]:
-        diff, diff_se = mean_and_stderr(est.per_datapoint - base_est.per_datapoint)
-        better = float((est.per_datapoint > base_est.per_datapoint).double().mean())
-        print(f"paired, {name} - baseline: {diff:+.2f} ± {diff_se:.2f} nats per image "
-              f"(higher on {better:.1%} of the images)")
+        d = paired_difference(est, base_est)
+        print(f"paired, {name} - baseline: {d.mean:+.2f} ± {d.stderr:.2f} nats per image "
+              f"(higher on {d.fraction_higher:.1%} of the images)")
     print(f"figure: {completions_figure(dataset, cvae, base, args.figure)}")
 
 

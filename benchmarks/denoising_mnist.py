@@ -37,6 +37,7 @@ from pyrovae.data.datasets import load_dataset
 from pyrovae.guides import DiagNormalGuide
 from pyrovae.guides.denoising import DenoisingGuide
 from pyrovae.models import VAE
+from pyrovae.evaluation.compare import paired_difference
 
 
 @torch.no_grad()
@@ -102,11 +103,11 @@ def table(rows, args, machine) -> str:
         name = "diag (plain VAE)" if r["noise_level"] == 0 else "denoising(diag)"
         diff = noisy = ""
         if plain is not None and r is not plain:
-            d = r["per_datapoint"] - plain["per_datapoint"]
-            diff = f"{float(d.mean()):+.3f} ± {float(d.std() / len(d) ** 0.5):.3f}"
+            d = paired_difference(r["per_datapoint"], plain["per_datapoint"])
+            diff = f"{d.mean:+.3f} ± {d.stderr:.3f}"
             if r.get("per_datapoint_noisy") is not None:
-                d = r["per_datapoint_noisy"] - plain["per_datapoint"]
-                noisy = f"{float(d.mean()):+.3f} ± {float(d.std() / len(d) ** 0.5):.3f}"
+                d = paired_difference(r["per_datapoint_noisy"], plain["per_datapoint"])
+                noisy = f"{d.mean:+.3f} ± {d.stderr:.3f}"
         lines.append(f"| {name} | {r['noise_level']:g} | {r['train_seconds']:.0f} | {r['train_loss']:.2f} | "
                      f"{r['test_elbo']:.2f} | {r['test_ll']:.2f} ± {r['test_ll_stderr']:.2f} | {diff} | {noisy} |")
     return "\n".join(lines) + "\n"

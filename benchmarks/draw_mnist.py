@@ -30,8 +30,8 @@ from pyrovae import fit, log_likelihood
 from pyrovae.data.datasets import load_dataset
 from pyrovae.evaluation.plots import image_grid, save_figure
 from pyrovae.guides.draw import DRAWGuide
-from pyrovae.infer.importance import mean_and_stderr
 from pyrovae.models.draw import DRAW
+from pyrovae.evaluation.compare import paired_difference
 
 FIGURE = Path(__file__).resolve().parents[1] / "docs" / "figures" / "draw-conceptual-compression.png"
 
@@ -127,8 +127,8 @@ def main():
               f"  (total {float(bits.sum()):.1f} bits = {float(bits.sum()) * 0.6931:.1f} nats)")
     if len(estimates) == 2:
         (a, ea), (b, eb) = estimates.items()
-        diff, se = mean_and_stderr(eb.per_datapoint - ea.per_datapoint)
-        print(f"\npaired, {b} - {a}: {diff:+.2f} ± {se:.2f} nats per image")
+        d = paired_difference(eb, ea)
+        print(f"\npaired, {b} - {a}: {d.mean:+.2f} ± {d.stderr:.2f} nats per image")
     print(f"figure: {compression_figure(test_x, runs, args.figure)}")
 
 

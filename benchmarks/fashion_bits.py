@@ -35,6 +35,7 @@ from pyrovae.evaluation.monitors import latent_monitors
 from pyrovae.guides.conv import ConvGuide
 from pyrovae.models.conv import ConvVAE
 from pyrovae.models.pixelcnn import PixelCNNVAE
+from pyrovae.evaluation.compare import paired_difference
 
 BITS = 784 * math.log(2)
 
@@ -116,8 +117,11 @@ def main():
     print("|---|---|---|---|---|---|---|---|")
     base = results[0]["per_datapoint"]
     for r in results:
-        d = -(r["per_datapoint"] - base) / BITS
-        paired = f"{float(d.mean()):+.4f} ± {float(d.std() / math.sqrt(len(d))):.4f}" if r is not results[0] else "-"
+        if r is not results[0]:  # bits/dim: the negated log-likelihood difference, rescaled
+            d = paired_difference(base / BITS, r["per_datapoint"] / BITS)
+            paired = f"{d.mean:+.4f} ± {d.stderr:.4f}"
+        else:
+            paired = "-"
         print(f"| {r['name']} | {r['seconds_per_epoch']:.1f} | {r['test_nll']:.1f} ± {r['test_nll_se']:.1f} | "
               f"{r['bits_per_dim']:.4f} ± {r['bits_per_dim_se']:.4f} | {paired} | {-r['test_elbo'] / BITS:.4f} | "
               f"{r['kl']:.2f} | {r['active_units']} / {args.z_dim} |")

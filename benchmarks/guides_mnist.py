@@ -28,6 +28,7 @@ import torch
 import pyrovae
 from pyrovae.data.datasets import load_dataset
 from pyrovae.registry import build, get_guide, get_model, list_guides
+from pyrovae.evaluation.compare import paired_difference
 
 # (label, registered guide name, its options beyond the shared sizes)
 CONFIGS = {
@@ -83,13 +84,13 @@ def _accepted(factory):
     return constructor_options(factory)
 
 
-def paired_difference(row, reference) -> str:
+def paired_text(row, reference) -> str:
     """Mean and standard error of the per-image difference in log p(x) to the reference
     guide (the same test images: much tighter than comparing the two means)."""
     if reference is None or row is reference:
         return ""
-    d = row["per_datapoint"] - reference["per_datapoint"]
-    return f"{float(d.mean()):+.2f} ± {float(d.std() / len(d) ** 0.5):.2f}"
+    d = paired_difference(row["per_datapoint"], reference["per_datapoint"])
+    return f"{d.mean:+.2f} ± {d.stderr:.2f}"
 
 
 def table(rows, args, machine) -> str:
@@ -115,7 +116,7 @@ def table(rows, args, machine) -> str:
         lines.append(
             f"| {r['guide']} | `{r['name']}` {options} | {r['parameters']:,} | {r['seconds_per_epoch']:.1f} | {ratio} | "
             f"{r['train_loss']:.2f} | {r['test_elbo']:.2f} | {r['test_ll']:.2f} ± {r['test_ll_stderr']:.2f} | "
-            f"{paired_difference(r, diag)} |"
+            f"{paired_text(r, diag)} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -33,10 +33,10 @@ from pyrovae import fit, log_likelihood
 from pyrovae.data.datasets import load_dataset
 from pyrovae.guides.diag import DiagNormalGuide
 from pyrovae.guides.hierarchical import BottomUpGuide, LadderGuide
-from pyrovae.infer.importance import mean_and_stderr
 from pyrovae.infer.objectives import make_objective
 from pyrovae.models.hierarchical import HierarchicalVAE, active_units_per_layer
 from pyrovae.models.vae import VAE
+from pyrovae.evaluation.compare import paired_difference
 
 
 def build(kind: str, x_dim: int, args):
@@ -121,11 +121,10 @@ def main():
     names = list(rows)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
-            diff = rows[b]["est"].per_datapoint - rows[a]["est"].per_datapoint
-            mean, se = mean_and_stderr(diff)
-            paired[f"{b} - {a}"] = (mean, se)
-            print(f"paired, {b} - {a}: {mean:+.2f} ± {se:.2f} nats per image "
-                  f"(higher on {float((diff > 0).double().mean()):.1%} of the images)")
+            d = paired_difference(rows[b]["est"], rows[a]["est"])
+            paired[f"{b} - {a}"] = (d.mean, d.stderr)
+            print(f"paired, {b} - {a}: {d.mean:+.2f} ± {d.stderr:.2f} nats per image "
+                  f"(higher on {d.fraction_higher:.1%} of the images)")
     if args.json:
         out = {"budget": {k: v for k, v in vars(args).items() if k != "json"}, "warmup_steps": warmup,
                "threads": torch.get_num_threads(),

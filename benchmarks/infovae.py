@@ -34,6 +34,7 @@ from pyrovae.data.datasets import load_dataset
 from pyrovae.guides import DiagNormalGuide
 from pyrovae.infer.mmd import mmd_u
 from pyrovae.models import VAE
+from pyrovae.evaluation.compare import paired_difference
 
 
 def parse(spec: str):
@@ -100,10 +101,10 @@ def main():
           f"K={args.num_samples}\n")
     print("| objective | s/epoch | MMD^2(q(z), p(z)) | KL | active units | test log p(x) | vs first (paired) |")
     print("|---|---|---|---|---|---|---|")
-    base = rows[0]["per_datapoint"].double()
+    base = rows[0]["per_datapoint"]
     for r in rows:
-        d = r["per_datapoint"].double() - base
-        paired = f"{float(d.mean()):+.2f} ± {float(d.std() / math.sqrt(len(d))):.2f}" if r is not rows[0] else "-"
+        d = paired_difference(r["per_datapoint"], base) if r is not rows[0] else None
+        paired = f"{d.mean:+.2f} ± {d.stderr:.2f}" if d is not None else "-"
         print(f"| `{r['objective']}` | {r['seconds_per_epoch']:.1f} | {r['mmd']:.4f} ± {r['mmd_se']:.4f} | "
               f"{r['kl']:.2f} | {r['active_units']} | {r['test_ll']:.2f} ± {r['test_ll_se']:.2f} | {paired} |")
     if args.json:

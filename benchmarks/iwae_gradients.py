@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import dataclasses
 import platform
 import time
@@ -47,6 +46,7 @@ from pyrovae.data.datasets import load_dataset
 from pyrovae.guides import DiagNormalGuide
 from pyrovae.infer.objectives import IWAE
 from pyrovae.models import VAE
+from pyrovae.evaluation.compare import paired_difference
 
 
 def snr(model, guide, batch, k, gradient, reps, seed):
@@ -138,8 +138,8 @@ def main():
         print(f"K={key[0]} {key[1]}: {lls[key]} , {units[key]} active units "
               f"({time.perf_counter() - t0:.0f} s)", flush=True)
     for (k, name) in pairs:
-        diff = (lls[(k, name)].per_datapoint - lls[(k, "plain")].per_datapoint).double()
-        diffs[(k, name)] = (float(diff.mean()), float(diff.std() / math.sqrt(len(diff))))
+        diff = paired_difference(lls[(k, name)], lls[(k, "plain")])
+        diffs[(k, name)] = (diff.mean, diff.stderr)
 
     machine = f"{platform.machine()}, {torch.get_num_threads()} torch thread(s), CPU"
     n_train = len(dataset.train["x"])

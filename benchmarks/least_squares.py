@@ -38,6 +38,7 @@ from pyrovae.data.datasets import load_dataset
 from pyrovae.guides import DiagNormalGuide
 from pyrovae.models import VAE
 from pyrovae.models.least_squares import LeastSquaresVAE
+from pyrovae.evaluation.compare import paired_difference
 
 
 def dequantize(x, seed):
@@ -76,8 +77,8 @@ def run_one(name, train, test, args):
 
 
 def paired(a, b):
-    d = a - b
-    return f"{float(d.mean()):+.2f} ± {float(d.std() / len(d) ** 0.5):.2f}"
+    d = paired_difference(a, b)
+    return f"{d.mean:+.2f} ± {d.stderr:.2f}"
 
 
 def table(rows, args, machine) -> str:

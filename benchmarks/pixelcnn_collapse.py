@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import tempfile
 import time
@@ -54,6 +53,7 @@ from pyrovae.evaluation.monitors import latent_monitors
 from pyrovae.guides.conv import ConvGuide
 from pyrovae.models.conv import ConvVAE
 from pyrovae.models.pixelcnn import PixelCNNVAE
+from pyrovae.evaluation.compare import paired_difference
 
 
 def rows_for(args):
@@ -160,8 +160,8 @@ def main():
     print("|---|---|---|---|---|---|---|---|---|")
     base = results[0]["per_datapoint"]
     for r in results:
-        d = -(r["per_datapoint"] - base)
-        paired = f"{float(d.mean()):+.2f} ± {float(d.std() / math.sqrt(len(d))):.2f}" if r is not results[0] else "-"
+        d = paired_difference(base, r["per_datapoint"]) if r is not results[0] else None  # NLL: first minus this
+        paired = f"{d.mean:+.2f} ± {d.stderr:.2f}" if d is not None else "-"
         print(f"| {r['name']} | {r['receptive_rows'] or '-'} | {r['seconds_per_epoch']:.1f} | "
               f"{r['test_nll']:.2f} ± {r['test_nll_se']:.2f} | {paired} | {-r['test_elbo']:.2f} | {r['kl']:.2f} | "
               f"{r['active_units']} / {args.z_dim} | {r['mutual_info']:.2f} |")
