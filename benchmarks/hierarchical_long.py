@@ -34,7 +34,7 @@ import torch
 
 from pyrovae import fit, log_likelihood
 from pyrovae.data.datasets import load_dataset
-from pyrovae.infer.importance import mean_and_stderr
+from pyrovae.evaluation.compare import paired_difference
 from pyrovae.models.hierarchical import active_units_per_layer
 
 from hierarchical_mnist import build as build_row  # benchmarks/hierarchical_mnist.py
@@ -129,11 +129,10 @@ def compare(folders, figure=None):
     print(f"test log p(x), nats (paired on the same test images): {b_name} - {a_name}")
     print(f"{'epoch':>6s} {a_name:>22s} {b_name:>22s} {'paired difference':>20s} {'higher on':>10s}")
     for epoch in sorted(set(a) & set(b)):
-        x, y = torch.tensor(a[epoch]["per_datapoint"]), torch.tensor(b[epoch]["per_datapoint"])
-        mean, se = mean_and_stderr(y - x)
+        d = paired_difference(b[epoch]["per_datapoint"], a[epoch]["per_datapoint"])
         print(f"{epoch:6d} {a[epoch]['log_likelihood']:13.2f} ± {a[epoch]['stderr']:5.2f} "
-              f"{b[epoch]['log_likelihood']:13.2f} ± {b[epoch]['stderr']:5.2f} {mean:+12.2f} ± {se:5.2f} "
-              f"{float((y > x).double().mean()):9.1%}")
+              f"{b[epoch]['log_likelihood']:13.2f} ± {b[epoch]['stderr']:5.2f} {d.mean:+12.2f} ± {d.stderr:5.2f} "
+              f"{d.fraction_higher:9.1%}")
     if figure:
         plot(runs, figure)
 
@@ -164,8 +163,8 @@ def plot(runs, path):
     left.legend()
     (_, a), (b_name, b) = runs
     common = sorted(set(a) & set(b))
-    stats = [mean_and_stderr(torch.tensor(b[e]["per_datapoint"]) - torch.tensor(a[e]["per_datapoint"])) for e in common]
-    right.errorbar(common, [m for m, _ in stats], [s for _, s in stats], marker="o", ms=3, capsize=2)
+    stats = [paired_difference(b[e]["per_datapoint"], a[e]["per_datapoint"]) for e in common]
+    right.errorbar(common, [d.mean for d in stats], [d.stderr for d in stats], marker="o", ms=3, capsize=2)
     right.axhline(0.0, color="grey", lw=0.8)
     right.set(xscale="log", xlabel="epoch", ylabel="paired difference, nats per image",
               title=f"{label(b_name)}  minus  {label(runs[0][0])}")
