@@ -33,7 +33,7 @@ def register_once(name, loader):
 def test_bare_command_prints_the_usage_and_version(capsys):
     assert main([]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("usage: pyrovae {fit,evaluate,sample,diagnose,list,bench}")
+    assert out.startswith("usage: pyrovae {fit,evaluate,compare,sample,diagnose,list,bench}")
     assert main(["--version"]) == 0 and capsys.readouterr().out.startswith("pyrovae 0.")
 
 
