@@ -50,10 +50,10 @@ PAIRS = {
 }
 
 
-def build(pair: str, x_dim: int):
+def build(pair: str, x_dim: int, init: str = "torch", train_x=None):
     """The pair of ``hierarchical_mnist.py``'s row of that name (the same architectures)."""
     kind = {"1": "1 layer (vae)", "2": "2 layers (hvae)", "ladder": "ladder (hvae + ladder)"}[pair]
-    return build_row(kind, x_dim, None)
+    return build_row(kind, x_dim, None, init, train_x)
 
 
 def burda_schedule(base_lr: float = 1e-3):
@@ -92,14 +92,14 @@ def train(args):
     done = {json.loads(line)["epoch"] for line in log.read_text().splitlines()} if log.exists() else set()
     t_start = time.perf_counter()
     bound = f"iwae, k = {args.particles}" if args.objective == "iwae" else "elbo"
-    print(f"{PAIRS[args.pair]}, trained on {bound}; MNIST 50,000 training images, batch 100, Burda et al.'s lr schedule; "
+    print(f"{PAIRS[args.pair]}, trained on {bound}, {args.init} initialisation; MNIST 50,000 training images, batch 100, Burda et al.'s lr schedule; "
           f"{torch.get_num_threads()} thread(s), device {args.device}; K={args.num_samples} on the first {args.num_test} test images", flush=True)
     for end, lr in plan(args.eval_every):
         if end <= completed_epoch(out) and end in done:
             continue
         pyro.clear_param_store()
         pyro.set_rng_seed(args.seed)  # the first segment's initial weights; later ones load the checkpoint
-        model, guide = build(args.pair, dataset.x_dim)
+        model, guide = build(args.pair, dataset.x_dim, args.init, dataset.train["x"])  # a resumed run loads its weights
         t0 = time.perf_counter()
         start = completed_epoch(out)
         objective = make_objective("iwae", num_particles=args.particles) if args.objective == "iwae" else "elbo"
@@ -190,6 +190,9 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--objective", default="elbo", choices=["elbo", "iwae"],
                    help="the training bound (iwae: Burda et al.'s importance-weighted rows; a run keeps its bound)")
+    p.add_argument("--init", default="torch", choices=["torch", "burda"],
+                   help="torch's default initialisation, or Burda et al.'s (Glorot weights, output bias at the data's "
+                        "logits); used when a run starts")
     p.add_argument("--particles", type=int, default=5, help="k of --objective iwae (Burda et al.: 5 and 50)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (a run folder may continue on another device)")
     p.add_argument("--compare", nargs=2, metavar="RUN", help="print the paired curves of two run folders")

@@ -36,10 +36,25 @@ from pyrovae.guides.hierarchical import BottomUpGuide, LadderGuide
 from pyrovae.infer.objectives import make_objective
 from pyrovae.models.hierarchical import HierarchicalVAE, active_units_per_layer
 from pyrovae.models.vae import VAE
+from pyrovae.nn import bias_at_data_logits_, glorot_
 from pyrovae.evaluation.compare import paired_difference
 
 
-def build(kind: str, x_dim: int, args):
+def build(kind: str, x_dim: int, args, init: str = "torch", train_x=None):
+    """The pair of the row ``kind``. ``init="burda"``: Burda et al.'s initialisation (their
+    reference code): Glorot-uniform weights, zero biases, the decoder's output bias at the
+    logits of the training images' mean (``train_x``)."""
+    pair = _pair(kind, x_dim)
+    if init == "burda":
+        for module in pair:
+            glorot_(module)
+        bias_at_data_logits_(pair[0].decoder[-1], train_x)
+    elif init != "torch":
+        raise ValueError(f"unknown init {init!r}; choose torch or burda")
+    return pair
+
+
+def _pair(kind: str, x_dim: int):
     h = dict(x_dim=x_dim, hidden_dims=(200, 200), activation="tanh")
     if kind == "1 layer (vae)":
         return VAE(z_dim=50, **h), DiagNormalGuide(z_dim=50, **h)
@@ -67,6 +82,9 @@ def main():
     p.add_argument("--iwae-particles", type=int, default=5, help="k of the '2 layers, iwae' row's training bound")
     p.add_argument("--json", default=None, help="write the figures here")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--init", default="torch", choices=["torch", "burda"],
+                   help="torch's default layer initialisation, or Burda et al.'s (Glorot weights, output bias at "
+                        "the data's logits)")
     args = p.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
@@ -87,7 +105,7 @@ def main():
     for kind in kinds:
         pyro.clear_param_store()
         pyro.set_rng_seed(args.seed)
-        model, guide = build(kind, dataset.x_dim, args)
+        model, guide = build(kind, dataset.x_dim, args, args.init, dataset.train["x"])
         t0 = time.perf_counter()
         objective = (make_objective("iwae", num_particles=args.iwae_particles, warmup_steps=warmup) if "iwae" in kind
                      else make_objective("elbo", warmup_steps=warmup))
