@@ -36,7 +36,7 @@ from pyrovae.guides.hierarchical import BottomUpGuide, LadderGuide
 from pyrovae.infer.objectives import make_objective
 from pyrovae.models.hierarchical import HierarchicalVAE, active_units_per_layer
 from pyrovae.models.vae import VAE
-from pyrovae.nn import bias_at_data_logits_, glorot_
+from pyrovae.nn import initialize_
 from pyrovae.evaluation.compare import paired_difference
 
 
@@ -45,12 +45,7 @@ def build(kind: str, x_dim: int, args, init: str = "torch", train_x=None):
     reference code): Glorot-uniform weights, zero biases, the decoder's output bias at the
     logits of the training images' mean (``train_x``)."""
     pair = _pair(kind, x_dim)
-    if init == "burda":
-        for module in pair:
-            glorot_(module)
-        bias_at_data_logits_(pair[0].decoder[-1], train_x)
-    elif init != "torch":
-        raise ValueError(f"unknown init {init!r}; choose torch or burda")
+    initialize_(*pair, {"x": train_x} if init == "burda" else {}, init)  # what fit(init=...) does, on all rows
     return pair
 
 

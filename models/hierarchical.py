@@ -44,7 +44,7 @@ from pyro.nn import PyroModule
 from torch import nn
 
 from pyrovae.infer.importance import latent_sites
-from pyrovae.nn import MLP, check_positive
+from pyrovae.nn import MLP, bias_at_data_logits_, check_positive
 from pyrovae.registry import Configurable, register_model
 
 MIN_SCALE = 1e-4
@@ -123,6 +123,10 @@ class HierarchicalVAE(Configurable, PyroModule):
     def likelihood(self, z1: torch.Tensor) -> dist.Distribution:
         """p(x | z_1): Bernoulli, event shape ``(x_dim,)``, batch shape ``z1.shape[:-1]``."""
         return dist.Bernoulli(logits=self.decoder(z1), validate_args=False).to_event(1)
+
+    def init_from_data(self, x: torch.Tensor, **unused) -> None:
+        """Start the decoder's output at the logits of the data's mean pixel (``init="burda"``)."""
+        bias_at_data_logits_(self.decoder[-1], x)
 
     def forward(self, x: Optional[torch.Tensor] = None, num_samples: Optional[int] = None):
         """The model: ``x`` observed (``(N, x_dim)``), or ``num_samples`` fresh draws."""

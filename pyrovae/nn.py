@@ -87,3 +87,35 @@ def bias_at_data_logits_(linear: nn.Linear, x: torch.Tensor, clip: float = 1e-3)
     mean = x.detach().double().mean(0).clamp(clip, 1 - clip)
     linear.bias.copy_((mean.log() - (-mean).log1p()).to(linear.bias))
     return linear
+
+
+#: ``fit(..., init=...)`` / ``pyrovae fit --init``: how a new run's weights start.
+INITS = ("torch", "glorot", "burda")
+
+
+def initialize_(model, guide, batch: dict, scheme: str = "torch") -> None:
+    """Initialise a pair's weights in place when a run starts.
+
+    - ``"torch"``: leave torch's defaults (each layer's U(-1/sqrt(fan_in), 1/sqrt(fan_in))).
+    - ``"glorot"``: :func:`glorot_` on every linear layer of the model and the guide.
+    - ``"burda"``: Glorot, then the model's ``init_from_data(**batch)``: for the suite's
+      Bernoulli decoders (``vae``, ``hvae``) the output bias at the logits of the data's mean
+      (:func:`bias_at_data_logits_`), as Burda et al.'s reference code starts its VAEs and
+      IWAEs. Measured (docs/hierarchical.md): it removes the plateau of the first epochs,
+      most for the two-stochastic-layer model.
+
+    :param batch: training rows as the model's keyword arguments (``{"x": ...}``).
+    :raises ValueError: an unknown scheme, or ``"burda"`` for a model without ``init_from_data``.
+    """
+    if scheme not in INITS:
+        raise ValueError(f"unknown init {scheme!r}; choose one of {', '.join(INITS)}")
+    if scheme == "burda" and not callable(getattr(model, "init_from_data", None)):
+        raise ValueError(f"init='burda' sets the output bias from the data, which this model "
+                         f"({type(model).__name__}) does not do (it has no init_from_data method); use init='glorot'")
+    if scheme == "torch":
+        return
+    for module in (model, guide):
+        if isinstance(module, nn.Module):
+            glorot_(module)
+    if scheme == "burda":
+        model.init_from_data(**batch)

@@ -64,6 +64,9 @@ def build_parser(model_name: str, guide_name: str, objective_name: str) -> commo
                    help="importance samples for the test log-likelihood printed at the end (0: skip)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--log-every", type=int, default=None, metavar="N", help="a line every N epochs (default: none)")
+    p.add_argument("--init", default="torch", choices=["torch", "glorot", "burda"],
+                   help="how a new run's weights start: torch's defaults, Glorot-uniform, or burda (Glorot and the "
+                        "decoder's output at the data's mean; vae, hvae); default torch")
     p.add_argument("--valid-every", type=int, default=1, metavar="N",
                    help="the validation ELBO and monitors every N epochs and after the last (default 1; 0: never)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
@@ -131,7 +134,8 @@ def main(argv: List[str]) -> int:
         config["num_workers"] = args.num_workers
     options = dict(objective=objective, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=device,
                    seed=args.seed, out_dir=out, resume=args.resume, progress=args.progress, config=config,
-                   precision=args.precision, num_workers=args.num_workers, valid_every=args.valid_every)
+                   precision=args.precision, num_workers=args.num_workers, valid_every=args.valid_every,
+                   init=args.init)
     if args.log_every is not None:
         options["log_every"] = args.log_every
     try:

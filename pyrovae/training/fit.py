@@ -37,12 +37,14 @@ from pyrovae.errors import PyrovaeError, UsageError
 from pyrovae.evaluation.log_likelihood import elbo as mean_elbo
 from pyrovae.evaluation.monitors import epoch_monitors
 from pyrovae.infer.objectives import Objective
+from pyrovae.nn import initialize_
 from pyrovae.training.checkpoint import Checkpoints, rng_state, set_rng_state
 from pyrovae.training.files import CHECKPOINT_FILE, METRICS_FILE, RUN_FILE, interrupts_deferred, write_json, write_metrics
 from pyrovae.training.parameters import load_parameters, parameter_state  # noqa: F401  (re-exported)
 from pyrovae.training.segments import check_resumable, segment, with_segments
 from pyrovae.training.setup import FitOptions, Setup, check_numbers, resolve_device  # noqa: F401
 
+INIT_ROWS = 10000  # training rows whose mean starts the decoder's output (init="burda")
 SYNC_EVERY = 50  # losses are checked (and, on a GPU, copied to the host) every 50 steps
 
 
@@ -134,11 +136,17 @@ def fit(model: Callable, guide: Callable, data, *, objective=None, epochs: int =
     if objective is None:
         objective = getattr(guide, "objective_name", "elbo")
     s = Setup(model, guide, data, objective, batch_size, lr, seed, opts)  # checks everything, writes nothing
+    if not resume:  # a new run's weights (a resumed one loads its own)
+        try:
+            initialize_(model, guide, head(s.source, INIT_ROWS, s.device) if opts.init == "burda" else {}, opts.init)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
     out_dir = Path(out_dir) if out_dir is not None else None
     folder = Checkpoints(out_dir) if out_dir is not None and s.is_main else None
 
     # ---- the run folder: lock it; on resume, check and load the last checkpoint ---------------
     run_config = s.run_config(epochs, batch_size, lr, seed)
+    run_config["init"] = opts.init
     start_epoch, step, metrics, saved, start_batch = 0, 0, [], None, 0
     try:
         if out_dir is not None:
@@ -147,6 +155,7 @@ def fit(model: Callable, guide: Callable, data, *, objective=None, epochs: int =
             saved = _on_main(s, lambda: _read_json(out_dir / RUN_FILE))
             if saved is not None:
                 check_resumable(saved, run_config, out_dir)
+                run_config["init"] = saved.get("init", "torch")  # how the run started, not this segment's option
                 files = (saved.get("data") or {}).get("files")
                 if files is not None and isinstance(s.dataset, UserData):
                     verify(files)  # DataChangedError if the files are not those the run read

@@ -54,6 +54,10 @@ class FitOptions:
         reconstructions.png for image data) at the end, as ``pyrovae fit`` does.
     :ivar bool resume: continue the run in ``out_dir`` from its last checkpoint; what would
         change the parameters' shapes or the data (its files, for data read from a path) is refused.
+    :ivar str init: how a new run's weights start: ``"torch"`` (torch's defaults), ``"glorot"``
+        or ``"burda"`` (Glorot weights and the decoder's output bias at the data's mean, for
+        models with ``init_from_data``), see :func:`pyrovae.nn.initialize_`; a resumed run
+        keeps the weights it saved (and run.json the init it started with).
     :ivar int num_workers: loader processes that read a streamed Dataset (a DataLoader keeps its own).
     :ivar max_bytes: hold a Dataset on the device when its estimated size is at most this
         (None: a quarter of the free device memory or RAM; 0: always stream), see
@@ -73,6 +77,7 @@ class FitOptions:
     config: Optional[dict] = None
     figures: bool = True
     resume: bool = False
+    init: str = "torch"
     num_workers: int = 0
     max_bytes: Optional[int] = None
 

@@ -32,12 +32,13 @@ def test_no_epoch_lines_by_default(tmp_path):
     assert not [line for line in result.stderr.splitlines() if line.startswith("epoch ")]
 
 
-def test_valid_every_0_skips_the_validation_pass(tmp_path):
+def test_valid_every_0_skips_the_validation_pass_and_init_is_recorded(tmp_path):
     quick = [a for a in QUICK if a not in ("--epochs", "1")]
-    result = pyrovae("fit", *quick, "--epochs", "2", "--valid-every", "0", "--out", "run", cwd=tmp_path)
+    result = pyrovae("fit", *quick, "--epochs", "2", "--valid-every", "0", "--init", "burda", "--out", "run", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and not any("valid_elbo" in row for row in rows)
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["init"] == "burda"
 
 
 def test_results_are_named_by_their_settings_and_never_replaced_silently(run):

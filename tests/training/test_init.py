@@ -1,0 +1,91 @@
+"""How a run's weights start: Glorot-uniform layers, the decoder's output bias at the data's
+mean (Burda et al.'s reference code), fit(init=...) on a new run only, and its refusals."""
+
+import json
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from pyrovae import fit
+from pyrovae.errors import UsageError
+from pyrovae.guides import BottomUpGuide, DiagNormalGuide
+from pyrovae.models import VAE, HierarchicalVAE
+from pyrovae.nn import MLP, bias_at_data_logits_, glorot_, initialize_
+
+G = torch.Generator().manual_seed(0)
+X = torch.bernoulli(torch.rand(200, 6, generator=G).mul(0.8), generator=G)
+
+
+def test_glorot_keeps_the_variance_of_a_square_layer_and_zeroes_biases():
+    net = glorot_(MLP(400, (400,), 100))
+    w = net[0].weight.detach()
+    bound = (6 / 800) ** 0.5
+    assert float(w.abs().max()) <= bound and float(net[0].bias.detach().abs().max()) == 0.0
+    assert float(w.var()) == pytest.approx(2 / 800, rel=0.05)  # U(-a, a): a^2 / 3 = 2 / (in + out)
+    assert float(net[2].weight.detach().var()) == pytest.approx(2 / 500, rel=0.05)
+
+
+def test_the_output_bias_is_the_logit_of_the_clipped_mean():
+    x = torch.tensor([[1.0, 0.0, 0.5], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [1.0, 0.0, 0.5]])
+    lin = bias_at_data_logits_(torch.nn.Linear(4, 3), x)
+    assert torch.sigmoid(lin.bias).tolist() == pytest.approx([0.75, 1e-3, 0.5], abs=1e-6)
+    with pytest.raises(ValueError, match=r"x must be \(N, 3\) for a layer of 3 outputs, got shape \(4, 2\)"):
+        bias_at_data_logits_(lin, x[:, :2])
+
+
+@pytest.mark.parametrize("model", [VAE(6, 2, (8,)), HierarchicalVAE(6, 2, (8,), lower_z_dims=(3,), upper_hidden_dims=(4,)),
+                                   VAE(6, 2, (8,), likelihood="gaussian")])
+def test_init_from_data_starts_the_decoder_at_the_data_mean(model):
+    model.init_from_data(x=X, y=None)
+    bias = model.decoder[-1].bias
+    mean = X.mean(0)
+    got = bias if getattr(model, "likelihood_name", "bernoulli") == "gaussian" else torch.sigmoid(bias)
+    assert got.tolist() == pytest.approx(mean.clamp(1e-3, 1 - 1e-3).tolist(), abs=1e-5)
+
+
+def test_initialize_torch_changes_nothing_glorot_both_burda_also_the_bias():
+    model, guide = VAE(6, 2, (8,)), DiagNormalGuide(6, 2, (8,))
+    before = [p.clone() for p in (*model.parameters(), *guide.parameters())]
+    initialize_(model, guide, {"x": X}, "torch")
+    assert all(torch.equal(a, b) for a, b in zip(before, (*model.parameters(), *guide.parameters())))
+    initialize_(model, guide, {"x": X}, "glorot")
+    assert not model.decoder[-1].bias.any() and not guide.encoder[0].bias.any()
+    assert not torch.equal(before[0], model.decoder[0].weight)
+    initialize_(model, guide, {"x": X}, "burda")
+    assert torch.sigmoid(model.decoder[-1].bias).tolist() == pytest.approx(X.mean(0).clamp(1e-3, 1 - 1e-3).tolist(),
+                                                                            abs=1e-5)
+    with pytest.raises(ValueError, match="unknown init 'xavier'; choose one of torch, glorot, burda"):
+        initialize_(model, guide, {"x": X}, "xavier")
+
+
+def test_fit_starts_a_new_run_from_the_init_and_a_resume_keeps_its_weights(tmp_path):
+    def run(**kwargs):  # lr 1e-12: the weights stay where the run started
+        pyro.set_rng_seed(0)
+        model, guide = HierarchicalVAE(6, 2, (8,), lower_z_dims=(3,), upper_hidden_dims=(4,)), BottomUpGuide(
+            6, 2, (8,), lower_z_dims=(3,), upper_hidden_dims=(4,))
+        fit(model, guide, X, epochs=kwargs.pop("epochs", 1), batch_size=50, lr=1e-12, progress=False, figures=False,
+            out_dir=tmp_path / "run", **kwargs)
+        return torch.sigmoid(model.decoder[-1].bias.detach())
+
+    target = X.mean(0).clamp(1e-3, 1 - 1e-3)
+    assert run(init="burda").tolist() == pytest.approx(target.tolist(), abs=1e-4)
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["init"] == "burda"
+    assert run(init="torch", resume=True, epochs=2).tolist() == pytest.approx(target.tolist(), abs=1e-4)
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["init"] == "burda"  # how the run started
+
+
+def test_burda_init_for_a_model_without_init_from_data_is_refused_before_anything_is_written(tmp_path):
+    decoder = torch.nn.Linear(2, 6)
+
+    def model(x):
+        pyro.module("decoder", decoder)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(x.shape[0], 2), 1.0).to_event(1))
+            pyro.sample("x", dist.Bernoulli(logits=decoder(z)).to_event(1), obs=x)
+
+    guide = DiagNormalGuide(6, 2, (8,))
+    with pytest.raises(UsageError, match="init='burda' sets the output bias from the data.*use init='glorot'"):
+        fit(model, guide, X, epochs=1, batch_size=50, progress=False, out_dir=tmp_path / "run", init="burda")
+    assert not (tmp_path / "run").exists()
