@@ -190,9 +190,9 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--objective", default="elbo", choices=["elbo", "iwae"],
                    help="the training bound (iwae: Burda et al.'s importance-weighted rows; a run keeps its bound)")
-    p.add_argument("--init", default="torch", choices=["torch", "burda"],
-                   help="torch's default initialisation, or Burda et al.'s (Glorot weights, output bias at the data's "
-                        "logits); used when a run starts")
+    p.add_argument("--init", default="torch", choices=["torch", "glorot", "burda"],
+                   help="torch's default initialisation, Glorot-uniform, or Burda et al.'s (Glorot, output bias at "
+                        "the data's logits); used when a run starts")
     p.add_argument("--particles", type=int, default=5, help="k of --objective iwae (Burda et al.: 5 and 50)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (a run folder may continue on another device)")
     p.add_argument("--compare", nargs=2, metavar="RUN", help="print the paired curves of two run folders")

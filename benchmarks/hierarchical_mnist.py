@@ -77,9 +77,9 @@ def main():
     p.add_argument("--iwae-particles", type=int, default=5, help="k of the '2 layers, iwae' row's training bound")
     p.add_argument("--json", default=None, help="write the figures here")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--init", default="torch", choices=["torch", "burda"],
-                   help="torch's default layer initialisation, or Burda et al.'s (Glorot weights, output bias at "
-                        "the data's logits)")
+    p.add_argument("--init", default="torch", choices=["torch", "glorot", "burda"],
+                   help="torch's default layer initialisation, Glorot-uniform, or Burda et al.'s (Glorot, output "
+                        "bias at the data's logits)")
     args = p.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
