@@ -155,7 +155,9 @@ def test_ctrl_c_prints_the_resume_command(tmp_path):
     out = tmp_path / "run"
     process = subprocess.Popen([sys.executable, "-m", "pyrovae.cli", "fit", *QUICK[2:], "--epochs", "1000",
                                 "--out", str(out)], env=environ(), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True,
+                               # a Ctrl-C as at a terminal, even where pytest runs with SIGINT ignored
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 90
     while not (out / "checkpoint.pt").is_file() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.2)

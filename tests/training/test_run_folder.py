@@ -86,7 +86,16 @@ def test_interrupt_while_saving_leaves_the_last_complete_checkpoint(tmp_path, mo
                                                                   "run.json"]
 
 
-def test_ctrl_c_during_a_save_waits_for_it_then_interrupts(tmp_path, monkeypatch):
+@pytest.fixture
+def python_sigint():
+    """Python's KeyboardInterrupt handler for the test, even where pytest was started with SIGINT
+    ignored (a background job of a non-interactive shell)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_during_a_save_waits_for_it_then_interrupts(tmp_path, monkeypatch, python_sigint):
     """A real SIGINT in the middle of torch.save (where torch's zip writer would turn the
     KeyboardInterrupt into a RuntimeError) is held until the epoch's files are written: fit
     stops with KeyboardInterrupt and the checkpoint it just wrote is complete."""
@@ -106,7 +115,7 @@ def test_ctrl_c_during_a_save_waits_for_it_then_interrupts(tmp_path, monkeypatch
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
 
 
-def test_interrupts_deferred_nests_and_honours_an_ignoring_handler():
+def test_interrupts_deferred_nests_and_honours_an_ignoring_handler(python_sigint):
     with pytest.raises(KeyboardInterrupt):
         with interrupts_deferred():
             with interrupts_deferred():
