@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from pyro.nn import PyroModule
 
 import pyrovae.data.semisupervised  # noqa: F401  (registers the labelled-subset data sets M2 is fit on)
-from pyrovae.nn import MLP, check_positive
+from pyrovae.nn import MLP, check_positive, output_at_data_mean_
 from pyrovae.registry import Configurable, register_model
 
 
@@ -121,6 +121,10 @@ class M2(Configurable, PyroModule):
         self.likelihood_name, self.fixed_scale = o.likelihood, o.scale
         if o.likelihood == "gaussian" and o.scale is None:
             self.raw_scale = torch.nn.Parameter(torch.zeros(o.x_dim))
+
+    def init_from_data(self, x: torch.Tensor, **unused) -> None:
+        """Start the decoder's output at the data's mean, for every class (``init="burda"``)."""
+        output_at_data_mean_(self.decoder[-1], x, self.likelihood_name)
 
     def likelihood(self, z: torch.Tensor, y: torch.Tensor) -> dist.Distribution:
         """p(x | y, z): Bernoulli (logits) or Gaussian (mean) from the decoder, event

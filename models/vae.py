@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from pyro.nn import PyroModule
 
-from pyrovae.nn import MLP, bias_at_data_logits_, check_positive
+from pyrovae.nn import MLP, check_positive, output_at_data_mean_
 from pyrovae.registry import Configurable, register_model
 
 LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli")
@@ -95,14 +95,10 @@ class VAE(Configurable, PyroModule):
             scale = F.softplus(self.raw_scale) + 1e-3
         return dist.Normal(out, scale).to_event(1)
 
-    @torch.no_grad()
     def init_from_data(self, x: torch.Tensor, **unused) -> None:
         """Start the decoder's output at the data's mean: the Bernoulli (or continuous
         Bernoulli) logits of the mean pixel, or the Gaussian mean (``init="burda"``)."""
-        if self.likelihood_name == "gaussian":
-            self.decoder[-1].bias.copy_(x.detach().mean(0).to(self.decoder[-1].bias))
-        else:
-            bias_at_data_logits_(self.decoder[-1], x)
+        output_at_data_mean_(self.decoder[-1], x, self.likelihood_name)
 
     def forward(self, x: Optional[torch.Tensor] = None, num_samples: Optional[int] = None):
         """The model: ``x`` observed (shape ``(N, x_dim)``), or ``num_samples`` fresh draws."""

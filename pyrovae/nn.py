@@ -89,6 +89,17 @@ def bias_at_data_logits_(linear: nn.Linear, x: torch.Tensor, clip: float = 1e-3)
     return linear
 
 
+@torch.no_grad()
+def output_at_data_mean_(linear: nn.Linear, x: torch.Tensor, likelihood: str = "bernoulli") -> nn.Linear:
+    """A decoder's last layer's bias set so that, with small weights, it predicts the data's
+    mean: the mean itself for a ``gaussian`` likelihood (the layer outputs the mean), its
+    logits (:func:`bias_at_data_logits_`) for ``bernoulli`` and ``continuous_bernoulli``."""
+    if likelihood == "gaussian":
+        linear.bias.copy_(x.detach().mean(0).to(linear.bias))
+        return linear
+    return bias_at_data_logits_(linear, x)
+
+
 #: ``fit(..., init=...)`` / ``pyrovae fit --init``: how a new run's weights start.
 INITS = ("torch", "glorot", "burda")
 
@@ -99,9 +110,9 @@ def initialize_(model, guide, batch: dict, scheme: str = "torch") -> None:
     - ``"torch"``: leave torch's defaults (each layer's U(-1/sqrt(fan_in), 1/sqrt(fan_in))).
     - ``"glorot"``: :func:`glorot_` on every linear layer of the model and the guide.
     - ``"burda"``: Glorot, then the model's ``init_from_data(**batch)``: for the suite's
-      Bernoulli decoders (``vae``, ``hvae``) the output bias at the logits of the data's mean
-      (:func:`bias_at_data_logits_`), as Burda et al.'s reference code starts its VAEs and
-      IWAEs. Measured (docs/hierarchical.md): it removes the plateau of the first epochs,
+      decoders (``vae``, ``hvae``, ``m2``) the output bias at the data's mean, its logits for
+      a Bernoulli (:func:`output_at_data_mean_`), as Burda et al.'s reference code starts its
+      VAEs and IWAEs. Measured (docs/hierarchical.md): it removes the plateau of the first epochs,
       most for the two-stochastic-layer model.
 
     :param batch: training rows as the model's keyword arguments (``{"x": ...}``).

@@ -66,7 +66,7 @@ def build_parser(model_name: str, guide_name: str, objective_name: str) -> commo
     p.add_argument("--log-every", type=int, default=None, metavar="N", help="a line every N epochs (default: none)")
     p.add_argument("--init", default="torch", choices=["torch", "glorot", "burda"],
                    help="how a new run's weights start: torch's defaults, Glorot-uniform, or burda (Glorot and the "
-                        "decoder's output at the data's mean; vae, hvae); default torch")
+                        "decoder's output at the data's mean; vae, hvae, m2); default torch")
     p.add_argument("--valid-every", type=int, default=1, metavar="N",
                    help="the validation ELBO and monitors every N epochs and after the last (default 1; 0: never)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],

@@ -11,7 +11,7 @@ import torch
 from pyrovae import fit
 from pyrovae.errors import UsageError
 from pyrovae.guides import BottomUpGuide, DiagNormalGuide
-from pyrovae.models import VAE, HierarchicalVAE
+from pyrovae.models import M2, VAE, HierarchicalVAE
 from pyrovae.nn import MLP, bias_at_data_logits_, glorot_, initialize_
 
 G = torch.Generator().manual_seed(0)
@@ -36,7 +36,8 @@ def test_the_output_bias_is_the_logit_of_the_clipped_mean():
 
 
 @pytest.mark.parametrize("model", [VAE(6, 2, (8,)), HierarchicalVAE(6, 2, (8,), lower_z_dims=(3,), upper_hidden_dims=(4,)),
-                                   VAE(6, 2, (8,), likelihood="gaussian")])
+                                   VAE(6, 2, (8,), likelihood="gaussian"), M2(x_dim=6, z_dim=2, num_classes=3),
+                                   M2(x_dim=6, z_dim=2, num_classes=3, likelihood="gaussian")])
 def test_init_from_data_starts_the_decoder_at_the_data_mean(model):
     model.init_from_data(x=X, y=None)
     bias = model.decoder[-1].bias
