@@ -57,7 +57,8 @@ def fit_m1(mnist: DataSet, args) -> tuple:
     model, guide = VAE(**sizes), DiagNormalGuide(**sizes)
     images = dataclasses.replace(mnist, train={"x": mnist.train["x"]}, valid=first({"x": mnist.valid["x"]}, args.num_valid))
     t0 = time.perf_counter()
-    result = fit(model, guide, images, epochs=args.m1_epochs, batch_size=100, lr=args.lr, seed=0, progress=False)
+    result = fit(model, guide, images, epochs=args.m1_epochs, batch_size=100, lr=args.lr, seed=0, progress=False,
+                 init=args.m1_init)
     seconds = time.perf_counter() - t0
     features = encoded_features(mnist, guide, seed=0, name="mnist-m1features")
     return features, seconds, result.metrics[-1].get("valid_elbo")
@@ -70,6 +71,8 @@ def main():
     p.add_argument("--m1-epochs", type=int, default=8)
     p.add_argument("--m1-hidden-dims", type=int, nargs="+", default=[600, 600])
     p.add_argument("--m1-z-dim", type=int, default=50)
+    p.add_argument("--m1-init", default="torch", choices=["torch", "glorot", "burda"],
+                   help="how M1's weights start (fit's init; burda: the decoder at the data's mean)")
     p.add_argument("--m2-epochs", type=int, default=8)
     p.add_argument("--z-dim", type=int, default=50, help="M2's z2")
     p.add_argument("--hidden-dims", type=int, nargs="+", default=[500], help="M2's networks (and the baseline's)")

@@ -112,7 +112,7 @@ def fit(model: Callable, guide: Callable, data, *, objective=None, epochs: int =
     :param FitOptions options: the other options; each may also be given by name
         (``resume``, ``device``, ``progress``, ``log_every``, ``precision``, ``valid_data``,
         ``valid_batch_size``, ``valid_every``, ``data_dir``, ``distributed``, ``cuda_graphs``, ``config``,
-        ``figures``, ``num_workers``, ``max_bytes``), see
+        ``figures``, ``init``, ``num_workers``, ``max_bytes``), see
         :class:`~pyrovae.training.setup.FitOptions`. ``resume=True`` continues the run in
         ``out_dir`` from its last checkpoint; what would change the parameters' shapes or the
         data is refused.
