@@ -107,6 +107,56 @@ def test_cases_above_cover_both_sides():
     assert (halves < 1.0).any() and (halves > 1.0).any()
 
 
+class PerDatapointGuide(PyroModule):
+    """q(z_n) = N(loc_n, diag scale^2) with a mean of its own per datapoint: KL_n to N(0, I) per
+    dimension is 0.5 (loc_n^2 + scale^2 - 1) - log scale, different for every n."""
+
+    def __init__(self, loc, scale):
+        super().__init__()
+        self.loc = torch.nn.Parameter(torch.as_tensor(loc))  # (N, Z)
+        self.log_scale = torch.nn.Parameter(torch.as_tensor(scale).log())  # (Z,)
+
+    def forward(self, x):
+        with pyro.plate("data", x.shape[0]):
+            return pyro.sample("z", pyro.distributions.Normal(self.loc, self.log_scale.exp()).to_event(1))
+
+
+PER_POINT_LOC = torch.linspace(0.0, 2.0, 8)[:, None] * torch.tensor([1.0, 0.5, 1.5, 0.8])  # (N, Z)
+
+
+@pytest.mark.parametrize("groups", [0, 2])
+@pytest.mark.parametrize("fraction", [0.6, 1.2])
+def test_the_clamp_is_on_the_batch_mean_kl_not_on_each_datapoints(groups, fraction):
+    """Kingma et al.'s free bits clamp each group's KL *averaged over the batch*:
+    loss = -(1/N) sum_n log p(x_n | z_n) + beta sum_g max(lambda, (1/N) sum_n KL_{n,g}).
+    With per-datapoint KLs on both sides of lambda (checked here), clamping each datapoint's
+    KL instead gives another value and gradient: lambda below the batch means (0.6 x the
+    smallest) leaves the clamp off, above them (1.2 x the largest) turns it on for whole groups. Against the meanfield
+    ELBO at the same draw (the same reconstruction term); tolerances 1e-6."""
+    torch.manual_seed(0)
+    model, guide = VAE(12, 4, (16,)), PerDatapointGuide(PER_POINT_LOC.clone(), [0.8, 0.6, 1.0, 0.9])
+    n = PER_POINT_LOC.shape[0]
+    kl_dims = closed_form_kl(PER_POINT_LOC, torch.tensor([0.8, 0.6, 1.0, 0.9]))  # (N, Z)
+    blocks = torch.tensor_split(kl_dims, groups, dim=-1) if groups else [kl_dims]
+    kl_points = torch.stack([b.sum(-1) for b in blocks], -1)  # (N, G): each datapoint's KL per group
+    kl_groups = kl_points.mean(0)  # (G,): averaged over the batch
+    lam = fraction * float(kl_groups.min() if fraction < 1 else kl_groups.max())  # below every group's mean, or above
+    for g in range(len(blocks)):  # the datapoints straddle lambda in every group
+        assert (kl_points[:, g] < lam).any() and (kl_points[:, g] > lam).any()
+    clamped = kl_groups < lam  # (G,): the clamp is on for these whole groups
+    assert clamped.all() if fraction > 1 else not clamped.any()
+    beta = 0.7
+    loss_fb, grad_fb = loss_and_grad(FreeBitsELBO(free_bits=lam, free_bits_groups=groups, beta=beta), model, guide)
+    loss_mf, grad_mf = loss_and_grad(MeanFieldELBO(beta=beta), model, guide)
+    expected_gap = beta * (kl_groups.clamp(min=lam) - kl_groups).sum()
+    torch.testing.assert_close(loss_fb - loss_mf, expected_gap, rtol=1e-6, atol=1e-6)
+    per_datapoint_gap = beta * (kl_points.clamp(min=lam).mean(0) - kl_groups).sum()
+    assert abs(float(per_datapoint_gap - expected_gap)) > 0.05  # the other reading differs by far more than 1e-6
+    # d KL_{n,g} / d loc_{n,d} = loc_{n,d}, averaged over the batch: a clamped group loses it for every n
+    dims_clamped = torch.cat([c.expand(b.shape[-1]) for c, b in zip(clamped, blocks)])  # (Z,)
+    torch.testing.assert_close(grad_fb, grad_mf - beta * dims_clamped * PER_POINT_LOC / n, rtol=1e-6, atol=1e-6)
+
+
 def test_bad_options_are_rejected():
     with pytest.raises(ValueError, match="free_bits"):
         FreeBitsELBO(free_bits=-1.0)
