@@ -46,7 +46,8 @@ from pyrovae.evaluation.plots import image_grid, save_figure
 from pyrovae.guides import AcnGuide
 from pyrovae.infer.importance import mean_and_stderr
 from pyrovae.models import AssociativeCompressionNetwork
-from pyrovae.neighbours import knn, with_index
+from pyrovae.data.indexed import with_index
+from pyrovae.models.acn_table import knn
 from pyrovae.registry import pair_guide
 
 FIGURE = Path(__file__).resolve().parents[1] / "docs" / "figures" / "acn-daydream.png"

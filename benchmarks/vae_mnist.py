@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 import pyrovae
 from pyrovae.data.datasets import batches, load_dataset
+from pyrovae.training.setup import resolve_device
 from pyrovae.training.step import make_optimizer
 from pyrovae.guides import DiagNormalGuide
 from pyrovae.models import VAE
@@ -93,7 +94,7 @@ def main():
                    help="the plain loop's Adam: fit's fused one (same) or torch.optim.Adam's defaults")
     args = p.parse_args()
 
-    device = pyrovae.train.resolve_device(args.device)
+    device = resolve_device(args.device)
     dataset = load_dataset("mnist", data_dir=args.data_dir).to(device)
     z_dim, hidden = 50, (200, 200)
     torch.manual_seed(args.seed)

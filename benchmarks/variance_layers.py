@@ -137,7 +137,7 @@ def table(rows, args, machine) -> str:
 
 
 def classifier_part(dataset, test, args, machine) -> str:
-    from pyrovae.variance_layers import VarianceMLP
+    from pyrovae.nn.variance import VarianceMLP
 
     x, y = dataset.train["x"], dataset.train["y"]
     lines = [f"MNIST grey levels, the first {len(x)} training images; 784-{args.hidden_dims[0]}-10 ReLU classifier, "

@@ -18,7 +18,7 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 
-from pyrovae.conv import ConvEncoder, image_shape_for
+from pyrovae.nn.conv import ConvEncoder, image_shape_for
 from pyrovae.guides.base import EncoderGuide
 from pyrovae.nn import check_positive
 from pyrovae.registry import register_guide

@@ -8,7 +8,7 @@ Im et al. [1] train the encoder on corrupted inputs :math:`\\tilde x \\sim p(\\t
 a lower bound on :math:`\\log p(x)` for every corruption (each inner term is an ELBO with
 proposal :math:`q(z \\mid \\tilde x)`). This guide wraps any registered base guide and hands
 it :math:`\\tilde x` instead of :math:`x` while training (``self.training``); in eval mode
-(evaluation runs under :func:`pyrovae.evaluate.eval_mode`) the input is left as it is, so
+(evaluation runs under :func:`pyrovae.evaluation.log_likelihood.eval_mode`) the input is left as it is, so
 log-likelihoods are those of the base guide on clean data. One corruption is drawn per
 datapoint and shared by all particles of that datapoint.
 

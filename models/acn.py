@@ -19,13 +19,13 @@ code carries much information, so a powerful decoder no longer gains by ignoring
 unconditional prior makes every bit of the code cost its KL; the ACN's prior makes it cost only
 what the neighbour does not say).
 
-The codes of the training set live in a :class:`~pyrovae.neighbours.CodeTable` (a buffer of
+The codes of the training set live in a :class:`~pyrovae.models.acn_table.CodeTable` (a buffer of
 the model: it is saved in the run's checkpoint, and a resumed run continues with it). In
 training each batch carries ``index`` (the rows' positions in the training set: ``--data
-digits-indexed`` / ``mnist-indexed`` or :func:`~pyrovae.neighbours.with_index`); the model
+digits-indexed`` / ``mnist-indexed`` or :func:`~pyrovae.data.indexed.with_index`); the model
 stores the batch's codes (posterior means, no gradient) in those rows, then draws each row's
 neighbour uniformly among its K nearest (exact batched search,
-:func:`~pyrovae.neighbours.knn`). Out of training (``eval()``: validation, ``log_likelihood``,
+:func:`~pyrovae.models.acn_table.knn`). Out of training (``eval()``: validation, ``log_likelihood``,
 ``evaluate``) nothing is written and the prior is the uniform mixture over the K nearest
 training codes, :math:`\\frac1K \\sum_k p(z \\mid \\hat z_k)` (a density of z given the table;
 by Jensen its KL is at most the training loss's average over the K). Before the table holds K
@@ -38,7 +38,7 @@ comparable with a VAE's log p(x).
 
 ``prior="standard"`` is the plain VAE with the same networks (:math:`p(z) = \\mathcal{N}(0,
 I)`), the paper's baseline. The decoder is an MLP (``decoder="mlp"``, Bernoulli) or a gated
-PixelCNN conditioned on z (``decoder="pixelcnn"``, :class:`pyrovae.conv.PixelCNN`, as
+PixelCNN conditioned on z (``decoder="pixelcnn"``, :class:`pyrovae.nn.conv.PixelCNN`, as
 ``pixelcnn-vae``). The guide is ``acn`` (guides/acn.py): :math:`q(z \\mid x)`, bound to the model
 (:func:`~pyrovae.registry.pair_guide`) so that the model reads its codes.
 
@@ -62,9 +62,9 @@ import torch
 import torch.nn.functional as F
 from pyro.nn import PyroModule
 
-from pyrovae.conv import PixelCNN, image_shape_for
+from pyrovae.nn.conv import PixelCNN, image_shape_for
 from pyrovae.errors import UsageError
-from pyrovae.neighbours import CodeTable
+from pyrovae.models.acn_table import CodeTable
 from pyrovae.nn import MLP, check_positive
 from pyrovae.registry import Configurable, register_model
 
@@ -177,7 +177,7 @@ class AssociativeCompressionNetwork(Configurable, PyroModule):
         if self.training:
             if index is None:
                 raise UsageError("acn trains with each row's index in the training set (the batch key 'index'): "
-                                 "use --data digits-indexed or mnist-indexed, or pyrovae.neighbours.with_index(data)")
+                                 "use --data digits-indexed or mnist-indexed, or pyrovae.data.indexed.with_index(data)")
             self.table.update(index, codes)
             rows = self.neighbour_rows(codes, exclude=index.to(codes.device).long())
             if rows is None:

@@ -28,7 +28,7 @@ import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
 
-from pyrovae.conv import ConvDecoder, image_shape_for
+from pyrovae.nn.conv import ConvDecoder, image_shape_for
 from pyrovae.distributions.discretized_logistic import DiscretizedLogisticMixture
 from pyrovae.nn import check_positive
 from pyrovae.registry import Configurable, register_model

@@ -6,7 +6,7 @@ decoder of van den Oord et al. 2016), and the posterior collapse it invites.
     x_n \\mid z_n \\sim \\prod_{i=1}^{D} p\\big(x_{n,i} \\mid x_{n,<i},\\ z_n\\big),
 
 pixels in raster order, each conditional from a stack of gated masked convolutions
-(:class:`pyrovae.conv.PixelCNN`: mask A in the first layer, B after; z enters every layer by
+(:class:`pyrovae.nn.conv.PixelCNN`: mask A in the first layer, B after; z enters every layer by
 a learned projection: ``global``, a per-channel bias, or ``spatial``, a feature map of the
 image's size decoded from z, as in PixelVAE). The likelihood is ``bernoulli`` (binarized MNIST) or
 ``logistic-mixture`` (8-bit grey levels, PixelCNN++'s discretized logistic mixture).
@@ -48,7 +48,7 @@ import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
 
-from pyrovae.conv import CONDITIONINGS, PixelCNN, image_shape_for
+from pyrovae.nn.conv import CONDITIONINGS, PixelCNN, image_shape_for
 from pyrovae.models.conv import LIKELIHOODS, mixture_likelihood, observed_value
 from pyrovae.nn import check_positive
 from pyrovae.registry import Configurable, register_model

@@ -2,7 +2,7 @@
 
 The generative model is the VAE's, with Bayesian decoder weights: the linear layers of the
 decoder named by ``variance_layers`` have zero-mean Gaussian weights
-:math:`q(w_{ij}) = \\mathcal{N}(0, \\sigma_{ij}^2)` (:mod:`pyrovae.variance_layers`), sampled by
+:math:`q(w_{ij}) = \\mathcal{N}(0, \\sigma_{ij}^2)` (:mod:`pyrovae.nn.variance`), sampled by
 local reparameterization:
 
 .. math::
@@ -26,7 +26,7 @@ that summed over the N training points the objective subtracts the KL once, what
 batch size; for K particles of an importance-weighted bound the same constant leaves each
 particle's weight, so it is subtracted once per datapoint there too. Under the paper's
 log-uniform prior the KL of a zero-mean Gaussian does not depend on the variances (see
-:mod:`pyrovae.variance_layers`) and no factor is added; the ``normal`` prior needs
+:mod:`pyrovae.nn.variance`) and no factor is added; the ``normal`` prior needs
 ``num_data``. The factor is a term of the training objective, not of the density of ``x``:
 the model adds it in training mode only, so :func:`~pyrovae.log_likelihood` (which puts the
 pair in eval mode) estimates the predictive density
@@ -63,7 +63,7 @@ import torch.nn.functional as F
 from pyrovae.guides.base import EncoderGuide
 from pyrovae.models.vae import VAE
 from pyrovae.registry import register_guide, register_model
-from pyrovae.variance_layers import VarianceMLP, check_prior, check_variance_layers
+from pyrovae.nn.variance import VarianceMLP, check_prior, check_variance_layers
 
 
 @register_model("variance-vae")

@@ -29,9 +29,6 @@ import pyrovae.infer.stein  # noqa: E402,F401  (the "stein" objective)
 import pyrovae.infer.mmd  # noqa: E402,F401  (the "infovae" objective)
 import pyrovae.models  # noqa: E402,F401
 import pyrovae.guides  # noqa: E402,F401
-from pyrovae import _compat  # noqa: E402
-
-_compat.install()
 
 __all__ = [
     "ELBO", "FitResult", "IWAE", "LogLikelihood", "MeanFieldELBO", "NonFiniteLossError", "Objective",

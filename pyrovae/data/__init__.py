@@ -16,6 +16,7 @@ import pyrovae.data.sequences  # noqa: E402,F401  (registers ptb, debian-descrip
 import pyrovae.data.sets  # noqa: E402,F401  (registers synthetic-sets, digits-sets, mnist-sets)
 import pyrovae.data.seq2seq  # noqa: E402,F401  (registers ptb-continue)
 import pyrovae.data.digit_sequences  # noqa: E402,F401  (registers digit-sequences)
+import pyrovae.data.indexed  # noqa: E402,F401  (registers digits-indexed, mnist-indexed)
 
 __all__ = ["DataChangedError", "DataError", "DataFormatError", "DataNotFoundError", "DataSet", "Source", "UserData",
            "as_batch_dict", "as_source", "batches", "epoch_order", "eval_split", "head", "is_data_path", "list_datasets",

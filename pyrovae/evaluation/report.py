@@ -84,7 +84,7 @@ def diagnose(run, dataset, *, num_samples: int = 1000, num_datapoints: int = 300
              ais_datapoints: int = 100, ais_leapfrog: int = 1, seed: int = 0) -> dict:
     """Evaluate a loaded run on its test split and write report.md, diagnostics.json/.nc and figures.
 
-    :param run: a :class:`~pyrovae.run.Run` (from :func:`~pyrovae.run.load_run`).
+    :param run: a :class:`~pyrovae.training.run_folder.Run` (from :func:`~pyrovae.training.run_folder.load_run`).
     :param dataset: its :class:`~pyrovae.data.DataSet`, on the run's device, or its
         :class:`~pyrovae.data.UserData` (``.to(device)``), of which the first rows are read; or
         the test data itself: tensors, a dict of tensors, a torch Dataset or DataLoader (image

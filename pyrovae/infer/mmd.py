@@ -160,7 +160,7 @@ class InfoVAE(Objective):
     unbiased estimate between the batch's N guide draws and N prior draws; see
     :mod:`pyrovae.infer.mmd`). ``alpha = 0, lambda = 1`` is the ELBO; ``alpha = 1`` is the
     MMD-VAE (no per-datapoint KL). Reported losses are this objective, not a bound: evaluate
-    with :func:`pyrovae.evaluate.log_likelihood`.
+    with :func:`pyrovae.evaluation.log_likelihood.log_likelihood`.
 
     :param float alpha: weight 1 - alpha of the per-datapoint KL (alpha <= 1).
     :param float lam: lambda (alpha + lambda - 1 >= 0 is the weight of the MMD).

@@ -462,7 +462,7 @@ class FreeBitsELBO(Objective):
     (with the analytic KL where known: the ``meanfield`` objective), with no clamp.
 
     Reported losses are the clamped objective, not a bound: evaluate with
-    :func:`pyrovae.evaluate.log_likelihood`.
+    :func:`pyrovae.evaluation.log_likelihood.log_likelihood`.
 
     :param float free_bits: lambda, nats per group (>= 0).
     :param int free_bits_groups: 0 for one group per latent site, else G groups per site.

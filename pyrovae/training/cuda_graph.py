@@ -12,7 +12,7 @@ one launch [1]:
   every replay advances its Philox offset, so each replay draws new noise;
 - the optimizer keeps its step count on the device (``Adam(fused=True, capturable=True)``).
 
-:class:`GraphedStep` wraps a :class:`~pyrovae.engine.TrainStep`. It runs ``warmup`` steps
+:class:`GraphedStep` wraps a :class:`~pyrovae.training.step.TrainStep`. It runs ``warmup`` steps
 eagerly on a side stream (lazy initializations, the optimizer's state), watching for
 synchronizing CUDA calls (``torch.cuda.set_sync_debug_mode``), then captures. It runs a
 step eagerly, and always correctly, whenever the graph does not apply: a batch of another

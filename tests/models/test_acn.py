@@ -14,7 +14,7 @@ from pyrovae import load_run
 from pyrovae.errors import UsageError
 from pyrovae.guides import AcnGuide
 from pyrovae.models import AssociativeCompressionNetwork
-from pyrovae.neighbours import CodeTable, knn
+from pyrovae.models.acn_table import CodeTable, knn
 from pyrovae.registry import pair_guide
 from tests.cli.helpers import pyrovae as run_cli
 

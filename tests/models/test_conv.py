@@ -10,7 +10,7 @@ import pyro
 import pytest
 import torch
 
-from pyrovae.conv import ConvDecoder, ConvEncoder, image_shape_for
+from pyrovae.nn.conv import ConvDecoder, ConvEncoder, image_shape_for
 from pyrovae.distributions.discretized_logistic import DiscretizedLogisticMixture
 from pyrovae.guides.conv import ConvGuide
 from pyrovae.models.conv import ConvVAE

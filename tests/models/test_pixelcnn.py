@@ -10,7 +10,7 @@ import pyro
 import pytest
 import torch
 
-from pyrovae.conv import GatedMaskedLayer, MaskedConv2d, PixelCNN
+from pyrovae.nn.conv import GatedMaskedLayer, MaskedConv2d, PixelCNN
 from pyrovae.guides.conv import ConvGuide
 from pyrovae.models.pixelcnn import PixelCNNVAE
 from tests.cli.helpers import QUICK, pyrovae

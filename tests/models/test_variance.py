@@ -1,4 +1,4 @@
-"""Variance layers (pyrovae/variance_layers.py) and the variance VAE (models/variance.py):
+"""Variance layers (pyrovae/nn/variance.py) and the variance VAE (models/variance.py):
 local reparameterization against sampling the weights, the KL against its formula, the
 objective against its closed form on a tiny case, and a real CLI fit."""
 
@@ -12,7 +12,7 @@ import torch
 
 from pyrovae import log_weights
 from pyrovae.models.variance import VarianceEncoder, VarianceVAE
-from pyrovae.variance_layers import VarianceLinear, VarianceMLP, normal_kl
+from pyrovae.nn.variance import VarianceLinear, VarianceMLP, normal_kl
 from tests.cli.helpers import QUICK, pyrovae
 from tests.contract import binary_data, check_trains_and_improves
 

@@ -30,7 +30,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from pyrovae.nn import MLP, activation
+from pyrovae.nn.layers import MLP, activation
 
 
 CONDITIONINGS = ("global", "spatial")

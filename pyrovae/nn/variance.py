@@ -53,7 +53,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from pyrovae.nn import activation as make_activation
+from pyrovae.nn.layers import activation as make_activation
 
 PRIORS = ("log-uniform", "normal")
 

@@ -15,22 +15,18 @@ not its own neighbour) and table-wide (``valid``: rows not filled yet).
 checkpoint, and a resumed run continues with the table it had. It grows to the largest index it
 is given (no need to know N in advance); loading a state dict sizes it to the saved table.
 
-``digits-indexed`` and ``mnist-indexed`` (registered here, for ``--data``) are the digits and
-MNIST with an ``index`` column in the training split (each row's position), which a model that
-keeps a table (ACN) reads to know which rows a batch holds; valid and test carry none.
+The batches that fill the table carry ``index``: ``--data digits-indexed`` / ``mnist-indexed``
+or :func:`pyrovae.data.indexed.with_index`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Optional, Tuple
 
 import torch
 from torch import nn
 
-from pyrovae.data.datasets import DataSet, load_dataset, register_dataset
-
-__all__ = ["CodeTable", "knn", "with_index"]
+__all__ = ["CodeTable", "knn"]
 
 
 def knn(queries: torch.Tensor, codes: torch.Tensor, k: int, *, chunk: int = 16384,
@@ -156,21 +152,3 @@ class CodeTable(nn.Module):
             self.codes = self.codes.new_zeros(codes.shape)
             self.filled = self.filled.new_zeros(codes.shape[:1])
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-
-def with_index(data: DataSet, name: Optional[str] = None) -> DataSet:
-    """``data`` with ``index`` (each training row's position, int64) in its training split."""
-    train = {**data.train, "index": torch.arange(len(data.train["x"]))}
-    return dataclasses.replace(data, train=train, name=name or f"{data.name}-indexed")
-
-
-@register_dataset("digits-indexed")
-def _digits_indexed(data_dir, binarize, valid_size) -> DataSet:
-    """scikit-learn's 8x8 digits with each training row's index (for models that keep a table: acn)."""
-    return with_index(load_dataset("digits", data_dir=data_dir, binarize=binarize, valid_size=valid_size))
-
-
-@register_dataset("mnist-indexed")
-def _mnist_indexed(data_dir, binarize, valid_size) -> DataSet:
-    """MNIST with each training row's index (for models that keep a table: acn)."""
-    return with_index(load_dataset("mnist", data_dir=data_dir, binarize=binarize, valid_size=valid_size))

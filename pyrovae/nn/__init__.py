@@ -1,0 +1,19 @@
+"""Network building blocks shared by models and guides.
+
+- :mod:`pyrovae.nn.layers`: activations by name, the MLP, option checks and the
+  initialisations (``torch``, ``glorot``, ``burda``); re-exported here
+  (``from pyrovae.nn import MLP``).
+- :mod:`pyrovae.nn.conv`: a convolutional encoder and decoder, and the masked, gated
+  convolutions of a PixelCNN conditioned on a latent code.
+- :mod:`pyrovae.nn.variance`: variance layers (zero-mean weights with learned variances).
+
+Nothing here knows of Pyro, the registry or the data: it is torch modules alone.
+"""
+
+from pyrovae.nn.layers import (
+    ACTIVATIONS, INITS, MLP, activation, bias_at_data_logits_, check_positive, glorot_, initialize_,
+    output_at_data_mean_,
+)
+
+__all__ = ["ACTIVATIONS", "INITS", "MLP", "activation", "bias_at_data_logits_", "check_positive", "glorot_",
+           "initialize_", "output_at_data_mean_"]
