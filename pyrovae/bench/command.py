@@ -1,12 +1,15 @@
 """``pyrovae bench``: the suite's training step against a hand-written PyTorch step, in one run.
 
-For each device (CPU, and CUDA where present), guide (``diag``, ``iaf``), objective (``elbo``,
-``meanfield``, ``iwae`` with K = 5 and 50) and batch size (100, 1000), the same networks with
-the same initial weights are trained by
+For each device (CPU, and CUDA where present), pair (the VAE with the ``diag`` or ``iaf``
+guide, and ``user``: a user's pair written as plain Pyro functions, ``pyro.module`` in model
+and guide, around the ``diag`` networks), objective (``elbo``, ``meanfield``, ``iwae`` with
+K = 5 and 50) and batch size (100, 1000), the same networks with the same initial weights
+are trained by
 
-- **suite**: what :func:`pyrovae.fit` runs per batch (:class:`~pyrovae.training.step.TrainStep`:
-  the objective on the Pyro model and guide, fused Adam, quiet PyroModules; on a GPU inside
-  a CUDA graph, :class:`~pyrovae.training.cuda_graph.GraphedStep`), plus its per-step bookkeeping;
+- **suite**: what :func:`pyrovae.fit` runs per batch, built by fit's own set-up
+  (:class:`~pyrovae.training.step.TrainStep`: the objective on the Pyro model and guide, fused
+  Adam, quiet PyroModules and ``pyro.module`` statements; on a GPU inside a CUDA graph,
+  :class:`~pyrovae.training.cuda_graph.GraphedStep`), plus its per-step bookkeeping;
 - **plain**: the hand-written step of :mod:`pyrovae.bench.reference` with the *same* optimizer;
 - **plain, default Adam**: the same with ``torch.optim.Adam(params, lr)``, as one writes it;
 - on a GPU also **suite, eager** (no graph).
@@ -33,6 +36,7 @@ synthetic grey images of MNIST's size (timings do not depend on the pixels).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import statistics
@@ -45,9 +49,8 @@ import pyro
 import torch
 
 from pyrovae.bench.profile import eval_timing, memory_child, memory_table, profile_pieces
-from pyrovae.bench.reference import PlainVAE
 from pyrovae.bench.runners import (  # noqa: F401  (X_DIM, Z_DIM, HIDDEN: the bench pair's sizes, for the CLI)
-    HIDDEN, OBJECTIVES, X_DIM, Z_DIM, Batches, PlainRunner, SuiteRunner, bench_objective, make_pair, sync,
+    HIDDEN, OBJECTIVES, PAIRS, X_DIM, Z_DIM, Batches, PlainRunner, SuiteRunner, bench_objective, make_pair, sync,
 )
 
 def time_config(device, guide_name, objective_name, batch_size, *, blocks, block_seconds, lr=1e-3,
@@ -58,11 +61,11 @@ def time_config(device, guide_name, objective_name, batch_size, *, blocks, block
     runners = {"suite": SuiteRunner(model, guide, bench_objective(objective_name), device, lr,
                                     graphs=device.type == "cuda", precision=precision),
                "plain": PlainRunner(plain, objective_name, device, lr, precision=precision)}
-    plain_default = PlainVAE(model, guide).to(device)  # untrained copies: the same starting point
+    plain_default = copy.deepcopy(plain)  # an untrained copy: the same starting point
     runners["plain, default Adam"] = PlainRunner(plain_default, objective_name, device, lr, default_adam=True,
                                                  precision=precision)
     if device.type == "cuda":
-        eager_model, eager_guide, _ = make_pair(guide_name, device)
+        eager_model, eager_guide, _ = make_pair(guide_name, device, tag="-eager")
         runners["suite, eager"] = SuiteRunner(eager_model, eager_guide, bench_objective(objective_name), device, lr,
                                               precision=precision)
     feeds = {name: Batches(x, batch_size) for name in runners}
@@ -129,14 +132,16 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="pyrovae bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", nargs="*", default=None, help="devices (default: cpu, and cuda where present)")
-    p.add_argument("--guides", nargs="*", default=["diag", "iaf"])
+    p.add_argument("--guides", nargs="*", default=list(PAIRS), choices=PAIRS, metavar="PAIR",
+                   help="pairs: the VAE with the diag or iaf guide, or user (a user's plain-function pair "
+                        "with the diag networks, pyro.module in model and guide); default all three")
     p.add_argument("--objectives", nargs="*", default=list(OBJECTIVES))
     p.add_argument("--batch-sizes", nargs="*", type=int, default=[100, 1000])
     p.add_argument("--blocks", type=int, default=5, help="alternating timed blocks per variant")
     p.add_argument("--block-seconds", type=float, default=0.5, help="about this long per block")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; see docs/cli.md)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
-    p.add_argument("--quick", action="store_true", help="diag only, elbo and iwae5, batch 100")
+    p.add_argument("--quick", action="store_true", help="diag and user only, elbo and iwae5, batch 100")
     p.add_argument("--profile", action="store_true", help="where the suite's extra time goes")
     p.add_argument("--memory", action="store_true", help="peak memory of IWAE steps, K = 5, 50, 5000")
     p.add_argument("--eval", action="store_true", help="time log_likelihood with K = --eval-samples")
@@ -154,7 +159,7 @@ def main(argv=None) -> int:
         return 0
     devices = [torch.device(d) for d in (args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]))]
     if args.quick:
-        args.guides, args.objectives, args.batch_sizes = ["diag"], ["elbo", "iwae5"], [100]
+        args.guides, args.objectives, args.batch_sizes = ["diag", "user"], ["elbo", "iwae5"], [100]
     machine = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
                f"{torch.__version__}, pyro {pyro.__version__}"
                + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))

@@ -127,7 +127,7 @@ def memory_child(device: str, guide_name: str, objective_name: str, batch_size: 
     batch = {"x": torch.bernoulli(x)}
     objective = bench_objective(objective_name, particle_chunk)
     if variant == "suite":
-        step = SuiteRunner(model, guide, objective, device, 1e-3)
+        step = SuiteRunner(model, guide, objective, device, 1e-3, batch_size=batch_size)
     else:
         step = PlainRunner(plain, objective_name, device, 1e-3)
     if device.type == "cuda":

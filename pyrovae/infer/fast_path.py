@@ -4,10 +4,11 @@ It holds Pyro's ``Trace_ELBO`` and ``TraceMeanField_ELBO`` losses computed on on
 and :func:`quiet_pyro_modules`. The internals it relies on (checked by
 :func:`pyro_internals_supported`, and by tests/infer/test_fast_path.py against the installed
 Pyro): ``Trace_ELBO._differentiable_loss_particle(model_trace, guide_trace)``,
-``Trace.add_node`` / ``compute_score_parts``, ``Distribution.score_parts`` and a
+``Trace.add_node`` / ``compute_score_parts``, ``Distribution.score_parts``, a
 ``PyroModule``'s ``_pyro_context`` (a ``_Context`` with ``active``, ``cache``, ``used``,
-``get``, ``set``). Where they are not as expected, every caller takes Pyro's own path:
-the objectives call ``differentiable_loss`` and the PyroModules keep their statements.
+``get``, ``set``) and the param store's ``_params`` / ``_constraints`` dicts. Where they are
+not as expected, every caller takes Pyro's own path: the objectives call
+``differentiable_loss`` and the modules keep their statements.
 
 For one particle, ``Trace_ELBO().differentiable_loss(model, guide, **batch)`` is
 
@@ -60,6 +61,8 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.infer.util import torch_item
 from pyro.poutine.trace_struct import Trace
 from pyro.nn import PyroModule
+from pyro.params.param_store import _MODULE_NAMESPACE_DIVIDER as _MODULE_DIVIDER
+from torch.distributions import constraints as _constraints
 from pyro.poutine.util import site_is_subsample
 
 from pyrovae.infer.importance import analytic_kl, latent_sites, run_pair, sample_sites, site_log_prob
@@ -171,6 +174,11 @@ def missing_pyro_internals() -> list:
             missing.append(f"pyro.poutine.Trace.{name}")
     if not callable(getattr(_PyroDistribution, "score_parts", None)):
         missing.append("pyro.distributions.Distribution.score_parts")
+    store = pyro.get_param_store()
+    if not (isinstance(getattr(store, "_params", None), dict) and isinstance(getattr(store, "_constraints", None), dict)):
+        missing.append("pyro.params.ParamStoreDict._params and _constraints (dicts by name)")
+    if not callable(getattr(pyro.primitives, "module", None)) or pyro.module is not pyro.primitives.module:
+        missing.append("pyro.module (= pyro.primitives.module)")
     context = PyroModule().__dict__.get("_pyro_context")
     if context is None or not all(hasattr(context, a) for a in ("active", "cache", "used", "get", "set")):
         missing.append("PyroModule._pyro_context (a _Context with active, cache, used, get, set)")
@@ -178,6 +186,8 @@ def missing_pyro_internals() -> list:
 
 
 PYRO_INTERNALS_SUPPORTED = pyro_internals_supported()
+_PYRO_MODULE = pyro.primitives.module  # Pyro's own statement
+_REAL = _constraints.real
 
 
 class _QuietContext:
@@ -203,15 +213,35 @@ class _QuietContext:
         return None
 
 
+def _quiet_module(name: str, nn_module, update_module_params: bool = False):
+    """``pyro.module(name, nn_module)`` where it would change nothing: when Pyro's param store
+    holds every trainable parameter of ``nn_module`` under its Pyro name, as that very tensor,
+    unconstrained, the statement would find each one there and return ``nn_module``, so this
+    returns it at once; otherwise (a new module, a parameter replaced, a frozen one) Pyro's
+    own statement runs."""
+    store = pyro.get_param_store()
+    params, constraints_ = store._params, store._constraints
+    prefix = name + _MODULE_DIVIDER
+    for param_name, value in nn_module.named_parameters():
+        full = prefix + param_name
+        if not value.requires_grad or params.get(full) is not value or constraints_.get(full) is not _REAL:
+            return _PYRO_MODULE(name, nn_module, update_module_params)
+    return nn_module
+
+
 class quiet_pyro_modules:
     """While active, the ``PyroModule`` s in ``modules`` (and their submodules) issue no
-    ``pyro.param`` / ``pyro.module`` statements for their own parameters.
+    ``pyro.param`` / ``pyro.module`` statements for their own parameters, and a
+    ``pyro.module(name, m)`` statement in a program's body (a plain-function pair) returns
+    ``m`` at once where Pyro's param store already holds every trainable parameter of ``m``
+    as that very tensor (where the statement would change nothing; else Pyro's own runs).
 
     Used only where nothing reads those statements: the training step, whose parameters are
-    all in the optimizer. It does nothing (``enabled`` is False) when a module holds
-    ``PyroSample`` attributes (they need the call context), when Pyro's
-    ``module_local_params`` setting is on, or when Pyro's PyroModule internals are not the
-    ones this was written for.
+    all in the optimizer. The PyroModules stay as they are (``enabled`` is False) when a
+    module holds ``PyroSample`` attributes (they need the call context); neither part acts
+    when Pyro's ``module_local_params`` setting is on, or when Pyro's internals are not the
+    ones this was written for (``statements`` is False then). ``pyro.module`` is swapped
+    for the duration, so a program that imported ``module`` from Pyro by name keeps Pyro's.
 
     :param modules: models, guides (anything; non-PyroModules are ignored).
     """
@@ -226,12 +256,14 @@ class quiet_pyro_modules:
                 if isinstance(m, PyroModule) and id(m) not in seen:
                     seen.add(id(m))
                     self.modules.append(m)
+        self.statements = not pyro.settings.get("module_local_params") and PYRO_INTERNALS_SUPPORTED
         self.enabled = bool(self.modules) and self._supported()
         self._quiet = _QuietContext()
         self._saved = None
+        self._saved_module = []
 
     def _supported(self) -> bool:
-        if pyro.settings.get("module_local_params") or not PYRO_INTERNALS_SUPPORTED:
+        if not self.statements:
             return False
         for m in self.modules:
             context = m.__dict__.get("_pyro_context")
@@ -244,6 +276,9 @@ class quiet_pyro_modules:
             self._saved = [m.__dict__["_pyro_context"] for m in self.modules]
             for m in self.modules:
                 m.__dict__["_pyro_context"] = self._quiet
+        if self.statements:
+            self._saved_module.append((pyro.module, pyro.primitives.module))
+            pyro.module = pyro.primitives.module = _quiet_module
         return self
 
     def __exit__(self, *exc):
@@ -251,4 +286,6 @@ class quiet_pyro_modules:
             for m, context in zip(self.modules, self._saved):
                 m.__dict__["_pyro_context"] = context
             self._saved = None
+        if self._saved_module:
+            pyro.module, pyro.primitives.module = self._saved_module.pop()
         return None
