@@ -43,7 +43,8 @@ from pyrovae import fit
 from pyrovae.evaluation.robust_pca import pcp
 from pyrovae.evaluation.subspace import leading_subspace, principal_angles
 from pyrovae.guides import DiagNormalGuide
-from pyrovae.models import LinearGaussianVAE, RobustEncoder, RobustVAE
+from pyrovae.guides.robust import RobustEncoder
+from pyrovae.models import LinearGaussianVAE, RobustVAE
 
 RATES = (0.0, 0.05, 0.1, 0.2, 0.3)
 METHODS = ("PCA", "PCP", "linear VAE, diagonal", "robust VAE")
@@ -187,7 +188,7 @@ def mnist_part(args):
     from pyrovae.data.datasets import load_dataset
     from pyrovae.guides.denoising import corrupt
     from pyrovae.models import VAE
-    from pyrovae.models.robust import log_likelihood_z_only
+    from pyrovae.guides.robust import log_likelihood_z_only
 
     data = load_dataset("mnist", data_dir=args.data_dir, binarize="none")
     g = torch.Generator().manual_seed(args.seed)

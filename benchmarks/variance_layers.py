@@ -53,7 +53,8 @@ import pyrovae
 from pyrovae.data.datasets import load_dataset
 from pyrovae.guides import DiagNormalGuide
 from pyrovae.models import VAE
-from pyrovae.models.variance import VarianceEncoder, VarianceVAE
+from pyrovae.guides.variance import VarianceEncoder
+from pyrovae.models.variance import VarianceVAE
 
 PAIRS = ("vae + diag", "variance-vae + diag", "variance-vae + variance-encoder", "vae + variance-encoder")
 

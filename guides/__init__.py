@@ -15,18 +15,20 @@ from pyrovae.guides.homoencoder import HomoencoderGuide
 from pyrovae.guides.iaf import IAFGuide
 from pyrovae.guides.m2 import M2Guide
 from pyrovae.guides.mixture import MixtureGuide
+from pyrovae.guides.robust import RobustEncoder
 from pyrovae.guides.sentence import SentenceGuide, SentenceVMFGuide
 from pyrovae.guides.seq2seq import Seq2SeqGuide
 from pyrovae.guides.ssvae_text import SSVAETextGuide
 from pyrovae.guides.statistician import StatisticianGuide, StatisticNetwork
 from pyrovae.guides.stein import SteinGuide
+from pyrovae.guides.variance import VarianceEncoder
 from pyrovae.guides.vmf import VonMisesFisherGuide
 from pyrovae.guides.vrnn import VRNNGuide
 
 __all__ = [
     "AcnGuide", "BottomUpGuide", "CVAEGuide", "ConvGuide", "DMMGuide", "DRAWGuide", "DenoisingGuide",
     "DiagNormalGuide", "FullCovNormalGuide", "HMMVAEGuide", "HomoencoderGuide", "IAFGuide", "LadderGuide", "M2Guide",
-    "MixtureGuide", "PlanarFlowGuide", "RadialFlowGuide", "SSVAETextGuide", "SentenceGuide",
+    "MixtureGuide", "PlanarFlowGuide", "RadialFlowGuide", "RobustEncoder", "SSVAETextGuide", "SentenceGuide",
     "SentenceVMFGuide", "Seq2SeqGuide", "SplineFlowGuide", "StatisticNetwork", "StatisticianGuide",
-    "SteinGuide", "VRNNGuide", "VonMisesFisherGuide",
+    "SteinGuide", "VRNNGuide", "VarianceEncoder", "VonMisesFisherGuide",
 ]

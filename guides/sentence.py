@@ -40,7 +40,7 @@ from pyro.nn import PyroModule
 from torch import nn
 
 from pyrovae.distributions import VonMisesFisher
-from pyrovae.models.sentence import PAD_ID, _SentenceOptions, as_mask
+from pyrovae.models.sentence import PAD_ID, SentenceOptions, as_mask
 from pyrovae.registry import Configurable, register_guide
 
 __all__ = ["SentenceGuide", "SentenceVMFGuide", "SentenceEncoder"]
@@ -79,7 +79,7 @@ class SentenceGuide(Configurable, PyroModule):
     model_name = "sentence-vae"
 
     @dataclass
-    class Options(_SentenceOptions):
+    class Options(SentenceOptions):
         vocab_size: int
         z_dim: int = 32
         embed_dim: int = 128

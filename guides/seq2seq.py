@@ -32,7 +32,7 @@ from torch import nn
 
 from pyrovae.guides.sentence import SentenceEncoder
 from pyrovae.models.sentence import as_mask
-from pyrovae.models.seq2seq import SemanticEncoder, _Seq2SeqOptions, source_mask_of
+from pyrovae.models.seq2seq import SemanticEncoder, Seq2SeqOptions, source_mask_of
 from pyrovae.registry import Configurable, register_guide
 
 __all__ = ["Seq2SeqGuide"]
@@ -61,7 +61,7 @@ class Seq2SeqGuide(Configurable, PyroModule):
     model_name = "seq2seq-vae"
 
     @dataclass
-    class Options(_Seq2SeqOptions):
+    class Options(Seq2SeqOptions):
         vocab_size: int
         z_dim: int = 16
         embed_dim: int = 64

@@ -13,19 +13,19 @@ from pyrovae.models.least_squares import LeastSquaresVAE
 from pyrovae.models.linear import LinearGaussianVAE
 from pyrovae.models.m2 import M2
 from pyrovae.models.pixelcnn import PixelCNNVAE
-from pyrovae.models.robust import RobustEncoder, RobustVAE
+from pyrovae.models.robust import RobustVAE
 from pyrovae.models.sentence import SentenceLM, SentenceVAE, SphericalSentenceVAE
 from pyrovae.models.seq2seq import Seq2Seq, Seq2SeqVAE
 from pyrovae.models.ssvae_text import SSVAEText
 from pyrovae.models.statistician import NeuralStatistician
 from pyrovae.models.vae import VAE
-from pyrovae.models.variance import VarianceEncoder, VarianceVAE
+from pyrovae.models.variance import VarianceVAE
 from pyrovae.models.vrnn import BernoulliRNN, VRNN
 
 __all__ = [
     "AssociativeCompressionNetwork", "BernoulliRNN", "CVAE", "ConvVAE", "DMM", "DRAW", "HMMVAE", "HierarchicalVAE",
     "HypersphericalVAE",
-    "LeastSquaresVAE", "LinearGaussianVAE", "M2", "NeuralStatistician", "PixelCNNVAE", "RobustEncoder",
+    "LeastSquaresVAE", "LinearGaussianVAE", "M2", "NeuralStatistician", "PixelCNNVAE",
     "RobustVAE", "SSVAEText", "SentenceLM", "SentenceVAE", "Seq2Seq", "Seq2SeqVAE", "SphericalSentenceVAE",
-    "VAE", "VRNN", "VarianceEncoder", "VarianceVAE", "VariationalHomoencoder",
+    "VAE", "VRNN", "VarianceVAE", "VariationalHomoencoder",
 ]

@@ -23,9 +23,9 @@ with :math:`f` linear (``hidden_dims=()``, the paper's affine decoder) or an MLP
 :math:`x_{nd} \\mid z_n \\sim t_\\nu(f_d(z_n), \\psi_d^{1/2})`, whose negative log is again a
 log penalty, :math:`\\tfrac{\\nu + 1}{2} \\log(1 + r^2 / (\\nu \\psi_d))`;
 :meth:`RobustVAE.log_likelihood_given_z` uses it, and
-:func:`log_likelihood_z_only` importance-samples :math:`z` alone with it.
+:func:`pyrovae.guides.robust.log_likelihood_z_only` importance-samples :math:`z` alone with it.
 
-The guide ``robust-encoder`` gives :math:`q(z \\mid x)` (a diagonal Gaussian from an MLP) and
+The guide ``robust-encoder`` (guides/robust.py) gives :math:`q(z \\mid x)` (a diagonal Gaussian from an MLP) and
 :math:`q(\\tau_{nd} \\mid x) = \\mathrm{Gamma}(a_d, b_d + \\tfrac12 c_d\\, (x_{nd} -
 g_d(\\mu_z(x)))^2)`: the form of the exact conditional posterior of :math:`\\tau` (shape
 :math:`(\\nu + 1)/2`, rate :math:`\\nu/2 + r^2 / (2\\psi_d)`), with its own reconstruction
@@ -51,12 +51,16 @@ import torch
 import torch.nn.functional as F
 from pyro.nn import PyroModule
 
-from pyrovae.guides.base import EncoderGuide
 from pyrovae.nn import MLP, check_positive
-from pyrovae.registry import Configurable, register_guide, register_model
+from pyrovae.registry import Configurable, register_model
 
 
-def _inverse_softplus(value: float) -> float:
+def inverse_softplus(value: float) -> float:
+    """The raw parameter whose softplus is ``value`` (> 0).
+
+    >>> round(float(torch.nn.functional.softplus(torch.tensor(inverse_softplus(0.5)))), 6)
+    0.5
+    """
     return math.log(math.expm1(value))
 
 
@@ -104,7 +108,7 @@ class RobustVAE(Configurable, PyroModule):
         o = self.options
         self.x_dim, self.z_dim, self.df = o.x_dim, o.z_dim, float(o.df)
         self.decoder = MLP(o.z_dim, o.hidden_dims, o.x_dim, o.activation)
-        self.raw_scale = torch.nn.Parameter(torch.full((o.x_dim,), _inverse_softplus(o.init_scale - o.min_scale)))
+        self.raw_scale = torch.nn.Parameter(torch.full((o.x_dim,), inverse_softplus(o.init_scale - o.min_scale)))
 
     @property
     def weight(self) -> torch.Tensor:
@@ -132,67 +136,3 @@ class RobustVAE(Configurable, PyroModule):
     def log_likelihood_given_z(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """``log p(x | z)`` with tau integrated out (Student-t per entry), summed over dimensions."""
         return dist.StudentT(self.df, self.decoder(z), self.noise_scale).log_prob(x).sum(-1)
-
-
-@register_guide("robust-encoder")
-class RobustEncoder(EncoderGuide):
-    """q(z | x) q(tau | x) for the ``robust`` model.
-
-    The options of :class:`~pyrovae.guides.base.EncoderGuide` (``hidden_dims`` for the z
-    encoder; the reconstruction network g mirrors them).
-
-    >>> guide = RobustEncoder(x_dim=5, z_dim=2, hidden_dims=())
-    >>> guide.encode(torch.zeros(3, 5)).event_shape, guide.tau_posterior(torch.zeros(3, 5)).event_shape
-    (torch.Size([2]), torch.Size([5]))
-    """
-
-    model_name = "robust"
-
-    @dataclass
-    class Options(EncoderGuide.Options):
-        z_dim: int = 2
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        d = self.x_dim
-        self.reconstruct = MLP(self.z_dim, tuple(reversed(self.options.hidden_dims)), d, self.options.activation)
-        self.raw_shape = torch.nn.Parameter(torch.full((d,), _inverse_softplus(1.0)))  # (nu + 1)/2 at nu = 1
-        self.raw_rate = torch.nn.Parameter(torch.full((d,), _inverse_softplus(0.5)))  # nu/2
-        self.raw_precision = torch.nn.Parameter(torch.full((d,), _inverse_softplus(1.0)))  # 1 / psi
-
-    def encode(self, x: torch.Tensor) -> dist.Distribution:
-        """q(z | x), batch shape ``x.shape[:-1]``, event shape ``(z_dim,)``."""
-        loc, raw_scale = self.encoder(x).split(self.z_dim, dim=-1)
-        return dist.Normal(loc, F.softplus(raw_scale) + 1e-5).to_event(1)
-
-    def tau_posterior(self, x: torch.Tensor, z_loc: Optional[torch.Tensor] = None) -> dist.Distribution:
-        """q(tau | x): Gamma per entry, its rate growing with the squared residual of the entry."""
-        if z_loc is None:
-            z_loc = self.encode(x).mean
-        residual = x - self.reconstruct(z_loc)
-        rate = F.softplus(self.raw_rate) + 0.5 * F.softplus(self.raw_precision) * residual ** 2 + 1e-6
-        shape = (F.softplus(self.raw_shape) + 1e-3).expand(rate.shape)
-        return dist.Gamma(shape, rate).to_event(1)
-
-    def forward(self, x: torch.Tensor, **kwargs):
-        with pyro.plate("data", x.shape[0]):
-            q = self.encode(x)
-            z = pyro.sample(self.site, q)
-            pyro.sample("tau", self.tau_posterior(x, q.mean))
-            return z
-
-
-@torch.no_grad()
-def log_likelihood_z_only(model: RobustVAE, guide: RobustEncoder, x: torch.Tensor, num_samples: int = 1000,
-                          batch_size: int = 100) -> torch.Tensor:
-    """Importance-sampled ``log p(x)`` per row with tau integrated out exactly (Student-t) and
-    ``q(z | x)`` the proposal for z alone: far lower variance than sampling the ``x_dim`` taus too."""
-    out = []
-    for start in range(0, len(x), batch_size):
-        xb = x[start:start + batch_size]
-        q = guide.encode(xb)
-        z = q.sample((num_samples,))  # (K, B, z)
-        prior = dist.Normal(torch.zeros_like(z), 1.0).to_event(1)
-        log_w = model.log_likelihood_given_z(xb, z) + prior.log_prob(z) - q.log_prob(z)
-        out.append(torch.logsumexp(log_w, 0) - math.log(num_samples))
-    return torch.cat(out)

@@ -169,8 +169,9 @@ class SentenceDecoder(nn.Module):
         return torch.stack(words, 1)
 
 
-class _SentenceOptions:
-    """Checks shared by the model's and the guides' options."""
+class SentenceOptions:
+    """The checks shared by the sentence models' and guides' ``Options`` (a base of each):
+    positive sizes, and a vocabulary above the four fixed ids."""
 
     def __post_init__(self):
         check_positive(vocab_size=self.vocab_size, z_dim=self.z_dim, embed_dim=self.embed_dim,
@@ -201,7 +202,7 @@ class SentenceVAE(Configurable, PyroModule):
     guide_name = "sentence"
 
     @dataclass
-    class Options(_SentenceOptions):
+    class Options(SentenceOptions):
         vocab_size: int
         z_dim: int = 32
         embed_dim: int = 128

@@ -70,7 +70,7 @@ from pyro.nn import PyroModule
 from torch import nn
 
 from pyrovae.models.sentence import (
-    EOS_ID, PAD_ID, UNK_ID, SentenceDecoder, _SentenceOptions, as_mask, decoder_inputs, no_latents, word_dropout,
+    EOS_ID, PAD_ID, UNK_ID, SentenceDecoder, SentenceOptions, as_mask, decoder_inputs, no_latents, word_dropout,
 )
 from pyrovae.nn import check_positive
 from pyrovae.registry import Configurable, register_model
@@ -122,7 +122,10 @@ class SemanticEncoder(nn.Module):
         return torch.cat([final, (weights.unsqueeze(-1) * states).sum(1)], -1)
 
 
-class _Seq2SeqOptions(_SentenceOptions):
+class Seq2SeqOptions(SentenceOptions):
+    """The checks shared by the seq2seq models' and guide's options (those of
+    :class:`~pyrovae.models.sentence.SentenceOptions`, and a positive ``encoder_dim``)."""
+
     def __post_init__(self):
         super().__post_init__()
         check_positive(encoder_dim=self.encoder_dim)
@@ -191,7 +194,7 @@ class Seq2SeqVAE(_Seq2SeqBase):
     guide_name = "seq2seq"
 
     @dataclass
-    class Options(_Seq2SeqOptions):
+    class Options(Seq2SeqOptions):
         vocab_size: int
         z_dim: int = 16
         embed_dim: int = 64
@@ -271,14 +274,14 @@ class Seq2Seq(_Seq2SeqBase):
     """
 
     @dataclass
-    class Options(_Seq2SeqOptions):
+    class Options(Seq2SeqOptions):
         vocab_size: int
         embed_dim: int = 64
         hidden_dim: int = 128
         encoder_dim: int = 64
         word_dropout: float = 0.0
         code_every_step: bool = False
-        z_dim: int = 1  # unused: keeps _SentenceOptions' checks; the baseline has no z
+        z_dim: int = 1  # unused: keeps SentenceOptions' checks; the baseline has no z
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -34,7 +34,7 @@ pair in eval mode) estimates the predictive density
 weights :math:`p(x \\mid z_k, W_k) p(z_k) / q(z_k \\mid x)`, an unbiased estimate of that
 density for every K.
 
-The guide ``variance-encoder`` is the diagonal Gaussian encoder with variance layers in its
+The guide ``variance-encoder`` (guides/variance.py) is the diagonal Gaussian encoder with variance layers in its
 MLP (``encoder_variance_layers=(0,)``: the first layer, pixels to hidden units). There the weight
 noise is an auxiliary variable of the proposal: with :math:`q(z \\mid x) = \\int q(W) q(z
 \\mid x, W) dW`, the weights :math:`p(x, z)/q(z \\mid x, W)` with :math:`(W, z) \\sim q(W) q(z
@@ -56,13 +56,10 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import pyro
-import pyro.distributions as dist
 import torch
-import torch.nn.functional as F
 
-from pyrovae.guides.base import EncoderGuide
 from pyrovae.models.vae import VAE
-from pyrovae.registry import register_guide, register_model
+from pyrovae.registry import register_model
 from pyrovae.nn.variance import VarianceMLP, check_prior, check_variance_layers
 
 
@@ -126,41 +123,3 @@ class VarianceVAE(VAE):
                 per_datapoint = self.weights_kl() / self.options.num_data
                 pyro.factor("weights_kl", -per_datapoint * z.new_ones(z.shape[:-1]))
             return pyro.sample("x", self.likelihood(z), obs=x)
-
-
-@register_guide("variance-encoder")
-class VarianceEncoder(EncoderGuide):
-    """q(z | x) = N(mu(x), diag sigma(x)^2) from an MLP with variance layers.
-
-    The options of :class:`~pyrovae.guides.base.EncoderGuide` (``activation`` default
-    ``relu``), and ``encoder_variance_layers``: indices of the encoder's linear layers that
-    are variance layers, default ``(0,)`` (its own name: the CLI gives one flag to an option
-    of the same name in the model and the guide).
-
-    >>> guide = VarianceEncoder(x_dim=6, z_dim=2, hidden_dims=(8,))
-    >>> guide.encode(torch.ones(3, 6)).event_shape
-    torch.Size([2])
-    """
-
-    @dataclass
-    class Options(EncoderGuide.Options):
-        activation: str = "relu"
-        encoder_variance_layers: Tuple[int, ...] = (0,)
-
-        def __post_init__(self):
-            super().__post_init__()
-            self.encoder_variance_layers = tuple(self.encoder_variance_layers)
-            check_variance_layers(self.encoder_variance_layers, self.hidden_dims, "encoder_variance_layers")
-
-    def mlp(self, out_dim: int) -> VarianceMLP:
-        o = self.options
-        return VarianceMLP(self.x_dim, o.hidden_dims, out_dim, o.encoder_variance_layers, o.activation)
-
-    def encode(self, x: torch.Tensor) -> dist.Distribution:
-        loc, raw = self.encoder(x).split(self.z_dim, -1)
-        return dist.Normal(loc, F.softplus(raw) + 1e-5).to_event(1)
-
-    @torch.no_grad()
-    def mean_code(self, x: torch.Tensor, draws: int = 20) -> torch.Tensor:
-        """E[mu(x)] over the weight noise, averaged over ``draws`` draws: a point code per row."""
-        return torch.stack([self.encode(x).mean for _ in range(draws)]).mean(0)

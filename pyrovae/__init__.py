@@ -4,10 +4,11 @@ Generative models are Pyro model functions, amortized encoders are Pyro guides, 
 pair is fit with :func:`fit`, scored with :func:`log_likelihood` and reloaded with
 :func:`load_run`.
 
-The parts (see docs/architecture.md): ``data`` -> the pair (``models``, ``guides``) ->
-``infer`` (importance core, objectives) -> ``training`` (step, loop, run folder) ->
-``evaluation`` / ``cli``. ``registry`` holds passive name -> factory tables; this file
-registers the built-ins by importing them, once.
+The parts depend one way (docs/architecture.md), from the bottom up: ``errors``,
+``registry`` (passive name -> factory tables), ``nn`` / ``distributions``, ``data``,
+``infer`` (importance core, objectives), ``models``, ``guides``, ``evaluation``,
+``training`` (step, loop, run folder), this file (which registers the built-ins by
+importing them, once), ``bench``, ``cli``.
 """
 
 __version__ = "0.1.0"

@@ -28,7 +28,7 @@ from typing import Callable, Optional
 import torch
 
 from pyrovae.data.datasets import DataSet
-from pyrovae.evaluation.monitors import posterior_mean
+from pyrovae.distributions.mean import posterior_mean
 
 __all__ = ["encode_means", "encoded_features"]
 

@@ -38,6 +38,7 @@ import torch
 
 from pyrovae.evaluation.log_likelihood import eval_mode
 from pyrovae.data.inputs import eval_split
+from pyrovae.distributions.mean import posterior_mean
 from pyrovae.infer.importance import (
     PARTICLE_PLATE, batch_size_of, bind_batch, kl_or_sampled, latent_sites, observed_sites, plate_nesting,
     preserved_rng,
@@ -72,17 +73,6 @@ def latent_site(guide: Callable, batch: dict, site: Optional[str] = None):
             f"site {chosen['name']!r} has batch shape {tuple(q.batch_shape)} and event shape "
             f"{tuple(q.event_shape)}; the monitors need batch shape ({n},) and a vector event")
     return chosen["name"], q, trace
-
-
-def posterior_mean(q: dist.Distribution, num_samples: int = 64) -> torch.Tensor:
-    """``E_q[z]`` (N, z_dim): exact where the distribution knows its mean, else Monte Carlo."""
-    try:
-        mean = q.mean
-        if torch.isfinite(mean).all():
-            return mean
-    except NotImplementedError:
-        pass
-    return q.sample((num_samples,)).mean(0)
 
 
 def active_units(means: torch.Tensor, threshold: float = ACTIVE_THRESHOLD) -> Tuple[int, torch.Tensor]:

@@ -165,7 +165,8 @@ def save_run_figures(run_dir, model, guide, metrics, data: Dict[str, torch.Tenso
 
 def _encodings(guide, batch, site=None):
     """``(site name, E_q[z | x] (N, D), q)`` for the guide's vector latent site."""
-    from pyrovae.evaluation.monitors import latent_site, posterior_mean
+    from pyrovae.distributions.mean import posterior_mean
+    from pyrovae.evaluation.monitors import latent_site
 
     with torch.no_grad(), eval_mode(guide):
         name, q, _ = latent_site(guide, batch, site)

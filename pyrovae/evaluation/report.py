@@ -26,7 +26,6 @@ import numpy as np
 import pyro
 
 from pyrovae.evaluation.log_likelihood import estimate
-from pyrovae.training.run_folder import write_json
 
 IMAGE_FIGURES = ("samples.png", "reconstructions.png", "traversals.png", "interpolations.png")
 FIGURES = (
@@ -84,7 +83,8 @@ def diagnose(run, dataset, *, num_samples: int = 1000, num_datapoints: int = 300
              ais_datapoints: int = 100, ais_leapfrog: int = 1, seed: int = 0) -> dict:
     """Evaluate a loaded run on its test split and write report.md, diagnostics.json/.nc and figures.
 
-    :param run: a :class:`~pyrovae.training.run_folder.Run` (from :func:`~pyrovae.training.run_folder.load_run`).
+    :param run: a :class:`~pyrovae.training.run_folder.Run` (from :func:`~pyrovae.training.run_folder.load_run`);
+        evaluation comes before training in the package order, so it is handed in, not imported.
     :param dataset: its :class:`~pyrovae.data.DataSet`, on the run's device, or its
         :class:`~pyrovae.data.UserData` (``.to(device)``), of which the first rows are read; or
         the test data itself: tensors, a dict of tensors, a torch Dataset or DataLoader (image
@@ -141,7 +141,7 @@ def diagnose(run, dataset, *, num_samples: int = 1000, num_datapoints: int = 300
         results["inference_data"] = {"file": "diagnostics.nc", "groups": list(idata.groups()),
                                      "draws": idata_draws, "datapoints": int(idata.posterior.sizes["datapoint"])}
     _timed(results, "figures", lambda: _figures(out, run, dataset, test, iw["khat"], monitors, plots, results))
-    write_json(out / "diagnostics.json", results)
+    run.write_json("diagnostics.json", results)  # atomically: the run folder writes its own files
     (out / "report.md").write_text(render_report(results, out))
     return results
 

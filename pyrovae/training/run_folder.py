@@ -54,6 +54,13 @@ class Run:
     def data_name(self) -> Optional[str]:
         return (self.config.get("data") or {}).get("name")
 
+    def write_json(self, name: str, obj: Any) -> Path:
+        """Write ``obj`` as the JSON file ``name`` of the run folder, atomically (as every file
+        of a run is written); what ``pyrovae diagnose`` writes ``diagnostics.json`` with."""
+        path = Path(self.path) / name
+        write_json(path, obj)
+        return path
+
 
 def load_run(path, model=None, guide=None, device: str = "cpu") -> Run:
     """Rebuild a run's model and guide from the registry and load their parameters.

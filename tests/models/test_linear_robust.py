@@ -12,8 +12,9 @@ import torch
 from pyrovae import fit
 from pyrovae.evaluation.robust_pca import pcp
 from pyrovae.evaluation.subspace import leading_subspace, principal_angles
-from pyrovae.models import LinearGaussianVAE, RobustEncoder, RobustVAE
-from pyrovae.models.robust import log_likelihood_z_only
+from pyrovae.guides.robust import RobustEncoder
+from pyrovae.models import LinearGaussianVAE, RobustVAE
+from pyrovae.guides.robust import log_likelihood_z_only
 
 
 def planted(n=80, d=60, rank=2, rate=0.05, seed=0):

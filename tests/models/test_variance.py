@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from pyrovae import log_weights
-from pyrovae.models.variance import VarianceEncoder, VarianceVAE
+from pyrovae.guides.variance import VarianceEncoder
+from pyrovae.models.variance import VarianceVAE
 from pyrovae.nn.variance import VarianceLinear, VarianceMLP, normal_kl
 from tests.cli.helpers import QUICK, pyrovae
 from tests.contract import binary_data, check_trains_and_improves
