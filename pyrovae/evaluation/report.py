@@ -101,6 +101,8 @@ def diagnose(run, dataset, *, num_samples: int = 1000, num_datapoints: int = 300
     from pyrovae.evaluation.inference_gap import inference_gap
     from pyrovae.evaluation.monitors import latent_monitors
 
+    if not callable(getattr(run, "write_json", None)):  # before any work: nothing half-written
+        raise TypeError(f"diagnose takes a loaded run (pyrovae.load_run(path)), got {type(run).__name__}")
     pyro.set_rng_seed(seed)
     out = Path(run.path)
     model, guide = run.model, run.guide

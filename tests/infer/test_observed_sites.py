@@ -4,12 +4,14 @@ whose observation site is ``obs`` gets its observed_data group and every diagnos
 import types
 
 import pyro
+import pytest
 import pyro.distributions as dist
 import torch
 
 from pyrovae import to_inference_data
 from pyrovae.evaluation.latent_space import simulate
 from pyrovae.evaluation.report import diagnose
+from pyrovae.training.run_folder import Run
 
 X_DIM, Z_DIM = 64, 2
 
@@ -57,8 +59,7 @@ def test_simulate_replaces_the_tensor_the_site_observes():
 
 def test_diagnose_draws_every_figure_and_names_the_site(tmp_path):
     pair, x = ObsPair(), _images()
-    run = types.SimpleNamespace(path=tmp_path, model=pair.model, guide=pair.guide, config={}, data_name="toy",
-                                metrics=[])
+    run = Run(path=tmp_path, model=pair.model, guide=pair.guide, config={"data": {"name": "toy"}})
     dataset = types.SimpleNamespace(test={"x": x, "y": torch.arange(len(x)) % 3}, image_shape=(8, 8))
     results = diagnose(run, dataset, num_samples=10, num_datapoints=16, idata_draws=4, gap_datapoints=0)
     for name in ("samples.png", "reconstructions.png", "traversals.png", "interpolations.png", "latent_map.png",
@@ -66,3 +67,11 @@ def test_diagnose_draws_every_figure_and_names_the_site(tmp_path):
         assert (tmp_path / name).is_file(), (name, results["skipped"])
     assert results["figure_site"] == "obs" and not results["skipped"]
     assert "samples x ~ p(x) (site `obs`)" in (tmp_path / "report.md").read_text()
+
+
+def test_diagnose_refuses_what_is_not_a_loaded_run_before_writing(tmp_path):
+    pair, x = ObsPair(), _images()
+    stand_in = types.SimpleNamespace(path=tmp_path, model=pair.model, guide=pair.guide, config={}, metrics=[])
+    with pytest.raises(TypeError, match=r"diagnose takes a loaded run \(pyrovae.load_run\(path\)\), got SimpleNamespace"):
+        diagnose(stand_in, types.SimpleNamespace(test={"x": x}, image_shape=(8, 8)), num_samples=2)
+    assert list(tmp_path.iterdir()) == []
