@@ -140,3 +140,13 @@ def test_pyrovae_bench_times_a_users_plain_function_pair(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "pyrovae.cli", "bench", "--guides", "nope"], capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 2 and "invalid choice: 'nope'" in bad.stderr
+
+
+def test_the_quiet_statements_walk_the_parameters_as_torch_names_them():
+    shared = torch.nn.Linear(3, 3)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), shared, torch.nn.Tanh(), shared, torch.nn.Linear(3, 2, bias=False))
+    net.extra = torch.nn.Parameter(torch.ones(2))
+    net[4].weight2 = net[0].weight  # one tensor under two names: the first kept, as torch does
+    for module in (net, DiagNormalGuide(12, 3, (16,)), VAE(12, 3, (16,))):
+        assert [(n, id(p)) for n, p in fast_path._named_parameters(module)] == \
+               [(n, id(p)) for n, p in module.named_parameters()]
