@@ -3,12 +3,23 @@
 Used to show that a redesign made nothing slower: the older commit is exported with
 ``git archive`` into a temporary folder, laid out as the installed package (``models/`` and
 ``guides/`` become ``pyrovae.models`` and ``pyrovae.guides``, as pyproject maps them), and
-each round runs ``pyrovae bench`` in a fresh process on the old tree, then on the new one,
-so background load hits both alike. Printed per configuration: the median over rounds of the
-suite's ms/step and of its ratio to the hand-written step (measured in the same process),
-old and new, and new/old.
+each round runs, in fresh processes on the old tree, then on the new one, so background load
+hits both alike:
+
+- ``pyrovae bench`` for the suite's pairs (the old tree's own bench);
+- a user's pair written as plain Pyro functions (``pyro.module`` in model and guide, the
+  784-200-200-50 tanh Bernoulli VAE) trained by ``pyrovae.fit(..., out_dir=...)`` through its
+  public API only, so any commit runs it, against the same networks in a hand-written PyTorch
+  loop with the same fused Adam, epochs alternating in the same process
+  (:func:`plain_pair_child`). Both are timed in process CPU time (fit's epoch ``seconds``
+  read from ``time.process_time``): a machine shared with other jobs changes wall times by
+  more than the effect sought.
+
+Printed per configuration: the median over rounds of the suite's ms/step and of its ratio
+to the hand-written step (measured in the same process), old and new, and new/old.
 
     OMP_NUM_THREADS=1 python benchmarks/before_after.py --old 2eada66 --rounds 3
+    python benchmarks/before_after.py --old 8e8a15d --rounds 5 --only plain   # the plain pair alone
 """
 
 from __future__ import annotations
@@ -21,6 +32,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
+import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,24 +66,124 @@ def bench(pythonpath: str | None, out: Path) -> list:
     return json.loads(out.read_text())["table"]
 
 
+def plain_pair_child(rows: int = 10_000, epochs: int = 3, seed: int = 0) -> dict:
+    """In this process (whichever pyrovae is importable): a user's plain-function pair through
+    ``pyrovae.fit`` and the same networks in a hand-written loop, epochs alternating; the
+    median CPU milliseconds per step of each and the median of the per-epoch ratios."""
+    import pyro
+    import pyro.distributions as dist
+    import torch
+    import torch.nn.functional as F
+
+    import pyrovae
+
+    torch.set_num_threads(1)
+    fit_module = sys.modules[pyrovae.fit.__module__]
+    fit_module.time = types.SimpleNamespace(perf_counter=time.process_time)  # epoch seconds in CPU time
+    x_dim, z_dim, batch = 784, 50, 100
+    g = torch.Generator().manual_seed(1)
+    x = (torch.rand(rows, x_dim, generator=g) < torch.rand(rows, x_dim, generator=g)).float()
+
+    def networks():
+        torch.manual_seed(seed)
+        mlp = lambda a, b: torch.nn.Sequential(torch.nn.Linear(a, 200), torch.nn.Tanh(), torch.nn.Linear(200, 200),
+                                               torch.nn.Tanh(), torch.nn.Linear(200, b))
+        return mlp(z_dim, x_dim), mlp(x_dim, 2 * z_dim)
+
+    def pair():
+        decoder, encoder = networks()
+
+        def model(x):
+            pyro.module("decoder", decoder)
+            with pyro.plate("data", x.shape[0]):
+                z = pyro.sample("z", dist.Normal(x.new_zeros(z_dim), 1.0).to_event(1))
+                pyro.sample("x", dist.Bernoulli(logits=decoder(z)).to_event(1), obs=x)
+
+        def guide(x):
+            pyro.module("encoder", encoder)
+            with pyro.plate("data", x.shape[0]):
+                loc, raw = encoder(x).split(z_dim, -1)
+                pyro.sample("z", dist.Normal(loc, F.softplus(raw) + 1e-5).to_event(1))
+
+        return model, guide
+
+    decoder, encoder = networks()
+    optimizer = torch.optim.Adam(list(decoder.parameters()) + list(encoder.parameters()), lr=1e-3, fused=True)
+
+    def hand_epoch():
+        order = torch.randperm(rows)
+        c0 = time.process_time()
+        for i in range(0, rows, batch):
+            xb = x.index_select(0, order[i:i + batch])
+            loc, raw = encoder(xb).split(z_dim, -1)
+            scale = F.softplus(raw) + 1e-5
+            eps = torch.randn_like(loc)
+            z = loc + scale * eps
+            log_px = -F.binary_cross_entropy_with_logits(decoder(z), xb, reduction="none").sum(-1)
+            log_w = log_px - 0.5 * (z ** 2).sum(-1) + (0.5 * eps ** 2 + scale.log()).sum(-1)
+            loss = -log_w.mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return 1000 * (time.process_time() - c0) / (rows // batch)
+
+    hand, suite, ratios = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        pyro.clear_param_store()
+        pyrovae.fit(*pair(), x[:1000], epochs=1, batch_size=batch, progress=False, figures=False)  # imports, warm-up
+        hand_epoch()
+        for e in range(epochs):
+            before = hand_epoch()
+            pyro.clear_param_store()
+            result = pyrovae.fit(*pair(), x, epochs=1, batch_size=batch, lr=1e-3, out_dir=Path(tmp) / str(e),
+                                 progress=False, figures=False)
+            after = hand_epoch()
+            suite.append(1000 * result.metrics[0]["seconds"] / (rows // batch))
+            hand.append((before + after) / 2)
+            ratios.append(suite[-1] / hand[-1])
+    return {"guide": "user (plain functions)", "objective": "elbo", "batch_size": batch,
+            "suite ms": statistics.median(suite), "plain ms": statistics.median(hand), "ratio": statistics.median(ratios)}
+
+
+def plain_pair(pythonpath: str | None) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env.pop("PYTHONPATH", None)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--plain-pair-child"], env=env, check=True,
+                         capture_output=True, text=True, cwd=tempfile.gettempdir())
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--old", required=True, help="the older commit (e.g. 2eada66)")
+    p.add_argument("--old", help="the older commit (e.g. 2eada66)")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--only", choices=["bench", "plain"], default=None,
+                   help="only the suite's pairs (pyrovae bench) or only the plain-function pair through fit")
     p.add_argument("--json", default=None, help="write the table here too")
+    p.add_argument("--plain-pair-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.plain_pair_child:
+        print(json.dumps(plain_pair_child()))
+        return
+    if not args.old:
+        p.error("--old COMMIT is required (e.g. --old 2eada66)")
     rows: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         old_site = export(args.old, Path(tmp))
         for r in range(args.rounds):
             for label, path in (("old", str(old_site)), ("new", None)):
-                for row in bench(path, Path(tmp) / f"{label}-{r}.json"):
+                found = [] if args.only == "plain" else bench(path, Path(tmp) / f"{label}-{r}.json")
+                if args.only != "bench":
+                    found.append(plain_pair(path))
+                for row in found:
                     key = (row["guide"], row["objective"], row["batch_size"])
                     rows.setdefault(key, {"old": [], "new": []})[label].append((row["suite ms"], row["ratio"]))
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
     table = []
     print(f"# pyrovae bench, {args.old} (old) against the working tree (new), {args.rounds} interleaved rounds, "
-          "1 thread; medians over rounds")
+          "1 thread; medians over rounds (the user pair: fit's and the hand-written loop's CPU ms/step)")
     print("| guide | objective | B | old suite ms | new suite ms | new/old | old ratio to plain | new ratio to plain |")
     print("|---|---|---|---|---|---|---|---|")
     for (guide, objective, batch), runs in rows.items():

@@ -12,7 +12,10 @@ are trained by
   :class:`~pyrovae.training.cuda_graph.GraphedStep`), plus its per-step bookkeeping;
 - **plain**: the hand-written step of :mod:`pyrovae.bench.reference` with the *same* optimizer;
 - **plain, default Adam**: the same with ``torch.optim.Adam(params, lr)``, as one writes it;
-- on a GPU also **suite, eager** (no graph).
+- on a GPU also **suite, eager** (no graph);
+- with ``--compile``, on a CPU, also **suite, compiled**: fit's step with ``compile=True`` (the
+  pair's networks compiled by ``torch.compile``), its ratio to the eager suite step and the
+  seconds its compilation took; a pair that cannot be compiled is refused in one line.
 
 All variants draw their batches the same way (data resident on the device, a gather by a
 random permutation, dynamic binarization as ``rand < p``) and run in alternating blocks of steps, so
@@ -48,14 +51,16 @@ from typing import List
 import pyro
 import torch
 
+from pyrovae.errors import UsageError
 from pyrovae.bench.profile import eval_timing, memory_child, memory_table, profile_pieces
 from pyrovae.bench.runners import (  # noqa: F401  (X_DIM, Z_DIM, HIDDEN: the bench pair's sizes, for the CLI)
     HIDDEN, OBJECTIVES, PAIRS, X_DIM, Z_DIM, Batches, PlainRunner, SuiteRunner, bench_objective, make_pair, sync,
 )
 
 def time_config(device, guide_name, objective_name, batch_size, *, blocks, block_seconds, lr=1e-3,
-                precision="fp32", data=None) -> dict:
-    """Median ms/step (wall and CPU) of each variant over alternating blocks of steps."""
+                precision="fp32", data=None, compile=False) -> dict:
+    """Median ms/step (wall and CPU) of each variant over alternating blocks of steps; with
+    ``compile`` (CPU) also the suite's step with the networks compiled."""
     model, guide, plain = make_pair(guide_name, device)
     x = data if data is not None else torch.rand(10_000, X_DIM, generator=torch.Generator().manual_seed(1)).to(device)
     runners = {"suite": SuiteRunner(model, guide, bench_objective(objective_name), device, lr,
@@ -68,11 +73,24 @@ def time_config(device, guide_name, objective_name, batch_size, *, blocks, block
         eager_model, eager_guide, _ = make_pair(guide_name, device, tag="-eager")
         runners["suite, eager"] = SuiteRunner(eager_model, eager_guide, bench_objective(objective_name), device, lr,
                                               precision=precision)
+    refused, compile_seconds = None, None
+    if compile and device.type == "cpu":
+        compiled_model, compiled_guide, _ = make_pair(guide_name, device, tag="-compiled")
+        t0 = time.perf_counter()
+        try:
+            runners["suite, compiled"] = SuiteRunner(compiled_model, compiled_guide, bench_objective(objective_name),
+                                                     device, lr, precision=precision, batch_size=batch_size,
+                                                     compile=True)
+        except UsageError as error:
+            refused = str(error)
+            print(f"  {guide_name} {objective_name}: {refused}", file=sys.stderr)
     feeds = {name: Batches(x, batch_size) for name in runners}
     with pyro.validation_enabled(False):
-        for name, runner in runners.items():  # warm-up (and the CUDA graph capture)
+        for name, runner in runners.items():  # warm-up (and the CUDA graph capture, the compilation)
             for _ in range(6):
                 runner(feeds[name]())
+            if name == "suite, compiled":
+                compile_seconds = time.perf_counter() - t0
         sync(device)
         t0 = time.perf_counter()
         for _ in range(2):
@@ -104,6 +122,12 @@ def time_config(device, guide_name, objective_name, batch_size, *, blocks, block
     row["ratio"] = row["suite ms"] / row["plain ms"]
     row["ratio vs default Adam"] = row["suite ms"] / row["plain, default Adam ms"]
     row["cpu ratio"] = row["suite cpu ms"] / row["plain cpu ms"]
+    if "suite, compiled ms" in row:
+        row["compiled/eager"] = row["suite, compiled ms"] / row["suite ms"]
+        row["compiled/eager cpu"] = row["suite, compiled cpu ms"] / row["suite cpu ms"]
+        row["compile seconds"] = compile_seconds
+    elif refused is not None:
+        row["compile refused"] = refused
     if device.type == "cuda":
         row["graph replays"] = runners["suite"].run.replays
         row["ratio eager"] = row["suite, eager ms"] / row["plain ms"]
@@ -115,8 +139,10 @@ def time_config(device, guide_name, objective_name, batch_size, *, blocks, block
 
 def _print_table(rows: List[dict]) -> None:
     cuda = any(r["device"].startswith("cuda") for r in rows)
+    compiled = any("compiled/eager" in r or "compile refused" in r for r in rows)
     head = ["device", "guide", "objective", "B", "suite ms", "plain ms", "ratio", "plain default-Adam ms",
-            "ratio vs default", "cpu ratio"] + (["suite eager ms", "eager ratio", "peak MB suite/plain"] if cuda else [])
+            "ratio vs default", "cpu ratio"] + (["suite eager ms", "eager ratio", "peak MB suite/plain"] if cuda else []) \
+        + (["compiled ms", "compiled/eager", "compiled/eager cpu", "compile s"] if compiled else [])
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for r in rows:
         cells = [r["device"], r["guide"], r["objective"], r["batch_size"], f"{r['suite ms']:.2f}",
@@ -125,6 +151,9 @@ def _print_table(rows: List[dict]) -> None:
         if cuda:
             cells += [f"{r.get('suite, eager ms', float('nan')):.2f}", f"{r.get('ratio eager', float('nan')):.3f}",
                       f"{r.get('suite peak MB', float('nan')):.0f}/{r.get('plain peak MB', float('nan')):.0f}"]
+        if compiled:
+            cells += ([f"{r['suite, compiled ms']:.2f}", f"{r['compiled/eager']:.3f}", f"{r['compiled/eager cpu']:.3f}",
+                       f"{r['compile seconds']:.0f}"] if "compiled/eager" in r else ["refused", "", "", ""])
         print("| " + " | ".join(str(c) for c in cells) + " |", flush=True)
 
 
@@ -142,6 +171,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; see docs/cli.md)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--quick", action="store_true", help="diag and user only, elbo and iwae5, batch 100")
+    p.add_argument("--compile", action="store_true",
+                   help="CPU: also the suite's step with the networks compiled (torch.compile; needs g++), "
+                        "against eager in the same blocks")
     p.add_argument("--profile", action="store_true", help="where the suite's extra time goes")
     p.add_argument("--memory", action="store_true", help="peak memory of IWAE steps, K = 5, 50, 5000")
     p.add_argument("--eval", action="store_true", help="time log_likelihood with K = --eval-samples")
@@ -171,7 +203,8 @@ def main(argv=None) -> int:
                 for objective in args.objectives:
                     for batch_size in args.batch_sizes:
                         row = time_config(device, guide, objective, batch_size, blocks=args.blocks,
-                                          block_seconds=args.block_seconds, precision=args.precision)
+                                          block_seconds=args.block_seconds, precision=args.precision,
+                                          compile=args.compile)
                         results["table"].append(row)
                         print(f"  {device} {guide} {objective} B={batch_size}: suite {row['suite ms']:.2f} ms, "
                               f"plain {row['plain ms']:.2f} ms, ratio {row['ratio']:.3f}", file=sys.stderr, flush=True)

@@ -131,11 +131,12 @@ class SuiteRunner:
     :ivar run: its step, ``run(batch, i) -> loss``.
     """
 
-    def __init__(self, model, guide, objective, device, lr, graphs=False, precision="fp32", batch_size=100):
+    def __init__(self, model, guide, objective, device, lr, graphs=False, precision="fp32", batch_size=100,
+                 compile=False):
         device = torch.device(device)
         x = torch.bernoulli(torch.full((batch_size, X_DIM), 0.5), generator=torch.Generator().manual_seed(0))
         options = FitOptions(device=device, cuda_graphs=graphs and device.type == "cuda", precision=precision,
-                             progress=False, figures=False, distributed=False)
+                             progress=False, figures=False, distributed=False, compile=compile)
         self.setup = Setup(model, guide, x, objective, batch_size, lr, 0, options)
         self.run = self.setup.step
         self.step, self.pending = 0, []

@@ -71,6 +71,9 @@ def build_parser(model_name: str, guide_name: str, objective_name: str) -> commo
                    help="the validation ELBO and monitors every N epochs and after the last (default 1; 0: never)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
                    help="bf16: the forward pass under bfloat16 autocast (GPUs; default fp32)")
+    p.add_argument("--compile", action="store_true",
+                   help="CPU: the pair's networks compiled by torch.compile (needs g++; opt-in, slower on small "
+                        "networks: docs/performance.md)")
     p.add_argument("--particle-chunk", type=int, default=None,
                    help="iwae/renyi: particles per chunk, recomputed in the backward pass (memory)")
     common.add_common_flags(p)
@@ -136,6 +139,8 @@ def main(argv: List[str]) -> int:
                    seed=args.seed, out_dir=out, resume=args.resume, progress=args.progress, config=config,
                    precision=args.precision, num_workers=args.num_workers, valid_every=args.valid_every,
                    init=args.init)
+    if args.compile:
+        options["compile"] = True
     if args.log_every is not None:
         options["log_every"] = args.log_every
     try:

@@ -249,6 +249,25 @@ def _named_parameters(module, prefix: str = "", seen=None, visited=None) -> list
     return out
 
 
+def module_statements(fn: Callable) -> list:
+    """The nn.Modules named by ``pyro.module`` statements while ``fn()`` runs (each once, in
+    the order first named); the statements themselves run as Pyro's."""
+    found = []
+
+    def recording(name, nn_module, update_module_params=False):
+        if all(m is not nn_module for m in found):
+            found.append(nn_module)
+        return _PYRO_MODULE(name, nn_module, update_module_params)
+
+    saved = pyro.module, pyro.primitives.module
+    pyro.module = pyro.primitives.module = recording
+    try:
+        fn()
+    finally:
+        pyro.module, pyro.primitives.module = saved
+    return found
+
+
 class quiet_pyro_modules:
     """While active, the ``PyroModule`` s in ``modules`` (and their submodules) issue no
     ``pyro.param`` / ``pyro.module`` statements for their own parameters, and a

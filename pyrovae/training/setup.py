@@ -22,13 +22,16 @@ from pyrovae.data.files import UserData
 from pyrovae.data.inputs import as_batch_dict, is_tensor_data, resolve_dataset
 from pyrovae.data.sources import Source, TensorSource, as_source
 from pyrovae.errors import UsageError
-from pyrovae.infer.importance import bind_batch
+from pyrovae.infer.importance import bind_batch, preserved_rng
 from pyrovae.infer.objectives import Objective, make_objective
 from pyrovae.registry import spec_of
 from pyrovae.training import distributed as dp
 from pyrovae.training.checks import FirstStepError, check_pair
 from pyrovae.training.cuda_graph import GraphedStep, graph_safe, static_from
-from pyrovae.training.step import LossModule, TrainStep, autocast, collect_parameters, make_optimizer, quiet_pyro_modules
+from pyrovae.training.step import (
+    LossModule, TrainStep, autocast, check_compilable, check_compiled, collect_parameters, compiled_networks,
+    make_optimizer, pair_networks, quiet_pyro_modules,
+)
 
 
 @dataclass
@@ -62,6 +65,10 @@ class FitOptions:
     :ivar max_bytes: hold a Dataset on the device when its estimated size is at most this
         (None: a quarter of the free device memory or RAM; 0: always stream), see
         :func:`~pyrovae.data.sources.as_source`.
+    :ivar bool compile: the CPU step with the pair's networks compiled by ``torch.compile``
+        (:func:`~pyrovae.training.step.pair_networks`; Pyro's statements stay eager), checked
+        against the eager loss on the first batch; refused in one line where it does not apply.
+        Opt-in: on a small network it is slower than eager, see docs/performance.md.
     """
 
     device: Any = "auto"
@@ -80,6 +87,7 @@ class FitOptions:
     init: str = "torch"
     num_workers: int = 0
     max_bytes: Optional[int] = None
+    compile: bool = False
 
     @classmethod
     def merge(cls, options: Optional["FitOptions"], more: dict) -> "FitOptions":
@@ -209,10 +217,24 @@ class Setup:
             cuda_graphs = self.device.type == "cuda" and self.group is None and graph_safe(self.objective)
         self.optimizer = make_optimizer(params, lr, self.device, capturable=bool(cuda_graphs))
         quiet = quiet_pyro_modules(model, guide) if getattr(self.objective, "quiet_modules", False) else None
+        compiled = self._compiled(model, guide, loss, quiet, first) if opts.compile else None
         self.train_step = TrainStep(dp.wrap(loss, self.group) if self.group else loss, self.optimizer,
-                                    opts.precision, quiet, self.device)
+                                    opts.precision, quiet, self.device, compiled=compiled)
         self.step = GraphedStep(self.train_step, enabled=bool(cuda_graphs) and self.device.type == "cuda",
                                 static_from=static_from(self.objective))
+
+    def _compiled(self, model, guide, loss, quiet, first) -> compiled_networks:
+        """The pair's networks compiled (``compile=True``), checked on the first batch."""
+        check_compilable(self.device, self.group is not None)
+        with torch.no_grad(), preserved_rng(), pyro.validation_enabled(False):
+            networks = pair_networks(model, guide, lambda: loss(first, 0))
+        if not networks:
+            raise UsageError("compile=True (--compile): the pair has no networks to compile (no nn.Module with "
+                             "parameters in the model or guide, nor one named by pyro.module); drop --compile")
+        compiled = compiled_networks(networks)
+        with pyro.validation_enabled(False):
+            check_compiled(loss, quiet, compiled, first)
+        return compiled
 
     def _source(self, data, what: str) -> Source:
         if is_tensor_data(data) or isinstance(data, (list, tuple, np.ndarray)):  # a list: the TypeError of old

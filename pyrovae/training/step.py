@@ -31,13 +31,15 @@ torch.Size([])
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Callable, Dict, Optional
 
 import pyro
 import pyro.poutine as poutine
 import torch
 
-from pyrovae.infer.fast_path import quiet_pyro_modules  # noqa: F401  (re-exported: it lives in the fast path)
+from pyrovae.errors import UsageError
+from pyrovae.infer.fast_path import module_statements, quiet_pyro_modules  # noqa: F401  (quiet_pyro_modules re-exported)
 from pyrovae.infer.importance import preserved_rng
 
 PRECISIONS = ("fp32", "bf16")
@@ -148,6 +150,100 @@ def autocast(device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=False)
 
 
+def pair_networks(model, guide, run: Optional[Callable[[], object]] = None) -> list:
+    """The networks of a pair, what ``compile=True`` compiles: the nn.Modules with parameters
+    held by the model or guide (looking inside PyroModules, containers and Pyro's transform
+    modules, whose own code issues Pyro statements or has no ``forward``), and those that
+    ``pyro.module`` statements name while ``run()`` runs (a plain-function pair's). The model
+    and guide themselves are not networks: their bodies are Pyro programs."""
+    from pyro.distributions.torch_transform import TransformModule
+    from pyro.nn import PyroModule
+
+    tops = [m for m in (model, guide) if isinstance(m, torch.nn.Module)]
+    found: list = []
+
+    def add(module):
+        if any(module is m for m in found) or any(module is t for t in tops):
+            return
+        if not any(True for _ in module.parameters()):
+            return
+        container = (isinstance(module, (PyroModule, TransformModule))
+                     or type(module).forward is torch.nn.Module.forward)
+        if container:
+            for child in module.children():
+                add(child)
+        else:
+            found.append(module)
+
+    for top in tops:
+        for child in top.children():
+            add(child)
+    if run is not None:
+        for module in module_statements(run):
+            add(module)
+    return found
+
+
+class compiled_networks:
+    """While active, each of ``networks`` runs ``torch.compile`` of its ``forward`` (compiled at
+    its first call, again for a new shape); outside, the modules are as they were (nothing is
+    changed in their state dicts or checkpoints). Pyro's statements around the networks stay
+    eager.
+
+    :param networks: nn.Modules (e.g. :func:`pair_networks`).
+    :param dict options: passed to ``torch.compile``.
+    """
+
+    def __init__(self, networks, **options):
+        self.networks = list(networks)
+        self.compiled = [torch.compile(m.forward, **options) for m in self.networks]
+
+    def __enter__(self):
+        for module, forward in zip(self.networks, self.compiled):
+            module.__dict__["forward"] = forward
+        return self
+
+    def __exit__(self, *exc):
+        for module in self.networks:
+            module.__dict__.pop("forward", None)
+        return None
+
+
+def check_compilable(device, distributed: bool) -> None:
+    """Refuse ``compile=True`` where it does not apply, in one line: the compiled step is for
+    the CPU (a GPU captures the step in a CUDA graph) in one process, and torch's CPU
+    compiler needs a C++ compiler."""
+    import shutil
+
+    if torch.device(device).type != "cpu":
+        raise UsageError("compile=True (--compile) compiles the CPU step; on a GPU fit captures the step in a CUDA "
+                         "graph instead: drop --compile or use --device cpu")
+    if distributed:
+        raise UsageError("compile=True (--compile) is for one process; drop it for a data-parallel run")
+    compiler = os.environ.get("CXX", "g++")
+    if shutil.which(compiler) is None:
+        raise UsageError(f"compile=True (--compile) needs a C++ compiler ({compiler}) on PATH for torch.compile; "
+                         "install one (e.g. g++) or drop --compile")
+
+
+def check_compiled(module, quiet, compiled: compiled_networks, batch: Dict[str, torch.Tensor]) -> None:
+    """Compile the networks on ``batch`` and compare the loss with the eager one at the same
+    draws (to float rounding); a pair that cannot be compiled is refused in one line."""
+    quiet = quiet if quiet is not None else contextlib.nullcontext()
+    with preserved_rng(), quiet:
+        eager = module(batch, 0).detach()
+    try:
+        with preserved_rng(), quiet, compiled:
+            loss = module(batch, 0).detach()
+    except Exception as error:  # noqa: BLE001 - torch.compile raises many kinds; all mean: not compilable
+        message = " ".join(str(error).split())[:300]
+        raise UsageError(f"compile=True (--compile): this pair's networks cannot be compiled "
+                         f"({type(error).__name__}: {message}); drop --compile") from None
+    if not torch.allclose(loss, eager, rtol=1e-4, atol=1e-4):
+        raise UsageError(f"compile=True (--compile): the compiled networks give another loss ({float(loss):.6g}, "
+                         f"eager {float(eager):.6g}); drop --compile")
+
+
 class TrainStep:
     """One optimizer step: ``loss = module(batch, step)``, ``zero_grad``, ``backward``,
     ``optimizer.step()``; returns the detached loss (a device tensor: no synchronization).
@@ -158,17 +254,19 @@ class TrainStep:
     :param str precision: ``fp32`` or ``bf16`` (autocast of the forward pass).
     :param quiet: a :class:`quiet_pyro_modules` for the pair, or None.
     :param device: the device of the data.
+    :param compiled: a :class:`compiled_networks` for the pair, or None (eager).
     """
 
-    def __init__(self, module, optimizer, precision: str = "fp32", quiet=None, device="cpu"):
+    def __init__(self, module, optimizer, precision: str = "fp32", quiet=None, device="cpu", compiled=None):
         self.module, self.optimizer, self.precision = module, optimizer, precision
         self.quiet = quiet if quiet is not None else contextlib.nullcontext()
+        self.compiled = compiled if compiled is not None else contextlib.nullcontext()
         self.device = torch.device(device)
         self.autocast = autocast(self.device, precision)  # checked now, not at the first step; reusable
         self.loss_scale = 1.0  # data-parallel shards of unequal size weight their losses
 
     def __call__(self, batch: Dict[str, torch.Tensor], step: int) -> torch.Tensor:
-        with self.quiet, self.autocast:
+        with self.quiet, self.compiled, self.autocast:
             loss = self.module(batch, step)
         if self.loss_scale != 1.0:
             loss = loss * self.loss_scale
