@@ -7,7 +7,9 @@ or the one it declares. :func:`check_contract` checks them, a finite loss and a 
 non-zero gradient on every parameter, and finite per-datapoint log-weights. A registered
 pair (:func:`check_pair`) is also checked for the IWAE bound and log-likelihood where the
 guide has a density, and a save/load round trip through a run folder that reproduces the
-log-weights exactly.
+log-weights exactly, and a checkpoint that holds the run, not the data: at most 4x the
+parameters' bytes plus :data:`CHECKPOINT_FIXED_BYTES`, though the data it was fit on are views
+of a storage far larger than that (:func:`views_of_larger_storage`).
 """
 
 import inspect
@@ -25,6 +27,8 @@ from pyrovae.infer.objectives import make_objective
 from pyrovae.registry import build, get_guide, get_model, pair_guide
 
 X_DIM, Z_DIM, HIDDEN = 12, 3, (16,)
+#: what a checkpoint holds besides parameters and optimizer state: random states, metrics, headers
+CHECKPOINT_FIXED_BYTES = 64 * 1024
 
 
 def build_pair(model_name, guide_name):
@@ -63,6 +67,20 @@ def contract_batch(model, n=16) -> dict:
     if "y" in inspect.signature(target).parameters:
         batch["y"] = binary_data(n, seed=1)
     return batch
+
+
+def views_of_larger_storage(batch: dict, extra_bytes: int) -> dict:
+    """``batch``'s tensors, equal in value, as views of storages each at least ``extra_bytes``
+    larger: what a batch sliced from a whole data set is (``torch.save`` of such a view writes
+    the whole storage)."""
+    views = {}
+    for key, value in batch.items():
+        row_bytes = max(1, value[:1].numel() * value.element_size())
+        rows = len(value) + -(-extra_bytes // row_bytes)
+        storage = torch.zeros((rows,) + tuple(value.shape[1:]), dtype=value.dtype)
+        storage[:len(value)] = value
+        views[key] = storage[:len(value)]
+    return views
 
 
 def check_trains_and_improves(model, guide, objective: str, epochs: int = 3):
@@ -157,9 +175,15 @@ def check_pair(model_name, guide_name, tmp_path):
         est = log_likelihood(model, guide, batch, num_samples=5)
         assert torch.isfinite(est.per_datapoint).all()
 
-    result = fit(model, guide, batch, objective=objective, epochs=2, batch_size=8, progress=False,
-                 out_dir=tmp_path / "run")
+    param_bytes = sum(p.numel() * p.element_size() for m in (model, guide) for p in m.parameters())
+    padding = 4 * param_bytes + 2 * CHECKPOINT_FIXED_BYTES
+    result = fit(model, guide, views_of_larger_storage(batch, padding), objective=objective, epochs=2, batch_size=8,
+                 progress=False, out_dir=tmp_path / "run")
     assert all(torch.isfinite(torch.tensor(m["train_loss"])) for m in result.metrics)
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        size = (tmp_path / "run" / name).stat().st_size
+        assert size <= 4 * param_bytes + CHECKPOINT_FIXED_BYTES, (
+            f"{name} is {size} bytes for {param_bytes} bytes of parameters: it keeps a view of the data")
     run = load_run(tmp_path / "run")
     assert type(run.model) is type(model) and type(run.guide) is type(guide)
     for a, b in ((model, run.model), (guide, run.guide)):

@@ -197,7 +197,7 @@ class Setup:
         if self.source.num_classes is not None and not isinstance(self.source, TensorSource):
             self.dims["num_classes"] = self.source.num_classes
         check_pair(self.call_model, self.call_guide, first)
-        self.example = {k: v[:1].detach().cpu() for k, v in first.items()}
+        self.example = {k: v[:1].detach().cpu().clone() for k, v in first.items()}  # a clone: a view keeps the data
 
         # the parameters, the optimizer, the step
         try:
