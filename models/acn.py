@@ -95,6 +95,8 @@ class AssociativeCompressionNetwork(Configurable, PyroModule):
     """
 
     guide_name = "acn"
+    cannot_sample = ("its prior p(z | c) is conditioned on the code of a neighbouring datapoint, so a draw "
+                     "needs data to start from")
 
     @dataclass
     class Options:

@@ -83,6 +83,7 @@ class CVAE(Configurable, PyroModule):
     """
 
     guide_name = "cvae"
+    cannot_sample = 'a conditional model: p(y | x) needs an input x (complete inputs with model.complete(x))'
 
     @dataclass
     class Options:

@@ -69,6 +69,7 @@ class DMM(Configurable, PyroModule):
     """
 
     guide_name = "dmm"
+    cannot_sample = 'a sequence model: draw sequences with model.generate(num_samples, num_steps)'
 
     @dataclass
     class Options:

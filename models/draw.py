@@ -157,7 +157,7 @@ class DRAW(Configurable, PyroModule):
             return pyro.sample("x", self.likelihood(canvas), obs=x)
 
     @torch.no_grad()
-    def generate(self, num_samples: int, mean: bool = True) -> torch.Tensor:
+    def sample(self, num_samples: int, mean: bool = True) -> torch.Tensor:
         """``(num_samples, x_dim)`` images from the model: ``sigmoid(c_T)`` (``mean``) or a
         binary draw, z_t drawn from the prior."""
         like = next(self.parameters())

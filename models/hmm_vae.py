@@ -93,6 +93,7 @@ class HMMVAE(Configurable, PyroModule):
     """
 
     guide_name = "hmm-vae"
+    cannot_sample = 'a sequence model: draw sequences with model.generate(num_samples, num_steps)'
 
     @dataclass
     class Options:

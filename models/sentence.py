@@ -200,6 +200,7 @@ class SentenceVAE(Configurable, PyroModule):
     """
 
     guide_name = "sentence"
+    cannot_sample = 'a text model: draw sentences with model.generate(num_samples=N)'
 
     @dataclass
     class Options(SentenceOptions):

@@ -192,6 +192,8 @@ class Seq2SeqVAE(_Seq2SeqBase):
     """
 
     guide_name = "seq2seq"
+    cannot_sample = ("a conditional text model: p(x | source) needs a source sentence "
+                     "(model.generate(source, source_mask))")
 
     @dataclass
     class Options(Seq2SeqOptions):

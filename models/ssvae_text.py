@@ -80,6 +80,7 @@ class SSVAEText(Configurable, PyroModule):
     """
 
     guide_name = "ssvae-text"
+    cannot_sample = 'a text model: draw sentences of the classes y with model.generate(y)'
 
     @dataclass
     class Options:

@@ -130,6 +130,7 @@ class VRNN(Configurable, PyroModule):
     """
 
     guide_name = "vrnn"
+    cannot_sample = 'a sequence model: draw sequences with model.generate(num_samples, num_steps)'
 
     @dataclass
     class Options:

@@ -18,6 +18,7 @@ import math
 import pyro
 import pyro.poutine as poutine
 import torch
+from torch.distributions import constraints
 
 from pyrovae import fit, load_run, log_likelihood, log_weights
 from pyrovae.infer.importance import (
@@ -81,6 +82,35 @@ def views_of_larger_storage(batch: dict, extra_bytes: int) -> dict:
         storage[:len(value)] = value
         views[key] = storage[:len(value)]
     return views
+
+
+def check_samples(model, batch: dict, n: int = 7) -> None:
+    """The model's draws of x ~ p(x) (:func:`~pyrovae.evaluation.sampling.prior_samples`, which
+    reads no data): the data's row shape, finite, a function of the seed alone and not a
+    constant; a draw lies in the support of the model's likelihood and differs from the
+    likelihood's mean (an autoregressive decoder fed its own draws); a mean of p(x | z) lies in
+    the hull of that support ([0, 1] for binary pixels)."""
+    from pyrovae.evaluation.sampling import MEAN_TITLE, prior_samples
+
+    draws = {}
+    for seed in (0, 0, 1):
+        pyro.set_rng_seed(seed)
+        draws.setdefault(seed, []).append(prior_samples(model, n))
+    (x, title), (again, _) = draws[0]
+    other, _ = draws[1][0]
+    assert x.shape == (n,) + tuple(batch["x"].shape[1:]) and torch.isfinite(x).all(), x.shape
+    assert torch.equal(x, again), "the same seed gave other samples"
+    assert not torch.equal(x, other), "two seeds gave the same samples: a constant, not draws"
+    trace = poutine.trace(bind_batch(model, {"x": x})).get_trace(x=x)
+    site = observed_sites(trace)[0]
+    fn, value = site["fn"], site["value"]
+    if title == MEAN_TITLE:
+        support = fn.support.base_constraint if isinstance(fn.support, constraints.independent) else fn.support
+        if support is constraints.boolean:  # a mean of binary pixels is a grey level
+            assert (value >= 0).all() and (value <= 1).all(), "a mean of p(x | z) outside [0, 1]"
+        return
+    assert fn.support.check(value).all(), f"the draws lie outside the support of {fn}"
+    assert not torch.allclose(value, fn.mean), "the draws are the likelihood's mean"
 
 
 def check_trains_and_improves(model, guide, objective: str, epochs: int = 3):

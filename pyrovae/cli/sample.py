@@ -1,6 +1,10 @@
 """``pyrovae sample RUN``: a PNG grid of samples :math:`x \\sim p(x)` from a run's model.
 
-The grid is saved as ``RUN/samples-{N}-seed{SEED}.png`` (or ``--out``); an existing file is
+The samples come from the model's own generative process
+(:func:`~pyrovae.evaluation.sampling.prior_samples`): z ~ p(z) then the mean of p(x | z) for
+a decoder whose pixels are independent given z, pixel after pixel for an autoregressive
+decoder (``pixelcnn-vae``); no data set is read. A model that cannot draw x ~ p(x) on its own
+says why in one line. The grid is saved as ``RUN/samples-{N}-seed{SEED}.png`` (or ``--out``); an existing file is
 kept unless ``--force``.
 
     pyrovae sample runs/x --n 64 --seed 1
@@ -21,6 +25,7 @@ def main(argv: List[str]) -> int:
     import pyro
 
     from pyrovae.evaluation.plots import is_image_shape, save_samples
+    from pyrovae.evaluation.sampling import check_can_sample
 
     p = common.Parser(prog="pyrovae sample", description="Write a PNG grid of samples x ~ p(x).")
     p.add_argument("run", help="run folder written by pyrovae fit")
@@ -37,13 +42,13 @@ def main(argv: List[str]) -> int:
     out = Path(args.out) if args.out else Path(args.run) / f"samples-{args.n}-seed{args.seed}.png"
     common.refuse_overwrite(out, args.force, other_name=True)
     run, dataset, device = common.load_run(args, saved)
+    check_can_sample(run.model)  # one line naming why not
     if not is_image_shape(dataset.image_shape):
         raise UsageError(f"pyrovae sample draws an image grid, and data {saved.get('data')!r} has shape "
-                         f"{dataset.image_shape}, not an image; draw samples from Python (pyrovae.evaluation.plots.observed_mean)")
+                         f"{dataset.image_shape}, not an image; draw samples from Python "
+                         f"(pyrovae.evaluation.sampling.prior_samples(run.model, N))")
     common.set_threads(args.threads, common.linear_flops(run.model, run.guide))
     pyro.set_rng_seed(args.seed)  # after loading: the draws depend on the seed alone
-    test = common.split_rows(dataset, "test", args.n)
-    batch = {k: v[common.cycled_rows(test, args.n)] for k, v in test.items()}
-    common.write_public(out, lambda tmp: save_samples(run.model, batch, dataset.image_shape, tmp))
+    common.write_public(out, lambda tmp: save_samples(run.model, args.n, dataset.image_shape, tmp))
     print(out)
     return 0

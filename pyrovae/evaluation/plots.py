@@ -1,8 +1,9 @@
 """Figures written into run folders (PNG, via matplotlib's Agg canvas; no pyplot state).
 
-The image figures work for any pair whose observed site has a distribution with a ``mean``:
-prior samples are the likelihood's mean at z ~ p(z) (the model run on a data batch without a
-guide draws z from its prior), and reconstructions replay the guide's z. The observed site
+Prior samples come from the model's own generative process
+(:func:`~pyrovae.evaluation.sampling.prior_samples`: never from a data batch, which would
+condition an autoregressive decoder on the data); reconstructions, for any pair whose
+observed site has a distribution with a ``mean``, replay the guide's z. The observed site
 is found from the trace (``is_observed``), whatever its name: the one named by ``site=``,
 else the model's first observed site; each figure's title names the site it shows.
 """
@@ -112,10 +113,14 @@ def save_image_grid(images: torch.Tensor, image_shape, path, title: str = "", nc
     return save_figure(fig, path)
 
 
-def save_samples(model, batch, image_shape, path) -> Path:
-    """Prior samples (means of p(x | z), z ~ p(z)), one per row of ``batch``."""
-    chosen, mean = observed_mean(model, batch, return_site=True)
-    return save_image_grid(mean / grey_scale(chosen["fn"]), image_shape, path, f"samples: mean of p({chosen['name']} | z), z ~ p(z)")
+def save_samples(model, num_samples: int, image_shape, path) -> Path:
+    """``num_samples`` draws of the model's generative process (:func:`prior_samples`), titled
+    with what they are; :class:`~pyrovae.evaluation.sampling.CannotSampleError` for a model
+    that does not draw x ~ p(x) on its own."""
+    from pyrovae.evaluation.sampling import prior_samples
+
+    x, title = prior_samples(model, num_samples)
+    return save_image_grid(x.reshape(num_samples, -1), image_shape, path, f"samples: {title}")
 
 
 def save_reconstructions(model, guide, batch, image_shape, path, ncol: int = 8) -> Path:
@@ -151,10 +156,14 @@ def save_run_figures(run_dir, model, guide, metrics, data: Dict[str, torch.Tenso
                      n: int = 64) -> List[Path]:
     """The figures ``pyrovae fit`` leaves: samples.png, reconstructions.png, training_curves.png."""
     run_dir = Path(run_dir)
-    batch = {k: v[:n] for k, v in data.items()}
     paths = [save_training_curves(metrics, run_dir / "training_curves.png")] if metrics else []
     if is_image_shape(image_shape):
-        paths.append(save_samples(model, batch, image_shape, run_dir / "samples.png"))
+        from pyrovae.evaluation.sampling import CannotSampleError
+
+        try:
+            paths.append(save_samples(model, n, image_shape, run_dir / "samples.png"))
+        except CannotSampleError:  # the model says why when `pyrovae sample` asks
+            pass
         recon_batch = {k: v[:32] for k, v in data.items()}
         paths.append(save_reconstructions(model, guide, recon_batch, image_shape, run_dir / "reconstructions.png"))
     return paths

@@ -26,6 +26,7 @@ import numpy as np
 import pyro
 
 from pyrovae.evaluation.log_likelihood import estimate
+from pyrovae.evaluation.sampling import CannotSampleError
 
 IMAGE_FIGURES = ("samples.png", "reconstructions.png", "traversals.png", "interpolations.png")
 FIGURES = (
@@ -188,8 +189,8 @@ def _figures(out, run, dataset, test, khat, monitors, plots, results):
                                                                  out / "interpolations.png")),
         ]
         if not (out / "samples.png").exists():
-            steps.append(("samples", lambda: plots.save_samples(run.model, {k: v[:64] for k, v in test.items()},
-                                                                dataset.image_shape, out / "samples.png")))
+            steps.append(("samples", lambda: plots.save_samples(run.model, 64, dataset.image_shape,
+                                                                out / "samples.png")))
         if not (out / "reconstructions.png").exists():
             steps.append(("reconstructions", lambda: plots.save_reconstructions(
                 run.model, run.guide, {k: v[:32] for k, v in test.items()}, dataset.image_shape,
@@ -197,7 +198,7 @@ def _figures(out, run, dataset, test, khat, monitors, plots, results):
     for name, step in steps:
         try:
             step()
-        except (ValueError, NotImplementedError) as error:
+        except (ValueError, NotImplementedError, CannotSampleError) as error:
             results["skipped"][name] = str(error)
 
 

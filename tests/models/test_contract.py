@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from pyrovae.registry import get_model, list_models
-from tests.contract import X_DIM, binary_data, build_pair, check_contract, check_pair
+from pyrovae.evaluation.sampling import CannotSampleError, prior_samples
+from tests.contract import X_DIM, binary_data, build_pair, check_contract, check_pair, check_samples, contract_batch
 
 Z = 2
 
@@ -29,6 +30,19 @@ def test_model_draws_fresh_data(model_name):
         pytest.skip("drawing fresh data is not part of the contract; this model does not offer it")
     x = model(num_samples=7)
     assert x.shape == (7, X_DIM) and torch.isfinite(x).all()
+
+
+@pytest.mark.parametrize("model_name", list_models())
+def test_model_samples_by_its_own_generative_process(model_name):
+    """`pyrovae sample`'s draws: x ~ p(x) by the model's own process, or one line saying why not."""
+    model, _ = build_pair(model_name, getattr(get_model(model_name), "guide_name", "diag"))
+    reason = getattr(model, "cannot_sample", None)
+    if reason:
+        assert "\n" not in reason and 20 < len(reason) < 160, reason
+        with pytest.raises(CannotSampleError, match=f"^model '{model_name}' does not draw x ~ p\\(x\\) on its own: "):
+            prior_samples(model, 3)
+        return
+    check_samples(model, contract_batch(model))
 
 
 # ---------------------------------------------------------------- pairs of plain functions

@@ -174,7 +174,7 @@ def test_learned_prior_meets_the_contract_trains_and_reloads(tmp_path):
 
 def test_generate():
     model, _ = pair("learned")
-    assert model.generate(5).shape == (5, 12)
+    assert model.sample(5).shape == (5, 12)
     assert set(model(num_samples=3).unique().tolist()) <= {0.0, 1.0}
 
 
