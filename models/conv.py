@@ -86,6 +86,7 @@ class ConvVAE(Configurable, PyroModule):
     """
 
     guide_name = "conv"
+    likelihoods = LIKELIHOODS
 
     @dataclass
     class Options:

@@ -88,6 +88,7 @@ class M2(Configurable, PyroModule):
     """
 
     guide_name = "m2"
+    likelihoods = LIKELIHOODS
 
     @dataclass
     class Options:
@@ -161,9 +162,11 @@ class M2(Configurable, PyroModule):
                 "y": torch.where(labelled, y, torch.full_like(y, -1)), "labelled": labelled}
 
     @torch.no_grad()
-    def sample(self, y: torch.Tensor, num_samples: Optional[int] = None) -> torch.Tensor:
-        """Images of the classes ``y`` ``(N,)`` with z ~ p(z): the mean of p(x | y, z), ``(N, x_dim)``
-        (``(num_samples, N, x_dim)`` with ``num_samples``)."""
-        shape = (() if num_samples is None else (num_samples,)) + tuple(y.shape) + (self.z_dim,)
-        z = torch.randn(shape, device=y.device)
-        return self.likelihood(z, y).mean
+    def sample(self, num_samples: int, y: Optional[torch.Tensor] = None, mean: bool = True) -> torch.Tensor:
+        """``(num_samples, x_dim)`` images: y ~ p(y) (uniform over the classes) unless the classes
+        ``y`` ``(num_samples,)`` are given, z ~ p(z), then the mean of p(x | y, z) (``mean``) or a draw."""
+        device = next(self.parameters()).device
+        if y is None:
+            y = torch.randint(self.num_classes, (num_samples,), device=device)
+        px = self.likelihood(torch.randn(num_samples, self.z_dim, device=device), y.to(device))
+        return px.mean if mean else px.sample()

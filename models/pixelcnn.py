@@ -77,6 +77,7 @@ class PixelCNNVAE(Configurable, PyroModule):
     """
 
     guide_name = "conv"
+    likelihoods = LIKELIHOODS
 
     @dataclass
     class Options:

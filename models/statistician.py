@@ -81,6 +81,8 @@ class NeuralStatistician(Configurable, PyroModule):
     """
 
     guide_name = "statistician"
+    likelihoods = LIKELIHOODS
+    cannot_sample = 'a model of sets: draw whole sets with model.sample_sets(num_sets, num_items)'
     data_plate = "sets"
 
     @dataclass

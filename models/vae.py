@@ -6,7 +6,10 @@
 
 with an MLP decoder and a choice of likelihood: ``bernoulli`` for binary data, ``gaussian``
 (learned per-pixel scale, or a fixed ``scale``) and ``continuous_bernoulli`` (Loaiza-Ganem &
-Cunningham) for grey levels in [0, 1].
+Cunningham) for grey levels in [0, 1], and ``logistic-mixture``, the discretized logistic
+(mixture of ``num_mixtures``) of PixelCNN++ over the ``num_bins`` grey levels of 8-bit images:
+a probability of each image, so log p(x) is in nats over the discrete levels (bits per
+dimension: ``-log p(x) / (D ln 2)``), the default for a user's 8-bit images (docs/data.md).
 
 References
 
@@ -14,6 +17,7 @@ References
 [2] Rezende, Mohamed, Wierstra. Stochastic Backpropagation and Approximate Inference in
     Deep Generative Models. arXiv:1401.4082
 [3] Loaiza-Ganem, Cunningham. The continuous Bernoulli. arXiv:1907.06845
+[4] Salimans, Karpathy, Chen, Kingma. PixelCNN++. ICLR 2017, arXiv:1701.05517
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ import torch
 import torch.nn.functional as F
 from pyro.nn import PyroModule
 
+from pyrovae.models.conv import mixture_likelihood, observed_value
 from pyrovae.nn import MLP, check_positive, output_at_data_mean_
 from pyrovae.registry import Configurable, register_model
 
-LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli")
+LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli", "logistic-mixture")
 
 
 @register_model("vae")
@@ -40,14 +45,19 @@ class VAE(Configurable, PyroModule):
     :param int x_dim: size of one (flattened) datapoint.
     :param int z_dim: latent dimension.
     :param tuple hidden_dims: decoder hidden widths (from z to x).
-    :param str likelihood: ``bernoulli``, ``gaussian`` or ``continuous_bernoulli``.
+    :param str likelihood: ``bernoulli``, ``gaussian``, ``continuous_bernoulli`` or
+        ``logistic-mixture`` (8-bit grey levels).
     :param float scale: fixed Gaussian scale; None learns one per dimension.
     :param str activation: decoder nonlinearity.
+    :param int num_mixtures: ``logistic-mixture``: logistic components per pixel.
+    :param int num_bins: ``logistic-mixture``: grey levels (256: 8 bits).
 
     >>> model = VAE(x_dim=64, z_dim=2)
     >>> model.sample(5).shape
     torch.Size([5, 64])
     """
+
+    likelihoods = LIKELIHOODS
 
     @dataclass
     class Options:
@@ -57,6 +67,8 @@ class VAE(Configurable, PyroModule):
         likelihood: str = "bernoulli"
         scale: Optional[float] = None
         activation: str = "tanh"
+        num_mixtures: int = 1
+        num_bins: int = 256
 
         def __post_init__(self):
             self.hidden_dims = tuple(self.hidden_dims)
@@ -65,13 +77,17 @@ class VAE(Configurable, PyroModule):
                 raise ValueError(f"unknown likelihood {self.likelihood!r}; choose one of {LIKELIHOODS}")
             if self.scale is not None and self.scale <= 0:
                 raise ValueError(f"scale must be positive (or None to learn it), got {self.scale}")
+            check_positive(num_mixtures=self.num_mixtures)
+            if self.num_bins < 2:
+                raise ValueError(f"num_bins must be at least 2, got {self.num_bins}")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         o = self.options
         x_dim, z_dim, likelihood, scale = o.x_dim, o.z_dim, o.likelihood, o.scale
         self.x_dim, self.z_dim, self.likelihood_name = x_dim, z_dim, likelihood
-        self.decoder = MLP(z_dim, o.hidden_dims, x_dim, o.activation)
+        outputs = x_dim * (3 * o.num_mixtures if likelihood == "logistic-mixture" else 1)
+        self.decoder = MLP(z_dim, o.hidden_dims, outputs, o.activation)
         self.fixed_scale = scale
         if likelihood == "gaussian" and scale is None:
             self.raw_scale = torch.nn.Parameter(torch.zeros(x_dim))
@@ -83,8 +99,12 @@ class VAE(Configurable, PyroModule):
         return dist.Normal(loc, torch.ones_like(loc)).to_event(1)
 
     def likelihood(self, z: torch.Tensor) -> dist.Distribution:
-        """p(x | z): event shape ``(x_dim,)``, batch shape ``z.shape[:-1]``."""
+        """p(x | z): event shape ``(x_dim,)``, batch shape ``z.shape[:-1]``. For
+        ``logistic-mixture`` its values are the grey levels ``0..num_bins - 1``."""
         out = self.decoder(z)
+        if self.likelihood_name == "logistic-mixture":  # (..., 3 K x_dim) -> (..., 3 K, x_dim)
+            return mixture_likelihood(out.unflatten(-1, (-1, self.x_dim)), self.options.num_mixtures,
+                                      self.options.num_bins)
         if self.likelihood_name == "bernoulli":
             return dist.Bernoulli(logits=out, validate_args=False).to_event(1)
         if self.likelihood_name == "continuous_bernoulli":
@@ -97,8 +117,24 @@ class VAE(Configurable, PyroModule):
 
     def init_from_data(self, x: torch.Tensor, **unused) -> None:
         """Start the decoder's output at the data's mean: the Bernoulli (or continuous
-        Bernoulli) logits of the mean pixel, or the Gaussian mean (``init="burda"``)."""
-        output_at_data_mean_(self.decoder[-1], x, self.likelihood_name)
+        Bernoulli) logits of the mean pixel, the Gaussian mean, or the logistics' locations
+        (``init="burda"``)."""
+        if self.likelihood_name != "logistic-mixture":
+            output_at_data_mean_(self.decoder[-1], x, self.likelihood_name)
+            return
+        k = self.options.num_mixtures
+        centre = (2 * x.detach().mean(0) - 1).clamp(-0.99, 0.99)  # on the logistics' [-1, 1] scale
+        with torch.no_grad():
+            bias = self.decoder[-1].bias.view(3 * k, self.x_dim)  # rows: logits, locations, log-scales
+            bias[k:2 * k] = torch.atanh(centre).to(bias)
+
+    def observed(self, x: torch.Tensor) -> torch.Tensor:
+        """The value the likelihood scores: x itself, or its grey levels (``logistic-mixture``)."""
+        return observed_value(self, x) if self.likelihood_name == "logistic-mixture" else x
+
+    def _scaled(self, value: torch.Tensor) -> torch.Tensor:
+        """A value of the likelihood on the data's scale (grey levels back to [0, 1])."""
+        return value / (self.options.num_bins - 1) if self.likelihood_name == "logistic-mixture" else value
 
     def forward(self, x: Optional[torch.Tensor] = None, num_samples: Optional[int] = None):
         """The model: ``x`` observed (shape ``(N, x_dim)``), or ``num_samples`` fresh draws."""
@@ -107,11 +143,12 @@ class VAE(Configurable, PyroModule):
             raise ValueError("pass data x or num_samples")
         with pyro.plate("data", n):
             z = pyro.sample("z", self.prior(n))
-            return pyro.sample("x", self.likelihood(z), obs=x)
+            value = pyro.sample("x", self.likelihood(z), obs=None if x is None else self.observed(x))
+        return self._scaled(value)
 
     @torch.no_grad()
     def sample(self, num_samples: int, mean: bool = True) -> torch.Tensor:
-        """Draws ``x ~ p(x)`` (the likelihood's mean given z ~ p(z) when ``mean``)."""
+        """Draws ``x ~ p(x)`` on the data's scale (the likelihood's mean given z ~ p(z) when ``mean``)."""
         z = self.prior(num_samples).sample()
         px = self.likelihood(z)
-        return px.mean if mean else px.sample()
+        return self._scaled(px.mean if mean else px.sample())

@@ -27,6 +27,7 @@ from typing import Callable, Dict, Iterable, List, Optional
 from pyrovae.errors import PyrovaeError, UsageError
 
 DATA_FILLED = ("x_dim", "y_dim", "num_classes", "vocab_size")  # sizes the data set determines
+DATA_PREFERRED = ("likelihood",)  # options the data choose unless the flag is given (8-bit images)
 PLUGIN_GROUP = "pyrovae.plugins"
 SMALL_MODEL_FLOPS = 2_000_000  # multiply-adds per datapoint below which one thread is fastest
 
@@ -208,6 +209,10 @@ def option_flags(factories: List[Callable]) -> Dict[str, dict]:
             default = None if param.default is param.empty else param.default
             flags[name] = _flag_kwargs(name, hints.get(name, type(default) if default is not None else str), default)
             flags[name]["help"] = f"{getattr(factory, 'registry_name', factory.__name__)} option (default: {default})"
+            if name in DATA_PREFERRED:  # unset unless given, so that the data's choice can stand
+                flags[name]["default"] = None
+                flags[name]["help"] = (f"{getattr(factory, 'registry_name', factory.__name__)} option (default: the "
+                                       f"data's: logistic-mixture for 8-bit images, where the model has it; else {default})")
     return flags
 
 
@@ -217,6 +222,17 @@ def options_for(factory, values: dict) -> dict:
 
     accepted = constructor_options(factory)
     return {k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items() if k in accepted}
+
+
+def fill_for(factory, dims: dict) -> dict:
+    """The data's sizes for ``factory``'s options, with the likelihood the data want made one
+    the model has (:func:`~pyrovae.data.files.likelihood_for`: 8-bit images get
+    ``logistic-mixture`` where the model has it, else ``continuous_bernoulli`` or ``gaussian``)."""
+    from pyrovae.data.files import likelihood_for
+
+    fill = {k: v for k, v in dims.items() if k != "likelihood"}
+    chosen = likelihood_for(factory, dims.get("likelihood"))
+    return {**fill, "likelihood": chosen} if chosen else fill
 
 
 # ---------------------------------------------------------------- runs and their data
@@ -252,10 +268,7 @@ def load_data(spec: str, data_dir=None, binarize=None, image_size=None, color=No
     from pyrovae.data.inputs import is_data_path
 
     if is_data_path(spec):
-        if binarize not in (None, "none"):
-            raise UsageError(f"--binarize {binarize} applies to the named data sets, not to --data {spec}; "
-                             "binarize the data yourself or drop --binarize")
-        return load_data_path(spec, image_size=image_size, color=color)
+        return load_data_path(spec, image_size=image_size, color=color, binarize=binarize or "none")
     if image_size is not None:
         raise UsageError(f"--image-size applies to a folder of images, not to data set {spec!r}")
     return load_dataset(spec, data_dir=data_dir, binarize=binarize)
@@ -278,7 +291,8 @@ def run_data(saved: dict, args):
         dataset = load_data_path(files["path"], image_size=tuple(image_size) if isinstance(image_size, list)
                                  else image_size, color=options.get("color") if files["kind"] == "images" else None,
                                  valid_fraction=options.get("valid_fraction", 0.1),
-                                 test_fraction=options.get("test_fraction", 0.1))
+                                 test_fraction=options.get("test_fraction", 0.1),
+                                 binarize=data.get("binarize") or "none")
         where, shape = f" from {files['path']}", dataset.image_shape
     elif name is None:
         raise UsageError(f"{args.run} was fit on tensors or a Dataset from Python, not on a named data set or a "

@@ -48,7 +48,7 @@ def build_parser(model_name: str, guide_name: str, objective_name: str) -> commo
     p.add_argument("--num-workers", type=int, default=0, metavar="N",
                    help="loader processes for data streamed from disk (default 0: read in this process)")
     p.add_argument("--data-dir", default=None, help="folder holding the data files (else $PYROVAE_DATA, standard places)")
-    p.add_argument("--binarize", default=None, choices=["dynamic", "static", "none"], help="override the data set's default")
+    p.add_argument("--binarize", default=None, choices=["dynamic", "static", "none"], help="binary images from grey levels: dynamic (a new draw every batch), static (drawn once) or none; default: the named data set's, none for your own data")
     p.add_argument("--objective", default=None, help=f"one of {list_objectives()} (default: the guide's, else elbo)")
     p.add_argument("--particles", type=int, default=None, help="particles K for elbo/iwae/renyi")
     p.add_argument("--alpha", type=float, default=None, help="Renyi alpha (objective renyi); InfoVAE alpha (objective infovae)")
@@ -121,8 +121,8 @@ def main(argv: List[str]) -> int:
 
     dataset = common.load_data(args.data, args.data_dir, args.binarize, args.image_size, args.color)
     pyro.set_rng_seed(args.seed)  # before any module is built: the same seed gives the same initial weights
-    model = build(model_factory, common.options_for(model_factory, opts), fill=dataset.dims())
-    guide = build(guide_factory, common.options_for(guide_factory, opts), fill=dataset.dims())
+    model = build(model_factory, common.options_for(model_factory, opts), fill=common.fill_for(model_factory, dataset.dims()))
+    guide = build(guide_factory, common.options_for(guide_factory, opts), fill=common.fill_for(guide_factory, dataset.dims()))
     pair_guide(model, guide)  # a guide that reads its model (ladder) gets it
     objective = objective_from_args(args, objective_name)
     check_objective_fits(objective, guide_name, guide, common.split_rows(dataset, "train", 2))

@@ -13,6 +13,14 @@ for a plain folder, ``.npy`` or ``x`` array) is held out of the training data by
 ``numpy.random.RandomState(0)``; the first ``round(test_fraction * N)`` (at least 1) are test,
 the next ``round(valid_fraction * N)`` (at least 1) valid, the rest train.
 
+8-bit data (a folder of images, an array of ``uint8``) are ``x = k / 255`` for grey levels
+``k``: :meth:`UserData.dims` says so with ``"likelihood": "logistic-mixture"``, which a model
+with a ``likelihood`` option takes unless told otherwise (:func:`likelihood_for`; see
+docs/data.md for why). ``binarize="dynamic"`` (``--binarize dynamic``) draws
+:math:`x \\sim \\mathrm{Bernoulli}(\\tilde x)` from the grey levels for every training batch,
+and valid and test once (each row from its own seed, so that a run reads the same binary rows
+again); ``"static"`` draws the training rows once too.
+
 >>> data = load_data_path("path/to/images", image_size=32)      # doctest: +SKIP
 >>> data.dims(), data.describe()["checksum"]                     # doctest: +SKIP
 """
@@ -29,15 +37,21 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch.utils.data import Dataset, IterableDataset, Subset
 
 from pyrovae.data.arrays import ArrayDataset, MemoryRows, NpyRows, check_finite, read_npz
+from pyrovae.data.datasets import BINARIZE_CHOICES, binarized_batch
 from pyrovae.data.images import ImageFolderDataset, image_mode, scan_images
 from pyrovae.data.sources import DataError, as_item, head
 
-__all__ = ["DataChangedError", "UserData", "held_out_split", "load_data_path", "verify", "checksum"]
+__all__ = ["DataChangedError", "EIGHT_BIT_LIKELIHOODS", "UserData", "held_out_split", "likelihood_for",
+           "load_data_path", "verify", "checksum"]
 
 SPLITS = ("train", "valid", "test")
+#: the likelihoods for 8-bit data, best first: a probability over the 256 grey levels, then
+#: densities on [0, 1] for a model that has no discrete one
+EIGHT_BIT_LIKELIHOODS = ("logistic-mixture", "continuous_bernoulli", "gaussian")
 _EDGE_BYTES = 2 ** 20
 
 
@@ -107,6 +121,7 @@ class UserData:
     binarize: str = "none"
     options: dict = dataclasses.field(default_factory=dict)
     device: object = None
+    eight_bit: bool = False
 
     def to(self, device) -> "UserData":
         """This data set with ``device`` noted as where its batches go (nothing is read now)."""
@@ -124,13 +139,15 @@ class UserData:
         return math.prod(self.image_shape)
 
     def dims(self) -> dict:
-        """``{"x_dim": D, "num_classes": C}`` (``num_classes`` where there are labels)."""
-        dims = {"x_dim": self.x_dim, "num_classes": self.num_classes}
+        """``{"x_dim": D, "num_classes": C}`` (``num_classes`` where there are labels), and
+        ``"likelihood": "logistic-mixture"`` for 8-bit data."""
+        dims = {"x_dim": self.x_dim, "num_classes": self.num_classes,
+                "likelihood": EIGHT_BIT_LIKELIHOODS[0] if self.eight_bit else None}
         return {key: value for key, value in dims.items() if value is not None}
 
     def transform(self, batch: dict, generator=None) -> dict:
-        """The training batch as it is: user data is never binarized here."""
-        return batch
+        """The training batch: as it is, or for ``binarize="dynamic"`` a fresh binary draw."""
+        return binarized_batch(batch, generator) if self.binarize == "dynamic" else batch
 
     def describe(self) -> dict:
         """What was read, for run.json: kind, path, counts, shape, classes, options, checksum."""
@@ -144,6 +161,23 @@ def _length(dataset):
         return None if dataset is None else len(dataset)
     except TypeError:
         return None
+
+
+def likelihood_for(factory, wanted: str | None) -> str | None:
+    """The likelihood a model built by ``factory`` gets for data that want ``wanted``: that
+    one if the model's ``likelihoods`` list it (or it lists none), else, for 8-bit data, the
+    first of :data:`EIGHT_BIT_LIKELIHOODS` it has; None where it has none of them (its own
+    default stays, and the first step names the problem).
+
+    >>> from pyrovae.models import M2, VAE
+    >>> likelihood_for(VAE, "logistic-mixture"), likelihood_for(M2, "logistic-mixture")
+    ('logistic-mixture', 'gaussian')
+    """
+    supported = getattr(factory, "likelihoods", None)
+    if wanted is None or supported is None or wanted in supported:
+        return wanted
+    candidates = EIGHT_BIT_LIKELIHOODS if wanted in EIGHT_BIT_LIKELIHOODS else ()
+    return next((name for name in candidates if name in supported), None)
 
 
 def verify(described: dict) -> None:
@@ -160,7 +194,7 @@ def verify(described: dict) -> None:
 
 
 def load_data_path(spec: str, *, image_size=None, color: str | None = None, valid_fraction: float = 0.1,
-                   test_fraction: float = 0.1, check_finite_values: bool = True) -> UserData:
+                   test_fraction: float = 0.1, check_finite_values: bool = True, binarize: str = "none") -> UserData:
     """
     Read a folder of images, a ``.npy``/``.npz`` file or ``module:function`` as a :class:`UserData`.
 
@@ -171,6 +205,7 @@ def load_data_path(spec: str, *, image_size=None, color: str | None = None, vali
     :param float valid_fraction: the share of rows held out for valid where no split is given.
     :param float test_fraction: likewise for test.
     :param bool check_finite_values: scan an array file for NaN/inf (in chunks).
+    :param str binarize: ``"none"``, ``"dynamic"`` or ``"static"`` (see the module).
     :raises DataError: one line naming the file for unreadable or unusable data.
 
     An IterableDataset from ``module:function`` cannot be split: give its valid and test.
@@ -178,6 +213,13 @@ def load_data_path(spec: str, *, image_size=None, color: str | None = None, vali
     for name, fraction in (("valid_fraction", valid_fraction), ("test_fraction", test_fraction)):
         if not 0 <= fraction < 1:
             raise ValueError(f"{name} must be in [0, 1), got {fraction!r}")
+    if binarize not in BINARIZE_CHOICES:
+        raise ValueError(f"unknown binarize={binarize!r}; choose one of {BINARIZE_CHOICES}")
+    data = _load(spec, image_size, color, valid_fraction, test_fraction, check_finite_values)
+    return data if binarize == "none" else _binarized(data, binarize)
+
+
+def _load(spec, image_size, color, valid_fraction, test_fraction, check_finite_values) -> UserData:
     fractions = {"valid_fraction": valid_fraction, "test_fraction": test_fraction}
     spec = os.fspath(spec)
     path = Path(spec).expanduser()
@@ -191,6 +233,39 @@ def load_data_path(spec: str, *, image_size=None, color: str | None = None, vali
         return _load_function(spec, fractions)
     raise DataError(f"{spec}: no such file or folder (expected a folder of images, a .npy/.npz file or "
                     f"module:function)")
+
+
+class BinarizedRows(Dataset):
+    """The items of a map-style ``dataset`` with ``x`` drawn once as Bernoulli(x): row ``i``
+    from its own generator seeded ``(seed, i)``, so that every read gives the same binary row."""
+
+    def __init__(self, dataset, seed: int):
+        self.dataset, self.seed = dataset, seed
+        self.num_classes = getattr(dataset, "num_classes", None)
+        self.classes = getattr(dataset, "classes", None)
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        item = as_item(self.dataset[index], index)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(index))
+        return binarized_batch(item, generator)
+
+
+def _binarized(data: UserData, binarize: str) -> UserData:
+    """``data`` with valid and test (and train, for ``"static"``) binarized once, row by row."""
+    splits = {}
+    for seed, name in enumerate(SPLITS):
+        split = getattr(data, name)
+        if split is None or (name == "train" and binarize == "dynamic"):
+            splits[name] = split
+        elif isinstance(split, IterableDataset):
+            raise DataError(f"{data.path}: its {name} split is an iterable Dataset, which cannot be binarized row by "
+                            f"row; binarize its items yourself or drop --binarize")
+        else:
+            splits[name] = BinarizedRows(split, seed)
+    return dataclasses.replace(data, **splits, binarize=binarize, eight_bit=False)
 
 
 def _load_images(root, image_size, color, fractions) -> UserData:
@@ -219,7 +294,8 @@ def _load_images(root, image_size, color, fractions) -> UserData:
     options = {"image_size": image_size, "color": "grey" if mode == "L" else "rgb",
                "splits": "folders" if given else "held out", **fractions}
     return UserData(root.name, "images", str(root), datasets["train"], datasets["valid"], datasets["test"],
-                    datasets["train"].image_shape, datasets["train"].num_classes, classes, options=options)
+                    datasets["train"].image_shape, datasets["train"].num_classes, classes, options=options,
+                    eight_bit=True)  # read_image gives k / 255
 
 
 def _load_array(path, fractions, check) -> UserData:
@@ -254,7 +330,8 @@ def _load_array(path, fractions, check) -> UserData:
     num_classes = max(d.num_classes for d in datasets.values() if d.labels is not None) if labels else None
     options = {"splits": "held out" if first == "x" else "arrays", **fractions}
     return UserData(path.name, "array", str(path), train, datasets.get("valid"), datasets.get("test"),
-                    train.image_shape, num_classes, options=options)
+                    train.image_shape, num_classes, options=options,
+                    eight_bit=all(rows.dtype == np.uint8 for rows in arrays.values()))
 
 
 def _import(spec: str):

@@ -82,8 +82,10 @@ def check_pair(model: Callable, guide: Callable, batch: Dict[str, torch.Tensor])
             kind = type(getattr(fn, "base_dist", fn)).__name__
             raise UsageError(
                 f"the data at observed site {name!r} lie outside the support of its {kind} likelihood "
-                f"({_support_name(support)}; e.g. the value {example:g}); binarize the data (binarize="
-                "'dynamic' or 'static') or choose a likelihood for such values")
+                f"({_support_name(support)}; e.g. the value {example:g}); binarize the data (--binarize dynamic; "
+                "binarize='dynamic' from Python) or choose a likelihood for such values (--likelihood "
+                "logistic-mixture for 8-bit grey levels, or continuous_bernoulli, where the model has them; "
+                "likelihood= from Python)")
 
 
 def _support_name(support) -> str:

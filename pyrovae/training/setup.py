@@ -169,7 +169,7 @@ class Setup:
         if self.dataset is not None:
             ds = self.dataset
             train, valid = ds.train, ds.valid
-            self.transform = ds.transform if isinstance(ds, DataSet) else None
+            self.transform = ds.transform if isinstance(ds, (DataSet, UserData)) else None
         else:
             train, valid, self.transform = data, None, None
         if opts.valid_data is not None:
@@ -253,7 +253,7 @@ class Setup:
         if isinstance(ds, DataSet):
             data = {"name": ds.name, "binarize": ds.binarize, "dims": ds.dims()}
         elif isinstance(ds, UserData):  # read from a path: what was read, to check on evaluate and resume
-            data = {"name": ds.path, "binarize": None, "dims": ds.dims(), "image_shape": list(ds.image_shape),
+            data = {"name": ds.path, "binarize": ds.binarize, "dims": ds.dims(), "image_shape": list(ds.image_shape),
                     "files": ds.describe()}
         else:
             data = {"name": None, "binarize": None, "dims": self.dims}

@@ -38,7 +38,7 @@ def test_fit_on_a_colour_image_folder_records_what_it_read(photos_run):
     root, done = photos_run
     assert "data on-device: 20 rows" in done.stdout  # 24 images: 2 held out for valid, 2 for test
     data = json.loads((root / "run" / "run.json").read_text())["data"]
-    assert data["dims"] == {"x_dim": 3 * 8 * 8, "num_classes": 2}
+    assert data["dims"] == {"x_dim": 3 * 8 * 8, "num_classes": 2, "likelihood": "logistic-mixture"}
     files = data["files"]
     assert files["kind"] == "images" and files["path"] == str(root / "photos")
     assert files["count"] == {"train": 20, "valid": 2, "test": 2} and files["shape"] == [3, 8, 8]
@@ -67,6 +67,63 @@ def test_evaluate_and_resume_refuse_a_folder_that_changed(photos_run):
                    str(root / "photos"), "the data changed since the run read it")
     one_line_error(pyrovae("fit", "--out", "run", "--resume", "--epochs", "2", cwd=root), 1,
                    str(root / "photos"), "the data changed since the run read it")
+
+
+def plain_folder(root, mode, n=30, size=(9, 7)):
+    """A flat folder of ``n`` random 8-bit PNGs, grey (``"L"``) or colour (``"RGB"``)."""
+    rng = np.random.default_rng(1)
+    root.mkdir(parents=True)
+    shape = (size[1], size[0]) + ((3,) if mode == "RGB" else ())
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(root / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("mode, color", [("L", []), ("RGB", []), ("RGB", ["--color", "rgb"])],
+                         ids=["grey", "rgb", "rgb --color rgb"])
+def test_the_readme_command_fits_a_folder_of_8_bit_images(tmp_path, mode, color):
+    """`pyrovae fit --data photos/ --image-size S` as the README writes it (plus a short run):
+    8-bit images get the discretized logistic likelihood, and the test log-likelihood is a
+    log-probability of the grey levels (negative, in nats), then `pyrovae sample` draws."""
+    plain_folder(tmp_path / "photos", mode)
+    done = pyrovae("fit", "--data", "photos/", "--image-size", "6", *color, "--epochs", "1", "--batch-size", "8",
+                   "--eval-samples", "5", "--no-progress", "--out", "run", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    saved = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert saved["model"]["name"] == "vae" and saved["model"]["options"]["likelihood"] == "logistic-mixture"
+    line = next(t for t in done.stdout.splitlines() if t.startswith("test log-likelihood"))
+    log_p = float(line.split(": ")[1].split()[0])
+    pixels = 36 * (3 if mode == "RGB" else 1)
+    assert -pixels * np.log(256) * 3 < log_p < 0, line  # a probability of discrete values, per image
+    sampled = pyrovae("sample", "run", "--n", "4", cwd=tmp_path)
+    assert sampled.returncode == 0 and (tmp_path / "run" / "samples-4-seed0.png").is_file(), sampled.stderr
+
+
+def test_a_model_without_an_8_bit_likelihood_gets_a_density_on_0_1(tmp_path):
+    """m2 has bernoulli and gaussian: on 8-bit images it gets gaussian, not a support error."""
+    plain_folder(tmp_path / "photos", "L")
+    done = pyrovae("fit", "--data", "photos", "--model", "m2", "--image-size", "4", "--epochs", "1",
+                   "--batch-size", "8", "--eval-samples", "0", "--no-progress", "--out", "run", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["model"]["options"]["likelihood"] == "gaussian"
+
+
+def test_a_bernoulli_model_on_grey_images_names_the_flags_then_binarizes(tmp_path):
+    """hvae has a Bernoulli likelihood only: on grey PNGs the error names CLI flags (that
+    work), and `--binarize dynamic` fits; evaluate reads the same binary test rows."""
+    plain_folder(tmp_path / "photos", "L")
+    quick = ["--model", "hvae", "--image-size", "4", "--epochs", "1", "--batch-size", "8", "--eval-samples", "0",
+             "--no-progress"]
+    done = pyrovae("fit", "--data", "photos", *quick, "--out", "run", cwd=tmp_path)
+    one_line_error(done, 2, "outside the support of its Bernoulli likelihood", "--binarize dynamic",
+                   "--likelihood logistic-mixture")
+    assert not (tmp_path / "run").exists()
+    done = pyrovae("fit", "--data", "photos", *quick, "--binarize", "dynamic", "--out", "run", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["data"]["binarize"] == "dynamic"
+    scores = [pyrovae("evaluate", "run", "--num-samples", "5", "--json", "--force", cwd=tmp_path) for _ in range(2)]
+    assert all(s.returncode == 0 for s in scores), scores[0].stderr
+    assert json.loads(scores[0].stdout)["log_likelihood"] == json.loads(scores[1].stdout)["log_likelihood"]
 
 
 def _unreadable(root):

@@ -26,7 +26,7 @@ def colour_folder(root, size=(6, 4), per_class=5):
 def test_colour_folder_with_classes(tmp_path):
     data = load_data_path(colour_folder(tmp_path / "pets"))
     assert data.kind == "images" and data.image_shape == (3, 4, 6) and data.classes == ["cat", "dog"]
-    assert data.dims() == {"x_dim": 72, "num_classes": 2}
+    assert data.dims() == {"x_dim": 72, "num_classes": 2, "likelihood": "logistic-mixture"}  # 8-bit images
     assert [len(data.train), len(data.valid), len(data.test)] == [8, 1, 1]
     files = sorted(str(f) for d in (data.train, data.valid, data.test) for f in d.files)
     assert len(set(files)) == 10
@@ -53,7 +53,7 @@ def test_splits_from_folders_grey_auto_and_forced_colour(tmp_path):
             Image.new("L", (5, 5), 40 * i).save(tmp_path / split / f"{i}.jpg", quality=100)
     data = load_data_path(tmp_path)
     assert [len(data.train), len(data.valid), len(data.test)] == [4, 2, 3]
-    assert data.image_shape == (5, 5) and data.dims() == {"x_dim": 25} and data.classes is None
+    assert data.image_shape == (5, 5) and data.dims() == {"x_dim": 25, "likelihood": "logistic-mixture"} and data.classes is None
     assert abs(float(data.test[2]["x"].mean()) - 80 / 255) < 2 / 255  # JPEG, nearly lossless
     rgb = load_data_path(tmp_path, color="rgb")
     assert rgb.image_shape == (3, 5, 5) and torch.equal(rgb.test[2]["x"][:25], rgb.test[2]["x"][25:50])
@@ -108,7 +108,7 @@ def test_npy_memory_mapped_uint8_with_image_shape(tmp_path):
     pixels = np.random.RandomState(1).randint(0, 256, size=(40, 2, 3, 4)).astype(np.uint8)
     np.save(tmp_path / "faces.npy", pixels)
     data = load_data_path(tmp_path / "faces.npy")
-    assert data.kind == "array" and data.image_shape == (2, 3, 4) and data.dims() == {"x_dim": 24}
+    assert data.kind == "array" and data.image_shape == (2, 3, 4) and data.dims() == {"x_dim": 24, "likelihood": "logistic-mixture"}
     assert [len(data.train), len(data.valid), len(data.test)] == [32, 4, 4]
     expected = torch.from_numpy(pixels.reshape(40, 24).astype(np.float32)) / 255
     for split in (data.train, data.valid, data.test):
@@ -183,3 +183,46 @@ def test_held_out_split_is_a_fixed_partition():
     assert all(np.array_equal(parts[k], held_out_split(100, 0.1, 0.2, "data")[k]) for k in parts)
     with pytest.raises(DataError, match="data has 2 datapoints: too few"):
         held_out_split(2, 0.1, 0.1, "data")
+
+
+def test_8_bit_data_ask_for_the_discretized_logistic_and_models_get_what_they_have(tmp_path):
+    """uint8 arrays and image folders are 8-bit: their dims ask for ``logistic-mixture``; a float
+    array does not; a model without it gets the next of EIGHT_BIT_LIKELIHOODS it has."""
+    from pyrovae.cli.common import fill_for
+    from pyrovae.data.files import EIGHT_BIT_LIKELIHOODS, likelihood_for
+    from pyrovae.registry import get_model
+
+    np.save(tmp_path / "bytes.npy", np.zeros((20, 3), np.uint8))
+    np.save(tmp_path / "floats.npy", np.zeros((20, 3), np.float32))
+    assert load_data_path(tmp_path / "bytes.npy").dims() == {"x_dim": 3, "likelihood": "logistic-mixture"}
+    assert load_data_path(tmp_path / "floats.npy").dims() == {"x_dim": 3}
+    for name in ("vae", "svae", "conv-vae", "pixelcnn-vae"):
+        assert likelihood_for(get_model(name), "logistic-mixture") == "logistic-mixture"
+    assert likelihood_for(get_model("m2"), "logistic-mixture") == "gaussian"
+    assert likelihood_for(get_model("hvae"), "logistic-mixture") == "logistic-mixture"  # no likelihood option
+    assert fill_for(get_model("statistician"), {"x_dim": 3, "likelihood": "logistic-mixture"}) == {
+        "x_dim": 3, "likelihood": "gaussian"}
+    assert EIGHT_BIT_LIKELIHOODS[0] == "logistic-mixture"
+
+
+@pytest.mark.parametrize("binarize", ["dynamic", "static"])
+def test_binarize_grey_images_row_by_row(tmp_path, binarize):
+    """``binarize``: valid and test (and train, for static) are drawn once, each row from its
+    own seed (the same binary rows on every read); dynamic draws the training batches anew."""
+    root = tmp_path / "grey"
+    root.mkdir()
+    for i in range(40):
+        Image.new("L", (4, 4), 64 + 4 * i).save(root / f"{i}.png")
+    grey = load_data_path(root)
+    data = load_data_path(root, binarize=binarize)
+    assert data.binarize == binarize and "likelihood" not in data.dims()
+    for split in ("valid", "test") + (("train",) if binarize == "static" else ()):
+        first, again = getattr(data, split)[0]["x"], getattr(data, split)[0]["x"]
+        assert torch.equal(first, again) and set(first.unique().tolist()) <= {0.0, 1.0}
+    rows = torch.stack([grey.train[i]["x"] for i in range(len(grey.train))])
+    drawn = data.transform({"x": rows}, torch.Generator().manual_seed(0))["x"]
+    if binarize == "dynamic":
+        assert torch.equal(data.train[0]["x"], grey.train[0]["x"])  # grey until the batch is drawn
+        assert set(drawn.unique().tolist()) == {0.0, 1.0} and abs(drawn.mean() - rows.mean()) < 0.05
+    else:
+        assert torch.equal(drawn, rows)  # drawn once already
