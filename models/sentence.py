@@ -50,14 +50,17 @@ from typing import Optional, Tuple
 import pyro
 import pyro.distributions as dist
 import torch
+import torch.nn.functional as F
+from pyro.distributions.torch_distribution import TorchDistribution
 from pyro.nn import PyroModule
 from torch import nn
+from torch.distributions import constraints
 
 from pyrovae.distributions import HypersphericalUniform
 from pyrovae.nn import check_positive
 from pyrovae.registry import Configurable, register_model
 
-__all__ = ["SentenceVAE", "SphericalSentenceVAE", "SentenceLM", "SentenceDecoder", "word_dropout", "no_latents",
+__all__ = ["SentenceVAE", "SphericalSentenceVAE", "SentenceLM", "SentenceDecoder", "RealWords", "word_dropout", "no_latents",
            "PAD_ID", "BOS_ID", "EOS_ID", "UNK_ID"]
 
 #: the fixed ids of the suite's vocabularies (pyrovae.data.sequences.SPECIALS)
@@ -96,6 +99,49 @@ def word_dropout(inputs: torch.Tensor, rate: float, mask: Optional[torch.Tensor]
     return torch.where(drop & droppable, torch.full_like(inputs, UNK_ID), inputs)
 
 
+class RealWords(TorchDistribution):
+    """Categorical words at the real steps of sentences, the vocabulary's softmax computed at
+    those steps only: for the decoder's states :math:`h` at the real steps,
+
+    .. math:: \\log p(x) = \\sum_{t\\ \\mathrm{real}} \\log \\operatorname{softmax}(V h_t + c)[x_t],
+
+    the log-density of ``Categorical(logits=V h + c).mask(mask).to_event(1)`` without the
+    logits of the padding (which that masked Categorical multiplies by zero). Batch shape
+    ``lead``, event shape ``(T,)``; a draw has ``<pad>`` at the padding.
+
+    :param torch.nn.Linear out: the output layer :math:`(V, c)`.
+    :param torch.Tensor hidden: the states at the real steps, ``(L, H)``.
+    :param torch.Tensor where: the flat index ``row * T + t`` of each, ``(L,)``.
+    :param tuple lead: the batch shape (its product the rows).
+    :param int num_steps: T.
+    """
+
+    arg_constraints = {}
+    support = constraints.independent(constraints.nonnegative_integer, 1)
+
+    def __init__(self, out: nn.Linear, hidden: torch.Tensor, where: torch.Tensor, lead, num_steps: int):
+        self.out, self.hidden, self.where, self.num_steps = out, hidden, where, num_steps
+        super().__init__(torch.Size(lead), torch.Size((num_steps,)), validate_args=False)
+
+    def _rows(self) -> int:
+        return self.batch_shape.numel()
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        targets = value.expand(self.batch_shape + self.event_shape).reshape(-1)[self.where]  # (L,)
+        per_word = -F.cross_entropy(self.out(self.hidden), targets, reduction="none")  # log softmax at the targets
+        rows = self.where.div(self.num_steps, rounding_mode="floor")
+        total = per_word.new_zeros(self._rows()).index_add_(0, rows, per_word)
+        return total.view(self.batch_shape)
+
+    def sample(self, sample_shape=torch.Size()):
+        if sample_shape:
+            raise NotImplementedError("RealWords draws one value per row (sample_shape must be empty)")
+        with torch.no_grad():
+            words = dist.Categorical(logits=self.out(self.hidden), validate_args=False).sample()
+            flat = words.new_full((self._rows() * self.num_steps,), PAD_ID).index_copy_(0, self.where, words)
+        return flat.view(self.batch_shape + self.event_shape)
+
+
 class SentenceDecoder(nn.Module):
     """The LSTM decoder :math:`p(w_t \\mid w_{<t}, z)`, or with ``z_dim = 0`` the language model's
     :math:`p(w_t \\mid w_{<t})` (the same network, initial state from a learned bias instead of
@@ -118,24 +164,51 @@ class SentenceDecoder(nn.Module):
         h, c = torch.tanh(pre).split(self.hidden_dim, -1)
         return h.unsqueeze(0).contiguous(), c.unsqueeze(0).contiguous()
 
-    def forward(self, inputs: torch.Tensor, z: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """The next-word logits ``lead + (T, V)`` for input ids ``(N, T)`` and ``z`` ``lead + (Z,)``
-        (``lead`` ends with N; leading particle dimensions broadcast), or ``(N, T, V)`` without z."""
+    def _flat(self, inputs: torch.Tensor, z: Optional[torch.Tensor]) -> tuple:
+        """``lead`` (z's leading dimensions broadcast with N, or ``(N,)``), the input ids
+        ``(R, T)`` and z ``(R, Z)`` (or None) with the rows ``R = prod(lead)``."""
         if z is None:
             lead = inputs.shape[:1]
         else:
             lead = torch.broadcast_shapes(z.shape[:-1], inputs.shape[:1])
             z = z.expand(lead + z.shape[-1:]).reshape(-1, z.shape[-1])
-        flat = inputs.expand(lead + inputs.shape[1:]).reshape(-1, inputs.shape[-1])
+        return lead, inputs.expand(lead + inputs.shape[1:]).reshape(-1, inputs.shape[-1]), z
+
+    def _embed(self, flat: torch.Tensor, z: Optional[torch.Tensor]) -> torch.Tensor:
         emb = self.embed(flat)
         if self.z_every_step:
             emb = torch.cat([emb, z.unsqueeze(1).expand(-1, emb.shape[1], -1)], -1)
-        h, _ = self.lstm(emb, self.initial_state(z, flat.shape[0]))
+        return emb
+
+    def forward(self, inputs: torch.Tensor, z: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The next-word logits ``lead + (T, V)`` for input ids ``(N, T)`` and ``z`` ``lead + (Z,)``
+        (``lead`` ends with N; leading particle dimensions broadcast), or ``(N, T, V)`` without z."""
+        lead, flat, z = self._flat(inputs, z)
+        h, _ = self.lstm(self._embed(flat, z), self.initial_state(z, flat.shape[0]))
         return self.out(h).reshape(lead + inputs.shape[1:] + (-1,))
 
     def likelihood(self, inputs: torch.Tensor, mask: torch.Tensor, z: Optional[torch.Tensor] = None):
-        """The masked Categorical over the words: batch ``lead``, event ``(T,)``."""
-        return dist.Categorical(logits=self(inputs, z), validate_args=False).mask(mask).to_event(1)
+        """The masked Categorical over the words: batch ``lead``, event ``(T,)``
+        (:class:`RealWords`: the LSTM runs over the real steps only, packed, and the
+        vocabulary's softmax is computed at those steps alone)."""
+        lead, flat, z = self._flat(inputs, z)
+        rows = mask.expand(lead + mask.shape[-1:]).reshape(flat.shape)  # (R, T)
+        lengths = rows.sum(1)
+        steps = torch.arange(rows.shape[1], device=rows.device)
+        state = self.initial_state(z, flat.shape[0])
+        lengths_cpu = lengths.cpu()  # pack_padded_sequence reads the lengths on the host (one sync)
+        if bool((rows == (steps < lengths[:, None])).all()) and bool((lengths_cpu > 0).all()):
+            # real steps first, padding after (as the data sets give them): the LSTM over the packed sequences
+            packed = nn.utils.rnn.pack_padded_sequence(self._embed(flat, z), lengths_cpu, batch_first=True,
+                                                       enforce_sorted=False)
+            hidden = self.lstm(packed, state)[0].data  # (L, H), L the real steps in the packed order
+            where = nn.utils.rnn.pack_padded_sequence(
+                torch.arange(rows.numel(), device=rows.device).view(rows.shape), lengths_cpu, batch_first=True,
+                enforce_sorted=False).data  # (L,): the flat index (row * T + t) of each
+        else:  # any other mask: the LSTM over every step, the real ones taken
+            hidden = self.lstm(self._embed(flat, z), state)[0][rows]
+            where = rows.reshape(-1).nonzero().squeeze(-1)
+        return RealWords(self.out, hidden, where, lead, rows.shape[1])
 
     @torch.no_grad()
     def generate(self, z: Optional[torch.Tensor] = None, num_samples: Optional[int] = None, max_length: int = 40,

@@ -89,6 +89,36 @@ def test_padding_changes_nothing(spherical):
     assert not torch.allclose(weights_and_z(model, guide, changed, k=3, seed=5)[0][:, 0], log_w[:, 0])
 
 
+@pytest.mark.parametrize("lead", [(), (4,), (2, 3)])
+@pytest.mark.parametrize("prefix", [True, False])
+def test_real_words_is_the_masked_categorical_over_all_the_logits(lead, prefix):
+    """The likelihood computes the softmax at the real steps only (the LSTM packed where the
+    mask is a prefix, as the data sets give it): log p(x | z) and its gradients are those of
+    Categorical(logits=decoder(inputs, z)).mask(mask).to_event(1) over every step."""
+    model, _ = pair(seed=2)
+    batch = model.example_batch(n=6, num_steps=7, seed=3)
+    x, mask = batch["x"], batch["mask"]
+    if not prefix:  # a hole in a sentence: the LSTM runs over every step
+        mask = mask.clone()
+        mask[0, 2] = False
+    z = torch.randn(lead + (6, 3), generator=torch.Generator().manual_seed(1))
+    dec, inputs = model.decoder, decoder_inputs(x)
+    new = dec.likelihood(inputs, mask, z)
+    old = pyro.distributions.Categorical(logits=dec(inputs, z)).mask(mask).to_event(1)
+    assert new.batch_shape == old.batch_shape == lead + (6,) and new.event_shape == (7,)
+    params = list(dec.parameters())
+    a, b = new.log_prob(x), old.log_prob(x)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    for g_new, g_old in zip(torch.autograd.grad(a.sum(), params, allow_unused=True),
+                            torch.autograd.grad(b.sum(), params, allow_unused=True)):
+        if g_old is None:
+            assert g_new is None or not g_new.any()
+        else:
+            torch.testing.assert_close(g_new, g_old, atol=1e-5, rtol=1e-5)
+    draw = new.sample()
+    assert draw.shape == lead + (6, 7) and (draw[..., ~mask] == PAD_ID).all()
+
+
 def test_word_dropout_replaces_the_right_fraction_and_never_bos_or_padding():
     g = torch.Generator().manual_seed(0)
     x = torch.randint(4, 50, (400, 30), generator=g)
