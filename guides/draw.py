@@ -34,17 +34,52 @@ from typing import Optional
 import pyro
 import pyro.distributions as dist
 import torch
+import torch.nn.functional as F
 from pyro.nn import PyroModule
 from torch import nn
 from torch.distributions import kl_divergence
 
-from pyrovae.models.draw import DRAW, diag_normal, lstm_step
+from pyrovae.models.draw import DRAW, diag_normal
 from pyrovae.nn import check_positive
 from pyrovae.registry import Configurable, register_guide
 
-__all__ = ["DRAWGuide"]
+__all__ = ["DRAWGuide", "FixedInputLSTMCell"]
 
 LN2 = math.log(2.0)
+
+
+class FixedInputLSTMCell(nn.LSTMCell):
+    """An ``nn.LSTMCell`` (the same parameters) whose input's first ``fixed_dim`` entries stay
+    the same from step to step (DRAW's image): their product with the input weights, plus
+    both biases, is computed once (:meth:`fixed_gates`), and each step adds the products of
+    the other parts, any leading dimensions broadcast:
+
+    .. math:: g = W_{fixed}\\, u + b_{ih} + b_{hh} + \\textstyle\\sum_j W_j v_j + W_{hh} h, \\quad
+        c' = \\sigma(g_f) c + \\sigma(g_i) \\tanh(g_g), \\quad h' = \\sigma(g_o) \\tanh(c').
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, fixed_dim: int):
+        super().__init__(input_size, hidden_size)
+        self.fixed_dim = fixed_dim
+
+    def fixed_gates(self, fixed: torch.Tensor) -> torch.Tensor:
+        """``W_fixed u + b_ih + b_hh``, ``(..., 4 hidden_size)``."""
+        return F.linear(fixed, self.weight_ih[:, :self.fixed_dim], self.bias_ih + self.bias_hh)
+
+    def forward(self, input, hx=None, fixed_gates: Optional[torch.Tensor] = None):
+        """Without ``fixed_gates``, ``nn.LSTMCell``'s step on the whole ``input``. With them
+        (:meth:`fixed_gates`), ``input`` is the rest of the input, a tensor or a tuple of its
+        parts in order, and ``hx = (h, c)``; returns the next ``(h, c)``."""
+        if fixed_gates is None:
+            return super().forward(input, hx)
+        h, c = hx
+        gates, start = fixed_gates + F.linear(h, self.weight_hh), self.fixed_dim
+        for part in (input if isinstance(input, (tuple, list)) else (input,)):
+            gates = gates + F.linear(part, self.weight_ih[:, start:start + part.shape[-1]])
+            start += part.shape[-1]
+        i, f, g, o = gates.chunk(4, -1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
 
 
 @register_guide("draw")
@@ -81,7 +116,7 @@ class DRAWGuide(Configurable, PyroModule):
         super().__init__(*args, **kwargs)
         o = self.options
         self.x_dim, self.z_dim, self.num_steps, self.site = o.x_dim, o.z_dim, o.num_steps, o.site
-        self.encoder = nn.LSTMCell(2 * o.x_dim + o.rnn_dim, o.rnn_dim)
+        self.encoder = FixedInputLSTMCell(2 * o.x_dim + o.rnn_dim, o.rnn_dim, fixed_dim=o.x_dim)
         self.posterior_net = nn.Linear(o.rnn_dim, 2 * o.z_dim)
         self._bound = ()  # (model,): a plain tuple, so the model's modules are not registered here
 
@@ -113,22 +148,26 @@ class DRAWGuide(Configurable, PyroModule):
         """q(z_t | h_enc_t): a diagonal Normal."""
         return diag_normal(self.posterior_net(h_enc), self.z_dim)
 
-    def encode_step(self, x, canvas, h_dec, enc_state):
-        """The encoder's next state from ``[x, x - sigmoid(c_{t-1}), h_dec_{t-1}]`` (broadcast)."""
-        lead = torch.broadcast_shapes(x.shape[:-1], canvas.shape[:-1], h_dec.shape[:-1])
-        error = x - torch.sigmoid(canvas)
-        inputs = torch.cat([x.expand(lead + x.shape[-1:]), error.expand(lead + x.shape[-1:]),
-                            h_dec.expand(lead + h_dec.shape[-1:])], -1)
-        return lstm_step(self.encoder, inputs, enc_state)
+    def read_image(self, x: torch.Tensor) -> torch.Tensor:
+        """The part of the encoder's gates that only the image sets, ``W_x x + b``
+        ``(..., N, 4 rnn_dim)``: computed once per image, not once per step and particle."""
+        return self.encoder.fixed_gates(x)
+
+    def encode_step(self, x, canvas, h_dec, enc_state, image_gates=None):
+        """The encoder's next state from ``[x, x - sigmoid(c_{t-1}), h_dec_{t-1}]`` (broadcast),
+        the image's share of the gates ``image_gates`` (:meth:`read_image`) computed once."""
+        if image_gates is None:
+            image_gates = self.read_image(x)
+        return self.encoder((x - torch.sigmoid(canvas), h_dec), enc_state, fixed_gates=image_gates)
 
     def forward(self, x: torch.Tensor, **kwargs):
         model = self.model
         n = x.shape[0]
         dec_state, canvas = model.initial_state(n, x)
-        enc_state = dec_state
+        enc_state, image_gates = dec_state, self.read_image(x)
         with pyro.plate("data", n):
             for t in pyro.markov(range(1, self.num_steps + 1)):
-                enc_state = self.encode_step(x, canvas, dec_state[0], enc_state)
+                enc_state = self.encode_step(x, canvas, dec_state[0], enc_state, image_gates)
                 z = pyro.sample(f"{self.site}_{t}", self.posterior(enc_state[0]))  # (..., N, z_dim)
                 dec_state, canvas, _ = model.decode_step(z, dec_state, canvas)
 
@@ -146,12 +185,12 @@ class DRAWGuide(Configurable, PyroModule):
             if how not in ("sample", "mean"):
                 raise ValueError(f"{name} must be 'sample' or 'mean', got {how!r}")
         dec_state, canvas = model.initial_state(x.shape[-2], x)
-        enc_state = dec_state
+        enc_state, image_gates = dec_state, self.read_image(x)
         out = {"z": [], "q": [], "p": [], "writes": []}
         for t in range(1, self.num_steps + 1):
             p = model.prior(dec_state[0])
             if t <= k:
-                enc_state = self.encode_step(x, canvas, dec_state[0], enc_state)
+                enc_state = self.encode_step(x, canvas, dec_state[0], enc_state, image_gates)
                 q = self.posterior(enc_state[0])
                 z = q.rsample() if posterior == "sample" else q.mean
             else:

@@ -74,6 +74,26 @@ def test_per_step_sites_canvas_is_the_sum_of_the_writes_and_log_weights_by_hand(
         torch.testing.assert_close(log_w, expected, atol=1e-4, rtol=1e-5)
 
 
+def test_the_encoder_cell_is_the_lstm_cell_with_the_image_product_computed_once():
+    """FixedInputLSTMCell (the image's share of the gates computed once per image, broadcast over
+    particles) gives nn.LSTMCell's state and gradients on the concatenated input, to float rounding."""
+    model, guide = pair(seed=2)
+    g = torch.Generator().manual_seed(0)
+    x = binary_data(5, 12)
+    canvas, h_dec = torch.randn(3, 5, 12, generator=g), torch.randn(3, 5, 8, generator=g)
+    state = (torch.randn(5, 8, generator=g), torch.randn(5, 8, generator=g))
+    new = guide.encode_step(x, canvas, h_dec, state, guide.read_image(x))
+    flat = torch.cat([x.expand(3, 5, 12), x - torch.sigmoid(canvas), h_dec], -1).reshape(15, -1)
+    old = guide.encoder(flat, tuple(s.expand(3, 5, 8).reshape(15, 8) for s in state))  # nn.LSTMCell's step
+    params = list(guide.encoder.parameters())
+    grads_new = torch.autograd.grad(sum(t.sin().sum() for t in new), params)
+    grads_old = torch.autograd.grad(sum(t.sin().sum() for t in old), params)
+    for a, b in zip(new, old):
+        torch.testing.assert_close(a, b.reshape(3, 5, 8), atol=1e-6, rtol=1e-5)
+    for a, b in zip(grads_new, grads_old):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
 def test_the_guide_uses_the_model_decoder_registered_once():
     model, guide = pair()
     names = {n for n, _ in guide.named_parameters()}
