@@ -51,10 +51,10 @@ LN2 = math.log(2.0)
 class FixedInputLSTMCell(nn.LSTMCell):
     """An ``nn.LSTMCell`` (the same parameters) whose input's first ``fixed_dim`` entries stay
     the same from step to step (DRAW's image): their product with the input weights, plus
-    both biases, is computed once (:meth:`fixed_gates`), and each step adds the products of
-    the other parts, any leading dimensions broadcast:
+    both biases, is computed once (:meth:`read_fixed`), and each step adds the product of the
+    rest of the input, any leading dimensions broadcast:
 
-    .. math:: g = W_{fixed}\\, u + b_{ih} + b_{hh} + \\textstyle\\sum_j W_j v_j + W_{hh} h, \\quad
+    .. math:: g = W_{fixed}\\, u + b_{ih} + b_{hh} + W_{rest}\\, v + W_{hh} h, \\quad
         c' = \\sigma(g_f) c + \\sigma(g_i) \\tanh(g_g), \\quad h' = \\sigma(g_o) \\tanh(c').
     """
 
@@ -62,21 +62,22 @@ class FixedInputLSTMCell(nn.LSTMCell):
         super().__init__(input_size, hidden_size)
         self.fixed_dim = fixed_dim
 
-    def fixed_gates(self, fixed: torch.Tensor) -> torch.Tensor:
-        """``W_fixed u + b_ih + b_hh``, ``(..., 4 hidden_size)``."""
-        return F.linear(fixed, self.weight_ih[:, :self.fixed_dim], self.bias_ih + self.bias_hh)
+    def read_fixed(self, fixed: torch.Tensor) -> tuple:
+        """``(W_fixed u + b_ih + b_hh, W_rest)``: the fixed input's share of the gates
+        ``(..., 4 hidden_size)`` and the weights of the rest (one slice for all steps, so that
+        the backward pass assembles the weights' gradient once)."""
+        d = self.fixed_dim
+        return F.linear(fixed, self.weight_ih[:, :d], self.bias_ih + self.bias_hh), self.weight_ih[:, d:]
 
-    def forward(self, input, hx=None, fixed_gates: Optional[torch.Tensor] = None):
-        """Without ``fixed_gates``, ``nn.LSTMCell``'s step on the whole ``input``. With them
-        (:meth:`fixed_gates`), ``input`` is the rest of the input, a tensor or a tuple of its
-        parts in order, and ``hx = (h, c)``; returns the next ``(h, c)``."""
-        if fixed_gates is None:
+    def forward(self, input: torch.Tensor, hx=None, fixed: Optional[tuple] = None):
+        """Without ``fixed``, ``nn.LSTMCell``'s step on the whole ``input``. With ``fixed``
+        (:meth:`read_fixed`), ``input`` is the rest of the input, ``hx = (h, c)``; returns the
+        next ``(h, c)``."""
+        if fixed is None:
             return super().forward(input, hx)
+        fixed_gates, w_rest = fixed
         h, c = hx
-        gates, start = fixed_gates + F.linear(h, self.weight_hh), self.fixed_dim
-        for part in (input if isinstance(input, (tuple, list)) else (input,)):
-            gates = gates + F.linear(part, self.weight_ih[:, start:start + part.shape[-1]])
-            start += part.shape[-1]
+        gates = fixed_gates + F.linear(input, w_rest) + F.linear(h, self.weight_hh)  # input, forget, cell, output
         i, f, g, o = gates.chunk(4, -1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         return torch.sigmoid(o) * torch.tanh(c), c
@@ -148,26 +149,30 @@ class DRAWGuide(Configurable, PyroModule):
         """q(z_t | h_enc_t): a diagonal Normal."""
         return diag_normal(self.posterior_net(h_enc), self.z_dim)
 
-    def read_image(self, x: torch.Tensor) -> torch.Tensor:
-        """The part of the encoder's gates that only the image sets, ``W_x x + b``
-        ``(..., N, 4 rnn_dim)``: computed once per image, not once per step and particle."""
-        return self.encoder.fixed_gates(x)
+    def read_image(self, x: torch.Tensor) -> tuple:
+        """The image's share of the encoder's gates, ``W_x x + b`` ``(..., N, 4 rnn_dim)``, and
+        the encoder's other input weights (:meth:`FixedInputLSTMCell.read_fixed`): computed
+        once per image, not once per step and particle."""
+        return self.encoder.read_fixed(x)
 
-    def encode_step(self, x, canvas, h_dec, enc_state, image_gates=None):
+    def encode_step(self, x, canvas, h_dec, enc_state, image=None):
         """The encoder's next state from ``[x, x - sigmoid(c_{t-1}), h_dec_{t-1}]`` (broadcast),
-        the image's share of the gates ``image_gates`` (:meth:`read_image`) computed once."""
-        if image_gates is None:
-            image_gates = self.read_image(x)
-        return self.encoder((x - torch.sigmoid(canvas), h_dec), enc_state, fixed_gates=image_gates)
+        the image's share ``image`` (:meth:`read_image`) computed once."""
+        if image is None:
+            image = self.read_image(x)
+        error = x - torch.sigmoid(canvas)
+        lead = torch.broadcast_shapes(error.shape[:-1], h_dec.shape[:-1])
+        rest = torch.cat([error.expand(lead + error.shape[-1:]), h_dec.expand(lead + h_dec.shape[-1:])], -1)
+        return self.encoder(rest, enc_state, fixed=image)
 
     def forward(self, x: torch.Tensor, **kwargs):
         model = self.model
         n = x.shape[0]
         dec_state, canvas = model.initial_state(n, x)
-        enc_state, image_gates = dec_state, self.read_image(x)
+        enc_state, image = dec_state, self.read_image(x)
         with pyro.plate("data", n):
             for t in pyro.markov(range(1, self.num_steps + 1)):
-                enc_state = self.encode_step(x, canvas, dec_state[0], enc_state, image_gates)
+                enc_state = self.encode_step(x, canvas, dec_state[0], enc_state, image)
                 z = pyro.sample(f"{self.site}_{t}", self.posterior(enc_state[0]))  # (..., N, z_dim)
                 dec_state, canvas, _ = model.decode_step(z, dec_state, canvas)
 
@@ -185,12 +190,12 @@ class DRAWGuide(Configurable, PyroModule):
             if how not in ("sample", "mean"):
                 raise ValueError(f"{name} must be 'sample' or 'mean', got {how!r}")
         dec_state, canvas = model.initial_state(x.shape[-2], x)
-        enc_state, image_gates = dec_state, self.read_image(x)
+        enc_state, image = dec_state, self.read_image(x)
         out = {"z": [], "q": [], "p": [], "writes": []}
         for t in range(1, self.num_steps + 1):
             p = model.prior(dec_state[0])
             if t <= k:
-                enc_state = self.encode_step(x, canvas, dec_state[0], enc_state, image_gates)
+                enc_state = self.encode_step(x, canvas, dec_state[0], enc_state, image)
                 q = self.posterior(enc_state[0])
                 z = q.rsample() if posterior == "sample" else q.mean
             else:
