@@ -183,8 +183,16 @@ def main(argv=None) -> int:
     p.add_argument("--no-table", action="store_true", help="skip the ratio table")
     p.add_argument("--json", default=None, help="also write every result to this file")
     p.add_argument("--memory-child", nargs=6, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--model", nargs="+", default=None, metavar="M",
+                   help="registered models (or all) instead of the pair table: each one's step on a fixed batch of "
+                        "its own data (--profile: split into networks, densities, Pyro, backward, optimizer, "
+                        "bookkeeping) and its evaluation's ms per datapoint at K = --model-eval-samples")
+    p.add_argument("--model-batch-size", type=int, default=100, help="--model: rows in the fixed batch (default 100)")
+    p.add_argument("--model-eval-samples", type=int, default=100, help="--model: K of the evaluation (0: skip)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.model:
+        return model_rows(args)
     if args.memory_child:
         device, guide, objective, batch, chunk, variant = args.memory_child
         print(json.dumps(memory_child(device, guide, objective, int(batch), int(chunk), variant)))
@@ -233,6 +241,31 @@ def main(argv=None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2, default=str)
+    return 0
+
+
+def model_rows(args) -> int:
+    """``pyrovae bench --model M ...``: the models table (:mod:`pyrovae.bench.models`)."""
+    from pyrovae.bench.models import all_model_names, bench_model, check_model_names, format_table
+
+    problem = check_model_names(args.model)
+    if problem:
+        print(f"pyrovae bench: {problem}", file=sys.stderr)
+        return 2
+    names = all_model_names() if "all" in args.model else args.model
+    device = torch.device((args.device or ["cpu"])[0])
+    print(f"# pyrovae bench --model ({platform.processor() or platform.machine()}, {torch.get_num_threads()} "
+          f"threads, torch {torch.__version__}, pyro {pyro.__version__}, {device}; ms of process CPU time on a CPU)")
+    rows = []
+    for name in names:
+        rows.append(bench_model(name, args.model_batch_size, args.data_dir, device, profile=args.profile,
+                                eval_samples=args.model_eval_samples, seconds=args.block_seconds,
+                                blocks=args.blocks))
+        print(f"  {name}: step {rows[-1]['step ms']:.1f} ms", file=sys.stderr, flush=True)
+    print(format_table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"threads": torch.get_num_threads(), "device": str(device), "models": rows}, f, indent=2)
     return 0
 
 

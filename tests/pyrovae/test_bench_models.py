@@ -1,0 +1,46 @@
+"""``pyrovae bench --model M`` as a smoke test (tiny sizes, no timing asserted): every part of
+the step's split and the evaluation's cost come back finite for models of each kind (images,
+a recurrence, text, sets, an enumerated label), and the command prints its table or refuses
+an unknown model in one line."""
+
+import math
+import subprocess
+import sys
+
+import pytest
+
+from pyrovae.bench.models import bench_model, format_table, model_case
+
+TINY = {"z_dim": 2, "hidden_dims": (8,), "rnn_dim": 8, "hidden_dim": 8, "embed_dim": 4, "c_dim": 2,
+        "feature_dim": 8, "num_steps": 2}
+PARTS = ["step ms", "networks forward ms", "densities ms", "pyro machinery ms", "backward ms", "optimizer ms",
+         "bookkeeping ms", "eval ms/datapoint"]
+
+
+@pytest.mark.parametrize("name", ["vae", "draw", "sentence-vae", "statistician", "m2"])
+def test_bench_model_reports_every_part(name, tmp_path):
+    row = bench_model(name, batch_size=4, data_dir=tmp_path, profile=True, eval_samples=3, seconds=0.001,
+                      blocks=1, options=TINY)
+    for key in PARTS:
+        assert math.isfinite(row[key]) and row[key] >= 0, (key, row[key])
+    assert row["step ms"] > 0 and row["networks forward ms"] > 0 and row["eval K"] == 3
+    assert 0 <= row["machinery share"] and math.isfinite(row["log-likelihood (untrained)"])
+    assert f"| {name} |" in format_table([row])
+
+
+def test_model_case_without_data_files_uses_the_models_example_batch(tmp_path):
+    case = model_case("sentence-vae", batch_size=5, data_dir=tmp_path, options=TINY)
+    assert case.data == "sentence-vae's example_batch(5)" and case.batch["x"].shape[0] == 5
+    assert case.guide_name == "sentence" and case.model.options.hidden_dim == 8
+
+
+def test_cli_bench_model_prints_the_table_and_refuses_an_unknown_model(tmp_path):
+    cmd = [sys.executable, "-m", "pyrovae.cli", "bench", "--threads", "1", "--data-dir", str(tmp_path)]
+    out = subprocess.run(cmd + ["--model", "linear", "--model-batch-size", "4", "--model-eval-samples", "2",
+                                "--blocks", "1", "--block-seconds", "0.001", "--profile"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "| model | data | batch | step ms | networks forward ms" in out.stdout and "| linear |" in out.stdout
+    bad = subprocess.run(cmd + ["--model", "nosuch"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "unknown model(s) nosuch for --model" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
