@@ -27,6 +27,7 @@ import torch
 
 import pyrovae
 from pyrovae.data.datasets import load_dataset
+from pyrovae.guides.base import model_name_of, objective_name_of
 from pyrovae.registry import build, get_guide, get_model, list_guides
 from pyrovae.evaluation.compare import paired_difference
 
@@ -48,14 +49,14 @@ def run_one(label, dataset, test, args):
     if name not in list_guides():
         return {"guide": label, "skipped": f"no guide named {name!r} is registered in this checkout"}
     factory = get_guide(name)
-    model_factory = get_model(getattr(factory, "model_name", "vae"))
+    model_factory = get_model(model_name_of(factory))
     sizes = {"z_dim": args.z_dim, "hidden_dims": tuple(args.hidden_dims)}
     pyro.clear_param_store()
     torch.manual_seed(args.seed)  # the same decoder initialization for every guide
     model = build(model_factory, {k: v for k, v in sizes.items() if k in _accepted(model_factory)},
                   fill={"x_dim": dataset.x_dim})
     guide = build(factory, {**sizes, **options}, fill={"x_dim": dataset.x_dim})
-    objective = getattr(factory, "objective_name", "elbo")
+    objective = objective_name_of(factory)
     # The per-epoch validation pass (ELBO and latent monitors) runs on a few images only: the
     # monitors' mutual-information estimate scores every draw under every datapoint's q, which
     # for IAF and spline guides inverts each step (z_dim network passes) for every pair.

@@ -1,10 +1,17 @@
-"""The shape every amortized guide shares: ``encode(x)`` gives q(z | x), and the Pyro program
-samples it inside the plate over the batch; and the options every encoder shares."""
+"""What a guide of the suite is: :class:`Guide` declares, once, every hook the suite reads of a
+guide, with its default; :class:`EncoderGuide` is the shape most guides share (``encode(x)``
+gives q(z | x), sampled inside the plate over the batch) with the options every encoder shares.
+
+The model's half of the contract is :class:`pyrovae.models.base.Model`.
+
+>>> Guide.model_name, Guide.objective_name, Guide.has_density
+('vae', 'elbo', True)
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import ClassVar, Optional, Tuple
 
 import pyro
 import torch
@@ -14,7 +21,52 @@ from pyrovae.nn import MLP, check_positive
 from pyrovae.registry import Configurable
 
 
-class EncoderGuide(Configurable, PyroModule):
+class Guide(Configurable, PyroModule):
+    """The base of the suite's guides: the hooks the suite reads, with their defaults.
+
+    Subclass it (or :class:`EncoderGuide`), declare ``Options`` and write ``forward(**batch)``,
+    which samples every latent site of the model under the same name inside the plate over the
+    batch (docs/writing-a-pair.md). A guide that does not derive from this class is read the
+    same way, each hook looked up with this class's default.
+    """
+
+    #: the model the guide pairs with when ``pyrovae fit --guide NAME`` names no ``--model``
+    #: (and in the contract tests)
+    model_name: ClassVar[str] = "vae"
+
+    #: the objective ``fit`` and ``pyrovae fit`` use for the pair when none is named
+    #: (``"enum"`` for a guide that enumerates a discrete latent, ``"stein"`` for particles)
+    objective_name: ClassVar[str] = "elbo"
+
+    #: whether q(z | x) has a density to weigh samples with: False for a guide that
+    #: enumerates a site rather than samples it, whose pair then gets no IWAE bound or
+    #: importance-sampled log-likelihood
+    has_density: ClassVar[bool] = True
+
+    def bind_model(self, model) -> None:
+        """Read what the guide needs of the model it is paired with (the ladder guide shares
+        the model's top-down network; DRAW's guide its decoder): called once by
+        :func:`pyrovae.registry.pair_guide` wherever the suite builds a pair by name
+        (``pyrovae fit``, ``load_run``). The default reads nothing."""
+
+
+def model_name_of(guide) -> str:
+    """The model a guide (class or instance) pairs with: its ``model_name``, else :attr:`Guide.model_name`."""
+    return getattr(guide, "model_name", None) or Guide.model_name
+
+
+def objective_name_of(guide) -> str:
+    """The objective a guide (class or instance) is fit with by default: its ``objective_name``,
+    else :attr:`Guide.objective_name`."""
+    return getattr(guide, "objective_name", None) or Guide.objective_name
+
+
+def has_density(guide) -> bool:
+    """Whether a guide (class or instance) has a density (:attr:`Guide.has_density`)."""
+    return bool(getattr(guide, "has_density", Guide.has_density))
+
+
+class EncoderGuide(Guide):
     """Base class of the suite's guides. It owns the options every encoder shares (declared
     once, in :class:`EncoderGuide.Options`), checks them and keeps ``x_dim``, ``z_dim`` and
     ``site`` as attributes, and builds ``self.encoder``, an MLP from x to

@@ -29,7 +29,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from pyrovae.guides.base import EncoderGuide
+from pyrovae.guides.base import EncoderGuide, model_name_of
 from pyrovae.registry import build, constructor_options, get_guide, register_guide
 
 NOISES = ("gaussian", "salt_and_pepper")
@@ -90,8 +90,8 @@ class DenoisingGuide(EncoderGuide):
         shared = {f.name: getattr(o, f.name) for f in fields(EncoderGuide.Options)}
         self.base = build(factory, {k: v for k, v in shared.items() if k in accepted})
         self.noise, self.noise_level, self.base_name = o.noise, float(o.noise_level), o.base
-        # pair with the base guide's model (an instance attribute: the class default is "vae")
-        self.model_name = getattr(type(self.base), "model_name", "vae")
+        # pair with the base guide's model (an instance attribute: the class default is Guide's)
+        self.model_name = model_name_of(type(self.base))
 
     def corrupt(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` corrupted in training mode, ``x`` itself in eval mode."""

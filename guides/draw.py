@@ -35,13 +35,13 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from pyro.nn import PyroModule
 from torch import nn
 from torch.distributions import kl_divergence
 
 from pyrovae.models.draw import DRAW, diag_normal
 from pyrovae.nn import check_positive
-from pyrovae.registry import Configurable, register_guide
+from pyrovae.guides.base import Guide
+from pyrovae.registry import register_guide
 
 __all__ = ["DRAWGuide", "FixedInputLSTMCell"]
 
@@ -84,7 +84,7 @@ class FixedInputLSTMCell(nn.LSTMCell):
 
 
 @register_guide("draw")
-class DRAWGuide(Configurable, PyroModule):
+class DRAWGuide(Guide):
     """DRAW's recurrent encoder, reading the image, the canvas's error and the decoder's state.
 
     :param int x_dim: size of one (flattened) image.

@@ -36,12 +36,12 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from pyro.nn import PyroModule
 from torch import nn
 
 from pyrovae.distributions import VonMisesFisher
 from pyrovae.models.sentence import PAD_ID, SentenceOptions, as_mask
-from pyrovae.registry import Configurable, register_guide
+from pyrovae.guides.base import Guide
+from pyrovae.registry import register_guide
 
 __all__ = ["SentenceGuide", "SentenceVMFGuide", "SentenceEncoder"]
 
@@ -62,7 +62,7 @@ class SentenceEncoder(nn.Module):
 
 
 @register_guide("sentence")
-class SentenceGuide(Configurable, PyroModule):
+class SentenceGuide(Guide):
     """q(z | x) of the sentence VAE: an LSTM encoder, a diagonal Normal from its last state.
 
     :param int vocab_size: ids in the vocabulary (from the data set).

@@ -27,19 +27,19 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from pyro.nn import PyroModule
 from torch import nn
 
 from pyrovae.guides.sentence import SentenceEncoder
 from pyrovae.models.sentence import as_mask
 from pyrovae.models.seq2seq import SemanticEncoder, Seq2SeqOptions, source_mask_of
-from pyrovae.registry import Configurable, register_guide
+from pyrovae.guides.base import Guide
+from pyrovae.registry import register_guide
 
 __all__ = ["Seq2SeqGuide"]
 
 
 @register_guide("seq2seq")
-class Seq2SeqGuide(Configurable, PyroModule):
+class Seq2SeqGuide(Guide):
     """q(z | s, t) of ``seq2seq-vae``: the semantic vector of the source and the last LSTM state of
     the target, a diagonal Normal.
 

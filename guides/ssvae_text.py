@@ -29,15 +29,16 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from pyro.nn import PyroModule
 from torch import nn
 
 from pyrovae.guides.m2 import PINNED_LOGIT
 from pyrovae.guides.sentence import SentenceEncoder
-from pyrovae.models.m2 import broadcast_cat, one_hot
+from pyrovae.models.base import broadcast_cat
+from pyrovae.models.m2 import one_hot
 from pyrovae.models.sentence import PAD_ID, as_mask
 from pyrovae.nn import check_positive
-from pyrovae.registry import Configurable, register_guide
+from pyrovae.guides.base import Guide
+from pyrovae.registry import register_guide
 
 __all__ = ["SSVAETextGuide", "pinned_logits", "accuracy_and_macro_f1"]
 
@@ -72,7 +73,7 @@ def accuracy_and_macro_f1(predicted: torch.Tensor, y: torch.Tensor, num_classes:
 
 
 @register_guide("ssvae-text")
-class SSVAETextGuide(Configurable, PyroModule):
+class SSVAETextGuide(Guide):
     """q(y | x) q(z | x, y) with one LSTM encoder: the text classifier and the Gaussian encoder.
 
     :param int vocab_size: ids in the vocabulary (from the data set).

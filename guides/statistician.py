@@ -31,7 +31,8 @@ from torch import nn
 
 from pyrovae.data.sets import as_sets
 from pyrovae.guides.base import EncoderGuide
-from pyrovae.models.statistician import MIN_SCALE, broadcast_cat
+from pyrovae.models.base import broadcast_cat
+from pyrovae.models.statistician import MIN_SCALE
 from pyrovae.nn import MLP, activation as make_activation, check_positive
 from pyrovae.registry import register_guide
 

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from pyro import poutine
 
-from pyrovae.models.vrnn import Recurrence, as_steps, broadcast_cat
+from pyrovae.models.base import broadcast_cat
+from pyrovae.models.vrnn import Recurrence, as_steps
 from pyrovae.nn import MLP, check_positive
 from pyrovae.guides.base import EncoderGuide
 from pyrovae.registry import register_guide

@@ -60,13 +60,13 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from pyro.nn import PyroModule
 
 from pyrovae.nn.conv import PixelCNN, image_shape_for
 from pyrovae.errors import UsageError
 from pyrovae.models.acn_table import CodeTable
 from pyrovae.nn import MLP, check_positive
-from pyrovae.registry import Configurable, register_model
+from pyrovae.models.base import Model
+from pyrovae.registry import register_model
 
 __all__ = ["AssociativeCompressionNetwork"]
 
@@ -76,7 +76,7 @@ MIN_SCALE = 1e-3
 
 
 @register_model("acn")
-class AssociativeCompressionNetwork(Configurable, PyroModule):
+class AssociativeCompressionNetwork(Model):
     """p(z | z_neighbour) p(x | z), the neighbour a nearby training code (Graves et al. 2018).
 
     :param int x_dim: one flattened (binary) image.

@@ -26,12 +26,12 @@ from typing import Optional, Tuple
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.nn import PyroModule
 
 from pyrovae.nn.conv import ConvDecoder, image_shape_for
 from pyrovae.distributions.discretized_logistic import DiscretizedLogisticMixture
 from pyrovae.nn import check_positive
-from pyrovae.registry import Configurable, register_model
+from pyrovae.models.base import Model, StandardNormalPrior
+from pyrovae.registry import register_model
 
 LIKELIHOODS = ("bernoulli", "logistic-mixture")
 
@@ -67,7 +67,7 @@ def mixture_likelihood(params: torch.Tensor, num_mixtures: int, num_bins: int) -
 
 
 @register_model("conv-vae")
-class ConvVAE(Configurable, PyroModule):
+class ConvVAE(StandardNormalPrior, Model):
     """p(z) p(x | z) with a convolutional decoder.
 
     :param int x_dim: size of one flattened image.
@@ -120,11 +120,7 @@ class ConvVAE(Configurable, PyroModule):
         out = None if o.likelihood == "bernoulli" else 3 * o.num_mixtures
         self.decoder = ConvDecoder(o.z_dim, self.image_shape, tuple(reversed(o.channels)), out, o.hidden_dims,
                                    o.activation)
-        self.register_buffer("prior_loc", torch.zeros(o.z_dim))
-
-    def prior(self, num_samples: int) -> dist.Distribution:
-        loc = self.prior_loc.expand(num_samples, self.z_dim)
-        return dist.Normal(loc, torch.ones_like(loc)).to_event(1)
+        self.standard_normal_prior_(o.z_dim)
 
     def likelihood(self, z: torch.Tensor) -> dist.Distribution:
         """p(x | z) over the pixels: event shape ``(x_dim,)``. For ``logistic-mixture`` its
@@ -140,9 +136,7 @@ class ConvVAE(Configurable, PyroModule):
 
     def forward(self, x: Optional[torch.Tensor] = None, num_samples: Optional[int] = None):
         """The model: ``x`` observed (``(N, x_dim)``), or ``num_samples`` fresh draws (in [0, 1])."""
-        n = x.shape[0] if x is not None else num_samples
-        if n is None:
-            raise ValueError("pass data x or num_samples")
+        n = self.batch_size(x, num_samples)
         with pyro.plate("data", n):
             z = pyro.sample("z", self.prior(n))
             value = pyro.sample("x", self.likelihood(z), obs=None if x is None else self.observed(x))

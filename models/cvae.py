@@ -50,23 +50,17 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from pyro.nn import PyroModule
 
 import pyrovae.data.halves  # noqa: F401  (registers the "mnist-halves" data set with the model that uses it)
 from pyrovae.infer.importance import batch_size_of, observed_sites
 from pyrovae.infer.objectives import ELBO, Objective
 from pyrovae.nn import MLP, check_positive
-from pyrovae.registry import Configurable, register_model, register_objective
-
-
-def broadcast_cat(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """``[x, z]`` along the last dimension, ``x`` ``(N, D)`` expanded over ``z``'s leading
-    (particle) dimensions ``(..., N, Z)``."""
-    return torch.cat([x.expand(z.shape[:-1] + x.shape[-1:]), z], -1)
+from pyrovae.models.base import Model, broadcast_cat
+from pyrovae.registry import register_model, register_objective
 
 
 @register_model("cvae")
-class CVAE(Configurable, PyroModule):
+class CVAE(Model):
     """p(z | x) p(y | x, z): a conditional VAE with a prior network (Sohn et al. 2015).
 
     :param int x_dim: size of the input x (conditioned on, not modelled).

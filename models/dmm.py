@@ -29,12 +29,12 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from pyro import poutine
-from pyro.nn import PyroModule
 from torch import nn
 
 from pyrovae.models.vrnn import as_steps, example_sequences
 from pyrovae.nn import MLP, check_positive
-from pyrovae.registry import Configurable, register_model
+from pyrovae.models.base import Model
+from pyrovae.registry import register_model
 
 __all__ = ["DMM", "GatedTransition"]
 
@@ -60,7 +60,7 @@ class GatedTransition(nn.Module):
 
 
 @register_model("dmm")
-class DMM(Configurable, PyroModule):
+class DMM(Model):
     """The deep Markov model: gated Gaussian transitions, Bernoulli emissions.
 
     >>> model = DMM(x_dim=5, z_dim=2, transition_dim=8, emission_dim=8)

@@ -48,11 +48,11 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from pyro.nn import PyroModule
 from torch import nn
 
 from pyrovae.nn import check_positive
-from pyrovae.registry import Configurable, register_model
+from pyrovae.models.base import Model
+from pyrovae.registry import register_model
 
 __all__ = ["DRAW", "lstm_step"]
 
@@ -76,7 +76,7 @@ def diag_normal(params: torch.Tensor, z_dim: int) -> dist.Distribution:
 
 
 @register_model("draw")
-class DRAW(Configurable, PyroModule):
+class DRAW(Model):
     """DRAW without attention: T latent steps write onto a canvas; x ~ Bernoulli(sigmoid(c_T)).
 
     :param int x_dim: size of one (flattened) image.
@@ -140,15 +140,13 @@ class DRAW(Configurable, PyroModule):
     def forward(self, x: Optional[torch.Tensor] = None, num_samples: Optional[int] = None):
         """The model of the images ``x`` ``(N, x_dim)``; with ``x=None``, ``num_samples``
         fresh images are drawn (returned)."""
+        n = self.batch_size(x, num_samples)
         if x is None:
-            if num_samples is None:
-                raise ValueError("pass the images x, or num_samples to draw fresh ones")
             like = next(self.parameters())
-            n = num_samples
         else:
             if x.dim() != 2 or x.shape[-1] != self.x_dim:
                 raise ValueError(f"DRAW takes flat images x of shape (N, {self.x_dim}), got {tuple(x.shape)}")
-            like, n = x, x.shape[0]
+            like = x
         state, canvas = self.initial_state(n, like)
         with pyro.plate("data", n):
             for t in pyro.markov(range(1, self.num_steps + 1)):

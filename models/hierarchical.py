@@ -40,12 +40,12 @@ import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
 import torch.nn.functional as F
-from pyro.nn import PyroModule
 from torch import nn
 
 from pyrovae.infer.importance import latent_sites
 from pyrovae.nn import MLP, bias_at_data_logits_, check_positive
-from pyrovae.registry import Configurable, register_model
+from pyrovae.models.base import Model
+from pyrovae.registry import register_model
 
 MIN_SCALE = 1e-4
 
@@ -61,7 +61,7 @@ def site_names(prefix: str, num_layers: int) -> List[str]:
 
 
 @register_model("hvae")
-class HierarchicalVAE(Configurable, PyroModule):
+class HierarchicalVAE(Model):
     """p(z_L) prod_i p(z_i | z_{i+1}) p(x | z_1): Gaussian layers, a Bernoulli likelihood.
 
     :param int x_dim: size of one (flattened, binary) datapoint.
@@ -130,9 +130,7 @@ class HierarchicalVAE(Configurable, PyroModule):
 
     def forward(self, x: Optional[torch.Tensor] = None, num_samples: Optional[int] = None):
         """The model: ``x`` observed (``(N, x_dim)``), or ``num_samples`` fresh draws."""
-        n = x.shape[0] if x is not None else num_samples
-        if n is None:
-            raise ValueError("pass data x or num_samples")
+        n = self.batch_size(x, num_samples)
         like = x if x is not None else self.decoder[0].weight
         with pyro.plate("data", n):
             z = pyro.sample(self.sites[-1], self.prior_top(n, like))

@@ -57,14 +57,14 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from pyro import poutine
-from pyro.nn import PyroModule
 from pyro.poutine.enum_messenger import EnumMessenger
 from pyro.poutine.runtime import _PYRO_STACK
 from torch import nn
 
 from pyrovae.models.vrnn import as_steps, example_sequences
 from pyrovae.nn import MLP, check_positive
-from pyrovae.registry import Configurable, register_model
+from pyrovae.models.base import Model
+from pyrovae.registry import register_model
 
 __all__ = ["HMMVAE", "enumerating"]
 
@@ -76,7 +76,7 @@ def enumerating() -> bool:
 
 
 @register_model("hmm-vae")
-class HMMVAE(Configurable, PyroModule):
+class HMMVAE(Model):
     """A Markov chain of K units, a Gaussian latent per frame from its unit, an MLP decoder.
 
     :param int x_dim: size of one frame (Bernoulli pixels).

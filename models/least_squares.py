@@ -46,14 +46,14 @@ from typing import Optional, Tuple
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.nn import PyroModule
 
 from pyrovae.nn import MLP, check_positive
-from pyrovae.registry import Configurable, register_model
+from pyrovae.models.base import Model, StandardNormalPrior
+from pyrovae.registry import register_model
 
 
 @register_model("least-squares-vae")
-class LeastSquaresVAE(Configurable, PyroModule):
+class LeastSquaresVAE(StandardNormalPrior, Model):
     """p(z) p(x | z) with a fixed-variance Gaussian (least-squares) likelihood and an L2 penalty
     on the decoder's weights.
 
@@ -93,11 +93,7 @@ class LeastSquaresVAE(Configurable, PyroModule):
         o = self.options
         self.x_dim, self.z_dim = o.x_dim, o.z_dim
         self.decoder = MLP(o.z_dim, o.hidden_dims, o.x_dim, o.activation)
-        self.register_buffer("prior_loc", torch.zeros(o.z_dim))
-
-    def prior(self, num_samples: int) -> dist.Distribution:
-        loc = self.prior_loc.expand(num_samples, self.z_dim)
-        return dist.Normal(loc, torch.ones_like(loc)).to_event(1)
+        self.standard_normal_prior_(o.z_dim)
 
     def likelihood(self, z: torch.Tensor) -> dist.Distribution:
         """N(f(z), scale^2 I): -log p(x | z) = ||x - f(z)||^2 / (2 scale^2) + const."""
@@ -109,9 +105,7 @@ class LeastSquaresVAE(Configurable, PyroModule):
         return sum((m.weight ** 2).sum() for m in self.decoder if isinstance(m, torch.nn.Linear))
 
     def forward(self, x: Optional[torch.Tensor] = None, num_samples: Optional[int] = None):
-        n = x.shape[0] if x is not None else num_samples
-        if n is None:
-            raise ValueError("pass data x or num_samples")
+        n = self.batch_size(x, num_samples)
         with pyro.plate("data", n):
             z = pyro.sample("z", self.prior(n))
             if self.training and self.options.weight_decay > 0:

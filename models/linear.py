@@ -31,16 +31,16 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from pyro.nn import PyroModule
 
 from pyrovae.nn import check_positive
-from pyrovae.registry import Configurable, register_model
+from pyrovae.models.base import Model
+from pyrovae.registry import register_model
 
 NOISES = ("isotropic", "diagonal")
 
 
 @register_model("linear")
-class LinearGaussianVAE(Configurable, PyroModule):
+class LinearGaussianVAE(Model):
     """p(z) = N(0, I), p(x | z) = N(W z + b, sigma^2 I) with learned W, b and sigma.
 
     :param int x_dim: data dimension.
@@ -92,7 +92,7 @@ class LinearGaussianVAE(Configurable, PyroModule):
         return s2.expand(self.x_dim).to(dtype=dtype, device=device)
 
     def forward(self, x: Optional[torch.Tensor] = None, num_samples: Optional[int] = None):
-        n = x.shape[0] if x is not None else num_samples
+        n = self.batch_size(x, num_samples)
         loc0 = self.bias.new_zeros(n, self.z_dim)
         with pyro.plate("data", n):
             z = pyro.sample("z", dist.Normal(loc0, 1.0).to_event(1))

@@ -46,11 +46,11 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from pyro.nn import PyroModule
 
 import pyrovae.data.semisupervised  # noqa: F401  (registers the labelled-subset data sets M2 is fit on)
 from pyrovae.nn import MLP, check_positive, output_at_data_mean_
-from pyrovae.registry import Configurable, register_model
+from pyrovae.models.base import Model, broadcast_cat
+from pyrovae.registry import register_model
 
 
 def one_hot(y: torch.Tensor, num_classes: int, dtype=torch.float32) -> torch.Tensor:
@@ -59,19 +59,12 @@ def one_hot(y: torch.Tensor, num_classes: int, dtype=torch.float32) -> torch.Ten
     return F.one_hot(y.long(), num_classes).to(dtype)
 
 
-def broadcast_cat(*tensors: torch.Tensor) -> torch.Tensor:
-    """Concatenate along the last dimension after broadcasting the leading ones (an enumerated
-    ``(C, 1, k)`` label code beside ``(C, N, Z)`` or ``(N, D)`` features)."""
-    shape = torch.broadcast_shapes(*(t.shape[:-1] for t in tensors))
-    return torch.cat([t.expand(shape + t.shape[-1:]) for t in tensors], -1)
-
-
 #: the likelihoods of p(x | y, z)
 LIKELIHOODS = ("bernoulli", "gaussian")
 
 
 @register_model("m2")
-class M2(Configurable, PyroModule):
+class M2(Model):
     """p(y) p(z) p(x | y, z): Kingma et al.'s M2, a VAE with the class label as a discrete latent.
 
     :param int x_dim: size of one flattened image (or feature vector).

@@ -46,16 +46,16 @@ from typing import Optional, Tuple
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.nn import PyroModule
 
 from pyrovae.nn.conv import CONDITIONINGS, PixelCNN, image_shape_for
 from pyrovae.models.conv import LIKELIHOODS, mixture_likelihood, observed_value
 from pyrovae.nn import check_positive
-from pyrovae.registry import Configurable, register_model
+from pyrovae.models.base import Model, StandardNormalPrior
+from pyrovae.registry import register_model
 
 
 @register_model("pixelcnn-vae")
-class PixelCNNVAE(Configurable, PyroModule):
+class PixelCNNVAE(StandardNormalPrior, Model):
     """p(z) prod_i p(x_i | x_<i, z) with a gated PixelCNN decoder.
 
     :param int x_dim: size of one flattened image (one channel).
@@ -119,16 +119,12 @@ class PixelCNNVAE(Configurable, PyroModule):
         out = None if o.likelihood == "bernoulli" else 3 * o.num_mixtures
         self.decoder = PixelCNN(self.image_shape, o.z_dim, o.num_layers, o.pixel_channels, o.first_kernel_size,
                                 o.kernel_size, out, conditioning=o.conditioning)
-        self.register_buffer("prior_loc", torch.zeros(o.z_dim))
+        self.standard_normal_prior_(o.z_dim)
 
     @property
     def receptive_rows(self) -> int:
         """How many rows above a pixel its conditional can see."""
         return self.decoder.receptive_rows
-
-    def prior(self, num_samples: int) -> dist.Distribution:
-        loc = self.prior_loc.expand(num_samples, self.z_dim)
-        return dist.Normal(loc, torch.ones_like(loc)).to_event(1)
 
     def likelihood(self, z: torch.Tensor, x: torch.Tensor) -> dist.Distribution:
         """p(x | z) = prod_i p(x_i | x_<i, z), scored at ``x`` (in [0, 1]): event ``(x_dim,)``."""
@@ -155,9 +151,7 @@ class PixelCNNVAE(Configurable, PyroModule):
 
     def forward(self, x: Optional[torch.Tensor] = None, num_samples: Optional[int] = None):
         """The model: ``x`` observed (``(N, x_dim)``), or ``num_samples`` fresh draws (in [0, 1])."""
-        n = x.shape[0] if x is not None else num_samples
-        if n is None:
-            raise ValueError("pass data x or num_samples")
+        n = self.batch_size(x, num_samples)
         with pyro.plate("data", n):
             z = pyro.sample("z", self.prior(n))
             if x is None:  # draw x pixel by pixel, then score it at the same site

@@ -49,10 +49,10 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from pyro.nn import PyroModule
 
 from pyrovae.nn import MLP, check_positive
-from pyrovae.registry import Configurable, register_model
+from pyrovae.models.base import Model
+from pyrovae.registry import register_model
 
 
 def inverse_softplus(value: float) -> float:
@@ -65,7 +65,7 @@ def inverse_softplus(value: float) -> float:
 
 
 @register_model("robust")
-class RobustVAE(Configurable, PyroModule):
+class RobustVAE(Model):
     """p(z) p(tau) p(x | z, tau): a Gaussian decoder with variance psi_d / tau_nd per entry.
 
     :param int x_dim: data dimension.
@@ -123,9 +123,7 @@ class RobustVAE(Configurable, PyroModule):
         return F.softplus(self.raw_scale) + self.options.min_scale
 
     def forward(self, x: Optional[torch.Tensor] = None, num_samples: Optional[int] = None):
-        n = x.shape[0] if x is not None else num_samples
-        if n is None:
-            raise ValueError("pass data x or num_samples")
+        n = self.batch_size(x, num_samples)
         half = self.raw_scale.new_full((n, self.x_dim), self.df / 2)
         with pyro.plate("data", n):
             z = pyro.sample("z", dist.Normal(self.raw_scale.new_zeros(n, self.z_dim), 1.0).to_event(1))

@@ -52,13 +52,13 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from pyro.distributions.torch_distribution import TorchDistribution
-from pyro.nn import PyroModule
 from torch import nn
 from torch.distributions import constraints
 
 from pyrovae.distributions import HypersphericalUniform
 from pyrovae.nn import check_positive
-from pyrovae.registry import Configurable, register_model
+from pyrovae.models.base import Model
+from pyrovae.registry import register_model
 
 __all__ = ["SentenceVAE", "SphericalSentenceVAE", "SentenceLM", "SentenceDecoder", "RealWords", "word_dropout", "no_latents",
            "PAD_ID", "BOS_ID", "EOS_ID", "UNK_ID"]
@@ -255,7 +255,7 @@ class SentenceOptions:
 
 
 @register_model("sentence-vae")
-class SentenceVAE(Configurable, PyroModule):
+class SentenceVAE(Model):
     """Bowman et al.'s sentence VAE: a Gaussian z, an LSTM decoder started from z, word dropout.
 
     :param int vocab_size: ids in the vocabulary (from the data set: 10,002 for ``ptb``).
@@ -379,7 +379,7 @@ class SphericalSentenceVAE(SentenceVAE):
         return (torch.sin((1 - t) * omega) * z0 + torch.sin(t * omega) * z1) / torch.sin(omega)
 
 
-class SentenceLM(Configurable, PyroModule):
+class SentenceLM(Model):
     """The LSTM language model: :class:`SentenceVAE`'s decoder with z removed (a learned
     initial state). No latent site: train it with ``fit(lm, no_latents, ...)``; its
     :meth:`log_prob` is the exact log-likelihood of each sentence.

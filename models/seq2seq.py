@@ -66,14 +66,14 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from pyro.nn import PyroModule
 from torch import nn
 
 from pyrovae.models.sentence import (
     EOS_ID, PAD_ID, UNK_ID, SentenceDecoder, SentenceOptions, as_mask, decoder_inputs, no_latents, word_dropout,
 )
 from pyrovae.nn import check_positive
-from pyrovae.registry import Configurable, register_model
+from pyrovae.models.base import Model
+from pyrovae.registry import register_model
 
 __all__ = ["Seq2SeqVAE", "Seq2Seq", "SemanticEncoder", "no_latents"]
 
@@ -139,7 +139,7 @@ def _code(v: torch.Tensor, z: Optional[torch.Tensor]) -> torch.Tensor:
     return torch.cat([v.expand(lead + v.shape[-1:]), z.expand(lead + z.shape[-1:])], -1)
 
 
-class _Seq2SeqBase(Configurable, PyroModule):
+class _Seq2SeqBase(Model):
     """What the VAE and its baseline share: the semantic encoder, the decoder's inputs."""
 
     def _inputs(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -44,15 +44,16 @@ from typing import Optional
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.nn import PyroModule
 
 from pyrovae.data.datasets import register_dataset
 from pyrovae.data.semisupervised import UNKNOWN, balanced_labels
 from pyrovae.data.sequences import SequenceDataSet, load_debian_descriptions
-from pyrovae.models.m2 import broadcast_cat, one_hot
+from pyrovae.models.base import broadcast_cat
+from pyrovae.models.m2 import one_hot
 from pyrovae.models.sentence import EOS_ID, UNK_ID, SentenceDecoder, as_mask, decoder_inputs, word_dropout
 from pyrovae.nn import check_positive
-from pyrovae.registry import Configurable, register_model
+from pyrovae.models.base import Model
+from pyrovae.registry import register_model
 
 __all__ = ["SSVAEText", "semi_supervised_text", "DEBIAN_VOCAB", "DEBIAN_MAX_LENGTH"]
 
@@ -61,7 +62,7 @@ DEBIAN_VOCAB, DEBIAN_MAX_LENGTH = 2000, 64
 
 
 @register_model("ssvae-text")
-class SSVAEText(Configurable, PyroModule):
+class SSVAEText(Model):
     """p(y) p(z) p(x | y, z) with an LSTM decoder: M2 for texts (Xu et al.'s SSVAE).
 
     :param int vocab_size: ids in the vocabulary (from the data set).

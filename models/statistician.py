@@ -42,11 +42,11 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from pyro import poutine
-from pyro.nn import PyroModule
 
 from pyrovae.data.sets import as_sets
 from pyrovae.nn import MLP, check_positive
-from pyrovae.registry import Configurable, register_model
+from pyrovae.models.base import Model, broadcast_cat
+from pyrovae.registry import register_model
 
 __all__ = ["NeuralStatistician", "broadcast_cat"]
 
@@ -54,15 +54,8 @@ LIKELIHOODS = ("bernoulli", "gaussian")
 MIN_SCALE = 1e-3
 
 
-def broadcast_cat(*tensors: torch.Tensor) -> torch.Tensor:
-    """The tensors joined along the last dimension, their leading dimensions broadcast (a
-    context ``(K, S, 1, C)`` against items ``(S, M, D)``)."""
-    lead = torch.broadcast_shapes(*(t.shape[:-1] for t in tensors))
-    return torch.cat([t.expand(lead + t.shape[-1:]) for t in tensors], -1)
-
-
 @register_model("statistician")
-class NeuralStatistician(Configurable, PyroModule):
+class NeuralStatistician(Model):
     """p(c) p(z | c) p(x | z, c) over sets of items (Edwards & Storkey 2016).
 
     :param int x_dim: size of one (flattened) item.

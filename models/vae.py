@@ -29,17 +29,17 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from pyro.nn import PyroModule
 
 from pyrovae.models.conv import mixture_likelihood, observed_value
 from pyrovae.nn import MLP, check_positive, output_at_data_mean_
-from pyrovae.registry import Configurable, register_model
+from pyrovae.models.base import Model, StandardNormalPrior
+from pyrovae.registry import register_model
 
 LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli", "logistic-mixture")
 
 
 @register_model("vae")
-class VAE(Configurable, PyroModule):
+class VAE(StandardNormalPrior, Model):
     """p(z) p(x | z) with an MLP decoder.
 
     :param int x_dim: size of one (flattened) datapoint.
@@ -91,12 +91,7 @@ class VAE(Configurable, PyroModule):
         self.fixed_scale = scale
         if likelihood == "gaussian" and scale is None:
             self.raw_scale = torch.nn.Parameter(torch.zeros(x_dim))
-        self.register_buffer("prior_loc", torch.zeros(z_dim))
-
-    def prior(self, num_samples: int) -> dist.Distribution:
-        """p(z) for a batch of ``num_samples`` datapoints (event shape ``(z_dim,)``)."""
-        loc = self.prior_loc.expand(num_samples, self.z_dim)
-        return dist.Normal(loc, torch.ones_like(loc)).to_event(1)
+        self.standard_normal_prior_(z_dim)
 
     def likelihood(self, z: torch.Tensor) -> dist.Distribution:
         """p(x | z): event shape ``(x_dim,)``, batch shape ``z.shape[:-1]``. For
@@ -138,9 +133,7 @@ class VAE(Configurable, PyroModule):
 
     def forward(self, x: Optional[torch.Tensor] = None, num_samples: Optional[int] = None):
         """The model: ``x`` observed (shape ``(N, x_dim)``), or ``num_samples`` fresh draws."""
-        n = x.shape[0] if x is not None else num_samples
-        if n is None:
-            raise ValueError("pass data x or num_samples")
+        n = self.batch_size(x, num_samples)
         with pyro.plate("data", n):
             z = pyro.sample("z", self.prior(n))
             value = pyro.sample("x", self.likelihood(z), obs=None if x is None else self.observed(x))

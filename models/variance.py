@@ -114,9 +114,7 @@ class VarianceVAE(VAE):
         return self.decoder.kl()
 
     def forward(self, x: Optional[torch.Tensor] = None, num_samples: Optional[int] = None):
-        n = x.shape[0] if x is not None else num_samples
-        if n is None:
-            raise ValueError("pass data x or num_samples")
+        n = self.batch_size(x, num_samples)
         with pyro.plate("data", n):
             z = pyro.sample("z", self.prior(n))
             if self.training and self.options.prior != "log-uniform":

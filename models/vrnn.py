@@ -49,11 +49,11 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from pyro import poutine
-from pyro.nn import PyroModule
 from torch import nn
 
 from pyrovae.nn import MLP, activation as make_activation, check_positive
-from pyrovae.registry import Configurable, register_model
+from pyrovae.models.base import Model, broadcast_cat
+from pyrovae.registry import register_model
 
 __all__ = ["VRNN", "BernoulliRNN", "Recurrence", "as_steps"]
 
@@ -107,13 +107,8 @@ class Recurrence(nn.Module):
             lead + (self.rnn_dim,))
 
 
-def broadcast_cat(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    lead = torch.broadcast_shapes(a.shape[:-1], b.shape[:-1])
-    return torch.cat([a.expand(lead + a.shape[-1:]), b.expand(lead + b.shape[-1:])], -1)
-
-
 @register_model("vrnn")
-class VRNN(Configurable, PyroModule):
+class VRNN(Model):
     """The VRNN (Chung et al. 2015): per-step Gaussian latents with a prior from the recurrent
     state, Bernoulli observations (piano-roll keys), a GRU fed by x_t and z_t.
 
@@ -200,7 +195,7 @@ class VRNN(Configurable, PyroModule):
         return torch.stack(steps, 1)
 
 
-class BernoulliRNN(Configurable, PyroModule):
+class BernoulliRNN(Model):
     """The recurrent model without latents: :class:`VRNN` with z removed,
     :math:`p(x_t \\mid x_{<t}) = \\operatorname{Bernoulli}(\\operatorname{sigmoid} g(h_{t-1}))`,
     :math:`h_t = \\operatorname{GRU}(\\varphi_x(x_t), h_{t-1})`, :math:`h_0 = 0`.

@@ -48,16 +48,28 @@ class Registry:
         self._factories: Dict[str, Callable] = {}
 
     def register(self, name: str) -> Callable:
-        """Decorator that adds a factory under ``name``."""
+        """Decorator that adds a factory under ``name``.
+
+        A name is taken once: registering another factory under it raises, naming both. The
+        same definition registered again (its module imported twice, or reloaded) replaces
+        the old one, so reloading a module that registers is not an error.
+
+        >>> table = Registry("model")
+        >>> first = table.register("a")(type("A", (), {}))
+        >>> again = table.register("a")(first)  # the same class: fine
+        >>> table.register("a")(type("B", (), {}))
+        Traceback (most recent call last):
+        ...
+        ValueError: a model named 'a' is already registered (...A); ...B cannot take the name too: pick another name
+        """
 
         def decorator(factory: Callable) -> Callable:
             existing = self._factories.get(name)
-            if existing is not None and existing is not factory:
-                if getattr(existing, "__qualname__", None) != getattr(factory, "__qualname__", None):
-                    raise ValueError(
-                        f"a {self.kind} named {name!r} is already registered "
-                        f"({existing.__module__}.{existing.__qualname__}); pick another name"
-                    )
+            if existing is not None and existing is not factory and _origin(existing) != _origin(factory):
+                raise ValueError(
+                    f"a {self.kind} named {name!r} is already registered ({'.'.join(_origin(existing))}); "
+                    f"{'.'.join(_origin(factory))} cannot take the name too: pick another name"
+                )
             self._factories[name] = factory
             factory.registry_name = name
             return factory
@@ -78,6 +90,11 @@ class Registry:
 
     def __contains__(self, name: str) -> bool:
         return name in self._factories
+
+
+def _origin(factory: Callable) -> tuple:
+    """(module, qualified name): where a factory is defined, the same for a reloaded module."""
+    return (str(getattr(factory, "__module__", "?")), str(getattr(factory, "__qualname__", repr(factory))))
 
 
 MODELS = Registry("model")

@@ -12,7 +12,6 @@ parameters' bytes plus :data:`CHECKPOINT_FIXED_BYTES`, though the data it was fi
 of a storage far larger than that (:func:`views_of_larger_storage`).
 """
 
-import inspect
 import math
 
 import pyro
@@ -21,10 +20,12 @@ import torch
 from torch.distributions import constraints
 
 from pyrovae import fit, load_run, log_likelihood, log_weights
+from pyrovae.guides.base import has_density, objective_name_of
 from pyrovae.infer.importance import (
     batch_size_of, bind_batch, data_dim, data_plate, declared_data_plate, latent_sites, observed_sites, sample_sites,
 )
 from pyrovae.infer.objectives import make_objective
+from pyrovae.models.base import binary_batch
 from pyrovae.registry import build, get_guide, get_model, pair_guide
 
 X_DIM, Z_DIM, HIDDEN = 12, 3, (16,)
@@ -59,15 +60,11 @@ def data(n=16):
 
 
 def contract_batch(model, n=16) -> dict:
-    """The batch a registered model is checked on: ``{"x": binary (n, X_DIM)}``, and for a
-    conditional model (its forward takes ``y``) a binary output ``"y"`` (n, X_DIM) too."""
-    if hasattr(model, "example_batch"):  # a model of another shape of data (sequences) gives its own
-        return model.example_batch(n)
-    batch = {"x": data(n)}
-    target = model.forward if isinstance(model, torch.nn.Module) else model
-    if "y" in inspect.signature(target).parameters:
-        batch["y"] = binary_data(n, seed=1)
-    return batch
+    """The batch a registered model is checked on: its ``example_batch(n)`` (models/base.py's
+    default: binary ``x`` (n, x_dim), and for a conditional model binary ``y`` (n, y_dim) too;
+    a model of another shape of data, such as sequences, gives its own)."""
+    example = getattr(model, "example_batch", None)
+    return example(n) if callable(example) else binary_batch(model, n)
 
 
 def views_of_larger_storage(batch: dict, extra_bytes: int) -> dict:
@@ -194,12 +191,12 @@ def _pair_parameters(model, guide, *traces) -> dict:
 
 def check_pair(model_name, guide_name, tmp_path):
     model, guide = build_pair(model_name, guide_name)
-    objective = make_objective(getattr(type(guide), "objective_name", "elbo"))
+    objective = make_objective(objective_name_of(type(guide)))
     batch = contract_batch(model)
     check_contract(model, guide, batch, objective)
     model.zero_grad(), guide.zero_grad()
 
-    if getattr(type(guide), "has_density", True):
+    if has_density(type(guide)):
         iwae = make_objective("iwae", num_particles=3)(model, guide, batch, 0)
         assert torch.isfinite(iwae)
         est = log_likelihood(model, guide, batch, num_samples=5)

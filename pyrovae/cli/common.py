@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional
 
 from pyrovae.errors import PyrovaeError, UsageError
+from pyrovae.models.base import FILLED as DATA_FILLED  # the sizes the data set determines
 
-DATA_FILLED = ("x_dim", "y_dim", "num_classes", "vocab_size")  # sizes the data set determines
 DATA_PREFERRED = ("likelihood",)  # options the data choose unless the flag is given (8-bit images)
 PLUGIN_GROUP = "pyrovae.plugins"
 SMALL_MODEL_FLOPS = 2_000_000  # multiply-adds per datapoint below which one thread is fastest

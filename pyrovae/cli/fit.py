@@ -26,6 +26,8 @@ from typing import List
 
 from pyrovae.cli import common
 from pyrovae.errors import UsageError
+from pyrovae.guides.base import model_name_of, objective_name_of
+from pyrovae.models.base import guide_name_of
 
 HELP = "fit a model/guide pair (default: VAE on the embedded digits)"
 OBJECTIVE_FLAGS = {"num_particles", "alpha", "beta", "warmup_steps", "particle_chunk"}  # flags of their own
@@ -98,14 +100,14 @@ def main(argv: List[str]) -> int:
     known = common.pre_parse(argv, "--model", "--guide", "--objective", "--out")
     saved = common.saved_run_config(known.out) if known.resume and known.out else None
     imports = common.import_modules([*((saved or {}).get("imports") or []), *known.imports])
-    model_guide = known.model and getattr(get_model(known.model), "guide_name", None)  # a model's own guide
-    guide_name = known.guide or (saved and saved["guide"]["name"]) or model_guide or "diag"
-    model_name = known.model or (saved and saved["model"]["name"]) or getattr(get_guide(guide_name), "model_name", "vae")
+    # the hooks' defaults (the model's own guide, the guide's model and objective): models/base.py, guides/base.py
+    guide_name = known.guide or (saved and saved["guide"]["name"]) or guide_name_of(known.model and get_model(known.model))
+    model_name = known.model or (saved and saved["model"]["name"]) or model_name_of(get_guide(guide_name))
     if saved:
         check_resume_consistent(saved, known.out, model_name, guide_name)
     model_factory, guide_factory = get_model(model_name), get_guide(guide_name)
     objective_name = known.objective or (saved and (saved.get("objective") or {}).get("name")) or \
-        getattr(guide_factory, "objective_name", "elbo")
+        objective_name_of(guide_factory)
     get_objective(objective_name)
     parser = build_parser(model_name, guide_name, objective_name)
     if saved:  # a resumed run keeps its options unless they are given again

@@ -46,6 +46,16 @@ def _plain(value):
     return value if value is None or isinstance(value, (bool, int, float, str)) else repr(value)
 
 
+def _declared(factory, attribute: str) -> bool:
+    """Whether ``factory`` sets ``attribute`` itself (or a parent of its own does), rather than
+    inheriting the default of the :class:`~pyrovae.guides.base.Guide` contract."""
+    from pyrovae.guides.base import Guide
+
+    if not inspect.isclass(factory):
+        return True
+    return any(attribute in vars(cls) for cls in factory.__mro__ if cls is not Guide)
+
+
 def catalogue() -> Dict[str, Dict[str, dict]]:
     """Everything registered: ``{"models": {name: {"description", "options"}}, ...}``."""
     from pyrovae.data import datasets
@@ -57,8 +67,8 @@ def catalogue() -> Dict[str, Dict[str, dict]]:
         for name in registry.names():
             factory = registry.get(name)
             entry = {"description": describe(factory), "options": options(factory)}
-            for attribute in ("model_name", "objective_name"):  # what a guide pairs with by default
-                if isinstance(getattr(factory, attribute, None), str):
+            for attribute in ("model_name", "objective_name"):  # what a guide pairs with, where it says
+                if isinstance(getattr(factory, attribute, None), str) and _declared(factory, attribute):
                     entry[attribute.replace("_name", "")] = getattr(factory, attribute)
             table[kind][name] = entry
     loaders = getattr(datasets, "_LOADERS", {})

@@ -36,6 +36,7 @@ from pyrovae.data.sources import DataError
 from pyrovae.errors import PyrovaeError, UsageError
 from pyrovae.evaluation.log_likelihood import elbo as mean_elbo
 from pyrovae.evaluation.monitors import epoch_monitors
+from pyrovae.guides.base import objective_name_of
 from pyrovae.infer.objectives import Objective
 from pyrovae.nn import initialize_
 from pyrovae.training.checkpoint import Checkpoints, rng_state, set_rng_state
@@ -134,7 +135,7 @@ def fit(model: Callable, guide: Callable, data, *, objective=None, epochs: int =
         raise UsageError("resume=True needs the out_dir of the run to continue")
     pyro.set_rng_seed(seed)  # before anything random happens
     if objective is None:
-        objective = getattr(guide, "objective_name", "elbo")
+        objective = objective_name_of(guide)
     s = Setup(model, guide, data, objective, batch_size, lr, seed, opts)  # checks everything, writes nothing
     if not resume:  # a new run's weights (a resumed one loads its own)
         try:

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from pyrovae.models.base import Model, guide_name_of
 from pyrovae.registry import get_model, list_models
 from pyrovae.evaluation.sampling import CannotSampleError, prior_samples
 from tests.contract import X_DIM, binary_data, build_pair, check_contract, check_pair, check_samples, contract_batch
@@ -20,12 +21,12 @@ Z = 2
 
 @pytest.mark.parametrize("model_name", list_models())
 def test_model_contract(model_name, tmp_path):
-    check_pair(model_name, getattr(get_model(model_name), "guide_name", "diag"), tmp_path)
+    check_pair(model_name, guide_name_of(get_model(model_name)), tmp_path)
 
 
 @pytest.mark.parametrize("model_name", list_models())
 def test_model_draws_fresh_data(model_name):
-    model, _ = build_pair(model_name, getattr(get_model(model_name), "guide_name", "diag"))
+    model, _ = build_pair(model_name, guide_name_of(get_model(model_name)))
     if "num_samples" not in inspect.signature(model.forward).parameters:
         pytest.skip("drawing fresh data is not part of the contract; this model does not offer it")
     x = model(num_samples=7)
@@ -35,7 +36,7 @@ def test_model_draws_fresh_data(model_name):
 @pytest.mark.parametrize("model_name", list_models())
 def test_model_samples_by_its_own_generative_process(model_name):
     """`pyrovae sample`'s draws: x ~ p(x) by the model's own process, or one line saying why not."""
-    model, _ = build_pair(model_name, getattr(get_model(model_name), "guide_name", "diag"))
+    model, _ = build_pair(model_name, guide_name_of(get_model(model_name)))
     reason = getattr(model, "cannot_sample", None)
     if reason:
         assert "\n" not in reason and 20 < len(reason) < 160, reason
@@ -43,6 +44,34 @@ def test_model_samples_by_its_own_generative_process(model_name):
             prior_samples(model, 3)
         return
     check_samples(model, contract_batch(model))
+
+
+@pytest.mark.parametrize("model_name", list_models())
+def test_model_without_data_or_num_samples_says_so(model_name):
+    model, _ = build_pair(model_name, guide_name_of(get_model(model_name)))
+    if "num_samples" not in inspect.signature(model.forward).parameters:
+        pytest.skip("this model does not draw fresh data")
+    with pytest.raises(ValueError, match="pass data x or num_samples"):
+        model()
+
+
+def test_every_registered_class_declares_its_hooks_through_the_contract_bases():
+    """The hooks and their defaults are declared once (models/base.py, guides/base.py)."""
+    from pyrovae.guides.base import Guide
+    from pyrovae.registry import get_guide, list_guides
+
+    assert [name for name in list_models() if not issubclass(get_model(name), Model)] == []
+    assert [name for name in list_guides() if not issubclass(get_guide(name), Guide)] == []
+    assert (Model.guide_name, Model.init_from_data, Model.data_plate, Model.cannot_sample) == ("diag", None, None, None)
+    assert (Guide.model_name, Guide.objective_name, Guide.has_density) == ("vae", "elbo", True)
+
+
+def test_the_default_example_batch_is_binary_x_and_y_for_a_conditional_model():
+    vae, _ = build_pair("vae", "diag")
+    assert torch.equal(vae.example_batch(16)["x"], binary_data(16)) and set(vae.example_batch(16)) == {"x"}
+    cvae, _ = build_pair("cvae", "cvae")
+    batch = cvae.example_batch(8)
+    assert torch.equal(batch["x"], binary_data(8)) and torch.equal(batch["y"], binary_data(8, seed=1))
 
 
 # ---------------------------------------------------------------- pairs of plain functions
