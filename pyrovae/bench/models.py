@@ -39,6 +39,8 @@ import pyro.poutine as poutine
 import torch
 
 from pyrovae.bench.runners import sync
+from pyrovae.guides.base import objective_name_of
+from pyrovae.models.base import guide_name_of
 
 #: the data set each model is measured on (its docs page's); models not listed use MNIST
 BENCH_DATA = {
@@ -74,7 +76,7 @@ def model_case(name: str, batch_size: int = 100, data_dir=None, device="cpu", se
     from pyrovae.registry import build, constructor_options, get_guide, get_model, pair_guide
 
     model_factory = get_model(name)
-    guide_name = getattr(model_factory, "guide_name", None) or "diag"
+    guide_name = guide_name_of(model_factory)
     guide_factory = get_guide(guide_name)
     data_name = BENCH_DATA.get(name, "mnist")
     generator = torch.Generator().manual_seed(seed)
@@ -107,7 +109,7 @@ def model_case(name: str, batch_size: int = 100, data_dir=None, device="cpu", se
             if "y" in inspect.signature(model.forward).parameters:  # a conditional model: an output too
                 batch["y"] = torch.bernoulli(torch.full((batch_size, 784), 0.3), generator=generator)
     guide = pair_guide(model, build(guide_factory, accepted(guide_factory), fill=fill))
-    objective = make_objective(getattr(guide_factory, "objective_name", "elbo"))
+    objective = make_objective(objective_name_of(guide_factory))
     for module in (model, guide):
         module.to(device)
     batch = {k: v.to(device) for k, v in batch.items()}
