@@ -19,6 +19,7 @@ import importlib
 import json
 import math
 import os
+import re
 import sys
 import typing
 from pathlib import Path
@@ -224,6 +225,33 @@ def options_for(factory, values: dict) -> dict:
     return {k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items() if k in accepted}
 
 
+def said_with_flags(message: str, names) -> str:
+    """``message`` (an option's check, written for Python) with each option name in ``names``
+    said as its flag: ``num_bins must be ...`` -> ``--num-bins must be ...``,
+    ``binarize='dynamic'`` -> ``--binarize dynamic``.
+
+    >>> said_with_flags("num_bins must be at least 2; or pass scale=None", ["num_bins", "scale"])
+    '--num-bins must be at least 2; or pass --scale None'
+    """
+    for name in sorted(set(names) - set(DATA_FILLED), key=len, reverse=True):
+        flag = "--" + name.replace("_", "-")
+        message = re.sub(rf"(?<![\w.-]){re.escape(name)}='([^']*)'", lambda m: f"{flag} {m.group(1)}", message)
+        message = re.sub(rf"(?<![\w.-]){re.escape(name)}=", flag + " ", message)
+        message = re.sub(rf"(?<![\w.'\"-]){re.escape(name)}(?![\w'\"(-])", flag, message)
+    return message
+
+
+def build_with_flags(factory, options: dict, fill: dict):
+    """:func:`~pyrovae.registry.build` for the command line: an option's failed check becomes
+    a :class:`UsageError` that names the flags (:func:`said_with_flags`)."""
+    from pyrovae.registry import build, constructor_options
+
+    try:
+        return build(factory, options, fill=fill)
+    except ValueError as error:
+        raise UsageError(said_with_flags(str(error), constructor_options(factory))) from None
+
+
 def fill_for(factory, dims: dict) -> dict:
     """The data's sizes for ``factory``'s options, with the likelihood the data want made one
     the model has (:func:`~pyrovae.data.files.likelihood_for`: 8-bit images get
@@ -263,15 +291,20 @@ def load_data(spec: str, data_dir=None, binarize=None, image_size=None, color=No
     """``--data SPEC``: a registered data set name wins; else a folder of images, a ``.npy`` /
     ``.npz`` file or ``module:function`` (a :class:`~pyrovae.data.UserData`); else the
     one-line unknown-data error."""
-    from pyrovae.data.datasets import load_dataset
+    from pyrovae.data.datasets import DataFormatError, load_dataset
     from pyrovae.data.files import load_data_path
     from pyrovae.data.inputs import is_data_path
 
-    if is_data_path(spec):
-        return load_data_path(spec, image_size=image_size, color=color, binarize=binarize or "none")
-    if image_size is not None:
-        raise UsageError(f"--image-size applies to a folder of images, not to data set {spec!r}")
-    return load_dataset(spec, data_dir=data_dir, binarize=binarize)
+    try:
+        if is_data_path(spec):
+            return load_data_path(spec, image_size=image_size, color=color, binarize=binarize or "none")
+        if image_size is not None:
+            raise UsageError(f"--image-size applies to a folder of images, not to data set {spec!r}")
+        return load_dataset(spec, data_dir=data_dir, binarize=binarize)
+    except ValueError as error:  # a check written for Python (binarize='dynamic'): say it with the flags
+        if isinstance(error, (PyrovaeError, DataFormatError)):
+            raise
+        raise UsageError(said_with_flags(str(error), ("binarize", "image_size", "color"))) from None
 
 
 def run_data(saved: dict, args):

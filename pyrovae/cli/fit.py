@@ -93,7 +93,7 @@ def build_parser(model_name: str, guide_name: str, objective_name: str) -> commo
 def main(argv: List[str]) -> int:
     import pyro
 
-    from pyrovae.registry import build, get_guide, get_model, get_objective, pair_guide
+    from pyrovae.registry import get_guide, get_model, get_objective, pair_guide
     from pyrovae.training.fit import fit
 
     # the pair decides the flags: find it (and import the user's modules) before parsing
@@ -123,8 +123,10 @@ def main(argv: List[str]) -> int:
 
     dataset = common.load_data(args.data, args.data_dir, args.binarize, args.image_size, args.color)
     pyro.set_rng_seed(args.seed)  # before any module is built: the same seed gives the same initial weights
-    model = build(model_factory, common.options_for(model_factory, opts), fill=common.fill_for(model_factory, dataset.dims()))
-    guide = build(guide_factory, common.options_for(guide_factory, opts), fill=common.fill_for(guide_factory, dataset.dims()))
+    model = common.build_with_flags(model_factory, common.options_for(model_factory, opts),
+                                    common.fill_for(model_factory, dataset.dims()))
+    guide = common.build_with_flags(guide_factory, common.options_for(guide_factory, opts),
+                                    common.fill_for(guide_factory, dataset.dims()))
     pair_guide(model, guide)  # a guide that reads its model (ladder) gets it
     objective = objective_from_args(args, objective_name)
     check_objective_fits(objective, guide_name, guide, common.split_rows(dataset, "train", 2))

@@ -38,7 +38,8 @@ def test_fit_on_a_colour_image_folder_records_what_it_read(photos_run):
     root, done = photos_run
     assert "data on-device: 20 rows" in done.stdout  # 24 images: 2 held out for valid, 2 for test
     data = json.loads((root / "run" / "run.json").read_text())["data"]
-    assert data["dims"] == {"x_dim": 3 * 8 * 8, "num_classes": 2, "likelihood": "logistic-mixture"}
+    assert data["dims"] == {"x_dim": 3 * 8 * 8, "num_classes": 2, "image_shape": [3, 8, 8],
+                            "likelihood": "logistic-mixture"}
     files = data["files"]
     assert files["kind"] == "images" and files["path"] == str(root / "photos")
     assert files["count"] == {"train": 20, "valid": 2, "test": 2} and files["shape"] == [3, 8, 8]

@@ -26,7 +26,8 @@ def colour_folder(root, size=(6, 4), per_class=5):
 def test_colour_folder_with_classes(tmp_path):
     data = load_data_path(colour_folder(tmp_path / "pets"))
     assert data.kind == "images" and data.image_shape == (3, 4, 6) and data.classes == ["cat", "dog"]
-    assert data.dims() == {"x_dim": 72, "num_classes": 2, "likelihood": "logistic-mixture"}  # 8-bit images
+    assert data.dims() == {"x_dim": 72, "num_classes": 2, "image_shape": (3, 4, 6),
+                           "likelihood": "logistic-mixture"}  # 8-bit images
     assert [len(data.train), len(data.valid), len(data.test)] == [8, 1, 1]
     files = sorted(str(f) for d in (data.train, data.valid, data.test) for f in d.files)
     assert len(set(files)) == 10
@@ -53,7 +54,8 @@ def test_splits_from_folders_grey_auto_and_forced_colour(tmp_path):
             Image.new("L", (5, 5), 40 * i).save(tmp_path / split / f"{i}.jpg", quality=100)
     data = load_data_path(tmp_path)
     assert [len(data.train), len(data.valid), len(data.test)] == [4, 2, 3]
-    assert data.image_shape == (5, 5) and data.dims() == {"x_dim": 25, "likelihood": "logistic-mixture"} and data.classes is None
+    assert data.image_shape == (5, 5) and data.dims() == {"x_dim": 25, "image_shape": (5, 5), "likelihood": "logistic-mixture"}
+    assert data.classes is None
     assert abs(float(data.test[2]["x"].mean()) - 80 / 255) < 2 / 255  # JPEG, nearly lossless
     rgb = load_data_path(tmp_path, color="rgb")
     assert rgb.image_shape == (3, 5, 5) and torch.equal(rgb.test[2]["x"][:25], rgb.test[2]["x"][25:50])
@@ -108,7 +110,8 @@ def test_npy_memory_mapped_uint8_with_image_shape(tmp_path):
     pixels = np.random.RandomState(1).randint(0, 256, size=(40, 2, 3, 4)).astype(np.uint8)
     np.save(tmp_path / "faces.npy", pixels)
     data = load_data_path(tmp_path / "faces.npy")
-    assert data.kind == "array" and data.image_shape == (2, 3, 4) and data.dims() == {"x_dim": 24, "likelihood": "logistic-mixture"}
+    assert data.kind == "array" and data.image_shape == (2, 3, 4) and data.dims() == {"x_dim": 24, "image_shape": (2, 3, 4),
+                                                                                 "likelihood": "logistic-mixture"}
     assert [len(data.train), len(data.valid), len(data.test)] == [32, 4, 4]
     expected = torch.from_numpy(pixels.reshape(40, 24).astype(np.float32)) / 255
     for split in (data.train, data.valid, data.test):
@@ -190,7 +193,7 @@ def test_8_bit_data_ask_for_the_discretized_logistic_and_models_get_what_they_ha
     array does not; a model without it gets the next of EIGHT_BIT_LIKELIHOODS it has."""
     from pyrovae.cli.common import fill_for
     from pyrovae.data.files import EIGHT_BIT_LIKELIHOODS, likelihood_for
-    from pyrovae.registry import get_model
+    from pyrovae.registry import build, get_model
 
     np.save(tmp_path / "bytes.npy", np.zeros((20, 3), np.uint8))
     np.save(tmp_path / "floats.npy", np.zeros((20, 3), np.float32))
@@ -202,6 +205,9 @@ def test_8_bit_data_ask_for_the_discretized_logistic_and_models_get_what_they_ha
     assert likelihood_for(get_model("hvae"), "logistic-mixture") == "logistic-mixture"  # no likelihood option
     assert fill_for(get_model("statistician"), {"x_dim": 3, "likelihood": "logistic-mixture"}) == {
         "x_dim": 3, "likelihood": "gaussian"}
+    colour = load_data_path(colour_folder(tmp_path / "pets"))  # a convolutional pair reads the rows as (3, 4, 6)
+    model = build(get_model("conv-vae"), {"channels": (2,)}, fill=fill_for(get_model("conv-vae"), colour.dims()))
+    assert model.image_shape == (3, 4, 6) and model.options.likelihood == "logistic-mixture"
     assert EIGHT_BIT_LIKELIHOODS[0] == "logistic-mixture"
 
 
