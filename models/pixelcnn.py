@@ -78,6 +78,7 @@ class PixelCNNVAE(StandardNormalPrior, Model):
 
     guide_name = "conv"
     likelihoods = LIKELIHOODS
+    sequential_sampling = True  # x_dim network passes per draw: fit leaves samples.png to `pyrovae sample`
 
     @dataclass
     class Options:

@@ -182,6 +182,9 @@ def report(result, out: Path, model, guide, dataset, args) -> None:
     for line in getattr(guide, "report_lines", lambda data: [])(test):  # what the pair reports of itself (M2's test error)
         print(line)
     print("figures: " + ", ".join(p.name for p in figures))
+    if getattr(model, "sequential_sampling", False):
+        print(f"samples: drawn pixel by pixel (one network pass per pixel, slow on a CPU): run "
+              f"`pyrovae sample {shlex.quote(str(out))} --n 16`")
 
 
 def _num_rows(data):

@@ -143,7 +143,7 @@ class UserData:
         ``image_shape`` of images (``(H, W)`` or ``(C, H, W)``: a convolutional model reads the
         rows so) and ``"likelihood": "logistic-mixture"`` for 8-bit data."""
         dims = {"x_dim": self.x_dim, "num_classes": self.num_classes,
-                "image_shape": tuple(self.image_shape) if len(self.image_shape) > 1 else None,
+                "image_shape": list(self.image_shape) if len(self.image_shape) > 1 else None,  # as run.json keeps it
                 "likelihood": EIGHT_BIT_LIKELIHOODS[0] if self.eight_bit else None}
         return {key: value for key, value in dims.items() if value is not None}
 

@@ -154,14 +154,18 @@ def save_training_curves(metrics: List[dict], path) -> Path:
 
 def save_run_figures(run_dir, model, guide, metrics, data: Dict[str, torch.Tensor], image_shape,
                      n: int = 64) -> List[Path]:
-    """The figures ``pyrovae fit`` leaves: samples.png, reconstructions.png, training_curves.png."""
+    """The figures ``pyrovae fit`` leaves: samples.png, reconstructions.png, training_curves.png.
+    samples.png is left out for a model that cannot draw x ~ p(x) on its own, and for one whose
+    draws are sequential (``sequential_sampling``: pixelcnn-vae makes one network pass per
+    pixel, minutes for a grid on a CPU): ``pyrovae sample`` draws them when asked."""
+    from pyrovae.evaluation.sampling import CannotSampleError
+
     run_dir = Path(run_dir)
     paths = [save_training_curves(metrics, run_dir / "training_curves.png")] if metrics else []
     if is_image_shape(image_shape):
-        from pyrovae.evaluation.sampling import CannotSampleError
-
         try:
-            paths.append(save_samples(model, n, image_shape, run_dir / "samples.png"))
+            if not getattr(model, "sequential_sampling", False):
+                paths.append(save_samples(model, n, image_shape, run_dir / "samples.png"))
         except CannotSampleError:  # the model says why when `pyrovae sample` asks
             pass
         recon_batch = {k: v[:32] for k, v in data.items()}

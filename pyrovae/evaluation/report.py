@@ -188,7 +188,9 @@ def _figures(out, run, dataset, test, khat, monitors, plots, results):
             ("interpolations", lambda: plots.save_interpolations(run.model, run.guide, test, dataset.image_shape,
                                                                  out / "interpolations.png")),
         ]
-        if not (out / "samples.png").exists():
+        if getattr(run.model, "sequential_sampling", False):  # minutes pixel by pixel: `pyrovae sample` draws them
+            results["skipped"]["samples"] = "drawn pixel by pixel; run `pyrovae sample RUN --n 16`"
+        elif not (out / "samples.png").exists():
             steps.append(("samples", lambda: plots.save_samples(run.model, 64, dataset.image_shape,
                                                                 out / "samples.png")))
         if not (out / "reconstructions.png").exists():

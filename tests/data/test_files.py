@@ -26,7 +26,7 @@ def colour_folder(root, size=(6, 4), per_class=5):
 def test_colour_folder_with_classes(tmp_path):
     data = load_data_path(colour_folder(tmp_path / "pets"))
     assert data.kind == "images" and data.image_shape == (3, 4, 6) and data.classes == ["cat", "dog"]
-    assert data.dims() == {"x_dim": 72, "num_classes": 2, "image_shape": (3, 4, 6),
+    assert data.dims() == {"x_dim": 72, "num_classes": 2, "image_shape": [3, 4, 6],
                            "likelihood": "logistic-mixture"}  # 8-bit images
     assert [len(data.train), len(data.valid), len(data.test)] == [8, 1, 1]
     files = sorted(str(f) for d in (data.train, data.valid, data.test) for f in d.files)
@@ -54,7 +54,7 @@ def test_splits_from_folders_grey_auto_and_forced_colour(tmp_path):
             Image.new("L", (5, 5), 40 * i).save(tmp_path / split / f"{i}.jpg", quality=100)
     data = load_data_path(tmp_path)
     assert [len(data.train), len(data.valid), len(data.test)] == [4, 2, 3]
-    assert data.image_shape == (5, 5) and data.dims() == {"x_dim": 25, "image_shape": (5, 5), "likelihood": "logistic-mixture"}
+    assert data.image_shape == (5, 5) and data.dims() == {"x_dim": 25, "image_shape": [5, 5], "likelihood": "logistic-mixture"}
     assert data.classes is None
     assert abs(float(data.test[2]["x"].mean()) - 80 / 255) < 2 / 255  # JPEG, nearly lossless
     rgb = load_data_path(tmp_path, color="rgb")
@@ -110,7 +110,7 @@ def test_npy_memory_mapped_uint8_with_image_shape(tmp_path):
     pixels = np.random.RandomState(1).randint(0, 256, size=(40, 2, 3, 4)).astype(np.uint8)
     np.save(tmp_path / "faces.npy", pixels)
     data = load_data_path(tmp_path / "faces.npy")
-    assert data.kind == "array" and data.image_shape == (2, 3, 4) and data.dims() == {"x_dim": 24, "image_shape": (2, 3, 4),
+    assert data.kind == "array" and data.image_shape == (2, 3, 4) and data.dims() == {"x_dim": 24, "image_shape": [2, 3, 4],
                                                                                  "likelihood": "logistic-mixture"}
     assert [len(data.train), len(data.valid), len(data.test)] == [32, 4, 4]
     expected = torch.from_numpy(pixels.reshape(40, 24).astype(np.float32)) / 255

@@ -180,7 +180,7 @@ def test_trains_and_improves(objective):
 def test_cli_fit_and_evaluate(tmp_path):
     """`pyrovae fit --model pixelcnn-vae --guide conv` on the digits (8x8, binarized), with the
     InfoVAE objective, then `pyrovae evaluate` of the run, in fresh processes."""
-    done = pyrovae("fit", "--model", "pixelcnn-vae", "--guide", "conv", "--objective", "infovae", *QUICK,
+    done = fitted = pyrovae("fit", "--model", "pixelcnn-vae", "--guide", "conv", "--objective", "infovae", *QUICK,
                    "--num-layers", "2", "--pixel-channels", "8", "--channels", "8", "--first-kernel-size", "3",
                    "--conditioning", "spatial",
                    "--out", tmp_path / "run", cwd=tmp_path)
@@ -193,6 +193,7 @@ def test_cli_fit_and_evaluate(tmp_path):
     done = pyrovae("evaluate", tmp_path / "run", "--num-samples", "5", "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert math.isfinite(json.loads(done.stdout)["log_likelihood"])
+    assert not (tmp_path / "run" / "samples.png").exists() and "pyrovae sample" in fitted.stdout  # slow: on demand
     done = pyrovae("sample", tmp_path / "run", "--n", "4", cwd=tmp_path)  # drawn pixel by pixel
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "run" / "samples-4-seed0.png").is_file()
