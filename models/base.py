@@ -22,6 +22,13 @@ num_samples=)``     when the data is left out
                     conditional model)                      checks
 ``cannot_sample``   ``None``: ``forward(num_samples=)``     ``pyrovae sample``
                     draws x ~ p(x)
+``sample(n)``       absent; where present, x ~ p(x) on the  ``pyrovae sample``, samples.png
+                    data's scale (a ``mean=True`` default   (:mod:`pyrovae.evaluation.sampling`)
+                    shows the mean of p(x | z))
+``sequential_``     ``False``; ``True``: a draw takes one   fit and diagnose leave samples.png
+``sampling``        pass per pixel (``pixelcnn-vae``)        to ``pyrovae sample``
+``likelihoods``     ``None``; the ``likelihood`` option's   ``pyrovae fit``: 8-bit images get
+                    choices                                 ``logistic-mixture`` where listed
 ``init_from_data``  ``None``: no data-dependent             ``fit(init="burda")``
                     initialisation
 ``data_plate``      ``None``: the outermost plate           the importance core
@@ -58,7 +65,7 @@ torch.Size([4, 5])
 from __future__ import annotations
 
 import inspect
-from typing import Callable, ClassVar, Optional
+from typing import Callable, ClassVar, Optional, Tuple
 
 import pyro  # noqa: F401  (the examples below use it)
 import pyro.distributions as dist
@@ -90,6 +97,15 @@ class Model(Configurable, PyroModule):
     #: conditional model: p(y | x) needs an input x ..."); ``None``: it can, by
     #: ``forward(num_samples=)`` (:mod:`pyrovae.evaluation.sampling`)
     cannot_sample: ClassVar[Optional[str]] = None
+
+    #: draws take one network pass per pixel (an autoregressive decoder): ``pyrovae fit`` and
+    #: ``diagnose`` leave samples.png to ``pyrovae sample``
+    sequential_sampling: ClassVar[bool] = False
+
+    #: the choices of the model's ``likelihood`` option, where it has one: ``pyrovae fit`` gives
+    #: 8-bit data the first of ``logistic-mixture``, ``continuous_bernoulli``, ``gaussian`` listed
+    #: (:func:`pyrovae.data.files.likelihood_for`)
+    likelihoods: ClassVar[Optional[Tuple[str, ...]]] = None
 
     #: the name of the plate over the batch, where it is not the outermost plate (rule 3)
     data_plate: ClassVar[Optional[str]] = None

@@ -63,6 +63,7 @@ def test_every_registered_class_declares_its_hooks_through_the_contract_bases():
     assert [name for name in list_models() if not issubclass(get_model(name), Model)] == []
     assert [name for name in list_guides() if not issubclass(get_guide(name), Guide)] == []
     assert (Model.guide_name, Model.init_from_data, Model.data_plate, Model.cannot_sample) == ("diag", None, None, None)
+    assert (Model.sequential_sampling, Model.likelihoods) == (False, None)
     assert (Guide.model_name, Guide.objective_name, Guide.has_density) == ("vae", "elbo", True)
 
 
