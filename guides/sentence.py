@@ -1,7 +1,7 @@
 """The LSTM encoders of the sentence VAEs (models/sentence.py).
 
-An LSTM reads the sentence's words :math:`w_1..w_T` (``<eos>`` included, padding excluded: the
-sequence is packed by its length) and its last state :math:`h_T` gives the posterior of the one
+An LSTM reads the sentence's words :math:`w_1..w_T` (``<eos>`` included, padding excluded: its
+state at the last real word is read) and that state :math:`h_T` gives the posterior of the one
 global latent:
 
 .. math::
@@ -55,10 +55,13 @@ class SentenceEncoder(nn.Module):
         self.lstm = nn.LSTM(embed_dim, hidden_dim, batch_first=True)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        lengths = mask.sum(1).clamp(min=1).cpu()
-        packed = nn.utils.rnn.pack_padded_sequence(self.embed(x), lengths, batch_first=True, enforce_sorted=False)
-        _, (h, _) = self.lstm(packed)
-        return h[-1]
+        lengths = mask.sum(1).clamp(min=1)  # (N,): each sentence's first `length` steps are read
+        steps = int(lengths.max())  # one host sync; later steps are padding in every row
+        # padded, not packed, up to the longest: the state at step length - 1 is the packed LSTM's last
+        # state (the LSTM is causal), and on a CPU a packed LSTM's backward zero-fills a gradient of all
+        # the packed steps at every step
+        out, _ = self.lstm(self.embed(x[:, :steps]))  # (N, steps, H)
+        return out[torch.arange(x.shape[0], device=x.device), lengths - 1]
 
 
 @register_guide("sentence")

@@ -3,7 +3,7 @@
 The guide reads the source with its own semantic encoder (Jang et al.'s
 :math:`v(s) = [h_S; \\sum_i a_i h_i]`, a bidirectional LSTM with attention of the final state over
 every state) and the target with the sentence VAE's LSTM encoder
-(:class:`~pyrovae.guides.sentence.SentenceEncoder`, packed by length, its last state
+(:class:`~pyrovae.guides.sentence.SentenceEncoder`, its state at the last real word
 :math:`h_T(t)`), and gives a diagonal Gaussian:
 
 .. math::

@@ -4,7 +4,7 @@
           \\mathcal{N}\\big(z;\\ \\mu(h_T, y), \\operatorname{diag}\\sigma^2(h_T, y)\\big),
 
 :math:`h_T` the last real state of an LSTM over the text (the sentence VAE's
-:class:`~pyrovae.guides.sentence.SentenceEncoder`, packed by length, so padding is never read),
+:class:`~pyrovae.guides.sentence.SentenceEncoder`, its state at the last real word, so padding is never read),
 read by the Gaussian head with :math:`\\operatorname{onehot}(y)`; the classifier has its own
 LSTM of the same form (Xu et al.'s sequential classifier), or, with ``share_encoder``, reads the
 same :math:`h_T`. The classifier :meth:`SSVAETextGuide.classify` is that LSTM and a

@@ -110,8 +110,8 @@ class RealWords(TorchDistribution):
     ``lead``, event shape ``(T,)``; a draw has ``<pad>`` at the padding.
 
     :param torch.nn.Linear out: the output layer :math:`(V, c)`.
-    :param torch.Tensor hidden: the states at the real steps, ``(L, H)``.
-    :param torch.Tensor where: the flat index ``row * T + t`` of each, ``(L,)``.
+    :param torch.Tensor hidden: the states at the real steps, ``(L, H)``, row by row.
+    :param torch.Tensor where: the ``(row, t)`` of each, ``(L, 2)``.
     :param tuple lead: the batch shape (its product the rows).
     :param int num_steps: T.
     """
@@ -120,7 +120,8 @@ class RealWords(TorchDistribution):
     support = constraints.independent(constraints.nonnegative_integer, 1)
 
     def __init__(self, out: nn.Linear, hidden: torch.Tensor, where: torch.Tensor, lead, num_steps: int):
-        self.out, self.hidden, self.where, self.num_steps = out, hidden, where, num_steps
+        self.out, self.hidden, self.num_steps = out, hidden, num_steps
+        self.rows, self.where = where[:, 0], where[:, 0] * num_steps + where[:, 1]  # (L,): row, flat index
         super().__init__(torch.Size(lead), torch.Size((num_steps,)), validate_args=False)
 
     def _rows(self) -> int:
@@ -129,8 +130,7 @@ class RealWords(TorchDistribution):
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         targets = value.expand(self.batch_shape + self.event_shape).reshape(-1)[self.where]  # (L,)
         per_word = -F.cross_entropy(self.out(self.hidden), targets, reduction="none")  # log softmax at the targets
-        rows = self.where.div(self.num_steps, rounding_mode="floor")
-        total = per_word.new_zeros(self._rows()).index_add_(0, rows, per_word)
+        total = per_word.new_zeros(self._rows()).index_add_(0, self.rows, per_word)
         return total.view(self.batch_shape)
 
     def sample(self, sample_shape=torch.Size()):
@@ -189,26 +189,16 @@ class SentenceDecoder(nn.Module):
 
     def likelihood(self, inputs: torch.Tensor, mask: torch.Tensor, z: Optional[torch.Tensor] = None):
         """The masked Categorical over the words: batch ``lead``, event ``(T,)``
-        (:class:`RealWords`: the LSTM runs over the real steps only, packed, and the
-        vocabulary's softmax is computed at those steps alone)."""
+        (:class:`RealWords`: the LSTM runs up to the last real step of the batch, and the
+        vocabulary's softmax is computed at the real steps alone)."""
         lead, flat, z = self._flat(inputs, z)
         rows = mask.expand(lead + mask.shape[-1:]).reshape(flat.shape)  # (R, T)
-        lengths = rows.sum(1)
-        steps = torch.arange(rows.shape[1], device=rows.device)
-        state = self.initial_state(z, flat.shape[0])
-        lengths_cpu = lengths.cpu()  # pack_padded_sequence reads the lengths on the host (one sync)
-        if bool((rows == (steps < lengths[:, None])).all()) and bool((lengths_cpu > 0).all()):
-            # real steps first, padding after (as the data sets give them): the LSTM over the packed sequences
-            packed = nn.utils.rnn.pack_padded_sequence(self._embed(flat, z), lengths_cpu, batch_first=True,
-                                                       enforce_sorted=False)
-            hidden = self.lstm(packed, state)[0].data  # (L, H), L the real steps in the packed order
-            where = nn.utils.rnn.pack_padded_sequence(
-                torch.arange(rows.numel(), device=rows.device).view(rows.shape), lengths_cpu, batch_first=True,
-                enforce_sorted=False).data  # (L,): the flat index (row * T + t) of each
-        else:  # any other mask: the LSTM over every step, the real ones taken
-            hidden = self.lstm(self._embed(flat, z), state)[0][rows]
-            where = rows.reshape(-1).nonzero().squeeze(-1)
-        return RealWords(self.out, hidden, where, lead, rows.shape[1])
+        steps = int(rows.any(0).nonzero().max()) + 1 if rows.any() else 1  # the decoder is causal: later
+        # steps (padding in every row) change nothing; one host sync. The LSTM runs padded, not packed:
+        # on a CPU a packed LSTM's backward zero-fills a gradient of all the packed steps at every step.
+        h, _ = self.lstm(self._embed(flat[:, :steps], z), self.initial_state(z, flat.shape[0]))  # (R, steps, H)
+        real = rows[:, :steps]
+        return RealWords(self.out, h[real], real.nonzero(), lead, rows.shape[1])
 
     @torch.no_grad()
     def generate(self, z: Optional[torch.Tensor] = None, num_samples: Optional[int] = None, max_length: int = 40,

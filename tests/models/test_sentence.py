@@ -119,6 +119,25 @@ def test_real_words_is_the_masked_categorical_over_all_the_logits(lead, prefix):
     assert draw.shape == lead + (6, 7) and (draw[..., ~mask] == PAD_ID).all()
 
 
+def test_the_encoder_reads_the_state_at_the_last_real_word():
+    """SentenceEncoder (the LSTM run padded up to the longest sentence) gives the last state of
+    the LSTM over the sentences packed by length, and the same gradients."""
+    from pyrovae.guides.sentence import SentenceEncoder
+
+    torch.manual_seed(0)
+    encoder = SentenceEncoder(30, 5, 7)
+    lengths = torch.tensor([6, 3, 5, 1, 2])
+    x = torch.randint(4, 30, (5, 9), generator=torch.Generator().manual_seed(1))
+    mask = torch.arange(9) < lengths[:, None]
+    new = encoder(x, mask)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(encoder.embed(x), lengths, batch_first=True, enforce_sorted=False)
+    old = encoder.lstm(packed)[1][0][-1]
+    torch.testing.assert_close(new, old, atol=1e-6, rtol=1e-5)
+    params = list(encoder.parameters())
+    for a, b in zip(torch.autograd.grad(new.sin().sum(), params), torch.autograd.grad(old.sin().sum(), params)):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
 def test_word_dropout_replaces_the_right_fraction_and_never_bos_or_padding():
     g = torch.Generator().manual_seed(0)
     x = torch.randint(4, 50, (400, 30), generator=g)
