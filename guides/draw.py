@@ -168,6 +168,7 @@ class DRAWGuide(Guide):
     def forward(self, x: torch.Tensor, **kwargs):
         model = self.model
         n = x.shape[0]
+        model.share_decoding()  # the model's replay takes these decoder steps (DRAW.share_decoding)
         dec_state, canvas = model.initial_state(n, x)
         enc_state, image = dec_state, self.read_image(x)
         with pyro.plate("data", n):

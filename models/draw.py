@@ -113,11 +113,36 @@ class DRAW(Model):
         self.decoder = nn.LSTMCell(o.z_dim, o.rnn_dim)
         self.write = nn.Linear(o.rnn_dim, o.x_dim)
         self.prior_net = nn.Linear(o.rnn_dim, 2 * o.z_dim) if o.prior == "learned" else None
+        self._decoded: Optional[dict] = None  # the guide's decoder steps, for the model's replay
+
+    def share_decoding(self) -> None:
+        """Keep the decoder steps computed from now until the end of the next :meth:`forward`,
+        keyed by their inputs' identity: the guide calls this before it runs the decoder,
+        and the model, replaying the guide's very tensors ``z_t`` from the same initial
+        state, takes each step's outputs instead of computing them again (a pure function
+        of the same tensors: the same values, and the gradients of the shared steps add up
+        as the two copies' did)."""
+        self._decoded = {}
+
+    def _shared(self, inputs: tuple, compute, extra=()):
+        memo = self._decoded
+        if memo is None:
+            return compute()
+        key = tuple(id(t) for t in inputs) + tuple(extra) + (torch.is_grad_enabled(),)
+        hit = memo.get(key)
+        if hit is not None and all(a is b for a, b in zip(hit[0], inputs)):
+            return hit[1]
+        out = compute()
+        memo[key] = (inputs, out)  # holds the inputs, so that no id is reused while the entry lives
+        return out
 
     def initial_state(self, n: int, like: torch.Tensor) -> Tuple[State, torch.Tensor]:
         """The decoder state ``(h_0, c_0) = 0`` ``(n, rnn_dim)`` and the empty canvas ``(n, x_dim)``."""
-        zeros = like.new_zeros(n, self.rnn_dim)
-        return (zeros, zeros), like.new_zeros(n, self.x_dim)
+        def compute():
+            zeros = like.new_zeros(n, self.rnn_dim)
+            return (zeros, zeros), like.new_zeros(n, self.x_dim)
+
+        return self._shared((like,), compute, extra=(n,))
 
     def prior(self, h: torch.Tensor) -> dist.Distribution:
         """p(z_t | h_dec_{t-1}): N(0, I) (standard) or the learned diagonal Normal, batch shape
@@ -129,9 +154,12 @@ class DRAW(Model):
     def decode_step(self, z: torch.Tensor, state: State, canvas: torch.Tensor) -> Tuple[State, torch.Tensor, torch.Tensor]:
         """``h_dec_t = LSTM(z_t, h_dec_{t-1})``, the write ``W h_dec_t + b`` and the canvas
         ``c_t = c_{t-1} + write``: returns ``(state, canvas, write)``, leading shapes broadcast."""
-        state = lstm_step(self.decoder, z, state)
-        write = self.write(state[0])
-        return state, canvas + write, write
+        def compute():
+            new = lstm_step(self.decoder, z, state)
+            write = self.write(new[0])
+            return new, canvas + write, write
+
+        return self._shared((z, state[0], state[1], canvas), compute)
 
     def likelihood(self, canvas: torch.Tensor) -> dist.Distribution:
         """p(x | c_T) = Bernoulli(sigmoid(c_T)), event shape ``(x_dim,)``."""
@@ -147,12 +175,15 @@ class DRAW(Model):
             if x.dim() != 2 or x.shape[-1] != self.x_dim:
                 raise ValueError(f"DRAW takes flat images x of shape (N, {self.x_dim}), got {tuple(x.shape)}")
             like = x
-        state, canvas = self.initial_state(n, like)
-        with pyro.plate("data", n):
-            for t in pyro.markov(range(1, self.num_steps + 1)):
-                z = pyro.sample(f"z_{t}", self.prior(state[0]))  # (..., N, z_dim)
-                state, canvas, _ = self.decode_step(z, state, canvas)
-            return pyro.sample("x", self.likelihood(canvas), obs=x)
+        try:
+            state, canvas = self.initial_state(n, like)
+            with pyro.plate("data", n):
+                for t in pyro.markov(range(1, self.num_steps + 1)):
+                    z = pyro.sample(f"z_{t}", self.prior(state[0]))  # (..., N, z_dim)
+                    state, canvas, _ = self.decode_step(z, state, canvas)
+                return pyro.sample("x", self.likelihood(canvas), obs=x)
+        finally:
+            self._decoded = None
 
     @torch.no_grad()
     def sample(self, num_samples: int, mean: bool = True) -> torch.Tensor:

@@ -94,6 +94,38 @@ def test_the_encoder_cell_is_the_lstm_cell_with_the_image_product_computed_once(
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("objective", ["elbo", "iwae"])
+def test_the_model_replays_the_guides_decoder_steps_with_the_same_loss_and_gradients(objective, monkeypatch):
+    """The model takes the decoder steps the guide computed (DRAW.share_decoding): the decoder
+    runs T times per pass, not 2T, and the loss and every gradient are those of the pair that
+    runs it twice, at the same seed; nothing is kept after the model's pass."""
+    from pyrovae.infer.objectives import make_objective
+
+    model, guide = pair()
+    x = binary_data(5, 12)
+    loss_fn = make_objective(objective, **({"num_particles": 3} if objective == "iwae" else {}))
+    calls = []
+
+    def loss_and_grads():
+        pyro.set_rng_seed(4)
+        loss = loss_fn(model, guide, {"x": x}, 0)
+        params = list(model.parameters()) + list(guide.parameters())
+        return loss, torch.autograd.grad(loss, params)
+
+    loss_and_grads()  # the objective's first call also traces the pair once (its plate nesting)
+    handle = model.decoder.register_forward_hook(lambda *args: calls.append(1))
+    shared, shared_grads = loss_and_grads()
+    assert len(calls) == model.num_steps and model._decoded is None
+    calls.clear()
+    monkeypatch.setattr(DRAW, "share_decoding", lambda self: None)
+    twice, twice_grads = loss_and_grads()
+    handle.remove()
+    assert len(calls) == 2 * model.num_steps
+    torch.testing.assert_close(shared, twice, atol=1e-5, rtol=1e-6)
+    for a, b in zip(shared_grads, twice_grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
 def test_the_guide_uses_the_model_decoder_registered_once():
     model, guide = pair()
     names = {n for n, _ in guide.named_parameters()}
