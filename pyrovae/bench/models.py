@@ -22,7 +22,7 @@ is not on this machine). The step is exactly what :func:`pyrovae.fit` runs per b
 
 >>> case = model_case("vae", batch_size=8, data_dir="/nonexistent")
 >>> case.data, case.batch["x"].shape
-('random binary images (784 pixels)', torch.Size([8, 784]))
+("vae's example_batch(8)", torch.Size([8, 784]))
 """
 
 from __future__ import annotations
