@@ -122,6 +122,11 @@ def time_config(device, guide_name, objective_name, batch_size, *, blocks, block
     row["ratio"] = row["suite ms"] / row["plain ms"]
     row["ratio vs default Adam"] = row["suite ms"] / row["plain, default Adam ms"]
     row["cpu ratio"] = row["suite cpu ms"] / row["plain cpu ms"]
+    # the noise: the ratio in each block (suite and plain run next to each other in a block)
+    per_block = [a / b for a, b in zip(wall["suite"], wall["plain"])]
+    per_block_cpu = [a / b for a, b in zip(cpu["suite"], cpu["plain"])]
+    row["ratio range"] = [min(per_block), max(per_block)]
+    row["cpu ratio range"] = [min(per_block_cpu), max(per_block_cpu)]
     if "suite, compiled ms" in row:
         row["compiled/eager"] = row["suite, compiled ms"] / row["suite ms"]
         row["compiled/eager cpu"] = row["suite, compiled cpu ms"] / row["suite cpu ms"]
@@ -215,7 +220,10 @@ def main(argv=None) -> int:
                                           compile=args.compile)
                         results["table"].append(row)
                         print(f"  {device} {guide} {objective} B={batch_size}: suite {row['suite ms']:.2f} ms, "
-                              f"plain {row['plain ms']:.2f} ms, ratio {row['ratio']:.3f}", file=sys.stderr, flush=True)
+                              f"plain {row['plain ms']:.2f} ms, ratio {row['ratio']:.3f} (blocks "
+                              f"{row['ratio range'][0]:.3f}-{row['ratio range'][1]:.3f}), cpu ratio "
+                              f"{row['cpu ratio']:.3f} ({row['cpu ratio range'][0]:.3f}-{row['cpu ratio range'][1]:.3f})",
+                              file=sys.stderr, flush=True)
         _print_table(results["table"])
     if args.profile:
         for device in devices:
