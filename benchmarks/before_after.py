@@ -181,22 +181,25 @@ def main() -> None:
                     key = (row["guide"], row["objective"], row["batch_size"])
                     # process CPU time where the bench has it (steadier on a shared machine), else wall time
                     ms, ratio = row.get("suite cpu ms", row["suite ms"]), row.get("cpu ratio", row["ratio"])
-                    rows.setdefault(key, {"old": [], "new": []})[label].append((ms, ratio))
+                    plain_ms = row.get("plain cpu ms", row["plain ms"])
+                    rows.setdefault(key, {"old": [], "new": []})[label].append((ms, ratio, plain_ms))
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
     table = []
     print(f"# pyrovae bench, {args.old} (old) against the working tree (new), {args.rounds} interleaved rounds, "
           "1 thread; medians over rounds of the process CPU ms/step and its ratio to the hand-written step")
-    print("| guide | objective | B | old suite ms | new suite ms | new/old | old ratio to plain | new ratio to plain |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| guide | objective | B | old plain ms | old suite ms | old ratio | new plain ms | new suite ms | new ratio "
+          "| new/old suite ms | ratio range over rounds old / new |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for (guide, objective, batch), runs in rows.items():
-        old_ms = statistics.median(ms for ms, _ in runs["old"])
-        new_ms = statistics.median(ms for ms, _ in runs["new"])
-        old_ratio = statistics.median(r for _, r in runs["old"])
-        new_ratio = statistics.median(r for _, r in runs["new"])
+        med = {label: [statistics.median(v[i] for v in runs[label]) for i in range(3)] for label in ("old", "new")}
+        (old_ms, old_ratio, old_plain), (new_ms, new_ratio, new_plain) = med["old"], med["new"]
+        spread = {label: (min(v[1] for v in runs[label]), max(v[1] for v in runs[label])) for label in ("old", "new")}
         table.append({"guide": guide, "objective": objective, "batch_size": batch, "old suite ms": old_ms,
-                      "new suite ms": new_ms, "old ratio": old_ratio, "new ratio": new_ratio})
-        print(f"| {guide} | {objective} | {batch} | {old_ms:.2f} | {new_ms:.2f} | {new_ms / old_ms:.3f} | "
-              f"{old_ratio:.3f} | {new_ratio:.3f} |")
+                      "new suite ms": new_ms, "old ratio": old_ratio, "new ratio": new_ratio,
+                      "old plain ms": old_plain, "new plain ms": new_plain, "ratio range": spread})
+        print(f"| {guide} | {objective} | {batch} | {old_plain:.2f} | {old_ms:.2f} | {old_ratio:.3f} | {new_plain:.2f} | "
+              f"{new_ms:.2f} | {new_ratio:.3f} | {new_ms / old_ms:.3f} | {spread['old'][0]:.3f}-{spread['old'][1]:.3f} / "
+              f"{spread['new'][0]:.3f}-{spread['new'][1]:.3f} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"old": args.old, "rounds": args.rounds, "table": table}, indent=1))
 
