@@ -34,8 +34,10 @@ class CVAEGuide(EncoderGuide):
     """q(z | x, y): an MLP on [x, y] -> (loc, scale) of a diagonal Normal (the CVAE's recognition network).
 
     Options: :class:`~pyrovae.guides.base.EncoderGuide`'s (x_dim, z_dim, hidden_dims,
-    activation, site), ``y_dim`` (None: the same as ``x_dim``) and ``deterministic`` (the
-    baseline without z: the guide samples nothing).
+    activation, site) and
+
+    :param int y_dim: size of the output y (None: the same as ``x_dim``).
+    :param bool deterministic: the baseline without z: the guide samples nothing.
 
     >>> guide = CVAEGuide(x_dim=6, y_dim=4, z_dim=2)
     >>> guide.encode(torch.zeros(3, 6), torch.zeros(3, 4)).event_shape

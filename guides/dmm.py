@@ -43,6 +43,8 @@ def reverse_within_lengths(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 class DMMGuide(EncoderGuide):
     """q(z_t | z_{t-1}, x_{t:T}) from a backward GRU combined with z_{t-1}.
 
+    :param int rnn_dim: hidden size of the backward GRU over x_{t:T}.
+
     >>> guide = DMMGuide(x_dim=5, z_dim=2, rnn_dim=8)
     >>> trace = pyro.poutine.trace(guide).get_trace(torch.zeros(3, 4, 5))
     >>> trace.nodes["z_3"]["value"].shape

@@ -77,7 +77,12 @@ def precision_weighted(loc1: torch.Tensor, scale1: torch.Tensor, loc2: torch.Ten
 
 @dataclass
 class HierarchicalGuideOptions(EncoderGuide.Options):
-    """The shared encoder options, ``z_dim`` the top layer's size, and the model's layer sizes."""
+    """The shared encoder options, ``z_dim`` the top layer's size, and the model's layer sizes.
+
+    :param tuple lower_z_dims: sizes of the latent layers below the top, z_1 first.
+    :param tuple upper_hidden_dims: hidden widths of each network z_i -> z_{i+1}.
+    """
+
     z_dim: int = 50
     lower_z_dims: Tuple[int, ...] = (100,)
     upper_hidden_dims: Tuple[int, ...] = (100, 100)

@@ -54,9 +54,12 @@ def random_subset(mask: torch.Tensor, min_size: int, max_size: int, generator=No
 class HomoencoderGuide(StatisticianGuide):
     """q(c | D) q(z | x, c), D a random subset of 1-5 elements in training (Hewitt et al. 2018).
 
-    Options: the statistician guide's, ``min_subset`` and ``max_subset`` (the subset sizes
-    drawn in training), and ``class_size`` (|X|, as the model's: give both the same value; the
-    CLI's ``--class-size`` does).
+    Options: the statistician guide's and
+
+    :param int min_subset: the smallest subset D drawn in training.
+    :param int max_subset: the largest subset D drawn in training.
+    :param int class_size: |X|, as the model's (give both the same value; the CLI's
+        ``--class-size`` does).
 
     >>> guide = HomoencoderGuide(x_dim=1, c_dim=2, z_dim=3, hidden_dims=(8,))
     >>> trace = pyro.poutine.trace(guide).get_trace(torch.zeros(4, 6, 1))

@@ -75,8 +75,10 @@ class StatisticianGuide(EncoderGuide):
     """q(c | D) q(z | x, c): the Neural Statistician's statistic and inference networks.
 
     Options: the shared encoder options (x_dim: one item's size; z_dim; hidden_dims: the
-    hidden widths of every MLP; activation; ``site``: the items' latent, ``z``), ``c_dim`` as the
-    model's, and ``feature_dim``, the width of the per-item features that are pooled.
+    hidden widths of every MLP; activation; ``site``: the items' latent, ``z``) and
+
+    :param int c_dim: size of the per-set context c, as the model's.
+    :param int feature_dim: width of the per-item features that are pooled.
 
     >>> guide = StatisticianGuide(x_dim=1, c_dim=2, z_dim=3, hidden_dims=(8,))
     >>> trace = pyro.poutine.trace(guide).get_trace(torch.zeros(4, 6, 1))

@@ -23,9 +23,11 @@ class VarianceEncoder(EncoderGuide):
     """q(z | x) = N(mu(x), diag sigma(x)^2) from an MLP with variance layers.
 
     The options of :class:`~pyrovae.guides.base.EncoderGuide` (``activation`` default
-    ``relu``), and ``encoder_variance_layers``: indices of the encoder's linear layers that
-    are variance layers, default ``(0,)`` (its own name: the CLI gives one flag to an option
-    of the same name in the model and the guide).
+    ``relu``), and
+
+    :param tuple encoder_variance_layers: indices of the encoder's linear layers that are
+        variance layers (its own name: the CLI gives one flag to an option of the same name in
+        the model and the guide).
 
     >>> guide = VarianceEncoder(x_dim=6, z_dim=2, hidden_dims=(8,))
     >>> guide.encode(torch.ones(3, 6)).event_shape

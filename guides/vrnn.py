@@ -40,8 +40,10 @@ class VRNNGuide(EncoderGuide):
     """q(z_t | x_t, g_{t-1}): the VRNN's filtering posterior with its own recurrent state.
 
     Options: the shared encoder options (x_dim: one step's size; z_dim; hidden_dims: the
-    widths of every MLP; activation; site: the prefix of the per-step sites ``z_0, z_1, ...``)
-    and, as :class:`~pyrovae.models.vrnn.VRNN`'s, ``rnn_dim`` and ``feature_dim``.
+    widths of every MLP; activation; site: the prefix of the per-step sites ``z_0, z_1, ...``) and
+
+    :param int rnn_dim: size of the guide's own recurrent state g_t (as the model's).
+    :param int feature_dim: width of the per-step features of x_t (as the model's).
 
     >>> guide = VRNNGuide(x_dim=5, z_dim=2, rnn_dim=8, feature_dim=4, hidden_dims=(8,))
     >>> trace = pyro.poutine.trace(guide).get_trace(torch.zeros(3, 4, 5))

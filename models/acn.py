@@ -84,6 +84,7 @@ class AssociativeCompressionNetwork(Model):
     :param tuple hidden_dims: hidden widths of the prior network (and of the MLP decoder).
     :param str prior: ``knn`` (the ACN) or ``standard`` (N(0, I): the VAE baseline).
     :param int num_neighbours: K, the neighbours one is drawn from.
+    :param str activation: the networks' nonlinearity.
     :param str decoder: ``mlp`` or ``pixelcnn``.
     :param int num_layers, pixel_channels, first_kernel_size, kernel_size: the PixelCNN's.
     :param tuple image_shape: ``(H, W)`` for the PixelCNN; None: square.

@@ -76,6 +76,7 @@ class ConvVAE(StandardNormalPrior, Model):
     :param tuple channels: channels of the feature maps, finest first (the conv guide's order;
         the decoder runs them in reverse).
     :param tuple hidden_dims: dense layers from z to the smallest feature map.
+    :param str activation: the decoder's nonlinearity.
     :param str likelihood: ``bernoulli`` or ``logistic-mixture``.
     :param int num_mixtures: logistic components per pixel.
     :param int num_bins: grey levels (256: 8 bits).

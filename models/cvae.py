@@ -148,11 +148,18 @@ class HybridObjective(Objective):
 
     name = "cvae-hybrid"
 
-    def __init__(self, alpha: float = 0.5, **kwargs):
-        super().__init__(**kwargs)
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"cvae-hybrid needs 0 <= alpha <= 1 (the ELBO's weight), got {alpha}")
-        self.alpha = float(alpha)
+    @dataclass
+    class Options(Objective.Options):
+        alpha: float = 0.5
+
+        def __post_init__(self):
+            super().__post_init__()
+            if not 0.0 <= self.alpha <= 1.0:
+                raise ValueError(f"cvae-hybrid needs 0 <= alpha <= 1 (the ELBO's weight), got {self.alpha}")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.alpha = float(self.options.alpha)
         self._elbo = ELBO()
 
     def loss(self, model, guide, batch):
@@ -163,6 +170,3 @@ class HybridObjective(Objective):
             gsnn = sum(site["log_prob"].sum() for site in observed_sites(trace)) / batch_size_of(batch)
             loss = loss - (1 - self.alpha) * gsnn
         return loss
-
-    def config(self) -> dict:
-        return {**super().config(), "alpha": self.alpha}

@@ -63,6 +63,11 @@ class GatedTransition(nn.Module):
 class DMM(Model):
     """The deep Markov model: gated Gaussian transitions, Bernoulli emissions.
 
+    :param int x_dim: size of one step's observation.
+    :param int z_dim: size of each step's latent state z_t.
+    :param int transition_dim: hidden width of the gated transition p(z_t | z_{t-1}).
+    :param int emission_dim: hidden width of the emission p(x_t | z_t).
+
     >>> model = DMM(x_dim=5, z_dim=2, transition_dim=8, emission_dim=8)
     >>> model.generate(num_samples=3, num_steps=7).shape
     torch.Size([3, 7, 5])

@@ -42,7 +42,8 @@ References
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+import typing
+from typing import Literal, Optional, Tuple
 
 import pyro
 import pyro.distributions as dist
@@ -56,7 +57,8 @@ from pyrovae.registry import register_model
 
 __all__ = ["DRAW", "lstm_step"]
 
-PRIORS = ("standard", "learned")
+Prior = Literal["standard", "learned"]
+PRIORS = typing.get_args(Prior)
 State = Tuple[torch.Tensor, torch.Tensor]
 
 
@@ -99,12 +101,10 @@ class DRAW(Model):
         z_dim: int = 10
         num_steps: int = 10
         rnn_dim: int = 256
-        prior: str = "standard"
+        prior: Prior = "standard"
 
         def __post_init__(self):
             check_positive(x_dim=self.x_dim, z_dim=self.z_dim, num_steps=self.num_steps, rnn_dim=self.rnn_dim)
-            if self.prior not in PRIORS:
-                raise ValueError(f"prior must be one of {', '.join(PRIORS)}, got {self.prior!r}")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

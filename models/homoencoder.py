@@ -75,8 +75,9 @@ class VariationalHomoencoder(NeuralStatistician):
     scaled by n / |X| in training (see the module docstring).
 
     Options: the statistician's (x_dim, c_dim, z_dim, hidden_dims, likelihood, activation) and
-    ``class_size``: |X|, the size of the set each batch row is drawn from, where the batch does
-    not carry it (``class_size`` key); None: the row itself.
+
+    :param int class_size: |X|, the size of the set each batch row is drawn from, where the
+        batch does not carry it (``class_size`` key); None: the row itself.
 
     >>> model = VariationalHomoencoder(x_dim=4, c_dim=2, z_dim=2, hidden_dims=(8,))
     >>> kl_scale(torch.ones(2, 5, dtype=torch.bool), 20).tolist()

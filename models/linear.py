@@ -25,7 +25,8 @@ References
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+import typing
+from typing import Literal, Optional
 
 import pyro
 import pyro.distributions as dist
@@ -36,7 +37,8 @@ from pyrovae.nn import check_positive
 from pyrovae.models.base import Model
 from pyrovae.registry import register_model
 
-NOISES = ("isotropic", "diagonal")
+Noise = Literal["isotropic", "diagonal"]
+NOISES = typing.get_args(Noise)
 
 
 @register_model("linear")
@@ -60,12 +62,10 @@ class LinearGaussianVAE(Model):
         x_dim: int
         z_dim: int = 2
         init_scale: float = 1.0
-        noise: str = "isotropic"
+        noise: Noise = "isotropic"
 
         def __post_init__(self):
             check_positive(x_dim=self.x_dim, z_dim=self.z_dim)
-            if self.noise not in NOISES:
-                raise ValueError(f"unknown noise {self.noise!r}; choose one of {NOISES}")
             if self.init_scale <= 0:
                 raise ValueError(f"init_scale must be positive, got {self.init_scale}")
 

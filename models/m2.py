@@ -40,7 +40,8 @@ References
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+import typing
+from typing import Literal, Optional, Tuple
 
 import pyro
 import pyro.distributions as dist
@@ -60,7 +61,8 @@ def one_hot(y: torch.Tensor, num_classes: int, dtype=torch.float32) -> torch.Ten
 
 
 #: the likelihoods of p(x | y, z)
-LIKELIHOODS = ("bernoulli", "gaussian")
+Likelihood = Literal["bernoulli", "gaussian"]
+LIKELIHOODS = typing.get_args(Likelihood)
 
 
 @register_model("m2")
@@ -90,16 +92,13 @@ class M2(Model):
         z_dim: int = 50
         hidden_dims: Tuple[int, ...] = (500,)
         activation: str = "softplus"
-        likelihood: str = "bernoulli"
+        likelihood: Likelihood = "bernoulli"
         scale: Optional[float] = None
 
         def __post_init__(self):
             self.hidden_dims = tuple(self.hidden_dims)
             check_positive(x_dim=self.x_dim, num_classes=self.num_classes, z_dim=self.z_dim,
                            hidden_dims=self.hidden_dims)
-            if self.likelihood not in LIKELIHOODS:
-                raise ValueError(f"M2 has no likelihood {self.likelihood!r}; choose one of {LIKELIHOODS} "
-                                 "(gaussian for continuous data such as a VAE's latent means)")
             if self.scale is not None:
                 if self.likelihood != "gaussian":
                     raise ValueError(f"scale={self.scale} is the Gaussian likelihood's; pass likelihood='gaussian' "

@@ -60,7 +60,8 @@ References
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+import typing
+from typing import Literal, Optional
 
 import pyro
 import pyro.distributions as dist
@@ -77,7 +78,8 @@ from pyrovae.registry import register_model
 
 __all__ = ["Seq2SeqVAE", "Seq2Seq", "SemanticEncoder", "no_latents"]
 
-PRIORS = ("conditional", "standard")
+Prior = Literal["conditional", "standard"]
+PRIORS = typing.get_args(Prior)
 
 
 def source_mask_of(source: torch.Tensor, source_mask: Optional[torch.Tensor]) -> torch.Tensor:
@@ -202,14 +204,12 @@ class Seq2SeqVAE(_Seq2SeqBase):
         embed_dim: int = 64
         hidden_dim: int = 128
         encoder_dim: int = 64
-        prior: str = "conditional"
+        prior: Prior = "conditional"
         word_dropout: float = 0.0
         code_every_step: bool = False
 
         def __post_init__(self):
             super().__post_init__()
-            if self.prior not in PRIORS:
-                raise ValueError(f"prior must be one of {PRIORS}, got {self.prior!r}")
             if not 0 <= self.word_dropout <= 1:
                 raise ValueError(f"word_dropout must be in [0, 1] (a probability), got {self.word_dropout}")
 

@@ -35,7 +35,8 @@ References
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+import typing
+from typing import Literal, Optional, Tuple
 
 import pyro
 import pyro.distributions as dist
@@ -50,7 +51,8 @@ from pyrovae.registry import register_model
 
 __all__ = ["NeuralStatistician", "broadcast_cat"]
 
-LIKELIHOODS = ("bernoulli", "gaussian")
+Likelihood = Literal["bernoulli", "gaussian"]
+LIKELIHOODS = typing.get_args(Likelihood)
 MIN_SCALE = 1e-3
 
 
@@ -84,7 +86,7 @@ class NeuralStatistician(Model):
         c_dim: int = 3
         z_dim: int = 16
         hidden_dims: Tuple[int, ...] = (128, 128)
-        likelihood: Optional[str] = None
+        likelihood: Optional[Likelihood] = None
         activation: str = "relu"
 
         def __post_init__(self):
@@ -92,8 +94,6 @@ class NeuralStatistician(Model):
             if self.likelihood is None:  # not given: the data's (a set data set fills it), else bernoulli
                 self.likelihood = "bernoulli"
             check_positive(x_dim=self.x_dim, c_dim=self.c_dim, z_dim=self.z_dim, hidden_dims=self.hidden_dims)
-            if self.likelihood not in LIKELIHOODS:
-                raise ValueError(f"unknown likelihood {self.likelihood!r}; choose one of {LIKELIHOODS}")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -23,7 +23,8 @@ References
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+import typing
+from typing import Literal, Optional, Tuple
 
 import pyro
 import pyro.distributions as dist
@@ -35,7 +36,8 @@ from pyrovae.nn import MLP, check_positive, output_at_data_mean_
 from pyrovae.models.base import Model, StandardNormalPrior
 from pyrovae.registry import register_model
 
-LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli", "logistic-mixture")
+Likelihood = Literal["bernoulli", "gaussian", "continuous_bernoulli", "logistic-mixture"]
+LIKELIHOODS = typing.get_args(Likelihood)
 
 
 @register_model("vae")
@@ -64,7 +66,7 @@ class VAE(StandardNormalPrior, Model):
         x_dim: int
         z_dim: int = 20
         hidden_dims: Tuple[int, ...] = (200, 200)
-        likelihood: str = "bernoulli"
+        likelihood: Likelihood = "bernoulli"
         scale: Optional[float] = None
         activation: str = "tanh"
         num_mixtures: int = 1
@@ -73,8 +75,6 @@ class VAE(StandardNormalPrior, Model):
         def __post_init__(self):
             self.hidden_dims = tuple(self.hidden_dims)
             check_positive(x_dim=self.x_dim, z_dim=self.z_dim, hidden_dims=self.hidden_dims)  # () is fine: no hidden layer
-            if self.likelihood not in LIKELIHOODS:
-                raise ValueError(f"unknown likelihood {self.likelihood!r}; choose one of {LIKELIHOODS}")
             if self.scale is not None and self.scale <= 0:
                 raise ValueError(f"scale must be positive (or None to learn it), got {self.scale}")
             check_positive(num_mixtures=self.num_mixtures)

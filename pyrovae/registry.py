@@ -27,12 +27,36 @@ registry reads that declaration; it never wraps a constructor:
 A class without ``Options`` (a plain ``__init__``) still works: its options are the
 keyword arguments of its constructor, and an instance's values are those :func:`build`
 passed, or else its attributes of the same names (scikit-learn's ``get_params`` rule).
+
+**Each option is described once, where it is declared.** Its help is the ``:param`` line of
+the class docstring (reST, as Pyro documents its arguments; a subclass inherits its parents'
+lines), and a field annotated with a ``Literal`` has those choices: ``pyrovae fit --help``
+shows both, argparse refuses another value in one line, and so does the constructor:
+
+>>> import typing
+>>> @register_model("my-vae-2")
+... class MyVAE2(Configurable):
+...     '''A model.
+...
+...     :param str likelihood: how x is scored given z.
+...     '''
+...     @dataclass
+...     class Options:
+...         likelihood: typing.Literal["bernoulli", "gaussian"] = "bernoulli"
+>>> option_help(MyVAE2), option_choices(MyVAE2)
+({'likelihood': 'how x is scored given z.'}, {'likelihood': ('bernoulli', 'gaussian')})
+>>> MyVAE2(likelihood="poisson")
+Traceback (most recent call last):
+...
+ValueError: unknown likelihood 'poisson'; choose one of ('bernoulli', 'gaussian')
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
+import re
 import typing
 from typing import Callable, Dict, Optional
 
@@ -40,11 +64,12 @@ from typing import Callable, Dict, Optional
 class Registry:
     """A named table of factories (classes or functions) of one kind.
 
-    :param str kind: what the table holds ("model", "guide", "objective"), used in errors.
+    :param str kind: what the table holds ("model", "guide", "objective", "dataset"), used in errors.
+    :param callable key: maps a name asked for to the name it is stored under (default: itself).
     """
 
-    def __init__(self, kind: str):
-        self.kind = kind
+    def __init__(self, kind: str, key: Callable[[str], str] = str):
+        self.kind, self.key = kind, key
         self._factories: Dict[str, Callable] = {}
 
     def register(self, name: str) -> Callable:
@@ -78,7 +103,7 @@ class Registry:
 
     def get(self, name: str) -> Callable:
         try:
-            return self._factories[name]
+            return self._factories[self.key(name)]
         except KeyError:
             raise ValueError(
                 f"unknown {self.kind} {name!r}; registered {self.kind}s: {', '.join(self.names())}. "
@@ -89,7 +114,7 @@ class Registry:
         return sorted(self._factories)
 
     def __contains__(self, name: str) -> bool:
-        return name in self._factories
+        return self.key(name) in self._factories
 
 
 def _origin(factory: Callable) -> tuple:
@@ -100,6 +125,8 @@ def _origin(factory: Callable) -> tuple:
 MODELS = Registry("model")
 GUIDES = Registry("guide")
 OBJECTIVES = Registry("objective")
+#: data set loaders ``loader(data_dir, binarize, valid_size) -> DataSet``; ``_`` may stand for ``-``
+DATASETS = Registry("dataset", key=lambda name: name.lower().replace("_", "-"))
 
 register_model = MODELS.register
 register_guide = GUIDES.register
@@ -135,6 +162,7 @@ class Configurable:
 
     def __init__(self, *args, **kwargs):
         super().__init__()
+        check_choices(type(self), args, kwargs)
         try:
             self.options = self.Options(*args, **kwargs)
         except TypeError as error:  # name the class, not its Options, and what it accepts
@@ -156,10 +184,12 @@ def declared_options(factory: Callable) -> Optional[type]:
 
 
 def options_signature(options: type) -> inspect.Signature:
-    """The signature ``(field=default, ...)`` of an options dataclass, types resolved."""
+    """The signature ``(field=default, ...)`` of an options dataclass, types resolved
+    (``kw_only`` fields are keyword-only, after the others, as the dataclass takes them)."""
     hints = typing.get_type_hints(options)
     params = []
-    for field in dataclasses.fields(options):
+    fields = dataclasses.fields(options)
+    for field in sorted(fields, key=lambda f: bool(getattr(f, "kw_only", False))):
         if not field.init:
             continue
         if field.default is not dataclasses.MISSING:
@@ -168,7 +198,9 @@ def options_signature(options: type) -> inspect.Signature:
             default = field.default_factory()
         else:
             default = inspect.Parameter.empty
-        params.append(inspect.Parameter(field.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default,
+        kind = inspect.Parameter.KEYWORD_ONLY if getattr(field, "kw_only", False) else \
+            inspect.Parameter.POSITIONAL_OR_KEYWORD
+        params.append(inspect.Parameter(field.name, kind, default=default,
                                         annotation=hints.get(field.name, inspect.Parameter.empty)))
     return inspect.Signature(params)
 
@@ -185,6 +217,104 @@ def constructor_options(factory: Callable) -> Dict[str, inspect.Parameter]:
         for name, p in params.items()
         if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
     }
+
+
+def option_hints(factory: Callable) -> Dict[str, object]:
+    """The type annotations of a factory's options (``{}`` where they do not resolve)."""
+    target = _options_class(factory) or (factory.__init__ if inspect.isclass(factory) else factory)
+    try:
+        return typing.get_type_hints(target)
+    except Exception:  # a hint that does not resolve: no type known
+        return {}
+
+
+_PARAM_LINE = re.compile(r"^:param\s+([^:]+):\s*(.*)$")
+
+
+def docstring_params(doc: Optional[str]) -> Dict[str, str]:
+    """``{name: text}`` of the ``:param [type] name: text`` lines of a reST docstring (a
+    line's indented continuation joined to it; ``:param int a, b: text`` describes both)."""
+    params: Dict[str, str] = {}
+    lines = inspect.cleandoc(doc or "").splitlines()
+    for i, line in enumerate(lines):
+        match = _PARAM_LINE.match(line)
+        if match is None:
+            continue
+        text = [match.group(2)]
+        for more in lines[i + 1:]:
+            if not more[:1].isspace() or not more.strip():
+                break
+            text.append(more.strip())
+        for part in match.group(1).split(","):
+            name = (part.split() or [""])[-1]
+            if name.isidentifier():
+                params[name] = " ".join(t for t in text if t)
+    return params
+
+
+def option_help(factory: Callable) -> Dict[str, str]:
+    """``{option: help}`` from the ``:param`` lines of the docstrings of ``factory`` (a class:
+    its own and its parents', and their ``Options``), the first found winning."""
+    found: Dict[str, str] = {}
+    for owner in (inspect.getmro(factory) if inspect.isclass(factory) else (factory,)):
+        for holder in (owner, vars(owner).get("Options") if inspect.isclass(owner) else None):
+            if holder is not None and holder.__doc__ and (holder is factory or "__doc__" in vars(holder)):
+                for name, text in docstring_params(holder.__doc__).items():
+                    found.setdefault(name, text)
+    return {name: found[name] for name in constructor_options(factory) if name in found}
+
+
+def literal_choices(annotation) -> Optional[tuple]:
+    """The values of a ``Literal[...]`` annotation (inside ``Optional`` too), else None."""
+    if typing.get_origin(annotation) is typing.Union:
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        annotation = inner[0] if len(inner) == 1 else None
+    return typing.get_args(annotation) if typing.get_origin(annotation) is typing.Literal else None
+
+
+def option_metadata(factory: Callable) -> Dict[str, dict]:
+    """``{option: metadata}`` of the fields of a factory's ``Options`` (``{}`` without one):
+    ``"flag"`` names the command-line flag (default: the option's name), ``"choices"`` lists
+    the values allowed where a ``Literal`` cannot (they come from code), ``"flag": None``
+    keeps an option off the command line."""
+    declared = _options_class(factory)
+    return {f.name: dict(f.metadata) for f in dataclasses.fields(declared)} if declared is not None else {}
+
+
+def _options_class(factory: Callable) -> Optional[type]:
+    """The dataclass declaring ``factory``'s options: its ``Options``, or itself (``FitOptions``)."""
+    declared = declared_options(factory)
+    if declared is None and inspect.isclass(factory) and dataclasses.is_dataclass(factory):
+        return factory
+    return declared
+
+
+@functools.lru_cache(maxsize=None)
+def option_choices(factory: Callable) -> Dict[str, tuple]:
+    """``{option: allowed values}`` for the options annotated with a ``Literal`` or declared
+    with ``metadata={"choices": ...}``."""
+    hints, metadata = option_hints(factory), option_metadata(factory)
+    choices = {name: metadata.get(name, {}).get("choices") or literal_choices(hints.get(name))
+               for name in constructor_options(factory)}
+    return {name: tuple(values) for name, values in choices.items() if values is not None}
+
+
+def check_choices(factory: Callable, args: tuple, kwargs: dict) -> None:
+    """:class:`ValueError` naming the option and its choices when a value given for a
+    ``Literal`` option is not one of them (None passes where the option is ``Optional``)."""
+    choices = option_choices(factory)
+    if not choices:
+        return
+    names = [n for n, p in constructor_options(factory).items() if p.kind == p.POSITIONAL_OR_KEYWORD]
+    for name, value in {**dict(zip(names, args)), **kwargs}.items():
+        allowed = choices.get(name)
+        if allowed is not None and value not in allowed and not (value is None and value is _default(factory, name)):
+            raise ValueError(f"unknown {name} {value!r}; choose one of {allowed}")
+
+
+def _default(factory: Callable, name: str):
+    param = constructor_options(factory)[name]
+    return None if param.default is param.empty else param.default
 
 
 def _signature(factory: Callable) -> inspect.Signature:

@@ -187,34 +187,81 @@ def _flag_kwargs(name: str, annotation, default) -> dict:
         return {"action": argparse.BooleanOptionalAction, "default": default}
     if origin in (tuple, list):
         return {"nargs": "*", "type": args[0] if args else int, "default": default, "metavar": name.upper()}
+    if origin is typing.Literal:
+        return {"type": type(args[0]), "default": default}
     if annotation in (int, float, str):
         return {"type": annotation, "default": default, "metavar": name.upper()}
     return {"type": str, "default": default, "metavar": name.upper()}
 
 
+def help_text(text: str) -> str:
+    """A docstring's reST (``literal``, :role:`target`) as plain text for ``--help``."""
+    text = re.sub(r":\w+:`~?([^`]*)`", r"\1", text).replace("``", "")
+    return " ".join(text.split()).replace("%", "%%")  # argparse formats help with %
+
+
+def _shown(value) -> str:
+    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
 def option_flags(factories: List[Callable]) -> Dict[str, dict]:
-    """``{option_name: argparse kwargs}`` for the constructor options of ``factories``
-    (``z_dim: int = 20`` becomes ``--z-dim``; a name shared by two factories sets both)."""
-    from pyrovae.registry import constructor_options, declared_options
+    """``{option_name: argparse kwargs}`` for the options of ``factories`` (``z_dim: int = 20``
+    becomes ``--z-dim``; a name shared by two factories sets both): the help is the option's
+    ``:param`` line, the choices its ``Literal`` (or declared ``choices``), and ``"flag"`` the
+    flag, ``--`` and the option's name with ``-`` for ``_`` unless its field's metadata names
+    another (``num_particles`` is ``--particles``). Options whose metadata has ``"flag": None``,
+    and the sizes the data fills, are left out."""
+    from pyrovae.registry import constructor_options, option_choices, option_help, option_hints, option_metadata
 
     flags: Dict[str, dict] = {}
+    texts: Dict[str, Dict[str, str]] = {}  # option -> {factory name: its help}
     for factory in factories:
-        target = declared_options(factory) or (factory.__init__ if isinstance(factory, type) else factory)
-        try:
-            hints = typing.get_type_hints(target)
-        except Exception:  # a hint that does not resolve: treat the value as a string
-            hints = {}
+        hints, helps = option_hints(factory), option_help(factory)
+        choices, metadata = option_choices(factory), option_metadata(factory)
+        owner = getattr(factory, "registry_name", factory.__name__)
         for name, param in constructor_options(factory).items():
-            if name in DATA_FILLED or name in flags:
+            flag = metadata.get(name, {}).get("flag", name)
+            if name in DATA_FILLED or flag is None:
+                continue
+            texts.setdefault(name, {})[owner] = help_text(helps[name]).rstrip(".") if name in helps else ""
+            if name in flags:  # shared: the first factory's default and type, both helps
                 continue
             default = None if param.default is param.empty else param.default
-            flags[name] = _flag_kwargs(name, hints.get(name, type(default) if default is not None else str), default)
-            flags[name]["help"] = f"{getattr(factory, 'registry_name', factory.__name__)} option (default: {default})"
+            kwargs = _flag_kwargs(name, hints.get(name, type(default) if default is not None else str), default)
+            if "metavar" in kwargs:
+                kwargs["metavar"] = flag.upper().replace("-", "_")
+            if name in choices:
+                kwargs.pop("metavar", None)
+                kwargs.update(choices=choices[name], type=type(choices[name][0]))
+            kwargs["flag"] = "--" + flag.replace("_", "-")
             if name in DATA_PREFERRED:  # unset unless given, so that the data's choice can stand
-                flags[name]["default"] = None
-                flags[name]["help"] = (f"{getattr(factory, 'registry_name', factory.__name__)} option (default: the "
-                                       f"data's: logistic-mixture for 8-bit images, where the model has it; else {default})")
+                kwargs["default"], kwargs["data_preferred"] = None, default
+            flags[name] = kwargs
+    for name, kwargs in flags.items():
+        described = {owner: text for owner, text in texts[name].items() if text}
+        if len(set(described.values())) > 1:
+            text = "; ".join(f"{owner}: {text}" for owner, text in described.items())
+        else:
+            text = next(iter(described.values()), f"{', '.join(texts[name])} option")
+        default = kwargs["default"]
+        shown = default is not None and kwargs.get("action") is not argparse.BooleanOptionalAction  # it says itself
+        kwargs["help"] = text + (f" (default: {help_text(_shown(default))})" if shown else "")
+        if "data_preferred" in kwargs:
+            kwargs["help"] = text + (" (default: the data's: logistic-mixture for 8-bit images, where the model has "
+                                     f"it; else {kwargs.pop('data_preferred')})")
     return flags
+
+
+def add_option_flags(parser, factories: List[Callable], dest_prefix: str = "", skip=()) -> List[str]:
+    """Add the flags of :func:`option_flags` to ``parser`` (or an argument group), each stored
+    under ``dest_prefix + option name``; the option names added."""
+    added = []
+    for name, kwargs in option_flags(factories).items():
+        if name not in skip:
+            flag = kwargs.pop("flag")
+            parser.add_argument(flag, dest=dest_prefix + name, **kwargs)
+            added.append(name)
+    return added
 
 
 def options_for(factory, values: dict) -> dict:

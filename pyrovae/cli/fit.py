@@ -30,11 +30,13 @@ from pyrovae.guides.base import model_name_of, objective_name_of
 from pyrovae.models.base import guide_name_of
 
 HELP = "fit a model/guide pair (default: VAE on the embedded digits)"
-OBJECTIVE_FLAGS = {"num_particles", "alpha", "beta", "warmup_steps", "particle_chunk"}  # flags of their own
 
 
 def build_parser(model_name: str, guide_name: str, objective_name: str) -> common.Parser:
+    """The flags of ``pyrovae fit``: its own, then those declared by :class:`FitOptions`, the
+    objective's ``Options`` and the model's and guide's, each with its help and choices."""
     from pyrovae.registry import get_guide, get_model, get_objective, list_guides, list_models, list_objectives
+    from pyrovae.training.setup import FitOptions
 
     p = common.Parser(prog="pyrovae fit", description="Fit a model/guide pair with SVI.")
     p.add_argument("--model", default=model_name, help=f"one of {list_models()} (default: the guide's model, else vae)")
@@ -47,46 +49,23 @@ def build_parser(model_name: str, guide_name: str, objective_name: str) -> commo
                    help="a folder of images: resize and centre-crop every image to S x S (needed for mixed sizes)")
     p.add_argument("--color", default=None, choices=["grey", "rgb"],
                    help="a folder of images: read as grey or RGB (default: grey if every image is grey)")
-    p.add_argument("--num-workers", type=int, default=0, metavar="N",
-                   help="loader processes for data streamed from disk (default 0: read in this process)")
     p.add_argument("--data-dir", default=None, help="folder holding the data files (else $PYROVAE_DATA, standard places)")
     p.add_argument("--binarize", default=None, choices=["dynamic", "static", "none"], help="binary images from grey levels: dynamic (a new draw every batch), static (drawn once) or none; default: the named data set's, none for your own data")
-    p.add_argument("--objective", default=None, help=f"one of {list_objectives()} (default: the guide's, else elbo)")
-    p.add_argument("--particles", type=int, default=None, help="particles K for elbo/iwae/renyi")
-    p.add_argument("--alpha", type=float, default=None, help="Renyi alpha (objective renyi); InfoVAE alpha (objective infovae)")
-    p.add_argument("--beta", type=float, default=1.0, help="KL weight (beta-VAE); default 1")
-    p.add_argument("--kl-warmup", type=int, default=0, help="linear KL warm-up over this many steps")
+    p.add_argument("--objective", default=None, help=f"one of {list_objectives()} (default: the guide's, else elbo; "
+                   "its options are listed below: pass --objective NAME --help for another's)")
     p.add_argument("--epochs", type=int, default=None, help="total epochs (default: about 3000 steps, at least 10)")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0, help="seeds the initial weights, the batches and every draw")
     p.add_argument("--out", default=None, help="run folder (default: runs/DATA-MODEL-GUIDE-TIME)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--eval-samples", type=int, default=100,
                    help="importance samples for the test log-likelihood printed at the end (0: skip)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--log-every", type=int, default=None, metavar="N", help="a line every N epochs (default: none)")
-    p.add_argument("--init", default="torch", choices=["torch", "glorot", "burda"],
-                   help="how a new run's weights start: torch's defaults, Glorot-uniform, or burda (Glorot and the "
-                        "decoder's output at the data's mean; vae, hvae, m2); default torch")
-    p.add_argument("--valid-every", type=int, default=1, metavar="N",
-                   help="the validation ELBO and monitors every N epochs and after the last (default 1; 0: never)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
-                   help="bf16: the forward pass under bfloat16 autocast (GPUs; default fp32)")
-    p.add_argument("--compile", action="store_true",
-                   help="CPU: the pair's networks compiled by torch.compile (needs g++; opt-in, slower on small "
-                        "networks: docs/performance.md)")
-    p.add_argument("--particle-chunk", type=int, default=None,
-                   help="iwae/renyi: particles per chunk, recomputed in the backward pass (memory)")
+    common.add_option_flags(p, [FitOptions])  # --resume, --init, --precision, --log-every, ...
     common.add_common_flags(p)
-    group = p.add_argument_group(f"options of model {model_name!r} and guide {guide_name!r}")
-    for name, kwargs in common.option_flags([get_model(model_name), get_guide(guide_name)]).items():
-        group.add_argument("--" + name.replace("_", "-"), dest=f"opt_{name}", **kwargs)
-    extra = {k: v for k, v in common.option_flags([get_objective(objective_name)]).items() if k not in OBJECTIVE_FLAGS}
-    if extra:
-        group = p.add_argument_group(f"options of objective {objective_name!r}")
-        for name, kwargs in extra.items():
-            group.add_argument("--" + name.replace("_", "-"), dest=f"obj_{name}", **kwargs)
+    common.add_option_flags(p.add_argument_group(f"options of objective {objective_name!r}"),
+                            [get_objective(objective_name)], dest_prefix="obj_")
+    common.add_option_flags(p.add_argument_group(f"options of model {model_name!r} and guide {guide_name!r}"),
+                            [get_model(model_name), get_guide(guide_name)], dest_prefix="opt_")
     return p
 
 
@@ -95,6 +74,7 @@ def main(argv: List[str]) -> int:
 
     from pyrovae.registry import get_guide, get_model, get_objective, pair_guide
     from pyrovae.training.fit import fit
+    from pyrovae.training.setup import FitOptions
 
     # the pair decides the flags: find it (and import the user's modules) before parsing
     known = common.pre_parse(argv, "--model", "--guide", "--objective", "--out")
@@ -111,7 +91,7 @@ def main(argv: List[str]) -> int:
     get_objective(objective_name)
     parser = build_parser(model_name, guide_name, objective_name)
     if saved:  # a resumed run keeps its options unless they are given again
-        parser.set_defaults(**defaults_from_saved(saved))
+        parser.set_defaults(**defaults_from_saved(saved, objective_name))
     args = parser.parse_args(argv)
     opts = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
     device = common.resolve_device(args.device)
@@ -139,16 +119,11 @@ def main(argv: List[str]) -> int:
               "threads": threads}
     if not isinstance(dataset.train, dict):  # read from a path
         config["num_workers"] = args.num_workers
-    options = dict(objective=objective, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, device=device,
-                   seed=args.seed, out_dir=out, resume=args.resume, progress=args.progress, config=config,
-                   precision=args.precision, num_workers=args.num_workers, valid_every=args.valid_every,
-                   init=args.init)
-    if args.compile:
-        options["compile"] = True
-    if args.log_every is not None:
-        options["log_every"] = args.log_every
+    options = FitOptions(**{name: getattr(args, name) for name in common.option_flags([FitOptions])},
+                         device=device, config=config)
     try:
-        result = fit(model, guide, dataset, **options)
+        result = fit(model, guide, dataset, objective=objective, epochs=args.epochs, batch_size=args.batch_size,
+                     lr=args.lr, seed=args.seed, out_dir=out, options=options)
     except KeyboardInterrupt:
         print(interrupted_message(out), file=sys.stderr)
         return 130
@@ -214,15 +189,11 @@ def interrupted_message(out: Path) -> str:
 
 
 def objective_from_args(args, name: str):
+    """The objective ``name`` built with its flags' values (stored as ``obj_OPTION``)."""
     from pyrovae.registry import build, get_objective
 
-    options = {"beta": args.beta, "warmup_steps": args.kl_warmup}
-    for option, value in (("num_particles", args.particles), ("alpha", args.alpha),
-                          ("particle_chunk", args.particle_chunk)):
-        if value is not None:
-            options[option] = value
-    options.update({k[4:]: v for k, v in vars(args).items() if k.startswith("obj_") and v is not None})
-    return build(get_objective(name), options)
+    options = {k[4:]: v for k, v in vars(args).items() if k.startswith("obj_") and v is not None}
+    return build(get_objective(name), common.options_for(get_objective(name), options))
 
 
 def check_objective_fits(objective, guide_name: str, guide, train: dict) -> None:
@@ -262,7 +233,7 @@ def check_resume_consistent(saved: dict, out, model_name: str, guide_name: str) 
                              f"drop --{role} to resume it, or choose another --out")
 
 
-def defaults_from_saved(saved: dict) -> dict:
+def defaults_from_saved(saved: dict, objective_name: str) -> dict:
     """The parser defaults that make ``--resume`` continue the run as it was started."""
     defaults = {}
     for role in ("model", "guide"):
@@ -281,8 +252,6 @@ def defaults_from_saved(saved: dict) -> dict:
         if k in fit_cfg:
             defaults[k] = fit_cfg[k]
     obj = saved.get("objective") or {}
-    defaults.update(objective=obj.get("name"), particles=obj.get("num_particles"), alpha=obj.get("alpha"),
-                    particle_chunk=obj.get("particle_chunk"), beta=obj.get("beta", 1.0),
-                    kl_warmup=obj.get("warmup_steps", 0))
-    defaults.update({f"obj_{k}": v for k, v in obj.items() if k not in OBJECTIVE_FLAGS and k != "name"})
+    if obj.get("name") == objective_name:  # its options carry over; another objective starts from its defaults
+        defaults.update({f"obj_{k}": v for k, v in obj.items() if k != "name"})
     return {k: v for k, v in defaults.items() if v is not None}

@@ -59,7 +59,7 @@ def _declared(factory, attribute: str) -> bool:
 def catalogue() -> Dict[str, Dict[str, dict]]:
     """Everything registered: ``{"models": {name: {"description", "options"}}, ...}``."""
     from pyrovae.data import datasets
-    from pyrovae.registry import GUIDES, MODELS, OBJECTIVES
+    from pyrovae.registry import DATASETS, GUIDES, MODELS, OBJECTIVES
 
     table = {}
     for kind, registry in (("models", MODELS), ("guides", GUIDES), ("objectives", OBJECTIVES)):
@@ -71,10 +71,9 @@ def catalogue() -> Dict[str, Dict[str, dict]]:
                 if isinstance(getattr(factory, attribute, None), str) and _declared(factory, attribute):
                     entry[attribute.replace("_name", "")] = getattr(factory, attribute)
             table[kind][name] = entry
-    loaders = getattr(datasets, "_LOADERS", {})
-    table["datasets"] = {name: {"description": describe(loaders[name]) if name in loaders else "",
+    table["datasets"] = {name: {"description": describe(DATASETS.get(name)),
                                 "options": {"binarize": list(datasets.BINARIZE_CHOICES), "data_dir": None}}
-                         for name in datasets.list_datasets()}
+                         for name in DATASETS.names()}
     return table
 
 

@@ -28,6 +28,8 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from pyrovae.registry import DATASETS
+
 __all__ = ["BINARIZE_CHOICES", "STANDARD_PLACES", "DataFormatError", "DataNotFoundError",
            "DataSet", "batches", "list_datasets", "load_dataset", "register_dataset",
            "search_paths"]
@@ -123,26 +125,19 @@ def binarized_batch(batch: dict, generator: torch.Generator | None = None) -> di
     return {**batch, "x": (u < x).to(x.dtype)}
 
 
-_LOADERS: dict[str, Callable[..., DataSet]] = {}
-
-
 def register_dataset(name: str):
     """
     Decorator registering ``loader(data_dir, binarize, valid_size) -> DataSet`` as ``name``
-    for :func:`load_dataset`. ``binarize`` and ``valid_size`` are ``None`` for the data
-    set's defaults; the loader returns tensors on the CPU.
+    for :func:`load_dataset`, in :data:`pyrovae.registry.DATASETS` (the registry of models,
+    guides and objectives). ``binarize`` and ``valid_size`` are ``None`` for the data set's
+    defaults; the loader returns tensors on the CPU.
     """
-    def decorator(loader):
-        if name in _LOADERS:
-            raise ValueError(f"a data set named {name!r} is already registered")
-        _LOADERS[name] = loader
-        return loader
-    return decorator
+    return DATASETS.register(name)
 
 
 def list_datasets() -> list[str]:
     """The registered data set names, sorted."""
-    return sorted(_LOADERS)
+    return DATASETS.names()
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, binarize: str | None = None,
@@ -163,15 +158,14 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, binarize:
     >>> [len(data.train["x"]), len(data.valid["x"]), len(data.test["x"])]
     [1200, 297, 300]
     """
-    key = name.lower().replace("_", "-")
-    if key not in _LOADERS:
+    if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; choose one of {list_datasets()}, or give a folder of "
                          f"images, a .npy/.npz file or module:function")
     if binarize is not None:
         _check_binarize(binarize)
     if valid_size is not None and (type(valid_size) is not int or valid_size < 0):
         raise ValueError(f"valid_size must be a non-negative int, got {valid_size!r}")
-    return _LOADERS[key](data_dir, binarize, valid_size).to(device)
+    return DATASETS.get(name)(data_dir, binarize, valid_size).to(device)
 
 
 def _check_binarize(binarize):

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from dataclasses import dataclass
 from typing import Dict, Optional
 
 import torch
@@ -53,7 +54,7 @@ from pyro import poutine
 from pyro.infer import TraceEnum_ELBO
 
 from pyrovae.infer.importance import batch_size_of, bind_batch, guess_max_plate_nesting
-from pyrovae.infer.objectives import Objective
+from pyrovae.infer.objectives import Objective, check_particles, particles
 from pyrovae.registry import register_objective
 
 
@@ -67,23 +68,32 @@ class EnumELBO(Objective):
     :param int max_plate_nesting: the pair's plate depth (0: found from one trace of the pair).
     :param str labels: the batch key of the labels (the mask is ``labelled``).
 
-    >>> EnumELBO(alpha=0.5).config()["alpha"]
+    >>> EnumELBO(alpha=0.5).options.alpha
     0.5
     """
 
     name = "enum"
 
-    def __init__(self, alpha: float = 1.0, num_particles: int = 1, max_plate_nesting: int = 0,
-                 labels: str = "y", **kwargs):
-        super().__init__(**kwargs)
-        if not alpha >= 0:
-            raise ValueError(f"the enum objective needs alpha >= 0 (the classifier term's weight), got {alpha}")
-        if num_particles < 1:
-            raise ValueError(f"num_particles must be >= 1, got {num_particles}")
-        if max_plate_nesting < 0:
-            raise ValueError(f"max_plate_nesting must be >= 0 (0: found from the pair), got {max_plate_nesting}")
-        self.alpha, self.num_particles = float(alpha), int(num_particles)
-        self.max_plate_nesting, self.labels = int(max_plate_nesting), labels
+    @dataclass
+    class Options(Objective.Options):
+        alpha: float = 1.0
+        num_particles: int = particles(1)
+        max_plate_nesting: int = 0
+        labels: str = "y"
+
+        def __post_init__(self):
+            super().__post_init__()
+            if not self.alpha >= 0:
+                raise ValueError(f"the enum objective needs alpha >= 0 (the classifier term's weight), got {self.alpha}")
+            check_particles(self.num_particles)
+            if not isinstance(self.max_plate_nesting, int) or self.max_plate_nesting < 0:
+                raise ValueError(f"max_plate_nesting must be >= 0 (0: found from the pair), got {self.max_plate_nesting}")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        o = self.options
+        self.alpha, self.num_particles = float(o.alpha), int(o.num_particles)
+        self.max_plate_nesting, self.labels = int(o.max_plate_nesting), o.labels
         self._elbos: Dict[tuple, TraceEnum_ELBO] = {}
 
     def _elbo(self, model, guide, batch) -> TraceEnum_ELBO:
@@ -129,14 +139,6 @@ class EnumELBO(Objective):
             if term is not None:
                 loss = loss - self.alpha * term / batch_size_of(batch)
         return loss
-
-    def config(self) -> dict:
-        config = {**super().config(), "alpha": self.alpha, "num_particles": self.num_particles}
-        if self.max_plate_nesting:
-            config["max_plate_nesting"] = self.max_plate_nesting
-        if self.labels != "y":
-            config["labels"] = self.labels
-        return config
 
 
 def _bound(fn, batch):

@@ -42,7 +42,9 @@ References
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+import typing
+from dataclasses import dataclass
+from typing import Dict, Literal, Optional
 
 import pyro.poutine as poutine
 import torch
@@ -55,7 +57,8 @@ from pyrovae.infer.importance import (
 from pyrovae.infer.objectives import Objective, _check_reparameterized
 from pyrovae.registry import register_objective
 
-KERNELS = ("rbf", "imq")
+Kernel = Literal["rbf", "imq"]
+KERNELS = typing.get_args(Kernel)
 
 
 def squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -168,24 +171,32 @@ class InfoVAE(Objective):
     :param float kernel_scale: s in ``exp(-|a-b|^2/s)`` / ``s/(s+|a-b|^2)`` (0: 2 D, D the latent dimension).
 
     >>> objective = InfoVAE(alpha=1.0, lam=100.0, kernel="imq")
-    >>> objective.mmd_weight, objective.config()["kernel"]
+    >>> objective.mmd_weight, objective.options.kernel
     (100.0, 'imq')
     """
 
     name = "infovae"
 
-    def __init__(self, alpha: float = 0.0, lam: float = 1000.0, kernel: str = "rbf", kernel_scale: float = 0.0,
-                 **kwargs):
-        super().__init__(**kwargs)
-        if not alpha <= 1:
-            raise ValueError(f"alpha must be <= 1 (the KL weight is 1 - alpha), got {alpha}")
-        if not alpha + lam - 1 >= 0:
-            raise ValueError(f"alpha + lam - 1 (the MMD weight) must be >= 0, got alpha={alpha}, lam={lam}")
-        if kernel not in KERNELS:
-            raise ValueError(f"unknown kernel {kernel!r}; choose one of {KERNELS}")
-        if not kernel_scale >= 0:
-            raise ValueError(f"kernel_scale must be >= 0 (0: twice the latent dimension), got {kernel_scale}")
-        self.alpha, self.lam, self.kernel, self.kernel_scale = float(alpha), float(lam), kernel, float(kernel_scale)
+    @dataclass
+    class Options(Objective.Options):
+        alpha: float = 0.0
+        lam: float = 1000.0
+        kernel: Kernel = "rbf"
+        kernel_scale: float = 0.0
+
+        def __post_init__(self):
+            super().__post_init__()
+            if not self.alpha <= 1:
+                raise ValueError(f"alpha must be <= 1 (the KL weight is 1 - alpha), got {self.alpha}")
+            if not self.alpha + self.lam - 1 >= 0:
+                raise ValueError(f"alpha + lam - 1 (the MMD weight) must be >= 0, got alpha={self.alpha}, lam={self.lam}")
+            if not self.kernel_scale >= 0:
+                raise ValueError(f"kernel_scale must be >= 0 (0: twice the latent dimension), got {self.kernel_scale}")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        o = self.options
+        self.alpha, self.lam, self.kernel, self.kernel_scale = float(o.alpha), float(o.lam), o.kernel, float(o.kernel_scale)
 
     @property
     def mmd_weight(self) -> float:
@@ -230,7 +241,3 @@ class InfoVAE(Objective):
             prior = prior_sites(model, batch, names)
         z_p = per_datapoint_values(prior, names, n, data_plate({k: prior[k] for k in names}, n, declared))
         return mmd_u(z_q, z_p, self.kernel, self.kernel_scale or None)
-
-    def config(self):
-        return {**super().config(), "alpha": self.alpha, "lam": self.lam, "kernel": self.kernel,
-                "kernel_scale": self.kernel_scale}

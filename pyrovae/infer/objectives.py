@@ -11,6 +11,12 @@ Every objective takes ``beta`` (the weight of the latent sites' log-densities, i
 KL term: beta-VAE) and ``warmup_steps`` (linear KL warm-up from 0 to ``beta``, as in
 Bowman et al.), implemented by scaling the latent sites with :func:`scale_latents`.
 
+An objective declares its options as models and guides do (:class:`pyrovae.registry.Configurable`):
+the fields of its ``Options`` dataclass, described by the ``:param`` lines of its docstring,
+choices as ``Literal`` types, validated in ``__post_init__``. ``pyrovae fit`` makes them flags
+(``num_particles`` is ``--particles``, ``warmup_steps`` ``--kl-warmup``: a field's
+``metadata={"flag": ...}``), and run.json records them (:func:`objective_record`).
+
 ``elbo`` and ``iwae`` take ``gradient``: ``"plain"`` (the default), ``"stl"`` (log q at stopped
 guide parameters, sticking the landing [6]; unbiased for the ELBO, biased for IWAE with K > 1)
 and, for ``iwae``, ``"dreg"`` (doubly reparameterized [7]: the guide's gradient
@@ -30,8 +36,8 @@ References
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional
-
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Literal, Optional
 
 import pyro
 import torch
@@ -46,7 +52,7 @@ from pyro.infer.util import is_validation_enabled
 from pyrovae.infer.fast_path import (
     PYRO_INTERNALS_SUPPORTED, _has_score_function, mean_field_elbo_loss, trace_elbo_loss,
 )
-from pyrovae.registry import register_objective
+from pyrovae.registry import Configurable, options_of, register_objective
 from pyrovae.infer.importance import (
     PARTICLE_PLATE, batch_size_of, data_dim, data_plate, declared_data_plate, guess_max_plate_nesting,
     kl_or_sampled, latent_sites, log_density_per_datapoint, log_mean_exp, log_weights, per_datapoint,
@@ -87,8 +93,18 @@ def scale_latents(fn: Optional[Callable] = None, scale: float = 1.0):
     return messenger if fn is None else messenger(fn)
 
 
-class Objective:
-    """Base class. Subclasses implement :meth:`loss`.
+def particles(default: int):
+    """The ``num_particles`` field of an objective's options: ``--particles`` on the command line."""
+    return field(default=default, metadata={"flag": "particles"})
+
+
+def check_particles(num_particles, least: int = 1, name: str = "num_particles") -> None:
+    if not isinstance(num_particles, int) or isinstance(num_particles, bool) or num_particles < least:
+        raise ValueError(f"the objective needs {name} >= {least} (an integer), got {num_particles!r}")
+
+
+class Objective(Configurable):
+    """Base class. Subclasses implement :meth:`loss` and extend :class:`Objective.Options`.
 
     :param float beta: weight of the KL term (1 is the true bound).
     :param int warmup_steps: linear warm-up of the KL weight from 0 to ``beta`` over this
@@ -101,13 +117,21 @@ class Objective:
     #: ``param`` sites from a trace sets this to False
     quiet_modules = True
 
-    def __init__(self, *, beta: float = 1.0, warmup_steps: int = 0):
-        if beta < 0:
-            raise ValueError(f"beta must be >= 0, got {beta}")
-        if warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
-        self.beta = float(beta)
-        self.warmup_steps = int(warmup_steps)
+    @dataclass(kw_only=True)
+    class Options:
+        beta: float = 1.0
+        warmup_steps: int = field(default=0, metadata={"flag": "kl-warmup"})
+
+        def __post_init__(self):
+            if not self.beta >= 0:
+                raise ValueError(f"beta must be >= 0, got {self.beta}")
+            if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+                raise ValueError(f"warmup_steps must be an integer >= 0, got {self.warmup_steps!r}")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.beta = float(self.options.beta)
+        self.warmup_steps = int(self.options.warmup_steps)
 
     def kl_weight(self, step: Optional[int] = None) -> float:
         """The KL weight at optimizer step ``step`` (the full ``beta`` when step is None)."""
@@ -130,9 +154,18 @@ class Objective:
     def loss(self, model, guide, batch) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def config(self) -> dict:
-        """The options that rebuild this objective (saved in the run folder)."""
-        return {"name": self.name, "beta": self.beta, "warmup_steps": self.warmup_steps}
+
+
+def objective_record(objective) -> Optional[dict]:
+    """run.json's ``objective`` entry: ``{"name": ..., **options}``, the options that rebuild
+    ``objective`` (None for an objective that is not an :class:`Objective`).
+
+    >>> objective_record(IWAE(num_particles=3))
+    {'name': 'iwae', 'beta': 1.0, 'warmup_steps': 0, 'num_particles': 3, 'particle_chunk': 0, 'gradient': 'plain'}
+    """
+    if not isinstance(objective, Objective):
+        return None
+    return {"name": objective.name, **(options_of(objective) or {})}
 
 
 @register_objective("elbo")
@@ -140,18 +173,26 @@ class ELBO(Objective):
     """The evidence lower bound with Pyro's ``Trace_ELBO`` (sampled KL).
 
     :param int num_particles: Monte Carlo samples per datapoint (vectorized).
+    :param str gradient: the guide's gradient estimator: ``plain``, or ``stl`` (sticking the
+        landing: log q at stopped guide parameters).
     """
 
     name = "elbo"
     _pyro_elbo = Trace_ELBO
-    _gradients = ("plain", "stl")
 
-    def __init__(self, num_particles: int = 1, gradient: str = "plain", **kwargs):
-        super().__init__(**kwargs)
-        if num_particles < 1:
-            raise ValueError(f"num_particles must be >= 1, got {num_particles}")
-        self.gradient = _check_gradient(gradient, self._gradients, self.name)
-        self.num_particles = int(num_particles)
+    @dataclass
+    class Options(Objective.Options):
+        num_particles: int = particles(1)
+        gradient: Literal["plain", "stl"] = "plain"
+
+        def __post_init__(self):
+            super().__post_init__()
+            check_particles(self.num_particles)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.gradient = self.options.gradient
+        self.num_particles = int(self.options.num_particles)
         self._elbo = self._pyro_elbo(
             num_particles=self.num_particles, vectorize_particles=self.num_particles > 1
         )
@@ -189,23 +230,37 @@ class ELBO(Objective):
             raise ValueError("the model and guide have no sample sites")
         return -elbo / (k * n)
 
-    def config(self):
-        config = {**super().config(), "num_particles": self.num_particles}
-        if self.gradient != "plain":
-            config["gradient"] = self.gradient
-        return config
-
 
 _LEAN_LOSSES = {Trace_ELBO: trace_elbo_loss, TraceMeanField_ELBO: mean_field_elbo_loss}
 
 
 @register_objective("meanfield")
 class MeanFieldELBO(ELBO):
-    """The ELBO with the analytic KL where Pyro knows it (``TraceMeanField_ELBO``)."""
+    """The ELBO with the analytic KL where Pyro knows it (``TraceMeanField_ELBO``).
+
+    :param str gradient: ``plain`` only: the analytic KL has no score term to drop.
+    """
 
     name = "meanfield"
     _pyro_elbo = TraceMeanField_ELBO
-    _gradients = ("plain",)  # the analytic KL has no score term to drop
+
+    @dataclass
+    class Options(ELBO.Options):
+        gradient: Literal["plain"] = "plain"
+
+
+@dataclass
+class _ImportanceOptions(Objective.Options):
+    """The particles of the importance-weighted bounds (``renyi``, ``iwae``)."""
+
+    num_particles: int = particles(5)
+    particle_chunk: int = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_particles(self.num_particles)
+        if not isinstance(self.particle_chunk, int) or self.particle_chunk < 0:
+            raise ValueError(f"particle_chunk must be >= 0 (0: all particles at once), got {self.particle_chunk}")
 
 
 @register_objective("renyi")
@@ -231,17 +286,20 @@ class RenyiBound(Objective):
 
     name = "renyi"
 
-    def __init__(self, alpha: float = 0.0, num_particles: int = 5, particle_chunk: int = 0, **kwargs):
-        super().__init__(**kwargs)
-        if alpha == 1:
-            raise ValueError("alpha = 1 is the ELBO: use the 'elbo' objective")
-        if num_particles < 1:
-            raise ValueError(f"num_particles must be >= 1, got {num_particles}")
-        if particle_chunk < 0:
-            raise ValueError(f"particle_chunk must be >= 0 (0: all particles at once), got {particle_chunk}")
-        self.alpha = float(alpha)
-        self.num_particles = int(num_particles)
-        self.particle_chunk = int(particle_chunk)
+    @dataclass
+    class Options(_ImportanceOptions):
+        alpha: float = 0.0
+
+        def __post_init__(self):
+            super().__post_init__()
+            if self.alpha == 1:
+                raise ValueError("alpha = 1 is the ELBO: use the 'elbo' objective")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.alpha = float(getattr(self.options, "alpha", 0.0))  # IWAE's options have no alpha: 0
+        self.num_particles = int(self.options.num_particles)
+        self.particle_chunk = int(self.options.particle_chunk)
         self._nesting: Dict[tuple, int] = {}
 
     def per_datapoint(self, model, guide, batch, step=None) -> torch.Tensor:
@@ -323,31 +381,31 @@ class RenyiBound(Objective):
     def __call__(self, model, guide, batch, step=None):
         return -self.per_datapoint(model, guide, batch, step).mean()
 
-    def config(self):
-        config = {**super().config(), "alpha": self.alpha, "num_particles": self.num_particles}
-        if self.particle_chunk:
-            config["particle_chunk"] = self.particle_chunk
-        return config
-
 
 @register_objective("iwae")
 class IWAE(RenyiBound):
-    """The importance-weighted bound of Burda et al. (the Renyi bound with alpha = 0)."""
+    """The importance-weighted bound of Burda et al. (the Renyi bound with alpha = 0).
+
+    :param int num_particles: K, importance samples per datapoint.
+    :param int particle_chunk: particles per chunk when training (0: all K at once).
+    :param str gradient: the guide's gradient estimator: ``plain``, ``stl`` (sticking the
+        landing; biased for K > 1) or ``dreg`` (doubly reparameterized).
+    """
 
     name = "iwae"
 
-    def __init__(self, num_particles: int = 5, particle_chunk: int = 0, gradient: str = "plain", **kwargs):
-        super().__init__(alpha=0.0, num_particles=num_particles, particle_chunk=particle_chunk, **kwargs)
-        self.gradient = _check_gradient(gradient, ("plain", "stl", "dreg"), self.name)
-        if self.gradient != "plain" and self.particle_chunk and self.particle_chunk < self.num_particles:
-            raise ValueError(f"gradient={self.gradient!r} needs all particles at once: leave particle_chunk at 0")
+    @dataclass
+    class Options(_ImportanceOptions):
+        gradient: Literal["plain", "stl", "dreg"] = "plain"
 
-    def config(self):
-        config = super().config()
-        del config["alpha"]
-        if self.gradient != "plain":
-            config["gradient"] = self.gradient
-        return config
+        def __post_init__(self):
+            super().__post_init__()
+            if self.gradient != "plain" and self.particle_chunk and self.particle_chunk < self.num_particles:
+                raise ValueError(f"gradient={self.gradient!r} needs all particles at once: leave particle_chunk at 0")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.gradient = self.options.gradient
 
 
 def _check_reparameterized(guide_sites, name):
@@ -362,12 +420,6 @@ def _check_reparameterized(guide_sites, name):
 
 
 # ---------------------------------------------------------------- path-derivative gradients
-
-
-def _check_gradient(gradient, choices, name):
-    if gradient not in choices:
-        raise ValueError(f"unknown gradient {gradient!r} for the {name!r} objective; choose one of {choices}")
-    return gradient
 
 
 def check_path_gradient(guide_sites, name: str, gradient: str) -> None:
@@ -468,7 +520,7 @@ class FreeBitsELBO(Objective):
     :param int free_bits_groups: 0 for one group per latent site, else G groups per site.
 
     >>> objective = FreeBitsELBO(free_bits=0.5, free_bits_groups=2)
-    >>> objective.config()["free_bits"]
+    >>> objective.options.free_bits
     0.5
 
     References
@@ -479,14 +531,23 @@ class FreeBitsELBO(Objective):
 
     name = "free-bits"
 
-    def __init__(self, free_bits: float = 0.0, free_bits_groups: int = 0, **kwargs):
-        super().__init__(**kwargs)
-        if not free_bits >= 0:
-            raise ValueError(f"free_bits (lambda, nats per group) must be >= 0, got {free_bits}")
-        if not isinstance(free_bits_groups, int) or free_bits_groups < 0:
-            raise ValueError(f"free_bits_groups must be an integer >= 0 (0: one group per site), got {free_bits_groups!r}")
-        self.free_bits = float(free_bits)
-        self.free_bits_groups = free_bits_groups
+    @dataclass
+    class Options(Objective.Options):
+        free_bits: float = 0.0
+        free_bits_groups: int = 0
+
+        def __post_init__(self):
+            super().__post_init__()
+            if not self.free_bits >= 0:
+                raise ValueError(f"free_bits (lambda, nats per group) must be >= 0, got {self.free_bits}")
+            if not isinstance(self.free_bits_groups, int) or self.free_bits_groups < 0:
+                raise ValueError(f"free_bits_groups must be an integer >= 0 (0: one group per site), "
+                                 f"got {self.free_bits_groups!r}")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.free_bits = float(self.options.free_bits)
+        self.free_bits_groups = self.options.free_bits_groups
 
     def __call__(self, model, guide, batch, step=None):
         return self.loss(model, guide, batch, self.kl_weight(step))
@@ -539,9 +600,6 @@ class FreeBitsELBO(Objective):
         for value in kls.values():
             kl = kl + (value.clamp(min=self.free_bits) if self.free_bits > 0 else value)
         return -(reconstruction - weight * kl)
-
-    def config(self):
-        return {**super().config(), "free_bits": self.free_bits, "free_bits_groups": self.free_bits_groups}
 
 
 def _factorized(fn):

@@ -51,18 +51,21 @@ References
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Optional
+import typing
+from dataclasses import dataclass
+from typing import Callable, Dict, Literal, Optional
 
 import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
 
-from pyrovae.infer.objectives import Objective, scale_latents
+from pyrovae.infer.objectives import Objective, check_particles, particles, scale_latents
 from pyrovae.registry import register_objective
 from pyrovae.infer.importance import PARTICLE_PLATE, batch_size_of, guess_max_plate_nesting, latent_sites
 
-BANDWIDTHS = ("median", "median_per_dim")
+Bandwidth = Literal["median", "median_per_dim"]
+BANDWIDTHS = typing.get_args(Bandwidth)
 
 
 @torch.no_grad()
@@ -132,13 +135,20 @@ class SteinObjective(Objective):
 
     name = "stein"
 
-    def __init__(self, num_particles: int = 8, bandwidth: str = "median", leave_one_out: bool = True, **kwargs):
-        super().__init__(**kwargs)
-        if not isinstance(num_particles, int) or num_particles < 2:
-            raise ValueError(f"the stein objective needs num_particles >= 2, got {num_particles!r}")
-        if bandwidth not in BANDWIDTHS:
-            raise ValueError(f"unknown bandwidth {bandwidth!r}; choose one of {BANDWIDTHS}")
-        self.num_particles, self.bandwidth, self.leave_one_out = num_particles, bandwidth, leave_one_out
+    @dataclass
+    class Options(Objective.Options):
+        num_particles: int = particles(8)
+        bandwidth: Bandwidth = "median"
+        leave_one_out: bool = True
+
+        def __post_init__(self):
+            super().__post_init__()
+            check_particles(self.num_particles, least=2)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        o = self.options
+        self.num_particles, self.bandwidth, self.leave_one_out = o.num_particles, o.bandwidth, o.leave_one_out
         self._nesting: Dict[tuple, int] = {}
 
     def __call__(self, model, guide, batch, step: Optional[int] = None) -> torch.Tensor:
@@ -184,6 +194,3 @@ class SteinObjective(Objective):
         encoder_term = (z * phi).sum() / (m * n)
         return -log_joint / (m * n) - (encoder_term - encoder_term.detach())
 
-    def config(self) -> dict:
-        return {**super().config(), "num_particles": self.num_particles, "bandwidth": self.bandwidth,
-                "leave_one_out": self.leave_one_out}

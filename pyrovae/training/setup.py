@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
-from typing import Any, Optional
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
 
 import numpy as np
 import pyro
@@ -23,7 +23,8 @@ from pyrovae.data.inputs import as_batch_dict, is_tensor_data, resolve_dataset
 from pyrovae.data.sources import Source, TensorSource, as_source
 from pyrovae.errors import UsageError
 from pyrovae.infer.importance import bind_batch, preserved_rng
-from pyrovae.infer.objectives import Objective, make_objective
+from pyrovae.infer.objectives import make_objective, objective_record
+from pyrovae.nn import INITS
 from pyrovae.registry import spec_of
 from pyrovae.training import distributed as dp
 from pyrovae.training.checks import FirstStepError, check_pair
@@ -34,59 +35,66 @@ from pyrovae.training.step import (
 )
 
 
+#: a FitOptions field that ``pyrovae fit`` does not make a flag (it has its own, or none)
+NO_FLAG = {"flag": None}
+
+
 @dataclass
 class FitOptions:
     """The options of :func:`~pyrovae.fit` beyond the loop's own numbers; each may also be
-    passed to ``fit`` by name (``fit(..., device="cpu", log_every=5)``).
+    passed to ``fit`` by name (``fit(..., device="cpu", log_every=5)``). ``pyrovae fit`` makes
+    each field a flag (``log_every`` is ``--log-every``) with the help below, except those
+    marked ``NO_FLAG``.
 
-    :ivar device: ``"auto"``, ``"cpu"`` or ``"cuda"``; the data and the pair's modules move there.
-    :ivar progress: one progress bar for the run (default: when stderr is a terminal).
-    :ivar int log_every: a line on stderr every this many epochs (0: none).
-    :ivar str precision: ``fp32``, or ``bf16`` (forward pass under bfloat16 autocast).
-    :ivar valid_data: tensors for the per-epoch validation ELBO (default: the data set's own
+    :param device: ``auto``, ``cpu`` or ``cuda``; the data and the pair's modules move there.
+    :param bool progress: one progress bar for the run (default: when stderr is a terminal).
+    :param int log_every: a line on stderr every this many epochs (0: none).
+    :param str precision: ``fp32``, or ``bf16`` (the forward pass under bfloat16 autocast, for GPUs).
+    :param valid_data: tensors for the per-epoch validation ELBO (default: the data set's own
         valid split).
-    :ivar int valid_batch_size: datapoints per validation pass.
-    :ivar int valid_every: the validation ELBO and monitors after every this many epochs and
+    :param int valid_batch_size: datapoints per validation pass.
+    :param int valid_every: the validation ELBO and monitors after every this many epochs and
         after the last (default 1: every epoch; 0: never). Short runs on a large validation
         split spend much of their time there.
-    :ivar data_dir: where a named data set's files are.
-    :ivar distributed: data-parallel over a ``torchrun`` launch (None: when launched so).
-    :ivar cuda_graphs: capture the step in a CUDA graph (None: on a GPU where it applies).
-    :ivar dict config: extra entries for run.json (the CLI records ``data_dir``, imports...).
-    :ivar bool figures: with an out_dir, write training_curves.png (and samples.png,
+    :param data_dir: where a named data set's files are.
+    :param distributed: data-parallel over a ``torchrun`` launch (None: when launched so).
+    :param cuda_graphs: capture the step in a CUDA graph (None: on a GPU where it applies).
+    :param dict config: extra entries for run.json (the CLI records ``data_dir``, imports...).
+    :param bool figures: with an out_dir, write training_curves.png (and samples.png,
         reconstructions.png for image data) at the end, as ``pyrovae fit`` does.
-    :ivar bool resume: continue the run in ``out_dir`` from its last checkpoint; what would
-        change the parameters' shapes or the data (its files, for data read from a path) is refused.
-    :ivar str init: how a new run's weights start: ``"torch"`` (torch's defaults), ``"glorot"``
-        or ``"burda"`` (Glorot weights and the decoder's output bias at the data's mean, for
-        models with ``init_from_data``), see :func:`pyrovae.nn.initialize_`; a resumed run
+    :param bool resume: continue the run in the out_dir (``--out``) from its last checkpoint; what
+        would change the parameters' shapes or the data (its files, for data read from a path) is refused.
+    :param str init: how a new run's weights start: ``torch`` (torch's defaults), ``glorot``,
+        or ``burda`` (Glorot weights and the decoder's output at the data's mean, for models with
+        ``init_from_data``: vae, hvae, m2), see :func:`pyrovae.nn.initialize_`; a resumed run
         keeps the weights it saved (and run.json the init it started with).
-    :ivar int num_workers: loader processes that read a streamed Dataset (a DataLoader keeps its own).
-    :ivar max_bytes: hold a Dataset on the device when its estimated size is at most this
+    :param int num_workers: loader processes that read a streamed Dataset (a DataLoader keeps
+        its own; 0: read in this process).
+    :param max_bytes: hold a Dataset on the device when its estimated size is at most this
         (None: a quarter of the free device memory or RAM; 0: always stream), see
         :func:`~pyrovae.data.sources.as_source`.
-    :ivar bool compile: the CPU step with the pair's networks compiled by ``torch.compile``
+    :param bool compile: the CPU step with the pair's networks compiled by ``torch.compile``
         (:func:`~pyrovae.training.step.pair_networks`; Pyro's statements stay eager), checked
         against the eager loss on the first batch; refused in one line where it does not apply.
         Opt-in: on a small network it is slower than eager, see docs/performance.md.
     """
 
-    device: Any = "auto"
+    device: Any = field(default="auto", metadata=NO_FLAG)  # a common flag of every command
     progress: Optional[bool] = None
     log_every: int = 0
-    precision: str = "fp32"
-    valid_data: Any = None
-    valid_batch_size: int = 500
+    precision: Literal["fp32", "bf16"] = "fp32"
+    valid_data: Any = field(default=None, metadata=NO_FLAG)
+    valid_batch_size: int = field(default=500, metadata=NO_FLAG)
     valid_every: int = 1
-    data_dir: Any = None
-    distributed: Optional[bool] = None
-    cuda_graphs: Optional[bool] = None
-    config: Optional[dict] = None
-    figures: bool = True
+    data_dir: Any = field(default=None, metadata=NO_FLAG)  # --data-dir reads the data before fit
+    distributed: Optional[bool] = field(default=None, metadata=NO_FLAG)
+    cuda_graphs: Optional[bool] = field(default=None, metadata=NO_FLAG)
+    config: Optional[dict] = field(default=None, metadata=NO_FLAG)
+    figures: bool = field(default=True, metadata=NO_FLAG)
     resume: bool = False
-    init: str = "torch"
+    init: str = field(default="torch", metadata={"choices": INITS})
     num_workers: int = 0
-    max_bytes: Optional[int] = None
+    max_bytes: Optional[int] = field(default=None, metadata=NO_FLAG)
     compile: bool = False
 
     @classmethod
@@ -153,8 +161,16 @@ class Setup:
 
     def __init__(self, model, guide, data, objective, batch_size: int, lr: float, seed: int, opts: FitOptions):
         self.model, self.guide, self.opts = model, guide, opts
-        self.device = resolve_device(opts.device)
+        self._place(batch_size, seed)  # the device and the process group
         self.objective = make_objective(objective)
+        self._read_data(data, batch_size)  # held on the device where it fits, else streamed
+        first = self._check_pair(batch_size)  # the pair on the device, checked on the first batch
+        self._build_step(first, lr)  # the parameters, the optimizer, the step
+
+    def _place(self, batch_size: int, seed: int) -> None:
+        """The device; under ``torchrun`` the process group, with each rank its own random stream."""
+        opts = self.opts
+        self.device = resolve_device(opts.device)
         autocast(self.device, opts.precision)  # an unknown precision fails here
         self.group = dp.init(self.device) if dp.wanted(opts.distributed) else None
         if self.group is not None:
@@ -164,7 +180,10 @@ class Setup:
                                  f"each of the {self.group.world_size} processes")
             pyro.set_rng_seed(seed + self.group.rank)  # each rank its own random stream
 
-        # the data: held on the device where it fits, else streamed
+    def _read_data(self, data, batch_size: int) -> None:
+        """The training :class:`~pyrovae.data.sources.Source`, the validation data, the batch
+        transform and the number of batches an epoch takes."""
+        opts = self.opts
         self.dataset = resolve_dataset(data, opts.data_dir)
         if self.dataset is not None:
             ds = self.dataset
@@ -186,7 +205,9 @@ class Setup:
             self.group is not None and self.num_rows is not None
             and 0 < self.num_rows % batch_size < self.group.world_size)
 
-        # the pair, on the device, checked on the first batch
+    def _check_pair(self, batch_size: int) -> dict:
+        """Move the pair to the device and check it on the first batch (returned)."""
+        model, guide = self.model, self.guide
         for module in _modules(model, guide):
             module.to(self.device)
         first = self.source.first_batch(batch_size)
@@ -198,8 +219,12 @@ class Setup:
             self.dims["num_classes"] = self.source.num_classes
         check_pair(self.call_model, self.call_guide, first)
         self.example = {k: v[:1].detach().cpu().clone() for k, v in first.items()}  # a clone: a view keeps the data
+        return first
 
-        # the parameters, the optimizer, the step
+    def _build_step(self, first: dict, lr: float) -> None:
+        """Collect the parameters the first step touches, then the optimizer and the step (a
+        CUDA graph on a GPU where it applies)."""
+        model, guide, opts = self.model, self.guide, self.opts
         try:
             with pyro.validation_enabled(True):
                 params, self.store_params = collect_parameters(
@@ -261,7 +286,7 @@ class Setup:
         return {
             "model": spec_of(self.model),
             "guide": spec_of(self.guide),
-            "objective": objective.config() if isinstance(objective, Objective) else None,
+            "objective": objective_record(objective),
             "data": data,
             "fit": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "device": str(self.device),
                     "precision": self.opts.precision, "processes": self.group.world_size if self.group else 1},

@@ -170,7 +170,7 @@ def test_objective_options_and_a_guide_without_particles():
         SteinObjective(num_particles=1)
     with pytest.raises(ValueError, match="bandwidth"):
         SteinObjective(bandwidth="silverman")
-    assert make_objective("stein").config()["leave_one_out"] is True
+    assert make_objective("stein").options.leave_one_out is True
     # any reparameterized guide can supply the particles (here a Gaussian encoder)
     torch.manual_seed(0)
     model, guide = VAE(12, 3, (16,)), DiagNormalGuide(12, 3, (16,))

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from pyrovae import fit
 from pyrovae.guides.m2 import M2Guide
 from pyrovae.infer.enum import EnumELBO
-from pyrovae.infer.objectives import make_objective
+from pyrovae.infer.objectives import make_objective, objective_record
 from pyrovae.models.m2 import M2
 from pyrovae.training.cuda_graph import graph_safe
 
@@ -139,7 +139,8 @@ def test_classifier_term_needs_a_classify_method():
 def test_enum_is_registered_saved_and_takes_the_eager_route():
     objective = make_objective("enum", alpha=0.3, beta=0.5)
     assert isinstance(objective, EnumELBO)
-    assert objective.config() == {"name": "enum", "beta": 0.5, "warmup_steps": 0, "alpha": 0.3, "num_particles": 1}
+    assert objective_record(objective) == {"name": "enum", "beta": 0.5, "warmup_steps": 0, "alpha": 0.3,
+                                           "num_particles": 1, "max_plate_nesting": 0, "labels": "y"}
     assert not graph_safe(objective)  # never captured in a CUDA graph: the eager step
 
 

@@ -14,7 +14,7 @@ import torch
 
 from pyrovae.guides import DiagNormalGuide
 from pyrovae.infer.mmd import InfoVAE, kernel_matrix, mmd_u, per_datapoint_values
-from pyrovae.infer.objectives import ELBO
+from pyrovae.infer.objectives import ELBO, objective_record
 from pyrovae.models import VAE
 from pyrovae.models.linear import LinearGaussianVAE
 from pyrovae.registry import get_objective
@@ -197,7 +197,7 @@ def test_the_linear_model_and_options():
     loss = InfoVAE(kernel="imq", kernel_scale=1.5)(model, guide, {"x": torch.randn(5, 4)})
     assert torch.isfinite(loss)
     assert get_objective("infovae") is InfoVAE
-    assert InfoVAE(alpha=1.0, lam=100.0).config() == {
+    assert objective_record(InfoVAE(alpha=1.0, lam=100.0)) == {
         "name": "infovae", "beta": 1.0, "warmup_steps": 0, "alpha": 1.0, "lam": 100.0, "kernel": "rbf",
         "kernel_scale": 0.0}
     for options, message in [({"alpha": 1.5}, "alpha must be <= 1"), ({"alpha": 0.0, "lam": 0.5}, "MMD weight"),

@@ -148,7 +148,7 @@ def test_an_unbound_or_mismatched_guide_says_what_to_do():
         guide(binary_data(2, 12))
     with pytest.raises(ValueError, match="num_steps is 4 but the model's is 5"):
         guide.bind_model(DRAW(**{**SIZES, "num_steps": 5}))
-    with pytest.raises(ValueError, match="prior must be one of standard, learned"):
+    with pytest.raises(ValueError, match="unknown prior .*; choose one of \\(.standard., .learned.\\)"):
         DRAW(**SIZES, prior="vamp")
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from pyrovae.data import datasets as data_module
+from pyrovae.registry import DATASETS
 from pyrovae.data.datasets import (DataFormatError, DataNotFoundError, DataSet, batches, list_datasets,
                           load_dataset, register_dataset, search_paths)
 
@@ -153,7 +154,7 @@ def test_registry_dispatch_and_errors(monkeypatch):
         load_dataset("cifar-100")
     with pytest.raises(ValueError, match=r"\['dynamic', 'static', 'none'\]"):
         load_dataset("digits", binarize="yes")
-    monkeypatch.setattr(data_module, "_LOADERS", dict(data_module._LOADERS))
+    monkeypatch.setattr(DATASETS, "_factories", dict(DATASETS._factories))  # the one Registry class
 
     @register_dataset("tiny")
     def load_tiny(data_dir, binarize, valid_size):
@@ -162,8 +163,13 @@ def test_registry_dispatch_and_errors(monkeypatch):
 
     assert "tiny" in list_datasets()
     assert load_dataset("tiny").dims() == {"x_dim": 4}
+    assert DATASETS.get("tiny") is load_tiny and load_dataset("TINY").name == "tiny"
+
+    def another_tiny(data_dir, binarize, valid_size):
+        return load_tiny(data_dir, binarize, valid_size)
+
     with pytest.raises(ValueError, match="already registered"):
-        register_dataset("tiny")(load_tiny)
+        register_dataset("tiny")(another_tiny)
 
 
 # ---- MNIST from the real files ---------------------------------------------------------

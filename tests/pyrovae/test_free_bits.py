@@ -9,7 +9,7 @@ from pyro.nn import PyroModule
 from pyrovae import fit
 from pyrovae.guides import DiagNormalGuide, FullCovNormalGuide
 from pyrovae.models import VAE
-from pyrovae.infer.objectives import ELBO, FreeBitsELBO, MeanFieldELBO
+from pyrovae.infer.objectives import ELBO, FreeBitsELBO, MeanFieldELBO, objective_record
 from pyrovae.registry import get_objective
 
 X = torch.bernoulli(torch.full((8, 12), 0.3), generator=torch.Generator().manual_seed(0))
@@ -45,7 +45,7 @@ def loss_and_grad(objective, model, guide, seed=1, step=None):
 
 def test_registered_with_its_options():
     objective = get_objective("free-bits")(free_bits=0.25, free_bits_groups=2, beta=0.5)
-    assert objective.config() == {"name": "free-bits", "beta": 0.5, "warmup_steps": 0,
+    assert objective_record(objective) == {"name": "free-bits", "beta": 0.5, "warmup_steps": 0,
                                   "free_bits": 0.25, "free_bits_groups": 2}
 
 

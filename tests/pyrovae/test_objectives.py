@@ -11,7 +11,7 @@ from pyro.infer import RenyiELBO, Trace_ELBO
 from pyrovae import log_likelihood, log_weights
 from pyrovae.guides import DiagNormalGuide
 from pyrovae.models import LinearGaussianVAE
-from pyrovae.infer.objectives import ELBO, IWAE, MeanFieldELBO, RenyiBound, make_objective
+from pyrovae.infer.objectives import ELBO, IWAE, MeanFieldELBO, RenyiBound, make_objective, objective_record
 
 
 class ShiftedGuide(torch.nn.Module):
@@ -168,8 +168,8 @@ def test_objective_errors_and_registry():
     with pytest.raises(ValueError, match="unknown objective 'nope'.*iwae"):
         make_objective("nope")
     assert make_objective("iwae", num_particles=3).num_particles == 3
-    assert make_objective("iwae", num_particles=3).config() == {
-        "name": "iwae", "beta": 1.0, "warmup_steps": 0, "num_particles": 3}
+    assert objective_record(make_objective("iwae", num_particles=3)) == {
+        "name": "iwae", "beta": 1.0, "warmup_steps": 0, "num_particles": 3, "particle_chunk": 0, "gradient": "plain"}
 
 
 def test_iwae_rejects_non_reparameterized_guides():

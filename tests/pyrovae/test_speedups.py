@@ -187,7 +187,7 @@ def test_particle_chunks_give_the_unchunked_gradient_on_the_same_draws():
     assert torch.allclose(loss, reference, rtol=1e-6)
     for g, e in zip(grads, expected):
         assert torch.allclose(g, e, rtol=1e-5, atol=1e-7)
-    assert chunked.config()["particle_chunk"] == 4 and "particle_chunk" not in plain.config()
+    assert chunked.options.particle_chunk == 4 and plain.options.particle_chunk == 0
 
 
 def test_particle_chunk_at_least_k_is_the_plain_bound():
