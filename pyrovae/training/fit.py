@@ -129,131 +129,184 @@ def fit(model: Callable, guide: Callable, data, *, objective=None, epochs: int =
     2
     """
     opts = FitOptions.merge(options, more)
-    resume = opts.resume
     check_numbers(epochs, batch_size, lr, opts.valid_batch_size, opts.log_every, opts.valid_every)
-    if resume and out_dir is None:
+    if opts.resume and out_dir is None:
         raise UsageError("resume=True needs the out_dir of the run to continue")
     pyro.set_rng_seed(seed)  # before anything random happens
     if objective is None:
         objective = objective_name_of(guide)
     s = Setup(model, guide, data, objective, batch_size, lr, seed, opts)  # checks everything, writes nothing
-    if not resume:  # a new run's weights (a resumed one loads its own)
-        try:
-            initialize_(model, guide, head(s.source, INIT_ROWS, s.device) if opts.init == "burda" else {}, opts.init)
-        except ValueError as error:
-            raise UsageError(str(error)) from None
+    if not opts.resume:  # a new run's weights (a resumed one loads its own)
+        _initialize(s, opts.init)
     out_dir = Path(out_dir) if out_dir is not None else None
-    folder = Checkpoints(out_dir) if out_dir is not None and s.is_main else None
-
-    # ---- the run folder: lock it; on resume, check and load the last checkpoint ---------------
-    run_config = s.run_config(epochs, batch_size, lr, seed)
-    run_config["init"] = opts.init
-    start_epoch, step, metrics, saved, start_batch = 0, 0, [], None, 0
+    run = _Run(s, Checkpoints(out_dir) if out_dir is not None and s.is_main else None, out_dir,
+               s.run_config(epochs, batch_size, lr, seed), epochs, batch_size, seed)
     try:
-        if out_dir is not None:
-            _on_main(s, lambda: _open(folder, resume))
-        if resume:
-            saved = _on_main(s, lambda: _read_json(out_dir / RUN_FILE))
-            if saved is not None:
-                check_resumable(saved, run_config, out_dir)
-                run_config["init"] = saved.get("init", "torch")  # how the run started, not this segment's option
-                files = (saved.get("data") or {}).get("files")
-                if files is not None and isinstance(s.dataset, UserData):
-                    verify(files)  # DataChangedError if the files are not those the run read
-            checkpoint = _on_main(s, lambda: folder.load(map_location=s.device if s.group is None else "cpu"))
-            load_parameters(checkpoint, model, guide, where=str(out_dir))
-            try:
-                s.optimizer.load_state_dict(checkpoint["optimizer"])
-            except (ValueError, KeyError) as error:
-                raise UsageError(f"cannot resume {out_dir}: the optimizer state does not fit this pair's "
-                                 f"parameters ({error}); start a new run") from None
-            for group in s.optimizer.param_groups:  # the state carries the saved lr; this segment's lr wins
-                group["lr"] = lr
-            set_rng_state(_rank_rng(checkpoint, s.group, seed))
-            start_epoch, step, metrics = checkpoint["epoch"], checkpoint["step"], list(checkpoint["metrics"])
-            position = checkpoint.get("position") or {}
-            start_batch = position.get("batch", 0) if position.get("epoch", start_epoch) == start_epoch else 0
-        current = segment(run_config, start_epoch, epochs, (opts.config or {}).get("threads"))
-        if folder is not None:
-            write_json(out_dir / RUN_FILE, with_segments(run_config, saved, current))
-
-        progress = (sys.stderr.isatty() if opts.progress is None else opts.progress) and s.is_main
-        if opts.log_every and s.is_main and not s.from_tensors:  # how a Dataset or DataLoader is read
-            tqdm.write(run_config["data"]["mode"], file=sys.stderr)
-        bar = tqdm(total=epochs * s.num_batches if s.num_batches is not None else None,
-                   initial=start_epoch * s.num_batches + start_batch if s.num_batches is not None else 0,
-                   desc="fit", unit="step", disable=not progress, dynamic_ncols=True)
-        modules = [m for m in (model, guide) if isinstance(m, torch.nn.Module)]
-        with bar, pyro.validation_enabled(False):
-            for epoch in range(start_epoch, epochs):
-                for m in modules:
-                    m.train(True)
-                t0 = time.perf_counter()
-                pending, total, count = [], 0.0, 0
-
-                def sync(i):  # check the pending losses (and copy them to the host)
-                    nonlocal pending, total, count
-                    values = torch.stack(pending)
-                    values = (s.group.mean(values) if s.group is not None else values).cpu()
-                    _check_finite(values, epoch, step, i, s.num_batches, out_dir, start_epoch)
-                    total, count, pending = total + float(values.sum()), count + len(values), []
-                    bar.update(len(values))
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{total / count:.3f}")
-
-                # the epoch's order is a function of (seed, epoch); a resumed epoch starts at start_batch
-                i = start_batch - 1
-                for i, batch in enumerate(s.source.epoch_batches(batch_size, shuffle=True, seed=seed, epoch=epoch,
-                                                                 start=start_batch), start=start_batch):
-                    if i == s.num_batches:
-                        break
-                    if s.group is not None:  # this rank's rows; its loss weighted by its share
-                        batch, s.train_step.loss_scale = s.group.shard(batch)
-                    if s.transform is not None:
-                        batch = s.transform(batch)
-                    loss = s.step(batch, step)  # the objective's loss; zero_grad; backward; Adam step
-                    step += 1
-                    pending.append(loss)
-                    if len(pending) == SYNC_EVERY or i == (s.num_batches or 0) - 1:
-                        sync(i)
-                if pending:
-                    sync(i)
-                start_batch = 0
-                if count == 0:
-                    raise DataError(f"the training data yielded no batch in epoch {epoch + 1}; an iterable "
-                                    "dataset or DataLoader must yield its datapoints again in every epoch")
-                row = {"epoch": epoch + 1, "step": step, "train_loss": total / count,
-                       "kl_weight": s.objective.kl_weight(step) if isinstance(s.objective, Objective) else 1.0,
-                       "seconds": time.perf_counter() - t0}
-                if s.valid is not None and opts.valid_every and ((epoch + 1) % opts.valid_every == 0
-                                                                 or epoch + 1 == epochs):
-                    t1 = time.perf_counter()
-                    row["valid_elbo"] = mean_elbo(model, guide, s.valid, batch_size=opts.valid_batch_size,
-                                                  split="valid")
-                    monitored = s.valid if isinstance(s.valid, dict) else head(s.valid, 1000)
-                    row.update(epoch_monitors(model, guide, monitored))  # active units, KL/dim, rate, MI
-                    row["valid_seconds"] = time.perf_counter() - t1
-                metrics.append(row)
-                if opts.log_every and (epoch + 1) % opts.log_every == 0 and s.is_main:
-                    tqdm.write(_describe(row, epochs), file=sys.stderr)
-                if out_dir is not None:
-                    with interrupts_deferred():  # checkpoint, run.json and metrics: all or none
-                        _save(s, folder, model, guide, step, metrics, epoch + 1)
-                        if folder is not None:
-                            current["completed_epoch"] = epoch + 1
-                            write_json(out_dir / RUN_FILE, with_segments(run_config, saved, current))
-                            write_metrics(out_dir / METRICS_FILE, metrics)
-                start_epoch = epoch + 1  # the last good checkpoint
+        _start(run, lr)  # lock the run folder; on resume, check it and load the last checkpoint
+        with _progress_bar(run) as bar, pyro.validation_enabled(False):
+            for epoch in range(run.epoch, epochs):
+                row = _train_epoch(run, epoch, bar)  # one pass over the batches: its mean loss
+                _end_epoch(run, epoch, row)  # validation, the metrics row, the checkpoint
     except KeyboardInterrupt:
-        if folder is not None:
-            folder.tidy()  # the last complete checkpoint stays checkpoint.pt
+        if run.folder is not None:
+            run.folder.tidy()  # the last complete checkpoint stays checkpoint.pt
         raise
     finally:
-        if folder is not None:
-            folder.lock.release()
-    figures = _figures(s, model, guide, metrics, out_dir) if folder is not None and opts.figures else []
+        if run.folder is not None:
+            run.folder.lock.release()
+    figures = _figures(s, model, guide, run.metrics, out_dir) if run.folder is not None and opts.figures else []
     s.close()
-    return FitResult(model=model, guide=guide, metrics=metrics, out_dir=out_dir, dataset=s.dataset, figures=figures,
-                     data_mode=run_config["data"]["mode"])
+    return FitResult(model=model, guide=guide, metrics=run.metrics, out_dir=out_dir, dataset=s.dataset,
+                     figures=figures, data_mode=run.config["data"]["mode"])
+
+
+@dataclass
+class _Run:
+    """What the loop reads and advances: the set-up, the run folder, and where the run is.
+
+    :ivar int epoch: the next epoch to train (after the last good checkpoint).
+    :ivar int step: optimizer steps taken.
+    :ivar int batch: the batch the next epoch starts at (a resumed epoch's position; else 0).
+    :ivar list metrics: one row per finished epoch.
+    :ivar dict config: run.json's description of this segment; ``saved`` the run.json resumed,
+        ``segment`` this segment's record.
+    """
+
+    s: Setup
+    folder: Optional[Checkpoints]
+    out_dir: Optional[Path]
+    config: dict
+    epochs: int
+    batch_size: int
+    seed: int
+    epoch: int = 0
+    step: int = 0
+    batch: int = 0
+    metrics: List[dict] = field(default_factory=list)
+    saved: Optional[dict] = None
+    segment: dict = field(default_factory=dict)
+
+
+def _initialize(s: Setup, init: str) -> None:
+    """A new run's weights by the scheme ``init`` (``burda`` reads the first training rows)."""
+    try:
+        initialize_(s.model, s.guide, head(s.source, INIT_ROWS, s.device) if init == "burda" else {}, init)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def _start(run: _Run, lr: float) -> None:
+    """Open the run folder (lock it; refuse a run that exists, or a resume with none) and, on
+    resume, check run.json against this segment and load the last checkpoint: parameters,
+    optimizer (at this segment's ``lr``), random state and position. Then record the segment."""
+    s, opts, out_dir = run.s, run.s.opts, run.out_dir
+    run.config["init"] = opts.init
+    if out_dir is not None:
+        _on_main(s, lambda: _open(run.folder, opts.resume))
+    if opts.resume:
+        run.saved = _on_main(s, lambda: _read_json(out_dir / RUN_FILE))
+        if run.saved is not None:
+            check_resumable(run.saved, run.config, out_dir)
+            run.config["init"] = run.saved.get("init", "torch")  # how the run started, not this segment's option
+            files = (run.saved.get("data") or {}).get("files")
+            if files is not None and isinstance(s.dataset, UserData):
+                verify(files)  # DataChangedError if the files are not those the run read
+        checkpoint = _on_main(s, lambda: run.folder.load(map_location=s.device if s.group is None else "cpu"))
+        load_parameters(checkpoint, s.model, s.guide, where=str(out_dir))
+        try:
+            s.optimizer.load_state_dict(checkpoint["optimizer"])
+        except (ValueError, KeyError) as error:
+            raise UsageError(f"cannot resume {out_dir}: the optimizer state does not fit this pair's "
+                             f"parameters ({error}); start a new run") from None
+        for group in s.optimizer.param_groups:  # the state carries the saved lr; this segment's lr wins
+            group["lr"] = lr
+        set_rng_state(_rank_rng(checkpoint, s.group, run.seed))
+        run.epoch, run.step, run.metrics = checkpoint["epoch"], checkpoint["step"], list(checkpoint["metrics"])
+        position = checkpoint.get("position") or {}
+        run.batch = position.get("batch", 0) if position.get("epoch", run.epoch) == run.epoch else 0
+    run.segment = segment(run.config, run.epoch, run.epochs, (opts.config or {}).get("threads"))
+    if run.folder is not None:
+        write_json(out_dir / RUN_FILE, with_segments(run.config, run.saved, run.segment))
+
+
+def _progress_bar(run: _Run):
+    """The run's one progress bar over steps (shown where ``progress`` is on, on rank 0)."""
+    s, opts = run.s, run.s.opts
+    progress = (sys.stderr.isatty() if opts.progress is None else opts.progress) and s.is_main
+    if opts.log_every and s.is_main and not s.from_tensors:  # how a Dataset or DataLoader is read
+        tqdm.write(run.config["data"]["mode"], file=sys.stderr)
+    return tqdm(total=run.epochs * s.num_batches if s.num_batches is not None else None,
+                initial=run.epoch * s.num_batches + run.batch if s.num_batches is not None else 0,
+                desc="fit", unit="step", disable=not progress, dynamic_ncols=True)
+
+
+def _train_epoch(run: _Run, epoch: int, bar) -> dict:
+    """One pass over the training batches, from ``run.batch``: a step each (the objective's
+    loss, ``backward``, Adam), the losses checked every :data:`SYNC_EVERY` steps. Returns the
+    epoch's metrics row so far (epoch, step, train_loss, kl_weight, seconds)."""
+    s = run.s
+    for m in (m for m in (s.model, s.guide) if isinstance(m, torch.nn.Module)):
+        m.train(True)
+    t0 = time.perf_counter()
+    pending, total, count = [], 0.0, 0
+
+    def sync(i):  # check the pending losses (and copy them to the host)
+        nonlocal pending, total, count
+        values = torch.stack(pending)
+        values = (s.group.mean(values) if s.group is not None else values).cpu()
+        _check_finite(values, epoch, run.step, i, s.num_batches, run.out_dir, run.epoch)
+        total, count, pending = total + float(values.sum()), count + len(values), []
+        bar.update(len(values))
+        bar.set_postfix(epoch=epoch + 1, loss=f"{total / count:.3f}")
+
+    # the epoch's order is a function of (seed, epoch); a resumed epoch starts at run.batch
+    i = run.batch - 1
+    for i, batch in enumerate(s.source.epoch_batches(run.batch_size, shuffle=True, seed=run.seed, epoch=epoch,
+                                                     start=run.batch), start=run.batch):
+        if i == s.num_batches:
+            break
+        if s.group is not None:  # this rank's rows; its loss weighted by its share
+            batch, s.train_step.loss_scale = s.group.shard(batch)
+        if s.transform is not None:
+            batch = s.transform(batch)
+        loss = s.step(batch, run.step)  # the objective's loss; zero_grad; backward; Adam step
+        run.step += 1
+        pending.append(loss)
+        if len(pending) == SYNC_EVERY or i == (s.num_batches or 0) - 1:
+            sync(i)
+    if pending:
+        sync(i)
+    run.batch = 0
+    if count == 0:
+        raise DataError(f"the training data yielded no batch in epoch {epoch + 1}; an iterable "
+                        "dataset or DataLoader must yield its datapoints again in every epoch")
+    return {"epoch": epoch + 1, "step": run.step, "train_loss": total / count,
+            "kl_weight": s.objective.kl_weight(run.step) if isinstance(s.objective, Objective) else 1.0,
+            "seconds": time.perf_counter() - t0}
+
+
+def _end_epoch(run: _Run, epoch: int, row: dict) -> None:
+    """After epoch ``epoch``: the validation ELBO and monitors (every ``valid_every`` epochs and
+    after the last) into ``row``, the row into the metrics, a line every ``log_every`` epochs,
+    and the checkpoint with run.json and metrics.csv (all or none)."""
+    s, opts, out_dir = run.s, run.s.opts, run.out_dir
+    if s.valid is not None and opts.valid_every and ((epoch + 1) % opts.valid_every == 0 or epoch + 1 == run.epochs):
+        t1 = time.perf_counter()
+        row["valid_elbo"] = mean_elbo(s.model, s.guide, s.valid, batch_size=opts.valid_batch_size, split="valid")
+        monitored = s.valid if isinstance(s.valid, dict) else head(s.valid, 1000)
+        row.update(epoch_monitors(s.model, s.guide, monitored))  # active units, KL/dim, rate, MI
+        row["valid_seconds"] = time.perf_counter() - t1
+    run.metrics.append(row)
+    if opts.log_every and (epoch + 1) % opts.log_every == 0 and s.is_main:
+        tqdm.write(_describe(row, run.epochs), file=sys.stderr)
+    if out_dir is not None:
+        with interrupts_deferred():  # checkpoint, run.json and metrics: all or none
+            _save(s, run.folder, s.model, s.guide, run.step, run.metrics, epoch + 1)
+            if run.folder is not None:
+                run.segment["completed_epoch"] = epoch + 1
+                write_json(out_dir / RUN_FILE, with_segments(run.config, run.saved, run.segment))
+                write_metrics(out_dir / METRICS_FILE, run.metrics)
+    run.epoch = epoch + 1  # the last good checkpoint
 
 
 def _on_main(s: Setup, fn):
