@@ -30,7 +30,6 @@ codes). One thread (OMP_NUM_THREADS=1).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import time
@@ -38,6 +37,7 @@ from pathlib import Path
 
 import pyro
 import torch
+import _harness  # benchmarks/_harness.py
 from matplotlib.figure import Figure
 
 from pyrovae import fit
@@ -176,14 +176,9 @@ def timing(args) -> dict:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = _harness.parser(__doc__.split("\n\n")[0], train_size=10000, test_size=1000, epochs=5, batch_size=64,
+                        lr=1e-3, z_dim=16, seed=0, figure=FIGURE, json=None)
     p.add_argument("--timing", action="store_true", help="time the neighbour search at 60k codes instead")
-    p.add_argument("--train-size", type=int, default=10000)
-    p.add_argument("--test-size", type=int, default=1000)
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--z-dim", type=int, default=16)
     p.add_argument("--hidden-dims", type=int, nargs="*", default=[256])
     p.add_argument("--num-layers", type=int, default=3)
     p.add_argument("--pixel-channels", type=int, default=16)
@@ -191,14 +186,10 @@ def main(argv=None) -> dict:
     p.add_argument("--kl-samples", type=int, default=20)
     p.add_argument("--daydreams", type=int, default=4)
     p.add_argument("--steps", type=int, default=6)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--figure", type=Path, default=FIGURE)
-    p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     out = timing(args) if args.timing else compare(args)
     print(json.dumps(out, indent=1))
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=1))
+    _harness.write_json(args.json, out)
     return out
 
 

@@ -36,6 +36,8 @@ import time
 import types
 from pathlib import Path
 
+import _harness  # benchmarks/_harness.py
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ["--guides", "diag", "iaf", "--objectives", "elbo", "meanfield", "iwae5", "--batch-sizes", "100",
          "--blocks", "5", "--block-seconds", "0.25", "--threads", "1"]
@@ -156,12 +158,11 @@ def plain_pair(pythonpath: str | None) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = _harness.parser(__doc__.split("\n\n")[0], json=None)
     p.add_argument("--old", help="the older commit (e.g. 2eada66)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--only", choices=["bench", "plain"], default=None,
                    help="only the suite's pairs (pyrovae bench) or only the plain-function pair through fit")
-    p.add_argument("--json", default=None, help="write the table here too")
     p.add_argument("--plain-pair-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.plain_pair_child:
@@ -187,9 +188,9 @@ def main() -> None:
     table = []
     print(f"# pyrovae bench, {args.old} (old) against the working tree (new), {args.rounds} interleaved rounds, "
           "1 thread; medians over rounds of the process CPU ms/step and its ratio to the hand-written step")
-    print("| guide | objective | B | old plain ms | old suite ms | old ratio | new plain ms | new suite ms | new ratio "
-          "| new/old suite ms | ratio range over rounds old / new |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(_harness.header(["guide", "objective", "B", "old plain ms", "old suite ms", "old ratio",
+                                     "new plain ms", "new suite ms", "new ratio", "new/old suite ms",
+                                     "ratio range over rounds old / new"])))
     for (guide, objective, batch), runs in rows.items():
         med = {label: [statistics.median(v[i] for v in runs[label]) for i in range(3)] for label in ("old", "new")}
         (old_ms, old_ratio, old_plain), (new_ms, new_ratio, new_plain) = med["old"], med["new"]
@@ -200,8 +201,7 @@ def main() -> None:
         print(f"| {guide} | {objective} | {batch} | {old_plain:.2f} | {old_ms:.2f} | {old_ratio:.3f} | {new_plain:.2f} | "
               f"{new_ms:.2f} | {new_ratio:.3f} | {new_ms / old_ms:.3f} | {spread['old'][0]:.3f}-{spread['old'][1]:.3f} / "
               f"{spread['new'][0]:.3f}-{spread['new'][1]:.3f} |")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"old": args.old, "rounds": args.rounds, "table": table}, indent=1))
+    _harness.write_json(args.json, {"old": args.old, "rounds": args.rounds, "table": table})
 
 
 if __name__ == "__main__":

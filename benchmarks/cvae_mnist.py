@@ -15,13 +15,13 @@ errors and the paired difference on the same images, and saves the completions f
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from pathlib import Path
 
 import pyro
 import torch
+import _harness  # benchmarks/_harness.py
 from matplotlib.figure import Figure
 
 from pyrovae import fit, log_likelihood
@@ -74,15 +74,10 @@ def completions_figure(dataset, cvae, baseline, path: Path, num_inputs: int = 8,
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--z-dim", type=int, default=20)
+    p = _harness.parser(__doc__.split("\n\n")[0], epochs=10, z_dim=20, num_samples=1000, seed=0, figure=FIGURE)
     p.add_argument("--hidden-dims", type=int, nargs="*", default=[500, 500])
     p.add_argument("--activation", default="relu")
     p.add_argument("--num-test", type=int, default=10000, help="first N test images (paired)")
-    p.add_argument("--num-samples", type=int, default=1000, help="importance samples K for the CVAE's log p(y | x)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--figure", type=Path, default=FIGURE)
     p.add_argument("--hybrid-alpha", type=float, default=None,
                    help="also train the CVAE on Sohn et al.'s hybrid objective (cvae-hybrid) with this alpha")
     args = p.parse_args()

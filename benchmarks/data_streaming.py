@@ -30,6 +30,7 @@ import time
 import numpy as np
 import pyro
 import torch
+import _harness  # benchmarks/_harness.py
 from torch.utils.data import DataLoader
 
 from pyrovae import fit
@@ -130,9 +131,8 @@ def make_big_array(path: str, gigabytes: float, x_dim: int = 784):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = _harness.parser(__doc__.splitlines()[0], batch_size=128)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--gigabytes", type=float, default=2.2)
     parser.add_argument("--skip-epochs", action="store_true")
     parser.add_argument("--stream", help=argparse.SUPPRESS)  # the child process's file

@@ -21,17 +21,15 @@ Not a test.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
-import os
-import platform
 import time
 
 import pyro
 import torch
 
+import _harness  # benchmarks/_harness.py
 import pyrovae
 from pyrovae.data.datasets import load_dataset
 from pyrovae.guides import DiagNormalGuide
@@ -95,10 +93,8 @@ def table(rows, args, machine) -> str:
         f"encoder the same sizes; {args.epochs} epochs of the first {args.num_train} training images, batch {args.batch_size}, Adam lr {args.lr}, seed {args.seed}; "
         f"test log p(x) with K={args.num_samples} on the first {args.test_size} test images. {machine}.",
         "",
-        "| guide | salt-and-pepper rate | train s | final train loss | test ELBO | test log p(x) (± s.e.) | "
-        "log p(x) - plain's (paired s.e.) | the same, proposal q(z given one corrupted x) |",
-        "|---|---|---|---|---|---|---|---|",
     ]
+    cells = []
     for r in rows:
         name = "diag (plain VAE)" if r["noise_level"] == 0 else "denoising(diag)"
         diff = noisy = ""
@@ -108,48 +104,33 @@ def table(rows, args, machine) -> str:
             if r.get("per_datapoint_noisy") is not None:
                 d = paired_difference(r["per_datapoint_noisy"], plain["per_datapoint"])
                 noisy = f"{d.mean:+.3f} ± {d.stderr:.3f}"
-        lines.append(f"| {name} | {r['noise_level']:g} | {r['train_seconds']:.0f} | {r['train_loss']:.2f} | "
-                     f"{r['test_elbo']:.2f} | {r['test_ll']:.2f} ± {r['test_ll_stderr']:.2f} | {diff} | {noisy} |")
+        cells.append([name, f"{r['noise_level']:g}", f"{r['train_seconds']:.0f}", f"{r['train_loss']:.2f}",
+                      f"{r['test_elbo']:.2f}", f"{r['test_ll']:.2f} ± {r['test_ll_stderr']:.2f}", diff, noisy])
+    lines.append(_harness.table(["guide", "salt-and-pepper rate", "train s", "final train loss", "test ELBO",
+                                 "test log p(x) (± s.e.)", "log p(x) - plain's (paired s.e.)",
+                                 "the same, proposal q(z given one corrupted x)"], cells))
     return "\n".join(lines) + "\n"
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default=os.environ.get("PYROVAE_DATA"))
+    p = _harness.parser(__doc__, data_dir=_harness.DATA_DIR, epochs=10, batch_size=100, lr=1e-3, z_dim=50,
+                        hidden_dims=[200, 200], num_samples=1000, test_size=1000, train_size=None, seed=0, threads=1,
+                        json=None)
     p.add_argument("--noise-levels", type=float, nargs="+", default=[0.1, 0.25],
                    help="salt-and-pepper rates of the denoising runs (the plain VAE, rate 0, always runs)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--z-dim", type=int, default=50)
-    p.add_argument("--hidden-dims", type=int, nargs="+", default=[200, 200])
-    p.add_argument("--num-samples", type=int, default=1000, help="K for the test log-likelihood")
-    p.add_argument("--test-size", type=int, default=1000, help="test images to score (the first N)")
-    p.add_argument("--train-size", type=int, default=None,
-                   help="train on the first N training images only (a small set overfits within the budget)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", default=None, help="also write the rows (and per-image log p(x)) here")
     args = p.parse_args()
 
-    torch.set_num_threads(args.threads)
+    machine = _harness.start(args)
     dataset = load_dataset("mnist", data_dir=args.data_dir)
     if args.train_size:
         dataset = dataclasses.replace(dataset, train={k: v[: args.train_size] for k, v in dataset.train.items()})
     args.num_train = len(dataset.train["x"])
     test = {"x": dataset.test["x"][: args.test_size]}
-    machine = f"{platform.machine()} CPU ({os.cpu_count()} cores), {torch.get_num_threads()} torch thread(s)"
     rows = []
     for level in [0.0] + [lv for lv in args.noise_levels if lv > 0]:
         rows.append(run_one(level, dataset, test, args))
-        summary = {k: v for k, v in rows[-1].items() if not k.startswith("per_datapoint")}
-        print(json.dumps(summary), flush=True)
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump([{**{k: v for k, v in r.items() if not k.startswith("per_datapoint")},
-                            "per_datapoint": r["per_datapoint"].tolist(),
-                            "per_datapoint_noisy": None if r["per_datapoint_noisy"] is None
-                            else r["per_datapoint_noisy"].tolist()} for r in rows], f)
+        print(json.dumps(_harness.summary(rows[-1])), flush=True)
+        _harness.write_json(args.json, rows)
     print(table(rows, args, machine))
 
 

@@ -16,7 +16,6 @@ later latents set to the prior's mean, for k = 1..T; and the bits per step.
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import pyro
 import torch
+import _harness  # benchmarks/_harness.py
 from matplotlib.figure import Figure
 
 from pyrovae import fit, log_likelihood
@@ -84,22 +84,14 @@ def compression_figure(test_x, runs: dict, path: Path, num_images: int = 6) -> P
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = _harness.parser(__doc__.split("\n\n")[0], train_size=10000, epochs=5, z_dim=10, lr=1e-3, num_samples=1000,
+                        seed=0, batch_size=100, device="cpu", figure=FIGURE)
     p.add_argument("--priors", nargs="+", default=["standard", "learned"], choices=["standard", "learned"])
-    p.add_argument("--train-size", type=int, default=10000)
-    p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--num-steps", type=int, default=10)
-    p.add_argument("--z-dim", type=int, default=10)
     p.add_argument("--rnn-dim", type=int, default=200)
-    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--num-test", type=int, default=200, help="N evenly spaced test images (paired)")
-    p.add_argument("--num-samples", type=int, default=1000, help="importance samples K")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--device", default="cpu")
     p.add_argument("--train-seconds", type=float, default=None,
                    help="train each prior for at most --epochs epochs, stopping after the epoch that passes this many seconds")
-    p.add_argument("--figure", type=Path, default=FIGURE)
     args = p.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 

@@ -19,15 +19,13 @@ with standard errors, the paired difference to the first row, the KL and the act
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import platform
 import tempfile
 import time
 
 import pyro
 import torch
+import _harness  # benchmarks/_harness.py
 
 import pyrovae
 from pyrovae.data.datasets import load_dataset
@@ -41,25 +39,15 @@ BITS = 784 * math.log(2)
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default=None)
+    p = _harness.parser(__doc__, data_dir=None, train_size=10000, test_size=1000, epochs=5, batch_size=100,
+                        lr=1e-3, z_dim=16, num_samples=1000, device="cuda" if torch.cuda.is_available() else "cpu",
+                        seed=0, json=None, figure=None)
     p.add_argument("--rows", default="conv-vae;pixelcnn-vae;pixelcnn-vae infovae")
-    p.add_argument("--train-size", type=int, default=10000)
-    p.add_argument("--test-size", type=int, default=1000)
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--z-dim", type=int, default=16)
     p.add_argument("--num-mixtures", type=int, default=5)
     p.add_argument("--num-layers", type=int, default=6)
     p.add_argument("--channels", type=int, default=32)
     p.add_argument("--lam", type=float, default=1000.0)
-    p.add_argument("--num-samples", type=int, default=1000)
     p.add_argument("--max-pass", type=int, default=None, help="particle x datapoint pairs per pass (memory)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default=None)
-    p.add_argument("--figure", default=None)
     args = p.parse_args()
 
     device = torch.device(args.device)
@@ -73,8 +61,7 @@ def main():
               "pixelcnn-vae": (lambda: PixelCNNVAE(784, args.z_dim, **pixel), "elbo", {}),
               "pixelcnn-vae infovae": (lambda: PixelCNNVAE(784, args.z_dim, **pixel), "infovae",
                                        {"alpha": 1.0, "lam": args.lam})}
-    machine = (f"{platform.machine()}, {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}, "
-               f"{torch.get_num_threads()} torch thread(s)")
+    machine = _harness.machine(device)
     results, figures = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i, name in enumerate(args.rows.split(";")):
@@ -104,17 +91,13 @@ def main():
             bits = f"{row['bits_per_dim']:.4f} ± {row['bits_per_dim_se']:.4f}"
             print(f"{name}: {time.perf_counter() - t0:.0f} s, {bits} "
                   f"bits/dim, KL {mon.rate:.2f}, AU {mon.active_units}", flush=True)
-            if args.json:
-                with open(args.json, "w") as f:
-                    json.dump({"machine": machine, "args": vars(args),
-                               "rows": [{k: v for k, v in r.items() if k != "per_datapoint"} for r in results]},
-                              f, indent=1)
+            rows = [{k: v for k, v in r.items() if k != "per_datapoint"} for r in results]
+            _harness.write_json(args.json, {"machine": machine, "args": vars(args), "rows": rows})
 
     print(f"\n{machine}; Fashion-MNIST 8-bit, {args.train_size} training images, {args.epochs} epochs, "
           f"z = {args.z_dim}, {args.num_mixtures} logistics, {args.test_size} test images, K = {args.num_samples}\n")
-    print("| model + objective | s/epoch | -log p(x) (nats) | bits/dim | vs first (bits/dim, paired) | "
-          "-ELBO bits/dim | KL (nats) | active units |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n".join(_harness.header(["model + objective", "s/epoch", "-log p(x) (nats)", "bits/dim",
+                                     "vs first (bits/dim, paired)", "-ELBO bits/dim", "KL (nats)", "active units"])))
     base = results[0]["per_datapoint"]
     for r in results:
         if r is not results[0]:  # bits/dim: the negated log-likelihood difference, rescaled

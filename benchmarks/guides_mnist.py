@@ -16,14 +16,12 @@ guide's ratio to the diagonal guide measured in the same run.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 import time
 
 import pyro
 import torch
+import _harness  # benchmarks/_harness.py
 
 import pyrovae
 from pyrovae.data.datasets import load_dataset
@@ -102,9 +100,8 @@ def table(rows, args, machine) -> str:
         f"Bernoulli; {args.epochs} epochs, batch {args.batch_size}, Adam lr {args.lr}, seed {args.seed}; "
         f"test log-likelihood with K={args.num_samples} on the first {args.test_size} test images. {machine}.",
         "",
-        "| guide | options | guide params | s/epoch | time vs diag | final train loss | test ELBO | "
-        "test log p(x) (± s.e.) | log p(x) - diag's (paired s.e.) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        *_harness.header(["guide", "options", "guide params", "s/epoch", "time vs diag", "final train loss",
+                          "test ELBO", "test log p(x) (± s.e.)", "log p(x) - diag's (paired s.e.)"]),
     ]
     for r in rows:
         if "skipped" in r:
@@ -123,28 +120,16 @@ def table(rows, args, machine) -> str:
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default=os.environ.get("PYROVAE_DATA"))
+    p = _harness.parser(__doc__, data_dir=_harness.DATA_DIR, epochs=10, batch_size=100, lr=1e-3, z_dim=50,
+                        hidden_dims=[200, 200], num_samples=1000, test_size=2000, seed=0, threads=None, json=None)
     p.add_argument("--guides", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--z-dim", type=int, default=50)
-    p.add_argument("--hidden-dims", type=int, nargs="+", default=[200, 200])
-    p.add_argument("--num-samples", type=int, default=1000, help="K for the test log-likelihood")
-    p.add_argument("--test-size", type=int, default=2000, help="test images to score (first N)")
     p.add_argument("--valid-size", type=int, default=100, help="validation images for the per-epoch pass")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--out", default=None, help="write the Markdown table here (rewritten after each guide)")
-    p.add_argument("--json", default=None, help="also write the rows as JSON")
     args = p.parse_args()
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    machine = _harness.start(args)
     dataset = load_dataset("mnist", data_dir=args.data_dir)
     test = {k: v[: args.test_size] for k, v in dataset.test.items()}
-    machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, CPU"
     rows = []
     for label in args.guides:
         t0 = time.perf_counter()
@@ -155,9 +140,7 @@ def main():
         if args.out:
             with open(args.out, "w") as f:
                 f.write(text)
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump([{k: v for k, v in r.items() if k != "per_datapoint"} for r in rows], f, indent=2)
+        _harness.write_json(args.json, [{k: v for k, v in r.items() if k != "per_datapoint"} for r in rows])
     print(text)
 
 

@@ -25,7 +25,6 @@ much wall-clock time (of this process).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -34,6 +33,7 @@ from pathlib import Path
 
 import pyro
 import torch
+import _harness  # benchmarks/_harness.py
 
 from pyrovae import fit, log_likelihood
 from pyrovae.data.datasets import load_dataset
@@ -180,23 +180,19 @@ def plot(runs, path):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = _harness.parser(__doc__.split("\n\n")[0], num_samples=1000, seed=0, device="cpu", figure=None)
     p.add_argument("--pair", choices=sorted(PAIRS), help="1, 2 or ladder")
     p.add_argument("--out", help="the run folder (resumed if it exists)")
     p.add_argument("--eval-every", type=int, default=25, help="epochs between evaluations")
     p.add_argument("--num-test", type=int, default=1000, help="first N test images (the same for every pair)")
-    p.add_argument("--num-samples", type=int, default=1000, help="importance samples K")
     p.add_argument("--hours", type=float, default=2.0, help="stop at the first evaluation after this long")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--objective", default="elbo", choices=["elbo", "iwae"],
                    help="the training bound (iwae: Burda et al.'s importance-weighted rows; a run keeps its bound)")
     p.add_argument("--init", default="torch", choices=["torch", "glorot", "burda"],
                    help="torch's default initialisation, Glorot-uniform, or Burda et al.'s (Glorot, output bias at "
                         "the data's logits); used when a run starts")
     p.add_argument("--particles", type=int, default=5, help="k of --objective iwae (Burda et al.: 5 and 50)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (a run folder may continue on another device)")
     p.add_argument("--compare", nargs=2, metavar="RUN", help="print the paired curves of two run folders")
-    p.add_argument("--figure", help="with --compare: draw both curves and the paired difference into this PNG")
     args = p.parse_args()
     if args.compare:
         compare(args.compare, args.figure)

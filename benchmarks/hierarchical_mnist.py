@@ -23,7 +23,6 @@ without it the two-layer model spends its first epochs on a long plateau and sta
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -31,6 +30,7 @@ import time
 
 import pyro
 import torch
+import _harness  # benchmarks/_harness.py
 
 from pyrovae import fit, log_likelihood
 from pyrovae.data.datasets import load_dataset
@@ -67,19 +67,13 @@ def _pair(kind: str, x_dim: int):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--epochs", type=int, default=10)
+    p = _harness.parser(__doc__.split("\n\n")[0], epochs=10, batch_size=100, lr=1e-3, num_samples=1000, seed=0,
+                        json=None, device="cpu")
     p.add_argument("--num-train", type=int, default=10000, help="first N training images")
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup-epochs", type=float, default=2.0, help="linear KL warm-up length, in epochs (0: none)")
     p.add_argument("--num-test", type=int, default=2000, help="first N test images (paired)")
-    p.add_argument("--num-samples", type=int, default=1000, help="importance samples K")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", nargs="*", default=None, help="run only these (1, 1iwae, 1z100, 2, 2iwae, ladder)")
     p.add_argument("--iwae-particles", type=int, default=5, help="k of the '2 layers, iwae' row's training bound")
-    p.add_argument("--json", default=None, help="write the figures here")
-    p.add_argument("--device", default="cpu")
     p.add_argument("--init", default="torch", choices=["torch", "glorot", "burda"],
                    help="torch's default layer initialisation, Glorot-uniform, or Burda et al.'s (Glorot, output "
                         "bias at the data's logits)")
@@ -121,7 +115,7 @@ def main():
         rows[kind] = dict(est=est, train_s=train_s, eval_s=eval_s, units=units, relative=relative,
                           valid_elbo=result.metrics[-1].get("valid_elbo"))
         if args.json:  # what is done so far, in case the rest does not finish
-            with open(args.json + ".partial", "a") as f:
+            with open(f"{args.json}.partial", "a") as f:
                 f.write(json.dumps({"model": kind, "per_datapoint": est.per_datapoint.tolist(), "units": units,
                                     "relative_units": relative, "train_s": train_s, "elbo": est.elbo}) + "\n")
         print(f"  {kind}: log p(x) {est.log_likelihood:.2f} ± {est.stderr:.2f}, ELBO {est.elbo:.2f}, "
@@ -149,8 +143,7 @@ def main():
                               "seconds_per_epoch": r["train_s"] / args.epochs, "eval_seconds": r["eval_s"],
                               "valid_elbo": r["valid_elbo"]} for k, r in rows.items()},
                "paired": {k: {"mean": m, "stderr": s} for k, (m, s) in paired.items()}}
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
+        _harness.write_json(args.json, out)
 
 
 if __name__ == "__main__":

@@ -29,13 +29,13 @@ of ``--seeds``. Then, on the test sequences' frames:
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 
 import numpy as np
 import pyro
 import torch
+import _harness  # benchmarks/_harness.py
 from sklearn.cluster import KMeans
 from sklearn.metrics import normalized_mutual_info_score as nmi
 from sklearn.mixture import GaussianMixture
@@ -94,14 +94,9 @@ def mean_se(values):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=60)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser = _harness.parser(__doc__.splitlines()[0], epochs=60, batch_size=32, lr=3e-3, z_dim=8, num_samples=1000)
     parser.add_argument("--num-units", type=int, default=10)
-    parser.add_argument("--z-dim", type=int, default=8)
     parser.add_argument("--hidden", type=int, default=128)
-    parser.add_argument("--num-samples", type=int, default=1000)
     parser.add_argument("--joint-epochs", type=int, default=20)
     parser.add_argument("--seeds", default="0,1,2")
     args = parser.parse_args()

@@ -17,17 +17,15 @@ batches and epochs for every objective in ``--objectives`` (``;``-separated, eac
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import math
-import platform
 import tempfile
 import time
 
 import pyro
 import pyro.distributions as dist
 import torch
+import _harness  # benchmarks/_harness.py
 
 import pyrovae
 from pyrovae.data.datasets import load_dataset
@@ -50,17 +48,11 @@ def parse(spec: str):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default=None)
+    p = _harness.parser(__doc__, data_dir=None, epochs=3, z_dim=10, num_samples=1000, test_size=1000, seed=0,
+                        json=None)
     p.add_argument("--objectives", default="elbo;infovae:alpha=0,lam=1000;infovae:alpha=1,lam=1000",
                    help="objectives separated by ';', each name or name:option=value,...")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--z-dim", type=int, default=10)
-    p.add_argument("--num-samples", type=int, default=1000)
-    p.add_argument("--test-size", type=int, default=1000)
     p.add_argument("--mmd-reps", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default=None)
     args = p.parse_args()
 
     specs = [s for s in args.objectives.split(";") if s]
@@ -96,21 +88,19 @@ def main():
             print(f"{spec}: {time.perf_counter() - t0:.0f} s, MMD^2 {rows[-1]['mmd']:.4f}, log p(x) "
                   f"{ll.log_likelihood:.2f}", flush=True)
 
-    machine = f"{platform.machine()}, {torch.get_num_threads()} torch thread(s), CPU"
+    machine = _harness.machine()
     print(f"\n{machine}; VAE 784-200-200-{args.z_dim}, {args.epochs} epochs, {args.test_size} test images, "
           f"K={args.num_samples}\n")
-    print("| objective | s/epoch | MMD^2(q(z), p(z)) | KL | active units | test log p(x) | vs first (paired) |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n".join(_harness.header(["objective", "s/epoch", "MMD^2(q(z), p(z))", "KL", "active units",
+                                     "test log p(x)", "vs first (paired)"])))
     base = rows[0]["per_datapoint"]
     for r in rows:
         d = paired_difference(r["per_datapoint"], base) if r is not rows[0] else None
         paired = f"{d.mean:+.2f} ± {d.stderr:.2f}" if d is not None else "-"
         print(f"| `{r['objective']}` | {r['seconds_per_epoch']:.1f} | {r['mmd']:.4f} ± {r['mmd_se']:.4f} | "
               f"{r['kl']:.2f} | {r['active_units']} | {r['test_ll']:.2f} ± {r['test_ll_se']:.2f} | {paired} |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": machine, "args": vars(args),
-                       "rows": [{k: v for k, v in r.items() if k != "per_datapoint"} for r in rows]}, f, indent=1)
+    _harness.write_json(args.json, {"machine": machine, "args": vars(args),
+                                    "rows": [{k: v for k, v in r.items() if k != "per_datapoint"} for r in rows]})
 
 
 if __name__ == "__main__":

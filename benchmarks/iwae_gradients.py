@@ -31,15 +31,13 @@ Prints a markdown table and writes ``--json``.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import dataclasses
-import platform
 import time
 
 import pyro
 import torch
+import _harness  # benchmarks/_harness.py
 
 import pyrovae
 from pyrovae.data.datasets import load_dataset
@@ -68,25 +66,16 @@ def snr(model, guide, batch, k, gradient, reps, seed):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--z-dim", type=int, default=50)
+    p = _harness.parser(__doc__, data_dir=None, epochs=5, batch_size=100, lr=1e-3, z_dim=50, train_size=None,
+                        num_samples=1000, test_size=1000, seed=0, json=None)
     p.add_argument("--train-ks", default="5", help="K of the iwae objective the pairs are trained with")
     p.add_argument("--estimators", default="plain,dreg", help="gradients to train with (plain first)")
-    p.add_argument("--train-size", type=int, default=None, help="train on the first N training images")
     p.add_argument("--valid-size", type=int, default=None,
                    help="validation images fit monitors each epoch (default all 10,000)")
     p.add_argument("--no-snr", action="store_true", help="skip the SNR table")
     p.add_argument("--ks", default="1,5,50,500")
     p.add_argument("--reps", type=int, default=200, help="gradient draws per (K, estimator) for the SNR")
     p.add_argument("--snr-batch", type=int, default=8, help="test images in the SNR's fixed batch")
-    p.add_argument("--num-samples", type=int, default=1000, help="K for the test log-likelihood")
-    p.add_argument("--test-size", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default=None)
     args = p.parse_args()
     train_ks = [int(k) for k in args.train_ks.split(",")]
     estimators = args.estimators.split(",")
@@ -141,15 +130,15 @@ def main():
         diff = paired_difference(lls[(k, name)], lls[(k, "plain")])
         diffs[(k, name)] = (diff.mean, diff.stderr)
 
-    machine = f"{platform.machine()}, {torch.get_num_threads()} torch thread(s), CPU"
+    machine = _harness.machine()
     n_train = len(dataset.train["x"])
     print(f"\n{machine}; VAE 784-200-200-{args.z_dim}, {args.epochs} epochs of iwae on {n_train} training images, "
           f"batch {args.batch_size}, lr {args.lr}")
     if table:
         print(f"\nSNR on the model trained with plain K={train_ks[0]}, {args.snr_batch} test images, "
               f"{args.reps} draws\n")
-        print("| K | encoder SNR plain | STL | DReG | decoder SNR plain | STL | DReG |")
-        print("|---|---|---|---|---|---|---|")
+        print("\n".join(_harness.header(["K", "encoder SNR plain", "STL", "DReG", "decoder SNR plain", "STL",
+                                         "DReG"])))
         for k in ks:
             enc = [table[(k, g)][0] for g in ("plain", "stl", "dreg")]
             dec = [table[(k, g)][1] for g in ("plain", "stl", "dreg")]
@@ -161,14 +150,12 @@ def main():
         d = "—" if name == "plain" else f"{diffs[(k, name)][0]:+.2f} ± {diffs[(k, name)][1]:.2f}"
         print(f"| K={k} | {name} | {trained[(k, name)]['seconds_per_epoch']:.1f} | {ll.log_likelihood:.2f} "
               f"± {ll.stderr:.2f} | {d} | {units[(k, name)]} |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"machine": machine, "args": vars(args), "train_images": n_train,
-                       "trained": [{"k": k, "gradient": g, **v} for (k, g), v in trained.items()],
-                       "snr": [{"k": k, "gradient": g, "encoder": v[0], "decoder": v[1]} for (k, g), v in table.items()],
-                       "test_ll": [{"k": k, "gradient": g, "log_likelihood": ll.log_likelihood, "stderr": ll.stderr,
-                                    "minus_plain": diffs[(k, g)], "active_units": units[(k, g)]}
-                                   for (k, g), ll in lls.items()]}, f, indent=1)
+    _harness.write_json(args.json, {
+        "machine": machine, "args": vars(args), "train_images": n_train,
+        "trained": [{"k": k, "gradient": g, **v} for (k, g), v in trained.items()],
+        "snr": [{"k": k, "gradient": g, "encoder": v[0], "decoder": v[1]} for (k, g), v in table.items()],
+        "test_ll": [{"k": k, "gradient": g, "log_likelihood": ll.log_likelihood, "stderr": ll.stderr,
+                     "minus_plain": diffs[(k, g)], "active_units": units[(k, g)]} for (k, g), ll in lls.items()]})
 
 
 if __name__ == "__main__":

@@ -24,14 +24,12 @@ Not a test.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 import time
 
 import pyro
 import torch
+import _harness  # benchmarks/_harness.py
 
 import pyrovae
 from pyrovae.data.datasets import load_dataset
@@ -90,9 +88,8 @@ def table(rows, args, machine) -> str:
         f"{args.weight_decay}; scored on the first {args.test_size} test images (paired on the same images), log p(x) "
         f"with K={args.num_samples}. {machine}.",
         "",
-        "| pair | train s | squared error per image | minus the Gaussian VAE's (paired) | test ELBO | "
-        "test log p(x) ± s.e. | minus the Gaussian VAE's (paired) |",
-        "|---|---|---|---|---|---|---|",
+        *_harness.header(["pair", "train s", "squared error per image", "minus the Gaussian VAE's (paired)",
+                          "test ELBO", "test log p(x) ± s.e.", "minus the Gaussian VAE's (paired)"]),
     ]
     for r in rows:
         d_err = d_ll = ""
@@ -104,34 +101,21 @@ def table(rows, args, machine) -> str:
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default=os.environ.get("PYROVAE_DATA"))
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--z-dim", type=int, default=20)
-    p.add_argument("--hidden-dims", type=int, nargs="+", default=[200, 200])
+    p = _harness.parser(__doc__, data_dir=_harness.DATA_DIR, epochs=10, batch_size=100, lr=1e-3, z_dim=20,
+                        hidden_dims=[200, 200], num_samples=1000, test_size=500, train_size=10000, seed=0,
+                        threads=1, json=None)
     p.add_argument("--scale", type=float, default=1.0, help="the least-squares model's fixed sigma")
     p.add_argument("--weight-decay", type=float, default=1e-3, help="lambda")
-    p.add_argument("--num-samples", type=int, default=1000)
-    p.add_argument("--test-size", type=int, default=500)
-    p.add_argument("--train-size", type=int, default=10000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", default=None)
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    machine = _harness.start(args)
     data = load_dataset("mnist", data_dir=args.data_dir, binarize="none")
     train = dequantize(data.train["x"][: args.train_size], args.seed)
     test = dequantize(data.test["x"][: args.test_size], args.seed + 100)
-    machine = f"{platform.machine()} CPU ({os.cpu_count()} cores), {torch.get_num_threads()} torch thread(s)"
     rows = []
     for name in ("gaussian VAE", f"least squares, lambda {args.weight_decay:g}", "least squares, no penalty"):
         rows.append(run_one(name, train, test, args))
         print(json.dumps({k: v for k, v in rows[-1].items() if not k.startswith("per_")}), flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump([{k: (v.tolist() if torch.is_tensor(v) else v) for k, v in r.items()} for r in rows], f)
+    _harness.write_json(args.json, rows)  # tensors as lists
     print(table(rows, args, machine))
 
 

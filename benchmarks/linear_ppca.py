@@ -17,12 +17,12 @@ posterior-mean variance.
     python benchmarks/linear_ppca.py --figure docs/figures/linear_vae_ppca.png
 """
 
-import argparse
 import math
 import time
 
 import pyro
 import torch
+import _harness  # benchmarks/_harness.py
 
 from pyrovae import fit
 from pyrovae.evaluation.monitors import active_units
@@ -54,9 +54,8 @@ def train(x, z_dim, seed=0):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _harness.parser(__doc__.split("\n\n")[0], figure=None)
     parser.add_argument("--z-dims", type=int, nargs="*", default=[1, 2, 4, 6])
-    parser.add_argument("--figure", default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
     rows = []

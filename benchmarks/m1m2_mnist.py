@@ -22,7 +22,6 @@ alpha the mean and sample standard deviation over the draws and the paired diffe
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -31,6 +30,7 @@ import time
 
 import pyro
 import torch
+import _harness  # benchmarks/_harness.py
 
 from pyrovae import fit
 from pyrovae.data.datasets import DataSet, load_dataset
@@ -65,7 +65,7 @@ def fit_m1(mnist: DataSet, args) -> tuple:
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = _harness.parser(__doc__.splitlines()[0], z_dim=50, hidden_dims=[500], lr=1e-3, json=None)
     p.add_argument("--labels", type=int, default=100)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--m1-epochs", type=int, default=8)
@@ -74,14 +74,10 @@ def main():
     p.add_argument("--m1-init", default="torch", choices=["torch", "glorot", "burda"],
                    help="how M1's weights start (fit's init; burda: the decoder at the data's mean)")
     p.add_argument("--m2-epochs", type=int, default=8)
-    p.add_argument("--z-dim", type=int, default=50, help="M2's z2")
-    p.add_argument("--hidden-dims", type=int, nargs="+", default=[500], help="M2's networks (and the baseline's)")
     p.add_argument("--alpha-scales", type=float, nargs="+", default=[1.0, 50.0],
                    help="alpha = each of these times the paper's 0.1 N (one M2 per scale and draw)")
-    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--num-valid", type=int, default=1000, help="validation rows for the per-epoch ELBO")
     p.add_argument("--features", default=None, help="save M1's features here, or load them if the file exists")
-    p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args()
 
     print(f"M1+M2 on MNIST, {args.labels} labels: M1 {args.m1_hidden_dims} z {args.m1_z_dim}, {args.m1_epochs} epochs; "
@@ -134,9 +130,7 @@ def main():
         diff = [a - b for a, b in zip(m2, base)]
         print(f"{scale:g} | {statistics.mean(m2):.2f} ± {sd(m2):.2f} | {statistics.mean(base):.2f} ± {sd(base):.2f} "
               f"| {statistics.mean(diff):+.2f} ± {sd(diff) / len(diff) ** 0.5:.2f} (se) | {len(rows)}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "m1": m1, "results": results}, f, indent=1)
+    _harness.write_json(args.json, {"args": vars(args), "m1": m1, "results": results})
 
 
 if __name__ == "__main__":

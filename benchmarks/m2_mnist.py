@@ -21,7 +21,6 @@ and z from q(z | x, y), K = ``--num-samples``) on the first ``--num-test`` test 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import statistics
@@ -29,6 +28,7 @@ import time
 
 import pyro
 import torch
+import _harness  # benchmarks/_harness.py
 
 from pyrovae import fit, log_likelihood
 from pyrovae.data.datasets import load_dataset
@@ -54,19 +54,14 @@ def fit_m2(data, args, seed):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = _harness.parser(__doc__.splitlines()[0], epochs=10, lr=1e-3, z_dim=50, hidden_dims=[500], num_samples=1000,
+                        json=None)
     p.add_argument("--labels", type=int, nargs="+", default=[100, 3000])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--unlabelled", type=int, default=10000, help="unlabelled training images kept (of about 50,000)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--z-dim", type=int, default=50)
-    p.add_argument("--hidden-dims", type=int, nargs="+", default=[500])
     p.add_argument("--alpha-scale", type=float, default=1.0, help="alpha = this times the paper's 0.1 N")
     p.add_argument("--num-valid", type=int, default=1000, help="validation images for the per-epoch ELBO")
     p.add_argument("--num-test", type=int, default=1000, help="test images for log p(x)")
-    p.add_argument("--num-samples", type=int, default=1000, help="K for log p(x) (0: skip)")
-    p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args()
 
     mnist = load_dataset("mnist")
@@ -105,9 +100,7 @@ def main():
             if "log_px" in r:
                 print(f"  log p(x), first {args.num_test} test images, K={args.num_samples}: "
                       f"{r['log_px']:.2f} ± {r['log_px_stderr']:.2f} nats (ELBO {r['elbo']:.2f})")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "results": results}, f, indent=1)
+    _harness.write_json(args.json, {"args": vars(args), "results": results})
 
 
 if __name__ == "__main__":

@@ -38,14 +38,12 @@ images, 10 epochs; NLL on 100 test images, KL, active units and MI on 1,000; abo
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import tempfile
 import time
 
 import pyro
 import torch
+import _harness  # benchmarks/_harness.py
 
 import pyrovae
 from pyrovae.data.datasets import load_dataset
@@ -85,26 +83,16 @@ def pictures(model, guide, test, n, seed):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default=None)
+    p = _harness.parser(__doc__, data_dir=None, train_size=10000, test_size=1000, epochs=5, batch_size=100,
+                        lr=1e-3, z_dim=16, num_samples=1000, device="cuda" if torch.cuda.is_available() else "cpu",
+                        seed=0, json=None, figure=None)
     p.add_argument("--rows", default="pixelcnn-vae elbo;pixelcnn-vae infovae;pixelcnn-vae local elbo;conv-vae elbo")
-    p.add_argument("--train-size", type=int, default=10000)
-    p.add_argument("--test-size", type=int, default=1000)
     p.add_argument("--monitor-size", type=int, default=None,
                    help="test images for KL, active units and MI (default: --test-size)")
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--z-dim", type=int, default=16)
     p.add_argument("--num-layers", type=int, default=6)
     p.add_argument("--channels", type=int, default=32)
     p.add_argument("--lam", type=float, default=1000.0, help="InfoVAE lambda (alpha = 1)")
-    p.add_argument("--num-samples", type=int, default=1000, help="K for the test log-likelihood")
     p.add_argument("--max-pass", type=int, default=None, help="particle x datapoint pairs per pass (memory)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default=None)
-    p.add_argument("--figure", default=None)
     args = p.parse_args()
 
     device = torch.device(args.device)
@@ -113,8 +101,7 @@ def main():
     order = torch.randperm(len(data.test["x"]), generator=torch.Generator().manual_seed(0))  # the file is sorted
     test = {"x": data.test["x"][order[: args.test_size]].to(device)}
     monitored = {"x": data.test["x"][order[: args.monitor_size or args.test_size]].to(device)}
-    machine = (f"{platform.machine()}, {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}, "
-               f"{torch.get_num_threads()} torch thread(s)")
+    machine = _harness.machine(device)
     results, figures = [], []
     out = {"machine": machine, "args": vars(args), "rows": results}
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,17 +134,14 @@ def main():
             print(f"{name}: {time.perf_counter() - t0:.0f} s, NLL {row['test_nll']:.2f} ± {ll.stderr:.2f}, "
                   f"ELBO {ll.elbo:.2f}, KL {mon.rate:.2f}, AU {mon.active_units}, MI {mon.mutual_information:.2f}",
                   flush=True)
-            if args.json:  # after every row, so a run cut short keeps what it did
-                with open(args.json, "w") as f:
-                    json.dump({**out, "rows": [{k: v for k, v in r.items() if k != "per_datapoint"}
-                                               for r in results]}, f, indent=1)
+            _harness.write_json(args.json, {**out, "rows": [{k: v for k, v in r.items() if k != "per_datapoint"}
+                                                            for r in results]})
 
     print(f"\n{machine}; binarized MNIST, {args.train_size} training images, {args.epochs} epochs, z = {args.z_dim}, "
           f"{args.test_size} test images, K = {args.num_samples}; KL, AU, MI on "
           f"{len(monitored['x'])} test images\n")
-    print("| model + objective | receptive rows | s/epoch | test NLL (nats) | vs first (paired) | -ELBO | KL | "
-          "active units | MI |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(_harness.header(["model + objective", "receptive rows", "s/epoch", "test NLL (nats)",
+                                     "vs first (paired)", "-ELBO", "KL", "active units", "MI"])))
     base = results[0]["per_datapoint"]
     for r in results:
         d = paired_difference(base, r["per_datapoint"]) if r is not results[0] else None  # NLL: first minus this

@@ -29,8 +29,6 @@ images, and draws corrupted test digits, their reconstructions and the clean dig
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
 import platform
@@ -38,6 +36,7 @@ import time
 
 import pyro
 import torch
+import _harness  # benchmarks/_harness.py
 
 from pyrovae import fit
 from pyrovae.evaluation.robust_pca import pcp
@@ -123,9 +122,7 @@ def linear_part(args):
     print("|---|" + "---|" * len(args.methods))
     for row in rows:
         print(f"| {100 * row['rate']:.0f}% | " + " | ".join(f"{row[m]:.2f}°" for m in args.methods) + " |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+    _harness.write_json(args.json, rows)
     if args.figure:
         import matplotlib
         matplotlib.use("Agg")
@@ -148,7 +145,8 @@ def machine():
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _harness.parser(__doc__, seed=0, threads=1, figure=None, json=None, data_dir=_harness.DATA_DIR, epochs=10,
+                        train_size=50000, num_samples=1000, test_size=1000)
     p.add_argument("--part", choices=("linear", "mnist"), default="linear")
     p.add_argument("--rates", type=float, nargs="+", default=list(RATES))
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
@@ -156,22 +154,13 @@ def main():
     p.add_argument("--d", type=int, default=30)
     p.add_argument("--rank", type=int, default=3)
     p.add_argument("--steps", type=int, default=1000, help="full-batch steps at each of the three learning rates")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--figure", default=None)
-    p.add_argument("--json", default=None)
     # MNIST part
-    p.add_argument("--data-dir", default=os.environ.get("PYROVAE_DATA"))
     p.add_argument("--corruption", type=float, default=0.2, help="salt-and-pepper rate of the training pixels")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--train-size", type=int, default=50000)
     p.add_argument("--fixed-scale", type=float, default=0.1)
     p.add_argument("--mnist-z-dim", type=int, default=20)
     p.add_argument("--df", type=float, default=1.0, help="nu of the robust model's prior on the precisions")
-    p.add_argument("--num-samples", type=int, default=1000)
-    p.add_argument("--test-size", type=int, default=1000)
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    _harness.start(args)
     if args.part == "linear":
         linear_part(args)
     else:
@@ -238,17 +227,15 @@ def mnist_part(args):
           f"Adam 1e-3, seed {args.seed}; log p(x) of the first {args.test_size} clean test images, K={args.num_samples}; "
           f"{machine()}.")
     print()
-    print("| decoder variance | train s | clean test log p(x) (± s.e.) | minus per-pixel's (paired s.e.) | "
-          "squared error, recon of corrupted vs clean | of clean vs clean |")
-    print("|---|---|---|---|---|---|")
+    print("\n".join(_harness.header(["decoder variance", "train s", "clean test log p(x) (± s.e.)",
+                                     "minus per-pixel's (paired s.e.)",
+                                     "squared error, recon of corrupted vs clean", "of clean vs clean"])))
     for r in rows:
         d = r["ll"] - ref
         diff = "" if r is rows[1] else f"{float(d.mean()):+.1f} ± {float(d.std() / len(d) ** 0.5):.1f}"
         print(f"| {r['model']} | {r['seconds']:.0f} | {float(r['ll'].mean()):.1f} ± {float(r['ll'].std() / len(r['ll']) ** 0.5):.1f} "
               f"| {diff} | {r['mse_corrupted']:.2f} | {r['mse_clean']:.2f} |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump([{k: (v.tolist() if torch.is_tensor(v) else v) for k, v in r.items()} for r in rows], f)
+    _harness.write_json(args.json, rows)  # tensors as lists
     if args.figure:
         import matplotlib
         matplotlib.use("Agg")

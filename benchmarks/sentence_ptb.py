@@ -25,14 +25,14 @@ the prior and homotopies (greedy decoding) are written to ``--text``.
 
 from __future__ import annotations
 
-import argparse
+from pathlib import Path
 import dataclasses
-import json
 import math
 import time
 
 import pyro
 import torch
+import _harness  # benchmarks/_harness.py
 from torch.distributions import kl_divergence
 
 from pyrovae import fit, log_likelihood
@@ -137,26 +137,18 @@ def text_report(name, model, guide, vocab, test, generator, num_prior=8, steps=7
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train-size", type=int, default=3000, help="training sentences (0: all 42,068)")
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--z-dim", type=int, default=16)
+    parser = _harness.parser(__doc__.splitlines()[0], train_size=3000, epochs=1, batch_size=32, lr=2e-3, z_dim=16,
+                             num_samples=1000, device="cpu", seed=0, figure=Path("docs/figures/text-kl.png"),
+                             json=None)
     parser.add_argument("--embed-dim", type=int, default=64)
     parser.add_argument("--hidden-dim", type=int, default=128)
     parser.add_argument("--word-dropout", type=float, default=0.3)
     parser.add_argument("--anneal-steps", type=int, default=0, help="0: the training steps")
     parser.add_argument("--kappa", type=float, default=50.0)
-    parser.add_argument("--num-samples", type=int, default=1000)
     parser.add_argument("--is-sentences", type=int, default=20, help="test sentences for K-sample IS (0: all)")
     parser.add_argument("--eval-sentences", type=int, default=1000, help="test sentences for ELBO and KL (0: all)")
     parser.add_argument("--max-pass", type=int, default=250)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--figure", default="docs/figures/text-kl.png")
     parser.add_argument("--text", default="docs/text-samples.txt")
-    parser.add_argument("--json", default=None)
     args = parser.parse_args()
     device = torch.device(args.device)
 
@@ -272,9 +264,7 @@ def main():
     with open(args.text, "w") as f:
         f.write("\n".join(lines) + "\n")
     print(f"text: {args.text}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+    _harness.write_json(args.json, results)
 
 
 if __name__ == "__main__":

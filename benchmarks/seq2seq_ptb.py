@@ -22,14 +22,13 @@ few test sources (``--text``).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import math
 import time
 
 import pyro
 import torch
+import _harness  # benchmarks/_harness.py
 from torch.distributions import kl_divergence
 
 from pyrovae import fit, log_likelihood
@@ -84,25 +83,18 @@ def mean_se(values) -> tuple:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train-size", type=int, default=4000, help="training pairs (0: all 41,931)")
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--z-dim", type=int, default=16)
+    parser = _harness.parser(__doc__.splitlines()[0], train_size=4000, epochs=1, batch_size=32, lr=2e-3, z_dim=16,
+                             num_samples=1000, seed=0, json=None)
     parser.add_argument("--embed-dim", type=int, default=64)
     parser.add_argument("--hidden-dim", type=int, default=128)
     parser.add_argument("--encoder-dim", type=int, default=64)
     parser.add_argument("--word-dropout", type=float, default=0.25)
     parser.add_argument("--warmup", type=int, default=0, help="KL warm-up steps (0: half the training steps)")
-    parser.add_argument("--num-samples", type=int, default=1000)
     parser.add_argument("--is-sentences", type=int, default=30)
     parser.add_argument("--eval-sentences", type=int, default=1000)
     parser.add_argument("--max-pass", type=int, default=250)
     parser.add_argument("--examples", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--text", default=None, help="write the decoded examples here too")
-    parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
     data = load_dataset("ptb-continue")
@@ -188,9 +180,7 @@ def main():
     if args.text:
         with open(args.text, "w") as f:
             f.write("\n".join(lines) + "\n")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+    _harness.write_json(args.json, results)
 
 
 if __name__ == "__main__":

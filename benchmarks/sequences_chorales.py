@@ -14,12 +14,12 @@ the K particles drawn in chunks of at most ``--max-pass`` particle x chorale pai
     OMP_NUM_THREADS=1 nice -n 5 python benchmarks/sequences_chorales.py --epochs 20 --num-samples 1000
 """
 
-import argparse
 import math
 import time
 
 import pyro
 import torch
+import _harness  # benchmarks/_harness.py
 
 from pyrovae import fit, log_likelihood
 from pyrovae.data import load_dataset
@@ -29,17 +29,12 @@ from pyrovae.models.dmm import DMM
 from pyrovae.models.sentence import no_latents
 from pyrovae.models.vrnn import VRNN, BernoulliRNN
 
-parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--epochs", type=int, default=5)
-parser.add_argument("--batch-size", type=int, default=16)
-parser.add_argument("--lr", type=float, default=3e-3)
-parser.add_argument("--z-dim", type=int, default=16)
+parser = _harness.parser(__doc__.splitlines()[0], epochs=5, batch_size=16, lr=3e-3, z_dim=16, num_samples=1000,
+                         seed=0)
 parser.add_argument("--hidden", type=int, default=64, help="recurrent state and hidden widths of all three")
-parser.add_argument("--num-samples", type=int, default=1000, help="K importance samples per chorale")
 parser.add_argument("--eval-batch", type=int, default=8, help="test chorales per evaluation pass (sorted by length)")
 parser.add_argument("--max-pass", type=int, default=5000, help="particle x chorale pairs alive at once")
 parser.add_argument("--limit", type=int, default=None, help="only the first N test chorales (timing)")
-parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--only", default="VRNN,DMM,RNN", help="comma-separated subset of VRNN, DMM, RNN")
 
 

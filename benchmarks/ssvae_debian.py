@@ -21,13 +21,12 @@ paper's 0.1 N in per-row units (``0.1 N / (r N_l)``, about 1; see pyrovae/infer/
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import time
 
 import pyro
 import torch
+import _harness  # benchmarks/_harness.py
 import torch.nn.functional as F
 
 from pyrovae.data.sequences import load_debian_descriptions
@@ -101,20 +100,16 @@ def summary(values):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _harness.parser(__doc__, epochs=2, batch_size=32, z_dim=16, lr=3e-3)
     parser.add_argument("--per-class", type=int, nargs="+", default=[10, 100])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--unlabelled", type=int, default=2000, help="hidden-label train texts in the pool")
     parser.add_argument("--extra-pool", type=int, default=0, help="texts of .unlabelled (other sections) in the pool")
     parser.add_argument("--vocab", type=int, default=1000)
     parser.add_argument("--max-length", type=int, default=48)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--z-dim", type=int, default=16)
     parser.add_argument("--embed-dim", type=int, default=48)
     parser.add_argument("--hidden-dim", type=int, default=48)
     parser.add_argument("--word-dropout", type=float, default=0.0)
-    parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--share-encoder", action="store_true", help="one LSTM for q(y | x) and q(z | x, y)")
     parser.add_argument("--alpha-scale", type=float, default=50.0)
     parser.add_argument("--out", default=None, help="write the figures (JSON) here, each run as it finishes")
@@ -147,9 +142,7 @@ def main(argv=None):
                   f"baseline {100 * b_acc:.2f}% / {100 * b_f1:.2f}% ({base_seconds:.0f} s)", flush=True)
             runs.append(run)
             results["runs"].append(run)
-            if args.out:
-                with open(args.out, "w") as f:
-                    json.dump(results, f, indent=1)
+            _harness.write_json(args.out, results)
         table = {}
         for metric in ("test_accuracy", "test_macro_f1"):
             ss = [100 * r_[f"ssvae_{metric}"] for r_ in runs]
@@ -162,9 +155,7 @@ def main(argv=None):
                   f"baseline {table[metric]['baseline'][0]:.2f} +- {table[metric]['baseline'][1]:.2f}, "
                   f"paired difference {d_mean:+.2f} +- {table[metric]['difference'][1]:.2f} (se)", flush=True)
         results["summary"][str(per_class)] = table
-        if args.out:
-            with open(args.out, "w") as f:
-                json.dump(results, f, indent=1)
+        _harness.write_json(args.out, results)
     return results
 
 

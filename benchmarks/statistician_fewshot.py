@@ -22,7 +22,6 @@ images seen as often. On the held-out sets:
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pyro
 import torch
+import _harness  # benchmarks/_harness.py
 from matplotlib.figure import Figure
 
 from pyrovae import fit, log_likelihood
@@ -62,17 +62,10 @@ def fewshot_figure(model, guide, test, path: Path, num_sets: int = 9, num_new: i
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=32, help="sets per step (the VAE: items, times 5)")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p = _harness.parser(__doc__.split("\n\n")[0], epochs=30, batch_size=32, lr=1e-3, z_dim=8, num_samples=1000,
+                        seed=0, figure=FIGURE, json=None)
     p.add_argument("--c-dim", type=int, default=16)
-    p.add_argument("--z-dim", type=int, default=8)
     p.add_argument("--hidden-dims", type=int, nargs="*", default=[128])
-    p.add_argument("--num-samples", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--figure", type=Path, default=FIGURE)
-    p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
 
     data = load_dataset("digits-sets")
@@ -124,8 +117,7 @@ def main(argv=None) -> dict:
         "figure": str(figure),
     }
     print(json.dumps(out, indent=1))
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=1))
+    _harness.write_json(args.json, out)
     return out
 
 

@@ -25,7 +25,6 @@ test sets:
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pyro
 import torch
+import _harness  # benchmarks/_harness.py
 from matplotlib.figure import Figure
 
 from pyrovae import fit, log_likelihood
@@ -111,22 +111,16 @@ def samples_figure(model, guide, test, path: Path, num_items: int = 2000) -> Pat
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = _harness.parser(__doc__.split("\n\n")[0], epochs=60, batch_size=16, lr=3e-3, z_dim=4, num_samples=1000,
+                        seed=0, json=None)
     p.add_argument("--train-sets", type=int, default=2000)
     p.add_argument("--test-sets", type=int, default=1000)
     p.add_argument("--set-size", type=int, default=200)
-    p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--c-dim", type=int, default=3)
-    p.add_argument("--z-dim", type=int, default=4)
     p.add_argument("--hidden-dims", type=int, nargs="*", default=[64, 64])
     p.add_argument("--activation", default="tanh")
-    p.add_argument("--num-samples", type=int, default=1000, help="K for log p(D)")
     p.add_argument("--num-ll-sets", type=int, default=100, help="test sets whose log p(D) is estimated")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--figures", type=Path, default=FIGURES)
-    p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
 
     data = load_synthetic_sets(args.train_sets, 200, args.test_sets, args.set_size)
@@ -164,8 +158,7 @@ def main(argv=None) -> dict:
         "figures": [str(f) for f in figures],
     }
     print(json.dumps(out, indent=1))
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=1))
+    _harness.write_json(args.json, out)
     return out
 
 

@@ -21,14 +21,12 @@ Not a test.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 import time
 
 import pyro
 import torch
+import _harness  # benchmarks/_harness.py
 
 import pyrovae
 from pyrovae.data.datasets import load_dataset
@@ -76,9 +74,9 @@ def table(rows, args, machine) -> str:
         f"{args.epochs} epochs, batch {args.batch_size}, Adam lr {args.lr}, seed {args.seed}; test log-likelihood "
         f"with K={args.num_samples} on the first {args.test_size} test images. {machine}.",
         "",
-        "| z | Gaussian (vae + diag) log p(x) ± s.e. | S-VAE (svae + vmf) log p(x) ± s.e. | "
-        "svae - gaussian (paired s.e.) | Gaussian ELBO | S-VAE ELBO | seconds (both, train + eval) |",
-        "|---|---|---|---|---|---|---|",
+        *_harness.header(["z", "Gaussian (vae + diag) log p(x) ± s.e.", "S-VAE (svae + vmf) log p(x) ± s.e.",
+                          "svae - gaussian (paired s.e.)", "Gaussian ELBO", "S-VAE ELBO",
+                          "seconds (both, train + eval)"]),
     ]
     for z_dim in sorted({r["z_dim"] for r in rows}):
         g = next((r for r in rows if r["z_dim"] == z_dim and r["kind"] == "gaussian"), None)
@@ -126,27 +124,17 @@ def figure(circle, sphere, labels, path):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default=os.environ.get("PYROVAE_DATA"))
+    p = _harness.parser(__doc__, data_dir=_harness.DATA_DIR, epochs=10, batch_size=100, lr=1e-3,
+                        hidden_dims=[200, 200], num_samples=500, test_size=1000, seed=0, threads=1, figure=None,
+                        json=None)
     p.add_argument("--z-dims", type=int, nargs="+", default=[2, 5, 10, 20, 40])
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--hidden-dims", type=int, nargs="+", default=[200, 200])
-    p.add_argument("--num-samples", type=int, default=500, help="K for the test log-likelihood")
-    p.add_argument("--test-size", type=int, default=1000, help="test images to score (first N)")
     p.add_argument("--valid-size", type=int, default=100, help="validation images for the per-epoch pass")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
-    p.add_argument("--figure", default=None, help="save the latent figure (z=2 circle, z=3 sphere) here")
     p.add_argument("--out", default=None, help="write the Markdown table here (rewritten after each run)")
-    p.add_argument("--json", default=None, help="also write the rows as JSON")
     args = p.parse_args()
 
-    torch.set_num_threads(args.threads)
+    machine = _harness.start(args)
     dataset = load_dataset("mnist", data_dir=args.data_dir)
     test = {k: v[: args.test_size] for k, v in dataset.test.items()}
-    machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s), CPU"
     start = time.perf_counter()
     rows = []
     for z_dim in args.z_dims:
@@ -158,9 +146,8 @@ def main():
             if args.out:
                 with open(args.out, "w") as f:
                     f.write(text)
-            if args.json:
-                with open(args.json, "w") as f:
-                    json.dump([{k: v for k, v in r.items() if k not in ("per_datapoint", "guide")} for r in rows], f, indent=2)
+            _harness.write_json(args.json, [{k: v for k, v in r.items() if k not in ("per_datapoint", "guide")}
+                                            for r in rows])
     print(text)
     if args.figure:
         x = test["x"]

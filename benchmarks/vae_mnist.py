@@ -12,15 +12,14 @@ Not a test: timings are noisy; the ratio is measured within one run.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import math
 import platform
 import tempfile
 import time
 
 import torch
+import _harness  # benchmarks/_harness.py
 import torch.nn.functional as F
 
 import pyrovae
@@ -80,16 +79,8 @@ def plain_log_likelihood(encoder, decoder, x, z_dim, num_samples, chunk=100):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--num-samples", type=int, default=1000, help="K for the test log-likelihood")
-    p.add_argument("--test-size", type=int, default=10000, help="test images to score (all 10000 by default)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default=None, help="also write the results to this file")
+    p = _harness.parser(__doc__, data_dir=None, epochs=5, batch_size=100, lr=1e-3, num_samples=1000,
+                        test_size=10000, device="cpu", seed=0, json=None)
     p.add_argument("--plain-optimizer", default="same", choices=["same", "default"],
                    help="the plain loop's Adam: fit's fused one (same) or torch.optim.Adam's defaults")
     args = p.parse_args()
@@ -144,9 +135,7 @@ def main():
           f"{suite_ll.log_likelihood:.2f} ± {suite_ll.stderr:.2f} | |")
     print(f"| evaluation seconds | {plain_eval:.1f} | {suite_eval:.1f} | |")
     print(rows["machine"] + f"; plain optimizer: {args.plain_optimizer}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+    _harness.write_json(args.json, rows)
 
 
 if __name__ == "__main__":

@@ -39,15 +39,13 @@ Not a test.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import os
-import platform
 import time
 
 import pyro
 import torch
+import _harness  # benchmarks/_harness.py
 
 import pyrovae
 from pyrovae.data.datasets import load_dataset
@@ -121,9 +119,9 @@ def table(rows, args, machine) -> str:
         f"linear probe: logistic regression on the mean codes of the {args.num_train} training images, accuracy on "
         f"{len(args.probe_test)} test images. {machine}.",
         "",
-        "| pair | train s | test ELBO | test log p(x) ± s.e. | minus the ordinary VAE's (paired s.e.) | "
-        "probe accuracy (mean code) | one draw | untrained |",
-        "|---|---|---|---|---|---|---|---|",
+        *_harness.header(["pair", "train s", "test ELBO", "test log p(x) ± s.e.",
+                          "minus the ordinary VAE's (paired s.e.)", "probe accuracy (mean code)", "one draw",
+                          "untrained"]),
     ]
     for r in rows:
         diff = ""
@@ -144,7 +142,7 @@ def classifier_part(dataset, test, args, machine) -> str:
     lines = [f"MNIST grey levels, the first {len(x)} training images; 784-{args.hidden_dims[0]}-10 ReLU classifier, "
              f"cross-entropy, {args.epochs} epochs, batch {args.batch_size}, Adam lr {args.lr}, seed {args.seed}; "
              f"test accuracy on {len(test['x'])} test images. {machine}.", "",
-             "| hidden layer | train s | test accuracy | one draw |", "|---|---|---|---|"]
+             *_harness.header(["hidden layer", "train s", "test accuracy", "one draw"])]
     for variance in (False, True):
         torch.manual_seed(args.seed)
         net = VarianceMLP(x.shape[1], (args.hidden_dims[0],), 10, variance_layers=(0,) if variance else ())
@@ -170,31 +168,20 @@ def classifier_part(dataset, test, args, machine) -> str:
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default=os.environ.get("PYROVAE_DATA"))
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--z-dim", type=int, default=20)
-    p.add_argument("--hidden-dims", type=int, nargs="+", default=[200, 200])
-    p.add_argument("--num-samples", type=int, default=1000, help="K for the test log-likelihood")
-    p.add_argument("--test-size", type=int, default=500, help="test images scored by log p(x) (the first N)")
+    p = _harness.parser(__doc__, data_dir=_harness.DATA_DIR, epochs=10, batch_size=100, lr=1e-3, z_dim=20,
+                        hidden_dims=[200, 200], num_samples=1000, test_size=500, train_size=10000, seed=0,
+                        threads=1, json=None)
     p.add_argument("--probe-test-size", type=int, default=5000, help="test images for the linear probe")
-    p.add_argument("--train-size", type=int, default=10000, help="train on the first N training images")
     p.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=PAIRS)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", default=None)
     p.add_argument("--part", choices=("vae", "classifier"), default="vae")
     p.add_argument("--ensemble", type=int, default=100, help="draws averaged by the variance classifier")
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    machine = _harness.start(args)
     dataset = load_dataset("mnist", data_dir=args.data_dir, binarize="none" if args.part == "classifier" else None)
     dataset = dataclasses.replace(dataset, train={k: v[: args.train_size] for k, v in dataset.train.items()})
     args.num_train = len(dataset.train["x"])
     test = {k: v[: args.probe_test_size] for k, v in dataset.test.items()}
     args.probe_test = test["x"]
-    machine = f"{platform.machine()} CPU ({os.cpu_count()} cores), {torch.get_num_threads()} torch thread(s)"
     if args.part == "classifier":
         print(classifier_part(dataset, test, args, machine))
         return
@@ -202,9 +189,7 @@ def main():
     for name in args.pairs:
         rows.append(run_one(name, dataset, test, args))
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "per_datapoint"}), flush=True)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump([{**r, "per_datapoint": r["per_datapoint"].tolist()} for r in rows], f)
+    _harness.write_json(args.json, rows)  # per_datapoint as a list
     print(table(rows, args, machine))
 
 

@@ -15,12 +15,12 @@ literature (another split) reports roughly 4-9 nats per step: a guide, not a tar
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 
 import pyro
 import torch
+import _harness  # benchmarks/_harness.py
 
 from pyrovae import fit, log_likelihood
 from pyrovae.data import load_dataset
@@ -60,15 +60,10 @@ def independent_keys(train, split):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--z-dim", type=int, default=16)
+    parser = _harness.parser(__doc__.splitlines()[0], epochs=40, batch_size=16, lr=3e-3, z_dim=16, num_samples=100,
+                             seed=0)
     parser.add_argument("--rnn-dim", type=int, default=128)
     parser.add_argument("--feature-dim", type=int, default=64)
-    parser.add_argument("--num-samples", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     data = load_dataset("bach-chorales")
