@@ -81,7 +81,8 @@ def test_docstring_params_reads_types_and_continuations():
 
 def test_fit_flags_and_init_choices_come_from_the_code():
     flags = common.option_flags([FitOptions])
-    assert set(flags) == {"progress", "log_every", "precision", "valid_every", "resume", "init", "num_workers"}
+    assert set(flags) == {"progress", "log_every", "precision", "valid_every", "resume", "init", "num_workers",
+                          "compile"}
     assert flags["init"]["choices"] == INITS and option_choices(FitOptions)["precision"] == ("fp32", "bf16")
     parser = build_parser("vae", "diag", "iwae")
     args = parser.parse_args(["--particles", "4", "--gradient", "dreg", "--likelihood", "gaussian", "--init", "burda"])
@@ -99,7 +100,7 @@ def test_fit_help_shows_each_options_help_and_choices(tmp_path):
     assert result.returncode == 0, result.stderr
     text = " ".join(result.stdout.split())
     assert "vae option (default" not in text
-    assert "--likelihood {bernoulli,gaussian,continuous_bernoulli}" in text
+    assert "--likelihood {bernoulli,gaussian,continuous_bernoulli,logistic-mixture}" in text
     assert "--z-dim Z_DIM latent dimension (default: 20)" in text
     assert "options of objective 'iwae'" in text and "--gradient {plain,stl,dreg}" in text
     assert "--particles PARTICLES K, importance samples per datapoint (default: 5)" in text
