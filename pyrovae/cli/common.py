@@ -220,7 +220,7 @@ def option_flags(factories: List[Callable]) -> Dict[str, dict]:
         choices, metadata = option_choices(factory), option_metadata(factory)
         owner = getattr(factory, "registry_name", factory.__name__)
         for name, param in constructor_options(factory).items():
-            flag = metadata.get(name, {}).get("flag", name)
+            flag = metadata.get(name, {}).get("flag", name)  # None: no flag
             if name in DATA_FILLED or flag is None:
                 continue
             texts.setdefault(name, {})[owner] = help_text(helps[name]).rstrip(".") if name in helps else ""
@@ -279,9 +279,12 @@ def said_with_flags(message: str, names) -> str:
 
     >>> said_with_flags("num_bins must be at least 2; or pass scale=None", ["num_bins", "scale"])
     '--num-bins must be at least 2; or pass --scale None'
+
+    ``names`` may map each name to its flag (:func:`flag_names`: ``num_particles`` is ``--particles``).
     """
+    flags = names if isinstance(names, dict) else {}
     for name in sorted(set(names) - set(DATA_FILLED), key=len, reverse=True):
-        flag = "--" + name.replace("_", "-")
+        flag = flags.get(name) or "--" + name.replace("_", "-")
         message = re.sub(rf"(?<![\w.-]){re.escape(name)}='([^']*)'", lambda m: f"{flag} {m.group(1)}", message)
         message = re.sub(rf"(?<![\w.-]){re.escape(name)}=", flag + " ", message)
         message = re.sub(rf"(?<![\w.'\"-]){re.escape(name)}(?![\w'\"(-])", flag, message)
@@ -291,12 +294,22 @@ def said_with_flags(message: str, names) -> str:
 def build_with_flags(factory, options: dict, fill: dict):
     """:func:`~pyrovae.registry.build` for the command line: an option's failed check becomes
     a :class:`UsageError` that names the flags (:func:`said_with_flags`)."""
-    from pyrovae.registry import build, constructor_options
+    from pyrovae.registry import build
 
     try:
         return build(factory, options, fill=fill)
     except ValueError as error:
-        raise UsageError(said_with_flags(str(error), constructor_options(factory))) from None
+        raise UsageError(said_with_flags(str(error), flag_names(factory))) from None
+
+
+def flag_names(factory) -> Dict[str, str]:
+    """``{option: its flag}`` for the options of ``factory`` (``--`` and the name with ``-`` for
+    ``_``, or the flag its field's metadata names)."""
+    from pyrovae.registry import constructor_options, option_metadata
+
+    metadata = option_metadata(factory)
+    return {name: "--" + (metadata.get(name, {}).get("flag") or name).replace("_", "-")
+            for name in constructor_options(factory)}
 
 
 def fill_for(factory, dims: dict) -> dict:

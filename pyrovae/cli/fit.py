@@ -190,10 +190,10 @@ def interrupted_message(out: Path) -> str:
 
 def objective_from_args(args, name: str):
     """The objective ``name`` built with its flags' values (stored as ``obj_OPTION``)."""
-    from pyrovae.registry import build, get_objective
+    from pyrovae.registry import get_objective
 
     options = {k[4:]: v for k, v in vars(args).items() if k.startswith("obj_") and v is not None}
-    return build(get_objective(name), common.options_for(get_objective(name), options))
+    return common.build_with_flags(get_objective(name), common.options_for(get_objective(name), options), fill={})
 
 
 def check_objective_fits(objective, guide_name: str, guide, train: dict) -> None:

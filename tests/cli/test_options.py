@@ -109,6 +109,8 @@ def test_fit_help_shows_each_options_help_and_choices(tmp_path):
 
 
 def test_a_bad_choice_is_a_one_line_error(tmp_path):
+    result = pyrovae("fit", "--objective", "iwae", "--particles", "0", *QUICK, "--out", tmp_path / "bad", cwd=tmp_path)
+    one_line_error(result, 2, "--particles >= 1")  # an objective's check names its flag
     result = pyrovae("fit", "--likelihood", "poisson", *QUICK, "--out", tmp_path / "bad", cwd=tmp_path)
     one_line_error(result, 2, "argument --likelihood: invalid choice: 'poisson'", "bernoulli")
     result = pyrovae("fit", "--init", "xavier", *QUICK, "--out", tmp_path / "bad", cwd=tmp_path)
