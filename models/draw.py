@@ -41,8 +41,9 @@ References
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import typing
+import weakref
+from dataclasses import dataclass
 from typing import Literal, Optional, Tuple
 
 import pyro
@@ -59,6 +60,9 @@ __all__ = ["DRAW", "lstm_step"]
 
 Prior = Literal["standard", "learned"]
 PRIORS = typing.get_args(Prior)
+#: a model's shared decoder steps (DRAW.share_decoding), outside the instance: copies and
+#: pickles of a model never carry them
+_DECODED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 State = Tuple[torch.Tensor, torch.Tensor]
 
 
@@ -113,7 +117,6 @@ class DRAW(Model):
         self.decoder = nn.LSTMCell(o.z_dim, o.rnn_dim)
         self.write = nn.Linear(o.rnn_dim, o.x_dim)
         self.prior_net = nn.Linear(o.rnn_dim, 2 * o.z_dim) if o.prior == "learned" else None
-        self._decoded: Optional[dict] = None  # the guide's decoder steps, for the model's replay
 
     def share_decoding(self) -> None:
         """Keep the decoder steps computed from now until the end of the next :meth:`forward`,
@@ -122,10 +125,10 @@ class DRAW(Model):
         state, takes each step's outputs instead of computing them again (a pure function
         of the same tensors: the same values, and the gradients of the shared steps add up
         as the two copies' did)."""
-        self._decoded = {}
+        _DECODED[self] = {}
 
     def _shared(self, inputs: tuple, compute, extra=()):
-        memo = self._decoded
+        memo = _DECODED.get(self)
         if memo is None:
             return compute()
         key = tuple(id(t) for t in inputs) + tuple(extra) + (torch.is_grad_enabled(),)
@@ -183,7 +186,7 @@ class DRAW(Model):
                     state, canvas, _ = self.decode_step(z, state, canvas)
                 return pyro.sample("x", self.likelihood(canvas), obs=x)
         finally:
-            self._decoded = None
+            _DECODED.pop(self, None)
 
     @torch.no_grad()
     def sample(self, num_samples: int, mean: bool = True) -> torch.Tensor:
