@@ -110,7 +110,8 @@ class PixelCNNVAE(StandardNormalPrior, Model):
             if self.num_bins < 2:
                 raise ValueError(f"num_bins must be at least 2, got {self.num_bins}")
             if image_shape_for(self.x_dim, self.image_shape)[0] != 1:
-                raise ValueError(f"pixelcnn-vae models grey images (one channel), got image_shape {self.image_shape}")
+                raise ValueError(f"pixelcnn-vae models grey images (one channel), got image_shape {self.image_shape}; "
+                                 f"read colour images as grey (--color grey)")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
