@@ -25,14 +25,17 @@ References
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, fields
+from typing import Literal
 
 import torch
 
 from pyrovae.guides.base import EncoderGuide, model_name_of
 from pyrovae.registry import build, constructor_options, get_guide, register_guide
 
-NOISES = ("gaussian", "salt_and_pepper")
+Noise = Literal["gaussian", "salt_and_pepper"]
+NOISES = typing.get_args(Noise)
 
 
 def corrupt(x: torch.Tensor, noise: str, noise_level: float) -> torch.Tensor:
@@ -65,14 +68,12 @@ class DenoisingGuide(EncoderGuide):
 
     @dataclass
     class Options(EncoderGuide.Options):
-        noise: str = "salt_and_pepper"
+        noise: Noise = "salt_and_pepper"
         noise_level: float = 0.1
         base: str = "diag"
 
         def __post_init__(self):
             super().__post_init__()
-            if self.noise not in NOISES:
-                raise ValueError(f"unknown noise {self.noise!r}; choose one of {NOISES}")
             if not self.noise_level >= 0 or (self.noise == "salt_and_pepper" and self.noise_level > 1):
                 raise ValueError(f"noise_level must be >= 0 (a probability <= 1 for salt_and_pepper), "
                                  f"got {self.noise_level}")

@@ -31,7 +31,7 @@ References
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Literal, Optional, Sequence, Tuple
 
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
@@ -272,11 +272,9 @@ class SplineFlowGuide(AmortizedFlowGuide):
     class Options(AmortizedFlowGuide.Options):
         count_bins: int = 8
         bound: float = 3.0
-        order: str = "quadratic"
+        order: Literal["linear", "quadratic"] = "quadratic"
 
         def __post_init__(self):
-            if self.order not in ("linear", "quadratic"):
-                raise ValueError(f"order must be 'quadratic' or 'linear', got {self.order!r}")
             check_positive(count_bins=self.count_bins)
             if not self.bound > 0:
                 raise ValueError(f"bound must be positive, got {self.bound}")

@@ -54,7 +54,8 @@ References
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+import typing
+from typing import Literal, Optional, Tuple
 
 import pyro
 import pyro.distributions as dist
@@ -70,8 +71,10 @@ from pyrovae.registry import register_model
 
 __all__ = ["AssociativeCompressionNetwork"]
 
-PRIORS = ("knn", "standard")
-DECODERS = ("mlp", "pixelcnn")
+Prior = Literal["knn", "standard"]
+PRIORS = typing.get_args(Prior)
+Decoder = Literal["mlp", "pixelcnn"]
+DECODERS = typing.get_args(Decoder)
 MIN_SCALE = 1e-3
 
 
@@ -105,9 +108,9 @@ class AssociativeCompressionNetwork(Model):
         z_dim: int = 16
         hidden_dims: Tuple[int, ...] = (256,)
         activation: str = "relu"
-        prior: str = "knn"
+        prior: Prior = "knn"
         num_neighbours: int = 5
-        decoder: str = "mlp"
+        decoder: Decoder = "mlp"
         num_layers: int = 4
         pixel_channels: int = 32
         first_kernel_size: int = 7
@@ -122,10 +125,6 @@ class AssociativeCompressionNetwork(Model):
             check_positive(x_dim=self.x_dim, z_dim=self.z_dim, hidden_dims=self.hidden_dims,
                            num_neighbours=self.num_neighbours, num_layers=self.num_layers,
                            pixel_channels=self.pixel_channels, search_chunk=self.search_chunk)
-            if self.prior not in PRIORS:
-                raise ValueError(f"unknown prior {self.prior!r}; choose one of {PRIORS}")
-            if self.decoder not in DECODERS:
-                raise ValueError(f"unknown decoder {self.decoder!r}; choose one of {DECODERS}")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

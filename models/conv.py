@@ -21,7 +21,8 @@ References
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
+import typing
+from typing import Literal, Optional, Tuple
 
 import pyro
 import pyro.distributions as dist
@@ -33,7 +34,8 @@ from pyrovae.nn import check_positive
 from pyrovae.models.base import Model, StandardNormalPrior
 from pyrovae.registry import register_model
 
-LIKELIHOODS = ("bernoulli", "logistic-mixture")
+Likelihood = Literal["bernoulli", "logistic-mixture"]
+LIKELIHOODS = typing.get_args(Likelihood)
 
 
 def observed_value(model, x: torch.Tensor) -> torch.Tensor:
@@ -97,7 +99,7 @@ class ConvVAE(StandardNormalPrior, Model):
         channels: Tuple[int, ...] = (32, 64)
         hidden_dims: Tuple[int, ...] = (256,)
         activation: str = "relu"
-        likelihood: str = "bernoulli"
+        likelihood: Likelihood = "bernoulli"
         num_mixtures: int = 5
         num_bins: int = 256
 
@@ -107,8 +109,6 @@ class ConvVAE(StandardNormalPrior, Model):
                 self.image_shape = tuple(self.image_shape)
             check_positive(x_dim=self.x_dim, z_dim=self.z_dim, channels=self.channels, hidden_dims=self.hidden_dims,
                            num_mixtures=self.num_mixtures)
-            if self.likelihood not in LIKELIHOODS:
-                raise ValueError(f"unknown likelihood {self.likelihood!r}; choose one of {LIKELIHOODS}")
             if self.num_bins < 2:
                 raise ValueError(f"num_bins must be at least 2, got {self.num_bins}")
             image_shape_for(self.x_dim, self.image_shape)

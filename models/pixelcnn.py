@@ -47,8 +47,8 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from pyrovae.nn.conv import CONDITIONINGS, PixelCNN, image_shape_for
-from pyrovae.models.conv import LIKELIHOODS, mixture_likelihood, observed_value
+from pyrovae.nn.conv import Conditioning, PixelCNN, image_shape_for
+from pyrovae.models.conv import LIKELIHOODS, Likelihood, mixture_likelihood, observed_value
 from pyrovae.nn import check_positive
 from pyrovae.models.base import Model, StandardNormalPrior
 from pyrovae.registry import register_model
@@ -89,8 +89,8 @@ class PixelCNNVAE(StandardNormalPrior, Model):
         pixel_channels: int = 32
         first_kernel_size: int = 7
         kernel_size: int = 3
-        conditioning: str = "global"
-        likelihood: str = "bernoulli"
+        conditioning: Conditioning = "global"
+        likelihood: Likelihood = "bernoulli"
         num_mixtures: int = 5
         num_bins: int = 256
 
@@ -103,10 +103,6 @@ class PixelCNNVAE(StandardNormalPrior, Model):
             if self.first_kernel_size % 2 == 0 or self.kernel_size % 2 == 0:
                 raise ValueError("first_kernel_size and kernel_size must be odd, got "
                                  f"{self.first_kernel_size} and {self.kernel_size}")
-            if self.conditioning not in CONDITIONINGS:
-                raise ValueError(f"unknown conditioning {self.conditioning!r}; choose one of {CONDITIONINGS}")
-            if self.likelihood not in LIKELIHOODS:
-                raise ValueError(f"unknown likelihood {self.likelihood!r}; choose one of {LIKELIHOODS}")
             if self.num_bins < 2:
                 raise ValueError(f"num_bins must be at least 2, got {self.num_bins}")
             if image_shape_for(self.x_dim, self.image_shape)[0] != 1:

@@ -25,7 +25,8 @@ order the channels, which this module does not do.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Tuple
+import typing
+from typing import Literal, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -33,7 +34,8 @@ from torch import nn
 from pyrovae.nn.layers import MLP, activation
 
 
-CONDITIONINGS = ("global", "spatial")
+Conditioning = Literal["global", "spatial"]
+CONDITIONINGS = typing.get_args(Conditioning)
 
 
 def image_shape_for(x_dim: int, image_shape: Optional[Sequence[int]] = None) -> Tuple[int, int, int]:

@@ -90,6 +90,18 @@ def test_fit_flags_and_init_choices_come_from_the_code():
                                                                                           "burda")
 
 
+def test_options_with_a_fixed_set_of_values_declare_it():
+    """Every option checked against a list of names is a ``Literal`` (its choices in --help)."""
+    assert option_choices(MODELS.get("vae"))["likelihood"] == ("bernoulli", "gaussian", "continuous_bernoulli",
+                                                               "logistic-mixture")
+    assert option_choices(MODELS.get("acn")) == {"prior": ("knn", "standard"), "decoder": ("mlp", "pixelcnn")}
+    assert set(option_choices(MODELS.get("pixelcnn-vae"))) == {"conditioning", "likelihood"}
+    assert option_choices(GUIDES.get("denoising"))["noise"] == ("gaussian", "salt_and_pepper")
+    assert option_choices(GUIDES.get("spline"))["order"] == ("linear", "quadratic")
+    for objective, choices in (("elbo", ("plain", "stl")), ("meanfield", ("plain",)), ("iwae", ("plain", "stl", "dreg"))):
+        assert option_choices(OBJECTIVES.get(objective))["gradient"] == choices
+
+
 def test_data_sets_are_in_the_same_registry_class():
     assert type(DATASETS) is type(MODELS) and "digits" in DATASETS and "DIGITS" in DATASETS
     assert DATASETS.get("digits").registry_name == "digits"
