@@ -23,3 +23,19 @@ class CheckpointError(PyrovaeError, RuntimeError):
 
 class RunLockedError(PyrovaeError, RuntimeError):
     """Another process is writing the same run folder."""
+
+
+def did_you_mean(name: str, choices) -> str:
+    """``" did you mean 'vae'?"`` for the choices closest to a mistyped ``name`` (difflib), or ``""``.
+
+    >>> did_you_mean("vea", ["vae", "hvae", "draw"])
+    " did you mean 'vae'?"
+    >>> did_you_mean("zzz", ["vae"])
+    ''
+    """
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return " did you mean " + " or ".join(repr(c) for c in close) + "?"

@@ -60,6 +60,8 @@ import re
 import typing
 from typing import Callable, Dict, Optional
 
+from pyrovae.errors import did_you_mean
+
 
 class Registry:
     """A named table of factories (classes or functions) of one kind.
@@ -105,9 +107,11 @@ class Registry:
         try:
             return self._factories[self.key(name)]
         except KeyError:
+            hint = did_you_mean(name, self.names())
             raise ValueError(
-                f"unknown {self.kind} {name!r}; registered {self.kind}s: {', '.join(self.names())}. "
-                f"Register a new one with @register_{self.kind}({name!r})."
+                f"unknown {self.kind} {name!r};{hint or ''} registered {self.kind}s: {', '.join(self.names())}. "
+                f"Register a new one with @register_{self.kind}({name!r}) (from the command line: in a module "
+                "given to --import MODULE)."
             ) from None
 
     def names(self) -> list:
@@ -374,7 +378,9 @@ def options_of(obj) -> Optional[dict]:
 
 
 def spec_of(obj) -> dict | None:
-    """``{"name": ..., "options": {...}}`` for an instance of a registered class, else None.
+    """``{"name": ..., "options": {...}}`` for an instance of a registered class, else None;
+    a class registered outside pyrovae also gives ``"module"``, the module that registers it
+    (what ``--import`` must name to rebuild it in another process).
 
     A subclass that did not register itself has no spec (its parent's name would rebuild
     the wrong class)."""
@@ -382,7 +388,22 @@ def spec_of(obj) -> dict | None:
     options = options_of(obj) if name is not None else None
     if options is None:
         return None
-    return {"name": name, "options": _jsonable(options)}
+    spec = {"name": name, "options": _jsonable(options)}
+    module = type(obj).__module__
+    if module.split(".")[0] != "pyrovae":
+        spec["module"] = module
+    return spec
+
+
+def import_hint(spec: dict) -> str:
+    """How to make the registered name of ``spec`` (a run.json entry) known in this process."""
+    module = spec.get("module")
+    if module == "__main__":
+        return ("it was registered by the script that ran the fit; move its class into a module and import that "
+                "module first (pyrovae: --import MODULE)")
+    if module:
+        return f"import {module} first (pyrovae: --import {module})"
+    return "import the module that registers it first (pyrovae: --import MODULE)"
 
 
 def _plain(value) -> bool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import List
+from typing import List, Tuple
 
 from pyrovae.cli import common
 from pyrovae.errors import UsageError
@@ -22,31 +22,78 @@ from pyrovae.errors import UsageError
 HELP = "two runs' test log-likelihoods, paired datapoint by datapoint (B - A)"
 
 
-NAME = re.compile(r"evaluation-(?P<split>[a-z]+)-K(?P<k>\d+)(?:-limit(?P<limit>\d+))?(?:-ais[^.]*)?\.json")
+NAME = re.compile(r"evaluation-(?P<split>[a-z]+)-K(?P<k>\d+)(?:-limit(?P<limit>\d+))?(?:-every(?P<every>\d+))?"
+                  r"(?P<ais>-ais[^.]*)?\.json")
 
 
-def find_result(path: str, args) -> Path:
-    """The evaluation file ``path`` names: the file itself, or the run folder's result for
-    ``args.split`` / ``args.limit`` (and ``args.num_samples`` where given)."""
-    p = Path(path)
-    if p.is_file():
-        return p
-    if not p.is_dir():
-        raise UsageError(f"{path}: no such file or run folder; pass a run folder or its evaluation-*.json")
+def evaluations(folder: Path, args) -> List[Tuple[tuple, int, Path]]:
+    """``(key, K, path)`` of each importance-sampled evaluation in ``folder`` that the flags
+    allow; the key ``(split, limit, every)`` says which datapoints were scored."""
     found = []
-    for f in sorted(p.glob("evaluation-*.json")):
+    for f in sorted(folder.glob("evaluation-*.json")):
         m = NAME.fullmatch(f.name)
-        if (m and m["split"] == args.split and (int(m["limit"]) if m["limit"] else None) == args.limit
+        if not m or m["ais"]:
+            continue
+        key = _key(m)
+        if (key[0] == args.split and (args.limit is None or key[1] == args.limit)
                 and args.num_samples in (None, int(m["k"]))):
-            found.append(f)
-    if len(found) == 1:
-        return found[0]
-    settings = f"--split {args.split}" + (f" --num-samples {args.num_samples}" if args.num_samples else "") + \
-        (f" --limit {args.limit}" if args.limit else "")
-    if not found:
-        raise UsageError(f"{p} has no evaluation for {settings}; run `pyrovae evaluate {p} {settings}` first")
-    raise UsageError(f"{p} has {len(found)} evaluations for {settings} ({', '.join(f.name for f in found)}); "
-                     "choose one with --num-samples, or pass the file")
+            found.append((key, int(m["k"]), f))
+    return found
+
+
+def _key(m: re.Match) -> tuple:
+    return m["split"], int(m["limit"]) if m["limit"] else None, int(m["every"]) if m["every"] else None
+
+
+def describe(key: tuple) -> str:
+    split, limit, every = key
+    return f"--split {split}" + (f" --limit {limit}" if limit else "") + (f" (every {every}th row, end of fit)"
+                                                                          if every else "")
+
+
+def find_results(a: str, b: str, args) -> Tuple[Path, Path]:
+    """The two evaluation files to compare: files given as such, else each run folder's result
+    for the datapoints both have scored (the same split and limit; the largest K both share,
+    else each one's largest), chosen by ``--split`` / ``--limit`` / ``--num-samples``."""
+    paths = [Path(a), Path(b)]
+    for p in paths:
+        if not p.exists():
+            raise UsageError(f"{p}: no such file or run folder; pass a run folder or its evaluation-*.json")
+    if all(p.is_file() for p in paths):
+        return paths[0], paths[1]
+    found = [[] if p.is_file() else evaluations(p, args) for p in paths]
+    for i, p in enumerate(paths):  # a file given: the folder's result for the same datapoints
+        if p.is_file():
+            m = NAME.fullmatch(p.name)
+            if m:
+                found[i] = [(_key(m), int(m["k"]), p)]
+            else:
+                found[i] = [(key, k, p) for key, k, _ in found[1 - i]]  # unnamed: whatever the folder has
+    keys = [{key for key, _, _ in f} for f in found]
+    common = keys[0] & keys[1]
+    if len(common) > 1:  # the full split wins over subsets; else the choice is the user's
+        full = {key for key in common if key[1] is None and key[2] is None}
+        common = full or common
+    if len(common) != 1:
+        settings = describe((args.split, args.limit, None)) + (f" --num-samples {args.num_samples}"
+                                                                if args.num_samples else "")
+        if common:
+            raise UsageError(f"{a} and {b} both have evaluations for {' and for '.join(sorted(map(describe, common)))}; "
+                             "choose one with --limit (or --num-samples), or pass the files")
+        have = "; ".join(f"{p} has " + (", ".join(f.name for f in sorted(p.glob("evaluation-*.json"))) or "none")
+                         for p in paths if p.is_dir())
+        missing = paths[0] if not found[0] else paths[1]
+        if not found[0] or not found[1]:
+            raise UsageError(f"{missing} has no evaluation for {settings} ({have}); run `pyrovae evaluate {missing} "
+                             f"{settings}` first")
+        raise UsageError(f"{a} and {b} have no evaluation of the same datapoints ({have}); evaluate both with "
+                         "the same --split and --limit")
+    key = common.pop()
+    ks = [{k: f for key_, k, f in found[i] if key_ == key} for i in range(2)]
+    shared = set(ks[0]) & set(ks[1])
+    if shared:  # the same K on both sides where there is one
+        return ks[0][max(shared)], ks[1][max(shared)]
+    return ks[0][max(ks[0])], ks[1][max(ks[1])]
 
 
 def read_result(path: Path) -> dict:
@@ -87,7 +134,7 @@ def main(argv: List[str]) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     common.add_common_flags(p)
     args = p.parse_args(argv)
-    pa, pb = find_result(args.a, args), find_result(args.b, args)
+    pa, pb = find_results(args.a, args.b, args)
     a, b = read_result(pa), read_result(pb)
     check_same_datapoints(a, b, pa, pb)
     d = paired_difference(b["per_datapoint"], a["per_datapoint"])

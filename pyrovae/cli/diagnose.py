@@ -29,6 +29,8 @@ def main(argv: List[str]) -> int:
     p.add_argument("--gap-datapoints", type=int, default=100, help="datapoints for the gap split (0: skip)")
     p.add_argument("--ais-datapoints", type=int, default=100, help="datapoints for AIS (with --ais)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--site", default=None, metavar="NAME",
+                   help="the latent site the monitors read (default: the guide's only latent site)")
     p.add_argument("--data-dir", default=None)
     common.add_common_flags(p)
     add_ais_flags(p)
@@ -43,7 +45,7 @@ def main(argv: List[str]) -> int:
     results = diagnose(run, dataset, num_samples=args.num_samples, num_datapoints=args.num_datapoints,
                        idata_draws=args.idata_draws, gap_datapoints=args.gap_datapoints, ais=args.ais,
                        ais_steps=args.ais_steps, ais_chains=args.ais_chains, ais_datapoints=args.ais_datapoints,
-                       ais_leapfrog=args.ais_leapfrog, seed=args.seed)
+                       ais_leapfrog=args.ais_leapfrog, seed=args.seed, site=args.site)
     iw, kh = results["importance"], results["khat"]
     print(f"IWAE K={iw['num_samples']} on {iw['num_datapoints']} test datapoints: {iw['log_likelihood']:.3f} ± "
           f"{iw['stderr']:.3f} nats; ELBO {iw['elbo']:.3f}; k-hat > 0.7 for {kh['share_above_0.7']:.1%}")

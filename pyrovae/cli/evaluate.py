@@ -2,7 +2,9 @@
 
 The result is printed and saved in the run folder under a name that says what produced it,
 ``evaluation-SPLIT-K{K}[-limit{N}][-ais{T}x{C}[-leapfrog{L}]].json``; an existing file of
-that name is kept unless ``--force``. The file also keeps each datapoint's estimate
+that name is kept unless ``--force`` (``--json`` then prints the stored result, unless the
+run has finished more epochs since). The file records the epoch scored; an unfinished run is
+scored with a note on stderr. The file also keeps each datapoint's estimate
 (``per_datapoint``) and a fingerprint of the data scored, for ``pyrovae compare``.
 
     pyrovae evaluate runs/x --num-samples 5000
@@ -12,6 +14,7 @@ that name is kept unless ``--force``. The file also keeps each datapoint's estim
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -43,7 +46,6 @@ def output_name(args) -> str:
 
 
 def main(argv: List[str]) -> int:
-    from pyrovae.evaluation.compare import data_fingerprint
     from pyrovae.evaluation.log_likelihood import log_likelihood
 
     p = common.Parser(prog="pyrovae evaluate", description="Importance-sampled log-likelihood of a run.")
@@ -61,8 +63,15 @@ def main(argv: List[str]) -> int:
     args = p.parse_args(argv)
     saved = common.require_run(args.run)
     out = Path(args.run) / output_name(args)
+    if args.json and out.is_file() and not args.force:  # a script asks again: the stored result
+        print(json.dumps(stored_result(out, args.run)))
+        return 0
     common.refuse_overwrite(out, args.force)
     run, dataset, device = common.load_run(args, saved)
+    if not run.finished:
+        print(f"pyrovae evaluate: note: {args.run} is unfinished (epoch {run.epoch} of {run.epochs}); scoring its "
+              f"last checkpoint, epoch {run.epoch} (`pyrovae fit --out {shlex.quote(str(args.run))} --resume` "
+              "continues it)", file=sys.stderr)
     threads = common.set_threads(args.threads, common.linear_flops(run.model, run.guide))
     data = getattr(dataset, args.split)
     if data is None:
@@ -73,12 +82,11 @@ def main(argv: List[str]) -> int:
     est = log_likelihood(run.model, run.guide, data, num_samples=args.num_samples, batch_size=args.batch_size,
                          progress=not args.json and sys.stderr.isatty(), device=device)
     result = {**est.as_dict(), "split": args.split, "limit": args.limit, "seconds": time.perf_counter() - t0,
-              "run": str(run.path), "data": (saved.get("data") or {}).get("name"), "threads": threads}
+              "run": str(run.path), "data": (saved.get("data") or {}).get("name"), "threads": threads,
+              "epoch": run.epoch, "epochs": run.epochs}
     if args.ais:
         result["ais"] = ais_result(run, data if isinstance(data, dict) else common.split_rows(dataset, args.split), args)
-    summary = json.dumps({**result, "data_sha1": data_fingerprint(data)}, indent=2)  # then the values on one line
-    text = f'{summary[:-2]},\n  "per_datapoint": {json.dumps(est.per_datapoint.double().tolist())}\n}}\n'
-    common.write_public(out, lambda tmp: tmp.write_text(text))
+    write_result(out, result, est.per_datapoint, data)
     if args.json:  # the summary (the file also keeps per_datapoint and data_sha1)
         print(json.dumps(result))
         return 0
@@ -92,6 +100,30 @@ def main(argv: List[str]) -> int:
               f"{a['seconds']:.1f} s")
     print(f"saved: {out}")
     return 0
+
+
+def write_result(out: Path, result: dict, per_datapoint, data) -> None:
+    """Save an evaluation: its summary, a fingerprint of the data scored, then each
+    datapoint's estimate on one line."""
+    from pyrovae.evaluation.compare import data_fingerprint
+
+    summary = json.dumps({**result, "data_sha1": data_fingerprint(data)}, indent=2)
+    text = f'{summary[:-2]},\n  "per_datapoint": {json.dumps(per_datapoint.double().tolist())}\n}}\n'
+    common.write_public(out, lambda tmp: tmp.write_text(text))
+
+
+def stored_result(path: Path, run_dir) -> dict:
+    """The summary of the result saved in ``path`` (without its per-datapoint values), refused
+    in one line if the run has finished more epochs since it was scored."""
+    from pyrovae.training.files import read_metrics
+
+    result = json.loads(path.read_text())
+    metrics = read_metrics(Path(run_dir))
+    now = metrics[-1]["epoch"] if metrics else None
+    if result.get("epoch") is not None and now is not None and result["epoch"] != now:
+        raise UsageError(f"{path} scored epoch {result['epoch']}, and the run is now at epoch {now}; pass --force "
+                         "to score it again")
+    return {k: v for k, v in result.items() if k not in ("per_datapoint", "data_sha1")}
 
 
 def ais_result(run, data, args) -> dict:

@@ -28,6 +28,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from pyrovae.errors import did_you_mean
 from pyrovae.registry import DATASETS
 
 __all__ = ["BINARIZE_CHOICES", "STANDARD_PLACES", "DataFormatError", "DataNotFoundError",
@@ -159,13 +160,29 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, binarize:
     [1200, 297, 300]
     """
     if name not in DATASETS:
-        raise ValueError(f"unknown data set {name!r}; choose one of {list_datasets()}, or give a folder of "
-                         f"images, a .npy/.npz file or module:function")
+        raise ValueError(unknown_data_message(name))
     if binarize is not None:
         _check_binarize(binarize)
     if valid_size is not None and (type(valid_size) is not int or valid_size < 0):
         raise ValueError(f"valid_size must be a non-negative int, got {valid_size!r}")
     return DATASETS.get(name)(data_dir, binarize, valid_size).to(device)
+
+
+PATH_SUFFIXES = (".npy", ".npz", ".png", ".jpg", ".jpeg")
+
+
+def unknown_data_message(name: str) -> str:
+    """Why ``name`` names no data: a path that does not exist, or an unknown name (with the
+    closest registered names, or all of them)."""
+    text = str(name)
+    if os.sep in text or "/" in text or text.startswith(("~", ".")) or text.lower().endswith(PATH_SUFFIXES):
+        return (f"{text}: no such file or folder (nor a registered data set); check the path, or give a "
+                "data set name (pyrovae list names them)")
+    hint = did_you_mean(text.lower().replace("_", "-"), list_datasets())
+    if hint:
+        return f"unknown data set {text!r};{hint} (pyrovae list names them all)"
+    return (f"unknown data set {text!r}; choose one of {list_datasets()}, or give a folder of images, a .npy/.npz "
+            "file or module:function")
 
 
 def _check_binarize(binarize):

@@ -61,12 +61,13 @@ def latent_site(guide: Callable, batch: dict, site: Optional[str] = None):
         if len(latents) != 1:
             raise MonitorNotApplicable(
                 f"the guide samples {len(latents)} latent sites ({[s['name'] for s in latents]}); "
-                "pass site= to choose the one to monitor")
+                "choose the one to monitor with --site NAME (pyrovae diagnose; site= in Python)")
         chosen = latents[0]
     else:
         chosen = next((s for s in latents if s["name"] == site), None)
         if chosen is None:
-            raise MonitorNotApplicable(f"the guide has no latent site {site!r}")
+            raise MonitorNotApplicable(f"the guide has no latent site {site!r} (--site); its latent sites: "
+                                       f"{', '.join(s['name'] for s in latents)}")
     q = chosen["fn"]
     if tuple(q.batch_shape) != (n,) or len(q.event_shape) != 1:
         raise MonitorNotApplicable(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pyro
@@ -59,12 +60,13 @@ def _timed(results: dict, key: str, fn):
     return value
 
 
-def _require_latent(run, test) -> None:
-    """:class:`PyrovaeError` for a pair whose guide samples no latent site (a deterministic model)."""
+def _require_latent(run, test, site=None) -> None:
+    """:class:`PyrovaeError` for a pair whose guide samples no latent site (a deterministic model);
+    :class:`UsageError` for a ``site`` the guide does not sample."""
     import torch
     from pyro import poutine
 
-    from pyrovae.errors import PyrovaeError
+    from pyrovae.errors import PyrovaeError, UsageError
     from pyrovae.infer.importance import bind_batch, latent_sites
 
     batch = {k: v[:2] for k, v in test.items()}
@@ -77,11 +79,14 @@ def _require_latent(run, test) -> None:
     if not latent_sites(trace):
         raise PyrovaeError(f"{run.path}: the guide samples no latent site (a deterministic model), so there is "
                            "nothing to diagnose; its log-likelihood from `pyrovae evaluate` is exact")
+    names = [site["name"] for site in latent_sites(trace)]
+    if site is not None and site not in names:
+        raise UsageError(f"--site {site}: the guide samples no latent site {site!r}; choose one of {', '.join(names)}")
 
 
 def diagnose(run, dataset, *, num_samples: int = 1000, num_datapoints: int = 300, idata_draws: int = 200,
              gap_datapoints: int = 100, ais: bool = False, ais_steps: int = 1000, ais_chains: int = 16,
-             ais_datapoints: int = 100, ais_leapfrog: int = 1, seed: int = 0) -> dict:
+             ais_datapoints: int = 100, ais_leapfrog: int = 1, seed: int = 0, site: Optional[str] = None) -> dict:
     """Evaluate a loaded run on its test split and write report.md, diagnostics.json/.nc and figures.
 
     :param run: a :class:`~pyrovae.training.run_folder.Run` (from :func:`~pyrovae.training.run_folder.load_run`);
@@ -95,6 +100,7 @@ def diagnose(run, dataset, *, num_samples: int = 1000, num_datapoints: int = 300
     :param int idata_draws: guide draws per datapoint stored in diagnostics.nc.
     :param int gap_datapoints: datapoints for the inference gap split (0: skip).
     :param bool ais: also estimate log p(x) by AIS on ``ais_datapoints`` datapoints.
+    :param str site: the latent site the monitors read (``--site``; default: the guide's only one).
     :returns: the numbers written to diagnostics.json.
     """
     from pyrovae.evaluation import plots as plots
@@ -112,13 +118,14 @@ def diagnose(run, dataset, *, num_samples: int = 1000, num_datapoints: int = 300
     elif not isinstance(dataset.test, dict):  # data read from a path: its first rows, as tensors
         dataset = _held(dataset, max(num_datapoints, 1000))
     test = {k: v[:num_datapoints] for k, v in dataset.test.items()}
-    _require_latent(run, test)
+    _require_latent(run, test, site)
     results = {"run": str(out), "data": run.data_name, "split": "test", "seconds": {}, "skipped": {},
                "model": run.config.get("model"), "guide": run.config.get("guide")}
     iw = _timed(results, "importance", lambda: importance_summary(model, guide, test, num_samples))
     results["importance"] = {k: v for k, v in iw.items() if k not in ("per_datapoint", "khat")}
     results["khat"] = khat_summary(iw["khat"])
-    monitors = _timed(results, "monitors", lambda: latent_monitors(model, guide, dataset.test, max_datapoints=1000))
+    monitors = _timed(results, "monitors", lambda: latent_monitors(model, guide, dataset.test, site=site,
+                                                                    max_datapoints=1000))
     if monitors is not None:
         results["monitors"] = monitors.as_dict()
     if gap_datapoints > 0:
@@ -143,7 +150,8 @@ def diagnose(run, dataset, *, num_samples: int = 1000, num_datapoints: int = 300
         save_inference_data(idata, out / "diagnostics.nc")
         results["inference_data"] = {"file": "diagnostics.nc", "groups": list(idata.groups()),
                                      "draws": idata_draws, "datapoints": int(idata.posterior.sizes["datapoint"])}
-    _timed(results, "figures", lambda: _figures(out, run, dataset, test, iw["khat"], monitors, plots, results))
+    _timed(results, "figures", lambda: _figures(out, run, dataset, test, iw["khat"], monitors, plots, results,
+                                                site))
     run.write_json("diagnostics.json", results)  # atomically: the run folder writes its own files
     (out / "report.md").write_text(render_report(results, out))
     return results
@@ -169,13 +177,14 @@ def _as_test(data, run, n: int):
     return types.SimpleNamespace(test=head(data, n, device), image_shape=tuple(shape) if shape else None)
 
 
-def _figures(out, run, dataset, test, khat, monitors, plots, results):
+def _figures(out, run, dataset, test, khat, monitors, plots, results, site=None):
     plots.save_khat(khat, out / "khat.png")
     if monitors is not None and monitors.kl_per_dim is not None:
         plots.save_kl_per_dim(monitors.kl_per_dim, monitors.mean_variance, out / "kl_per_dim.png")
     if run.metrics and not (out / "training_curves.png").exists():
         plots.save_training_curves(run.metrics, out / "training_curves.png")
-    steps = [("latent_map", lambda: plots.save_latent_map(run.guide, dataset.test, out / "latent_map.png"))]
+    steps = [("latent_map", lambda: plots.save_latent_map(run.guide, dataset.test, out / "latent_map.png",
+                                                                         site=site))]
     if plots.is_image_shape(dataset.image_shape):
         try:  # the observed site the image figures show, found from the trace
             results["figure_site"] = plots.observed_name(run.model, test)
@@ -184,9 +193,9 @@ def _figures(out, run, dataset, test, khat, monitors, plots, results):
             return
         steps += [
             ("traversals", lambda: plots.save_traversals(run.model, run.guide, test, dataset.image_shape,
-                                                         out / "traversals.png")),
+                                                         out / "traversals.png", site=site)),
             ("interpolations", lambda: plots.save_interpolations(run.model, run.guide, test, dataset.image_shape,
-                                                                 out / "interpolations.png")),
+                                                                 out / "interpolations.png", site=site)),
         ]
         if getattr(run.model, "sequential_sampling", False):  # minutes pixel by pixel: `pyrovae sample` draws them
             results["skipped"]["samples"] = "drawn pixel by pixel; run `pyrovae sample RUN --n 16`"

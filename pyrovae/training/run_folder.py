@@ -25,6 +25,7 @@ from typing import Any, List, Optional
 import pyro
 import torch
 
+from pyrovae.errors import PyrovaeError
 from pyrovae.training.checkpoint import (  # noqa: F401  (re-exported: their old home)
     PREV_CHECKPOINT_FILE, Checkpoints, load_checkpoint, save_checkpoint,
 )
@@ -49,6 +50,39 @@ class Run:
     guide: Any
     config: dict
     metrics: List[dict] = field(default_factory=list)
+    example: Optional[dict] = None  # one row of a training batch (the checkpoint's), for shapes
+
+    def sample(self, num_samples: int = 1, **inputs) -> dict:
+        """``num_samples`` draws of the model's generative process, z ~ p(z) and x ~ p(x | z),
+        by :class:`pyro.infer.Predictive` (see :func:`~pyrovae.infer.predictive.prior_predictive`).
+
+        :param inputs: tensors of ``num_samples`` rows that the model conditions on (a
+            conditional model's input, labels), by their keyword names.
+        :returns: ``{site: (num_samples, ...)}`` for every sample site of the model.
+        :raises UsageError: the draws depend on an input not given (a conditional model, or a
+            decoder that reads x itself, as ``pixelcnn-vae``'s does: use ``pyrovae sample``).
+        """
+        from pyrovae.infer.predictive import prior_predictive
+
+        if self.example is None:
+            raise PyrovaeError(f"{self.path}: its checkpoint keeps no example row, so the model's inputs are "
+                               "unknown; pass them: run.sample(n, x=...)")
+        device = _device_of(self.model, self.guide)
+        example = {k: v.to(device) for k, v in self.example.items()}
+        return prior_predictive(self.model, example, num_samples, **{k: v.to(device) for k, v in inputs.items()})
+
+    def posterior(self, data, num_samples: int = 1) -> dict:
+        """Latents drawn from the guide, z ~ q(z | x), and every observed site drawn afresh
+        given them, x' ~ p(x | z), by ``Predictive(uncondition(model), guide=guide)``.
+
+        :param data: a tensor (passed as ``x``) or a dict of named tensors; rows are datapoints.
+        :returns: ``{site: (num_samples, N, ...)}``.
+        """
+        from pyrovae.infer.predictive import posterior_predictive
+
+        device = _device_of(self.model, self.guide)
+        data = {k: v.to(device) for k, v in data.items()} if isinstance(data, dict) else data.to(device)
+        return posterior_predictive(self.model, self.guide, data, num_samples)
 
     @property
     def data_name(self) -> Optional[str]:
@@ -60,6 +94,30 @@ class Run:
         path = Path(self.path) / name
         write_json(path, obj)
         return path
+
+    @property
+    def epoch(self) -> int:
+        """The last finished epoch (that of the parameters loaded)."""
+        return int(self.metrics[-1]["epoch"]) if self.metrics else 0
+
+    @property
+    def epochs(self) -> Optional[int]:
+        """The epochs the run was asked for (run.json), or None where unrecorded."""
+        epochs = (self.config.get("fit") or {}).get("epochs")
+        return int(epochs) if epochs is not None else None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run reached the epochs it was asked for (False for a fit killed early)."""
+        return self.epochs is None or self.epoch >= self.epochs
+
+    def __repr__(self) -> str:
+        names = [(self.config.get(role) or {}).get("name") or "user's " + role for role in ("model", "guide")]
+        data = self.data_name or ((self.config.get("data") or {}).get("files") or {}).get("path") or "tensors"
+        of = f" of {self.epochs}" if self.epochs is not None else ""
+        last = self.metrics[-1] if self.metrics else {}
+        elbo = f", validation ELBO {last['valid_elbo']:.3f} nats" if "valid_elbo" in last else ""
+        return f"Run({str(self.path)!r}: {names[0]} + {names[1]} on {data}, epoch {self.epoch}{of}{elbo})"
 
 
 def load_run(path, model=None, guide=None, device: str = "cpu") -> Run:
@@ -74,7 +132,7 @@ def load_run(path, model=None, guide=None, device: str = "cpu") -> Run:
     :param guide: likewise for the guide.
     :param str device: where to put the parameters.
     """
-    from pyrovae.registry import build, get_guide, get_model, pair_guide
+    from pyrovae.registry import build, get_guide, get_model, import_hint, pair_guide
 
     path = Path(path)
     run_file = path / RUN_FILE
@@ -91,7 +149,12 @@ def load_run(path, model=None, guide=None, device: str = "cpu") -> Run:
                     f"the run's {role} is not a registered class, so it cannot be rebuilt by name; "
                     f"pass {role}= to load_run"
                 )
-            built = build(get(spec["name"]), spec["options"], fill=dims)
+            try:
+                factory = get(spec["name"])
+            except ValueError:
+                raise PyrovaeError(f"{path}: the run's {role} {spec['name']!r} is not registered in this process; "
+                                   f"{import_hint(spec)}") from None
+            built = build(factory, spec["options"], fill=dims)
             if role == "model":
                 model = built
             else:
@@ -102,4 +165,16 @@ def load_run(path, model=None, guide=None, device: str = "cpu") -> Run:
             module.to(device)
     checkpoint = Checkpoints(path).load(map_location=device)
     load_parameters(checkpoint, model, guide, where=str(path))
-    return Run(path=path, model=model, guide=guide, config=config, metrics=read_metrics(path))
+    return Run(path=path, model=model, guide=guide, config=config, metrics=read_metrics(path),
+               example=checkpoint.get("example"))
+
+
+def _device_of(*fns) -> torch.device:
+    """Where the pair's parameters are (its modules', else the param store's; CPU if none)."""
+    for fn in fns:
+        if isinstance(fn, torch.nn.Module):
+            for p in fn.parameters():
+                return p.device
+    for _, value in pyro.get_param_store().items():
+        return value.device
+    return torch.device("cpu")

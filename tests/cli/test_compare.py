@@ -40,7 +40,8 @@ def test_the_paired_difference_of_the_kept_values(runs):
 def test_different_datapoints_and_ambiguous_folders_are_refused(runs):
     result = pyrovae("compare", "a/evaluation-test-K20-limit40.json", "b/evaluation-test-K20-limit30.json", cwd=runs)
     one_line_error(result, 2, "scored different numbers of datapoints (40 and 30)", "--limit")
-    one_line_error(pyrovae("compare", "a", "b", cwd=runs), 2, "has no evaluation for --split test", "pyrovae evaluate a")
+    one_line_error(pyrovae("compare", "a", "b", cwd=runs), 2, "both have evaluations for --split test --limit 30 and "
+                   "for --split test --limit 40", "choose one with --limit")
     old = runs / "old.json"
     kept = json.loads((runs / "a" / "evaluation-test-K20-limit40.json").read_text())
     old.write_text(json.dumps({k: v for k, v in kept.items() if k != "per_datapoint"}))

@@ -1,0 +1,148 @@
+"""A new user's small frictions, from the real command in fresh processes: a mistyped name
+gets the closest one, a missing path is named as such, ``--resume`` of a folder that is not a
+run touches nothing, ``evaluate --json`` prints a stored result, an unfinished run is scored
+with a note and its epoch recorded, ``compare`` finds the evaluations both runs share,
+``diagnose --site`` chooses the monitored latent, and a run fit from Python with a user's
+registered pair names the ``--import`` it needs."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.cli.helpers import QUICK, environ, one_line_error, pyrovae
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("frictions")
+    result = pyrovae("fit", *QUICK, "--out", "run", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
+def test_a_typo_gets_the_closest_name(tmp_path):
+    one_line_error(pyrovae("fit", "--model", "vea", cwd=tmp_path), 2, "unknown model 'vea'", "did you mean 'vae'?",
+                   "--import MODULE")
+    one_line_error(pyrovae("fit", "--guide", "iaff", cwd=tmp_path), 2, "did you mean 'iaf'?")
+    one_line_error(pyrovae("fit", "--data", "mnsit", cwd=tmp_path), 2, "unknown data set 'mnsit'",
+                   "did you mean 'mnist'?")
+
+
+@pytest.mark.parametrize("path", ["./photos", "photos/", "faces.npy"])
+def test_a_missing_path_is_named_as_such(tmp_path, path):
+    line = one_line_error(pyrovae("fit", "--data", path, cwd=tmp_path), 2, f"{path}: no such file or folder")
+    assert "unknown data set" not in line and len(line) < 200, line
+
+
+def test_resume_of_a_folder_that_is_not_a_run_touches_nothing(tmp_path):
+    one_line_error(pyrovae("fit", *QUICK, "--out", "nothing", "--resume", cwd=tmp_path), 2,
+                   "cannot resume nothing", "not a run folder", "--resume")
+    assert not (tmp_path / "nothing").exists()
+    (tmp_path / "empty").mkdir()
+    one_line_error(pyrovae("fit", *QUICK, "--out", "empty", "--resume", cwd=tmp_path), 2, "not a run folder")
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
+def test_evaluate_json_prints_the_stored_result(run):
+    first = pyrovae("evaluate", "run", "--num-samples", "5", "--limit", "20", "--json", cwd=run)
+    assert first.returncode == 0, first.stderr
+    again = pyrovae("evaluate", "run", "--num-samples", "5", "--limit", "20", "--json", cwd=run)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout) == json.loads(first.stdout)
+    stored = json.loads((run / "run" / "evaluation-test-K5-limit20.json").read_text())
+    assert stored["epoch"] == 1 and stored["epochs"] == 1 and len(stored["per_datapoint"]) == 20
+    # the plain form still refuses to replace it silently
+    one_line_error(pyrovae("evaluate", "run", "--num-samples", "5", "--limit", "20", cwd=run), 2, "exists", "--force")
+
+
+def test_an_unfinished_run_is_scored_with_a_note(run):
+    config_path = run / "run" / "run.json"
+    config = json.loads(config_path.read_text())
+    config["fit"]["epochs"] = 500  # as if killed after epoch 1 of 500
+    config_path.write_text(json.dumps(config))
+    try:
+        result = pyrovae("evaluate", "run", "--num-samples", "5", "--limit", "10", cwd=run)
+    finally:
+        config["fit"]["epochs"] = 1
+        config_path.write_text(json.dumps(config))
+    assert result.returncode == 0, result.stderr
+    assert "unfinished (epoch 1 of 500)" in result.stderr and "--resume" in result.stderr
+    stored = json.loads((run / "run" / "evaluation-test-K5-limit10.json").read_text())
+    assert (stored["epoch"], stored["epochs"]) == (1, 500)
+
+
+def test_print_of_a_run_is_short(run):
+    code = "from pyrovae import load_run; print(repr(load_run('run')))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=run, env=environ(), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    line = out.stdout.strip()
+    assert line.startswith("Run('run': vae + diag on digits, epoch 1 of 1, validation ELBO ") and line.endswith(
+        " nats)"), line
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("compare-k")
+    for name, z in (("a", "2"), ("b", "3")):
+        flags = [f for f in QUICK if f not in ("--z-dim", "2")] + ["--z-dim", z]
+        assert pyrovae("fit", *flags, "--out", name, cwd=folder).returncode == 0
+    return folder
+
+
+def test_compare_uses_the_evaluations_both_runs_share(two_runs):
+    for name, k, limit in (("a", "10", "30"), ("b", "20", "30"), ("b", "20", "25")):
+        assert pyrovae("evaluate", name, "--num-samples", k, "--limit", limit, cwd=two_runs).returncode == 0
+    result = pyrovae("compare", "a", "b", "--json", cwd=two_runs)  # only --limit 30 is common; K differs
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["a"].endswith("evaluation-test-K10-limit30.json")
+    assert out["b"].endswith("evaluation-test-K20-limit30.json") and out["paired"]["n"] == 30
+    line = one_line_error(pyrovae("compare", "a", "b", "--limit", "25", cwd=two_runs), 2,
+                          "a has no evaluation for --split test --limit 25")
+    assert "a has evaluation-test-K10-limit30.json" in line and "evaluation-test-K20-limit25.json" in line
+
+
+def test_diagnose_site_chooses_the_monitored_latent(tmp_path):
+    assert pyrovae("fit", "--model", "hvae", *QUICK, "--out", "run", cwd=tmp_path).returncode == 0
+    small = ["--num-samples", "5", "--num-datapoints", "20", "--idata-draws", "4", "--gap-datapoints", "0"]
+    result = pyrovae("diagnose", "run", *small, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "skipped monitors" in result.stdout and "--site NAME" in result.stdout and "site=" not in \
+        result.stdout.split("--site NAME")[0]
+    result = pyrovae("diagnose", "run", *small, "--site", "z1", cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "skipped monitors" not in result.stdout
+    assert "active_units" in json.loads((tmp_path / "run" / "diagnostics.json").read_text())["monitors"]
+    one_line_error(pyrovae("diagnose", "run", *small, "--site", "zz", cwd=tmp_path), 2, "--site zz", "z1")
+
+
+USER_PAIR = textwrap.dedent('''
+    """A user's registered guide."""
+    from pyrovae.guides.diag import DiagNormalGuide
+    from pyrovae.registry import register_guide
+
+
+    @register_guide("my-diag")
+    class MyDiag(DiagNormalGuide):
+        """The diagonal guide under the user's name."""
+''')
+
+
+def test_a_python_run_of_a_user_pair_names_its_module(tmp_path):
+    (tmp_path / "userpair.py").write_text(USER_PAIR)
+    code = textwrap.dedent('''
+        from pyrovae import fit
+        from pyrovae.models import VAE
+        from userpair import MyDiag
+        fit(VAE(64, 2, (16,)), MyDiag(64, 2, (16,)), "digits", epochs=1, out_dir="run", progress=False)
+    ''')
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=environ(), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["guide"]["module"] == "userpair"
+    one_line_error(pyrovae("evaluate", "run", "--num-samples", "5", cwd=tmp_path), 1,
+                   "guide 'my-diag' is not registered", "--import userpair")
+    result = pyrovae("evaluate", "run", "--num-samples", "5", "--import", "userpair", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
