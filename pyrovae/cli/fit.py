@@ -3,6 +3,9 @@
 The flags of the model and guide are not listed by hand: they are derived from the chosen
 model's and guide's constructor keyword arguments (``z_dim: int = 20`` becomes
 ``--z-dim``); sizes the data determines (``x_dim``, ``num_classes``) come from the data set.
+At its end a fit prints the test log-likelihood at K = ``--eval-samples``, within
+``--eval-budget`` of the training time (:mod:`pyrovae.evaluation.bounded`: all test images
+where that fits, else a random subset or a smaller K), and saves it as an evaluation file.
 
     pyrovae fit                                   # VAE on the embedded 8x8 digits
     pyrovae fit --model vae --guide diag --data mnist --objective iwae --particles 5 \\
@@ -30,6 +33,7 @@ from pyrovae.guides.base import model_name_of, objective_name_of
 from pyrovae.models.base import guide_name_of
 
 HELP = "fit a model/guide pair (default: VAE on the embedded digits)"
+EVAL_BUDGET, EVAL_FLOOR = 0.25, 10.0  # the end-of-fit score: a quarter of the training time, at least 10 s
 
 
 def build_parser(model_name: str, guide_name: str, objective_name: str) -> common.Parser:
@@ -60,6 +64,10 @@ def build_parser(model_name: str, guide_name: str, objective_name: str) -> commo
     p.add_argument("--out", default=None, help="run folder (default: runs/DATA-MODEL-GUIDE-TIME)")
     p.add_argument("--eval-samples", type=int, default=100,
                    help="importance samples for the test log-likelihood printed at the end (0: skip)")
+    p.add_argument("--eval-budget", type=float, default=EVAL_BUDGET, metavar="F",
+                   help=f"the end-of-fit score takes at most F times the training time (at least {EVAL_FLOOR:.0f} s): "
+                        f"fewer test images, else a smaller K, where all would not fit (default {EVAL_BUDGET}; "
+                        "0: every test image at --eval-samples)")
     common.add_option_flags(p, [FitOptions])  # --resume, --init, --precision, --log-every, ...
     common.add_common_flags(p)
     common.add_option_flags(p.add_argument_group(f"options of objective {objective_name!r}"),
@@ -121,6 +129,7 @@ def main(argv: List[str]) -> int:
         config["num_workers"] = args.num_workers
     options = FitOptions(**{name: getattr(args, name) for name in common.option_flags([FitOptions])},
                          device=device, config=config)
+    t0 = time.perf_counter()
     try:
         result = fit(model, guide, dataset, objective=objective, epochs=args.epochs, batch_size=args.batch_size,
                      lr=args.lr, seed=args.seed, out_dir=out, options=options)
@@ -129,13 +138,12 @@ def main(argv: List[str]) -> int:
         return 130
     if os.environ.get("RANK", "0") != "0":  # a data-parallel run (torchrun): rank 0 reports
         return 0
-    report(result, out, model, guide, dataset, args)
+    report(result, out, model, guide, dataset, args, time.perf_counter() - t0)
     return 0
 
 
-def report(result, out: Path, model, guide, dataset, args) -> None:
+def report(result, out: Path, model, guide, dataset, args, fit_seconds: float = 0.0) -> None:
     """Figures, and the lines a fit prints at its end."""
-    from pyrovae.evaluation.log_likelihood import log_likelihood
     from pyrovae.evaluation.plots import save_run_figures
 
     device = next((p.device for m in (model, guide) if hasattr(m, "parameters") for p in m.parameters()), "cpu")
@@ -149,17 +157,41 @@ def report(result, out: Path, model, guide, dataset, args) -> None:
     valid = f", validation ELBO {last['valid_elbo']:.3f} nats" if "valid_elbo" in last else ""
     print(f"epochs: {last['epoch']}, final train loss {last['train_loss']:.3f}{valid}")
     if args.eval_samples > 0:
-        est = log_likelihood(model, guide, dataset.test if not isinstance(dataset.test, dict) else test,
-                             num_samples=args.eval_samples, device=device)
-        print(f"test log-likelihood (K={args.eval_samples}): {est.log_likelihood:.3f} ± {est.stderr:.3f} nats "
-              f"(ELBO {est.elbo:.3f}); for the final figure run `pyrovae evaluate {shlex.quote(str(out))} "
-              "--num-samples 5000`")
+        score_test(model, guide, dataset, out, args, fit_seconds, device, result.metrics)
     for line in getattr(guide, "report_lines", lambda data: [])(test):  # what the pair reports of itself (M2's test error)
         print(line)
     print("figures: " + ", ".join(p.name for p in figures))
     if getattr(model, "sequential_sampling", False):
         print(f"samples: drawn pixel by pixel (one network pass per pixel, slow on a CPU): run "
               f"`pyrovae sample {shlex.quote(str(out))} --n 16`")
+
+
+def score_test(model, guide, dataset, out: Path, args, fit_seconds: float, device, metrics) -> None:
+    """The end-of-fit test score within ``--eval-budget`` of the training time: printed with
+    what it scored, and saved as ``evaluation-test-K{K}[-random{N}].json``."""
+    from pyrovae.cli.evaluate import write_result
+    from pyrovae.evaluation.bounded import bounded_log_likelihood, rows_of
+
+    budget = max(EVAL_FLOOR, args.eval_budget * fit_seconds) if args.eval_budget > 0 else float("inf")
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+
+    def announce(n, k, total, expected):
+        if args.progress is not False and expected > 2:
+            print(f"test log-likelihood: {n} of {total} images at K={k}, about {expected:.0f} s", file=sys.stderr,
+                  flush=True)
+
+    data = dataset.test
+    score = bounded_log_likelihood(model, guide, data, args.eval_samples, budget, progress=progress, device=device,
+                                   on_plan=announce)
+    est, k = score.estimate, score.estimate.num_samples
+    name = f"evaluation-test-K{k}" + ("" if score.complete else f"-random{len(score.rows)}") + ".json"
+    result = {**score.as_dict(), "split": "test", "limit": None, "run": str(out),
+              "data": getattr(dataset, "name", None), "epoch": metrics[-1]["epoch"], "epochs": args.epochs,
+              "source": "pyrovae fit"}
+    write_result(out / name, result, est.per_datapoint, rows_of(data, score.rows, device))
+    print(f"test log-likelihood (K={k}): {est.log_likelihood:.3f} ± {est.stderr:.3f} nats (ELBO {est.elbo:.3f}) on "
+          f"{score.describe()}, {score.seconds:.1f} s; for the final figure run "
+          f"`pyrovae evaluate {shlex.quote(str(out))} --num-samples 5000`")
 
 
 def _num_rows(data):

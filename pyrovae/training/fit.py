@@ -41,6 +41,7 @@ from pyrovae.infer.objectives import Objective
 from pyrovae.nn import initialize_
 from pyrovae.training.checkpoint import Checkpoints, rng_state, set_rng_state
 from pyrovae.training.files import CHECKPOINT_FILE, METRICS_FILE, RUN_FILE, interrupts_deferred, write_json, write_metrics
+from pyrovae.training.heartbeat import Heartbeat
 from pyrovae.training.parameters import load_parameters, parameter_state  # noqa: F401  (re-exported)
 from pyrovae.training.segments import check_resumable, segment, with_segments
 from pyrovae.training.setup import FitOptions, Setup, check_numbers, resolve_device  # noqa: F401
@@ -132,6 +133,9 @@ def fit(model: Callable, guide: Callable, data, *, objective=None, epochs: int =
     check_numbers(epochs, batch_size, lr, opts.valid_batch_size, opts.log_every, opts.valid_every)
     if opts.resume and out_dir is None:
         raise UsageError("resume=True needs the out_dir of the run to continue")
+    if opts.resume and not Checkpoints(Path(out_dir)).exists():  # refused before the folder or its lock is made
+        raise NoRunError(f"cannot resume {out_dir}: it is not a run folder (no {CHECKPOINT_FILE}); pass the out_dir "
+                         "(--out) of an earlier fit, or start a new run without resume (--resume)")
     pyro.set_rng_seed(seed)  # before anything random happens
     if objective is None:
         objective = objective_name_of(guide)
@@ -170,6 +174,7 @@ class _Run:
     :ivar list metrics: one row per finished epoch.
     :ivar dict config: run.json's description of this segment; ``saved`` the run.json resumed,
         ``segment`` this segment's record.
+    :ivar Heartbeat beat: the lines a slow fit prints where no progress bar is drawn.
     """
 
     s: Setup
@@ -185,6 +190,7 @@ class _Run:
     metrics: List[dict] = field(default_factory=list)
     saved: Optional[dict] = None
     segment: dict = field(default_factory=dict)
+    beat: Optional[Heartbeat] = None
 
 
 def _initialize(s: Setup, init: str) -> None:
@@ -235,6 +241,8 @@ def _progress_bar(run: _Run):
     progress = (sys.stderr.isatty() if opts.progress is None else opts.progress) and s.is_main
     if opts.log_every and s.is_main and not s.from_tensors:  # how a Dataset or DataLoader is read
         tqdm.write(run.config["data"]["mode"], file=sys.stderr)
+    # no bar (stderr not a terminal, progress not refused): a line after the first steps and every minute
+    run.beat = Heartbeat(run.epochs, s.num_batches, enabled=opts.progress is None and not progress and s.is_main)
     return tqdm(total=run.epochs * s.num_batches if s.num_batches is not None else None,
                 initial=run.epoch * s.num_batches + run.batch if s.num_batches is not None else 0,
                 desc="fit", unit="step", disable=not progress, dynamic_ncols=True)
@@ -271,6 +279,7 @@ def _train_epoch(run: _Run, epoch: int, bar) -> dict:
             batch = s.transform(batch)
         loss = s.step(batch, run.step)  # the objective's loss; zero_grad; backward; Adam step
         run.step += 1
+        run.beat.step(epoch, i)
         pending.append(loss)
         if len(pending) == SYNC_EVERY or i == (s.num_batches or 0) - 1:
             sync(i)

@@ -1,0 +1,38 @@
+"""The score ``pyrovae fit`` prints at its end: every test image where the budget allows,
+saved as the evaluation ``pyrovae evaluate`` would write (the same datapoints, comparable);
+a random subset, or a smaller K, where it does not, with what was scored recorded."""
+
+import json
+
+from pyrovae.cli import fit as fit_command
+from pyrovae.cli import main
+from tests.cli.helpers import QUICK, pyrovae
+
+FIT = [a for a in QUICK if a not in ("--eval-samples", "0")]
+
+
+def test_a_short_fit_scores_every_test_image_as_evaluate_would(tmp_path):
+    result = pyrovae("fit", *FIT, "--eval-samples", "20", "--out", "run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "test log-likelihood (K=20): " in result.stdout and ") on all 300 test images, " in result.stdout
+    assert "pyrovae evaluate run --num-samples 5000" in result.stdout
+    saved = json.loads((tmp_path / "run" / "evaluation-test-K20.json").read_text())
+    assert (saved["num_samples"], saved["num_datapoints"], saved["of_datapoints"], saved["subset"]) == (20, 300, 300,
+                                                                                                         "all")
+    assert saved["epoch"] == 1 and saved["source"] == "pyrovae fit" and len(saved["per_datapoint"]) == 300
+    again = pyrovae("evaluate", "run", "--num-samples", "20", "--force", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "run" / "evaluation-test-K20.json").read_text())["data_sha1"] == saved["data_sha1"]
+
+
+def test_a_fit_without_the_time_scores_a_random_subset_and_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(fit_command, "EVAL_FLOOR", 0.0)
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", *FIT, "--eval-budget", "1e-9", "--out", "run"]) == 0
+    out = capsys.readouterr().out
+    assert ") on 100 of 300 test images (a random subset), K lowered from 100 to fit the time, " in out, out
+    (path,) = (tmp_path / "run").glob("evaluation-test-K*-random100.json")
+    saved = json.loads(path.read_text())
+    assert (saved["num_datapoints"], saved["of_datapoints"], saved["subset"]) == (100, 300, "random")
+    assert saved["requested_num_samples"] == 100 and saved["num_samples"] == int(path.name.split("-K")[1].split("-")[0])
+    assert saved["budget_seconds"] < 1e-3

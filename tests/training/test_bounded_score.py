@@ -1,0 +1,104 @@
+"""The end-of-fit score within a time budget (pyrovae/evaluation/bounded.py) and the lines a
+slow fit prints without a progress bar (pyrovae/training/heartbeat.py).
+
+The score is checked on a pair whose guide is the exact posterior: z ~ N(0, 1), x | z ~
+N(z, 1), q(z | x) = N(x / 2, 1 / 2), so every importance weight is p(x) and each datapoint's
+estimate is log N(x; 0, 2) exactly, whatever K and whichever rows are drawn."""
+
+import math
+import time
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+from pyrovae import fit
+from pyrovae.evaluation.bounded import MIN_DATAPOINTS, bounded_log_likelihood, plan
+from pyrovae.training import heartbeat
+
+
+def model(x):
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(x.new_zeros(()), 1.0))
+        pyro.sample("x", dist.Normal(z.unsqueeze(-1), 1.0).to_event(1), obs=x)
+
+
+def guide(x):
+    with pyro.plate("data", x.shape[0]):
+        pyro.sample("z", dist.Normal(x[:, 0] / 2, math.sqrt(0.5)))
+
+
+X = {"x": torch.randn(400, 1, generator=torch.Generator().manual_seed(0)) * math.sqrt(2)}
+
+
+def exact(rows):
+    return dist.Normal(0.0, math.sqrt(2)).log_prob(X["x"][rows, 0]).double()
+
+
+def test_an_ample_budget_scores_every_row_in_order():
+    score = bounded_log_likelihood(model, guide, X, 100, budget=float("inf"))
+    assert score.complete and torch.equal(score.rows, torch.arange(400))
+    assert torch.allclose(score.estimate.per_datapoint, exact(score.rows), atol=1e-4)
+    assert score.estimate.num_samples == 100 and score.describe() == "all 400 test images"
+
+
+def test_no_budget_scores_a_random_hundred_rows_at_a_lower_k():
+    score = bounded_log_likelihood(model, guide, X, 100, budget=0.0)
+    rows = score.rows
+    assert len(rows) == MIN_DATAPOINTS and torch.equal(rows, rows.sort().values) and len(set(rows.tolist())) == 100
+    assert rows.max() > 300  # a random subset, not the first rows
+    assert score.estimate.num_samples == 1
+    assert torch.allclose(score.estimate.per_datapoint, exact(rows), atol=1e-4)
+    assert score.estimate.log_likelihood == pytest.approx(float(exact(rows).mean()), abs=1e-4)
+    assert score.describe() == "100 of 400 test images (a random subset), K lowered from 100 to fit the time"
+    again = bounded_log_likelihood(model, guide, X, 100, budget=0.0)
+    assert torch.equal(again.rows, rows)  # the subset is fixed by the seed: runs can be compared
+
+
+def test_the_rows_of_a_dataset_are_read_by_index():
+    class Rows(torch.utils.data.Dataset):
+        def __len__(self):
+            return 400
+
+        def __getitem__(self, i):
+            return X["x"][i]
+
+    data = Rows()
+    score = bounded_log_likelihood(model, guide, data, 10, budget=float("inf"))
+    assert score.complete and torch.allclose(score.estimate.per_datapoint, exact(torch.arange(400)), atol=1e-4)
+
+
+@pytest.mark.parametrize("cost, total, k, budget", [
+    (1e-5, 10000, 100, 30.0), (7e-4, 10000, 100, 30.0), (1e-2, 10000, 100, 30.0), (1e-3, 50, 100, 1.0),
+    (1e-6, 10, 5000, 0.0),
+])
+def test_the_plan_fits_the_budget_or_keeps_the_fewest_rows(cost, total, k, budget):
+    n, kk = plan(cost, total, k, budget)
+    assert 1 <= n <= total and 1 <= kk <= k
+    if (n, kk) == (total, k):
+        assert total * k * cost <= budget
+    elif kk == k:  # fewer rows at the asked K, as many as fit, never below the floor
+        assert n * k * cost <= budget < (n + 1) * k * cost and n >= min(MIN_DATAPOINTS, total)
+    else:  # the floor of rows, at the K that fits (at least 1)
+        assert n == min(MIN_DATAPOINTS, total) and (kk == 1 or n * kk * cost <= budget)
+
+
+def test_a_slow_fit_without_a_bar_prints_an_estimate_then_a_line_every_interval(monkeypatch, capsys):
+    monkeypatch.setattr(heartbeat, "LONG", 0.0)
+    monkeypatch.setattr(heartbeat, "EVERY", 0.05)
+    layer = torch.nn.Linear(1, 1)
+
+    def slow_model(x):
+        pyro.module("layer", layer)
+        time.sleep(0.02)
+        model(layer(x))
+
+    x = torch.randn(40, 1)
+    fit(slow_model, guide, x, epochs=1, batch_size=4, figures=False)  # progress=None, stderr is not a terminal
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("fit: ")]
+    assert "s per step (first 3 steps); an epoch of 10 steps takes about" in lines[0]
+    assert "the fit (1 epochs) about" in lines[0]
+    assert any(line.startswith("fit: epoch 1/1, step ") for line in lines[1:]), lines
+    fit(slow_model, guide, x, epochs=1, batch_size=4, figures=False, progress=False)  # --no-progress: silent
+    assert "fit: " not in capsys.readouterr().err
