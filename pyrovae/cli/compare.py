@@ -22,13 +22,14 @@ from pyrovae.errors import UsageError
 HELP = "two runs' test log-likelihoods, paired datapoint by datapoint (B - A)"
 
 
-NAME = re.compile(r"evaluation-(?P<split>[a-z]+)-K(?P<k>\d+)(?:-limit(?P<limit>\d+))?(?:-every(?P<every>\d+))?"
+NAME = re.compile(r"evaluation-(?P<split>[a-z]+)-K(?P<k>\d+)(?:-limit(?P<limit>\d+))?(?:-random(?P<random>\d+))?"
                   r"(?P<ais>-ais[^.]*)?\.json")
 
 
 def evaluations(folder: Path, args) -> List[Tuple[tuple, int, Path]]:
     """``(key, K, path)`` of each importance-sampled evaluation in ``folder`` that the flags
-    allow; the key ``(split, limit, every)`` says which datapoints were scored."""
+    allow; the key ``(split, limit, random)`` says which datapoints were scored (``random``: the
+    size of the end-of-fit score's random subset)."""
     found = []
     for f in sorted(folder.glob("evaluation-*.json")):
         m = NAME.fullmatch(f.name)
@@ -42,13 +43,13 @@ def evaluations(folder: Path, args) -> List[Tuple[tuple, int, Path]]:
 
 
 def _key(m: re.Match) -> tuple:
-    return m["split"], int(m["limit"]) if m["limit"] else None, int(m["every"]) if m["every"] else None
+    return m["split"], int(m["limit"]) if m["limit"] else None, int(m["random"]) if m["random"] else None
 
 
 def describe(key: tuple) -> str:
-    split, limit, every = key
-    return f"--split {split}" + (f" --limit {limit}" if limit else "") + (f" (every {every}th row, end of fit)"
-                                                                          if every else "")
+    split, limit, random = key
+    return f"--split {split}" + (f" --limit {limit}" if limit else "") + (f" (a random {random}, end of fit)"
+                                                                          if random else "")
 
 
 def find_results(a: str, b: str, args) -> Tuple[Path, Path]:
