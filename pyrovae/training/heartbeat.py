@@ -80,7 +80,7 @@ class Heartbeat:
                 per_epoch = (f"an epoch of {self.steps_per_epoch} steps takes about "
                              f"{duration(self.steps_per_epoch * rate)}, " if self.steps_per_epoch else "")
                 self.write(f"fit: {rate:.1f} s per step (first {self.steps} steps); {per_epoch}the fit "
-                           f"({self.epochs} epochs) about {duration(whole) if self.steps_per_epoch else 'unknown'}")
+                           f"({self.epochs} epoch{'s' if self.epochs != 1 else ''}) about {duration(whole) if self.steps_per_epoch else 'unknown'}")
                 self.last = now
             return
         if self.estimated and now - self.last >= self.every:

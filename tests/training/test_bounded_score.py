@@ -98,7 +98,7 @@ def test_a_slow_fit_without_a_bar_prints_an_estimate_then_a_line_every_interval(
     fit(slow_model, guide, x, epochs=1, batch_size=4, figures=False)  # progress=None, stderr is not a terminal
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("fit: ")]
     assert "s per step (first 3 steps); an epoch of 10 steps takes about" in lines[0]
-    assert "the fit (1 epochs) about" in lines[0]
+    assert "the fit (1 epoch) about" in lines[0]
     assert any(line.startswith("fit: epoch 1/1, step ") for line in lines[1:]), lines
     fit(slow_model, guide, x, epochs=1, batch_size=4, figures=False, progress=False)  # --no-progress: silent
     assert "fit: " not in capsys.readouterr().err
