@@ -64,11 +64,14 @@ class Run:
         """
         from pyrovae.infer.predictive import prior_predictive
 
-        if self.example is None:
+        example = self.example
+        if example is None and callable(getattr(self.model, "example_batch", None)):
+            example = self.model.example_batch(1)  # a model of the suite knows its inputs' shapes
+        if example is None:
             raise PyrovaeError(f"{self.path}: its checkpoint keeps no example row, so the model's inputs are "
                                "unknown; pass them: run.sample(n, x=...)")
         device = _device_of(self.model, self.guide)
-        example = {k: v.to(device) for k, v in self.example.items()}
+        example = {k: v.to(device) for k, v in example.items()}
         return prior_predictive(self.model, example, num_samples, **{k: v.to(device) for k, v in inputs.items()})
 
     def posterior(self, data, num_samples: int = 1) -> dict:

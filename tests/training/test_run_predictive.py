@@ -126,3 +126,8 @@ def test_a_model_whose_distributions_read_its_input_is_refused(tmp_path):
     assert given["x"].shape == (4, 6)
     with pytest.raises(UsageError, match="must be a tensor of 4 rows"):
         run.sample(4, x=X[:3])
+
+
+def test_a_checkpoint_without_an_example_row_uses_the_models_own(vae_run):
+    vae_run.example = None  # an older checkpoint: the suite's model knows its inputs' shapes
+    assert vae_run.sample(5)["x"].shape == (5, 6)
