@@ -88,6 +88,8 @@ def main(argv: List[str]) -> int:
     known = common.pre_parse(argv, "--model", "--guide", "--objective", "--out")
     saved = common.saved_run_config(known.out) if known.resume and known.out else None
     imports = common.import_modules([*((saved or {}).get("imports") or []), *known.imports])
+    if saved:
+        check_saved_pair(saved, known.out)
     # the hooks' defaults (the model's own guide, the guide's model and objective): models/base.py, guides/base.py
     guide_name = known.guide or (saved and saved["guide"]["name"]) or guide_name_of(known.model and get_model(known.model))
     model_name = known.model or (saved and saved["model"]["name"]) or model_name_of(get_guide(guide_name))
@@ -256,6 +258,23 @@ def check_objective_fits(objective, guide_name: str, guide, train: dict) -> None
                     f"--objective {objective.name} needs a fully reparameterized guide (analytic KL, "
                     f"TraceMeanField_ELBO), but guide {guide_name!r} samples site {name!r} from "
                     f"{type(fn).__name__} with a score-function term; use --objective elbo (or iwae)")
+
+
+def check_saved_pair(saved: dict, out) -> None:
+    """:class:`UsageError` before ``--resume`` of a run whose pair cannot be rebuilt here: a
+    plain-function pair (fit from Python), or a registered class whose module is not imported."""
+    from pyrovae.registry import get_guide, get_model, import_hint
+
+    for role, get in (("model", get_model), ("guide", get_guide)):
+        spec = saved.get(role)
+        if spec is None:
+            raise UsageError(f"the run in {out} was fit from Python with a {role} that is not a registered class; "
+                             "resume it from Python: fit(model, guide, data, out_dir=..., resume=True)")
+        try:
+            get(spec["name"])
+        except ValueError:
+            raise UsageError(f"the run in {out} used {role} {spec['name']!r}, which is not registered here; "
+                             f"{import_hint(spec)}") from None
 
 
 def check_resume_consistent(saved: dict, out, model_name: str, guide_name: str) -> None:

@@ -74,6 +74,25 @@ def test_an_unfinished_run_is_scored_with_a_note(run):
     assert (stored["epoch"], stored["epochs"]) == (1, 500)
 
 
+def test_resume_of_a_plain_function_run_points_to_python(tmp_path):
+    code = textwrap.dedent('''
+        import pyro, pyro.distributions as dist, torch
+        from pyrovae import fit
+        from pyrovae.guides import DiagNormalGuide
+        layer = torch.nn.Linear(2, 64)
+        def model(x):
+            pyro.module("layer", layer)
+            with pyro.plate("data", x.shape[0]):
+                z = pyro.sample("z", dist.Normal(x.new_zeros(2), 1.0).to_event(1))
+                pyro.sample("x", dist.Bernoulli(logits=layer(z)).to_event(1), obs=x)
+        fit(model, DiagNormalGuide(64, 2, (8,)), "digits", epochs=1, out_dir="run", progress=False, figures=False)
+    ''')
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=environ(), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    one_line_error(pyrovae("fit", "--out", "run", "--resume", cwd=tmp_path), 2, "fit from Python with a model",
+                   "resume=True")
+
+
 def test_print_of_a_run_is_short(run):
     code = "from pyrovae import load_run; print(repr(load_run('run')))"
     out = subprocess.run([sys.executable, "-c", code], cwd=run, env=environ(), capture_output=True, text=True)
@@ -144,5 +163,7 @@ def test_a_python_run_of_a_user_pair_names_its_module(tmp_path):
     assert json.loads((tmp_path / "run" / "run.json").read_text())["guide"]["module"] == "userpair"
     one_line_error(pyrovae("evaluate", "run", "--num-samples", "5", cwd=tmp_path), 1,
                    "guide 'my-diag' is not registered", "--import userpair")
+    one_line_error(pyrovae("fit", "--out", "run", "--resume", "--epochs", "2", cwd=tmp_path), 2,
+                   "guide 'my-diag', which is not registered here", "--import userpair")
     result = pyrovae("evaluate", "run", "--num-samples", "5", "--import", "userpair", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
