@@ -16,6 +16,7 @@ and z from q(z | x, y), K = ``--num-samples``) on the first ``--num-test`` test 
 
     OMP_NUM_THREADS=1 python benchmarks/m2_mnist.py                       # docs/semi-supervised.md's table (about 30 min, 1 thread)
     OMP_NUM_THREADS=1 python benchmarks/m2_mnist.py --labels 100 --alpha-scale 50 --num-samples 0  # alpha 50x the paper's
+    OMP_NUM_THREADS=1 python benchmarks/m2_mnist.py --labels 100 --alpha 50 --num-samples 0        # the enum default
     OMP_NUM_THREADS=1 python benchmarks/m2_mnist.py --labels 100 --seeds 0 --epochs 1 --unlabelled 2000 --num-test 100 --num-samples 100
 """
 
@@ -40,14 +41,19 @@ from pyrovae.models.m2 import M2
 from _classifier import error, fit_labelled_classifier  # benchmarks/_classifier.py
 
 
+def alpha_of(data, args) -> float:
+    """The classifier weight per labelled row: ``--alpha``, else ``--alpha-scale`` times the paper's."""
+    return args.alpha if args.alpha is not None else data.paper_alpha * args.alpha_scale
+
+
 def fit_m2(data, args, seed):
     pyro.clear_param_store()
     pyro.set_rng_seed(seed)
     sizes = dict(data.dims(), z_dim=args.z_dim, hidden_dims=tuple(args.hidden_dims), activation="softplus")
     model, guide = M2(**sizes), M2Guide(**sizes)
     t0 = time.perf_counter()
-    result = fit(model, guide, data, objective=EnumELBO(alpha=data.paper_alpha * args.alpha_scale),
-                 epochs=args.epochs, batch_size=100, lr=args.lr, seed=seed, progress=False)
+    result = fit(model, guide, data, objective=EnumELBO(alpha=alpha_of(data, args)),
+                 epochs=args.epochs, batch_size=100, lr=args.lr, seed=seed, progress=False, init=args.init)
     seconds = time.perf_counter() - t0
     model.eval(), guide.eval()
     return model, guide, result, seconds
@@ -60,6 +66,10 @@ def main():
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--unlabelled", type=int, default=10000, help="unlabelled training images kept (of about 50,000)")
     p.add_argument("--alpha-scale", type=float, default=1.0, help="alpha = this times the paper's 0.1 N")
+    p.add_argument("--init", default=None, choices=["torch", "glorot", "burda"],
+                   help="M2's initialisation (default: fit's, burda; the tables measured before it was used torch)")
+    p.add_argument("--alpha", type=float, default=None,
+                   help="alpha per labelled row, instead of --alpha-scale (the enum objective's default: 50)")
     p.add_argument("--num-valid", type=int, default=1000, help="validation images for the per-epoch ELBO")
     p.add_argument("--num-test", type=int, default=1000, help="test images for log p(x)")
     args = p.parse_args()
@@ -77,7 +87,7 @@ def main():
             steps = result.metrics[-1]["step"]
             base = fit_labelled_classifier(data.labelled_rows(), args.hidden_dims, data.num_classes, args.lr, seed, steps,
                                            binarize=True)
-            row = {"labels": num_labels, "seed": seed, "alpha": data.paper_alpha * args.alpha_scale,
+            row = {"labels": num_labels, "seed": seed, "alpha": alpha_of(data, args),
                    "repeats": data.repeats, "steps": steps, "seconds": seconds,
                    "m2_error": error(guide.classify, test), "baseline_error": error(base, test),
                    "valid_elbo": result.metrics[-1].get("valid_elbo")}

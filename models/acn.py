@@ -65,7 +65,7 @@ import torch.nn.functional as F
 from pyrovae.nn.conv import PixelCNN, image_shape_for
 from pyrovae.errors import UsageError
 from pyrovae.models.acn_table import CodeTable
-from pyrovae.nn import MLP, check_positive
+from pyrovae.nn import MLP, bias_at_data_logits_, check_positive
 from pyrovae.models.base import Model
 from pyrovae.registry import register_model
 
@@ -194,6 +194,18 @@ class AssociativeCompressionNetwork(Model):
         return dist.MixtureSameFamily(mixing, components)
 
     # ---------------------------------------------------------------- the observation
+
+    @property
+    def default_init(self) -> str:
+        """``burda`` with the MLP decoder (its output bias per pixel), ``torch`` with the PixelCNN."""
+        return "burda" if self.options.decoder == "mlp" else "torch"
+
+    def init_from_data(self, x: torch.Tensor, **unused) -> None:
+        """Start the MLP decoder's output at the logits of the data's mean pixel (``init="burda"``)."""
+        if self.options.decoder != "mlp":
+            raise ValueError("init='burda' sets the MLP decoder's output bias per pixel; the PixelCNN decoder has "
+                             "none: use init='glorot' or 'torch'")
+        bias_at_data_logits_(self.decoder[-1], x)
 
     def likelihood(self, z: torch.Tensor, x: torch.Tensor) -> dist.Distribution:
         """p(x | z) (scored at ``x``: the PixelCNN's conditionals read the pixels before each)."""

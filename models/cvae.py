@@ -54,7 +54,7 @@ import torch.nn.functional as F
 import pyrovae.data.halves  # noqa: F401  (registers the "mnist-halves" data set with the model that uses it)
 from pyrovae.infer.importance import batch_size_of, observed_sites
 from pyrovae.infer.objectives import ELBO, Objective
-from pyrovae.nn import MLP, check_positive
+from pyrovae.nn import MLP, bias_at_data_logits_, check_positive
 from pyrovae.models.base import Model, broadcast_cat
 from pyrovae.registry import register_model, register_objective
 
@@ -116,6 +116,11 @@ class CVAE(Model):
         batch shape ``z.shape[:-1]`` (``x.shape[:-1]`` without z)."""
         logits = self.generator(x if self.deterministic else broadcast_cat(x, z))
         return dist.Bernoulli(logits=logits, validate_args=False).to_event(1)
+
+    def init_from_data(self, x: torch.Tensor, y: torch.Tensor, **unused) -> None:
+        """Start the generator's output at the logits of the outputs' mean pixel (``init="burda"``,
+        the default of ``fit``)."""
+        bias_at_data_logits_(self.generator[-1], y)
 
     def forward(self, x: torch.Tensor, y: Optional[torch.Tensor] = None):
         """The model: ``y`` observed given ``x`` (both ``(N, dim)``), or drawn when None."""

@@ -47,7 +47,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from pyrovae.nn import MLP, check_positive
+from pyrovae.nn import MLP, check_positive, output_at_data_mean_
 from pyrovae.models.base import Model, StandardNormalPrior
 from pyrovae.registry import register_model
 
@@ -99,6 +99,10 @@ class LeastSquaresVAE(StandardNormalPrior, Model):
         """N(f(z), scale^2 I): -log p(x | z) = ||x - f(z)||^2 / (2 scale^2) + const."""
         loc = self.decoder(z)
         return dist.Normal(loc, torch.full_like(loc, self.options.scale)).to_event(1)
+
+    def init_from_data(self, x: torch.Tensor, **unused) -> None:
+        """Start the decoder's output at the data's mean (``init="burda"``, the default of ``fit``)."""
+        output_at_data_mean_(self.decoder[-1], x, "gaussian")
 
     def penalty(self) -> torch.Tensor:
         """||W||^2 over the decoder's weight matrices (biases excluded)."""

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from pyro import poutine
 
 from pyrovae.data.sets import as_sets
-from pyrovae.nn import MLP, check_positive
+from pyrovae.nn import MLP, bias_at_data_logits_, check_positive
 from pyrovae.models.base import Model, broadcast_cat
 from pyrovae.registry import register_model
 
@@ -119,6 +119,18 @@ class NeuralStatistician(Model):
             return dist.Bernoulli(logits=out, validate_args=False).to_event(1)
         loc, raw_scale = out.split(self.x_dim, -1)
         return dist.Normal(loc, F.softplus(raw_scale) + MIN_SCALE).to_event(1)
+
+    @torch.no_grad()
+    def init_from_data(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, **unused) -> None:
+        """Start the decoder's output at the mean of the sets' real items (``init="burda"``, the
+        default of ``fit``): its logits (Bernoulli), or the Gaussian's mean (the scale outputs
+        keep their bias)."""
+        x, mask = as_sets(x, mask)
+        items = x[mask]
+        if self.likelihood_name == "bernoulli":
+            bias_at_data_logits_(self.decoder[-1], items)
+        else:
+            self.decoder[-1].bias[:self.x_dim] = items.mean(0).to(self.decoder[-1].bias)
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, sizes: Optional[torch.Tensor] = None):
         """The model of the sets ``x`` ``(S, M, D)`` with ``mask`` ``(S, M)`` (``sizes``, a batch

@@ -109,6 +109,10 @@ class VarianceVAE(VAE):
         self.decoder = VarianceMLP(o.z_dim, o.hidden_dims, o.x_dim, o.variance_layers, o.activation, o.bias,
                                    o.prior, o.prior_scale)
 
+    #: fit's default init (pyrovae.nn.default_init): the variance layers start as the paper's do
+    #: (torch's layers); ``init="burda"`` may still be asked for
+    default_init = "torch"
+
     def weights_kl(self) -> torch.Tensor:
         """KL(q(W) || p(W)) over the decoder's variance layers."""
         return self.decoder.kl()

@@ -104,6 +104,24 @@ def output_at_data_mean_(linear: nn.Linear, x: torch.Tensor, likelihood: str = "
 INITS = ("torch", "glorot", "burda")
 
 
+def default_init(model) -> str:
+    """The init a new run of ``model`` gets when none is asked for (``fit(init=None)``, ``pyrovae
+    fit`` without ``--init``): the model's own ``default_init`` if it declares one, else
+    ``"burda"`` for a model that can start its output at the data's mean (it has
+    ``init_from_data``: a Bernoulli or Gaussian likelihood over the pixels), else ``"torch"``.
+    Measured: docs/vae.md#initialisation, docs/hierarchical.md, docs/semi-supervised.md.
+
+    >>> class Decoder(torch.nn.Linear):
+    ...     def init_from_data(self, x, **unused): pass
+    >>> default_init(Decoder(2, 6)), default_init(lambda x: None)
+    ('burda', 'torch')
+    """
+    declared = getattr(model, "default_init", None)
+    if isinstance(declared, str):
+        return declared
+    return "burda" if callable(getattr(model, "init_from_data", None)) else "torch"
+
+
 def initialize_(model, guide, batch: dict, scheme: str = "torch") -> None:
     """Initialise a pair's weights in place when a run starts.
 

@@ -89,6 +89,12 @@ class ProcessGroup:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    @torch.no_grad()
+    def copy_from_main(self, tensors) -> None:
+        """Overwrite each of ``tensors`` on every rank by rank 0's (in place)."""
+        for tensor in tensors:
+            dist.broadcast(tensor.data, src=0)
+
     def on_main(self, fn):
         """Run ``fn()`` on rank 0 only and return its result on every rank; an exception it
         raises is raised on every rank (so that none waits for the others forever)."""

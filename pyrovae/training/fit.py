@@ -38,7 +38,7 @@ from pyrovae.evaluation.log_likelihood import elbo as mean_elbo
 from pyrovae.evaluation.monitors import epoch_monitors
 from pyrovae.guides.base import objective_name_of
 from pyrovae.infer.objectives import Objective
-from pyrovae.nn import initialize_
+from pyrovae.nn import default_init, initialize_
 from pyrovae.training.checkpoint import Checkpoints, rng_state, set_rng_state
 from pyrovae.training.files import CHECKPOINT_FILE, METRICS_FILE, RUN_FILE, interrupts_deferred, write_json, write_metrics
 from pyrovae.training.heartbeat import Heartbeat
@@ -130,6 +130,8 @@ def fit(model: Callable, guide: Callable, data, *, objective=None, epochs: int =
     2
     """
     opts = FitOptions.merge(options, more)
+    if opts.init is None:  # the model's: burda where its output can start at the data's mean, else torch
+        opts = FitOptions.merge(opts, {"init": default_init(model)})
     check_numbers(epochs, batch_size, lr, opts.valid_batch_size, opts.log_every, opts.valid_every)
     if opts.resume and out_dir is None:
         raise UsageError("resume=True needs the out_dir of the run to continue")
@@ -199,6 +201,8 @@ def _initialize(s: Setup, init: str) -> None:
         initialize_(s.model, s.guide, head(s.source, INIT_ROWS, s.device) if init == "burda" else {}, init)
     except ValueError as error:
         raise UsageError(str(error)) from None
+    if s.group is not None and init != "torch":  # each rank drew its own Glorot weights: rank 0's for all
+        s.group.copy_from_main([p for group in s.optimizer.param_groups for p in group["params"]])
 
 
 def _start(run: _Run, lr: float) -> None:

@@ -66,8 +66,10 @@ class FitOptions:
         would change the parameters' shapes or the data (its files, for data read from a path) is refused.
     :param str init: how a new run's weights start: ``torch`` (torch's defaults), ``glorot``,
         or ``burda`` (Glorot weights and the decoder's output at the data's mean, for models with
-        ``init_from_data``: vae, hvae, m2), see :func:`pyrovae.nn.initialize_`; a resumed run
-        keeps the weights it saved (and run.json the init it started with).
+        ``init_from_data``), see :func:`pyrovae.nn.initialize_`; default: the model's,
+        :func:`pyrovae.nn.default_init` (``burda`` where the model's likelihood over the pixels
+        allows it, else ``torch``). run.json records the init used; a resumed run keeps the
+        weights it saved (and run.json the init it started with).
     :param int num_workers: loader processes that read a streamed Dataset (a DataLoader keeps
         its own; 0: read in this process).
     :param max_bytes: hold a Dataset on the device when its estimated size is at most this
@@ -92,7 +94,7 @@ class FitOptions:
     config: Optional[dict] = field(default=None, metadata=NO_FLAG)
     figures: bool = field(default=True, metadata=NO_FLAG)
     resume: bool = False
-    init: str = field(default="torch", metadata={"choices": INITS})
+    init: Optional[str] = field(default=None, metadata={"choices": INITS})
     num_workers: int = 0
     max_bytes: Optional[int] = field(default=None, metadata=NO_FLAG)
     compile: bool = False

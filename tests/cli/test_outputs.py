@@ -26,6 +26,11 @@ def test_log_every_prints_one_line_per_epoch(run):
     assert "train loss" in lines[0] and "valid ELBO" in lines[0]
 
 
+def test_a_new_run_of_the_default_pair_starts_at_the_data_mean_and_run_json_says_so(run):
+    folder, _ = run  # vae: its Bernoulli decoder starts at the logits of the mean pixel (--init burda)
+    assert json.loads((folder / "run" / "run.json").read_text())["init"] == "burda"
+
+
 def test_no_epoch_lines_by_default(tmp_path):
     result = pyrovae("fit", *QUICK, "--out", "run", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

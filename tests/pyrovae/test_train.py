@@ -23,7 +23,7 @@ def test_short_fit_on_digits_raises_the_validation_elbo():
     model, guide = small_pair()
     result = fit(model, guide, "digits", epochs=6, batch_size=50, lr=3e-3, progress=False)
     elbos = [m["valid_elbo"] for m in result.metrics]
-    assert elbos[-1] > elbos[0] + 3.0, elbos
+    assert elbos[-1] > elbos[0] + 1.0, elbos  # from the data-mean start (the default init): no plateau to climb
     assert [m["epoch"] for m in result.metrics] == list(range(1, 7))
 
 

@@ -11,8 +11,9 @@ import torch
 from pyrovae import fit
 from pyrovae.errors import UsageError
 from pyrovae.guides import BottomUpGuide, DiagNormalGuide
-from pyrovae.models import M2, VAE, HierarchicalVAE
-from pyrovae.nn import MLP, bias_at_data_logits_, glorot_, initialize_
+from pyrovae.models import (CVAE, M2, VAE, AssociativeCompressionNetwork, HierarchicalVAE, HypersphericalVAE,
+                            LeastSquaresVAE, NeuralStatistician, VarianceVAE)
+from pyrovae.nn import MLP, bias_at_data_logits_, default_init, glorot_, initialize_
 
 G = torch.Generator().manual_seed(0)
 X = torch.bernoulli(torch.rand(200, 6, generator=G).mul(0.8), generator=G)
@@ -90,3 +91,60 @@ def test_burda_init_for_a_model_without_init_from_data_is_refused_before_anythin
     with pytest.raises(UsageError, match="init='burda' sets the output bias from the data.*use init='glorot'"):
         fit(model, guide, X, epochs=1, batch_size=50, progress=False, out_dir=tmp_path / "run", init="burda")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("model, target", [
+    (CVAE(x_dim=3, y_dim=6, z_dim=2, hidden_dims=(8,)), "y"),
+    (AssociativeCompressionNetwork(x_dim=6, z_dim=2, hidden_dims=(8,)), "x"),
+    (LeastSquaresVAE(x_dim=6, z_dim=2, hidden_dims=(8,)), "x"),
+    (NeuralStatistician(x_dim=6, c_dim=2, z_dim=2, hidden_dims=(8,)), "x"),
+    (NeuralStatistician(x_dim=6, c_dim=2, z_dim=2, hidden_dims=(8,), likelihood="gaussian"), "x"),
+])
+def test_the_other_pixel_decoders_start_at_the_data_mean(model, target):
+    head = getattr(model, "decoder", None) or model.generator
+    bias = head[-1].bias
+    if isinstance(model, NeuralStatistician):  # sets of 4 items, the last item of each set padding
+        mask = torch.ones(50, 4, dtype=torch.bool)
+        mask[:, -1] = False
+        x = X.reshape(50, 4, 6).clone()
+        x[:, -1] = 1.0  # padding must not count
+        before = bias.detach().clone()
+        model.init_from_data(x=x, mask=mask)
+        mean = X.reshape(50, 4, 6)[:, :3].reshape(-1, 6).mean(0)
+        if model.likelihood_name == "gaussian":
+            assert bias[:6].tolist() == pytest.approx(mean.tolist(), abs=1e-5)
+            assert torch.equal(bias[6:].detach(), before[6:])  # the scale outputs keep theirs
+            return
+    else:
+        batch = {"x": X[:, :3], "y": X} if target == "y" else {"x": X}
+        model.init_from_data(**batch)
+        mean = X.mean(0)
+    got = bias if isinstance(model, LeastSquaresVAE) else torch.sigmoid(bias)
+    assert got.tolist() == pytest.approx(mean.clamp(1e-3, 1 - 1e-3).tolist(), abs=1e-5)
+    assert default_init(model) == "burda"
+
+
+def test_the_default_init_is_burda_where_the_output_starts_at_the_data_mean_else_torch():
+    assert [default_init(m) for m in (VAE(6, 2, (8,)), M2(x_dim=6, z_dim=2, num_classes=3),
+                                      HypersphericalVAE(6, 3, (8,)))] == ["burda"] * 3
+    assert default_init(VarianceVAE(x_dim=6, z_dim=2, hidden_dims=(8, 8))) == "torch"  # its variance layers' own start
+    acn = AssociativeCompressionNetwork(x_dim=16, z_dim=2, decoder="pixelcnn", image_shape=(4, 4))
+    assert default_init(acn) == "torch"
+    with pytest.raises(ValueError, match="the PixelCNN decoder has none"):
+        acn.init_from_data(x=X[:, :1].expand(200, 16))
+    assert default_init(lambda x: None) == "torch"  # a plain function: nothing to start from the data
+
+
+def test_fit_starts_a_pixel_model_at_the_data_mean_by_default_and_records_it(tmp_path):
+    pyro.set_rng_seed(0)
+    model, guide = VAE(6, 2, (8,)), DiagNormalGuide(6, 2, (8,))
+    fit(model, guide, X, epochs=1, batch_size=50, lr=1e-12, progress=False, figures=False, out_dir=tmp_path / "run")
+    target = X.mean(0).clamp(1e-3, 1 - 1e-3)
+    assert torch.sigmoid(model.decoder[-1].bias.detach()).tolist() == pytest.approx(target.tolist(), abs=1e-4)
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["init"] == "burda"
+    pyro.set_rng_seed(0)
+    torch_default = VAE(6, 2, (8,))
+    pyro.set_rng_seed(0)
+    model = VAE(6, 2, (8,))
+    fit(model, DiagNormalGuide(6, 2, (8,)), X, epochs=1, batch_size=50, lr=1e-12, progress=False, init="torch")
+    assert torch.allclose(model.decoder[-1].bias, torch_default.decoder[-1].bias)  # init="torch": as built
