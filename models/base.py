@@ -29,8 +29,10 @@ num_samples=)``     when the data is left out
 ``sampling``        pass per pixel (``pixelcnn-vae``)        to ``pyrovae sample``
 ``likelihoods``     ``None``; the ``likelihood`` option's   ``pyrovae fit``: 8-bit images get
                     choices                                 ``logistic-mixture`` where listed
-``init_from_data``  ``None``: no data-dependent             ``fit(init="burda")``
-                    initialisation
+``init_from_data``  ``None``: no data-dependent             ``fit(init="burda")``, the default
+                    initialisation                          where defined
+``default_init``    ``None``: ``burda`` with                fit's and the CLI's default init
+                    ``init_from_data``, else ``torch``      (:func:`pyrovae.nn.default_init`)
 ``data_plate``      ``None``: the outermost plate           the importance core
 ==================  ======================================  =======================================
 
@@ -115,6 +117,10 @@ class Model(Configurable, PyroModule):
     #: (:func:`pyrovae.nn.output_at_data_mean_`). ``None``: the model has none, and
     #: ``init="burda"`` is refused with a message that says so.
     init_from_data: ClassVar[Optional[Callable[..., None]]] = None
+
+    #: the init a new run gets when none is asked for (a str, or a property); ``None``:
+    #: ``burda`` where ``init_from_data`` is defined, else ``torch`` (:func:`pyrovae.nn.default_init`)
+    default_init: ClassVar[Optional[str]] = None
 
     def forward(self, x: Optional[torch.Tensor] = None, num_samples: Optional[int] = None):
         """The model of a batch: the batch's tensors as keyword arguments (``x``; a conditional
