@@ -301,7 +301,7 @@ def _train_epoch(run: _Run, epoch: int, bar) -> dict:
 def _end_epoch(run: _Run, epoch: int, row: dict) -> None:
     """After epoch ``epoch``: the validation ELBO and monitors (every ``valid_every`` epochs and
     after the last) into ``row``, the row into the metrics, a line every ``log_every`` epochs,
-    and the checkpoint with run.json and metrics.csv (all or none)."""
+    and the checkpoint with run.json and metrics.jsonl (all or none)."""
     s, opts, out_dir = run.s, run.s.opts, run.out_dir
     if s.valid is not None and opts.valid_every and ((epoch + 1) % opts.valid_every == 0 or epoch + 1 == run.epochs):
         t1 = time.perf_counter()
