@@ -48,8 +48,10 @@ def test_bare_command_prints_the_usage_and_version(capsys):
     (["sample", "/nonexistent/run", "--n", "0"], 2, ["--n must be >= 1"]),
     (["frobnicate"], 2, ["unknown command 'frobnicate'"]),
     (["fit", "--num-bins", "1", "--out", "x"], 2, ["--num-bins must be at least 2, got 1"]),  # an option's check,
-    (["fit", "--likelihood", "foo", "--out", "x"], 2, ["unknown --likelihood 'foo'", "logistic-mixture"]),  # in flags
-    (["fit", "--model", "m2", "--likelihood", "logistic-mixture", "--out", "x"], 2, ["M2 has no --likelihood"]),
+    # a Literal option's choices: argparse refuses another value, naming the flag and the choices
+    (["fit", "--likelihood", "foo", "--out", "x"], 2, ["argument --likelihood: invalid choice: 'foo'", "logistic-mixture"]),
+    (["fit", "--model", "m2", "--likelihood", "logistic-mixture", "--out", "x"], 2,
+     ["argument --likelihood: invalid choice: 'logistic-mixture'", "'gaussian'"]),
     (["fit", "--data", "synthetic-sets", "--binarize", "static", "--out", "x"], 2, ["--binarize static cannot apply"]),
 ])
 def test_usage_errors(argv, status, fragments, capsys):
