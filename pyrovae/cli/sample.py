@@ -42,13 +42,13 @@ def main(argv: List[str]) -> int:
     out = Path(args.out) if args.out else Path(args.run) / f"samples-{args.n}-seed{args.seed}.png"
     common.refuse_overwrite(out, args.force, other_name=True)
     run, dataset, device = common.load_run(args, saved)
-    check_can_sample(run.model)  # one line naming why not
+    check_can_sample(run.model, like=dataset.test)  # one line naming why not
     if not is_image_shape(dataset.image_shape):
         raise UsageError(f"pyrovae sample draws an image grid, and data {saved.get('data')!r} has shape "
                          f"{dataset.image_shape}, not an image; draw samples from Python "
                          f"(pyrovae.evaluation.sampling.prior_samples(run.model, N))")
     common.set_threads(args.threads, common.linear_flops(run.model, run.guide))
     pyro.set_rng_seed(args.seed)  # after loading: the draws depend on the seed alone
-    common.write_public(out, lambda tmp: save_samples(run.model, args.n, dataset.image_shape, tmp))
+    common.write_public(out, lambda tmp: save_samples(run.model, args.n, dataset.image_shape, tmp, like=dataset.test))
     print(out)
     return 0

@@ -113,13 +113,14 @@ def save_image_grid(images: torch.Tensor, image_shape, path, title: str = "", nc
     return save_figure(fig, path)
 
 
-def save_samples(model, num_samples: int, image_shape, path) -> Path:
-    """``num_samples`` draws of the model's generative process (:func:`prior_samples`), titled
-    with what they are; :class:`~pyrovae.evaluation.sampling.CannotSampleError` for a model
-    that does not draw x ~ p(x) on its own."""
+def save_samples(model, num_samples: int, image_shape, path, like=None) -> Path:
+    """``num_samples`` draws of the model's generative process (:func:`prior_samples`; ``like``,
+    a batch with the data's shapes, for a plain Pyro model), titled with what they are;
+    :class:`~pyrovae.evaluation.sampling.CannotSampleError` for a model that does not draw
+    x ~ p(x) on its own."""
     from pyrovae.evaluation.sampling import prior_samples
 
-    x, title = prior_samples(model, num_samples)
+    x, title = prior_samples(model, num_samples, like=like)
     return save_image_grid(x.reshape(num_samples, -1), image_shape, path, f"samples: {title}")
 
 
@@ -165,7 +166,7 @@ def save_run_figures(run_dir, model, guide, metrics, data: Dict[str, torch.Tenso
     if is_image_shape(image_shape):
         try:
             if not getattr(model, "sequential_sampling", False):
-                paths.append(save_samples(model, n, image_shape, run_dir / "samples.png"))
+                paths.append(save_samples(model, n, image_shape, run_dir / "samples.png", like=data))
         except CannotSampleError:  # the model says why when `pyrovae sample` asks
             pass
         recon_batch = {k: v[:32] for k, v in data.items()}

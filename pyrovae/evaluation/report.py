@@ -201,7 +201,7 @@ def _figures(out, run, dataset, test, khat, monitors, plots, results, site=None)
             results["skipped"]["samples"] = "drawn pixel by pixel; run `pyrovae sample RUN --n 16`"
         elif not (out / "samples.png").exists():
             steps.append(("samples", lambda: plots.save_samples(run.model, 64, dataset.image_shape,
-                                                                out / "samples.png")))
+                                                                out / "samples.png", like=test)))
         if not (out / "reconstructions.png").exists():
             steps.append(("reconstructions", lambda: plots.save_reconstructions(
                 run.model, run.guide, {k: v[:32] for k, v in test.items()}, dataset.image_shape,

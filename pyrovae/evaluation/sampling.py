@@ -10,8 +10,14 @@ A model offers it in one of two ways (docs/writing-a-pair.md):
 
 A model that can do neither (a conditional model, one whose prior reads other datapoints,
 sequences and sets) names the reason in its ``cannot_sample`` attribute, one line that
-:class:`CannotSampleError` repeats. Nothing here reads a data set: the draws are a function of
-the model and the random seed alone.
+:class:`CannotSampleError` repeats.
+
+A user's plain Pyro model (a function with ``pyro.module``) has neither hook. Given ``like``, a
+batch with the data's shapes, it is run with z ~ p(z) and its observed site's mean is shown,
+once with the batch's values set to 0 and once to 1 under the same random state: only where
+the two agree (the process does not read the observed values, as an autoregressive decoder
+would) are they samples; otherwise :class:`CannotSampleError` says so. Nothing here draws from
+the values of a data set: the draws are a function of the model and the random seed alone.
 
 >>> from pyrovae.models import VAE
 >>> x, title = prior_samples(VAE(x_dim=6, z_dim=2), 4)
@@ -54,29 +60,59 @@ def _forward_takes_num_samples(model) -> bool:
         return False
 
 
-def check_can_sample(model) -> None:
+def _name(model) -> str:
+    return getattr(model, "registry_name", None) or getattr(model, "__name__", None) or type(model).__name__
+
+
+def check_can_sample(model, like=None) -> None:
     """Raise :class:`CannotSampleError` (one line, the model's ``cannot_sample`` reason) unless
-    :func:`prior_samples` can draw from ``model``."""
+    :func:`prior_samples` can draw from ``model`` (a model without a sampling hook: only
+    given ``like``, a batch with the data's shapes)."""
     reason = getattr(model, "cannot_sample", None)
-    if reason or (sample_method(model) is None and not _forward_takes_num_samples(model)):
-        name = getattr(model, "registry_name", None) or getattr(model, "__name__", None) or type(model).__name__
+    if reason or (sample_method(model) is None and not _forward_takes_num_samples(model) and like is None):
         reason = reason or "it has no sample(num_samples) method and its forward takes no num_samples"
-        raise CannotSampleError(f"model {name!r} does not draw x ~ p(x) on its own: {reason}")
+        raise CannotSampleError(f"model {_name(model)!r} does not draw x ~ p(x) on its own: {reason}")
+
+
+def _mean_at_prior(model, like: dict, num_samples: int) -> torch.Tensor:
+    """The observed site's mean at z ~ p(z), with ``like``'s shapes and ``num_samples`` rows;
+    :class:`CannotSampleError` where it depends on the values the batch holds."""
+    import pyro
+
+    from pyrovae.evaluation.plots import grey_scale, observed_mean
+
+    rows = {k: v[:1].expand(num_samples, *v.shape[1:]) for k, v in like.items()}
+    seed = int(torch.randint(2 ** 31, ()))
+    means = []
+    for fill in (0, 1):
+        pyro.set_rng_seed(seed)
+        chosen, mean = observed_mean(model, {k: torch.full_like(v, fill) for k, v in rows.items()}, return_site=True)
+        means.append(mean / grey_scale(chosen["fn"]))
+    if not torch.equal(*means):
+        raise CannotSampleError(
+            f"model {_name(model)!r} does not draw x ~ p(x) on its own: its generative process reads the observed "
+            "values (an autoregressive decoder?); give it a sample(num_samples) method (docs/writing-a-pair.md)")
+    return means[0]
 
 
 @torch.no_grad()
-def prior_samples(model, num_samples: int) -> Tuple[torch.Tensor, str]:
+def prior_samples(model, num_samples: int, like=None) -> Tuple[torch.Tensor, str]:
     """``(x, title)``: ``num_samples`` draws of the model's generative process and what they
     are (``"x ~ p(x)"``, or ``"mean of p(x | z), z ~ p(z)"`` for a model whose ``sample``
     shows the likelihood's mean).
 
+    :param dict like: for a model with neither hook (a user's plain Pyro model), a batch with
+        the data's shapes (its values are not read; see above).
     :raises CannotSampleError: the model offers neither ``sample(num_samples)`` nor
-        ``forward(num_samples=)``; the message is the model's ``cannot_sample`` line.
+        ``forward(num_samples=)`` (nor, given ``like``, a process that ignores the observed
+        values); the message is the model's ``cannot_sample`` line.
     """
     from pyrovae.evaluation.log_likelihood import eval_mode
 
-    check_can_sample(model)
+    check_can_sample(model, like)
     method = sample_method(model)
+    if method is None and not _forward_takes_num_samples(model):
+        return _mean_at_prior(model, like, num_samples), MEAN_TITLE
     with eval_mode(model):
         if method is not None:
             mean = inspect.signature(method).parameters.get("mean")

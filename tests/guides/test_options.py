@@ -58,8 +58,14 @@ def test_a_saved_spec_rebuilds_the_same_object(kind, name):
                        "activation": "tanh"}),
 ])
 def test_runs_saved_by_older_code_still_build(kind, name, options):
-    built = build((get_model if kind == "model" else get_guide)(name), options)
-    assert spec_of(built) == {"name": name, "options": options}
+    factory = (get_model if kind == "model" else get_guide)(name)
+    built = build(factory, options)
+    spec = spec_of(built)
+    assert spec["name"] == name
+    assert {k: spec["options"][k] for k in options} == options  # what was saved is kept
+    declared = constructor_options(factory)  # options added since take their declared defaults
+    added = {k: v for k, v in spec["options"].items() if k not in options}
+    assert added == {k: declared[k].default for k in added}
 
 
 def test_planar_and_radial_keep_their_defaults():

@@ -75,3 +75,35 @@ def test_diagnose_refuses_what_is_not_a_loaded_run_before_writing(tmp_path):
     with pytest.raises(TypeError, match=r"diagnose takes a loaded run \(pyrovae.load_run\(path\)\), got SimpleNamespace"):
         diagnose(stand_in, types.SimpleNamespace(test={"x": x}, image_shape=(8, 8)), num_samples=2)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_plain_models_samples_do_not_read_the_data_values():
+    from pyrovae.evaluation.sampling import prior_samples
+
+    pair, one, other = ObsPair(), _images(7), 1 - _images(2)  # (torch.bernoulli draws from the global stream)
+    pyro.set_rng_seed(3)
+    a, title = prior_samples(pair.model, 5, like={"x": one})
+    pyro.set_rng_seed(3)
+    b, _ = prior_samples(pair.model, 5, like={"x": other})
+    assert torch.equal(a, b) and a.shape == (5, X_DIM) and title == "mean of p(x | z), z ~ p(z)"
+    pyro.set_rng_seed(3)
+    seed = int(torch.randint(2 ** 31, ()))  # the draw prior_samples makes, then z ~ p(z) by hand
+    pyro.set_rng_seed(seed)
+    z = dist.Normal(torch.zeros(5, Z_DIM), 1.0).sample()
+    assert torch.allclose(a, torch.sigmoid(pair.decoder(z)))
+
+
+def test_a_plain_model_that_reads_its_observed_values_cannot_sample():
+    from pyrovae.evaluation.sampling import CannotSampleError, prior_samples
+
+    pair = ObsPair()
+
+    def autoregressive(x):  # each pixel's logit reads the pixels before it: the mean needs sequential draws
+        pyro.module("decoder", pair.decoder)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(Z_DIM), 1.0).to_event(1))
+            shifted = torch.nn.functional.pad(x[:, :-1], (1, 0))
+            pyro.sample("obs", dist.Bernoulli(logits=pair.decoder(z) + 3 * shifted).to_event(1), obs=x)
+
+    with pytest.raises(CannotSampleError, match="reads the observed values .* give it a sample\\(num_samples\\) method"):
+        prior_samples(autoregressive, 4, like={"x": _images(4)})
