@@ -3,7 +3,7 @@ the reference of docs/semi-supervised.md ("M2 against Pyro's example").
 
 The example's data loader (``utils/mnist_cached.py``) subclasses
 ``pyro.contrib.examples.util.MNIST``, a torchvision data set that downloads. This script puts in
-its place one class that reads the IDX files (``$MNIST_IDX``, default /work/shared/data/mnist)
+its place one class that reads the IDX files (``$MNIST_IDX``, default ``$PYROVAE_DATA/mnist``)
 with numpy and exposes the same ``.data`` (uint8, N x 28 x 28) and ``.targets`` (int64, N)
 tensors; it stubs ``visdom`` (imported at module level, used only with ``--visualize``), sets one
 torch thread, and runs the example as ``__main__`` with the arguments given. Everything else
@@ -27,7 +27,7 @@ torch.set_num_threads(1)
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "shim"))
 sys.path.insert(0, HERE)
-IDX = os.environ.get("MNIST_IDX", "/work/shared/data/mnist")
+IDX = os.environ.get("MNIST_IDX") or os.path.join(os.environ.get("PYROVAE_DATA", "."), "mnist")
 
 
 def _idx(name):
