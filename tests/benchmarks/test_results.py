@@ -3,6 +3,7 @@ row citing a page that has its anchor; --quick covers every script (and, marked 
 
 import importlib.util
 import json
+import os
 import re
 import subprocess
 import sys
@@ -110,3 +111,39 @@ def test_every_row_cites_a_docs_page_and_heading_that_exist():
 def test_the_page_is_linked_from_the_index_and_the_readme():
     assert "(results.md)" in (ROOT / "docs" / "index.md").read_text()
     assert "(docs/results.md)" in (ROOT / "README.md").read_text()
+
+
+def test_quick_names_every_benchmark_script():
+    mod = _module()
+    scripts = {p.name for p in (ROOT / "benchmarks").glob("*.py") if mod.is_script(p)}
+    named = set(mod.QUICK) | set(mod.CANNOT)
+    assert scripts == named, (sorted(scripts - named), sorted(named - scripts))
+    assert not set(mod.QUICK) & set(mod.CANNOT)
+    for name in mod.QUICK:  # every output goes to the scratch folder, never into the repository
+        args = mod.quick_args(name, "/scratch")
+        for flag in ("--json", "--figure", "--figures", "--out", "--text", "--features"):
+            if flag in args:
+                assert args[args.index(flag) + 1].startswith("/scratch"), (name, flag)
+
+
+def test_quick_refuses_an_unknown_script():
+    p = _run("--quick", "--scripts", "nope.py")
+    assert p.returncode == 2 and "no benchmarks/nope.py" in p.stderr
+
+
+@pytest.mark.slow
+def test_quick_runs_every_benchmark_script(data_dir, tmp_path):
+    """Minutes: each script with tiny settings (that it runs, not its figures)."""
+    env = {**os.environ, "PYROVAE_DATA": str(data_dir)}
+    keep = tmp_path / "quick"
+    p = subprocess.run(["nice", "-n", "5", sys.executable, str(SCRIPT), "--quick", "--keep", keep], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=3600)
+    assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-2000:]
+    # a fresh run replaces a documented figure: each file's template reads its script's real JSON
+    mod = _module()
+    with_fresh = [r for r in mod.load_rows() if r.get("fresh")]
+    assert with_fresh
+    for row in with_fresh:
+        args = mod.quick_args(row["fresh"]["script"], keep)
+        run = Path(args[args.index("--json") + 1])
+        assert row["fresh"]["ours"].format(r=mod._keyed(json.loads(run.read_text()))), row["name"]
