@@ -52,6 +52,7 @@ def test_bare_command_prints_the_usage_and_version(capsys):
     (["fit", "--likelihood", "foo", "--out", "x"], 2, ["argument --likelihood: invalid choice: 'foo'", "logistic-mixture"]),
     (["fit", "--model", "m2", "--likelihood", "logistic-mixture", "--out", "x"], 2,
      ["argument --likelihood: invalid choice: 'logistic-mixture'", "'gaussian'"]),
+    (["fit", "--scale", "-1", "--out", "x"], 2, ["--scale must be positive"]),  # said with the flags
     (["fit", "--data", "synthetic-sets", "--binarize", "static", "--out", "x"], 2, ["--binarize static cannot apply"]),
 ])
 def test_usage_errors(argv, status, fragments, capsys):
