@@ -52,12 +52,12 @@ whose data set is missing here (Fashion-MNIST) is listed as skipped.
 
 Columns: the paper's figure; the reference implementation's figure at equal budget (or why
 there is none); ours, with the budget and the command that gave it; whether the paper's
-direction of effect holds here, with the measured cause where it does not ("not measured"
-says that the cause is still open). Figures are nats unless said; ± is a standard error,
+direction of effect holds here ("not measured": the effect itself was not measured), with the
+measured cause where it does not ("not measured" in that column: the cause is still open). Figures are nats unless said; ± is a standard error,
 "paired" a difference on the same test items. Machine: a shared 2-core x86_64 CPU, one torch
 thread, unless the budget names a GPU. Most figures were measured before Burda et al.'s
 initialisation became the default (their pages say so): those rows are from torch's layers, and
-their commands need `--init torch` to reproduce them (docs/vae.md#initialisation).
+their commands need `--init torch` to reproduce them ([vae.md](vae.md#initialisation)).
 """
 
 
