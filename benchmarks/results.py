@@ -45,9 +45,10 @@ documented on each family's page, which the first column links) and, where prese
 benchmark JSON (`runs/results/<name>.json`, written by the row's script with `--json`: it replaces
 "ours" and the command, marked "fresh"; the direction and cause stay as documented until the
 results file is updated); do not edit by hand. `python benchmarks/results.py
---quick` smoke-runs every benchmark script (that they run, not their figures): 31 ran in about
-14 minutes in all (the longest, `m2_ablation.py`, 140 s) on the shared 2-core machine under the
-load of other jobs, one torch thread, `nice`; one cannot be made quick and says why, and a script
+--quick` smoke-runs every benchmark script (that they run, not their figures): 31 ran in 7 to 14
+minutes in all (433 s in the slow test `tests/benchmarks/test_results.py`; the longest script,
+`m2_ablation.py`, 140 s) on the shared 2-core machine under the load of other jobs, one torch
+thread, `nice`; one cannot be made quick and says why, and a script
 whose data set is missing here (Fashion-MNIST) is listed as skipped.
 
 Columns: the paper's figure; the reference implementation's figure at equal budget (or why
