@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pyrovae.data.inputs import eval_split, is_tensor_data, resolve_dataset
+from pyrovae.infer.importance import eval_mode  # noqa: F401 (imported from here by evaluation's modules)
 from pyrovae.infer.importance import (
     batch_size_of, bind_batch, guess_max_plate_nesting, log_weights, mean_and_stderr, summarize,
 )
@@ -62,19 +63,6 @@ class LogLikelihood:
             "ess_mean": float(self.ess.mean()),
             "ess_min": float(self.ess.min()),
         }
-
-
-@contextlib.contextmanager
-def eval_mode(*modules):
-    """Put nn.Modules in eval mode (no dropout, no input corruption) and restore after."""
-    modes = [(m, m.training) for m in modules if isinstance(m, torch.nn.Module)]
-    for m, _ in modes:
-        m.train(False)
-    try:
-        yield
-    finally:
-        for m, was_training in modes:
-            m.train(was_training)
 
 
 def default_max_pass(device) -> int:

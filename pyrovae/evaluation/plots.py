@@ -17,56 +17,14 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import pyro.poutine as poutine
 import torch
-from torch.distributions import constraints
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from pyrovae.evaluation.log_likelihood import eval_mode
-from pyrovae.infer.importance import bind_batch, observed_sites
-
-
-def observed_site(trace, site: Optional[str] = None, conditioned: Sequence[str] = ()) -> dict:
-    """The observed site ``site`` of a model trace, or (``site=None``) its first observed site;
-    ``conditioned`` names latent sites fixed by ``poutine.condition`` (observed in the trace too)."""
-    observed = [s for s in observed_sites(trace) if s["name"] not in conditioned]
-    if not observed:
-        raise ValueError("the model has no observed site (obs=) to draw images from")
-    if site is None:
-        return observed[0]
-    for candidate in observed:
-        if candidate["name"] == site:
-            return candidate
-    raise ValueError(f"the model has no observed site {site!r}; its observed sites are "
-                     f"{[s['name'] for s in observed]}")
-
-
-def observed_mean(model: Callable, batch: Dict[str, torch.Tensor], guide: Optional[Callable] = None,
-                  site: Optional[str] = None, return_site: bool = False):
-    """The mean of the observed site ``site`` (default: the first) given z from the guide
-    (reconstruction) or, with no guide, from the prior (a sample of the model); with
-    ``return_site``, ``(site message, mean)``: the message holds the site's name and data."""
-    modules = (model, guide)
-    model = bind_batch(model, batch)
-    with torch.no_grad(), eval_mode(*modules):
-        if guide is not None:
-            guide_trace = poutine.trace(bind_batch(guide, batch)).get_trace(**batch)
-            model = poutine.replay(model, trace=guide_trace)
-        trace = poutine.trace(model).get_trace(**batch)
-    chosen = observed_site(trace, site)
-    return (chosen, chosen["fn"].mean) if return_site else chosen["fn"].mean
-
-
-def grey_scale(fn) -> float:
-    """What to divide a site's values by to draw them in [0, 1]: ``n`` for a likelihood on the
-    integers ``0..n`` (e.g. 8-bit grey levels, 255), else 1."""
-    while hasattr(fn, "base_dist"):
-        fn = fn.base_dist
-    support = fn.support
-    if isinstance(support, constraints.independent):
-        support = support.base_constraint
-    if isinstance(support, constraints.integer_interval) and support.upper_bound > 1:
-        return float(support.upper_bound)
-    return 1.0
+from pyrovae.evaluation.sampling import (  # noqa: F401 (grey_scale, observed_mean: re-exported)
+    CannotSampleError, grey_scale, observed_mean, observed_site, prior_samples,
+)
+from pyrovae.infer.importance import bind_batch
 
 
 def is_image_shape(image_shape) -> bool:
@@ -118,8 +76,6 @@ def save_samples(model, num_samples: int, image_shape, path, like=None) -> Path:
     a batch with the data's shapes, for a plain Pyro model), titled with what they are;
     :class:`~pyrovae.evaluation.sampling.CannotSampleError` for a model that does not draw
     x ~ p(x) on its own."""
-    from pyrovae.evaluation.sampling import prior_samples
-
     x, title = prior_samples(model, num_samples, like=like)
     return save_image_grid(x.reshape(num_samples, -1), image_shape, path, f"samples: {title}")
 
@@ -159,8 +115,6 @@ def save_run_figures(run_dir, model, guide, metrics, data: Dict[str, torch.Tenso
     samples.png is left out for a model that cannot draw x ~ p(x) on its own, and for one whose
     draws are sequential (``sequential_sampling``: pixelcnn-vae makes one network pass per
     pixel, minutes for a grid on a CPU): ``pyrovae sample`` draws them when asked."""
-    from pyrovae.evaluation.sampling import CannotSampleError
-
     run_dir = Path(run_dir)
     paths = [save_training_curves(metrics, run_dir / "training_curves.png")] if metrics else []
     if is_image_shape(image_shape):

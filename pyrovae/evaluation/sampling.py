@@ -28,15 +28,63 @@ the values of a data set: the draws are a function of the model and the random s
 from __future__ import annotations
 
 import inspect
-from typing import Tuple
+from typing import Optional, Sequence, Tuple
 
+import pyro.poutine as poutine
 import torch
+from torch.distributions import constraints
 
 from pyrovae.errors import PyrovaeError
+from pyrovae.infer.importance import bind_batch, eval_mode, observed_sites
 
-__all__ = ["CannotSampleError", "check_can_sample", "prior_samples", "sample_method"]
+__all__ = ["CannotSampleError", "check_can_sample", "grey_scale", "observed_mean", "observed_site", "prior_samples",
+           "sample_method"]
 
 MEAN_TITLE, DRAW_TITLE = "mean of p(x | z), z ~ p(z)", "x ~ p(x)"
+
+
+def observed_site(trace, site: Optional[str] = None, conditioned: Sequence[str] = ()) -> dict:
+    """The observed site ``site`` of a model trace, or (``site=None``) its first observed site;
+    ``conditioned`` names latent sites fixed by ``poutine.condition`` (observed in the trace too)."""
+    observed = [s for s in observed_sites(trace) if s["name"] not in conditioned]
+    if not observed:
+        raise ValueError("the model has no observed site (obs=) to draw images from")
+    if site is None:
+        return observed[0]
+    for candidate in observed:
+        if candidate["name"] == site:
+            return candidate
+    raise ValueError(f"the model has no observed site {site!r}; its observed sites are "
+                     f"{[s['name'] for s in observed]}")
+
+
+def observed_mean(model: Callable, batch: Dict[str, torch.Tensor], guide: Optional[Callable] = None,
+                  site: Optional[str] = None, return_site: bool = False):
+    """The mean of the observed site ``site`` (default: the first) given z from the guide
+    (reconstruction) or, with no guide, from the prior (a sample of the model); with
+    ``return_site``, ``(site message, mean)``: the message holds the site's name and data."""
+    modules = (model, guide)
+    model = bind_batch(model, batch)
+    with torch.no_grad(), eval_mode(*modules):
+        if guide is not None:
+            guide_trace = poutine.trace(bind_batch(guide, batch)).get_trace(**batch)
+            model = poutine.replay(model, trace=guide_trace)
+        trace = poutine.trace(model).get_trace(**batch)
+    chosen = observed_site(trace, site)
+    return (chosen, chosen["fn"].mean) if return_site else chosen["fn"].mean
+
+
+def grey_scale(fn) -> float:
+    """What to divide a site's values by to draw them in [0, 1]: ``n`` for a likelihood on the
+    integers ``0..n`` (e.g. 8-bit grey levels, 255), else 1."""
+    while hasattr(fn, "base_dist"):
+        fn = fn.base_dist
+    support = fn.support
+    if isinstance(support, constraints.independent):
+        support = support.base_constraint
+    if isinstance(support, constraints.integer_interval) and support.upper_bound > 1:
+        return float(support.upper_bound)
+    return 1.0
 
 
 class CannotSampleError(PyrovaeError):
@@ -79,8 +127,6 @@ def _mean_at_prior(model, like: dict, num_samples: int) -> torch.Tensor:
     :class:`CannotSampleError` where it depends on the values the batch holds."""
     import pyro
 
-    from pyrovae.evaluation.plots import grey_scale, observed_mean
-
     rows = {k: v[:1].expand(num_samples, *v.shape[1:]) for k, v in like.items()}
     seed = int(torch.randint(2 ** 31, ()))
     means = []
@@ -107,8 +153,6 @@ def prior_samples(model, num_samples: int, like=None) -> Tuple[torch.Tensor, str
         ``forward(num_samples=)`` (nor, given ``like``, a process that ignores the observed
         values); the message is the model's ``cannot_sample`` line.
     """
-    from pyrovae.evaluation.log_likelihood import eval_mode
-
     check_can_sample(model, like)
     method = sample_method(model)
     if method is None and not _forward_takes_num_samples(model):

@@ -26,6 +26,7 @@ instead of filtering traces itself: :func:`sample_sites`, :func:`latent_sites`,
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
@@ -394,3 +395,16 @@ def mean_and_stderr(per_datapoint: torch.Tensor) -> Tuple[float, float]:
     n = values.numel()
     stderr = float(values.std(unbiased=True) / math.sqrt(n)) if n > 1 else float("nan")
     return float(values.mean()), stderr
+
+
+@contextlib.contextmanager
+def eval_mode(*modules):
+    """Put nn.Modules in eval mode (no dropout, no input corruption) and restore after."""
+    modes = [(m, m.training) for m in modules if isinstance(m, torch.nn.Module)]
+    for m, _ in modes:
+        m.train(False)
+    try:
+        yield
+    finally:
+        for m, was_training in modes:
+            m.train(was_training)

@@ -30,7 +30,7 @@ from pyro import poutine
 from pyro.infer import Predictive
 
 from pyrovae.errors import UsageError
-from pyrovae.infer.importance import bind_batch
+from pyrovae.infer.importance import bind_batch, eval_mode
 
 __all__ = ["posterior_predictive", "prior_predictive"]
 
@@ -38,15 +38,8 @@ __all__ = ["posterior_predictive", "prior_predictive"]
 @contextlib.contextmanager
 def _evaluating(*fns):
     """No gradients, nn.Modules in eval mode (no dropout), restored after."""
-    modes = [(m, m.training) for m in fns if isinstance(m, torch.nn.Module)]
-    for m, _ in modes:
-        m.train(False)
-    try:
-        with torch.no_grad(), pyro.validation_enabled(False):
-            yield
-    finally:
-        for m, was_training in modes:
-            m.train(was_training)
+    with eval_mode(*fns), torch.no_grad(), pyro.validation_enabled(False):
+        yield
 
 
 def _draw(model: Callable, batch: dict, guide: Optional[Callable] = None, num_samples: int = 1) -> Dict[str, torch.Tensor]:
