@@ -108,8 +108,8 @@ def test_a_class_with_a_plain_constructor_is_still_registered_and_saved():
 
     try:
         assert list(constructor_options(Plain)) == ["x_dim", "widths"]
-        assert spec_of(build(Plain, {"widths": (5,)}, fill={"x_dim": 2})) == {
-            "name": "test-plain-init", "options": {"x_dim": 2, "widths": [5]}}
+        assert spec_of(build(Plain, {"widths": (5,)}, fill={"x_dim": 2})) == {  # module: the one to --import
+            "name": "test-plain-init", "options": {"x_dim": 2, "widths": [5]}, "module": __name__}
         assert spec_of(Plain(x_dim=2))["options"] == {"x_dim": 2, "widths": [3]}
         hidden = Plain(x_dim=2)
         del hidden.widths
