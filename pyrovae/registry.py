@@ -390,7 +390,7 @@ def spec_of(obj) -> dict | None:
         return None
     spec = {"name": name, "options": _jsonable(options)}
     module = type(obj).__module__
-    if module.split(".")[0] != "pyrovae":
+    if module.split(".")[0] != "pyrovae" and module != "builtins":  # builtins: a class made by exec(), no module
         spec["module"] = module
     return spec
 

@@ -87,5 +87,6 @@ def test_the_command_fits_the_page_pair_from_the_users_module(tmp_path):
                      "--out", "run", cwd=tmp_path)
     assert fitted.returncode == 0, fitted.stderr
     config = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert config["model"] == {"name": "laplace-vae", "options": {"x_dim": 64, "z_dim": 2, "hidden_dims": [16]}}
+    assert config["model"] == {"name": "laplace-vae", "options": {"x_dim": 64, "z_dim": 2, "hidden_dims": [16]},
+                               "module": "mypair"}  # the module to --import when the run is loaded
     assert config["guide"]["name"] == "laplace-encoder" and config["guide"]["options"]["hidden_dims"] == [16]

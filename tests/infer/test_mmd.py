@@ -231,5 +231,6 @@ def test_fit_from_the_command_line(tmp_path):
     assert objective == {"name": "infovae", "beta": 1.0, "warmup_steps": 0, "alpha": 1.0, "lam": 100.0,
                          "kernel": "imq", "kernel_scale": 0.0}
     epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert len(epochs) == 3 and epochs[-1]["valid_elbo"] > epochs[0]["valid_elbo"] + 1
+    # from the data-mean initialisation (the default) there is no plateau to climb: a smaller but clear gain
+    assert len(epochs) == 3 and epochs[-1]["valid_elbo"] > epochs[0]["valid_elbo"] + 0.25
     assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]

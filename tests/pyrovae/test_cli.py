@@ -38,7 +38,8 @@ def test_iwae_objective_from_the_command_line(tmp_path, capsys):
     assert main(["fit", "--objective", "iwae", "--particles", "3", "--epochs", "1", "--z-dim", "2",
                  "--hidden-dims", "16", "--out", str(out), "--eval-samples", "0", "--no-progress"]) == 0
     config = json.loads((out / "run.json").read_text())
-    assert config["objective"] == {"name": "iwae", "beta": 1.0, "warmup_steps": 0, "num_particles": 3}
+    assert config["objective"] == {"name": "iwae", "beta": 1.0, "warmup_steps": 0, "num_particles": 3,
+                                   "gradient": "plain", "particle_chunk": 0}  # every option of the objective
 
 
 @pytest.mark.parametrize("argv, message", [
