@@ -14,9 +14,9 @@ sequences and sets) names the reason in its ``cannot_sample`` attribute, one lin
 
 A user's plain Pyro model (a function with ``pyro.module``) has neither hook. Given ``like``, a
 batch with the data's shapes, it is run with z ~ p(z) and its observed site's mean is shown,
-once with the batch's values set to 0 and once to 1 under the same random state: only where
-the two agree (the process does not read the observed values, as an autoregressive decoder
-would) are they samples; otherwise :class:`CannotSampleError` says so. Nothing here draws from
+after :func:`pyrovae.infer.predictive.reads_inputs` (the check ``run.sample`` makes) finds
+that no site's distribution changes with the values the batch holds (an autoregressive decoder
+reads them); otherwise :class:`CannotSampleError` says so. Nothing here draws from
 the values of a data set: the draws are a function of the model and the random seed alone.
 
 >>> from pyrovae.models import VAE
@@ -127,18 +127,19 @@ def _mean_at_prior(model, like: dict, num_samples: int) -> torch.Tensor:
     :class:`CannotSampleError` where it depends on the values the batch holds."""
     import pyro
 
-    rows = {k: v[:1].expand(num_samples, *v.shape[1:]) for k, v in like.items()}
+    from pyrovae.infer.predictive import reads_inputs
+
+    rows = {k: torch.zeros_like(v[:1]).expand(num_samples, *v.shape[1:]) for k, v in like.items()}
     seed = int(torch.randint(2 ** 31, ()))
-    means = []
-    for fill in (0, 1):
-        pyro.set_rng_seed(seed)
-        chosen, mean = observed_mean(model, {k: torch.full_like(v, fill) for k, v in rows.items()}, return_site=True)
-        means.append(mean / grey_scale(chosen["fn"]))
-    if not torch.equal(*means):
+    with eval_mode(model):
+        changed, _ = reads_inputs(model, rows, list(rows))
+    if changed:
         raise CannotSampleError(
             f"model {_name(model)!r} does not draw x ~ p(x) on its own: its generative process reads the observed "
             "values (an autoregressive decoder?); give it a sample(num_samples) method (docs/writing-a-pair.md)")
-    return means[0]
+    pyro.set_rng_seed(seed)
+    chosen, mean = observed_mean(model, rows, return_site=True)
+    return mean / grey_scale(chosen["fn"])
 
 
 @torch.no_grad()

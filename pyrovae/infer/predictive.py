@@ -32,7 +32,7 @@ from pyro.infer import Predictive
 from pyrovae.errors import UsageError
 from pyrovae.infer.importance import bind_batch, eval_mode
 
-__all__ = ["posterior_predictive", "prior_predictive"]
+__all__ = ["posterior_predictive", "prior_predictive", "reads_inputs"]
 
 
 @contextlib.contextmanager
@@ -77,7 +77,7 @@ def prior_predictive(model: Callable, example: dict, num_samples: int = 1, **inp
     batch = _stand_in(example, num_samples, inputs)
     with _evaluating(model):
         draws = _draw(model, batch)
-        changed, read = _reads_inputs(model, batch, [k for k in batch if k not in inputs])
+        changed, read = reads_inputs(model, batch, [k for k in batch if k not in inputs])
     if changed:
         raise UsageError(
             f"the model's distributions of {', '.join(map(repr, changed))} depend on the values of its input "
@@ -87,7 +87,7 @@ def prior_predictive(model: Callable, example: dict, num_samples: int = 1, **inp
     return {name: value.squeeze(0) for name, value in draws.items()}
 
 
-def _reads_inputs(model: Callable, batch: dict, stand_ins: list):
+def reads_inputs(model: Callable, batch: dict, stand_ins: list):
     """The sites whose distribution changes when the stand-in inputs ``stand_ins`` of ``batch``
     (those holding real numbers) change, each site scored at the same value; and those inputs."""
     read = [k for k in stand_ins if batch[k].is_floating_point()]
