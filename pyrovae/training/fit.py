@@ -170,7 +170,9 @@ def fit(model: Callable, guide: Callable, data, *, objective=None, epochs: int =
 class _Run:
     """What the loop reads and advances: the set-up, the run folder, and where the run is.
 
-    :ivar int epoch: the next epoch to train (after the last good checkpoint).
+    :ivar int epoch: the next epoch to train.
+    :ivar int saved_epoch: the epochs the last good checkpoint holds; ``saved_at`` when it was
+        written (``time.perf_counter``).
     :ivar int step: optimizer steps taken.
     :ivar int batch: the batch the next epoch starts at (a resumed epoch's position; else 0).
     :ivar list metrics: one row per finished epoch.
@@ -187,6 +189,8 @@ class _Run:
     batch_size: int
     seed: int
     epoch: int = 0
+    saved_epoch: int = 0
+    saved_at: float = 0.0
     step: int = 0
     batch: int = 0
     metrics: List[dict] = field(default_factory=list)
@@ -232,6 +236,7 @@ def _start(run: _Run, lr: float) -> None:
             group["lr"] = lr
         set_rng_state(_rank_rng(checkpoint, s.group, run.seed))
         run.epoch, run.step, run.metrics = checkpoint["epoch"], checkpoint["step"], list(checkpoint["metrics"])
+        run.saved_epoch = run.epoch
         position = checkpoint.get("position") or {}
         run.batch = position.get("batch", 0) if position.get("epoch", run.epoch) == run.epoch else 0
     run.segment = segment(run.config, run.epoch, run.epochs, (opts.config or {}).get("threads"))
@@ -266,7 +271,7 @@ def _train_epoch(run: _Run, epoch: int, bar) -> dict:
         nonlocal pending, total, count
         values = torch.stack(pending)
         values = (s.group.mean(values) if s.group is not None else values).cpu()
-        _check_finite(values, epoch, run.step, i, s.num_batches, run.out_dir, run.epoch)
+        _check_finite(values, epoch, run.step, i, s.num_batches, run.out_dir, run.saved_epoch)
         total, count, pending = total + float(values.sum()), count + len(values), []
         bar.update(len(values))
         bar.set_postfix(epoch=epoch + 1, loss=f"{total / count:.3f}")
@@ -312,14 +317,25 @@ def _end_epoch(run: _Run, epoch: int, row: dict) -> None:
     run.metrics.append(row)
     if opts.log_every and (epoch + 1) % opts.log_every == 0 and s.is_main:
         tqdm.write(_describe(row, run.epochs), file=sys.stderr)
-    if out_dir is not None:
+    run.epoch = epoch + 1
+    if out_dir is not None and _checkpoint_due(run, opts.checkpoint_seconds):
         with interrupts_deferred():  # checkpoint, run.json and metrics: all or none
             _save(s, run.folder, s.model, s.guide, run.step, run.metrics, epoch + 1)
             if run.folder is not None:
                 run.segment["completed_epoch"] = epoch + 1
                 write_json(out_dir / RUN_FILE, with_segments(run.config, run.saved, run.segment))
                 write_metrics(out_dir / METRICS_FILE, run.metrics)
-    run.epoch = epoch + 1  # the last good checkpoint
+        run.saved_epoch, run.saved_at = run.epoch, time.perf_counter()
+
+
+def _checkpoint_due(run: _Run, seconds: float) -> bool:
+    """Whether the epoch just ended is saved: the first of this segment, the last, and any that
+    ends ``seconds`` or more after the previous checkpoint (every rank decides alike: rank 0's
+    clock is the one that counts in a data-parallel run, so it is asked there)."""
+    if run.epoch == run.epochs or run.saved_at == 0.0 or seconds <= 0:
+        return True
+    due = lambda: time.perf_counter() - run.saved_at >= seconds  # noqa: E731
+    return bool(_on_main(run.s, due))
 
 
 def _on_main(s: Setup, fn):

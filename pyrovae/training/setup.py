@@ -56,6 +56,11 @@ class FitOptions:
     :param int valid_every: the validation ELBO and monitors after every this many epochs and
         after the last (default 1: every epoch; 0: never). Short runs on a large validation
         split spend much of their time there.
+    :param float checkpoint_seconds: with an out_dir, the checkpoint (with run.json and the
+        metrics) is written after the first epoch, after the last, and after every epoch that ends
+        at least this many seconds after the previous checkpoint (default 10; 0: after every
+        epoch). Epochs of a few steps (a small folder of images) would otherwise spend their time
+        writing checkpoints; a resume continues exactly from whichever epoch was saved.
     :param data_dir: where a named data set's files are.
     :param distributed: data-parallel over a ``torchrun`` launch (None: when launched so).
     :param cuda_graphs: capture the step in a CUDA graph (None: on a GPU where it applies).
@@ -88,6 +93,7 @@ class FitOptions:
     valid_data: Any = field(default=None, metadata=NO_FLAG)
     valid_batch_size: int = field(default=500, metadata=NO_FLAG)
     valid_every: int = 1
+    checkpoint_seconds: float = 10.0
     data_dir: Any = field(default=None, metadata=NO_FLAG)  # --data-dir reads the data before fit
     distributed: Optional[bool] = field(default=None, metadata=NO_FLAG)
     cuda_graphs: Optional[bool] = field(default=None, metadata=NO_FLAG)

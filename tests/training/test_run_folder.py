@@ -40,6 +40,22 @@ def test_checkpoints_rotate_and_files_are_0644(tmp_path):
     assert not [p.name for p in (tmp_path / "r").iterdir() if p.name.startswith(".checkpoint")]
 
 
+def test_short_epochs_are_saved_by_time_and_resume_exactly_from_any_saved_epoch(tmp_path):
+    # epochs of 3 steps: saved after the first and the last only (checkpoint_seconds), every one with 0
+    a = quick(tmp_path / "a", epochs=5, checkpoint_seconds=1e9)
+    assert load_checkpoint(tmp_path / "a" / "checkpoint.pt")["epoch"] == 5
+    assert load_checkpoint(tmp_path / "a" / "checkpoint.prev.pt")["epoch"] == 1
+    assert [m["epoch"] for m in a.metrics] == [1, 2, 3, 4, 5]
+    quick(tmp_path / "b", epochs=5, checkpoint_seconds=0)
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.prev.pt")["epoch"] == 4
+    # a run killed after epoch 4 whose last save was epoch 1 continues from there to the same weights
+    (tmp_path / "a" / "checkpoint.pt").unlink()
+    resumed = quick(tmp_path / "a", epochs=5, checkpoint_seconds=1e9, resume=True)
+    assert [m["epoch"] for m in resumed.metrics] == [1, 2, 3, 4, 5]
+    for p, q in zip(a.model.parameters(), resumed.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
 def test_truncated_latest_checkpoint_resumes_from_the_previous_one(tmp_path, capsys):
     quick(tmp_path / "r")
     path = tmp_path / "r" / "checkpoint.pt"
