@@ -210,6 +210,8 @@ def is_script(path: Path) -> bool:
 CANNOT = {
     "pyro_m2_example.py": "runs Pyro's examples/vae/ss_vae_M2.py, which is not in this repository: it is set up in a "
                           "scratch folder with pyro-ppl 1.9.1 (the script's docstring)",
+    "pythae_reference.py": "runs pythae's models, which are not a dependency of this repository: it is set up in a "
+                           "scratch folder with pythae 0.1.2 (the script's docstring); its --help is tested",
 }
 
 #: script -> the named data set it needs beyond MNIST; where that is not found the script is
