@@ -14,12 +14,17 @@ sets drawn from the 840 training images of those digits, dynamically binarized),
 
 On the held-out sets: log p(D) per set, importance-sampled over c and z jointly (K =
 ``--num-samples``) with each pair's guide reading the whole test set, divided by 5 (per
-element); paired differences with the statistician per set (mean +- standard error). And the
+element); paired differences with the statistician per set (mean +- standard error). The same
+on the disjoint held-out sets of ``--large-set-size`` images (20: the size of Hewitt et al.'s
+test classes, where the cost of c is shared by 20 elements). ``--subclasses k`` splits each
+training digit's images into k classes by k-means (more, smaller training classes: 62 of 5-26
+images for k = 10), the homoencoder's |X| each set's cluster; the test sets stay. And the
 one-shot figure docs/figures/vhe-oneshot-digits.png: each row one held-out image, then items
 generated from c = the mean of q(c | {that image}) by the homoencoder (|X| = class) and by the
 statistician (z ~ p(z | c), the mean of p(x | z, c)).
 
     OMP_NUM_THREADS=1 nice -n 5 python benchmarks/vhe_sets.py      # docs/sets.md
+    OMP_NUM_THREADS=1 nice -n 5 python benchmarks/vhe_sets.py --subclasses 10 --figure /tmp/vhe-sub10.png
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from matplotlib.figure import Figure
 
 from pyrovae import fit, log_likelihood
 from pyrovae.data import load_dataset
-from pyrovae.data.sets import TRAIN_DIGITS
+from pyrovae.data.sets import TRAIN_DIGITS, class_sets, sets_by_class
 from pyrovae.evaluation.plots import image_grid, save_figure
 from pyrovae.guides import HomoencoderGuide, StatisticianGuide
 from pyrovae.infer.importance import mean_and_stderr
@@ -52,6 +57,27 @@ def with_class_size(data):
     valid = {**data.valid, "class_size": counts[data.valid["y"]]}
     test = {**data.test, "class_size": data.test["sizes"]}
     return dataclasses.replace(data, train=train, valid=valid, test=test), counts
+
+
+def with_subclasses(data, k: int, seed: int = 0):
+    """digits-sets with each training digit's images split into ``k`` classes by k-means
+    (scikit-learn, on the grey images; clusters of fewer than 5 images dropped): 2,000 training
+    sets of 5 drawn from those classes in turn, each with its ``class_size``, the cluster's size.
+    More, smaller training classes; the same test sets."""
+    from sklearn.cluster import KMeans
+
+    digits = load_dataset("digits")
+    x, y = digits.train["x"], digits.train["y"]
+    fine = torch.full_like(y, -1)
+    for d in TRAIN_DIGITS:
+        rows = torch.nonzero(y == d).flatten()
+        labels = KMeans(k, n_init=4, random_state=seed).fit_predict(x[rows].numpy())
+        fine[rows] = d * k + torch.as_tensor(labels, dtype=y.dtype)
+    counts = torch.bincount(fine[fine >= 0], minlength=10 * k)
+    classes = [c for c in range(10 * k) if counts[c] >= 5]
+    train = sets_by_class(x, fine, 5, classes=classes, num_sets=len(data.train["x"]), seed=0)
+    train = {**train, "class_size": counts[train["y"]]}
+    return dataclasses.replace(data, train=train), counts[classes]
 
 
 def oneshot_figure(pairs, test, path: Path, num_rows: int = 6, num_new: int = 8) -> Path:
@@ -81,9 +107,15 @@ def main(argv=None) -> dict:
                         seed=0, figure=FIGURE, json=None)
     p.add_argument("--c-dim", type=int, default=16)
     p.add_argument("--hidden-dims", type=int, nargs="*", default=[128])
+    p.add_argument("--large-set-size", type=int, default=20,
+                   help="also score disjoint held-out sets of this many images (|X| as in Hewitt et al.'s test classes)")
+    p.add_argument("--subclasses", type=int, default=1,
+                   help="split each training digit into this many classes by k-means (1: the digits themselves)")
     args = p.parse_args(argv)
 
     data, counts = with_class_size(load_dataset("digits-sets"))
+    if args.subclasses > 1:
+        data, counts = with_subclasses(data, args.subclasses)
     hidden = tuple(args.hidden_dims)
     sizes = dict(x_dim=64, c_dim=args.c_dim, z_dim=args.z_dim, hidden_dims=hidden)
     runs = {
@@ -92,8 +124,10 @@ def main(argv=None) -> dict:
         "homoencoder |X|=class": (VariationalHomoencoder, HomoencoderGuide, {}, {"x", "mask", "sizes", "class_size"}),
     }
     test = {k: data.test[k] for k in ("x", "mask", "sizes")}
+    large = {k: v for k, v in class_sets(load_dataset("digits"), args.large_set_size).test.items()
+             if k in ("x", "mask", "sizes")}
     items = float(test["sizes"][0])
-    pairs, per_set, seconds = {}, {}, {}
+    pairs, per_set, per_large, seconds, cpu = {}, {}, {}, {}, {}
     for name, (model_cls, guide_cls, extra, keys) in runs.items():
         pyro.clear_param_store()
         pyro.set_rng_seed(args.seed)
@@ -101,31 +135,45 @@ def main(argv=None) -> dict:
         guide = guide_cls(**sizes, feature_dim=hidden[-1])
         train = dataclasses.replace(data, train={k: v for k, v in data.train.items() if k in keys | {"y"}},
                                     valid={k: v for k, v in data.valid.items() if k in keys | {"y"}})
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fit(model, guide, train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
             progress=False)
         seconds[name] = round(time.perf_counter() - t0, 1)
+        cpu[name] = round(time.process_time() - c0, 1)
         model.eval(), guide.eval()
         pyro.set_rng_seed(0)
         per_set[name] = log_likelihood(model, guide, test, num_samples=args.num_samples).per_datapoint
+        pyro.set_rng_seed(0)
+        per_large[name] = log_likelihood(model, guide, large, num_samples=args.num_samples).per_datapoint
         pairs[name] = (model, guide)
-        print(name, seconds[name], "s", mean_and_stderr(per_set[name] / items), flush=True)
+        print(name, seconds[name], "s", mean_and_stderr(per_set[name] / items),
+              mean_and_stderr(per_large[name] / args.large_set_size), flush=True)
 
     base = per_set["statistician"]
     out = {
         "budget": {"epochs": args.epochs, "train_sets": len(data.train["x"]), "set_size": 5,
                    "batch_size_sets": args.batch_size, "lr": args.lr, "threads": torch.get_num_threads(),
-                   "fit_seconds": seconds},
+                   "fit_seconds": seconds, "fit_cpu_seconds": cpu},
         "sizes": {"c_dim": args.c_dim, "z_dim": args.z_dim, "hidden_dims": list(hidden)},
-        "class_sizes": {int(k): int(counts[k]) for k in TRAIN_DIGITS},
+        "subclasses": args.subclasses,
+        "class_sizes": ({int(k): int(counts[k]) for k in TRAIN_DIGITS} if args.subclasses == 1
+                        else {"classes": len(counts), "min": int(counts.min()), "max": int(counts.max())}),
         "test_sets": len(base), "held_out_digits": [7, 8, 9], "K": args.num_samples,
         "per_element_log_p_D": {name: mean_and_stderr(v / items) for name, v in per_set.items()},
         "paired_difference_with_statistician_per_element": {
             name: mean_and_stderr((v - base) / items) for name, v in per_set.items() if name != "statistician"},
+        "large_sets": {"set_size": args.large_set_size, "sets": len(large["x"]),
+                       "per_element_log_p_X": {name: mean_and_stderr(v / args.large_set_size)
+                                               for name, v in per_large.items()},
+                       "paired_difference_with_statistician_per_element": {
+                           name: mean_and_stderr((v - per_large["statistician"]) / args.large_set_size)
+                           for name, v in per_large.items() if name != "statistician"}},
     }
+    out["per_set_log_p_D"] = {name: [round(float(x), 4) for x in v] for name, v in per_set.items()}
+    out["per_set_log_p_X_large"] = {name: [round(float(x), 4) for x in v] for name, v in per_large.items()}
     out["figure"] = str(oneshot_figure([pairs["homoencoder |X|=class"], pairs["statistician"]], data.test,
                                        args.figure))
-    print(json.dumps(out, indent=1))
+    print(json.dumps({k: v for k, v in out.items() if not k.startswith("per_set")}, indent=1))
     _harness.write_json(args.json, out)
     return out
 
