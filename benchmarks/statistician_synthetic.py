@@ -40,6 +40,7 @@ from matplotlib.figure import Figure
 from pyrovae import fit, log_likelihood
 from pyrovae.data.sets import FAMILIES, load_synthetic_sets
 from pyrovae.evaluation.plots import save_figure
+from pyrovae.infer.objectives import ELBO
 from pyrovae.guides.statistician import StatisticianGuide
 from pyrovae.models.statistician import NeuralStatistician
 
@@ -134,6 +135,8 @@ def main(argv=None) -> dict:
     p.add_argument("--c-dim", type=int, default=3)
     p.add_argument("--hidden-dims", type=int, nargs="*", default=[64, 64])
     p.add_argument("--activation", default="tanh")
+    p.add_argument("--kl-warmup", type=int, default=0, help="linear KL warm-up over this many steps (0: none)")
+    p.add_argument("--init", default=None, help="fit's init (default: the model's)")
     p.add_argument("--elbo-draws", type=int, default=5, help="draws of the ELBO of every test set")
     p.add_argument("--num-ll-sets", type=int, default=100, help="test sets whose log p(D) is estimated")
     p.add_argument("--figures", type=Path, default=FIGURES)
@@ -147,8 +150,9 @@ def main(argv=None) -> dict:
     model = NeuralStatistician(**sizes, likelihood="gaussian")
     guide = StatisticianGuide(**sizes, feature_dim=args.hidden_dims[-1] if args.hidden_dims else 64)
     t0, c0 = time.perf_counter(), time.process_time()
-    result = fit(model, guide, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                 progress=False)
+    objective = ELBO(warmup_steps=args.kl_warmup) if args.kl_warmup else None
+    result = fit(model, guide, data, objective=objective, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                 seed=args.seed, progress=False, init=args.init)
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     model.eval(), guide.eval()
 
@@ -164,6 +168,7 @@ def main(argv=None) -> dict:
     out = {
         "budget": {"train_sets": args.train_sets, "set_size": args.set_size, "epochs": args.epochs,
                    "batch_size": args.batch_size, "lr": args.lr, "threads": torch.get_num_threads(),
+                   "kl_warmup": args.kl_warmup, "init": args.init,
                    "fit_seconds": round(seconds, 1), "fit_cpu_seconds": round(cpu, 1),
                    "cpu_seconds_per_epoch": round(cpu / args.epochs, 2)},
         "sizes": sizes,
