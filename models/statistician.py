@@ -103,6 +103,15 @@ class NeuralStatistician(Model):
         outputs = o.x_dim * (2 if o.likelihood == "gaussian" else 1)
         self.decoder = MLP(o.z_dim + o.c_dim, o.hidden_dims, outputs, o.activation)
 
+    @property
+    def default_init(self) -> str:
+        """fit's default init (:func:`pyrovae.nn.default_init`): ``burda`` for binary items,
+        ``torch`` for real ones. Measured on the synthetic families (docs/sets.md): Glorot's
+        layers (zero biases, weights U(+-0.30) from a 1-D item) leave the statistic network's
+        pooled features nearly blind to a set's shape; the family from c is then near chance
+        (0.32 against 0.53 with torch's layers) and the test ELBO 0.039 nats per item lower."""
+        return "torch" if self.likelihood_name == "gaussian" else "burda"
+
     def prior_c(self, like: torch.Tensor) -> dist.Distribution:
         """p(c) = N(0, I), on ``like``'s device and dtype."""
         return dist.Normal(like.new_zeros(self.c_dim), 1.0).to_event(1)

@@ -290,3 +290,29 @@ def test_cli_fit_then_evaluate_on_the_synthetic_sets(tmp_path):
     done = run_cli("evaluate", "run", "--num-samples", "3", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "1000 datapoints" in done.stdout
+
+
+@pytest.mark.parametrize("likelihood, expected", [("gaussian", "torch"), ("bernoulli", "burda")])
+def test_fit_default_init_follows_the_items(likelihood, expected):
+    """fit without init: Gaussian items keep torch's layers (the biases of the statistic
+    network's first layer drawn, not zeroed), binary items get Burda et al.'s (Glorot, zero
+    biases, the decoder's output bias at the data's logits); init="burda" still applies to both."""
+    from pyrovae.models import VariationalHomoencoder
+    from pyrovae.nn import default_init
+
+    model, guide = pair(likelihood)
+    assert default_init(model) == expected
+    assert default_init(VariationalHomoencoder(**SIZES, likelihood=likelihood)) == expected
+    split = ragged_batch()
+    if likelihood == "bernoulli":
+        split["x"] = (split["x"] > 0).float() * split["mask"][..., None]
+    data = {k: split[k] for k in ("x", "mask", "sizes")}
+    first = guide.statistic_net.items[0][0]
+    before = first.bias.detach().clone()
+    fit(model, guide, data, epochs=1, batch_size=4, lr=1e-9, progress=False, valid_every=0)
+    zeroed = bool(first.bias.abs().max() < 1e-6)
+    assert zeroed == (expected == "burda")
+    assert zeroed or torch.allclose(first.bias, before, atol=1e-6)
+    model, guide = pair(likelihood)
+    fit(model, guide, data, epochs=1, batch_size=4, lr=1e-9, progress=False, valid_every=0, init="burda")
+    assert bool(guide.statistic_net.items[0][0].bias.abs().max() < 1e-6)
