@@ -25,7 +25,8 @@ def test_pyro_internals_the_fast_path_uses_are_there():
 
 
 @pytest.mark.parametrize("objective, pyro_elbo", [(ELBO, Trace_ELBO), (MeanFieldELBO, TraceMeanField_ELBO)])
-def test_fast_path_equals_pyro_bit_for_bit(objective, pyro_elbo):
+def test_fast_path_equals_pyro(objective, pyro_elbo):
+    """Gradients bit for bit; the loss to float rounding (Trace_ELBO's value is a float64 sum)."""
     torch.manual_seed(0)
     model, guide = VAE(10, 3, (8,)), DiagNormalGuide(10, 3, (8,))
     x = torch.bernoulli(torch.full((7, 10), 0.4))
@@ -38,7 +39,7 @@ def test_fast_path_equals_pyro_bit_for_bit(objective, pyro_elbo):
             loss = fn()
         results.append((loss.detach(), torch.autograd.grad(loss, params)))
     (a, ga), (b, gb) = results
-    assert torch.equal(a, b) and all(torch.equal(u, v) for u, v in zip(ga, gb)), (
+    assert torch.allclose(a, b, rtol=1e-6, atol=1e-6) and all(torch.equal(u, v) for u, v in zip(ga, gb)), (
         f"the fast path no longer matches Pyro's {pyro_elbo.__name__} under {VERSION}")
 
 

@@ -1,5 +1,6 @@
 """Every speed-up of the training step leaves the numbers alone: the lean ELBOs against Pyro's
-Trace_ELBO / TraceMeanField_ELBO (bit for bit at the same seed), quiet PyroModules, particle
+Trace_ELBO / TraceMeanField_ELBO (gradients bit for bit at the same seed, the loss to float
+rounding: Trace_ELBO sums its value in float64), quiet PyroModules, particle
 chunks against the unchunked bound, the captured-step logic, bf16 autocast and the
 evaluation batching."""
 
@@ -46,6 +47,14 @@ def assert_identical(a, b):
     assert all(torch.equal(u, v) for u, v in zip(ga, gb))
 
 
+def assert_same_bound(a, b):
+    """The same gradients bit for bit, the same loss to float rounding (Trace_ELBO's value
+    is a float64 sum of the sites' ``.item()`` s, the lean loss the float32 surrogate)."""
+    (la, ga), (lb, gb) = a, b
+    assert torch.allclose(la, lb, rtol=1e-6, atol=1e-6), (la.item(), lb.item())
+    assert all(torch.equal(u, v) for u, v in zip(ga, gb))
+
+
 def plain_functions(x_dim=12, z_dim=3):
     """A plain-function pair with pyro.module, a constrained pyro.param, poutine.scale and a mask."""
     torch.manual_seed(2)
@@ -69,13 +78,15 @@ def plain_functions(x_dim=12, z_dim=3):
 
 
 @pytest.mark.parametrize("ours, theirs", [(trace_elbo_loss, Trace_ELBO), (mean_field_elbo_loss, TraceMeanField_ELBO)])
-def test_lean_elbos_equal_pyros_bit_for_bit(ours, theirs):
+def test_lean_elbos_equal_pyros(ours, theirs):
     model, guide = pair()
     x = data()
     params = list(model.parameters()) + list(guide.parameters())
     a = loss_and_grads(lambda: theirs().differentiable_loss(model, guide, x=x), params)
     b = loss_and_grads(lambda: ours(model, guide, {"x": x}), params)
-    assert_identical(a, b)
+    assert_same_bound(a, b)
+    if theirs is TraceMeanField_ELBO:  # its value is the surrogate itself: bit for bit
+        assert_identical(a, b)
     # a plain-function pair with a param-store tensor, a scale and a mask
     model, guide, params = plain_functions()
     pyro.set_rng_seed(0)
@@ -83,7 +94,7 @@ def test_lean_elbos_equal_pyros_bit_for_bit(ours, theirs):
     params = params + [pyro.param("scale").unconstrained()]
     a = loss_and_grads(lambda: theirs().differentiable_loss(model, guide, x=x), params)
     b = loss_and_grads(lambda: ours(model, guide, {"x": x}), params)
-    assert_identical(a, b)
+    assert_same_bound(a, b)
 
 
 @pytest.mark.parametrize("objective, beta", [(ELBO, 1.0), (ELBO, 0.3), (MeanFieldELBO, 0.3)])
@@ -94,7 +105,7 @@ def test_objectives_lean_path_equals_validated_pyro_path(objective, beta):
     obj = objective(beta=beta, warmup_steps=4)
     a = loss_and_grads(lambda: obj(model, guide, batch, 1), params, validation=True)  # Pyro's path
     b = loss_and_grads(lambda: obj(model, guide, batch, 1), params)  # lean
-    assert_identical(a, b)
+    assert_same_bound(a, b)
 
 
 def test_score_function_guides_get_pyros_surrogate():
