@@ -262,6 +262,8 @@ def per_datapoint(log_p: torch.Tensor, dim: int, nesting: int, num_particles: in
     """Sum a log-density of batch shape (particle plate, ..., data plate at ``dim``, ...) down
     to ``(K, N)``: over every plate but the particles and the data."""
     full = nesting + 1
+    if log_p.dim() == full and full + dim == 1 and log_p.shape == (num_particles, n):
+        return log_p  # already (K, N), the data plate right of the particles (one plate each): no views
     log_p = log_p.reshape((1,) * (full - log_p.dim()) + log_p.shape)
     keep = (0, full + dim)
     other = [d for d in range(full) if d not in keep]

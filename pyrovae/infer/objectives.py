@@ -325,6 +325,8 @@ class RenyiBound(Objective):
         else:
             log_w = self._log_weights(model, guide, batch, self.num_particles, nesting, declared)
         one_minus_alpha = 1.0 - self.alpha
+        if one_minus_alpha == 1.0:  # IWAE: the scaling by 1 is the identity, skip its two operations
+            return log_mean_exp(log_w, 0)
         return log_mean_exp(one_minus_alpha * log_w, 0) / one_minus_alpha
 
     #: the gradient estimator (the Renyi bound itself keeps the plain one)

@@ -379,3 +379,18 @@ def test_torchs_notice_about_the_sync_debug_mode_is_not_taken_for_a_host_sync():
     own = caught("the step's own warning")
     assert sort_sync_warnings([notice, own]) == ([], [own])
     assert sort_sync_warnings([notice, sync, own]) == ([sync], [own])
+
+
+def test_iwae_equals_the_bound_on_pyros_traces_bit_for_bit():
+    """IWAE's step (the lean run, no views for (K, N) log-densities, no scaling by 1 - alpha = 1)
+    gives the loss and gradients of the bound computed from Pyro's own traces, bit for bit."""
+    from pyrovae.infer.importance import log_mean_exp
+
+    model, guide = pair()
+    batch = {"x": data()}
+    params = list(model.parameters()) + list(guide.parameters())
+    with pyro.validation_enabled(False):
+        a = loss_and_grads(lambda: IWAE(num_particles=6)(model, guide, batch), params)
+        b = loss_and_grads(lambda: -(log_mean_exp(1.0 * log_weights(model, guide, batch, 6, return_traces=True)[0], 0)
+                                     / 1.0).mean(), params)
+    assert_identical(a, b)
