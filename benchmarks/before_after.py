@@ -6,7 +6,9 @@ Used to show that a redesign made nothing slower: the older commit is exported w
 each round runs, in fresh processes on the old tree, then on the new one, so background load
 hits both alike:
 
-- ``pyrovae bench`` for the suite's pairs (the old tree's own bench);
+- ``pyrovae bench`` for the suite's pairs and its own plain-function pair ``user``, elbo,
+  meanfield and IWAE K = 5 (each tree's own bench; ``--pairs diag iaf`` for a commit older
+  than the ``user`` pair);
 - a user's pair written as plain Pyro functions (``pyro.module`` in model and guide, the
   784-200-200-50 tanh Bernoulli VAE) trained by ``pyrovae.fit(..., out_dir=...)`` through its
   public API only, so any commit runs it, against the same networks in a hand-written PyTorch
@@ -39,8 +41,10 @@ from pathlib import Path
 import _harness  # benchmarks/_harness.py
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCH = ["--guides", "diag", "iaf", "--objectives", "elbo", "meanfield", "iwae5", "--batch-sizes", "100",
+BENCH = ["--objectives", "elbo", "meanfield", "iwae5", "--batch-sizes", "100",
          "--blocks", "5", "--block-seconds", "0.25", "--threads", "1"]
+#: the pairs timed by each tree's own bench (``user``, a plain-function pair, needs a commit from 2026-12-06 on)
+PAIRS = ["diag", "iaf", "user"]
 
 
 def export(commit: str, folder: Path) -> Path:
@@ -57,13 +61,13 @@ def export(commit: str, folder: Path) -> Path:
     return site
 
 
-def bench(pythonpath: str | None, out: Path) -> list:
+def bench(pythonpath: str | None, out: Path, pairs=PAIRS) -> list:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     env.pop("PYTHONPATH", None)
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
     code = "import sys; from pyrovae.cli import main; sys.exit(main(sys.argv[1:]))"
-    subprocess.run([sys.executable, "-c", code, "bench", *BENCH, "--json", str(out)], env=env, check=True,
+    subprocess.run([sys.executable, "-c", code, "bench", "--guides", *pairs, *BENCH, "--json", str(out)], env=env, check=True,
                    cwd=out.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return json.loads(out.read_text())["table"]
 
@@ -163,6 +167,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--only", choices=["bench", "plain"], default=None,
                    help="only the suite's pairs (pyrovae bench) or only the plain-function pair through fit")
+    p.add_argument("--pairs", nargs="+", default=PAIRS,
+                   help="the pairs of each tree's bench (default diag iaf user; an older commit may lack user)")
     p.add_argument("--plain-pair-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.plain_pair_child:
@@ -175,7 +181,7 @@ def main() -> None:
         old_site = export(args.old, Path(tmp))
         for r in range(args.rounds):
             for label, path in (("old", str(old_site)), ("new", None)):
-                found = [] if args.only == "plain" else bench(path, Path(tmp) / f"{label}-{r}.json")
+                found = [] if args.only == "plain" else bench(path, Path(tmp) / f"{label}-{r}.json", args.pairs)
                 if args.only != "bench":
                     found.append(plain_pair(path))
                 for row in found:
