@@ -394,3 +394,39 @@ def test_iwae_equals_the_bound_on_pyros_traces_bit_for_bit():
         b = loss_and_grads(lambda: -(log_mean_exp(1.0 * log_weights(model, guide, batch, 6, return_traces=True)[0], 0)
                                      / 1.0).mean(), params)
     assert_identical(a, b)
+
+
+@pytest.mark.parametrize("case", ["bernoulli logits", "bernoulli probs", "bernoulli broadcast", "normal", "normal 2 dims"])
+def test_lean_log_prob_equals_torchs_bit_for_bit(case):
+    """importance.log_prob (the lean sites' density) against the distribution's own log_prob:
+    the same values and gradients, bit for bit."""
+    from pyrovae.infer.importance import log_prob
+
+    g = torch.Generator().manual_seed(0)
+    raw = torch.randn(4, 6, 9, generator=g).requires_grad_()
+    x = torch.bernoulli(torch.full((6, 9), 0.4), generator=g)
+    if case == "bernoulli logits":
+        fn, value = dist.Bernoulli(logits=raw, validate_args=False).to_event(1), x.expand(4, 6, 9)
+    elif case == "bernoulli probs":
+        fn, value = dist.Bernoulli(probs=torch.sigmoid(raw), validate_args=False).to_event(1), x.expand(4, 6, 9)
+    elif case == "bernoulli broadcast":  # IWAE: (K, N, D) logits, (N, D) data
+        fn, value = dist.Bernoulli(logits=raw, validate_args=False).to_event(1), x
+    elif case == "normal":
+        fn, value = dist.Normal(raw, torch.nn.functional.softplus(raw) + 0.1).to_event(1), raw.detach() * 0.3
+    else:
+        fn, value = dist.Normal(raw, 1.0).to_event(2), raw.detach() * 0.3
+    weights = torch.randn(fn.batch_shape, generator=g)
+    ours, theirs = log_prob(fn, value), fn.log_prob(value)
+    assert ours.shape == theirs.shape and torch.equal(ours, theirs)
+    g_ours = torch.autograd.grad((ours * weights).sum(), raw, retain_graph=True)[0]  # probs: shared cached logits
+    g_theirs = torch.autograd.grad((theirs * weights).sum(), raw)[0]
+    assert torch.equal(g_ours, g_theirs)
+
+
+def test_lean_log_prob_keeps_a_validating_bernoullis_check():
+    """A Bernoulli that validates its arguments still refuses a value off its support."""
+    from pyrovae.infer.importance import log_prob
+
+    fn = dist.Bernoulli(logits=torch.zeros(3, 4), validate_args=True).to_event(1)
+    with pytest.raises(ValueError, match="support"):
+        log_prob(fn, torch.full((3, 4), 0.5))

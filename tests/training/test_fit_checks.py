@@ -43,6 +43,20 @@ def test_grey_levels_into_a_bernoulli_likelihood_are_refused(tmp_path):
     quick(VAE(6, 2, (8,), likelihood="continuous_bernoulli"), DiagNormalGuide(6, 2, (8,)), grey)  # fits
 
 
+def test_grey_levels_into_a_plain_pairs_bernoulli_are_refused(tmp_path):
+    """The training steps compute a Bernoulli's density without torch's argument checks (the
+    lean path); a plain-function pair's bad data still get the first step's clear error."""
+    from pyrovae.bench.runners import user_pair
+
+    torch.manual_seed(0)
+    model, guide = user_pair(torch.nn.Linear(2, 6), torch.nn.Linear(6, 4), 2)
+    grey = torch.rand(60, 6, generator=torch.Generator().manual_seed(1))
+    with pytest.raises(UsageError, match=r"observed site 'x' lie outside the support of its Bernoulli"):
+        quick(model, guide, grey, out_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    quick(model, guide, torch.bernoulli(grey))  # binary data train
+
+
 @pytest.mark.parametrize("change, match", [
     (dict(z_dim=3), "with z_dim=3: it was fit with z_dim=2"),
     (dict(data=torch.bernoulli(torch.full((60, 5), 0.3))), "with x_dim=5: it was fit with x_dim=6"),
