@@ -33,26 +33,25 @@ import _harness  # benchmarks/_harness.py
 import pyrovae
 from pyrovae.data.datasets import load_dataset
 from pyrovae.guides import DiagNormalGuide
-from pyrovae.guides.denoising import DenoisingGuide
+from pyrovae.guides.denoising import NOISES, DenoisingGuide, corrupt
+from pyrovae.nn import INITS
 from pyrovae.models import VAE
 from pyrovae.evaluation.compare import paired_difference
 
 
 @torch.no_grad()
-def noisy_proposal_log_likelihood(model, guide, x, num_samples, seed, batch_size=100):
-    """log p(x) per image, importance-sampled with q(z | x~), x~ one corruption of x (drawn
-    once per image, shared by its K particles)."""
-    g = torch.Generator().manual_seed(seed)
-    flip = torch.rand(x.shape, generator=g) < guide.noise_level
-    x_tilde = torch.where(flip, (torch.rand(x.shape, generator=g) < 0.5).to(x.dtype), x)
-    out = []
+def proposal_estimates(model, encode, x, x_in, num_samples, batch_size=100):
+    """Per image, log p(x) importance-sampled and the ELBO (the mean log-weight), both from
+    the same K draws of the proposal ``encode(x_in)`` (the clean image, or one corruption)."""
+    lls, elbos = [], []
     for start in range(0, len(x), batch_size):
-        xb, xt = x[start:start + batch_size], x_tilde[start:start + batch_size]
-        q = guide.base.encode(xt)
+        xb, xi = x[start:start + batch_size], x_in[start:start + batch_size]
+        q = encode(xi)
         z = q.sample((num_samples,))
         log_w = model.prior(len(xb)).log_prob(z) + model.likelihood(z).log_prob(xb) - q.log_prob(z)
-        out.append(torch.logsumexp(log_w, 0) - math.log(num_samples))
-    return torch.cat(out).double()
+        lls.append(torch.logsumexp(log_w, 0) - math.log(num_samples))
+        elbos.append(log_w.mean(0))
+    return torch.cat(lls).double(), torch.cat(elbos).double()
 
 
 def run_one(noise_level, dataset, test, args):
@@ -64,24 +63,35 @@ def run_one(noise_level, dataset, test, args):
     if noise_level == 0:
         guide = DiagNormalGuide(**sizes)
     else:
-        guide = DenoisingGuide(**sizes, noise="salt_and_pepper", noise_level=noise_level, base="diag")
+        guide = DenoisingGuide(**sizes, noise=args.noise, noise_level=noise_level, base="diag")
     t0 = time.perf_counter()
     result = pyrovae.fit(model, guide, dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         seed=args.seed, progress=False, valid_data={k: v[:100] for k, v in dataset.valid.items()})
+                         seed=args.seed, progress=False, valid_data={k: v[:100] for k, v in dataset.valid.items()},
+                         init=args.init)
     train_seconds = time.perf_counter() - t0
     pyro.set_rng_seed(args.seed)
     t0 = time.perf_counter()
     estimate = pyrovae.log_likelihood(model, guide, test, num_samples=args.num_samples)
     eval_seconds = time.perf_counter() - t0
-    noisy = None
+    x = test["x"]
+    base = guide if noise_level == 0 else guide.base
+    guide.eval()
+    torch.manual_seed(args.seed)
+    _, elbo = proposal_estimates(model, base.encode, x, x, args.num_samples)  # the clean bound, per image
+    noisy = noisy_elbo = None
     if noise_level > 0:
-        # the same log p(x) with the proposal the encoder was trained on: q(z | x~) for one
-        # corruption x~ of each test image (still a valid proposal, its density known)
-        noisy = noisy_proposal_log_likelihood(model, guide, test["x"], args.num_samples, args.seed)
-    return {"noise_level": noise_level, "eval_seconds": eval_seconds,
+        # the same with the proposal the encoder was trained on: q(z | x~) for one corruption
+        # x~ of each test image (still a valid proposal, its density known): the bound the
+        # denoising criterion maximizes, evaluated on test images
+        torch.manual_seed(args.seed)
+        x_tilde = corrupt(x, guide.noise, guide.noise_level)
+        noisy, noisy_elbo = proposal_estimates(model, base.encode, x, x_tilde, args.num_samples)
+    return {"noise": "none" if noise_level == 0 else args.noise, "noise_level": noise_level,
+            "eval_seconds": eval_seconds, "init": args.init or "default",
             "test_ll_noisy_proposal": None if noisy is None else float(noisy.mean()),
-            "per_datapoint_noisy": noisy, "train_seconds": train_seconds,
-            "train_loss": result.metrics[-1]["train_loss"], "test_elbo": estimate.elbo,
+            "per_datapoint_noisy": noisy, "per_datapoint_elbo": elbo, "per_datapoint_noisy_elbo": noisy_elbo,
+            "train_seconds": train_seconds,
+            "train_loss": result.metrics[-1]["train_loss"], "test_elbo": float(elbo.mean()),
             "test_ll": estimate.log_likelihood, "test_ll_stderr": estimate.stderr,
             "per_datapoint": estimate.per_datapoint.detach().double()}
 
@@ -90,25 +100,36 @@ def table(rows, args, machine) -> str:
     plain = next((r for r in rows if r["noise_level"] == 0), None)
     lines = [
         f"Dynamically binarized MNIST; model z={args.z_dim}, hidden {tuple(args.hidden_dims)} tanh, Bernoulli; "
-        f"encoder the same sizes; {args.epochs} epochs of the first {args.num_train} training images, batch {args.batch_size}, Adam lr {args.lr}, seed {args.seed}; "
-        f"test log p(x) with K={args.num_samples} on the first {args.test_size} test images. {machine}.",
+        f"encoder the same sizes; {args.epochs} epochs of the first {args.num_train} training images, batch "
+        f"{args.batch_size}, Adam lr {args.lr}, seed {args.seed}, init {args.init or 'the default'}; test log p(x) "
+        f"and ELBO with K={args.num_samples} on the first {args.test_size} test images. {machine}.",
         "",
     ]
+
+    def versus(key, row):
+        if plain is None or row is plain or row.get(key) is None:
+            return ""
+        d = paired_difference(row[key], plain[key])
+        return f"{d.mean:+.3f} ± {d.stderr:.3f}"
+
     cells = []
     for r in rows:
-        name = "diag (plain VAE)" if r["noise_level"] == 0 else "denoising(diag)"
-        diff = noisy = ""
-        if plain is not None and r is not plain:
-            d = paired_difference(r["per_datapoint"], plain["per_datapoint"])
-            diff = f"{d.mean:+.3f} ± {d.stderr:.3f}"
-            if r.get("per_datapoint_noisy") is not None:
-                d = paired_difference(r["per_datapoint_noisy"], plain["per_datapoint"])
-                noisy = f"{d.mean:+.3f} ± {d.stderr:.3f}"
+        name = "diag (plain VAE)" if r["noise_level"] == 0 else f"denoising(diag), {r['noise']}"
+        noisy_vs_plain = ""
+        if plain is not None and r.get("per_datapoint_noisy") is not None:
+            d = paired_difference(r["per_datapoint_noisy"], plain["per_datapoint"])
+            noisy_vs_plain = f"{d.mean:+.3f} ± {d.stderr:.3f}"
+        elbo_noisy = ""
+        if plain is not None and r.get("per_datapoint_noisy_elbo") is not None:
+            d = paired_difference(r["per_datapoint_noisy_elbo"], plain["per_datapoint_elbo"])
+            elbo_noisy = f"{d.mean:+.3f} ± {d.stderr:.3f}"
         cells.append([name, f"{r['noise_level']:g}", f"{r['train_seconds']:.0f}", f"{r['train_loss']:.2f}",
-                      f"{r['test_elbo']:.2f}", f"{r['test_ll']:.2f} ± {r['test_ll_stderr']:.2f}", diff, noisy])
-    lines.append(_harness.table(["guide", "salt-and-pepper rate", "train s", "final train loss", "test ELBO",
+                      f"{r['test_elbo']:.2f}", versus("per_datapoint_elbo", r), elbo_noisy,
+                      f"{r['test_ll']:.2f} ± {r['test_ll_stderr']:.2f}", versus("per_datapoint", r), noisy_vs_plain])
+    lines.append(_harness.table(["guide", "rate", "train s", "final train loss", "test ELBO (clean x)",
+                                 "ELBO - plain's (paired s.e.)", "ELBO with q(z given x~) - plain's",
                                  "test log p(x) (± s.e.)", "log p(x) - plain's (paired s.e.)",
-                                 "the same, proposal q(z given one corrupted x)"], cells))
+                                 "log p(x) with q(z given x~) - plain's"], cells))
     return "\n".join(lines) + "\n"
 
 
@@ -117,7 +138,11 @@ def main():
                         hidden_dims=[200, 200], num_samples=1000, test_size=1000, train_size=None, seed=0, threads=1,
                         json=None)
     p.add_argument("--noise-levels", type=float, nargs="+", default=[0.1, 0.25],
-                   help="salt-and-pepper rates of the denoising runs (the plain VAE, rate 0, always runs)")
+                   help="corruption rates (or Gaussian standard deviations) of the denoising runs (the plain VAE, "
+                        "rate 0, always runs)")
+    p.add_argument("--noise", default="salt_and_pepper", choices=NOISES,
+                   help="the corruption (guides/denoising.py; salt_and_pepper_im: Im et al.'s code's)")
+    p.add_argument("--init", default=None, choices=INITS, help="the weights' start (default: fit's, the model's)")
     args = p.parse_args()
 
     machine = _harness.start(args)

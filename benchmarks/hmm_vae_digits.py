@@ -47,6 +47,7 @@ from pyrovae.guides.hmm_vae import HMMVAEGuide
 from pyrovae.infer.objectives import make_objective
 from pyrovae.models.hmm_vae import HMMVAE
 from pyrovae.models.vae import VAE
+from pyrovae.nn import INITS
 
 
 def frames(split):
@@ -99,6 +100,9 @@ def main():
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--joint-epochs", type=int, default=20)
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--init", default=None, choices=INITS,
+                        help="how the HMM-VAE and the VAE start (default: fit's, the data-mean start; the documented "
+                             "figures are from --init torch); the joint fit keeps the weights it is given")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
 
@@ -120,7 +124,7 @@ def main():
         guide = HMMVAEGuide(x_dim=64, z_dim=args.z_dim, hidden_dims=(args.hidden,))
         t0 = time.perf_counter()
         fit(model, guide, data.bucketed("train", batch_size=args.batch_size, seed=seed),
-            objective=make_objective("enum"), epochs=args.epochs, lr=args.lr, seed=seed, progress=False)
+            objective=make_objective("enum"), epochs=args.epochs, lr=args.lr, seed=seed, progress=False, init=args.init)
         hmm_seconds = time.perf_counter() - t0
         model.eval(), guide.eval()
         with torch.no_grad():
@@ -137,7 +141,7 @@ def main():
         frames_per_batch = round(len(train_x) * args.batch_size / len(data.train["x"]))  # the same steps per epoch
         t0 = time.perf_counter()
         fit(vae, vae_guide, train_x, epochs=args.epochs, batch_size=frames_per_batch, lr=args.lr, seed=seed,
-            progress=False)
+            progress=False, init=args.init)
         vae_seconds = time.perf_counter() - t0
         vae.eval(), vae_guide.eval()
         with torch.no_grad():
@@ -160,7 +164,8 @@ def main():
                 for name in ("init_logits", "trans_logits", "unit_loc", "unit_scale_raw"):
                     getattr(joint, name).copy_(getattr(hmm, name))
             fit(joint, joint_guide, data.bucketed("train", batch_size=args.batch_size, seed=seed),
-                objective=make_objective("enum"), epochs=args.joint_epochs, lr=args.lr, seed=seed, progress=False)
+                objective=make_objective("enum"), epochs=args.joint_epochs, lr=args.lr, seed=seed, progress=False,
+                init="torch")  # keep the weights loaded above
             joint.eval(), joint_guide.eval()
             joint_units = joint.units(joint_guide, data.test["x"], data.test["mask"])
             joint_nmi = nmi(truth, joint_units[data.test["mask"]].numpy())

@@ -153,6 +153,7 @@ QUICK = {
                        " --num-layers 1 --channels 4 --figure {tmp}/fashion.png --json {tmp}/fashion.json",
     "guides_mnist.py": "--epochs 1 --guides diag iaf-2 iaf-4 planar-8 --hidden-dims 16 --valid-size 10 --test-size 20 --num-samples 5"
                        " --threads 1 --json {tmp}/guides.json",
+    "init_defaults.py": "--quick --models linear robust hmm-vae --json {tmp}/init.json",
     "hierarchical_long.py": "--pair 1 --out {tmp}/long-1 --hours 0 --eval-every 1 --num-test 20 --num-samples 5"
                             " --figure {tmp}/long.png",
     "hierarchical_mnist.py": "--epochs 1 --num-train 200 --num-test 20 --num-samples 5 --warmup-epochs 0"

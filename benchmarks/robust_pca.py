@@ -76,8 +76,8 @@ def pcp_basis(x, rank):
 
 def train(model, guide, x, steps, seed=0):
     pyro.set_rng_seed(seed)
-    for lr in (3e-2, 3e-3, 3e-4):
-        fit(model, guide, x, epochs=steps, batch_size=len(x), lr=lr, progress=False, seed=seed)
+    for lr in (3e-2, 3e-3, 3e-4):  # torch's layers, kept from one step size to the next (the documented figures)
+        fit(model, guide, x, epochs=steps, batch_size=len(x), lr=lr, progress=False, seed=seed, init="torch")
     return model, guide
 
 

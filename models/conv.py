@@ -30,7 +30,7 @@ import torch
 
 from pyrovae.nn.conv import ConvDecoder, image_shape_for
 from pyrovae.distributions.discretized_logistic import DiscretizedLogisticMixture
-from pyrovae.nn import check_positive
+from pyrovae.nn import check_positive, conv_bias_at_data_mean_
 from pyrovae.models.base import Model, StandardNormalPrior
 from pyrovae.registry import register_model
 
@@ -122,6 +122,14 @@ class ConvVAE(StandardNormalPrior, Model):
         self.decoder = ConvDecoder(o.z_dim, self.image_shape, tuple(reversed(o.channels)), out, o.hidden_dims,
                                    o.activation)
         self.standard_normal_prior_(o.z_dim)
+
+    def init_from_data(self, x: torch.Tensor, **unused) -> None:
+        """Start the decoder's output at the data's mean (``init="burda"``, the default of
+        ``fit``): the last transposed convolution's bias, one per output channel, at the logits
+        of each colour channel's mean pixel (Bernoulli) or the logistics' locations at it
+        (``logistic-mixture``); docs/autoregressive.md has what it is worth."""
+        o = self.options
+        conv_bias_at_data_mean_(self.decoder.deconvs[-1], x, self.image_shape[0], o.likelihood, o.num_mixtures)
 
     def likelihood(self, z: torch.Tensor) -> dist.Distribution:
         """p(x | z) over the pixels: event shape ``(x_dim,)``. For ``logistic-mixture`` its

@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from pyro import poutine
 from torch import nn
 
-from pyrovae.models.vrnn import as_steps, example_sequences
-from pyrovae.nn import MLP, check_positive
+from pyrovae.models.vrnn import as_steps, example_sequences, real_steps
+from pyrovae.nn import MLP, bias_at_data_logits_, check_positive
 from pyrovae.models.base import Model
 from pyrovae.registry import register_model
 
@@ -47,9 +47,14 @@ class GatedTransition(nn.Module):
         self.gate = MLP(z_dim, (hidden_dim,), z_dim, "relu")
         self.proposed = MLP(z_dim, (hidden_dim,), z_dim, "relu")
         self.linear = nn.Linear(z_dim, z_dim)
+        self.identity_()
+        self.scale = nn.Linear(z_dim, z_dim)
+
+    @torch.no_grad()
+    def identity_(self) -> None:
+        """The linear part of the mean at the identity, as Krishnan et al.'s code starts it."""
         nn.init.eye_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
-        self.scale = nn.Linear(z_dim, z_dim)
 
     def forward(self, z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         gate = torch.sigmoid(self.gate(z))
@@ -94,6 +99,13 @@ class DMM(Model):
         self.transition = GatedTransition(o.z_dim, o.transition_dim)
         self.emitter = MLP(o.z_dim, (o.emission_dim, o.emission_dim), o.x_dim, "relu")
         self.z_init = nn.Parameter(torch.zeros(o.z_dim))
+
+    def init_from_data(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, **unused) -> None:
+        """Start the emission's output bias at the logits of the training keys' frequencies
+        over the real steps (``init="burda"``, the default of ``fit``), and put the transition's
+        linear part back at the identity that Glorot's layers replaced (docs/sequences.md)."""
+        bias_at_data_logits_(self.emitter[-1], real_steps(x, mask))
+        self.transition.identity_()
 
     def prior(self, z_prev: torch.Tensor) -> dist.Distribution:
         loc, scale = self.transition(z_prev)

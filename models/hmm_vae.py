@@ -61,8 +61,8 @@ from pyro.poutine.enum_messenger import EnumMessenger
 from pyro.poutine.runtime import _PYRO_STACK
 from torch import nn
 
-from pyrovae.models.vrnn import as_steps, example_sequences
-from pyrovae.nn import MLP, check_positive
+from pyrovae.models.vrnn import as_steps, example_sequences, real_steps
+from pyrovae.nn import MLP, bias_at_data_logits_, check_positive
 from pyrovae.models.base import Model
 from pyrovae.registry import register_model
 
@@ -158,6 +158,11 @@ class HMMVAE(Model):
     def unit_log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log p(z | s) for every unit: ``z`` ``(..., Z)`` gives ``(..., K)``."""
         return dist.Normal(self.unit_loc, self.unit_scale()).to_event(1).log_prob(z.unsqueeze(-2))
+
+    def init_from_data(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, **unused) -> None:
+        """Start the decoder's output bias at the logits of the real frames' mean pixel
+        (``init="burda"``, the default of ``fit``; docs/sequences.md)."""
+        bias_at_data_logits_(self.decoder[-1], real_steps(x, mask))
 
     def emission(self, z: torch.Tensor) -> dist.Distribution:
         """p(x_t | z_t): Bernoulli, event ``(x_dim,)``."""

@@ -81,6 +81,12 @@ class LinearGaussianVAE(Model):
             raw = raw.expand(x_dim).clone()
         self.raw_scale = torch.nn.Parameter(raw)
 
+    @torch.no_grad()
+    def init_from_data(self, x: torch.Tensor, **unused) -> None:
+        """Start ``b`` at the data's mean, its maximum-likelihood value (``init="burda"``, the
+        default of ``fit``: Glorot's layers for the guide; docs/hidden-talents.md)."""
+        self.bias.copy_(x.detach().mean(0).to(self.bias))
+
     @property
     def noise_scale(self) -> torch.Tensor:
         """sigma: a scalar (``isotropic``) or one per dimension, ``(x_dim,)`` (``diagonal``)."""

@@ -49,7 +49,7 @@ import torch
 
 from pyrovae.nn.conv import Conditioning, PixelCNN, image_shape_for
 from pyrovae.models.conv import LIKELIHOODS, Likelihood, mixture_likelihood, observed_value
-from pyrovae.nn import check_positive
+from pyrovae.nn import check_positive, conv_bias_at_data_mean_
 from pyrovae.models.base import Model, StandardNormalPrior
 from pyrovae.registry import register_model
 
@@ -123,6 +123,13 @@ class PixelCNNVAE(StandardNormalPrior, Model):
     def receptive_rows(self) -> int:
         """How many rows above a pixel its conditional can see."""
         return self.decoder.receptive_rows
+
+    def init_from_data(self, x: torch.Tensor, **unused) -> None:
+        """Start the decoder's output at the data's mean (``init="burda"``, the default of
+        ``fit``): the bias of the PixelCNN's last 1x1 convolution at the logits of the mean pixel
+        (Bernoulli) or the logistics' locations at it (``logistic-mixture``)."""
+        o = self.options
+        conv_bias_at_data_mean_(self.decoder.head[-1], x, 1, o.likelihood, o.num_mixtures)
 
     def likelihood(self, z: torch.Tensor, x: torch.Tensor) -> dist.Distribution:
         """p(x | z) = prod_i p(x_i | x_<i, z), scored at ``x`` (in [0, 1]): event ``(x_dim,)``."""

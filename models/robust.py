@@ -50,7 +50,7 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 
-from pyrovae.nn import MLP, check_positive
+from pyrovae.nn import MLP, check_positive, output_at_data_mean_
 from pyrovae.models.base import Model
 from pyrovae.registry import register_model
 
@@ -121,6 +121,11 @@ class RobustVAE(Model):
     def noise_scale(self) -> torch.Tensor:
         """sqrt(psi): the per-dimension scale, ``(x_dim,)``."""
         return F.softplus(self.raw_scale) + self.options.min_scale
+
+    def init_from_data(self, x: torch.Tensor, **unused) -> None:
+        """Start the decoder's location at the data's mean per dimension (``init="burda"``, the
+        default of ``fit``; docs/hidden-talents.md)."""
+        output_at_data_mean_(self.decoder[-1], x, "gaussian")
 
     def forward(self, x: Optional[torch.Tensor] = None, num_samples: Optional[int] = None):
         n = self.batch_size(x, num_samples)

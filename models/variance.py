@@ -109,9 +109,19 @@ class VarianceVAE(VAE):
         self.decoder = VarianceMLP(o.z_dim, o.hidden_dims, o.x_dim, o.variance_layers, o.activation, o.bias,
                                    o.prior, o.prior_scale)
 
-    #: fit's default init (pyrovae.nn.default_init): the variance layers start as the paper's do
-    #: (torch's layers); ``init="burda"`` may still be asked for
-    default_init = "torch"
+    @property
+    def default_init(self) -> str:
+        """``burda`` (Glorot's ordinary layers, the output bias at the data's mean; the variance
+        layers keep their own start) where the last layer is an ordinary one, else ``torch``."""
+        return "burda" if isinstance(self.decoder[-1], torch.nn.Linear) else "torch"
+
+    def init_from_data(self, x: torch.Tensor, **unused) -> None:
+        """The VAE's start (the output bias at the data's mean), where the decoder's last layer is
+        an ordinary linear layer; a last variance layer has no bias to set."""
+        if not isinstance(self.decoder[-1], torch.nn.Linear):
+            raise ValueError("init='burda' sets the decoder's output bias; its last layer is a variance layer "
+                             "(variance_layers names it): use init='glorot' or 'torch'")
+        super().init_from_data(x)
 
     def weights_kl(self) -> torch.Tensor:
         """KL(q(W) || p(W)) over the decoder's variance layers."""

@@ -51,11 +51,11 @@ import torch.nn.functional as F
 from pyro import poutine
 from torch import nn
 
-from pyrovae.nn import MLP, activation as make_activation, check_positive
+from pyrovae.nn import MLP, activation as make_activation, bias_at_data_logits_, check_positive
 from pyrovae.models.base import Model, broadcast_cat
 from pyrovae.registry import register_model
 
-__all__ = ["VRNN", "BernoulliRNN", "Recurrence", "as_steps"]
+__all__ = ["VRNN", "BernoulliRNN", "Recurrence", "as_steps", "real_steps"]
 
 
 def as_steps(x: torch.Tensor, mask: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -71,6 +71,17 @@ def as_steps(x: torch.Tensor, mask: Optional[torch.Tensor]) -> Tuple[torch.Tenso
     if mask.shape != x.shape[:2]:
         raise ValueError(f"mask has shape {tuple(mask.shape)}; it must be (N, T) = {tuple(x.shape[:2])}")
     return x, mask.bool()
+
+
+def real_steps(x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The rows' real steps, padding left out: ``(number of real steps, D)``, for the
+    sequence models' ``init_from_data`` (the output bias at the keys' frequencies).
+
+    >>> real_steps(torch.ones(2, 3, 4), torch.tensor([[True, True, False], [True, False, False]])).shape
+    torch.Size([3, 4])
+    """
+    x, mask = as_steps(x, mask)
+    return x[mask]
 
 
 def example_sequences(x_dim: int, n: int = 16, num_steps: int = 5, seed: int = 0) -> dict:
@@ -147,6 +158,11 @@ class VRNN(Model):
         self.recurrence = Recurrence(o.x_dim, o.z_dim, o.rnn_dim, o.feature_dim, o.hidden_dims, o.activation)
         self.prior_net = MLP(o.rnn_dim, o.hidden_dims, 2 * o.z_dim, o.activation)
         self.decoder = MLP(o.feature_dim + o.rnn_dim, o.hidden_dims, o.x_dim, o.activation)
+
+    def init_from_data(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, **unused) -> None:
+        """Start the emission's output bias at the logits of the training keys' frequencies
+        over the real steps (``init="burda"``, the default of ``fit``; docs/sequences.md)."""
+        bias_at_data_logits_(self.decoder[-1], real_steps(x, mask))
 
     def prior(self, h: torch.Tensor) -> dist.Distribution:
         """p(z_t | h_{t-1}): a diagonal Normal, batch shape ``h.shape[:-1]``."""
@@ -229,6 +245,8 @@ class BernoulliRNN(Model):
         self.phi_x = nn.Sequential(MLP(o.x_dim, o.hidden_dims, o.feature_dim, o.activation), make_activation(o.activation))
         self.rnn = nn.GRU(o.feature_dim, o.rnn_dim, batch_first=True)
         self.decoder = MLP(o.rnn_dim, o.hidden_dims, o.x_dim, o.activation)
+
+    init_from_data = VRNN.init_from_data  # the same start as the VRNN's: keys' frequencies
 
     def states(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, T, H)``: the state each step is predicted from, :math:`h_0 = 0, h_1, \\dots, h_{T-1}`

@@ -310,8 +310,26 @@ def head(data, n: Optional[int], device=None) -> Dict[str, torch.Tensor]:
         rows += len(next(iter(batch.values())))
         if n is not None and rows >= n:
             break
-    split = {k: torch.cat([p[k] for p in parts])[:n] for k in parts[0]}
+    split = {k: cat_padded([p[k] for p in parts])[:n] for k in parts[0]}
     return {k: v.to(device) for k, v in split.items()} if device is not None else split
+
+
+def cat_padded(tensors) -> torch.Tensor:
+    """The tensors joined along dimension 0, each first padded with zeros (``False``) at the end
+    of its other dimensions to the largest size there: batches of sequences bucketed by length
+    (``(N, T, D)`` with different T, their masks ``(N, T)``) as one padded batch.
+
+    >>> cat_padded([torch.ones(1, 2), torch.ones(2, 3)]).tolist()
+    [[1.0, 1.0, 0.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
+    """
+    shape = [max(t.shape[d] for t in tensors) for d in range(1, tensors[0].dim())]
+    padded = []
+    for t in tensors:
+        widths = []
+        for d in reversed(range(1, t.dim())):
+            widths += [0, shape[d - 1] - t.shape[d]]
+        padded.append(torch.nn.functional.pad(t, widths) if any(widths) else t)
+    return torch.cat(padded)
 
 
 def default_max_bytes(device) -> int:

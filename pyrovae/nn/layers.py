@@ -84,8 +84,7 @@ def bias_at_data_logits_(linear: nn.Linear, x: torch.Tensor, clip: float = 1e-3)
     if x.dim() != 2 or x.shape[1] != linear.out_features:
         raise ValueError(f"x must be (N, {linear.out_features}) for a layer of {linear.out_features} outputs, "
                          f"got shape {tuple(x.shape)}")
-    mean = x.detach().double().mean(0).clamp(clip, 1 - clip)
-    linear.bias.copy_((mean.log() - (-mean).log1p()).to(linear.bias))
+    linear.bias.copy_(data_logits(x, clip).to(linear.bias))
     return linear
 
 
@@ -98,6 +97,48 @@ def output_at_data_mean_(linear: nn.Linear, x: torch.Tensor, likelihood: str = "
         linear.bias.copy_(x.detach().mean(0).to(linear.bias))
         return linear
     return bias_at_data_logits_(linear, x)
+
+
+def data_logits(x: torch.Tensor, clip: float = 1e-3) -> torch.Tensor:
+    """The logits of the mean of ``x`` over its rows (dimension 0), the mean clipped to
+    ``[clip, 1 - clip]``, in double precision: the output bias at which a Bernoulli decoder
+    predicts the data's mean (pixels, or a piano roll's key frequencies).
+
+    >>> [round(v, 3) for v in torch.sigmoid(data_logits(torch.tensor([[1.0, 0.0], [0.0, 0.0]]))).tolist()]
+    [0.5, 0.001]
+    """
+    mean = x.detach().double().mean(0).clamp(clip, 1 - clip)
+    return mean.log() - (-mean).log1p()
+
+
+@torch.no_grad()
+def conv_bias_at_data_mean_(conv: nn.Module, x: torch.Tensor, channels: int, likelihood: str = "bernoulli",
+                            num_mixtures: int = 1) -> nn.Module:
+    """Set the bias of a convolutional decoder's last layer (one bias per output channel) so
+    that, with its weights small, it predicts each colour channel's mean over the pixels and
+    the rows of ``x``: the logits of that mean for a ``bernoulli`` likelihood (the layer's
+    ``channels`` outputs), the logistics' locations for a ``logistic-mixture`` (outputs laid
+    out ``(3 K, channels)``: logits, locations, log-scales; the location is ``tanh`` of the
+    output on the ``[-1, 1]`` scale, so the bias is ``atanh(2 mean - 1)``).
+
+    :param x: ``(N, channels * H * W)`` rows in [0, 1], channel-major.
+
+    >>> conv = conv_bias_at_data_mean_(nn.Conv2d(4, 1, 1), torch.tensor([[1.0, 0.0, 0.0, 0.0]]), 1)
+    >>> round(float(torch.sigmoid(conv.bias)), 3)
+    0.25
+    """
+    means = x.detach().double().reshape(x.shape[0], channels, -1).mean((0, 2))  # (channels,)
+    if likelihood == "bernoulli":
+        if conv.bias.numel() != channels:
+            raise ValueError(f"a Bernoulli decoder's last layer needs {channels} outputs, got {conv.bias.numel()}")
+        conv.bias.copy_(data_logits(means[None]).to(conv.bias))
+        return conv
+    if conv.bias.numel() != 3 * num_mixtures * channels:
+        raise ValueError(f"a mixture of {num_mixtures} needs {3 * num_mixtures * channels} outputs, "
+                         f"got {conv.bias.numel()}")
+    centre = torch.atanh((2 * means - 1).clamp(-0.99, 0.99))
+    conv.bias.view(3 * num_mixtures, channels)[num_mixtures:2 * num_mixtures] = centre.to(conv.bias)
+    return conv
 
 
 #: ``fit(..., init=...)`` / ``pyrovae fit --init``: how a new run's weights start.

@@ -30,6 +30,19 @@ def test_salt_and_pepper_statistics():
     assert set(noisy[changed].unique().tolist()) == {0.0, 1.0}
 
 
+def test_im_et_al_salt_and_pepper_statistics():
+    """Their code's corruption: a pixel replaced with probability p by a draw of Bernoulli(p):
+    salt with probability p^2, pepper p (1 - p)."""
+    torch.manual_seed(0)
+    x = torch.full((400, 100), 0.5)
+    noisy = corrupt(x, "salt_and_pepper_im", 0.3)
+    n = x.numel()
+    for value, p in ((1.0, 0.09), (0.0, 0.21), (0.5, 0.7)):
+        assert abs(float((noisy == value).float().mean()) - p) < 4 * math.sqrt(p * (1 - p) / n)
+    with pytest.raises(ValueError, match="noise_level must be >= 0"):
+        DenoisingGuide(12, 3, (16,), noise="salt_and_pepper_im", noise_level=1.5)
+
+
 def test_gaussian_statistics():
     torch.manual_seed(0)
     x = binary_data(400, 100)
