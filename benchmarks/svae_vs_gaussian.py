@@ -21,6 +21,7 @@ Not a test.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -35,22 +36,33 @@ from pyrovae.registry import build, get_guide, get_model
 PAIRS = {"gaussian": ("vae", "diag"), "svae": ("svae", "vmf")}
 
 
+def latent_size(kind, z_dim, args):
+    """The latent's ambient dimension: z for the Gaussian; for the S-VAE z (S^(z-1), ``--sphere
+    ambient``) or z + 1 (S^z, as many degrees of freedom as the Gaussian's z, ``--sphere manifold``)."""
+    return z_dim + 1 if kind == "svae" and args.sphere == "manifold" else z_dim
+
+
 def train(kind, z_dim, dataset, args):
     model_name, guide_name = PAIRS[kind]
-    sizes = {"z_dim": z_dim, "hidden_dims": tuple(args.hidden_dims)}
+    size = latent_size(kind, z_dim, args)
+    encoder = tuple(args.encoder_dims or args.hidden_dims)
+    decoder = tuple(args.decoder_dims or args.hidden_dims)
     pyro.clear_param_store()
     torch.manual_seed(args.seed)
-    model = build(get_model(model_name), sizes, fill={"x_dim": dataset.x_dim})
-    guide = build(get_guide(guide_name), sizes, fill={"x_dim": dataset.x_dim})
+    fill = {"x_dim": dataset.x_dim}
+    model = build(get_model(model_name), {"z_dim": size, "hidden_dims": decoder, "activation": args.activation}, fill=fill)
+    guide = build(get_guide(guide_name), {"z_dim": size, "hidden_dims": encoder, "activation": args.activation}, fill=fill)
     valid = {k: v[: args.valid_size] for k, v in dataset.valid.items()}
-    t0 = time.perf_counter()
-    result = pyrovae.fit(model, guide, dataset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         seed=args.seed, progress=False, valid_data=valid)
-    return model, guide, result, time.perf_counter() - t0
+    data = dataset if args.train_size is None else dataclasses.replace(
+        dataset, train={k: v[: args.train_size] for k, v in dataset.train.items()})
+    t0, c0 = time.perf_counter(), time.process_time()
+    result = pyrovae.fit(model, guide, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                         seed=args.seed, progress=False, valid_data=valid, init=args.init)
+    return model, guide, result, time.perf_counter() - t0, time.process_time() - c0
 
 
 def run_one(kind, z_dim, dataset, test, args):
-    model, guide, result, train_seconds = train(kind, z_dim, dataset, args)
+    model, guide, result, train_seconds, train_cpu = train(kind, z_dim, dataset, args)
     t0 = time.perf_counter()
     pyro.set_rng_seed(args.seed)
     estimate = pyrovae.log_likelihood(model, guide, test, num_samples=args.num_samples)
@@ -58,6 +70,7 @@ def run_one(kind, z_dim, dataset, test, args):
         "kind": kind, "z_dim": z_dim, "train_loss": result.metrics[-1]["train_loss"],
         "test_ll": estimate.log_likelihood, "test_ll_stderr": estimate.stderr, "test_elbo": estimate.elbo,
         "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - t0,
+        "train_cpu_seconds_per_epoch": train_cpu / args.epochs, "latent_size": latent_size(kind, z_dim, args),
         "per_datapoint": estimate.per_datapoint, "guide": guide,
     }
 
@@ -70,9 +83,12 @@ def paired(a, b):
 
 def table(rows, args, machine) -> str:
     lines = [
-        f"Dynamically binarized MNIST; encoder and decoder hidden {tuple(args.hidden_dims)} tanh, Bernoulli; "
-        f"{args.epochs} epochs, batch {args.batch_size}, Adam lr {args.lr}, seed {args.seed}; test log-likelihood "
-        f"with K={args.num_samples} on the first {args.test_size} test images. {machine}.",
+        f"Dynamically binarized MNIST ({args.train_size or 'all'} training images); encoder hidden "
+        f"{tuple(args.encoder_dims or args.hidden_dims)}, decoder hidden {tuple(args.decoder_dims or args.hidden_dims)} "
+        f"{args.activation}, Bernoulli; the S-VAE at z on {'S^z' if args.sphere == 'manifold' else 'S^(z-1)'}; "
+        f"{args.epochs} epochs, batch {args.batch_size}, Adam lr {args.lr}, seed {args.seed}, init "
+        f"{args.init or 'default'}; test log-likelihood with K={args.num_samples} on the first {args.test_size} "
+        f"test images. {machine}.",
         "",
         *_harness.header(["z", "Gaussian (vae + diag) log p(x) ± s.e.", "S-VAE (svae + vmf) log p(x) ± s.e.",
                           "svae - gaussian (paired s.e.)", "Gaussian ELBO", "S-VAE ELBO",
@@ -125,11 +141,22 @@ def figure(circle, sphere, labels, path):
 
 def main():
     p = _harness.parser(__doc__, data_dir=_harness.DATA_DIR, epochs=10, batch_size=100, lr=1e-3,
-                        hidden_dims=[200, 200], num_samples=500, test_size=1000, seed=0, threads=1, figure=None,
-                        json=None)
+                        hidden_dims=[200, 200], num_samples=500, train_size=None, test_size=1000, seed=0, threads=1,
+                        figure=None, json=None)
     p.add_argument("--z-dims", type=int, nargs="+", default=[2, 5, 10, 20, 40])
     p.add_argument("--valid-size", type=int, default=100, help="validation images for the per-epoch pass")
     p.add_argument("--out", default=None, help="write the Markdown table here (rewritten after each run)")
+    p.add_argument("--encoder-dims", type=int, nargs="+", default=None, help="encoder widths, x to z "
+                   "(default: --hidden-dims); Davidson et al.'s example: 256 128")
+    p.add_argument("--decoder-dims", type=int, nargs="+", default=None, help="decoder widths, z to x "
+                   "(default: --hidden-dims); Davidson et al.'s example: 128 256")
+    p.add_argument("--activation", default="tanh", help="both networks' nonlinearity (the example's: relu)")
+    p.add_argument("--sphere", choices=["ambient", "manifold"], default="ambient",
+                   help="the S-VAE at z: on S^(z-1) in R^z (ambient), or on S^z in R^(z+1), the Gaussian's z "
+                        "degrees of freedom, as Davidson et al.'s example builds it (manifold)")
+    p.add_argument("--kinds", nargs="+", choices=list(PAIRS), default=list(PAIRS), help="which families to train")
+    p.add_argument("--init", default=None, help="fit's init (default: the model's default)")
+    p.add_argument("--per-image", default=None, help="save the per-image test log p(x) of every run here (torch.save)")
     args = p.parse_args()
 
     machine = _harness.start(args)
@@ -138,7 +165,7 @@ def main():
     start = time.perf_counter()
     rows = []
     for z_dim in args.z_dims:
-        for kind in PAIRS:
+        for kind in args.kinds:
             rows.append(run_one(kind, z_dim, dataset, test, args))
             summary = {k: v for k, v in rows[-1].items() if k not in ("per_datapoint", "guide")}
             print(json.dumps(summary), flush=True)
@@ -148,6 +175,8 @@ def main():
                     f.write(text)
             _harness.write_json(args.json, [{k: v for k, v in r.items() if k not in ("per_datapoint", "guide")}
                                             for r in rows])
+            if args.per_image:
+                torch.save({f"{r['kind']}_z{r['z_dim']}": r["per_datapoint"] for r in rows}, args.per_image)
     print(text)
     if args.figure:
         x = test["x"]
@@ -155,9 +184,9 @@ def main():
         # The z = 2 S-VAE of the table (trained here if z = 2 was not in --z-dims).
         guide2 = next((r["guide"] for r in rows if r["z_dim"] == 2 and r["kind"] == "svae"), None)
         if guide2 is None:
-            _, guide2, _, _ = train("svae", 2, dataset, args)
+            _, guide2, _, _, _ = train("svae", 2, dataset, args)
         circle = mean_directions(guide2, x).numpy()
-        _, guide3, _, seconds3 = train("svae", 3, dataset, args)
+        _, guide3, _, seconds3, _ = train("svae", 3, dataset, args)
         sphere = mean_directions(guide3, x).numpy()
         print(f"figure: {figure(circle, sphere, labels, args.figure)} (z=3 S-VAE trained in {seconds3:.0f} s)")
     print(f"total {time.perf_counter() - start:.0f} s")
