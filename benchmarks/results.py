@@ -187,7 +187,8 @@ QUICK = {
                                " --json {tmp}/fewshot.json",
     "statistician_synthetic.py": "--epochs 1 --train-sets 32 --test-sets 16 --set-size 20 --hidden-dims 16"
                                  " --num-ll-sets 4 --num-samples 5 --figures {tmp} --json {tmp}/synthetic.json",
-    "svae_vs_gaussian.py": "--epochs 1 --z-dims 2 --hidden-dims 16 --valid-size 10 --test-size 20 --num-samples 5"
+    "svae_vs_gaussian.py": "--epochs 1 --z-dims 1 2 --train-size 500 --encoder-dims 16 --decoder-dims 16"
+                           " --valid-size 10 --test-size 20 --num-samples 5"
                            " --threads 1 --figure {tmp}/svae.png --json {tmp}/svae.json",
     "vae_mnist.py": "--epochs 1 --test-size 20 --num-samples 5 --json {tmp}/vae.json",
     "variance_layers.py": "--epochs 1 --train-size 200 --test-size 20 --probe-test-size 50 --num-samples 5"
