@@ -31,7 +31,9 @@ class HypersphericalVAE(VAE):
     """p(z) p(x | z) with z uniform on :math:`S^{z\\_dim-1}` and an MLP decoder.
 
     The options of :class:`~pyrovae.models.vae.VAE`; ``z_dim`` (default 10) is the latent's
-    ambient dimension: z lies on the sphere S^(z_dim-1), so z_dim >= 2.
+    ambient dimension: z lies on the sphere S^(z_dim-1), so z_dim >= 2. Against a Gaussian
+    VAE with latent dimension Z, use ``z_dim = Z + 1`` (the same Z degrees of freedom, as
+    Davidson et al.'s code does; docs/hidden-talents.md).
 
     >>> model = HypersphericalVAE(x_dim=64, z_dim=3)
     >>> model.prior(5).sample().norm(dim=-1)
