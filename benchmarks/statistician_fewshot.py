@@ -2,7 +2,7 @@
 sections 5.3-5.4, here on scikit-learn's 8x8 digits).
 
 ``digits-sets`` (pyrovae/data/sets.py): training sets of 5 images of one digit among 0-6
-(2,000 sets drawn from the 840 training images of those digits; dynamically binarized), test
+(2,000 sets drawn from the 854 training images of those digits; dynamically binarized), test
 sets of 5 images of the held-out digits 7, 8, 9 (every image of those digits, any split, in
 disjoint sets: 105 sets), never seen in training. The statistician (Bernoulli p(x | z, c))
 is trained on the ELBO; a plain VAE (``vae`` + ``diag``, the same hidden width and z size, no

@@ -2,7 +2,7 @@
 budget, paired on the same sets (Hewitt et al. 2018; Edwards & Storkey 2016).
 
 ``digits-sets`` (pyrovae/data/sets.py): training sets of 5 images of one digit among 0-6 (2,000
-sets drawn from the 840 training images of those digits, dynamically binarized), test sets the
+sets drawn from the 854 training images of those digits, dynamically binarized), test sets the
 105 disjoint sets of 5 images of the held-out digits 7, 8, 9. Three pairs, the same networks
 (c 16-D, z 8-D, hidden (128,), Bernoulli p(x | z, c)), the same epochs, batches and seed:
 
