@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyrovae.nn import check_positive
+from pyrovae.nn import bias_at_data_logits_, check_positive
 from pyrovae.models.base import Model
 from pyrovae.registry import register_model
 
@@ -163,6 +163,15 @@ class DRAW(Model):
             return new, canvas + write, write
 
         return self._shared((z, state[0], state[1], canvas), compute)
+
+    def init_from_data(self, x: torch.Tensor, **unused) -> None:
+        """Start the canvas at the logits of the data's mean pixel (``init="burda"``, the
+        default): the write's bias is a T-th of them, so that the T writes of an untrained
+        decoder (weights small) add up to the mean image, and each step's error
+        ``x - sigmoid(c_{t-1})`` is measured against a growing part of it."""
+        bias_at_data_logits_(self.write, x)
+        with torch.no_grad():
+            self.write.bias.div_(self.num_steps)
 
     def likelihood(self, canvas: torch.Tensor) -> dist.Distribution:
         """p(x | c_T) = Bernoulli(sigmoid(c_T)), event shape ``(x_dim,)``."""

@@ -244,3 +244,20 @@ def test_cli_fit_then_evaluate(tmp_path):
     assert "test log-likelihood (K=5)" in done.stdout
     done = run_cli("evaluate", "run", "--num-samples", "7", cwd=tmp_path)  # K=5 was scored by fit already
     assert done.returncode == 0, done.stderr
+
+
+def test_the_default_init_starts_the_canvas_at_the_data_mean():
+    """``init="burda"`` (the default for DRAW) sets the write's bias to a T-th of the mean
+    pixel's logits: with the write's weights at zero the T writes add up to the mean image."""
+    from pyrovae.nn import default_init, initialize_
+
+    model, guide = pair()
+    x = binary_data(40, 12)
+    assert default_init(model) == "burda"
+    initialize_(model, guide, {"x": x}, "burda")
+    with torch.no_grad():
+        model.write.weight.zero_()
+        run = guide.trajectory(x[:3])
+    mean = x.mean(0).clamp(1e-3, 1 - 1e-3)
+    torch.testing.assert_close(torch.sigmoid(run["canvas"]), mean.expand(3, -1))
+    torch.testing.assert_close(torch.sigmoid(run["writes"][0]), torch.sigmoid(torch.logit(mean) / model.num_steps).expand(3, -1))
