@@ -147,6 +147,8 @@ QUICK = {
     "data_streaming.py": "--rounds 1 --gigabytes 0.01 --skip-epochs",
     "denoising_mnist.py": "--epochs 1 --train-size 200 --test-size 20 --num-samples 5 --hidden-dims 16 --threads 1"
                           " --json {tmp}/denoising.json",
+    "draw_ablation.py": "--epochs 1 --train-size 200 --num-test 10 --curve-test 5 --elbo-samples 2 --num-samples 5"
+                        " --is-test 3 --num-steps 2 --rnn-dim 16 --json {tmp}/draw_ablation.json",
     "draw_mnist.py": "--epochs 1 --train-size 200 --num-test 10 --num-samples 5 --num-steps 2 --rnn-dim 16"
                      " --figure {tmp}/draw.png",
     "fashion_bits.py": "--rows conv-vae;pixelcnn-vae --epochs 1 --train-size 100 --test-size 10 --num-samples 5"
