@@ -3,14 +3,14 @@ Gregor et al. 2016) on statically binarized MNIST: test log-likelihood, bits per
 reconstructions from the first k of T steps.
 
 Each prior (``--priors``) is trained with the same budget (the first ``--train-size`` training
-images, ``--epochs`` epochs, batch 100, Adam ``--lr``, seed 0); on ``--num-test`` evenly
+images, ``--epochs`` epochs, batch 100, Adam ``--lr``, seed 0, weights started by ``--init``); on ``--num-test`` evenly
 spaced test images it prints log p(x), importance-sampled with the guide (K = ``--num-samples``), with
 its standard error, the ELBO, the KL spent per step in bits (mean over the test images) and,
 with two priors, the paired difference. It saves the figure docs/figures/draw-conceptual-compression.png:
 test digits, then sigmoid(c_T) decoded from the posterior means of the first k steps, the
 later latents set to the prior's mean, for k = 1..T; and the bits per step.
 
-    OMP_NUM_THREADS=1 nice -n 5 python benchmarks/draw_mnist.py            # the docs/draw.md figures
+    OMP_NUM_THREADS=1 nice -n 5 python benchmarks/draw_mnist.py --init torch --num-test 100   # the docs/draw.md prior table
     OMP_NUM_THREADS=1 python benchmarks/draw_mnist.py --train-size 1000 --epochs 1 --num-test 20 --num-samples 50
 """
 
@@ -32,6 +32,7 @@ from pyrovae.evaluation.plots import image_grid, save_figure
 from pyrovae.guides.draw import DRAWGuide
 from pyrovae.models.draw import DRAW
 from pyrovae.evaluation.compare import paired_difference
+from pyrovae.nn import INITS
 
 FIGURE = Path(__file__).resolve().parents[1] / "docs" / "figures" / "draw-conceptual-compression.png"
 
@@ -43,7 +44,7 @@ def train(train_x, prior: str, args):
     model, guide = DRAW(**sizes, prior=prior), DRAWGuide(**sizes)
     guide.bind_model(model)
     t0 = time.perf_counter()
-    common = dict(batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=False, device=args.device)
+    common = dict(batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=False, device=args.device, init=args.init)
     if args.train_seconds is None:
         result = fit(model, guide, train_x, epochs=args.epochs, **common)
     else:  # as many epochs as fit in the time (resumed exactly from the run folder's checkpoint)
@@ -87,6 +88,9 @@ def main():
     p = _harness.parser(__doc__.split("\n\n")[0], train_size=10000, epochs=5, z_dim=10, lr=1e-3, num_samples=1000,
                         seed=0, batch_size=100, device="cpu", figure=FIGURE)
     p.add_argument("--priors", nargs="+", default=["standard", "learned"], choices=["standard", "learned"])
+    p.add_argument("--init", choices=INITS, default=None,
+                   help="how the weights start (default: the model's, the canvas at the data's mean; "
+                        "docs/draw.md's prior table used torch)")
     p.add_argument("--num-steps", type=int, default=10)
     p.add_argument("--rnn-dim", type=int, default=200)
     p.add_argument("--num-test", type=int, default=200, help="N evenly spaced test images (paired)")
