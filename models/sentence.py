@@ -56,11 +56,12 @@ from torch import nn
 from torch.distributions import constraints
 
 from pyrovae.distributions import HypersphericalUniform
-from pyrovae.nn import check_positive
+from pyrovae.nn import bias_at_token_frequencies_, check_positive
 from pyrovae.models.base import Model
 from pyrovae.registry import register_model
 
 __all__ = ["SentenceVAE", "SphericalSentenceVAE", "SentenceLM", "SentenceDecoder", "RealWords", "word_dropout", "no_latents",
+           "init_output_at_token_frequencies",
            "PAD_ID", "BOS_ID", "EOS_ID", "UNK_ID"]
 
 #: the fixed ids of the suite's vocabularies (pyrovae.data.sequences.SPECIALS)
@@ -147,10 +148,12 @@ class SentenceDecoder(nn.Module):
     :math:`p(w_t \\mid w_{<t})` (the same network, initial state from a learned bias instead of
     :math:`W z + b`)."""
 
-    def __init__(self, vocab_size: int, embed_dim: int, hidden_dim: int, z_dim: int = 0, z_every_step: bool = False):
+    def __init__(self, vocab_size: int, embed_dim: int, hidden_dim: int, z_dim: int = 0, z_every_step: bool = False,
+                 embed_dropout: float = 0.0):
         super().__init__()
         self.z_dim, self.hidden_dim, self.z_every_step = z_dim, hidden_dim, bool(z_every_step and z_dim)
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=PAD_ID)
+        self.embed_dropout = nn.Dropout(embed_dropout)  # on the input words' embeddings, in training only
         self.lstm = nn.LSTM(embed_dim + (z_dim if self.z_every_step else 0), hidden_dim, batch_first=True)
         if z_dim:
             self.init = nn.Linear(z_dim, 2 * hidden_dim)
@@ -175,7 +178,7 @@ class SentenceDecoder(nn.Module):
         return lead, inputs.expand(lead + inputs.shape[1:]).reshape(-1, inputs.shape[-1]), z
 
     def _embed(self, flat: torch.Tensor, z: Optional[torch.Tensor]) -> torch.Tensor:
-        emb = self.embed(flat)
+        emb = self.embed_dropout(self.embed(flat))
         if self.z_every_step:
             emb = torch.cat([emb, z.unsqueeze(1).expand(-1, emb.shape[1], -1)], -1)
         return emb
@@ -232,6 +235,14 @@ class SentenceDecoder(nn.Module):
         return torch.stack(words, 1)
 
 
+def init_output_at_token_frequencies(decoder: SentenceDecoder, x: torch.Tensor, mask: Optional[torch.Tensor]) -> None:
+    """A :class:`SentenceDecoder`'s output bias at the log frequencies of the real tokens of
+    ``x`` ``(N, T)`` (``mask``, or every id but ``<pad>`` without one): the ``init_from_data`` of
+    the sequence models."""
+    real = as_mask(x, mask) & (x != PAD_ID)
+    bias_at_token_frequencies_(decoder.out, x[real])
+
+
 class SentenceOptions:
     """The checks shared by the sentence models' and guides' ``Options`` (a base of each):
     positive sizes, and a vocabulary above the four fixed ids."""
@@ -256,6 +267,8 @@ class SentenceVAE(Model):
         while training (0: none; Bowman et al. tried 0.25 to 1).
     :param bool z_every_step: also feed z to the decoder at every step (Bowman et al. only
         start the decoder from z).
+    :param float embed_dropout: dropout on the decoder's input word embeddings while training
+        (each coordinate zeroed with this probability; 0: none).
 
     >>> model = SentenceVAE(vocab_size=20, z_dim=4, embed_dim=8, hidden_dim=8)
     >>> model.generate(num_samples=3, max_length=6).shape[0]
@@ -273,17 +286,26 @@ class SentenceVAE(Model):
         hidden_dim: int = 256
         word_dropout: float = 0.0
         z_every_step: bool = False
+        embed_dropout: float = 0.0
 
         def __post_init__(self):
             super().__post_init__()
             if not 0 <= self.word_dropout <= 1:
                 raise ValueError(f"word_dropout must be in [0, 1] (a probability), got {self.word_dropout}")
+            if not 0 <= self.embed_dropout < 1:
+                raise ValueError(f"embed_dropout must be in [0, 1) (a probability), got {self.embed_dropout}")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         o = self.options
         self.z_dim, self.vocab_size = o.z_dim, o.vocab_size
-        self.decoder = SentenceDecoder(o.vocab_size, o.embed_dim, o.hidden_dim, o.z_dim, o.z_every_step)
+        self.decoder = SentenceDecoder(o.vocab_size, o.embed_dim, o.hidden_dim, o.z_dim, o.z_every_step,
+                                       o.embed_dropout)
+
+    def init_from_data(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, **unused) -> None:
+        """Start the decoder's output at the training tokens' unigram distribution: its bias at
+        their log frequencies (``init="burda"``; :func:`pyrovae.nn.bias_at_token_frequencies_`)."""
+        init_output_at_token_frequencies(self.decoder, x, mask)
 
     def prior(self, n: int) -> dist.Distribution:
         """p(z) for ``n`` sentences: a standard Normal, batch ``(n,)``."""
@@ -393,6 +415,10 @@ class SentenceLM(Model):
         super().__init__(*args, **kwargs)
         o = self.options
         self.decoder = SentenceDecoder(o.vocab_size, o.embed_dim, o.hidden_dim, z_dim=0)
+
+    def init_from_data(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, **unused) -> None:
+        """The output bias at the training tokens' log frequencies (as :class:`SentenceVAE`)."""
+        init_output_at_token_frequencies(self.decoder, x, mask)
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, lengths: Optional[torch.Tensor] = None):
         mask = as_mask(x, mask)

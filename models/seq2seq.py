@@ -70,7 +70,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyrovae.models.sentence import (
-    EOS_ID, PAD_ID, UNK_ID, SentenceDecoder, SentenceOptions, as_mask, decoder_inputs, no_latents, word_dropout,
+    EOS_ID, PAD_ID, UNK_ID, SentenceDecoder, SentenceOptions, as_mask, decoder_inputs, init_output_at_token_frequencies,
+    no_latents, word_dropout,
 )
 from pyrovae.nn import check_positive
 from pyrovae.models.base import Model
@@ -149,6 +150,11 @@ class _Seq2SeqBase(Model):
         if self.training and self.options.word_dropout > 0:
             inputs = word_dropout(inputs, self.options.word_dropout, mask)
         return inputs
+
+    def init_from_data(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, **unused) -> None:
+        """Start the decoder's output at the training targets' unigram distribution (its bias at
+        their tokens' log frequencies; ``init="burda"``)."""
+        init_output_at_token_frequencies(self.decoder, x, mask)
 
     def semantic_vector(self, source: torch.Tensor, source_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """:math:`v(s)` ``(N, 4 encoder_dim)``."""

@@ -50,7 +50,8 @@ from pyrovae.data.semisupervised import UNKNOWN, balanced_labels
 from pyrovae.data.sequences import SequenceDataSet, load_debian_descriptions
 from pyrovae.models.base import broadcast_cat
 from pyrovae.models.m2 import one_hot
-from pyrovae.models.sentence import EOS_ID, UNK_ID, SentenceDecoder, as_mask, decoder_inputs, word_dropout
+from pyrovae.models.sentence import (EOS_ID, UNK_ID, SentenceDecoder, as_mask, decoder_inputs,
+                                     init_output_at_token_frequencies, word_dropout)
 from pyrovae.nn import check_positive
 from pyrovae.models.base import Model
 from pyrovae.registry import register_model
@@ -108,6 +109,11 @@ class SSVAEText(Model):
         self.vocab_size, self.num_classes, self.z_dim = o.vocab_size, o.num_classes, o.z_dim
         self.decoder = SentenceDecoder(o.vocab_size, o.embed_dim, o.hidden_dim, o.z_dim + o.num_classes,
                                        o.code_every_step)
+
+    def init_from_data(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, **unused) -> None:
+        """Start the decoder's output at the training texts' unigram distribution (its bias at
+        their tokens' log frequencies; ``init="burda"``)."""
+        init_output_at_token_frequencies(self.decoder, x, mask)
 
     def code(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``[z, onehot(y)]``, leading dimensions broadcast (an enumerated ``(C, 1)`` y beside

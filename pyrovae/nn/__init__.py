@@ -11,9 +11,10 @@ Nothing here knows of Pyro, the registry or the data: it is torch modules alone.
 """
 
 from pyrovae.nn.layers import (
-    ACTIVATIONS, INITS, MLP, activation, bias_at_data_logits_, check_positive, conv_bias_at_data_mean_, data_logits,
-    default_init, glorot_, initialize_, output_at_data_mean_,
+    ACTIVATIONS, INITS, MLP, activation, bias_at_data_logits_, bias_at_token_frequencies_, check_positive,
+    conv_bias_at_data_mean_, data_logits, default_init, glorot_, initialize_, output_at_data_mean_,
 )
 
-__all__ = ["ACTIVATIONS", "INITS", "MLP", "activation", "bias_at_data_logits_", "check_positive",
-           "conv_bias_at_data_mean_", "data_logits", "default_init", "glorot_", "initialize_", "output_at_data_mean_"]
+__all__ = ["ACTIVATIONS", "INITS", "MLP", "activation", "bias_at_data_logits_", "bias_at_token_frequencies_",
+           "check_positive", "conv_bias_at_data_mean_", "data_logits", "default_init", "glorot_", "initialize_",
+           "output_at_data_mean_"]

@@ -141,6 +141,30 @@ def conv_bias_at_data_mean_(conv: nn.Module, x: torch.Tensor, channels: int, lik
     return conv
 
 
+@torch.no_grad()
+def bias_at_token_frequencies_(linear: nn.Linear, tokens: torch.Tensor, smoothing: float = 1.0) -> nn.Linear:
+    """Set the bias of a softmax output layer over a vocabulary to the log of the tokens'
+    frequencies (add-``smoothing`` counts, so no id gets minus infinity), in place: with the
+    weights small, the untrained decoder then predicts the unigram distribution of the data
+    (a sequence model's analogue of :func:`bias_at_data_logits_`).
+
+    :param tokens: the observed token ids, any shape (padding already removed).
+
+    >>> lin = bias_at_token_frequencies_(nn.Linear(3, 4), torch.tensor([1, 1, 1, 2]), smoothing=0.0)
+    >>> [round(v, 2) for v in torch.softmax(lin.bias, 0).tolist()]
+    [0.0, 0.75, 0.25, 0.0]
+    """
+    tokens = tokens.detach().reshape(-1).long()
+    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= linear.out_features):
+        raise ValueError(f"token ids must be in [0, {linear.out_features}) for a layer of {linear.out_features} "
+                         f"outputs, got ids from {int(tokens.min())} to {int(tokens.max())}")
+    if smoothing < 0:
+        raise ValueError(f"smoothing must be >= 0, got {smoothing}")
+    counts = torch.bincount(tokens.cpu(), minlength=linear.out_features).double() + smoothing
+    linear.bias.copy_((counts / counts.sum()).log().clamp(min=-1e4).to(linear.bias))
+    return linear
+
+
 #: ``fit(..., init=...)`` / ``pyrovae fit --init``: how a new run's weights start.
 INITS = ("torch", "glorot", "burda")
 

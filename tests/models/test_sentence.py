@@ -303,3 +303,86 @@ def test_cli_fit_then_evaluate_on_a_tiny_text_set(tmp_path, model, guide):
                    env={"PYTHONPATH": str(tmp_path)})
     assert done.returncode == 0, done.stderr
     assert "10 datapoints" in done.stdout
+
+
+def test_bias_at_token_frequencies_is_the_log_unigram_distribution():
+    from pyrovae.nn import bias_at_token_frequencies_
+
+    layer = bias_at_token_frequencies_(torch.nn.Linear(3, 5), torch.tensor([4, 4, 4, 1, 2, 2]), smoothing=1.0)
+    expected = torch.tensor([1.0, 2.0, 3.0, 1.0, 4.0]) / 11
+    assert torch.allclose(torch.softmax(layer.bias, 0), expected, atol=1e-6)
+    assert torch.allclose(layer.bias.exp().sum(), torch.tensor(1.0), atol=1e-6)
+    with pytest.raises(ValueError, match="token ids must be in"):
+        bias_at_token_frequencies_(torch.nn.Linear(3, 5), torch.tensor([5]))
+
+
+def _unigram(x, mask, vocab_size):
+    counts = torch.bincount(x[mask & (x != PAD_ID)], minlength=vocab_size).double() + 1.0
+    return (counts / counts.sum()).float()
+
+
+@pytest.mark.parametrize("name", ["sentence-vae", "sentence-svae", "seq2seq-vae", "ssvae-text", "lm"])
+def test_sequence_models_start_their_output_at_the_training_token_frequencies(name):
+    """init_from_data (fit's default init, ``burda``): with the output weights at zero, every
+    next-word distribution is the unigram distribution of the real tokens (padding and junk ids
+    under the mask not counted)."""
+    from pyrovae.nn import default_init, initialize_
+    from pyrovae.registry import MODELS
+
+    model = SentenceLM(vocab_size=V, embed_dim=6, hidden_dim=7) if name == "lm" else MODELS.get(name)(
+        **(dict(SIZES) if name != "ssvae-text" else dict(SIZES, num_classes=3)))
+    batch = SentenceVAE(**SIZES).example_batch(n=12, num_steps=6, seed=2)  # x, mask: what init_from_data reads
+    junk = batch["x"].clone()
+    junk[~batch["mask"]] = 7  # ids under the mask: not data
+    batch = dict(batch, x=junk)
+    assert default_init(model) == "burda"
+    initialize_(model, torch.nn.Linear(1, 1), batch, "burda")
+    expected = _unigram(batch["x"], batch["mask"], V)
+    model.decoder.out.weight.data.zero_()
+    with torch.no_grad():
+        code = None
+        if name != "lm":
+            code = torch.zeros(12, model.decoder.init.in_features)
+        logits = model.decoder(decoder_inputs(batch["x"]), code)
+    assert torch.allclose(torch.softmax(logits, -1), expected.expand_as(logits), atol=1e-6)
+
+
+def test_embed_dropout_acts_in_training_only():
+    """The decoder's embedding dropout changes log p(x | z) in training mode and leaves the
+    model's likelihood (eval mode: what every evaluation scores) as without it."""
+    model, guide = pair(embed_dropout=0.5)
+    plain, _ = pair()
+    plain.load_state_dict(model.state_dict())
+    batch = model.example_batch(n=4, num_steps=5, seed=1)
+    z = torch.randn(4, SIZES["z_dim"])
+    inputs = decoder_inputs(batch["x"])
+    model.eval(), plain.eval()
+    with torch.no_grad():
+        clean = plain.decoder.likelihood(inputs, batch["mask"], z).log_prob(batch["x"])
+        assert torch.allclose(model.decoder.likelihood(inputs, batch["mask"], z).log_prob(batch["x"]), clean)
+        model.train()
+        torch.manual_seed(0)
+        dropped = model.decoder.likelihood(inputs, batch["mask"], z).log_prob(batch["x"])
+    assert not torch.allclose(dropped, clean)
+    with pytest.raises(ValueError, match="embed_dropout"):
+        SentenceVAE(**SIZES, embed_dropout=1.0)
+
+
+def test_fit_with_the_default_init_on_a_length_bucketed_text_set():
+    """fit's default init for a sentence model reads the first training rows of a source whose
+    batches are cut to different lengths (a bucketed DataLoader): they are padded, not refused."""
+    from pyrovae.data.sequences import SequenceDataSet, pad_sequences
+    from pyrovae.data.sources import head
+
+    g = torch.Generator().manual_seed(0)
+    rows = [torch.randint(4, V, (int(n),), generator=g).tolist() + [EOS_ID] for n in torch.randint(1, 9, (40,), generator=g)]
+    split = pad_sequences(rows)
+    data = SequenceDataSet("t", split, split, split, (), "none")
+    loader = data.bucketed("train", 8, shuffle=False)
+    widths = {batch["x"].shape[1] for batch in loader}
+    assert len(widths) > 1  # the batches are cut to different lengths
+    first = head(loader, 40)
+    assert first["x"].shape == (40, max(widths)) and int(first["mask"].sum()) == int(split["mask"].sum())
+    model, guide = pair()
+    result = fit(model, guide, loader, epochs=1, progress=False)  # init: burda, the sentence models' default
+    assert len(result.metrics) == 1
