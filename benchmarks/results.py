@@ -177,6 +177,9 @@ QUICK = {
                             " --figure {tmp}/collapse.png --json {tmp}/collapse.json",
     "robust_pca.py": "--part linear --steps 5 --n 200 --rates 0 0.1 --figure {tmp}/robust.png --threads 1"
                      " --json {tmp}/robust.json",
+    "sentence_ablation.py": "--epochs 1 --train-size 64 --embed-dim 16 --hidden-dim 16 --eval-sentences 20"
+                            " --is-sentences 2 --num-samples 5 --configs base edrop:embed_dropout=0.5"
+                            " --json {tmp}/sentence_ablation.json",
     "sentence_ptb.py": "--epochs 1 --train-size 64 --batch-size 32 --embed-dim 16 --hidden-dim 16 --is-sentences 2"
                        " --eval-sentences 20 --num-samples 5 --text {tmp}/samples.txt --figure {tmp}/kl.png"
                        " --json {tmp}/sentence.json",

@@ -173,7 +173,8 @@ def default_init(model) -> str:
     """The init a new run of ``model`` gets when none is asked for (``fit(init=None)``, ``pyrovae
     fit`` without ``--init``): the model's own ``default_init`` if it declares one, else
     ``"burda"`` for a model that can start its output at the data's mean (it has
-    ``init_from_data``: a Bernoulli or Gaussian likelihood over the pixels), else ``"torch"``.
+    ``init_from_data``: a Bernoulli or Gaussian likelihood over the pixels, or a softmax over a
+    vocabulary started at the tokens' frequencies), else ``"torch"``.
     Measured: docs/vae.md#initialisation, docs/hierarchical.md, docs/semi-supervised.md.
 
     >>> class Decoder(torch.nn.Linear):
@@ -196,7 +197,9 @@ def initialize_(model, guide, batch: dict, scheme: str = "torch") -> None:
       decoders (``vae``, ``hvae``, ``m2``) the output bias at the data's mean, its logits for
       a Bernoulli (:func:`output_at_data_mean_`), as Burda et al.'s reference code starts its
       VAEs and IWAEs. Measured (docs/hierarchical.md): it removes the plateau of the first epochs,
-      most for the two-stochastic-layer model.
+      most for the two-stochastic-layer model. For the sequence models (``sentence-vae``,
+      ``sentence-svae``, ``seq2seq-vae``, ``ssvae-text``) the softmax's bias at the training
+      tokens' log frequencies (:func:`bias_at_token_frequencies_`; docs/text.md).
 
     :param batch: training rows as the model's keyword arguments (``{"x": ...}``).
     :raises ValueError: an unknown scheme, or ``"burda"`` for a model without ``init_from_data``.
