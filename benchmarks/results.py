@@ -219,6 +219,10 @@ CANNOT = {
                          "repository: it is set up in a scratch folder (the script's docstring); its --help is tested",
     "pyro_m2_example.py": "runs Pyro's examples/vae/ss_vae_M2.py, which is not in this repository: it is set up in a "
                           "scratch folder with pyro-ppl 1.9.1 (the script's docstring)",
+    "pyro_vae_example.py": "runs Pyro's examples/vae/vae.py, which is not in this repository: it is set up in a "
+                           "scratch folder with pyro-ppl 1.9.1 (the script's docstring); its compare part is tested",
+    "pyro_dmm_example.py": "runs Pyro's examples/dmm.py, which is not in this repository: it is set up in a "
+                           "scratch folder with pyro-ppl 1.9.1 (the script's docstring); its data cache is tested",
     "dvae_reference.py": "runs Im et al.'s Theano code (Python 2.7), which is not in this repository: it is set up "
                          "in a scratch folder with Theano 1.0.5 (the script's docstring)",
     "pythae_reference.py": "runs pythae's models, which are not a dependency of this repository: it is set up in a "
