@@ -33,6 +33,8 @@ num_samples=)``     when the data is left out
                     initialisation                          where defined
 ``default_init``    ``None``: ``burda`` with                fit's and the CLI's default init
                     ``init_from_data``, else ``torch``      (:func:`pyrovae.nn.default_init`)
+``default_lr``      ``None``: 1e-3                          fit's and the CLI's default Adam
+                                                            rate (:func:`~pyrovae.training.fit.default_lr`)
 ``data_plate``      ``None``: the outermost plate           the importance core
 ==================  ======================================  =======================================
 
@@ -121,6 +123,10 @@ class Model(Configurable, PyroModule):
     #: the init a new run gets when none is asked for (a str, or a property); ``None``:
     #: ``burda`` where ``init_from_data`` is defined, else ``torch`` (:func:`pyrovae.nn.default_init`)
     default_init: ClassVar[Optional[str]] = None
+
+    #: Adam's learning rate a new run gets when none is asked for (``fit(lr=None)``, ``pyrovae
+    #: fit`` without ``--lr``); ``None``: 1e-3 (:func:`pyrovae.training.fit.default_lr`)
+    default_lr: ClassVar[Optional[float]] = None
 
     def forward(self, x: Optional[torch.Tensor] = None, num_samples: Optional[int] = None):
         """The model of a batch: the batch's tensors as keyword arguments (``x``; a conditional

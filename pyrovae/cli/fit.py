@@ -59,7 +59,8 @@ def build_parser(model_name: str, guide_name: str, objective_name: str) -> commo
                    "its options are listed below: pass --objective NAME --help for another's)")
     p.add_argument("--epochs", type=int, default=None, help="total epochs (default: about 3000 steps, at least 10)")
     p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=None,
+                   help="Adam's learning rate (default: the model's, 1e-3 for most; draw 3e-3)")
     p.add_argument("--seed", type=int, default=0, help="seeds the initial weights, the batches and every draw")
     p.add_argument("--out", default=None, help="run folder (default: runs/DATA-MODEL-GUIDE-TIME)")
     p.add_argument("--eval-samples", type=int, default=100,

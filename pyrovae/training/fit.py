@@ -86,8 +86,26 @@ class FitResult:
     data_mode: str = ""
 
 
+#: Adam's learning rate for a model that declares none (``Model.default_lr``)
+DEFAULT_LR = 1e-3
+
+
+def default_lr(model) -> float:
+    """The learning rate a new run of ``model`` gets when none is asked for (``fit(lr=None)``,
+    ``pyrovae fit`` without ``--lr``): the model's ``default_lr`` where it declares one, else
+    :data:`DEFAULT_LR`. Measured: docs/draw.md (DRAW's 3e-3).
+
+    >>> class Declares(torch.nn.Module):
+    ...     default_lr = 3e-3
+    >>> default_lr(Declares()), default_lr(torch.nn.Linear(2, 2)), default_lr(lambda x: None)
+    (0.003, 0.001, 0.001)
+    """
+    declared = getattr(model, "default_lr", None)
+    return float(declared) if isinstance(declared, (int, float)) and not isinstance(declared, bool) else DEFAULT_LR
+
+
 def fit(model: Callable, guide: Callable, data, *, objective=None, epochs: int = 10, batch_size: int = 100,
-        lr: float = 1e-3, seed: int = 0, out_dir=None, options: Optional[FitOptions] = None,
+        lr: Optional[float] = None, seed: int = 0, out_dir=None, options: Optional[FitOptions] = None,
         **more) -> FitResult:
     """Fit any Pyro model/guide pair by stochastic variational inference.
 
@@ -107,7 +125,7 @@ def fit(model: Callable, guide: Callable, data, *, objective=None, epochs: int =
         ``stein`` for the Stein guide), else ``elbo``, as ``pyrovae fit`` chooses.
     :param int epochs: total epochs (a resumed run continues up to this number).
     :param int batch_size: datapoints per step.
-    :param float lr: Adam's learning rate.
+    :param float lr: Adam's learning rate (None: the model's, :func:`default_lr`; 1e-3 for most).
     :param int seed: seeds Pyro, torch, numpy and the batch order (first thing fit does).
     :param out_dir: a run folder to write (checkpoint each epoch, metrics, run.json, figures);
         None keeps everything in memory.
@@ -132,6 +150,8 @@ def fit(model: Callable, guide: Callable, data, *, objective=None, epochs: int =
     opts = FitOptions.merge(options, more)
     if opts.init is None:  # the model's: burda where its output can start at the data's mean, else torch
         opts = FitOptions.merge(opts, {"init": default_init(model)})
+    if lr is None:
+        lr = default_lr(model)
     check_numbers(epochs, batch_size, lr, opts.valid_batch_size, opts.log_every, opts.valid_every)
     if opts.resume and out_dir is None:
         raise UsageError("resume=True needs the out_dir of the run to continue")

@@ -261,3 +261,24 @@ def test_the_default_init_starts_the_canvas_at_the_data_mean():
     mean = x.mean(0).clamp(1e-3, 1 - 1e-3)
     torch.testing.assert_close(torch.sigmoid(run["canvas"]), mean.expand(3, -1))
     torch.testing.assert_close(torch.sigmoid(run["writes"][0]), torch.sigmoid(torch.logit(mean) / model.num_steps).expand(3, -1))
+
+
+def test_fit_and_the_cli_default_to_the_models_learning_rate(tmp_path):
+    """DRAW declares Adam 3e-3 (docs/draw.md): ``fit`` without ``lr`` records and uses it, an
+    explicit ``lr`` wins, and a model that declares none gets 1e-3."""
+    import json
+
+    from pyrovae import fit
+    from pyrovae.models import VAE
+    from pyrovae.guides import DiagNormalGuide
+    from pyrovae.training.fit import default_lr
+
+    x = binary_data(16, 12)
+    assert default_lr(DRAW(x_dim=12)) == 3e-3 and default_lr(VAE(12, 2, (8,))) == 1e-3
+    for lr, want in ((None, 3e-3), (1e-4, 1e-4)):
+        model, guide = pair()
+        fit(model, guide, x, epochs=1, batch_size=8, lr=lr, progress=False, out_dir=tmp_path / str(lr), figures=False)
+        assert json.loads((tmp_path / str(lr) / "run.json").read_text())["fit"]["lr"] == want
+    fit(VAE(12, 2, (8,)), DiagNormalGuide(12, 2, (8,)), x, epochs=1, batch_size=8, progress=False,
+        out_dir=tmp_path / "vae", figures=False)
+    assert json.loads((tmp_path / "vae" / "run.json").read_text())["fit"]["lr"] == 1e-3
