@@ -94,6 +94,8 @@ def main():
     parser.add_argument("--eval-sentences", type=int, default=1000)
     parser.add_argument("--max-pass", type=int, default=250)
     parser.add_argument("--examples", type=int, default=5)
+    parser.add_argument("--init", choices=("torch", "glorot", "burda"), default=None,
+                        help="the weights' start (default: fit's, burda: the output bias at the token frequencies)")
     parser.add_argument("--text", default=None, help="write the decoded examples here too")
     args = parser.parse_args()
 
@@ -127,7 +129,7 @@ def main():
         model, guide = make_model(), make_guide()
         t0 = time.perf_counter()
         out = fit(model, guide, data.bucketed("train", args.batch_size, seed=args.seed), objective=make_objective(),
-                  epochs=args.epochs, lr=args.lr, seed=args.seed, progress=False)
+                  epochs=args.epochs, lr=args.lr, seed=args.seed, progress=False, init=args.init)
         seconds = time.perf_counter() - t0
         trained[name] = (model, guide)
         results[name] = {"seconds": seconds, "train_loss": [m["train_loss"] for m in out.metrics]}
