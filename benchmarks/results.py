@@ -215,6 +215,8 @@ def is_script(path: Path) -> bool:
 
 #: script -> why it cannot be made quick
 CANNOT = {
+    "sentence_vae_reference.py": "runs timbmg/Sentence-VAE's train.py, which is not in this repository: it is set up "
+                                  "in a scratch folder (the script's docstring)",
     "svae_reference.py": "runs the S-VAE authors' examples/mnist.py (nicola-decao/s-vae-pytorch), which is not in this "
                          "repository: it is set up in a scratch folder (the script's docstring); its --help is tested",
     "pyro_m2_example.py": "runs Pyro's examples/vae/ss_vae_M2.py, which is not in this repository: it is set up in a "
