@@ -1,6 +1,7 @@
 """One line for every user error, exit status 2 for usage and 1 for failures, no traceback
 (``--debug`` shows it); Ctrl-C prints the resume command and exits 130."""
 
+import re
 import signal
 import subprocess
 import sys
@@ -140,7 +141,8 @@ def test_nan_loss_is_one_line_naming_the_step(tmp_path, capsys):
     register_once("binary-rows", load)
     code, line = run_main(capsys, "fit", "--data", "binary-rows", "--batch-size", "10", "--lr", "1e30", *QUICK,
                           "--out", tmp_path / "r")
-    assert code == 1 and "the loss became nan at epoch 1" in line and "smaller lr" in line
+    # nan or inf: the loss is summed in float32 (the surrogate), which overflows to inf first
+    assert code == 1 and re.search(r"the loss became (nan|-?inf) at epoch 1", line) and "smaller lr" in line
     # the same data with a sane lr trains, and no image figure is attempted for rows of width 4
     assert main(["fit", "--data", "binary-rows", "--batch-size", "10", *QUICK, "--out", str(tmp_path / "ok")]) == 0
     assert sorted(p.name for p in (tmp_path / "ok").glob("*.png")) == ["training_curves.png"]

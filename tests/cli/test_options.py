@@ -81,8 +81,8 @@ def test_docstring_params_reads_types_and_continuations():
 
 def test_fit_flags_and_init_choices_come_from_the_code():
     flags = common.option_flags([FitOptions])
-    assert set(flags) == {"progress", "log_every", "precision", "valid_every", "resume", "init", "num_workers",
-                          "compile"}
+    assert set(flags) == {"progress", "log_every", "precision", "valid_every", "checkpoint_seconds", "resume", "init",
+                          "num_workers", "compile"}
     assert flags["init"]["choices"] == INITS and option_choices(FitOptions)["precision"] == ("fp32", "bf16")
     parser = build_parser("vae", "diag", "iwae")
     args = parser.parse_args(["--particles", "4", "--gradient", "dreg", "--likelihood", "gaussian", "--init", "burda"])
@@ -96,7 +96,7 @@ def test_options_with_a_fixed_set_of_values_declare_it():
                                                                "logistic-mixture")
     assert option_choices(MODELS.get("acn")) == {"prior": ("knn", "standard"), "decoder": ("mlp", "pixelcnn")}
     assert set(option_choices(MODELS.get("pixelcnn-vae"))) == {"conditioning", "likelihood"}
-    assert option_choices(GUIDES.get("denoising"))["noise"] == ("gaussian", "salt_and_pepper")
+    assert option_choices(GUIDES.get("denoising"))["noise"] == ("gaussian", "salt_and_pepper", "salt_and_pepper_im")
     assert option_choices(GUIDES.get("spline"))["order"] == ("linear", "quadratic")
     for objective, choices in (("elbo", ("plain", "stl")), ("meanfield", ("plain",)), ("iwae", ("plain", "stl", "dreg"))):
         assert option_choices(OBJECTIVES.get(objective))["gradient"] == choices
