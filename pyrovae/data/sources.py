@@ -13,6 +13,12 @@ The order of a shuffled epoch is ``torch.randperm(N, generator=torch.Generator()
 seed * 1_000_003 + epoch))`` on both paths, so streamed and on-device runs see equal batches,
 and ``start=k`` resumes an epoch at its batch ``k`` without reading the rows before it.
 
+Sequences held as tensors (a ``"mask"`` ``(N, T)`` bool with a ``"lengths"`` ``(N,)`` beside it,
+and likewise ``"source_mask"`` / ``"source_lengths"`` for a pair's sources) are padded to the
+split's longest row; ``epoch_batches(..., cut=True)``, as fit's training loop asks, cuts each
+batch to its own longest row (the last True of its rows' masks): the same rows in the same order,
+with a recurrence run over no more steps than the batch needs (see :func:`padded_groups`).
+
 >>> import torch
 >>> source = as_source({"x": torch.rand(10, 3)}, "cpu")
 >>> source.mode, source.num_batches(4), [len(b["x"]) for b in source.epoch_batches(4, shuffle=True, seed=0, epoch=0)]
@@ -35,7 +41,7 @@ from pyrovae.data.batch import as_batch_dict
 from pyrovae.errors import PyrovaeError
 
 __all__ = ["DataError", "RowBatch", "Source", "TensorSource", "MapSource", "IterSource", "as_source",
-           "epoch_order", "head", "SEED_STRIDE", "MEMORY_FRACTION"]
+           "epoch_order", "head", "padded_groups", "SEED_STRIDE", "MEMORY_FRACTION"]
 
 #: A shuffled epoch's generator is seeded ``seed * SEED_STRIDE + epoch`` (as fit's loop does).
 SEED_STRIDE = 1_000_003
@@ -137,6 +143,52 @@ def _num_classes(dataset) -> int | None:
     return None
 
 
+def padded_groups(split: dict) -> list:
+    """
+    The padded time axes of a split of sequences, as ``(ends, keys)`` pairs: ``ends`` ``(N,)``
+    (on the CPU) the steps up to each row's last real one (its mask's last True), ``keys`` the
+    tensors whose second dimension is that axis. A group is a ``PREFIXmask`` ``(N, T)`` bool
+    with a ``PREFIXlengths`` beside it; with ``PREFIX`` empty it holds the tensors of width
+    ``T`` that belong to no other group (``x``, ``mask``, per-step labels), else those named
+    ``PREFIX`` without its last ``_`` or starting with ``PREFIX`` (``source``, ``source_mask``).
+    Empty for data without such a mask.
+
+    >>> split = {"x": torch.zeros(2, 4, 3), "mask": torch.tensor([[1, 1, 0, 0], [1, 0, 0, 0]]).bool(),
+    ...          "lengths": torch.tensor([2, 1])}
+    >>> [(ends.tolist(), keys) for ends, keys in padded_groups(split)]
+    [([2, 1], ['x', 'mask'])]
+    """
+    prefixes = [key[:-len("mask")] for key, mask in split.items()
+                if key.endswith("mask") and isinstance(mask, torch.Tensor) and mask.dtype == torch.bool
+                and mask.dim() == 2 and key[:-len("mask")] + "lengths" in split]
+    named = [prefix for prefix in prefixes if prefix]
+
+    def group_of(key):
+        for prefix in named:
+            if key == prefix.rstrip("_") or key.startswith(prefix):
+                return prefix
+        return ""
+
+    groups = []
+    for prefix in prefixes:
+        mask = split[prefix + "mask"]
+        width = mask.shape[1]
+        ends = (mask * torch.arange(1, width + 1, device=mask.device)).amax(1).cpu()
+        keys = [key for key, value in split.items() if group_of(key) == prefix and isinstance(value, torch.Tensor)
+                and value.dim() >= 2 and value.shape[1] == width]
+        groups.append((ends, keys))
+    return groups
+
+
+def _cut(batch: dict, groups, index) -> dict:
+    """``batch`` (the rows ``index``, a CPU tensor) cut to its own longest row in each group."""
+    for ends, keys in groups:
+        longest = max(int(ends[index].max()), 1)
+        for key in keys:
+            batch[key] = batch[key][:, :longest]
+    return batch
+
+
 class Source:
     """
     Batches of one split, on ``device``. Subclasses set ``mode`` (``"on-device"`` or
@@ -150,8 +202,9 @@ class Source:
     num_classes: int | None = None
 
     def epoch_batches(self, batch_size: int, *, shuffle: bool = True, seed: int = 0, epoch: int = 0,
-                      start: int = 0) -> Iterator[dict]:
-        """Yield the batch dicts of one epoch on the device, from batch number ``start``."""
+                      start: int = 0, cut: bool = False) -> Iterator[dict]:
+        """Yield the batch dicts of one epoch on the device, from batch number ``start``; with
+        ``cut``, padded sequences come cut to each batch's longest row (held tensors only)."""
         raise NotImplementedError
 
     def num_batches(self, batch_size: int) -> int | None:
@@ -196,16 +249,20 @@ class TensorSource(Source):
         self.split = {key: value.to(self.device) for key, value in as_batch_dict(split).items()}
         self.num_rows = len(next(iter(self.split.values())))
         self.reason, self.num_classes = reason, num_classes
+        self.groups = padded_groups(self.split)  # padded time axes, cut per batch with cut=True
 
-    def epoch_batches(self, batch_size, *, shuffle=True, seed=0, epoch=0, start=0):
+    def epoch_batches(self, batch_size, *, shuffle=True, seed=0, epoch=0, start=0, cut=False):
         _check_batch_size(batch_size)
-        order = epoch_order(self.num_rows, shuffle, seed, epoch).to(self.device) if shuffle else None
+        order = epoch_order(self.num_rows, shuffle, seed, epoch)  # on the CPU: the cut needs no sync
+        on_device = order.to(self.device) if shuffle else None
+        groups = self.groups if cut else ()
         for begin in range(start * batch_size, self.num_rows, batch_size):
             if shuffle:
-                index = order[begin:begin + batch_size]
-                yield {key: value.index_select(0, index) for key, value in self.split.items()}
+                index = on_device[begin:begin + batch_size]
+                batch = {key: value.index_select(0, index) for key, value in self.split.items()}
             else:
-                yield {key: value[begin:begin + batch_size] for key, value in self.split.items()}
+                batch = {key: value[begin:begin + batch_size] for key, value in self.split.items()}
+            yield _cut(batch, groups, order[begin:begin + batch_size]) if groups else batch
 
 
 class _Streaming(Source):
@@ -236,7 +293,7 @@ class MapSource(_Streaming):
         self.dataset, self.num_rows = _Items(dataset), len(dataset)
         self.num_classes = _num_classes(dataset)
 
-    def epoch_batches(self, batch_size, *, shuffle=True, seed=0, epoch=0, start=0):
+    def epoch_batches(self, batch_size, *, shuffle=True, seed=0, epoch=0, start=0, cut=False):
         _check_batch_size(batch_size)
         order = epoch_order(self.num_rows, shuffle, seed, epoch)
         sampler = [order[i:i + batch_size].tolist() for i in range(start * batch_size, self.num_rows, batch_size)]
@@ -271,7 +328,7 @@ class IterSource(_Streaming):
                 return None
         return super().num_batches(batch_size)
 
-    def epoch_batches(self, batch_size, *, shuffle=True, seed=0, epoch=0, start=0):
+    def epoch_batches(self, batch_size, *, shuffle=True, seed=0, epoch=0, start=0, cut=False):
         _check_batch_size(batch_size)
         for owner in (self.data, getattr(self.data, "sampler", None), getattr(self.data, "dataset", None)):
             if hasattr(owner, "set_epoch"):  # e.g. DistributedSampler: its order depends on the epoch

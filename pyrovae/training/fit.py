@@ -296,10 +296,11 @@ def _train_epoch(run: _Run, epoch: int, bar) -> dict:
         bar.update(len(values))
         bar.set_postfix(epoch=epoch + 1, loss=f"{total / count:.3f}")
 
-    # the epoch's order is a function of (seed, epoch); a resumed epoch starts at run.batch
+    # the epoch's order is a function of (seed, epoch); a resumed epoch starts at run.batch;
+    # padded sequences come cut to each batch's longest row (the masks keep the loss the same)
     i = run.batch - 1
     for i, batch in enumerate(s.source.epoch_batches(run.batch_size, shuffle=True, seed=run.seed, epoch=epoch,
-                                                     start=run.batch), start=run.batch):
+                                                     start=run.batch, cut=True), start=run.batch):
         if i == s.num_batches:
             break
         if s.group is not None:  # this rank's rows; its loss weighted by its share
