@@ -49,8 +49,9 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
     kwargs = dict(epochs=4, batch_size=100, lr=1e-3, seed=7, progress=False)
     straight = fit(*small_pair(), "digits", out_dir=tmp_path / "a", **kwargs)
 
-    with pytest.raises(KeyboardInterrupt):  # dies in the middle of epoch 3 (12 steps per epoch)
-        fit(*small_pair(), "digits", out_dir=tmp_path / "b", objective=Interrupt(at_step=30), **kwargs)
+    with pytest.raises(KeyboardInterrupt):  # dies in the middle of epoch 3 (12 steps per epoch), each epoch saved
+        fit(*small_pair(), "digits", out_dir=tmp_path / "b", objective=Interrupt(at_step=30), checkpoint_seconds=0,
+            **kwargs)
     assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["epoch"] == 2
     resumed = fit(*small_pair(seed=99), "digits", out_dir=tmp_path / "b", resume=True, **kwargs)
 
