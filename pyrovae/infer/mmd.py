@@ -28,9 +28,13 @@ The draws come from the pair's own sites, so it works for any pair: the guide's 
 (every reparameterized site the model also has, inside the data plate) are the aggregate
 posterior's draws, one per datapoint, flattened and concatenated per datapoint; the prior's
 are an ancestral run of the model on the same batch, stopped after its last latent site (the
-decoder does not run). The KL is the sampled one, ``log q(z|x) - log p(z)`` at the guide's
-draw, as ``Trace_ELBO`` takes it, so ``alpha = 0, lambda = 1`` gives ``elbo``'s loss on the
-same draws. ``beta`` and ``warmup_steps`` scale the KL term as for every objective.
+decoder does not run). The KL is in closed form where ``kl_divergence`` knows the pair (``kl
+= "analytic"``, the default, as ``TraceMeanField_ELBO`` takes it, so ``alpha = 0, lambda = 1``
+gives ``meanfield``'s loss on the same draws), else, and with ``kl = "sampled"``, the sampled
+one, ``log q(z|x) - log p(z)`` at the guide's draw, as ``Trace_ELBO`` takes it. The closed
+form is the default because it trains faster at lambda = 1000: from torch's initialization,
+MNIST, 10 epochs, +1.04 +- 0.10 nats of test log-likelihood over the sampled KL (paired;
+-0.02 +- 0.05 from the default initialization; docs/objectives.md). ``beta`` and ``warmup_steps`` scale the KL term as for every objective.
 
 References
 
@@ -51,8 +55,8 @@ import torch
 from pyro.poutine.messenger import Messenger
 
 from pyrovae.infer.importance import (
-    batch_size_of, data_dim, data_plate, declared_data_plate, latent_sites, record_sites, run_pair, sample_sites,
-    site_log_prob,
+    analytic_kl, batch_size_of, data_dim, data_plate, declared_data_plate, latent_sites, record_sites, run_pair,
+    sample_sites, site_log_prob,
 )
 from pyrovae.infer.objectives import Objective, _check_reparameterized
 from pyrovae.registry import register_objective
@@ -159,7 +163,8 @@ class InfoVAE(Objective):
               - (1 - \\alpha)\\, \\beta \\operatorname{KL}(q(z_n \\mid x_n)\\,\\|\\,p(z_n))\\Big)
               - (\\alpha + \\lambda - 1)\\, \\widehat{\\operatorname{MMD}}{}^2_u(q(z), p(z)),
 
-    the loss being :math:`-\\mathcal L` (the KL sampled at the guide's draw, the MMD the
+    the loss being :math:`-\\mathcal L` (the KL in closed form where known, else sampled at the
+    guide's draw; the MMD the
     unbiased estimate between the batch's N guide draws and N prior draws; see
     :mod:`pyrovae.infer.mmd`). ``alpha = 0, lambda = 1`` is the ELBO; ``alpha = 1`` is the
     MMD-VAE (no per-datapoint KL). Reported losses are this objective, not a bound: evaluate
@@ -169,6 +174,8 @@ class InfoVAE(Objective):
     :param float lam: lambda (alpha + lambda - 1 >= 0 is the weight of the MMD).
     :param str kernel: ``rbf`` (Gaussian) or ``imq`` (inverse multiquadric).
     :param float kernel_scale: s in ``exp(-|a-b|^2/s)`` / ``s/(s+|a-b|^2)`` (0: 2 D, D the latent dimension).
+    :param str kl: ``analytic`` (closed form where ``kl_divergence`` knows the pair, else sampled)
+        or ``sampled`` (``log q(z|x) - log p(z)`` at the guide's draw).
 
     >>> objective = InfoVAE(alpha=1.0, lam=100.0, kernel="imq")
     >>> objective.mmd_weight, objective.options.kernel
@@ -183,6 +190,7 @@ class InfoVAE(Objective):
         lam: float = 1000.0
         kernel: Kernel = "rbf"
         kernel_scale: float = 0.0
+        kl: Literal["analytic", "sampled"] = "analytic"
 
         def __post_init__(self):
             super().__post_init__()
@@ -192,6 +200,8 @@ class InfoVAE(Objective):
                 raise ValueError(f"alpha + lam - 1 (the MMD weight) must be >= 0, got alpha={self.alpha}, lam={self.lam}")
             if not self.kernel_scale >= 0:
                 raise ValueError(f"kernel_scale must be >= 0 (0: twice the latent dimension), got {self.kernel_scale}")
+            if self.kl not in ("analytic", "sampled"):
+                raise ValueError(f"unknown kl {self.kl!r}; choose 'analytic' or 'sampled'")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -207,18 +217,26 @@ class InfoVAE(Objective):
 
     def terms(self, model, guide, batch, step: Optional[int] = None) -> Dict[str, torch.Tensor]:
         """The objective and its parts, per datapoint: ``reconstruction`` (observed sites'
-        log-density), ``kl`` (sampled, unweighted), ``mmd`` (the U-statistic) and ``objective``."""
+        log-density), ``kl`` (unweighted; closed form where known), ``mmd`` (the U-statistic) and ``objective``."""
         n = batch_size_of(batch)
         guide_sites, model_sites = run_pair(model, guide, batch)
         _check_reparameterized(guide_sites, self.name)
+        closed = {}  # the sites whose KL is taken in closed form
+        if self.options.kl == "analytic":
+            for site in latent_sites(guide_sites):
+                p_site = model_sites.get(site["name"])
+                if p_site is not None and p_site["type"] == "sample" and not p_site["is_observed"]:
+                    kl_site = analytic_kl(site, p_site)
+                    if kl_site is not None:
+                        closed[site["name"]] = kl_site.sum()
         reconstruction, log_prior = 0.0, 0.0
         for site in sample_sites(model_sites):
             if site["is_observed"]:
                 reconstruction = reconstruction + site_log_prob(site).sum()
-            else:
+            elif site["name"] not in closed:
                 log_prior = log_prior + site_log_prob(site).sum()
-        log_q = sum((site_log_prob(site).sum() for site in latent_sites(guide_sites)), 0.0)
-        kl = (log_q - log_prior) / n
+        log_q = sum((site_log_prob(site).sum() for site in latent_sites(guide_sites) if site["name"] not in closed), 0.0)
+        kl = (log_q - log_prior + sum(closed.values(), 0.0)) / n
         reconstruction = reconstruction / n
         out = {"reconstruction": reconstruction, "kl": kl}
         objective = reconstruction - (1.0 - self.alpha) * self.kl_weight(step) * kl
