@@ -17,17 +17,21 @@ chain is never sampled: it is summed out exactly, and the bound is
 .. math:: \\log p(x_{1:T}) \\ge \\mathbb{E}_{q}\\Big[\\log \\sum_{s_{1:T}} p(s_{1:T})
           \\prod_t p(z_t \\mid s_t) + \\sum_t \\log p(x_t \\mid z_t) - \\log q(z_t \\mid x_t)\\Big].
 
-**Two ways to the same sum.** Under Pyro's enumeration (the ``enum`` objective,
-``TraceEnum_ELBO``; the pair's default) the model is a ``pyro.markov`` loop of sites ``s_t``
-marked ``infer={"enumerate": "parallel"}``, and variable elimination over the chain is the
-forward algorithm. Anywhere else (the importance-sampled log-likelihood of ``pyrovae evaluate``,
-the ``elbo`` / ``iwae`` objectives) the model computes the same sum by the forward recursion
-:math:`\\alpha_t(s) = \\log p(z_t \\mid s) + \\log\\sum_{s'} e^{\\alpha_{t-1}(s')} A_{s's}` and
-enters :math:`\\log\\sum_s e^{\\alpha_T(s)}` as a factor ``"units"``, its ``z_t`` sites carrying no
-density of their own (drawn ancestrally when not given). Within :meth:`HMMVAE.unit_sites` the
-model keeps its ``s_t`` sites even unenumerated (drawn from the chain), for ``infer_discrete``.
-tests/models/test_hmm_vae.py checks both sums against the explicit sum over all :math:`K^T` unit
-paths.
+**One site per kind, the units summed out in the prior.** The model has three sites: the latents
+``z`` ``(N, T, Z)`` (event ``(T, Z)``), whose density is :class:`UnitChain`, the chain summed out by
+the forward recursion :math:`\\alpha_t(s) = \\log p(z_t \\mid s) + \\log\\sum_{s'}
+e^{\\alpha_{t-1}(s')} A_{s's}`, :math:`\\log p(z_{1:T}) = \\log\\sum_s e^{\\alpha_T(s)}`; the frames
+``x`` ``(N, T, D)`` from one decoder call over every frame; nothing else. So any objective is exact
+with no enumeration (the pair's default is ``elbo``; ``iwae`` and the importance-sampled
+log-likelihood of ``pyrovae evaluate`` work as for any pair), ``beta`` weights log p(z) as it
+would the enumerated sites, and a training step is a few tensor operations, not ``3 T`` Pyro
+sites and Pyro's variable elimination (docs/performance.md). Within :meth:`HMMVAE.unit_sites` the
+model also has the units as sites ``s_t`` (a ``pyro.markov`` loop marked
+``infer={"enumerate": "parallel"}``, each ``z_t``'s density a factor given ``s_t``), for Pyro's
+``infer_discrete`` and for ``TraceEnum_ELBO``, whose variable elimination is then the same forward
+algorithm; there ``z`` must be given (conditioned, or a guide's). tests/models/test_hmm_vae.py
+checks both sums against the explicit sum over all :math:`K^T` unit paths, and the loss and
+gradients against the former program of ``3 T`` sites summed out by ``TraceEnum_ELBO``.
 
 **Padding.** Batches ``{"x": (N, T, D), "mask": (N, T)}``; ``z_t`` and ``x_t`` are masked with
 ``mask[:, t]``; the units ``s_t`` are not: at a padded step the chain runs on with nothing
@@ -57,8 +61,7 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from pyro import poutine
-from pyro.poutine.enum_messenger import EnumMessenger
-from pyro.poutine.runtime import _PYRO_STACK
+from pyro.distributions import TorchDistribution, constraints
 from torch import nn
 
 from pyrovae.models.vrnn import as_steps, example_sequences, real_steps
@@ -66,13 +69,7 @@ from pyrovae.nn import MLP, bias_at_data_logits_, check_positive
 from pyrovae.models.base import Model
 from pyrovae.registry import register_model
 
-__all__ = ["HMMVAE", "enumerating"]
-
-
-def enumerating() -> bool:
-    """Whether the running program is under Pyro's enumeration (``TraceEnum_ELBO``,
-    ``infer_discrete``, ``poutine.enum``)."""
-    return any(isinstance(handler, EnumMessenger) for handler in _PYRO_STACK)
+__all__ = ["HMMVAE", "UnitChain", "unit_chain_log_prob"]
 
 
 @register_model("hmm-vae")
@@ -129,9 +126,11 @@ class HMMVAE(Model):
 
     @contextlib.contextmanager
     def unit_sites(self):
-        """Within this context the model has its unit sites ``s_t`` (marked for enumeration) even
-        where nothing enumerates them (then they are drawn from the chain): for ``infer_discrete``,
-        whose last run replays the units it chose, and for ``Predictive``."""
+        """Within this context the model also has its units as sites ``s_t`` (marked for
+        enumeration; drawn from the chain where nothing enumerates them), each ``z_t``'s density a
+        factor given ``s_t``: for ``infer_discrete``, whose last run replays the units it chose,
+        and ``TraceEnum_ELBO``. ``z`` must be given there (conditioned, or replayed from a guide):
+        a ``z`` drawn from the model is not drawn from these units."""
         before, self._unit_sites = self._unit_sites, True
         try:
             yield self
@@ -157,7 +156,7 @@ class HMMVAE(Model):
 
     def unit_log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """log p(z | s) for every unit: ``z`` ``(..., Z)`` gives ``(..., K)``."""
-        return dist.Normal(self.unit_loc, self.unit_scale()).to_event(1).log_prob(z.unsqueeze(-2))
+        return unit_log_prob(self.unit_loc, self.unit_scale(), z)
 
     def init_from_data(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, **unused) -> None:
         """Start the decoder's output bias at the logits of the real frames' mean pixel
@@ -171,12 +170,11 @@ class HMMVAE(Model):
     def forward_algorithm(self, log_emit: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """log sum over unit paths of p(s_{1:T}) prod_t p(z_t | s_t)^{mask_t}: ``log_emit``
         ``(..., N, T, K)`` (log p(z_t | s) per unit), ``mask`` ``(N, T)``; returns ``(..., N)``."""
-        log_emit = torch.where(mask[..., None], log_emit, torch.zeros_like(log_emit))
-        log_A = self.log_transition()
-        alpha = self.log_init() + log_emit[..., 0, :]
-        for t in range(1, log_emit.shape[-2]):
-            alpha = torch.logsumexp(alpha.unsqueeze(-1) + log_A, -2) + log_emit[..., t, :]
-        return torch.logsumexp(alpha, -1)
+        return unit_chain_log_prob(self.log_init(), self.log_transition(), log_emit, mask)
+
+    def chain(self, mask: torch.Tensor) -> "UnitChain":
+        """p(z_{1:T}), the units summed out, for rows with ``mask`` ``(N, T)``."""
+        return UnitChain(self.log_init(), self.log_transition(), self.unit_loc, self.unit_scale(), mask)
 
     # ------------------------------------------------------------ the model
 
@@ -184,26 +182,20 @@ class HMMVAE(Model):
         x, mask = as_steps(x, mask)
         N, T = x.shape[:2]
         with pyro.plate("data", N):
-            if self._unit_sites or enumerating():
+            if not self._unit_sites:
+                # the units summed out by the forward algorithm inside the prior's density
+                z = pyro.sample("z", self.chain(mask))  # (..., N, T, Z)
+            else:
+                # the units as sites, enumerated or drawn from the chain; z's density is theirs
+                z = pyro.sample("z", self.chain(mask).mask(False))
                 s = None
                 for t in pyro.markov(range(T)):
                     logits = self.log_init() if s is None else self.log_transition()[s]
                     s = pyro.sample(f"s_{t}", dist.Categorical(logits=logits), infer={"enumerate": "parallel"})
                     with poutine.mask(mask=mask[:, t]):
-                        z = pyro.sample(f"z_{t}", self.unit_prior(s))
-                        pyro.sample(f"x_{t}", self.emission(z), obs=x[:, t])
-                return
-            zs, s = [], None
-            for t in range(T):
-                # the density of z_{1:T} is the factor below; a z_t not given is drawn ancestrally
-                logits = self.log_init().expand(N, -1) if s is None else self.log_transition()[s]
-                s = dist.Categorical(logits=logits).sample()  # (N,): each row its own path
-                with poutine.mask(mask=mask[:, t]):
-                    z = pyro.sample(f"z_{t}", self.unit_prior(s).mask(False))
-                    pyro.sample(f"x_{t}", self.emission(z), obs=x[:, t])
-                zs.append(z)
-            z = torch.stack(torch.broadcast_tensors(*zs), -2)  # (..., N, T, Z)
-            pyro.factor("units", self.forward_algorithm(self.unit_log_prob(z), mask))
+                        pyro.factor(f"z_{t}_given_s_{t}", self.unit_prior(s).log_prob(z[..., t, :]))
+            emission = dist.Bernoulli(logits=self.decoder(z), validate_args=False)  # batch (..., N, T, D)
+            pyro.sample("x", emission.mask(mask.unsqueeze(-1)).to_event(2), obs=x)
 
     # ------------------------------------------------------------ units
 
@@ -257,3 +249,53 @@ class HMMVAE(Model):
             frames.append(px.mean if mean else px.sample())
             units.append(s)
         return torch.stack(frames, 1), torch.stack(units, 1)
+
+
+def unit_log_prob(loc: torch.Tensor, scale: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """log N(z; loc_s, diag scale_s^2) for every unit ``s``: ``loc``, ``scale`` ``(K, Z)``, ``z``
+    ``(..., Z)`` gives ``(..., K)``."""
+    return dist.Normal(loc, scale).to_event(1).log_prob(z.unsqueeze(-2))
+
+
+def unit_chain_log_prob(log_init: torch.Tensor, log_A: torch.Tensor, log_emit: torch.Tensor,
+                        mask: torch.Tensor) -> torch.Tensor:
+    """The forward algorithm: ``log sum_s p(s_1) prod_t A[s_{t-1}, s_t] prod_t e_t(s_t)^{mask_t}``
+    for ``log_emit`` ``(..., N, T, K)`` (log e_t(s)), ``mask`` ``(N, T)``; returns ``(..., N)``."""
+    log_emit = torch.where(mask[..., None], log_emit, torch.zeros_like(log_emit))
+    alpha = log_init + log_emit[..., 0, :]
+    for t in range(1, log_emit.shape[-2]):
+        alpha = torch.logsumexp(alpha.unsqueeze(-1) + log_A, -2) + log_emit[..., t, :]
+    return torch.logsumexp(alpha, -1)
+
+
+class UnitChain(TorchDistribution):
+    """The HMM-VAE's prior over one row's latents, the units summed out:
+    :math:`p(z_{1:T}) = \\sum_{s_{1:T}} \\pi_{s_1} \\prod_{t>1} A_{s_{t-1} s_t}
+    \\prod_t \\mathcal{N}(z_t; \\mu_{s_t}, \\sigma^2_{s_t})^{m_t}`, batch ``(N,)``, event ``(T, Z)``;
+    a padded step (``m_t = 0``) emits nothing, and its ``z_t`` is drawn but has no density.
+
+    :param log_init: log pi ``(K,)``; :param log_A: log A ``(K, K)``; :param loc, scale: the
+        units' Gaussians ``(K, Z)``; :param mask: ``(N, T)`` bool.
+    """
+
+    arg_constraints = {}
+    support = constraints.independent(constraints.real, 2)
+    has_rsample = False
+
+    def __init__(self, log_init, log_A, loc, scale, mask, validate_args=None):
+        self.log_init, self.log_A, self.loc, self.scale, self.mask_ = log_init, log_A, loc, scale, mask
+        super().__init__(mask.shape[:-1], torch.Size((mask.shape[-1], loc.shape[-1])), validate_args=False)
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """``z`` ``(..., N, T, Z)`` gives ``(..., N)``."""
+        return unit_chain_log_prob(self.log_init, self.log_A, unit_log_prob(self.loc, self.scale, z), self.mask_)
+
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        """Ancestral draws: each row its own unit path, then ``z_t`` from its unit."""
+        with torch.no_grad():
+            shape = torch.Size(sample_shape) + self.batch_shape
+            s = [dist.Categorical(logits=self.log_init).sample(shape)]
+            for _ in range(1, self.event_shape[0]):
+                s.append(dist.Categorical(logits=self.log_A[s[-1]]).sample())
+            s = torch.stack(s, -1)  # (..., N, T)
+            return dist.Normal(self.loc[s], self.scale[s]).sample()

@@ -1,6 +1,8 @@
-"""The HMM-VAE (Ebbers et al. 2017): the unit chain summed out by enumeration (the ``enum``
-objective, TraceEnum_ELBO) and by the model's forward recursion both equal the explicit sum over
-all K^T unit paths; padding adds exactly nothing; the Viterbi units are the brute-force argmax and
+"""The HMM-VAE (Ebbers et al. 2017): the unit chain summed out by the model's forward recursion
+(its prior's density) and by enumeration (TraceEnum_ELBO over the unit sites) both equal the
+explicit sum over all K^T unit paths; the pair's loss and gradients equal those of the former
+program of 3 T sites (a pyro.markov chain summed out by TraceEnum_ELBO) at the same seed, draws
+included; padding adds exactly nothing; the Viterbi units are the brute-force argmax and
 agree with Pyro's infer_discrete at temperature 0; gradients reach every parameter; a run reloads
 to the same units; the digit-sequences data set; and ``pyrovae fit`` then ``pyrovae evaluate``."""
 
@@ -33,13 +35,34 @@ def pair(K=3, seed=0):
 
 
 def delta_guide(z):
-    """A guide putting z_t at fixed values ``z`` (N, T, Z): the bound is then log p(x, z) itself."""
+    """A guide putting z at fixed values ``z`` (N, T, Z): the bound is then log p(x, z) itself."""
     def guide(x, mask):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Delta(z, event_dim=2))
+    return guide
+
+
+def stepwise_pair(model, guide):
+    """The former program of the pair, with the same modules: per step a unit site ``s_t``
+    enumerated in a pyro.markov chain, ``z_t`` from its unit and ``x_t`` from ``z_t``, each masked
+    with ``mask[:, t]``; the guide one site ``z_t`` per step. Fit with TraceEnum_ELBO."""
+    def old_model(x, mask):
+        with pyro.plate("data", x.shape[0]):
+            s = None
+            for t in pyro.markov(range(x.shape[1])):
+                logits = model.log_init() if s is None else model.log_transition()[s]
+                s = pyro.sample(f"s_{t}", dist.Categorical(logits=logits), infer={"enumerate": "parallel"})
+                with poutine.mask(mask=mask[:, t]):
+                    z = pyro.sample(f"z_{t}", model.unit_prior(s))
+                    pyro.sample(f"x_{t}", model.emission(z), obs=x[:, t])
+
+    def old_guide(x, mask):
+        q = guide.encode(x)
         with pyro.plate("data", x.shape[0]):
             for t in range(x.shape[1]):
                 with poutine.mask(mask=mask[:, t]):
-                    pyro.sample(f"z_{t}", dist.Delta(z[:, t], event_dim=1))
-    return guide
+                    pyro.sample(f"z_{t}", dist.Normal(q.loc[:, t], q.scale[:, t]).to_event(1))
+    return old_model, old_guide
 
 
 def explicit_log_joint(model, x, mask, z):
@@ -63,8 +86,7 @@ def explicit_log_joint(model, x, mask, z):
 
 def guide_draw(guide, batch, seed=0):
     pyro.set_rng_seed(seed)
-    trace = poutine.trace(guide).get_trace(x=batch["x"], mask=batch["mask"])
-    return torch.stack([trace.nodes[f"z_{t}"]["value"] for t in range(batch["x"].shape[1])], 1).detach()
+    return poutine.trace(guide).get_trace(x=batch["x"], mask=batch["mask"]).nodes["z"]["value"].detach()
 
 
 @pytest.mark.parametrize("K", [2, 3])
@@ -74,16 +96,47 @@ def test_enumerated_and_forward_sums_equal_the_explicit_sum_over_unit_paths(K):
     assert batch["lengths"].tolist() != [3] * 5  # padding is exercised
     z = guide_draw(guide, batch)
     explicit = explicit_log_joint(model, batch["x"], batch["mask"], z).detach()
-    # the enum objective (TraceEnum_ELBO over the pyro.markov chain), the guide a point mass
-    enum = make_objective("enum")(model, delta_guide(z), {"x": batch["x"], "mask": batch["mask"]}, 0).detach()
+    data = {"x": batch["x"], "mask": batch["mask"]}
+    # the pair's own objective (the forward recursion in the prior's density), the guide a point mass
+    bound = make_objective("elbo")(model, delta_guide(z), data, 0).detach()
+    assert torch.allclose(-bound * 5, explicit.sum(), atol=1e-4)
+    # TraceEnum_ELBO over the unit sites s_t of model.unit_sites()
+    with model.unit_sites():
+        enum = make_objective("enum")(model, delta_guide(z), data, 0).detach()
     assert torch.allclose(-enum * 5, explicit.sum(), atol=1e-4)
     with torch.no_grad():
-        # the forward recursion, through the suite's importance weights with the real guide
+        # through the suite's importance weights with the real guide
         pyro.set_rng_seed(0)
         log_w, guide_trace, _ = log_weights(model, guide, batch, 1, return_traces=True)
-        assert torch.allclose(torch.stack([guide_trace.nodes[f"z_{t}"]["value"][0] for t in range(3)], 1), z)
+        assert torch.allclose(guide_trace.nodes["z"]["value"][0], z)
         log_q = sum(guide.encode(batch["x"][:, t]).log_prob(z[:, t]).sum(-1) * batch["mask"][:, t] for t in range(3))
         assert torch.allclose(log_w[0], explicit - log_q, atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_loss_and_gradients_equal_the_former_stepwise_program(seed):
+    """The pair's default objective on the three-site program gives the loss and gradients of the
+    former program (3 T sites, the units enumerated by TraceEnum_ELBO) at the same seed: the same
+    draws (the guide draws step by step) and the same bound, to float rounding."""
+    model, guide = pair(3, seed)
+    batch = model.example_batch(n=7, num_steps=6, seed=seed)
+    data = {"x": batch["x"], "mask": batch["mask"]}
+    params = list(model.parameters()) + list(guide.parameters())
+    old_model, old_guide = stepwise_pair(model, guide)
+    results = []
+    for objective, m, g in ((make_objective("enum"), old_model, old_guide),
+                            (make_objective(guide.objective_name), model, guide)):
+        for p in params:
+            p.grad = None
+        pyro.set_rng_seed(seed)
+        loss = objective(m, g, data, 0)
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in params], torch.rand(())))
+    (old_loss, old_grads, old_next), (loss, grads, after) = results
+    assert torch.allclose(loss, old_loss, rtol=1e-6, atol=1e-5)
+    for g_old, g_new in zip(old_grads, grads):
+        assert torch.allclose(g_new, g_old, rtol=1e-4, atol=1e-5)
+    assert old_next == after  # the same random numbers were drawn
 
 
 def test_padding_adds_nothing_to_the_enumerated_bound():
@@ -93,7 +146,7 @@ def test_padding_adds_nothing_to_the_enumerated_bound():
     batch = model.example_batch(n=4, num_steps=5, seed=3)
     assert batch["lengths"].min() < 5
     z = torch.randn(4, 5, 2, generator=torch.Generator().manual_seed(0))
-    objective = make_objective("enum")
+    objective = make_objective("elbo")
 
     def enum(*args):
         return objective(*args).detach()
@@ -132,7 +185,7 @@ def test_viterbi_is_the_brute_force_argmax_and_matches_infer_discrete():
             assert (units[n, L:] == -1).all()
     # Pyro's MAP over the enumerated chain (full rows: there padded units would be maximized too)
     full = torch.ones(4, T, dtype=torch.bool)
-    conditioned = poutine.condition(model, data={f"z_{t}": z[:, t] for t in range(T)})
+    conditioned = poutine.condition(model, data={"z": z})
     decoder = infer_discrete(conditioned, first_available_dim=-2, temperature=0)
     with model.unit_sites():
         trace = poutine.trace(decoder).get_trace(x=torch.zeros(4, T, 4), mask=full)
@@ -143,11 +196,11 @@ def test_viterbi_is_the_brute_force_argmax_and_matches_infer_discrete():
 def test_gradients_reach_every_parameter_and_the_units_survive_a_reload(tmp_path):
     model, guide = pair(3)
     batch = model.example_batch(n=6, num_steps=4)
-    loss = make_objective("enum")(model, guide, batch, 0)
+    loss = make_objective("elbo")(model, guide, batch, 0)
     loss.backward()
     for name, p in list(model.named_parameters()) + list(guide.named_parameters()):
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
-    fit(model, guide, batch, objective=make_objective("enum"), epochs=2, batch_size=3, progress=False,
+    fit(model, guide, batch, epochs=2, batch_size=3, progress=False,
         out_dir=tmp_path / "run")
     run = load_run(tmp_path / "run")
     assert isinstance(run.model, HMMVAE) and run.model.options == model.options
@@ -157,8 +210,8 @@ def test_gradients_reach_every_parameter_and_the_units_survive_a_reload(tmp_path
     with torch.no_grad():
         model.unit_loc.mul_(10.0)
         trace = poutine.trace(model).get_trace(x=torch.zeros(64, 2, 4))
-        nearest = model.unit_log_prob(trace.nodes["z_0"]["value"]).argmax(-1)
-    assert trace.nodes["z_0"]["value"].shape == (64, 2) and len(nearest.unique()) > 1
+        nearest = model.unit_log_prob(trace.nodes["z"]["value"][:, 0]).argmax(-1)
+    assert trace.nodes["z"]["value"].shape == (64, 2, 2) and len(nearest.unique()) > 1
     frames, units = model.generate(num_samples=3, num_steps=5)
     assert frames.shape == (3, 5, 4) and units.shape == (3, 5) and set(frames.unique().tolist()) <= {0.0, 1.0}
     with pytest.raises(ValueError, match="num_units"):
@@ -198,7 +251,7 @@ def test_digit_sequences_follow_the_chain_and_keep_the_splits_apart():
 
 
 def test_cli_fit_then_evaluate(tmp_path):
-    """``pyrovae fit --model hmm-vae`` (its own guide and the enum objective) then ``pyrovae evaluate``."""
+    """``pyrovae fit --model hmm-vae`` (its own guide and the elbo objective) then ``pyrovae evaluate``."""
     from tests.cli.helpers import pyrovae as run_cli
 
     done = run_cli("fit", "--model", "hmm-vae", "--data", "digit-sequences", "--epochs", "1", "--batch-size", "100",
@@ -208,6 +261,6 @@ def test_cli_fit_then_evaluate(tmp_path):
     assert "test log-likelihood (K=2)" in done.stdout
     saved = json.loads((tmp_path / "run" / "run.json").read_text())
     assert saved["model"]["name"] == "hmm-vae" and saved["guide"]["name"] == "hmm-vae"
-    assert "enum" in json.dumps(saved)
+    assert saved["objective"]["name"] == "elbo"
     done = run_cli("evaluate", "run", "--num-samples", "2", "--limit", "4", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
