@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from pyrovae.guides.base import EncoderGuide
-from pyrovae.models.robust import RobustVAE, inverse_softplus
+from pyrovae.models.robust import BroadcastGamma, RobustVAE, inverse_softplus
 from pyrovae.nn import MLP
 from pyrovae.registry import register_guide
 
@@ -57,8 +57,8 @@ class RobustEncoder(EncoderGuide):
             z_loc = self.encode(x).mean
         residual = x - self.reconstruct(z_loc)
         rate = F.softplus(self.raw_rate) + 0.5 * F.softplus(self.raw_precision) * residual ** 2 + 1e-6
-        shape = (F.softplus(self.raw_shape) + 1e-3).expand(rate.shape)
-        return dist.Gamma(shape, rate).to_event(1)
+        shape = F.softplus(self.raw_shape) + 1e-3  # (x_dim,): one per dimension
+        return BroadcastGamma(shape, rate, rate.shape).to_event(1)
 
     def forward(self, x: torch.Tensor, **kwargs):
         with pyro.plate("data", x.shape[0]):

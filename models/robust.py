@@ -64,6 +64,34 @@ def inverse_softplus(value: float) -> float:
     return math.log(math.expm1(value))
 
 
+class BroadcastGamma(dist.Gamma):
+    """``Gamma(concentration, rate)`` of batch shape ``batch_shape``, its parameters of smaller
+    shapes broadcast to it (the prior's two numbers; the guide's shape, one per dimension), whose
+    log-density computes each term at its parameters' own shape: ``lgamma`` of the concentration
+    once per distinct value, not once per entry. The same values as ``dist.Gamma`` of the
+    expanded parameters (each entry's terms are the same numbers, added in the same order); the
+    draws are ``dist.Gamma``'s.
+
+    >>> g = BroadcastGamma(torch.tensor(0.5), torch.tensor(0.5), (3, 4))
+    >>> g.batch_shape, bool(torch.allclose(g.log_prob(torch.ones(3, 4)), dist.Gamma(0.5, 0.5).log_prob(torch.ones(()))))
+    (torch.Size([3, 4]), True)
+    """
+
+    def __init__(self, concentration: torch.Tensor, rate: torch.Tensor, batch_shape, validate_args=None):
+        self.own_concentration, self.own_rate = concentration, rate
+        batch_shape = torch.Size(batch_shape)
+        super().__init__(concentration.expand(batch_shape), rate.expand(batch_shape), validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        return BroadcastGamma(self.own_concentration, self.own_rate, batch_shape, validate_args=self._validate_args)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        c, rate = self.own_concentration, self.own_rate
+        return torch.xlogy(c, rate) + torch.xlogy(c - 1, value) - rate * value - torch.lgamma(c)
+
+
 @register_model("robust")
 class RobustVAE(Model):
     """p(z) p(tau) p(x | z, tau): a Gaussian decoder with variance psi_d / tau_nd per entry.
@@ -129,10 +157,10 @@ class RobustVAE(Model):
 
     def forward(self, x: Optional[torch.Tensor] = None, num_samples: Optional[int] = None):
         n = self.batch_size(x, num_samples)
-        half = self.raw_scale.new_full((n, self.x_dim), self.df / 2)
+        half = self.raw_scale.new_tensor(self.df / 2)
         with pyro.plate("data", n):
             z = pyro.sample("z", dist.Normal(self.raw_scale.new_zeros(n, self.z_dim), 1.0).to_event(1))
-            tau = pyro.sample("tau", dist.Gamma(half, half).to_event(1))
+            tau = pyro.sample("tau", BroadcastGamma(half, half, (n, self.x_dim)).to_event(1))
             scale = self.noise_scale * tau.clamp_min(1e-30).rsqrt()
             return pyro.sample("x", dist.Normal(self.decoder(z), scale).to_event(1), obs=x)
 

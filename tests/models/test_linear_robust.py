@@ -89,6 +89,41 @@ def test_robust_likelihood_with_tau_integrated_out_is_student_t():
     assert float(monte_carlo) == pytest.approx(float(exact), abs=0.01)
 
 
+def test_the_precisions_densities_equal_torchs_gamma_of_the_expanded_parameters():
+    """The model's prior and the guide's q(tau | x) compute each term at their parameters' own
+    shapes (BroadcastGamma): the same log-densities and gradients as ``dist.Gamma`` of the
+    parameters expanded to every entry (the former program), and the same draws at a seed."""
+    from pyro import poutine
+    from pyrovae.models.robust import BroadcastGamma
+
+    torch.manual_seed(0)
+    model, guide = RobustVAE(5, 2, df=3.0), RobustEncoder(5, 2, hidden_dims=(4,))
+    with torch.no_grad():
+        guide.raw_shape.normal_()
+    x = torch.randn(7, 5)
+    pyro.set_rng_seed(1)
+    guide_trace = poutine.trace(guide).get_trace(x)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+    tau = guide_trace.nodes["tau"]["value"]
+    for trace in (guide_trace, model_trace):
+        fn = trace.nodes["tau"]["fn"].base_dist
+        assert isinstance(fn, BroadcastGamma) and fn.batch_shape == (7, 5)
+        before = dist.Gamma(fn.concentration, fn.rate).log_prob(tau)  # the parameters expanded to every entry
+        after = fn.log_prob(tau)
+        assert torch.allclose(after, before, rtol=1e-6, atol=1e-6)
+        params = [p for p in guide.parameters() if p.requires_grad]
+        old = torch.autograd.grad(before.sum(), params, allow_unused=True, retain_graph=True)
+        new = torch.autograd.grad(after.sum(), params, allow_unused=True, retain_graph=True)
+        for a, b in zip(old, new):
+            assert (a is None) == (b is None) and (a is None or torch.allclose(a, b, rtol=1e-5, atol=1e-6))
+    # the draws are torch's Gamma's: the same numbers at a seed
+    shape, rate = torch.rand(5) + 0.5, torch.rand(7, 5) + 0.5
+    pyro.set_rng_seed(2)
+    ours = BroadcastGamma(shape, rate, (7, 5)).expand((3, 7, 5)).rsample()
+    pyro.set_rng_seed(2)
+    assert torch.equal(ours, dist.Gamma(shape.expand(3, 7, 5), rate.expand(3, 7, 5)).rsample())
+
+
 def test_the_two_log_likelihood_estimates_of_the_robust_model_agree():
     """Importance sampling z alone (tau integrated out) and the suite's estimator over (z, tau)
     estimate the same log p(x)."""
