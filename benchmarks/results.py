@@ -178,7 +178,7 @@ QUICK = {
     "robust_pca.py": "--part linear --steps 5 --n 200 --rates 0 0.1 --figure {tmp}/robust.png --threads 1"
                      " --json {tmp}/robust.json",
     "sentence_ablation.py": "--epochs 1 --train-size 64 --embed-dim 16 --hidden-dim 16 --eval-sentences 20"
-                            " --is-sentences 2 --num-samples 5 --configs base edrop:embed_dropout=0.5"
+                            " --is-sentences 2 --num-samples 5 --configs base edrop:embed_dropout=0.5 vmf:model=svae"
                             " --json {tmp}/sentence_ablation.json",
     "sentence_ptb.py": "--epochs 1 --train-size 64 --batch-size 32 --embed-dim 16 --hidden-dim 16 --is-sentences 2"
                        " --eval-sentences 20 --num-samples 5 --text {tmp}/samples.txt --figure {tmp}/kl.png"
@@ -215,6 +215,8 @@ def is_script(path: Path) -> bool:
 
 #: script -> why it cannot be made quick
 CANNOT = {
+    "vmf_vae_reference.py": "runs Xu & Durrett's NVLL/nvll.py (jiacheng-xu/vmf_vae_nlp), which is not in this "
+                            "repository: it is set up in a scratch folder (the script's docstring)",
     "sentence_vae_reference.py": "runs timbmg/Sentence-VAE's train.py, which is not in this repository: it is set up "
                                   "in a scratch folder (the script's docstring)",
     "svae_reference.py": "runs the S-VAE authors' examples/mnist.py (nicola-decao/s-vae-pytorch), which is not in this "

@@ -17,9 +17,10 @@ anneal_steps`` and ``x0 = anneal_steps / 2``, as timbmg/Sentence-VAE's ``-af log
 ``embed_dropout``, ``lr``, ``init`` (``torch``; ``burda``: Glorot and the output bias at the
 training tokens' log frequencies, fit's default for the sentence models; ``bias``: torch's
 weights and that bias), ``embed_dim``, ``z_every_step``, ``objective`` (``elbo``: sampled KL;
-``meanfield``: the KL in closed form). Per-sentence figures go to the JSON, so that another
-implementation scored on the same sentences (the reference's evaluation shim, docs/text.md) pairs
-with them.
+``meanfield``: the KL in closed form), ``model`` (``vae``: the Gaussian sentence VAE; ``svae``:
+Xu & Durrett's spherical one, guide ``sentence-vmf``) and ``kappa`` (its fixed concentration).
+Per-sentence figures go to the JSON, so that another implementation scored on the same sentences
+(the references' evaluation shims, docs/text.md) pairs with them.
 
     OMP_NUM_THREADS=1 nice -n 5 python benchmarks/sentence_ablation.py --configs base \\
         "edrop:embed_dropout=0.5" --json ablation.json
@@ -41,13 +42,13 @@ from torch.distributions import kl_divergence
 
 from pyrovae import fit, log_likelihood
 from pyrovae.data import load_dataset
-from pyrovae.guides.sentence import SentenceGuide
+from pyrovae.guides.sentence import SentenceGuide, SentenceVMFGuide
 from pyrovae.infer.objectives import MeanFieldELBO
-from pyrovae.models.sentence import SentenceVAE
+from pyrovae.models.sentence import SentenceVAE, SphericalSentenceVAE
 
 KEYS = {"anneal": str, "anneal_steps": int, "word_dropout": float, "embed_dropout": float, "lr": float, "init": str,
         "embed_dim": int, "hidden_dim": int, "z_dim": int, "z_every_step": lambda v: v in ("1", "true", "True"),
-        "objective": str}
+        "objective": str, "model": str, "kappa": float}
 
 
 class RecordingMeanField(MeanFieldELBO):
@@ -109,6 +110,8 @@ def main():
     p.add_argument("--anneal-steps", type=int, default=0, help="0: two thirds of the training steps")
     p.add_argument("--init", choices=("torch", "burda", "bias"), default="torch")
     p.add_argument("--objective", choices=("elbo", "meanfield"), default="elbo")
+    p.add_argument("--model", choices=("vae", "svae"), default="vae")
+    p.add_argument("--kappa", type=float, default=20.0, help="the vMF guide's fixed concentration (model svae)")
     p.add_argument("--eval-sentences", type=int, default=1000)
     p.add_argument("--is-sentences", type=int, default=100)
     args = p.parse_args()
@@ -133,9 +136,14 @@ def main():
         pyro.clear_param_store()
         torch.manual_seed(args.seed)
         sizes = dict(vocab_size=len(ptb.vocab), z_dim=c["z_dim"], embed_dim=c["embed_dim"], hidden_dim=c["hidden_dim"])
-        model = SentenceVAE(**sizes, word_dropout=c["word_dropout"], embed_dropout=c["embed_dropout"],
-                            z_every_step=c["z_every_step"])
-        guide = SentenceGuide(**sizes)
+        if c["model"] not in ("vae", "svae"):
+            raise SystemExit(f"model must be vae or svae, got {c['model']!r}")
+        spherical = c["model"] == "svae"
+        model = (SphericalSentenceVAE if spherical else SentenceVAE)(
+            **sizes, word_dropout=c["word_dropout"], embed_dropout=c["embed_dropout"], z_every_step=c["z_every_step"])
+        guide = SentenceVMFGuide(**sizes, fixed_kappa=c["kappa"]) if spherical else SentenceGuide(**sizes)
+        if spherical and c["objective"] == "meanfield":
+            raise SystemExit("objective=meanfield is for the Gaussian model (the vMF's KL is the closed form anyway)")
         objective = objective_for(c)
         init = c["init"]
         if init == "bias":

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 
 import pyro
@@ -89,7 +90,8 @@ def main():
     parser.add_argument("--hidden-dim", type=int, default=128)
     parser.add_argument("--encoder-dim", type=int, default=64)
     parser.add_argument("--word-dropout", type=float, default=0.25)
-    parser.add_argument("--warmup", type=int, default=0, help="KL warm-up steps (0: half the training steps)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="KL warm-up steps (default: half the training steps; 0: none)")
     parser.add_argument("--is-sentences", type=int, default=30)
     parser.add_argument("--eval-sentences", type=int, default=1000)
     parser.add_argument("--max-pass", type=int, default=250)
@@ -97,6 +99,9 @@ def main():
     parser.add_argument("--init", choices=("torch", "glorot", "burda"), default=None,
                         help="the weights' start (default: fit's, burda: the output bias at the token frequencies)")
     parser.add_argument("--text", default=None, help="write the decoded examples here too")
+    parser.add_argument("--baseline-state", default=None,
+                        help="the trained baseline's weights: loaded from this file if it exists, else saved there "
+                             "(for ablations that change only the VAE: the baseline is deterministic)")
     args = parser.parse_args()
 
     data = load_dataset("ptb-continue")
@@ -109,7 +114,7 @@ def main():
     eval_index = torch.randperm(n_test, generator=g)[: args.eval_sentences or n_test].sort().values
     is_index = eval_index[: args.is_sentences]
     steps = len(data.bucketed("train", args.batch_size)) * args.epochs
-    warmup = args.warmup or max(1, steps // 2)
+    warmup = max(1, steps // 2) if args.warmup is None else args.warmup
     sizes = dict(vocab_size=len(vocab), embed_dim=args.embed_dim, hidden_dim=args.hidden_dim,
                  encoder_dim=args.encoder_dim)
     print(f"threads {torch.get_num_threads()}; {len(train_index)} training pairs "
@@ -127,12 +132,20 @@ def main():
         pyro.clear_param_store()
         torch.manual_seed(args.seed)
         model, guide = make_model(), make_guide()
+        if name == "seq2seq" and args.baseline_state and os.path.exists(args.baseline_state):
+            saved = torch.load(args.baseline_state)
+            model.load_state_dict(saved["state"])
+            trained[name], results[name] = (model, guide), saved["results"]
+            print(f"{name:8s} loaded from {args.baseline_state}")
+            continue
         t0 = time.perf_counter()
         out = fit(model, guide, data.bucketed("train", args.batch_size, seed=args.seed), objective=make_objective(),
                   epochs=args.epochs, lr=args.lr, seed=args.seed, progress=False, init=args.init)
         seconds = time.perf_counter() - t0
         trained[name] = (model, guide)
         results[name] = {"seconds": seconds, "train_loss": [m["train_loss"] for m in out.metrics]}
+        if name == "seq2seq" and args.baseline_state:
+            torch.save({"state": model.state_dict(), "results": results[name]}, args.baseline_state)
         print(f"{name:8s} trained in {seconds:.0f} s ({seconds / args.epochs:.1f} s/epoch); train loss per epoch "
               f"{[round(x, 2) for x in results[name]['train_loss']]}")
 
