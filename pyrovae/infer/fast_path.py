@@ -22,7 +22,9 @@ log-density (a host-device synchronization per site on a GPU, and no CUDA graph 
 hooks a NaN check into the backward pass. Here the guide and the replayed model run once
 under :func:`~pyrovae.infer.importance.record_sites`, and the same tensor operations give the same
 gradients, bit for bit, and the same loss to float rounding (the tests compare them at a fixed
-seed), with no host synchronization.
+seed), with no host synchronization; except that a reparameterized ``Normal`` guide site takes
+its ``log q`` from the noise of its draw (:func:`~pyrovae.infer.importance.noise_log_prob`, as
+a hand-written step does): the guide's gradients are then the same to float rounding.
 
 Guides with a site that has no ``rsample`` (score-function gradients) or that is enumerated
 go through Pyro's own ``_differentiable_loss_particle`` on the same recorded run, so every
@@ -70,8 +72,9 @@ from pyrovae.infer.importance import analytic_kl, latent_sites, run_pair, sample
 
 def trace_elbo_loss(model: Callable, guide: Callable, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
     """``Trace_ELBO().differentiable_loss(model, guide, **batch)`` (one particle): the
-    negative ELBO summed over the batch, with the same gradients (bit for bit) and the same
-    value to float rounding.
+    negative ELBO summed over the batch, with the same gradients (bit for bit; the guide's to
+    float rounding where log q comes from a Normal draw's noise) and the same value to float
+    rounding.
 
     Pyro's value is its surrogate's gradient carrier plus a correction to the float64 sum of
     the sites' ``.item()`` s; here the value is the surrogate itself, summed in the tensors'

@@ -32,11 +32,12 @@ import math
 from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 import pyro
+import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
 from pyro.distributions.kl import kl_divergence
 from pyro.distributions.util import scale_and_mask
-from torch.distributions.utils import broadcast_all
+from torch.distributions.utils import _standard_normal, _sum_rightmost, broadcast_all
 from torch.nn.functional import binary_cross_entropy_with_logits
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
@@ -199,16 +200,28 @@ class RecordSitesMessenger(Messenger):
     ``param`` sites and builds no graph. Subsample sites of plates are kept (and replayed,
     so a subsampling plate draws the same indices in model and guide) but are not scored.
 
+    With ``keep_noise``, a latent site drawn from a reparameterized ``Normal`` (or its
+    ``to_event``) keeps the standard-normal noise of its draw (:func:`noise_keeping`), from
+    which :func:`log_prob` takes its log-density.
+
     :param dict replay: ``{name: message}`` of an earlier run, or None.
+    :param bool keep_noise: keep the noise of Normal draws (where nothing is replayed).
     """
 
-    def __init__(self, replay: Optional[dict] = None):
+    def __init__(self, replay: Optional[dict] = None, keep_noise: bool = False):
         super().__init__()
         self.sites: Dict[str, dict] = {}
         self.replay = replay
+        self.keep_noise = keep_noise
 
     def _process_message(self, msg):
-        if self.replay is None or msg["type"] != "sample" or msg["is_observed"]:
+        if msg["type"] != "sample" or msg["is_observed"]:
+            return
+        if self.replay is None:
+            if self.keep_noise and not msg["done"] and msg["value"] is None:
+                fn = noise_keeping(msg["fn"])
+                if fn is not None:
+                    msg["fn"] = fn
             return
         earlier = self.replay.get(msg["name"])
         if earlier is not None:
@@ -226,7 +239,7 @@ class RecordSitesMessenger(Messenger):
         self.sites[msg["name"]] = msg
 
 
-def record_sites(replay: Optional[dict] = None) -> RecordSitesMessenger:
+def record_sites(replay: Optional[dict] = None, keep_noise: bool = False) -> RecordSitesMessenger:
     """The handler of :class:`RecordSitesMessenger`.
 
     >>> import pyro.distributions as dist
@@ -235,13 +248,14 @@ def record_sites(replay: Optional[dict] = None) -> RecordSitesMessenger:
     >>> list(recorder.sites)
     ['z']
     """
-    return RecordSitesMessenger(replay)
+    return RecordSitesMessenger(replay, keep_noise)
 
 
 def run_pair(model: Callable, guide: Callable, batch: Dict[str, torch.Tensor]) -> tuple:
     """Run the guide, then the model with the guide's latent values: ``(guide_sites,
-    model_sites)``, dicts of the sample-site messages in program order."""
-    with record_sites() as guide_run:
+    model_sites)``, dicts of the sample-site messages in program order. The guide's Normal
+    draws keep their noise (:func:`noise_keeping`)."""
+    with record_sites(keep_noise=True) as guide_run:
         guide(**batch)
     with record_sites(replay=guide_run.sites) as model_run:
         model(**batch)
@@ -265,9 +279,9 @@ _BERNOULLI_LOG_PROB = torch.distributions.Bernoulli.log_prob
 
 
 def log_prob(fn, value: torch.Tensor) -> torch.Tensor:
-    """``fn.log_prob(value)``, the same numbers (and gradients) bit for bit, in fewer operations
-    for the commonest forms of a VAE's sites, ``Independent(..., 1)`` (``.to_event(1)``) of
-    torch's own ``log_prob``:
+    """``fn.log_prob(value)`` in fewer operations for the commonest forms of a VAE's sites
+    (the same numbers and gradients bit for bit, but for the last, to float rounding), for
+    ``Independent(..., 1)`` (``.to_event(1)``) of torch's own ``log_prob``:
 
     - the sum over the event dim without ``Independent``'s reshape to the same shape (a view and
       its backward node);
@@ -276,8 +290,15 @@ def log_prob(fn, value: torch.Tensor) -> torch.Tensor:
       the ``(batch, x_dim)`` cross-entropy, forward and backward; not where the Bernoulli
       validates its arguments (torch's own ``log_prob`` checks the value then).
 
+    - a reparameterized ``Normal`` draw that kept its noise (:func:`noise_keeping`), at that
+      draw: from the noise, as a hand-written step does (the same value and gradients to float
+      rounding, see :func:`noise_log_prob`).
+
     Anything else is ``fn.log_prob(value)``.
     """
+    from_noise = noise_log_prob(fn, value)
+    if from_noise is not None:
+        return from_noise
     if isinstance(fn, torch.distributions.Independent) and fn.reinterpreted_batch_ndims == 1 \
             and type(fn).log_prob is _INDEPENDENT_LOG_PROB:
         base = fn.base_dist
@@ -289,6 +310,80 @@ def log_prob(fn, value: torch.Tensor) -> torch.Tensor:
             return -binary_cross_entropy_with_logits(logits, value, reduction="none").sum(-1)
         return base.log_prob(value).sum(-1)
     return fn.log_prob(value)
+
+
+class _NoiseNormal(dist.Normal):
+    """Pyro's ``Normal`` whose ``rsample`` keeps the noise of its draw: ``_noise = (z, eps)``
+    with ``z = loc + eps * scale`` (torch's own draw, the same random stream and the same
+    operations), and whose expansions (a plate's broadcast) remember the scale it was made
+    with (``_root_scale``, unexpanded). Made only by :func:`noise_keeping`."""
+
+    def rsample(self, sample_shape=torch.Size()):
+        shape = self._extended_shape(sample_shape)
+        eps = _standard_normal(shape, dtype=self.loc.dtype, device=self.loc.device)
+        z = self.loc + eps * self.scale
+        self._noise = (z, eps)
+        return z
+
+    def expand(self, batch_shape, _instance=None):
+        new = super().expand(batch_shape, _instance)
+        new._root_scale = self._root_scale
+        return new
+
+
+def _retyped(obj, cls):
+    """A shallow copy of ``obj`` as an instance of ``cls`` (a subclass of its type that adds
+    no state of its own)."""
+    new = cls.__new__(cls)
+    new.__dict__.update(obj.__dict__)
+    return new
+
+
+def noise_keeping(fn):
+    """``fn`` as a distribution whose draws keep their noise, for a site whose log-density is
+    then taken from the noise (:func:`noise_log_prob`); None where ``fn`` is not Pyro's own
+    ``Normal`` or ``Normal(...).to_event(n)`` without argument validation (anything else,
+    e.g. a subclass, a masked or transformed Normal, draws as it would)."""
+    outer, base = None, fn
+    if type(fn) is dist.Independent:
+        outer, base = fn, fn.base_dist
+    if type(base) is not dist.Normal or base._validate_args:
+        return None
+    keeping = _retyped(base, _NoiseNormal)
+    keeping._root_scale = base.scale
+    if outer is None:
+        return keeping
+    outer = _retyped(outer, dist.Independent)
+    outer.base_dist = keeping
+    return outer
+
+
+_HALF_LOG_2PI = math.log(math.sqrt(2 * math.pi))  # torch's constant in Normal.log_prob
+
+
+def noise_log_prob(fn, value: torch.Tensor) -> Optional[torch.Tensor]:
+    """The log-density of a Normal draw from the noise it was drawn with (None where ``fn``
+    did not draw ``value`` keeping its noise, see :func:`noise_keeping`):
+
+    .. math:: \\log q(z) = -\\tfrac12 \\epsilon^2 - \\log \\sigma - \\tfrac12 \\log 2\\pi,
+              \\qquad z = \\mu + \\sigma \\epsilon,
+
+    summed over the event dims, with ``log sigma`` taken of the unexpanded scale (once for K
+    particles). torch's ``log_prob(z)`` computes ``(z - mu)^2 / (2 sigma^2)``, equal to
+    ``eps^2 / 2`` to float rounding; its gradient through ``z`` and the parameters sums to the
+    same total derivative, ``-d log sigma`` (the ``mu`` and ``eps^2`` parts cancel exactly in
+    the math), here computed without the terms that cancel."""
+    base, event_dims = fn, 0
+    if type(fn) is dist.Independent:
+        base, event_dims = fn.base_dist, fn.reinterpreted_batch_ndims
+    if type(base) is not _NoiseNormal:
+        return None
+    noise = base.__dict__.get("_noise")
+    if noise is None or noise[0] is not value:
+        return None
+    eps = noise[1]
+    log_q = 0.5 * eps ** 2 + base._root_scale.log() + _HALF_LOG_2PI
+    return -(_sum_rightmost(log_q, event_dims) if event_dims else log_q)
 
 
 # ---------------------------------------------------------------- per-datapoint log-densities

@@ -318,8 +318,8 @@ class RenyiBound(Objective):
             _check_reparameterized(guide_trace, self.name)
         elif chunk and chunk < self.num_particles and torch.is_grad_enabled():
             log_w = torch.cat([
-                checkpoint(self._log_weights, model, guide, batch, min(chunk, self.num_particles - k0), nesting,
-                           declared, use_reentrant=False, preserve_rng_state=True)
+                checkpoint(self._chunk_log_weights, model, guide, batch, min(chunk, self.num_particles - k0), nesting,
+                           declared, False, use_reentrant=False, preserve_rng_state=True)
                 for k0 in range(0, self.num_particles, chunk)
             ])  # (K, N), one chunk of activations alive at a time
         else:
@@ -373,6 +373,12 @@ class RenyiBound(Objective):
         holder["weights"] = weights
         surrogate = (weights * log_w).sum(0)
         return bound.detach() + (surrogate - surrogate.detach())
+
+    def _chunk_log_weights(self, model, guide, batch, num_particles, nesting, declared, validation) -> torch.Tensor:
+        """One chunk's log-weights under the validation setting of the forward pass (the backward
+        pass recomputes them, maybe outside it: the same operations either way)."""
+        with pyro.validation_enabled(validation):
+            return self._log_weights(model, guide, batch, num_particles, nesting, declared)
 
     def _log_weights(self, model, guide, batch, num_particles, nesting, declared=None) -> torch.Tensor:
         with pyro.plate(PARTICLE_PLATE, num_particles, dim=-(nesting + 1)):

@@ -26,7 +26,8 @@ def test_pyro_internals_the_fast_path_uses_are_there():
 
 @pytest.mark.parametrize("objective, pyro_elbo", [(ELBO, Trace_ELBO), (MeanFieldELBO, TraceMeanField_ELBO)])
 def test_fast_path_equals_pyro(objective, pyro_elbo):
-    """Gradients bit for bit; the loss to float rounding (Trace_ELBO's value is a float64 sum)."""
+    """The model's gradients bit for bit, the guide's to float rounding (log q of its Normal draw
+    from the draw's noise); the loss to float rounding (Trace_ELBO's value is a float64 sum)."""
     torch.manual_seed(0)
     model, guide = VAE(10, 3, (8,)), DiagNormalGuide(10, 3, (8,))
     x = torch.bernoulli(torch.full((7, 10), 0.4))
@@ -39,7 +40,9 @@ def test_fast_path_equals_pyro(objective, pyro_elbo):
             loss = fn()
         results.append((loss.detach(), torch.autograd.grad(loss, params)))
     (a, ga), (b, gb) = results
-    assert torch.allclose(a, b, rtol=1e-6, atol=1e-6) and all(torch.equal(u, v) for u, v in zip(ga, gb)), (
+    exact = len(list(model.parameters()))
+    assert torch.allclose(a, b, rtol=1e-6, atol=1e-6) and all(torch.equal(u, v) for u, v in zip(ga[:exact], gb[:exact])) \
+        and all(torch.allclose(u, v, rtol=1e-5, atol=1e-6) for u, v in zip(ga[exact:], gb[exact:])), (
         f"the fast path no longer matches Pyro's {pyro_elbo.__name__} under {VERSION}")
 
 
