@@ -225,6 +225,12 @@ CANNOT = {
                           "scratch folder with pyro-ppl 1.9.1 (the script's docstring)",
     "pyro_vae_example.py": "runs Pyro's examples/vae/vae.py, which is not in this repository: it is set up in a "
                            "scratch folder with pyro-ppl 1.9.1 (the script's docstring); its compare part is tested",
+    "pyro_cvae_example.py": "runs Pyro's examples/cvae/main.py, which is not in this repository: it is set up in a "
+                            "scratch folder with pyro-ppl 1.9.1 (the script's docstring); cvae_mnist.py --reference "
+                            "scores what it trained, and that part is tested",
+    "kingma_ssl_reference.py": "runs Kingma et al.'s Theano code (dpkingma/nips14-ssl, Python 2.7), which is not in "
+                               "this repository: it is set up in a scratch folder with Theano 1.0.5 (the script's "
+                               "docstring)",
     "pyro_dmm_example.py": "runs Pyro's examples/dmm.py, which is not in this repository: it is set up in a "
                            "scratch folder with pyro-ppl 1.9.1 (the script's docstring); its data cache is tested",
     "burda_iwae_reference.py": "runs Burda et al.'s Theano code (yburda/iwae, Python 2.7), which is not in this "
