@@ -6,8 +6,9 @@
     q(z_t \\mid z_{t-1}, x_{t:T}) = \\mathcal{N}(\\mu(h_t), \\operatorname{diag}\\sigma^2(h_t)).
 
 The backward GRU runs over each sequence's real steps only (the sequence is reversed within its
-length, so padding never reaches r_t). Each ``z_t`` is masked with ``mask[:, t]``. Pairs with
-models/dmm.py.
+length, so padding never reaches r_t). The latents are one site ``z`` ``(N, T, Z)``, a
+:class:`~pyrovae.models.dmm.GaussianChain` drawn step by step, each ``z_t`` masked with
+``mask[:, t]``. Pairs with models/dmm.py.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from pyro import poutine
 from torch import nn
 
 from pyrovae.guides.base import EncoderGuide
+from pyrovae.models.dmm import GaussianChain
 from pyrovae.models.vrnn import as_steps
 from pyrovae.nn import check_positive
 from pyrovae.registry import register_guide
@@ -47,8 +48,8 @@ class DMMGuide(EncoderGuide):
 
     >>> guide = DMMGuide(x_dim=5, z_dim=2, rnn_dim=8)
     >>> trace = pyro.poutine.trace(guide).get_trace(torch.zeros(3, 4, 5))
-    >>> trace.nodes["z_3"]["value"].shape
-    torch.Size([3, 2])
+    >>> trace.nodes["z"]["value"].shape
+    torch.Size([3, 4, 2])
     """
 
     model_name = "dmm"
@@ -79,10 +80,13 @@ class DMMGuide(EncoderGuide):
         x, mask = as_steps(x, mask)
         r, _ = self.rnn(reverse_within_lengths(x, mask))
         r = reverse_within_lengths(r, mask)  # r[:, t] summarises x_{t:len}
-        z = self.z_q_init.expand(x.shape[0], self.options.z_dim)
+        # the steps taken apart once: indexing r[:, t] at each step would cost, in the backward
+        # pass, a zero-filled gradient of all of r per step
+        r_steps = r.unbind(1)
+
+        def step(z_prev, t):  # q(z_t | z_{t-1}, x_{t:T}): one step t, or the steps of a slice t at once
+            h = 0.5 * (torch.tanh(self.z_to_h(z_prev)) + (r[:, t] if isinstance(t, slice) else r_steps[t]))
+            return self.loc(h), F.softplus(self.scale(h)) + 1e-4
+
         with pyro.plate("data", x.shape[0]):
-            for t in pyro.markov(range(x.shape[1])):
-                h = 0.5 * (torch.tanh(self.z_to_h(z)) + r[:, t])
-                with poutine.mask(mask=mask[:, t]):
-                    z = pyro.sample(f"{self.site}_{t}",
-                                    dist.Normal(self.loc(h), F.softplus(self.scale(h)) + 1e-4).to_event(1))
+            pyro.sample(self.site, GaussianChain(step, self.z_q_init, mask))

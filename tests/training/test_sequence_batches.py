@@ -102,14 +102,18 @@ def test_a_cut_batch_scores_each_sequence_as_alone(name, model, guide):
         with torch.no_grad():
             log_w, guide_trace, _ = log_weights(model, guide, scored, k, return_traces=True)
         assert log_w.shape == (k, 5)
-        z = {n: s["value"] for n, s in guide_trace.nodes.items() if n.startswith("z_") and s["type"] == "sample"}
-        assert len(z) == scored["x"].shape[1]  # one latent per step of the batch's width
+        z = {n: s["value"] for n, s in guide_trace.nodes.items() if n.startswith("z") and s["type"] == "sample"}
+        if "z" in z:  # one latent site (K, N, T, Z) for all steps (the DMM)
+            assert z["z"].shape[-2] == scored["x"].shape[1]
+        else:  # one per step (the VRNN)
+            assert len(z) == scored["x"].shape[1]  # one latent per step of the batch's width
         alone_total = torch.zeros(k)
         for row in range(5):
             length = int(scored["lengths"][row])
             alone = {"x": scored["x"][row:row + 1, :length], "mask": scored["mask"][row:row + 1, :length],
                      "lengths": scored["lengths"][row:row + 1]}
-            fixed = Fixed({f"z_{t}": z[f"z_{t}"][:, row:row + 1] for t in range(length)})(guide)
+            fixed = Fixed({"z": z["z"][:, row:row + 1, :length]} if "z" in z else
+                          {f"z_{t}": z[f"z_{t}"][:, row:row + 1] for t in range(length)})(guide)
             with torch.no_grad():
                 own = log_weights(model, fixed, alone, k)
             assert torch.allclose(log_w[:, row], own[:, 0], atol=1e-4), (name, row)
