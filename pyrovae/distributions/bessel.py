@@ -37,6 +37,7 @@ References
 
 from __future__ import annotations
 
+import functools
 import math
 from fractions import Fraction
 from typing import List, Tuple
@@ -68,29 +69,38 @@ def _debye_polynomials(num_terms: int) -> List[List[Fraction]]:
 _U = _debye_polynomials(DEBYE_TERMS)
 
 
-def _series_coefficients(order: float) -> List[float]:
-    """c_j with sum_k u_k(t) / order^k = sum_j c_j t^j (one polynomial in t per order)."""
+@functools.lru_cache(maxsize=None)
+def _series_coefficients(order: float) -> Tuple[float, ...]:
+    """c_j with sum_k u_k(t) / order^k = sum_j c_j t^j (one polynomial in t per order; computed
+    once per order)."""
     coeffs = [0.0] * len(_U[-1])
     for k, u in enumerate(_U):
         scale = order ** -k
         for j, c in enumerate(u):
             if c:
                 coeffs[j] += float(c) * scale
-    return coeffs
+    return tuple(coeffs)
 
 
-def _debye_log_ive(order: float, x: torch.Tensor) -> torch.Tensor:
-    """log I_order(x) - x by the uniform expansion (order >= DEBYE_ORDER), x float64 > 0."""
+def _debye_log_ive(orders: Tuple[float, ...], x: torch.Tensor) -> torch.Tensor:
+    """log I_order(x) - x by the uniform expansion for each of ``orders`` (all >= DEBYE_ORDER),
+    x float64 > 0 of any shape: ``(len(orders), *x.shape)``. The polynomial in ``t`` is summed
+    as powers times coefficients (a few tensor operations for every order at once, not a
+    Horner loop of 31 steps per order; the same sum to float64 rounding)."""
+    shape = x.shape
+    x = x.reshape(1, -1)
+    order = x.new_tensor(orders).unsqueeze(-1)  # (P, 1)
     z = x / order
     root = torch.sqrt(1 + z * z)
     t = 1 / root
     # eta - z, written without cancellation: (root - z) + log(z / (1 + root))
     eta_minus_z = 1 / (root + z) + torch.log(z / (1 + root))
-    series = torch.zeros_like(t)
-    for c in reversed(_series_coefficients(order)):
-        series = series * t + c
-    return (order * eta_minus_z - 0.5 * math.log(2 * math.pi * order)
-            + 0.5 * torch.log(t) + torch.log(series))
+    coeffs = x.new_tensor([_series_coefficients(o) for o in orders])  # (P, J)
+    powers = t.unsqueeze(-1) ** torch.arange(coeffs.shape[-1], dtype=x.dtype, device=x.device)  # (P, n, J)
+    series = (powers * coeffs.unsqueeze(1)).sum(-1)
+    half_log = x.new_tensor([0.5 * math.log(2 * math.pi * o) for o in orders]).unsqueeze(-1)
+    value = order * eta_minus_z - half_log + 0.5 * torch.log(t) + torch.log(series)
+    return value.reshape((len(orders),) + shape)
 
 
 def _log_ive_and_ratio(v: float, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -98,8 +108,8 @@ def _log_ive_and_ratio(v: float, x: torch.Tensor) -> Tuple[torch.Tensor, torch.T
     x = x.double().clamp_min(1e-300)
     n = max(0, math.ceil(DEBYE_ORDER - v))
     top = v + n
-    log_ive_top = _debye_log_ive(top, x)
-    ratio = torch.exp(_debye_log_ive(top + 1, x) - log_ive_top)  # rho_top
+    log_ive_top, log_ive_next = _debye_log_ive((top, top + 1), x)
+    ratio = torch.exp(log_ive_next - log_ive_top)  # rho_top
     log_ive = log_ive_top
     for j in range(n):  # rho_{top-1-j} from rho_{top-j}
         order = top - j
