@@ -24,20 +24,11 @@ from torch import nn
 
 from pyrovae.guides.base import EncoderGuide
 from pyrovae.models.dmm import GaussianChain
-from pyrovae.models.vrnn import as_steps
+from pyrovae.models.vrnn import as_steps, reverse_within_lengths
 from pyrovae.nn import check_positive
 from pyrovae.registry import register_guide
 
 __all__ = ["DMMGuide", "reverse_within_lengths"]
-
-
-def reverse_within_lengths(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``x`` (N, T, D) with each row's first ``mask[n].sum()`` steps reversed, padding left in place."""
-    T = x.shape[1]
-    lengths = mask.long().sum(1, keepdim=True)
-    t = torch.arange(T, device=x.device).expand(x.shape[0], T)
-    index = torch.where(t < lengths, lengths - 1 - t, t)
-    return x.gather(1, index.unsqueeze(-1).expand_as(x))
 
 
 @register_guide("dmm")

@@ -29,7 +29,7 @@ estimated by importance sampling with the guide ``seq2seq`` (guides/seq2seq.py),
 :math:`q(z \\mid s, t)`. The decoder is the sentence VAE's
 :class:`~pyrovae.models.sentence.SentenceDecoder` with the code :math:`c` in place of its
 :math:`z`; the target is one observed site ``x`` masked with ``mask`` and the source's padding
-is excluded by ``source_mask`` (packed LSTM, masked attention), so padding of either never
+is excluded by ``source_mask`` (the LSTM reads real tokens only, masked attention), so padding of either never
 enters the loss.
 
 What differs from the paper, and why: Jang et al. evaluate on autoencoding tasks (language
@@ -73,6 +73,7 @@ from pyrovae.models.sentence import (
     EOS_ID, PAD_ID, UNK_ID, SentenceDecoder, SentenceOptions, as_mask, decoder_inputs, init_output_at_token_frequencies,
     no_latents, word_dropout,
 )
+from pyrovae.models.vrnn import reverse_within_lengths
 from pyrovae.nn import check_positive
 from pyrovae.models.base import Model
 from pyrovae.registry import register_model
@@ -96,7 +97,7 @@ def source_mask_of(source: torch.Tensor, source_mask: Optional[torch.Tensor]) ->
 
 class SemanticEncoder(nn.Module):
     """Jang et al.'s semantic vector :math:`v(s) = [h_S; \\sum_i a_i h_i]`, ``(N, 4E)``: a
-    bidirectional LSTM (``E`` a direction), packed by the source's lengths, and dot-product
+    bidirectional LSTM (``E`` a direction) over each source's real tokens, and dot-product
     attention of the final state over every real state."""
 
     def __init__(self, vocab_size: int, embed_dim: int, encoder_dim: int):
@@ -106,13 +107,29 @@ class SemanticEncoder(nn.Module):
         self.lstm = nn.LSTM(embed_dim, encoder_dim, batch_first=True, bidirectional=True)
 
     def states(self, source: torch.Tensor, mask: torch.Tensor):
-        """(every state ``(N, S, 2E)``, the final state ``(N, 2E)``)."""
-        lengths = mask.sum(1).cpu()
-        packed = nn.utils.rnn.pack_padded_sequence(self.embed(source), lengths, batch_first=True,
-                                                   enforce_sorted=False)
-        out, (h, _) = self.lstm(packed)
-        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=source.shape[1])
-        return out, torch.cat([h[-2], h[-1]], -1)  # forward's last real state, backward's state at step 1
+        """(every state ``(N, S, 2E)``, zero on padding; the final state ``(N, 2E)``: the forward
+        direction's last real state and the backward direction's state at step 1)."""
+        lengths = mask.sum(1)
+        steps = int(lengths.max())  # one host sync; later steps are padding in every row
+        x, mask = self.embed(source[:, :steps]), mask[:, :steps]
+        # padded, not packed (on a CPU a packed LSTM's backward zero-fills a gradient of all the
+        # packed steps at every step): the forward direction runs over the rows as they are (it is
+        # causal), the backward direction forward over each row reversed within its length, so it
+        # starts at the row's last real token; the same states as the packed bidirectional LSTM
+        forward, _ = self._direction(x, "")
+        backward = reverse_within_lengths(self._direction(reverse_within_lengths(x, mask), "_reverse")[0], mask)
+        out = torch.cat([forward, backward], -1).masked_fill(~mask.unsqueeze(-1), 0.0)
+        final = torch.cat([forward[torch.arange(x.shape[0], device=x.device), lengths - 1], backward[:, 0]], -1)
+        return F.pad(out, (0, 0, 0, source.shape[1] - steps)), final
+
+    def _direction(self, x: torch.Tensor, suffix: str):
+        """One direction of the bidirectional LSTM (its own weights, ``suffix`` "" or "_reverse")
+        run forward over ``x`` ``(N, T, D)`` from zero states: ``(states (N, T, E), (h, c))``."""
+        lstm = self.lstm
+        params = [getattr(lstm, f"{name}_l0{suffix}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        zeros = x.new_zeros(1, x.shape[0], lstm.hidden_size)
+        out, h, c = torch.lstm(x, (zeros, zeros), params, True, 1, 0.0, self.training, False, True)
+        return out, (h, c)
 
     def attention(self, states: torch.Tensor, final: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The weights :math:`a_i` ``(N, S)``, zero on padding."""

@@ -55,7 +55,7 @@ from pyrovae.nn import MLP, activation as make_activation, bias_at_data_logits_,
 from pyrovae.models.base import Model, broadcast_cat
 from pyrovae.registry import register_model
 
-__all__ = ["VRNN", "BernoulliRNN", "Recurrence", "as_steps", "real_steps"]
+__all__ = ["VRNN", "BernoulliRNN", "Recurrence", "as_steps", "real_steps", "reverse_within_lengths"]
 
 
 def as_steps(x: torch.Tensor, mask: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -71,6 +71,15 @@ def as_steps(x: torch.Tensor, mask: Optional[torch.Tensor]) -> Tuple[torch.Tenso
     if mask.shape != x.shape[:2]:
         raise ValueError(f"mask has shape {tuple(mask.shape)}; it must be (N, T) = {tuple(x.shape[:2])}")
     return x, mask.bool()
+
+
+def reverse_within_lengths(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``x`` (N, T, D) with each row's first ``mask[n].sum()`` steps reversed, padding left in place."""
+    T = x.shape[1]
+    lengths = mask.long().sum(1, keepdim=True)
+    t = torch.arange(T, device=x.device).expand(x.shape[0], T)
+    index = torch.where(t < lengths, lengths - 1 - t, t)
+    return x.gather(1, index.unsqueeze(-1).expand_as(x))
 
 
 def real_steps(x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
