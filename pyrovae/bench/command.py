@@ -190,7 +190,7 @@ def main(argv=None) -> int:
     p.add_argument("--memory-child", nargs=6, default=None, help=argparse.SUPPRESS)
     p.add_argument("--model", nargs="+", default=None, metavar="M",
                    help="registered models (or all) instead of the pair table: each one's step on a fixed batch of "
-                        "its own data (--profile: split into networks, densities, Pyro, backward, optimizer, "
+                        "its own data (--profile: split into networks, densities, draws, Pyro, backward, optimizer, "
                         "bookkeeping) and its evaluation's ms per datapoint at K = --model-eval-samples")
     p.add_argument("--model-batch-size", type=int, default=100, help="--model: rows in the fixed batch (default 100)")
     p.add_argument("--model-eval-samples", type=int, default=100, help="--model: K of the evaluation (0: skip)")

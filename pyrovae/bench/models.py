@@ -13,8 +13,10 @@ is not on this machine). The step is exactly what :func:`pyrovae.fit` runs per b
 - with ``--profile`` its parts, each timed on its own: the **networks' forward** (every
   ``nn.Module`` call of the pair that is not itself a ``PyroModule``, outermost calls only,
   timed by hooks), the **densities** (``log_prob`` of every sample site of one guide trace and
-  its replayed model trace), **Pyro's machinery** (the rest of the objective's forward pass:
-  effect handlers, traces, plates, the objective's sums), the **backward** pass, the
+  its replayed model trace), the guide's **draws** (every latent site of one guide trace drawn
+  again from its recorded distribution, less the networks that drawing calls: a Gamma's or a von
+  Mises-Fisher's sampler, a recurrent guide's steps), **Pyro's machinery** (the rest of the
+  objective's forward pass: effect handlers, traces, plates, the objective's sums), the **backward** pass, the
   **optimizer**, and the suite's **bookkeeping** (the step less forward, backward and
   optimizer: zero_grad, quiet modules, the loss check);
 - **eval ms/datapoint**: :func:`pyrovae.log_likelihood` with K = ``eval_samples`` (100) on the
@@ -213,6 +215,21 @@ def _densities(case: ModelCase, step: _Step) -> Callable[[], torch.Tensor]:
     return densities
 
 
+def _draws(case: ModelCase, step: _Step) -> Callable[[], list]:
+    """A function that redraws every latent site of one guide trace from its recorded
+    distribution (``rsample`` where it has one; enumerated sites are not drawn)."""
+    setup = step.setup
+    with setup.train_step.quiet:
+        guide_trace = poutine.trace(setup.call_guide).get_trace(**case.batch)
+    fns = [site["fn"] for site in guide_trace.nodes.values()
+           if site["type"] == "sample" and not site["is_observed"] and not site["infer"].get("enumerate")]
+
+    def draws():
+        return [fn.rsample() if fn.has_rsample else fn.sample() for fn in fns]
+
+    return draws
+
+
 def bench_model(name: str, batch_size: int = 100, data_dir=None, device="cpu", profile: bool = False,
                 eval_samples: int = EVAL_SAMPLES, eval_rows: int = 20, seconds: float = 1.0, blocks: int = 3,
                 seed: int = 0, options: Optional[dict] = None) -> dict:
@@ -235,7 +252,8 @@ def bench_model(name: str, batch_size: int = 100, data_dir=None, device="cpu", p
             row.update(_profile(case, step, device, seconds, blocks))
             row["step ms"] = min(row["step ms"], _per_call_ms(step, device, seconds, blocks))
             forward, forward_backward = row.pop("forward ms"), row.pop("forward + backward ms")
-            row["pyro machinery ms"] = max(0.0, forward - row["networks forward ms"] - row["densities ms"])
+            row["pyro machinery ms"] = max(0.0, forward - row["networks forward ms"] - row["densities ms"]
+                                           - row["draws ms"])
             row["bookkeeping ms"] = max(0.0, row["step ms"] - forward_backward - row["optimizer ms"])
             row["machinery share"] = (row["pyro machinery ms"] + row["bookkeeping ms"]) / row["step ms"]
     if eval_samples:
@@ -281,6 +299,16 @@ def _profile(case: ModelCase, step: _Step, device, seconds: float, blocks: int) 
             p.copy_(s)
     densities = _densities(case, step)
     out["densities ms"] = _per_call_ms(densities, device, seconds, blocks)
+    draws = _draws(case, step)
+    timer = _NetworkTimer(clock(device), case.model, case.guide)
+    try:  # the draws less the networks they call (a flow's, a recurrent guide's)
+        with train_step.quiet:
+            total = _per_call_ms(draws, device, seconds, blocks)
+            timer.seconds = 0.0
+            draws()
+        out["draws ms"] = max(0.0, total - 1000 * timer.seconds)
+    finally:
+        timer.remove()
     timer = _NetworkTimer(clock(device), case.model, case.guide)
     try:
         calls = 0
@@ -299,7 +327,7 @@ def _profile(case: ModelCase, step: _Step, device, seconds: float, blocks: int) 
     return out
 
 
-COLUMNS = ["model", "data", "batch", "step ms", "networks forward ms", "densities ms", "pyro machinery ms",
+COLUMNS = ["model", "data", "batch", "step ms", "networks forward ms", "densities ms", "draws ms", "pyro machinery ms",
            "backward ms", "optimizer ms", "bookkeeping ms", "machinery share", "eval ms/datapoint", "eval in steps"]
 
 

@@ -13,11 +13,11 @@ from pyrovae.bench.models import bench_model, format_table, model_case
 
 TINY = {"z_dim": 2, "hidden_dims": (8,), "rnn_dim": 8, "hidden_dim": 8, "embed_dim": 4, "c_dim": 2,
         "feature_dim": 8, "num_steps": 2}
-PARTS = ["step ms", "networks forward ms", "densities ms", "pyro machinery ms", "backward ms", "optimizer ms",
-         "bookkeeping ms", "eval ms/datapoint"]
+PARTS = ["step ms", "networks forward ms", "densities ms", "draws ms", "pyro machinery ms", "backward ms",
+         "optimizer ms", "bookkeeping ms", "eval ms/datapoint"]
 
 
-@pytest.mark.parametrize("name", ["vae", "draw", "sentence-vae", "statistician", "m2"])
+@pytest.mark.parametrize("name", ["vae", "draw", "sentence-vae", "statistician", "m2", "robust", "dmm"])
 def test_bench_model_reports_every_part(name, tmp_path):
     row = bench_model(name, batch_size=4, data_dir=tmp_path, profile=True, eval_samples=3, seconds=0.001,
                       blocks=1, options=TINY)
