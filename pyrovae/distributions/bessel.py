@@ -96,7 +96,9 @@ def _debye_log_ive(orders: Tuple[float, ...], x: torch.Tensor) -> torch.Tensor:
     # eta - z, written without cancellation: (root - z) + log(z / (1 + root))
     eta_minus_z = 1 / (root + z) + torch.log(z / (1 + root))
     coeffs = x.new_tensor([_series_coefficients(o) for o in orders])  # (P, J)
-    powers = t.unsqueeze(-1) ** torch.arange(coeffs.shape[-1], dtype=x.dtype, device=x.device)  # (P, n, J)
+    # t^0 .. t^(J-1) by a running product (a float64 pow per entry cost more than the rest)
+    powers = torch.cat([torch.ones_like(t).unsqueeze(-1),
+                        t.unsqueeze(-1).expand(t.shape + (coeffs.shape[-1] - 1,)).cumprod(-1)], -1)  # (P, n, J)
     series = (powers * coeffs.unsqueeze(1)).sum(-1)
     half_log = x.new_tensor([0.5 * math.log(2 * math.pi * o) for o in orders]).unsqueeze(-1)
     value = order * eta_minus_z - half_log + 0.5 * torch.log(t) + torch.log(series)
