@@ -237,6 +237,11 @@ CANNOT = {
                                "repository: it is set up in a scratch folder with Theano 1.0.5 (the script's docstring)",
     "dvae_reference.py": "runs Im et al.'s Theano code (Python 2.7), which is not in this repository: it is set up "
                          "in a scratch folder with Theano 1.0.5 (the script's docstring)",
+    "dreg_reference.py": "runs iffsid/DReG-PyTorch's main.py, which is not in this repository: it is set up in a "
+                         "scratch folder (the script's docstring); its scoring and data stand-in are tested",
+    "lvae_reference.py": "runs Sønderby et al.'s Theano code (casperkaae/LVAE, Python 2.7), which is not in this "
+                         "repository: it is set up in a scratch folder with Theano 1.0.5, Lasagne and Parmesan (the "
+                         "script's docstring); its pairing is tested",
     "pythae_reference.py": "runs pythae's models, which are not a dependency of this repository: it is set up in a "
                            "scratch folder with pythae 0.1.2 (the script's docstring); its --help is tested",
 }
