@@ -184,7 +184,8 @@ QUICK = {
                        " --eval-sentences 20 --num-samples 5 --text {tmp}/samples.txt --figure {tmp}/kl.png"
                        " --json {tmp}/sentence.json",
     "seq2seq_ptb.py": "--epochs 1 --train-size 64 --batch-size 32 --embed-dim 16 --hidden-dim 16 --encoder-dim 16"
-                      " --is-sentences 2 --eval-sentences 20 --num-samples 5 --examples 1 --json {tmp}/seq2seq.json",
+                      " --is-sentences 2 --eval-sentences 20 --num-samples 5 --examples 1 --z-start zero --warmup 0"
+                      " --json {tmp}/seq2seq.json",
     "sequences_chorales.py": "--epochs 1 --hidden 16 --num-samples 5 --limit 4",
     "ssvae_debian.py": "--epochs 1 --per-class 10 --seeds 0 --unlabelled 64 --vocab 200 --max-length 16"
                        " --embed-dim 16 --hidden-dim 16 --out {tmp}/ssvae.json",

@@ -42,6 +42,15 @@ from pyrovae.models.seq2seq import Seq2Seq, Seq2SeqVAE, _code, no_latents
 PAIR_KEYS = ("x", "mask", "source", "source_mask")
 
 
+class ZeroZStart(Seq2SeqVAE):
+    """The VAE whose decoder starts blind to z: the z columns of its initial-state layer at 0."""
+
+    def init_from_data(self, *args, **kwargs):
+        super().init_from_data(*args, **kwargs)
+        with torch.no_grad():
+            self.decoder.init.weight[:, -self.z_dim:] = 0
+
+
 def subset(split: dict, index: torch.Tensor) -> dict:
     rows = {k: v[index] for k, v in split.items()}
     t, s = int(rows["lengths"].max()), int(rows["source_lengths"].max())
@@ -99,6 +108,9 @@ def main():
     parser.add_argument("--init", choices=("torch", "glorot", "burda"), default=None,
                         help="the weights' start (default: fit's, burda: the output bias at the token frequencies)")
     parser.add_argument("--text", default=None, help="write the decoded examples here too")
+    parser.add_argument("--z-start", choices=("init", "zero"), default="init",
+                        help="zero: the VAE decoder's weights from z to its initial state start at 0 (after the "
+                             "start --init gives), so the untrained VAE is the baseline's network")
     parser.add_argument("--baseline-state", default=None,
                         help="the trained baseline's weights: loaded from this file if it exists, else saved there "
                              "(for ablations that change only the VAE: the baseline is deterministic)")
@@ -124,7 +136,7 @@ def main():
 
     runs = {
         "seq2seq": (lambda: Seq2Seq(**sizes, word_dropout=args.word_dropout), lambda: no_latents, lambda: ELBO()),
-        "vae": (lambda: Seq2SeqVAE(**sizes, z_dim=args.z_dim, word_dropout=args.word_dropout),
+        "vae": (lambda: (ZeroZStart if args.z_start == "zero" else Seq2SeqVAE)(**sizes, z_dim=args.z_dim, word_dropout=args.word_dropout),
                 lambda: Seq2SeqGuide(**sizes, z_dim=args.z_dim), lambda: ELBO(warmup_steps=warmup)),
     }
     trained, results = {}, {"args": vars(args), "steps": steps}
