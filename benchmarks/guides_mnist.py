@@ -33,11 +33,16 @@ from pyrovae.evaluation.compare import paired_difference
 CONFIGS = {
     "diag": ("diag", {}),
     "fullcov": ("fullcov", {}),
+    "fullcov, cholesky": ("fullcov", {"parametrization": "cholesky"}),
+    "fullcov, relative": ("fullcov", {"parametrization": "relative"}),
     "iaf-2": ("iaf", {"num_flows": 2}),
     "iaf-4": ("iaf", {"num_flows": 4}),
+    "iaf-2, affine": ("iaf", {"num_flows": 2, "step": "affine"}),
+    "iaf-2, gated": ("iaf", {"num_flows": 2, "step": "gated"}),
     "iaf-4, b=2": ("iaf", {"num_flows": 4, "sigmoid_bias": 2.0}),  # the paper's gate bias
     "planar-8": ("planar", {"num_flows": 8}),
     "mixture": ("mixture", {}),
+    "mixture, K=1": ("mixture", {"num_components": 1}),
     "vmf": ("vmf", {}),
 }
 
@@ -61,7 +66,7 @@ def run_one(label, dataset, test, args):
     valid = {k: v[: args.valid_size] for k, v in dataset.valid.items()}
     result = pyrovae.fit(model, guide, dataset, objective=objective, epochs=args.epochs,
                          batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=False,
-                         valid_data=valid)
+                         valid_data=valid, init=args.init)
     seconds = [row["seconds"] for row in result.metrics]
     tail = seconds[1:] or seconds  # the first epoch includes warm-up
     t0 = time.perf_counter()
@@ -97,7 +102,7 @@ def table(rows, args, machine) -> str:
     reference = diag["seconds_per_epoch"] if diag else None
     lines = [
         f"Dynamically binarized MNIST, model {args.z_dim}-d latent, hidden {tuple(args.hidden_dims)} tanh, "
-        f"Bernoulli; {args.epochs} epochs, batch {args.batch_size}, Adam lr {args.lr}, seed {args.seed}; "
+        f"Bernoulli; {args.epochs} epochs, batch {args.batch_size}, Adam lr {args.lr}, seed {args.seed}, init {args.init or 'the model default'}; "
         f"test log-likelihood with K={args.num_samples} on the first {args.test_size} test images. {machine}.",
         "",
         *_harness.header(["guide", "options", "guide params", "s/epoch", "time vs diag", "final train loss",
@@ -123,6 +128,10 @@ def main():
     p = _harness.parser(__doc__, data_dir=_harness.DATA_DIR, epochs=10, batch_size=100, lr=1e-3, z_dim=50,
                         hidden_dims=[200, 200], num_samples=1000, test_size=2000, seed=0, threads=None, json=None)
     p.add_argument("--guides", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    p.add_argument("--init", choices=("torch", "glorot", "burda"), default=None,
+                   help="fit's init scheme (default: the model's, burda for the VAE)")
+    p.add_argument("--per-datapoint", default=None,
+                   help="write each guide's per-image test log p(x) here (JSON), for pairing across runs")
     p.add_argument("--valid-size", type=int, default=100, help="validation images for the per-epoch pass")
     p.add_argument("--out", default=None, help="write the Markdown table here (rewritten after each guide)")
     args = p.parse_args()
@@ -141,6 +150,7 @@ def main():
             with open(args.out, "w") as f:
                 f.write(text)
         _harness.write_json(args.json, [{k: v for k, v in r.items() if k != "per_datapoint"} for r in rows])
+        _harness.write_json(args.per_datapoint, {r["guide"]: r.get("per_datapoint") for r in rows})
     print(text)
 
 

@@ -28,6 +28,7 @@ References
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import pyro.distributions as dist
 import torch
@@ -43,6 +44,9 @@ class FullCovNormalGuide(EncoderGuide):
 
     The options of :class:`~pyrovae.guides.base.EncoderGuide`, and
 
+    :param str parametrization: ``cholesky``: the strictly lower entries of L are the
+        encoder's outputs; ``relative``: L = diag(sigma) (I + M), the strictly lower M the
+        outputs, each row's off-diagonal entries relative to that coordinate's scale sigma_i.
     :param float min_scale: floor added to the Cholesky diagonal (keeps L invertible).
 
     >>> guide = FullCovNormalGuide(x_dim=6, z_dim=3, hidden_dims=(8,))
@@ -53,6 +57,7 @@ class FullCovNormalGuide(EncoderGuide):
 
     @dataclass
     class Options(EncoderGuide.Options):
+        parametrization: Literal["cholesky", "relative"] = "cholesky"
         min_scale: float = 1e-5
 
         def __post_init__(self):
@@ -68,19 +73,25 @@ class FullCovNormalGuide(EncoderGuide):
         super().__init__(*args, **kwargs)
         z_dim = self.z_dim
         self.min_scale = float(self.options.min_scale)
-        with torch.no_grad():  # start diagonal: the off-diagonal outputs are zero until trained
-            self.encoder[-1].weight[2 * z_dim:].zero_()
-            self.encoder[-1].bias[2 * z_dim:].zero_()
+        self.relative = self.options.parametrization == "relative"
+        self.init_start_()
         rows, cols = torch.tril_indices(z_dim, z_dim, offset=-1)
         self.register_buffer("tril_rows", rows)
         self.register_buffer("tril_cols", cols)
 
+    @torch.no_grad()
+    def init_start_(self) -> None:
+        """Start diagonal: zero the off-diagonal outputs' weights and biases (they still get
+        gradients). :func:`pyrovae.nn.initialize_` calls it again after redrawing the layers."""
+        self.encoder[-1].weight[2 * self.z_dim:].zero_()
+        self.encoder[-1].bias[2 * self.z_dim:].zero_()
+
     def scale_tril(self, raw_diag: torch.Tensor, offdiag: torch.Tensor) -> torch.Tensor:
         """The Cholesky factor ``(..., z_dim, z_dim)`` from raw diagonal and strictly lower entries."""
         diag = F.softplus(raw_diag) + self.min_scale
-        scale_tril = torch.diag_embed(diag)  # (..., z_dim, z_dim)
-        scale_tril[..., self.tril_rows, self.tril_cols] = offdiag
-        return scale_tril
+        unit = torch.diag_embed(torch.ones_like(diag)) if self.relative else torch.diag_embed(diag)
+        unit[..., self.tril_rows, self.tril_cols] = offdiag  # (..., z_dim, z_dim)
+        return diag.unsqueeze(-1) * unit if self.relative else unit
 
     def encode(self, x: torch.Tensor) -> dist.Distribution:
         """q(z | x) with batch shape ``x.shape[:-1]`` and event shape ``(z_dim,)``."""

@@ -41,6 +41,7 @@ References
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import pyro.distributions.transforms as T
 import torch
@@ -62,7 +63,11 @@ class IAFGuide(AmortizedFlowGuide):
     depth T; ``flow_hidden_dims``: hidden widths of each step's MADE, each >= ``z_dim``,
     default two layers of ``4 * z_dim``; ``activation`` also serves the MADEs), and
 
-    :param float sigmoid_bias: the gate bias b; larger starts the steps nearer the identity.
+    :param str step: ``gated`` (the paper's numerically stable update, above) or ``affine``
+        (z_t = m_t + exp(s_t) * z_{t-1}, s_t clipped to [-5, 3]; pythae's ``VAE_IAF`` uses
+        it unclipped).
+    :param float sigmoid_bias: the gate bias b of the ``gated`` step; larger starts the steps
+        nearer the identity (the ``affine`` step starts at the identity without one).
 
     >>> guide = IAFGuide(x_dim=6, z_dim=2, hidden_dims=(8,), num_flows=2)
     >>> q = guide.encode(torch.zeros(3, 6))
@@ -76,6 +81,7 @@ class IAFGuide(AmortizedFlowGuide):
 
     @dataclass
     class Options(AmortizedFlowGuide.Options):
+        step: Literal["gated", "affine"] = "gated"
         sigmoid_bias: float = 4.0
 
     def make_flow(self, t):
@@ -86,5 +92,7 @@ class IAFGuide(AmortizedFlowGuide):
         with torch.no_grad():  # start near the identity: small m_t and s_t (see the module note)
             made.layers[-1].weight.mul_(OUTPUT_INIT_SCALE)
             made.layers[-1].bias.zero_()
+        if self.options.step == "affine":
+            return T.ConditionalAffineAutoregressive(made, stable=False)
         return T.ConditionalAffineAutoregressive(made, stable=True,
                                                  sigmoid_bias=float(self.options.sigmoid_bias))

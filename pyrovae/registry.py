@@ -280,9 +280,20 @@ def option_metadata(factory: Callable) -> Dict[str, dict]:
     """``{option: metadata}`` of the fields of a factory's ``Options`` (``{}`` without one):
     ``"flag"`` names the command-line flag (default: the option's name), ``"choices"`` lists
     the values allowed where a ``Literal`` cannot (they come from code), ``"flag": None``
-    keeps an option off the command line."""
+    keeps an option off the command line, ``"saved_default"`` is the default a changed
+    default replaced (:func:`saved_options`)."""
     declared = _options_class(factory)
     return {f.name: dict(f.metadata) for f in dataclasses.fields(declared)} if declared is not None else {}
+
+
+def saved_options(factory: Callable, options: dict) -> dict:
+    """``options`` of a run saved by older code (run.json), completed for this code: an option
+    the run does not name whose field declares ``metadata={"saved_default": value}`` (its
+    default before the default changed) gets that value, so the run is rebuilt as it was
+    trained; any other option it does not name takes its declared default (in :func:`build`)."""
+    before = {name: meta["saved_default"] for name, meta in option_metadata(factory).items()
+              if "saved_default" in meta and name not in options}
+    return {**options, **before}
 
 
 def _options_class(factory: Callable) -> Optional[type]:

@@ -287,9 +287,12 @@ def check_resume_consistent(saved: dict, out, model_name: str, guide_name: str) 
 
 def defaults_from_saved(saved: dict, objective_name: str) -> dict:
     """The parser defaults that make ``--resume`` continue the run as it was started."""
+    from pyrovae.registry import get_guide, get_model, saved_options
+
     defaults = {}
-    for role in ("model", "guide"):
-        for k, v in (saved.get(role) or {}).get("options", {}).items():
+    for role, get in (("model", get_model), ("guide", get_guide)):
+        spec = saved.get(role) or {}
+        for k, v in (saved_options(get(spec["name"]), spec["options"]) if spec else {}).items():
             defaults[f"opt_{k}"] = v
     data = saved.get("data") or {}
     defaults.update(data=data.get("name"), binarize=data.get("binarize"), data_dir=saved.get("data_dir"),

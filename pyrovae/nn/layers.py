@@ -192,7 +192,9 @@ def initialize_(model, guide, batch: dict, scheme: str = "torch") -> None:
     """Initialise a pair's weights in place when a run starts.
 
     - ``"torch"``: leave torch's defaults (each layer's U(-1/sqrt(fan_in), 1/sqrt(fan_in))).
-    - ``"glorot"``: :func:`glorot_` on every linear layer of the model and the guide.
+    - ``"glorot"``: :func:`glorot_` on every linear layer of the model and the guide, then
+      each one's ``init_start_()`` where it has one (a deliberate start that the redrawn
+      layers would undo: the ``fullcov`` guide's zero off-diagonal outputs).
     - ``"burda"``: Glorot, then the model's ``init_from_data(**batch)``: for the suite's
       decoders (``vae``, ``hvae``, ``m2``) the output bias at the data's mean, its logits for
       a Bernoulli (:func:`output_at_data_mean_`), as Burda et al.'s reference code starts its
@@ -214,5 +216,8 @@ def initialize_(model, guide, batch: dict, scheme: str = "torch") -> None:
     for module in (model, guide):
         if isinstance(module, nn.Module):
             glorot_(module)
+            start = getattr(module, "init_start_", None)
+            if callable(start):  # a deliberate start (e.g. fullcov's zero off-diagonal) survives
+                start()
     if scheme == "burda":
         model.init_from_data(**batch)

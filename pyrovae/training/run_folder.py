@@ -135,7 +135,7 @@ def load_run(path, model=None, guide=None, device: str = "cpu") -> Run:
     :param guide: likewise for the guide.
     :param str device: where to put the parameters.
     """
-    from pyrovae.registry import build, get_guide, get_model, import_hint, pair_guide
+    from pyrovae.registry import build, get_guide, get_model, import_hint, pair_guide, saved_options
 
     path = Path(path)
     run_file = path / RUN_FILE
@@ -157,7 +157,7 @@ def load_run(path, model=None, guide=None, device: str = "cpu") -> Run:
             except ValueError:
                 raise PyrovaeError(f"{path}: the run's {role} {spec['name']!r} is not registered in this process; "
                                    f"{import_hint(spec)}") from None
-            built = build(factory, spec["options"], fill=dims)
+            built = build(factory, saved_options(factory, spec["options"]), fill=dims)
             if role == "model":
                 model = built
             else:

@@ -17,8 +17,9 @@ from pyrovae.models import VAE
 from pyrovae.infer.objectives import IWAE
 from pyrovae.registry import build, get_guide
 
-FLOWS = ["iaf", "planar", "radial", "spline"]
-INVERTIBLE = ["iaf", "spline"]
+FLOWS = ["iaf", "iaf-affine", "planar", "radial", "spline"]
+INVERTIBLE = ["iaf", "iaf-affine", "spline"]
+VARIANTS = {"iaf-affine": ("iaf", {"step": "affine"})}  # a registered guide with other options
 X_DIM, Z_DIM = 6, 3
 
 
@@ -26,7 +27,8 @@ def make_guide(name, seed=0, **options):
     """A float64 guide whose parameters are all redrawn at a scale that makes every step far
     from the identity (a weak test otherwise)."""
     torch.manual_seed(seed)
-    guide = build(get_guide(name), {"z_dim": Z_DIM, "hidden_dims": (8,), **options}, fill={"x_dim": X_DIM})
+    name, variant = VARIANTS.get(name, (name, {}))
+    guide = build(get_guide(name), {"z_dim": Z_DIM, "hidden_dims": (8,), **variant, **options}, fill={"x_dim": X_DIM})
     guide = guide.double()
     with torch.no_grad():
         for p in guide.parameters():
@@ -60,7 +62,7 @@ def test_each_step_log_det_matches_autograd(name):
                 torch.testing.assert_close(actual.reshape(()), expected, rtol=0, atol=1e-9)
 
 
-@pytest.mark.parametrize("name", ["iaf", "spline"])
+@pytest.mark.parametrize("name", ["iaf", "iaf-affine", "spline"])
 def test_autoregressive_steps_are_triangular_and_order_reversed(name):
     guide = make_guide(name)
     _, h = guide.encode_base(data(1))
@@ -87,6 +89,20 @@ def test_iaf_step_is_the_gated_update_of_the_paper():
     y = step(z)
     torch.testing.assert_close(y, gate * z + (1 - gate) * m, rtol=0, atol=1e-12)
     torch.testing.assert_close(step.log_abs_det_jacobian(z, y), torch.log(gate).sum(-1), rtol=0, atol=1e-12)
+
+
+def test_iaf_affine_step_is_shift_and_clipped_exp_scale():
+    guide = make_guide("iaf", step="affine")
+    _, h = guide.encode_base(data())
+    z = torch.randn(4, Z_DIM, dtype=torch.float64)
+    made = guide.flows[0].nn
+    m, s = made(z, context=h)
+    assert s.abs().max() > 1.0  # far from the identity (make_guide's scale)
+    log_scale = s.clamp(-5.0, 3.0)
+    step = guide.transforms(h)[0]
+    y = step(z)
+    torch.testing.assert_close(y, m + log_scale.exp() * z, rtol=0, atol=1e-12)
+    torch.testing.assert_close(step.log_abs_det_jacobian(z, y), log_scale.sum(-1), rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", INVERTIBLE)
@@ -178,6 +194,18 @@ def test_iaf_starts_near_the_identity():
         torch.testing.assert_close(step.log_abs_det_jacobian(z, y), Z_DIM * gate.log().expand(4), rtol=0, atol=0.01)
 
 
+def test_iaf_affine_starts_near_the_identity():
+    """Untrained, each affine step is z -> z up to 1% (small MADE outputs: m ~ 0, s ~ 0)."""
+    torch.manual_seed(0)
+    guide = IAFGuide(x_dim=X_DIM, z_dim=Z_DIM, hidden_dims=(8,), step="affine")
+    _, h = guide.encode_base(data().float())
+    z = torch.randn(4, Z_DIM)
+    for step in guide.transforms(h)[::2]:
+        y = step(z)
+        assert ((y - z).abs() < 0.01 * z.abs().max()).all()
+        assert step.log_abs_det_jacobian(z, y).abs().max() < 0.01
+
+
 def test_bad_flow_widths_are_rejected():
     with pytest.raises(ValueError, match="flow_hidden_dims"):
         IAFGuide(x_dim=X_DIM, z_dim=5, flow_hidden_dims=(4,))
@@ -192,7 +220,8 @@ def test_trains_with_elbo_and_iwae(name):
         pyro.clear_param_store()
         torch.manual_seed(0)
         model = VAE(12, 3, (16,))
-        guide = build(get_guide(name), {"z_dim": 3, "hidden_dims": (16,)}, fill={"x_dim": 12})
+        registered, variant = VARIANTS.get(name, (name, {}))
+        guide = build(get_guide(registered), {"z_dim": 3, "hidden_dims": (16,), **variant}, fill={"x_dim": 12})
         before = [p.detach().clone() for p in guide.flows.parameters()]
         pyro.set_rng_seed(1)
         start = log_likelihood(model, guide, x, num_samples=20)

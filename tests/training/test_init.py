@@ -10,7 +10,7 @@ import torch
 
 from pyrovae import fit
 from pyrovae.errors import UsageError
-from pyrovae.guides import BottomUpGuide, DiagNormalGuide
+from pyrovae.guides import BottomUpGuide, DiagNormalGuide, FullCovNormalGuide
 from pyrovae.models import (CVAE, M2, VAE, AssociativeCompressionNetwork, HierarchicalVAE, HypersphericalVAE,
                             LeastSquaresVAE, NeuralStatistician, VarianceVAE)
 from pyrovae.nn import MLP, bias_at_data_logits_, default_init, glorot_, initialize_
@@ -60,6 +60,20 @@ def test_initialize_torch_changes_nothing_glorot_both_burda_also_the_bias():
                                                                             abs=1e-5)
     with pytest.raises(ValueError, match="unknown init 'xavier'; choose one of torch, glorot, burda"):
         initialize_(model, guide, {"x": X}, "xavier")
+
+
+@pytest.mark.parametrize("scheme", ["glorot", "burda"])
+def test_a_guide_keeps_its_deliberate_start_through_the_init(scheme):
+    """Glorot redraws every linear layer; the full-covariance guide's zero off-diagonal
+    outputs (an untrained guide is the diagonal one) are put back by its ``init_start_``."""
+    model, guide = VAE(6, 3, (8,)), FullCovNormalGuide(6, 3, (8,))
+    offdiag = guide.encoder[-1].weight[2 * 3:]
+    with torch.no_grad():
+        offdiag.fill_(1.0)  # as if trained
+    initialize_(model, guide, {"x": X}, scheme)
+    assert not guide.encoder[-1].weight[2 * 3:].any() and not guide.encoder[-1].bias[2 * 3:].any()
+    assert guide.encoder[-1].weight[:2 * 3].abs().min() > 0  # the rest is Glorot's
+    assert not torch.tril(guide.encode(X[:4]).scale_tril, -1).any()
 
 
 def test_fit_starts_a_new_run_from_the_init_and_a_resume_keeps_its_weights(tmp_path):
