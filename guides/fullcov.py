@@ -27,7 +27,7 @@ References
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import pyro.distributions as dist
@@ -44,9 +44,10 @@ class FullCovNormalGuide(EncoderGuide):
 
     The options of :class:`~pyrovae.guides.base.EncoderGuide`, and
 
-    :param str parametrization: ``cholesky``: the strictly lower entries of L are the
-        encoder's outputs; ``relative``: L = diag(sigma) (I + M), the strictly lower M the
-        outputs, each row's off-diagonal entries relative to that coordinate's scale sigma_i.
+    :param str parametrization: ``relative`` (default): L = diag(sigma) (I + M), the strictly
+        lower M the encoder's outputs, each row's off-diagonal entries relative to that
+        coordinate's scale sigma_i; ``cholesky``: the strictly lower entries of L are the
+        outputs themselves.
     :param float min_scale: floor added to the Cholesky diagonal (keeps L invertible).
 
     >>> guide = FullCovNormalGuide(x_dim=6, z_dim=3, hidden_dims=(8,))
@@ -57,7 +58,9 @@ class FullCovNormalGuide(EncoderGuide):
 
     @dataclass
     class Options(EncoderGuide.Options):
-        parametrization: Literal["cholesky", "relative"] = "cholesky"
+        # runs saved before the default became "relative" were trained as "cholesky"
+        parametrization: Literal["cholesky", "relative"] = field(default="relative",
+                                                                 metadata={"saved_default": "cholesky"})
         min_scale: float = 1e-5
 
         def __post_init__(self):

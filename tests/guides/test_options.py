@@ -124,6 +124,6 @@ def test_pyrovae_list_shows_every_option_with_its_default():
     table = json.loads(out)
     assert table["guides"]["iaf"]["options"] == {
         "x_dim": "(from the data)", "z_dim": 20, "hidden_dims": [200, 200], "activation": "tanh", "site": "z",
-        "num_flows": 2, "context_dim": None, "flow_hidden_dims": None, "sigmoid_bias": 4.0}
+        "num_flows": 2, "context_dim": None, "flow_hidden_dims": None, "step": "gated", "sigmoid_bias": 4.0}
     assert table["guides"]["planar"]["options"]["num_flows"] == 4
     assert table["models"]["svae"]["options"]["z_dim"] == 10
