@@ -61,7 +61,7 @@ def run_one(name, train, test, args):
     model, guide = build(name, sizes, args)
     t0 = time.perf_counter()
     result = pyrovae.fit(model, guide, {"x": train}, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         seed=args.seed, progress=False)
+                         seed=args.seed, progress=False, **({"init": args.init} if args.init else {}))
     seconds = time.perf_counter() - t0
     model.eval(), guide.eval()
     with torch.no_grad():
@@ -106,6 +106,8 @@ def main():
                         threads=1, json=None)
     p.add_argument("--scale", type=float, default=1.0, help="the least-squares model's fixed sigma")
     p.add_argument("--weight-decay", type=float, default=1e-3, help="lambda")
+    p.add_argument("--init", default=None, choices=["torch", "glorot", "burda"],
+                   help="every pair's initialisation (default: fit's, burda for these models)")
     args = p.parse_args()
     machine = _harness.start(args)
     data = load_dataset("mnist", data_dir=args.data_dir, binarize="none")

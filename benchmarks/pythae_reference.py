@@ -45,6 +45,15 @@ and the suite's side at the same budget (its defaults; 50,000 images, batch 100,
         --out runs/ours-vae-s0
     pyrovae evaluate runs/ours-vae-s0 --num-samples 1000 --limit 1000 --json
 
+``--likelihood mse`` (with ``--model vae``): pythae's ``reconstruction_loss="mse"``, a
+unit-variance Gaussian (``1/2 ||x - f(z)||^2``, the least-squares VAE's loss without its weight
+penalty), its decoder's mean linear; the data benchmarks/least_squares.py uses (grey levels
+dequantized ``(255 x + u) / 256`` with its draws: train seed ``--seed``, test seed ``--seed`` +
+100, so ``--test-size`` must equal its ``--test-size``), fixed, not binarized:
+
+    nice python pythae_reference.py --model vae --likelihood mse --z-dim 20 --num-train 10000 \
+        --epochs 10 --test-size 500 --seed 0 --out runs/lsq-s0 --json runs/lsq-s0.json
+
 ``--model``: ``vae`` (pythae ``VAE``), ``iwae`` (``IWAE``, ``--particles`` samples), ``iaf``
 (``VAE_IAF``: ``--made-blocks`` MADEs of ``--made-layers`` hidden layers of
 ``--made-hidden`` units), ``infovae`` (``INFOVAE_MMD``: ``--alpha``, ``--lam``, ``--kernel``,
@@ -87,6 +96,10 @@ def parse_args(argv=None):
     p.add_argument("--json", help="write the figures (and each test image's log p(x)) here")
     p.add_argument("--paired", help="a pyrovae evaluate result file of the same test images: print the paired "
                                     "difference pythae - it")
+    p.add_argument("--likelihood", choices=("bce", "mse"), default="bce",
+                   help="bce: binarized MNIST, Bernoulli pixels (sigmoid decoder); mse: dequantized grey levels, "
+                        "pythae's reconstruction_loss='mse' (a unit-variance Gaussian, linear decoder), the data of "
+                        "benchmarks/least_squares.py")
     p.add_argument("--mnist", default=None, help="the IDX folder (default $MNIST_IDX, else $PYROVAE_DATA/mnist)")
     return p.parse_args(argv)
 
@@ -113,6 +126,27 @@ def load_mnist(folder, num_train):
     test = torch.bernoulli(torch.from_numpy(test), generator=generator)
     valid = torch.bernoulli(torch.from_numpy(train[50000:]), generator=generator)
     return torch.from_numpy(train[:min(num_train, 50000)]), valid, test
+
+
+def dequantize(x, seed):
+    """``(255 x + u) / 256``, ``u ~ U(0, 1)`` from one generator seeded ``seed`` (benchmarks/least_squares.py's)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    return (255 * x + torch.rand(x.shape, generator=generator)) / 256
+
+
+def load_mnist_grey(folder, num_train, test_size, seed):
+    """Dequantized grey levels as benchmarks/least_squares.py draws them: train the first ``num_train``
+    (seed ``seed``), test the first ``test_size`` test images (seed ``seed + 100``); valid the last 10,000
+    training images (seed ``seed + 200``; pythae keeps the epoch of the best validation loss)."""
+    import torch
+
+    train = read_idx(folder, "train-images-idx3-ubyte").reshape(60000, 784).astype("float32") / 255.0
+    test = read_idx(folder, "t10k-images-idx3-ubyte").reshape(10000, 784).astype("float32") / 255.0
+    return (dequantize(torch.from_numpy(train[:min(num_train, 50000)]), seed),
+            dequantize(torch.from_numpy(train[50000:]), seed + 200),
+            dequantize(torch.from_numpy(test[:test_size]), seed + 100))
 
 
 def build(args):
@@ -152,9 +186,10 @@ def build(args):
             self.out = nn.Linear(hidden[0], 784)
 
         def forward(self, z):
-            return ModelOutput(reconstruction=torch.sigmoid(self.out(self.body(z))))
+            mean = self.out(self.body(z))
+            return ModelOutput(reconstruction=mean if args.likelihood == "mse" else torch.sigmoid(mean))
 
-    common = dict(input_dim=(784,), latent_dim=args.z_dim, reconstruction_loss="bce")
+    common = dict(input_dim=(784,), latent_dim=args.z_dim, reconstruction_loss=args.likelihood)
     if args.model == "vae":
         model_cls, config = VAE, VAEConfig(**common)
     elif args.model == "iwae":
@@ -212,14 +247,17 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     folder = args.mnist or os.environ.get("MNIST_IDX") or os.path.join(os.environ.get("PYROVAE_DATA", "."), "mnist")
-    train, valid, test = load_mnist(folder, args.num_train)
+    if args.likelihood == "mse":
+        train, valid, test = load_mnist_grey(folder, args.num_train, args.test_size, args.seed)
+    else:
+        train, valid, test = load_mnist(folder, args.num_train)
     model = build(args)
     config = BaseTrainerConfig(output_dir=args.out, num_epochs=args.epochs, learning_rate=args.lr,
                                per_device_train_batch_size=args.batch_size,
                                per_device_eval_batch_size=args.batch_size, seed=args.seed, no_cuda=True)
     pipeline = TrainingPipeline(training_config=config, model=model)
     t0, c0 = time.perf_counter(), time.process_time()
-    pipeline(train_data=dynamic_dataset(train), eval_data=valid)
+    pipeline(train_data=dynamic_dataset(train) if args.likelihood == "bce" else train, eval_data=valid)
     fit_wall, fit_cpu = time.perf_counter() - t0, time.process_time() - c0
     best = pipeline.trainer._best_model
     test = test[:args.test_size]
