@@ -234,6 +234,9 @@ CANNOT = {
                                "docstring)",
     "pyro_dmm_example.py": "runs Pyro's examples/dmm.py, which is not in this repository: it is set up in a "
                            "scratch folder with pyro-ppl 1.9.1 (the script's docstring); its data cache is tested",
+    "emited_vrnn_reference.py": "runs emited/VariationalRecurrentNeuralNetwork's train.py, which is not in this "
+                                "repository: it is set up in a scratch folder (the script's docstring); its data stub "
+                                "and scoring are tested",
     "burda_iwae_reference.py": "runs Burda et al.'s Theano code (yburda/iwae, Python 2.7), which is not in this "
                                "repository: it is set up in a scratch folder with Theano 1.0.5 (the script's docstring)",
     "dvae_reference.py": "runs Im et al.'s Theano code (Python 2.7), which is not in this repository: it is set up "
