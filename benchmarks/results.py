@@ -188,7 +188,7 @@ QUICK = {
                       " --json {tmp}/seq2seq.json",
     "sequences_chorales.py": "--epochs 1 --hidden 16 --num-samples 5 --limit 4",
     "ssvae_debian.py": "--epochs 1 --per-class 10 --seeds 0 --unlabelled 64 --vocab 200 --max-length 16"
-                       " --embed-dim 16 --hidden-dim 16 --out {tmp}/ssvae.json",
+                       " --embed-dim 16 --hidden-dim 16 --baseline-steps labelled --repeats 1 --out {tmp}/ssvae.json",
     "statistician_fewshot.py": "--epochs 1 --hidden-dims 16 --num-samples 5 --figure {tmp}/fewshot.png"
                                " --json {tmp}/fewshot.json",
     "statistician_synthetic.py": "--epochs 1 --train-sets 32 --test-sets 16 --set-size 20 --hidden-dims 16"

@@ -96,7 +96,9 @@ def fit_baseline(args, ds, base, seed, steps):
 
 
 def summary(values):
-    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else float("nan"))
+    if len(values) < 2 or any(v != v for v in values):  # one draw, or a model not trained (--baseline-only)
+        return (statistics.mean(values) if values else float("nan")), float("nan")
+    return statistics.mean(values), statistics.stdev(values)
 
 
 def main(argv=None):
@@ -104,6 +106,9 @@ def main(argv=None):
     parser.add_argument("--per-class", type=int, nargs="+", default=[10, 100])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--unlabelled", type=int, default=2000, help="hidden-label train texts in the pool")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="times each labelled text is in an epoch's stream (default: the data set's, about a "
+                             "tenth of the pool)")
     parser.add_argument("--extra-pool", type=int, default=0, help="texts of .unlabelled (other sections) in the pool")
     parser.add_argument("--vocab", type=int, default=1000)
     parser.add_argument("--max-length", type=int, default=48)
@@ -128,7 +133,8 @@ def main(argv=None):
     for per_class in args.per_class:
         runs = []
         for seed in args.seeds:
-            ds = semi_supervised_text(base, per_class, seed, unlabelled=args.unlabelled, extra_pool=args.extra_pool)
+            ds = semi_supervised_text(base, per_class, seed, unlabelled=args.unlabelled, extra_pool=args.extra_pool,
+                                      repeats=args.repeats)
             n_l, r = 14 * per_class, ds.names["repeats"]
             paper_alpha = 0.1 * (ds.names["num_unlabelled"] + n_l) / (r * n_l)
             alpha = args.alpha_scale * paper_alpha
