@@ -1,7 +1,7 @@
 """The fast path: the one module that reaches into Pyro's internals.
 
 It holds Pyro's ``Trace_ELBO`` and ``TraceMeanField_ELBO`` losses computed on one recorded run,
-and :func:`quiet_pyro_modules`. The internals it relies on (checked by
+and :func:`quiet_pyro_modules` (with its lean ``pyro.plate``). The internals it relies on (checked by
 :func:`pyro_internals_supported`, and by tests/infer/test_fast_path.py against the installed
 Pyro): ``Trace_ELBO._differentiable_loss_particle(model_trace, guide_trace)``,
 ``Trace.add_node`` / ``compute_score_parts``, ``Distribution.score_parts``, a
@@ -66,6 +66,9 @@ from pyro.nn import PyroModule
 from pyro.params.param_store import _MODULE_NAMESPACE_DIVIDER as _MODULE_DIVIDER
 from torch.distributions import constraints as _constraints
 from pyro.poutine.util import site_is_subsample
+import pyro.distributions.torch as _torch_wrappers
+from pyro.poutine.broadcast_messenger import BroadcastMessenger
+from pyro.poutine.subsample_messenger import SubsampleMessenger
 
 from pyrovae.infer.importance import analytic_kl, latent_sites, run_pair, sample_sites, site_log_prob
 
@@ -189,6 +192,11 @@ def missing_pyro_internals() -> list:
         missing.append("pyro.params.ParamStoreDict._params and _constraints (dicts by name)")
     if not callable(getattr(pyro.primitives, "module", None)) or pyro.module is not pyro.primitives.module:
         missing.append("pyro.module (= pyro.primitives.module)")
+    plate = getattr(pyro.primitives, "plate", None)
+    if plate is None or pyro.plate is not plate or not issubclass(plate, SubsampleMessenger) \
+            or not callable(getattr(BroadcastMessenger, "_pyro_sample", None)):
+        missing.append("pyro.plate (= pyro.primitives.plate, a SubsampleMessenger broadcasting with "
+                       "BroadcastMessenger._pyro_sample)")
     context = PyroModule().__dict__.get("_pyro_context")
     if context is None or not all(hasattr(context, a) for a in ("active", "cache", "used", "get", "set")):
         missing.append("PyroModule._pyro_context (a _Context with active, cache, used, get, set)")
@@ -197,7 +205,34 @@ def missing_pyro_internals() -> list:
 
 PYRO_INTERNALS_SUPPORTED = pyro_internals_supported()
 _PYRO_MODULE = pyro.primitives.module  # Pyro's own statement
+_PYRO_PLATE = pyro.primitives.plate
 _REAL = _constraints.real
+
+
+class _LeanPlate(_PYRO_PLATE):
+    """``pyro.plate`` that does not expand a distribution to the batch shape it already has.
+
+    Pyro's plate broadcasts every sample site's distribution to the shape its plates give it,
+    ``fn.expand(target)``, even where ``target`` is ``fn.batch_shape`` already (a guide's
+    ``Normal(loc, scale)`` of the batch's rows, a likelihood of the decoder's output): two new
+    distribution objects per site with views of the same parameters. Here such a site keeps
+    its own distribution object, for the distributions Pyro wraps from torch (whose
+    ``expand`` to the same shape only copies); everything else (the frame, the scale, any
+    other broadcast or shape error) is Pyro's own code."""
+
+    def _process_message(self, msg):
+        SubsampleMessenger._process_message(self, msg)
+        if msg["type"] == "sample" and not msg["done"] and type(msg["fn"]).__module__ == _TORCH_WRAPPERS:
+            shape = msg["fn"].batch_shape
+            for frame in msg["cond_indep_stack"]:
+                if frame.dim is not None and frame.size != -1 and (len(shape) < -frame.dim or shape[frame.dim] != frame.size):
+                    break
+            else:
+                return  # Pyro's target shape is the batch shape: its expand would copy
+        BroadcastMessenger._pyro_sample(msg)
+
+
+_TORCH_WRAPPERS = _torch_wrappers.__name__  # pyro.distributions.torch: Pyro's classes of torch's distributions
 
 
 class _QuietContext:
@@ -283,14 +318,17 @@ class quiet_pyro_modules:
     ``pyro.param`` / ``pyro.module`` statements for their own parameters, and a
     ``pyro.module(name, m)`` statement in a program's body (a plain-function pair) returns
     ``m`` at once where Pyro's param store already holds every trainable parameter of ``m``
-    as that very tensor (where the statement would change nothing; else Pyro's own runs).
+    as that very tensor (where the statement would change nothing; else Pyro's own runs), and
+    ``pyro.plate`` leaves a distribution that already has its plates' batch shape as it is
+    instead of expanding it to that same shape (:class:`_LeanPlate`; else Pyro's own plate).
 
     Used only where nothing reads those statements: the training step, whose parameters are
     all in the optimizer. The PyroModules stay as they are (``enabled`` is False) when a
     module holds ``PyroSample`` attributes (they need the call context); neither part acts
     when Pyro's ``module_local_params`` setting is on, or when Pyro's internals are not the
-    ones this was written for (``statements`` is False then). ``pyro.module`` is swapped
-    for the duration, so a program that imported ``module`` from Pyro by name keeps Pyro's.
+    ones this was written for (``statements`` is False then). ``pyro.module`` and
+    ``pyro.plate`` are swapped for the duration, so a program that imported ``module`` or
+    ``plate`` from Pyro by name keeps Pyro's.
 
     :param modules: models, guides (anything; non-PyroModules are ignored).
     """
@@ -326,8 +364,9 @@ class quiet_pyro_modules:
             for m in self.modules:
                 m.__dict__["_pyro_context"] = self._quiet
         if self.statements:
-            self._saved_module.append((pyro.module, pyro.primitives.module))
+            self._saved_module.append((pyro.module, pyro.primitives.module, pyro.plate))
             pyro.module = pyro.primitives.module = _quiet_module
+            pyro.plate = _LeanPlate
         return self
 
     def __exit__(self, *exc):
@@ -336,5 +375,5 @@ class quiet_pyro_modules:
                 m.__dict__["_pyro_context"] = context
             self._saved = None
         if self._saved_module:
-            pyro.module, pyro.primitives.module = self._saved_module.pop()
+            pyro.module, pyro.primitives.module, pyro.plate = self._saved_module.pop()
         return None

@@ -2,6 +2,8 @@
 naming the installed Pyro, when they change, and checks that the objectives then take
 Pyro's own path."""
 
+import contextlib
+
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -66,3 +68,64 @@ def test_missing_internal_is_named(monkeypatch):
     monkeypatch.delattr(Trace_ELBO, "_differentiable_loss_particle")
     assert any("Trace_ELBO._differentiable_loss_particle" in m for m in fast_path.missing_pyro_internals())
 
+
+
+def _plated_program(x, made):
+    """Nested plates; sites whose distributions have the full batch shape, need expanding, or
+    have a size-1 dim to broadcast; a scale; a subsampled plate."""
+    with pyro.plate("sets", x.shape[0], dim=-2):
+        made["global"] = dist.Normal(torch.zeros(1, 1), 1.0)
+        pyro.sample("g", made["global"])  # (1, 1) -> (N, 1)
+        with pyro.plate("items", x.shape[1], dim=-1):
+            made["full"] = dist.Normal(x, 0.5)
+            a = pyro.sample("a", made["full"])  # already (N, M)
+            made["row"] = dist.Normal(x[:1], 1.0)
+            with pyro.poutine.scale(scale=0.3):
+                pyro.sample("b", made["row"], obs=a)  # (1, M) -> (N, M)
+            made["event"] = dist.Bernoulli(logits=x.unsqueeze(-1).expand(-1, -1, 3)).to_event(1)
+            pyro.sample("c", made["event"])  # (N, M) batch, (3,) event
+    with pyro.plate("sub", 10, subsample_size=4) as index:
+        made["sub"] = dist.Normal(torch.zeros(4), 1.0)
+        pyro.sample("s", made["sub"])
+    return index
+
+
+def test_lean_plates_are_pyros_plates_without_same_shape_copies():
+    """Under quiet_pyro_modules, pyro.plate leaves a distribution that already has its plates'
+    batch shape as it is (Pyro's plate would expand it to the same shape: a copy) and is
+    Pyro's own plate otherwise: the same sites, shapes, frames, scales, values and densities."""
+    from pyrovae.infer.importance import record_sites, site_log_prob
+
+    x = torch.randn(5, 4)
+    runs = []
+    for quiet in (False, True):
+        made = {}
+        pyro.set_rng_seed(0)
+        with fast_path.quiet_pyro_modules() if quiet else contextlib.nullcontext(), record_sites() as rec:
+            index = _plated_program(x, made)
+        runs.append((made, rec.sites, index))
+    (_, pyro_sites, pyro_index), (made, lean_sites, lean_index) = runs
+    assert list(pyro_sites) == list(lean_sites) and torch.equal(pyro_index, lean_index)
+    for name, site in pyro_sites.items():
+        lean = lean_sites[name]
+        assert lean["cond_indep_stack"] == site["cond_indep_stack"] and lean["scale"] == site["scale"]
+        assert torch.equal(lean["value"], site["value"])
+        if name not in ("sets", "items", "sub"):  # the plates' subsample sites
+            assert lean["fn"].batch_shape == site["fn"].batch_shape and lean["fn"].event_shape == site["fn"].event_shape
+            assert torch.equal(site_log_prob(lean), site_log_prob(site))
+    # full-shaped distributions are kept as made, the others expanded as Pyro does
+    assert lean_sites["a"]["fn"] is made["full"] and lean_sites["c"]["fn"] is made["event"]
+    assert lean_sites["s"]["fn"] is made["sub"]
+    assert lean_sites["g"]["fn"] is not made["global"] and lean_sites["b"]["fn"] is not made["row"]
+    assert pyro.plate is pyro.primitives.plate  # restored
+
+
+def test_lean_plates_raise_pyros_shape_errors():
+    def program():
+        with pyro.plate("data", 5):
+            pyro.sample("z", dist.Normal(torch.zeros(4), 1.0))
+
+    with pytest.raises(ValueError, match="Shape mismatch inside plate"):
+        program()
+    with fast_path.quiet_pyro_modules(), pytest.raises(ValueError, match="Shape mismatch inside plate"):
+        program()
