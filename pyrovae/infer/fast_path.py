@@ -73,8 +73,8 @@ from pyro.poutine.subsample_messenger import SubsampleMessenger
 from pyrovae.infer.importance import analytic_kl, latent_sites, run_pair, sample_sites, site_log_prob
 
 
-def trace_elbo_loss(model: Callable, guide: Callable, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
-    """``Trace_ELBO().differentiable_loss(model, guide, **batch)`` (one particle): the
+def trace_elbo_loss(model: Callable, guide: Callable, batch: Dict[str, torch.Tensor], divide_by: int = 1) -> torch.Tensor:
+    """``Trace_ELBO().differentiable_loss(model, guide, **batch) / divide_by`` (one particle): the
     negative ELBO summed over the batch, with the same gradients (bit for bit; the guide's to
     float rounding where log q comes from a Normal draw's noise) and the same value to float
     rounding.
@@ -82,30 +82,48 @@ def trace_elbo_loss(model: Callable, guide: Callable, batch: Dict[str, torch.Ten
     Pyro's value is its surrogate's gradient carrier plus a correction to the float64 sum of
     the sites' ``.item()`` s; here the value is the surrogate itself, summed in the tensors'
     dtype (the correction cost a detach, a cast and an add per site, and four more operations
-    on the loss, each in the forward and backward pass). The gradient flows through the same
-    terms with the same unit weights either way."""
+    on the loss, each in the forward and backward pass). Where the sites' log-densities have
+    one shape (a VAE's, one per datapoint), they are added up elementwise and summed once,
+    instead of summed one by one and added. The gradient flows through the same terms with the
+    same weights, ``-1 / divide_by`` each, either way."""
     guide_sites, model_sites = run_pair(model, guide, batch)
     if not _all_reparameterized(guide_sites):
-        return _pyro_particle_loss(Trace_ELBO(), model_sites, guide_sites)
+        loss = _pyro_particle_loss(Trace_ELBO(), model_sites, guide_sites)
+        return loss if divide_by == 1 else loss / divide_by
     # the order of the terms is Trace_ELBO's: model sites, then guide sites
-    elbo = None
-    for site in sample_sites(model_sites):
-        term = site_log_prob(site).sum()
-        elbo = term if elbo is None else elbo + term
-    for site in sample_sites(guide_sites):
-        term = site_log_prob(site).sum()
-        elbo = -term if elbo is None else elbo - term
-    if elbo is None:
+    terms = [(1, site_log_prob(site)) for site in sample_sites(model_sites)]
+    terms += [(-1, site_log_prob(site)) for site in sample_sites(guide_sites)]
+    if not terms:
         raise ValueError("the model and guide have no sample sites")
-    return -elbo
+    shape = terms[0][1].shape
+    if len(terms) > 1 and all(term.shape == shape for _, term in terms):
+        elbo = _signed_total(terms).sum()
+    else:
+        elbo = _signed_total([(sign, term.sum()) for sign, term in terms])
+    return _negated(elbo, divide_by)
 
 
-def mean_field_elbo_loss(model: Callable, guide: Callable, batch: Dict[str, torch.Tensor]) -> torch.Tensor:
-    """``TraceMeanField_ELBO().differentiable_loss(model, guide, **batch)`` (one particle):
-    the analytic KL where ``kl_divergence`` knows the pair, else the sampled one."""
+def _signed_total(terms: list) -> torch.Tensor:
+    """``sum(sign * term)`` over ``(sign, term)`` pairs, added up in order."""
+    total = None
+    for sign, term in terms:
+        total = (term if sign > 0 else -term) if total is None else (total + term if sign > 0 else total - term)
+    return total
+
+
+def _negated(elbo: torch.Tensor, divide_by: int) -> torch.Tensor:
+    """``-elbo / divide_by`` in one operation: ``elbo / -divide_by`` has the same bits, forward and
+    backward (division rounds the same either side of zero)."""
+    return -elbo if divide_by == 1 else elbo / -divide_by
+
+
+def mean_field_elbo_loss(model: Callable, guide: Callable, batch: Dict[str, torch.Tensor], divide_by: int = 1) -> torch.Tensor:
+    """``TraceMeanField_ELBO().differentiable_loss(model, guide, **batch) / divide_by`` (one
+    particle): the analytic KL where ``kl_divergence`` knows the pair, else the sampled one."""
     guide_sites, model_sites = run_pair(model, guide, batch)
     if not _all_reparameterized(guide_sites):
-        return _pyro_particle_loss(TraceMeanField_ELBO(), model_sites, guide_sites)
+        loss = _pyro_particle_loss(TraceMeanField_ELBO(), model_sites, guide_sites)
+        return loss if divide_by == 1 else loss / divide_by
     terms = []  # (sign, term) in Pyro's order; added up as Pyro does, without its leading ``0 +``
     for model_site in sample_sites(model_sites):
         if model_site["is_observed"]:
@@ -122,10 +140,7 @@ def mean_field_elbo_loss(model: Callable, guide: Callable, batch: Dict[str, torc
             terms.append((-1, site_log_prob(guide_site).sum()))
     if not terms:
         raise ValueError("the model and guide have no sample sites")
-    elbo = None
-    for sign, term in terms:
-        elbo = (term if sign > 0 else -term) if elbo is None else (elbo + term if sign > 0 else elbo - term)
-    return -elbo
+    return _negated(_signed_total(terms), divide_by)
 
 
 def _all_reparameterized(guide_sites: dict) -> bool:

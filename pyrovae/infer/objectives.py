@@ -206,7 +206,7 @@ class ELBO(Objective):
         lean = _LEAN_LOSSES.get(type(self._elbo))
         if lean is not None and self.num_particles == 1 and PYRO_INTERNALS_SUPPORTED and not is_validation_enabled() \
                 and not isinstance(poutine.unwrap(guide), Messenger):
-            return lean(model, guide, batch) / batch_size_of(batch)
+            return lean(model, guide, batch, batch_size_of(batch))
         return self._elbo.differentiable_loss(model, guide, **batch) / batch_size_of(batch)
 
     def _stl_loss(self, model, guide, batch):

@@ -108,6 +108,21 @@ def test_lean_elbos_equal_pyros(ours, theirs):
     assert_same_bound(a, b, exact=1)
 
 
+@pytest.mark.parametrize("ours, theirs", [(trace_elbo_loss, Trace_ELBO), (mean_field_elbo_loss, TraceMeanField_ELBO)])
+def test_lean_elbos_per_datapoint_equal_pyros_divided(ours, theirs):
+    """The per-datapoint loss as fit takes it (``divide_by``: one division by -N; the ELBO's
+    sites added elementwise and summed once): the model's gradients bit for bit against Pyro's
+    loss divided by N, and meanfield's value too."""
+    model, guide = pair()
+    x = data()
+    params = list(model.parameters()) + list(guide.parameters())
+    a = loss_and_grads(lambda: theirs().differentiable_loss(model, guide, x=x) / len(x), params)
+    b = loss_and_grads(lambda: ours(model, guide, {"x": x}, len(x)), params)
+    assert_same_bound(a, b, exact=len(list(model.parameters())))
+    if theirs is TraceMeanField_ELBO:
+        assert_identical(a, b)
+
+
 @pytest.mark.parametrize("objective, beta", [(ELBO, 1.0), (ELBO, 0.3), (MeanFieldELBO, 0.3)])
 def test_objectives_lean_path_equals_validated_pyro_path(objective, beta):
     model, guide = pair()
