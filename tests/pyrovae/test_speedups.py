@@ -167,8 +167,15 @@ def test_lean_log_weights_equal_traced_ones():
     assert_rounding(lean, traced)  # log q from the draws' noise, to float rounding
 
 
-def test_quiet_pyro_modules_change_nothing_but_the_statements():
+@pytest.mark.parametrize("flow", [False, True], ids=["diag", "iaf"])
+def test_quiet_pyro_modules_change_nothing_but_the_statements(flow):
+    """Quiet statements and lean plates (an IAF guide's TransformedDistribution kept unexpanded
+    too): the same losses and gradients, bit for bit."""
     model, guide = pair()
+    if flow:
+        from pyrovae.guides import IAFGuide
+
+        guide = IAFGuide(12, 3, (16,), num_flows=2)
     batch = {"x": data()}
     params = list(model.parameters()) + list(guide.parameters())
     quiet = quiet_pyro_modules(model, guide)
