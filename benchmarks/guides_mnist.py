@@ -33,8 +33,8 @@ from pyrovae.evaluation.compare import paired_difference
 CONFIGS = {
     "diag": ("diag", {}),
     "fullcov": ("fullcov", {}),
-    "fullcov, cholesky": ("fullcov", {"parametrization": "cholesky"}),
-    "fullcov, relative": ("fullcov", {"parametrization": "relative"}),
+    "fullcov, cholesky": ("fullcov", {"parametrization": "cholesky", "offdiag_scale": 1.0}),  # the former default
+    "fullcov, relative": ("fullcov", {"parametrization": "relative", "offdiag_scale": 1.0}),
     "iaf-2": ("iaf", {"num_flows": 2}),
     "iaf-4": ("iaf", {"num_flows": 4}),
     "iaf-2, affine": ("iaf", {"num_flows": 2, "step": "affine"}),

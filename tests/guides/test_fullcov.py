@@ -72,18 +72,31 @@ def test_diagonal_is_softplus_of_the_encoder_output_plus_floor(parametrization):
     torch.testing.assert_close(torch.diagonal(L, dim1=-2, dim2=-1), expected)
 
 
-def test_off_diagonal_entries_by_parametrization():
-    """cholesky: L_ij = m_ij; relative: L_ij = sigma_i m_ij (row i scaled by its own scale),
-    entry by entry from the encoder's outputs m."""
+@pytest.mark.parametrize("offdiag_scale", [0.1, 1.0, 2.5])
+@pytest.mark.parametrize("parametrization", PARAMETRIZATIONS)
+def test_off_diagonal_entries_by_parametrization(parametrization, offdiag_scale):
+    """cholesky: L_ij = c m_ij; relative: L_ij = sigma_i c m_ij (row i scaled by its own
+    scale), entry by entry from the encoder's outputs m and offdiag_scale c."""
     x = data()
-    for parametrization in PARAMETRIZATIONS:
-        guide = make_guide(3, parametrization=parametrization)
-        out = guide.encoder(x)  # (5, 3 + 3 + 3): loc, raw diagonal, m_10, m_20, m_21
-        L = guide.encode(x).scale_tril
-        sigma = F.softplus(out[:, 3:6]) + guide.min_scale
-        for k, (i, j) in enumerate([(1, 0), (2, 0), (2, 1)]):
-            expected = out[:, 6 + k] * (sigma[:, i] if parametrization == "relative" else 1.0)
-            torch.testing.assert_close(L[:, i, j], expected, rtol=0, atol=1e-12)
+    torch.manual_seed(0)
+    guide = FullCovNormalGuide(x_dim=6, z_dim=3, hidden_dims=(8,), parametrization=parametrization,
+                               offdiag_scale=offdiag_scale).double()
+    with torch.no_grad():
+        for p in guide.parameters():
+            p.normal_(0.0, 0.3)
+    out = guide.encoder(x)  # (5, 3 + 3 + 3): loc, raw diagonal, m_10, m_20, m_21
+    L = guide.encode(x).scale_tril
+    sigma = F.softplus(out[:, 3:6]) + guide.min_scale
+    for k, (i, j) in enumerate([(1, 0), (2, 0), (2, 1)]):
+        expected = offdiag_scale * out[:, 6 + k] * (sigma[:, i] if parametrization == "relative" else 1.0)
+        torch.testing.assert_close(L[:, i, j], expected, rtol=0, atol=1e-12)
+
+
+def test_defaults_and_bad_offdiag_scale():
+    options = FullCovNormalGuide(x_dim=6, z_dim=3).options
+    assert (options.parametrization, options.offdiag_scale) == ("relative", 0.1)
+    with pytest.raises(ValueError, match="offdiag_scale must be positive, got 0"):
+        FullCovNormalGuide(x_dim=6, z_dim=3, offdiag_scale=0)
 
 
 @pytest.mark.parametrize("parametrization", PARAMETRIZATIONS)
@@ -138,7 +151,7 @@ def test_represents_the_exact_posterior_of_a_linear_gaussian_model(parametrizati
         offdiag = L[guide.tril_rows, guide.tril_cols]
         if parametrization == "relative":  # L = diag(sigma) (I + M): M_ij = L_ij / L_ii
             offdiag = offdiag / torch.diagonal(L)[guide.tril_rows]
-        linear.bias[6:] = offdiag
+        linear.bias[6:] = offdiag / guide.offdiag_scale
     log_w = log_weights(model, guide, {"x": x}, num_particles=7)  # (7, 6)
     torch.testing.assert_close(log_w, model.log_marginal(x).expand(7, 6), rtol=0, atol=1e-9)
 
