@@ -10,8 +10,9 @@ q(y | x) on the 10,000 test images. Beside it, the **baseline**: the same classi
 trained on the labelled rows alone (cross-entropy, the same number of Adam steps, the same
 learning rate, the same dynamically binarized inputs), so the gain from the unlabelled images
 is measured at equal budget. Then the mean and the spread (sample standard deviation) over the
-draws, the paired difference (M2 - baseline) over the draws, and, for the first run of each
-label count, the test log-likelihood log p(x) (importance-sampled, y drawn from the classifier
+draws, the paired difference (M2 - baseline) over the draws and, within each draw, paired on
+the test images (McNemar's: the images only one of the two gets wrong, an exact p-value), and,
+for the first run of each label count, the test log-likelihood log p(x) (importance-sampled, y drawn from the classifier
 and z from q(z | x, y), K = ``--num-samples``) on the first ``--num-test`` test images.
 
     OMP_NUM_THREADS=1 python benchmarks/m2_mnist.py                       # docs/semi-supervised.md's table (about 30 min, 1 thread)
@@ -38,7 +39,7 @@ from pyrovae.guides.m2 import M2Guide
 from pyrovae.infer.enum import EnumELBO
 from pyrovae.models.m2 import M2
 
-from _classifier import error, fit_labelled_classifier  # benchmarks/_classifier.py
+from _classifier import fit_labelled_classifier, paired_error_difference, wrong  # benchmarks/_classifier.py
 
 
 def alpha_of(data, args) -> float:
@@ -87,9 +88,12 @@ def main():
             steps = result.metrics[-1]["step"]
             base = fit_labelled_classifier(data.labelled_rows(), args.hidden_dims, data.num_classes, args.lr, seed, steps,
                                            binarize=True)
+            m2_wrong, base_wrong = wrong(guide.classify, test), wrong(base, test)
             row = {"labels": num_labels, "seed": seed, "alpha": alpha_of(data, args),
                    "repeats": data.repeats, "steps": steps, "seconds": seconds,
-                   "m2_error": error(guide.classify, test), "baseline_error": error(base, test),
+                   "m2_error": 100 * float(m2_wrong.float().mean()),
+                   "baseline_error": 100 * float(base_wrong.float().mean()),
+                   "paired": paired_error_difference(m2_wrong, base_wrong),
                    "valid_elbo": result.metrics[-1].get("valid_elbo")}
             if args.num_samples and seed == args.seeds[0]:
                 pyro.set_rng_seed(0)
@@ -106,6 +110,11 @@ def main():
         print(f"{num_labels} | {statistics.mean(m2):.2f} ± {sd(m2):.2f} | {statistics.mean(base):.2f} ± {sd(base):.2f} "
               f"| {statistics.mean(diff):+.2f} ± {sd(diff) / len(diff) ** 0.5:.2f} (se) | {len(rows)} "
               f"| {statistics.mean(r['seconds'] for r in rows) / args.epochs:.1f}")
+        for r in rows:
+            q = r["paired"]
+            print(f"  draw {r['seed']}: M2 - baseline {q['diff']:+.2f} ± {q['stderr']:.2f} points, paired on the "
+                  f"{len(test['y'])} test images (only M2 wrong on {q['a_only']}, only the baseline on {q['b_only']}; "
+                  f"McNemar p = {q['p']:.2g})")
         for r in rows:
             if "log_px" in r:
                 print(f"  log p(x), first {args.num_test} test images, K={args.num_samples}: "
