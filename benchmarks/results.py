@@ -246,6 +246,12 @@ CANNOT = {
     "lvae_reference.py": "runs Sønderby et al.'s Theano code (casperkaae/LVAE, Python 2.7), which is not in this "
                          "repository: it is set up in a scratch folder with Theano 1.0.5, Lasagne and Parmesan (the "
                          "script's docstring); its pairing is tested",
+    "pixelcnnpp_reference.py": "runs pclucas14/pixel-cnn-pp's model.py, layers.py and utils.py, which are not in this "
+                               "repository: they are set up in a scratch folder (the script's docstring); its loop "
+                               "is tested on a stand-in",
+    "pixelvae_reference.py": "runs Isaac-Hirsch/PixelVAEPytorch's mnist_pixelvae_train.py, which is not in this "
+                             "repository: it is set up in a scratch folder (the script's docstring); its data and "
+                             "scores are tested on a stand-in",
     "pythae_reference.py": "runs pythae's models, which are not a dependency of this repository: it is set up in a "
                            "scratch folder with pythae 0.1.2 (the script's docstring); its --help is tested",
 }
