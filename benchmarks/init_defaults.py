@@ -11,6 +11,7 @@ samples (``linear``: exact), and the per-row difference burda - torch with its p
 standard error; the final training loss; CPU seconds of training.
 
     OMP_NUM_THREADS=1 python benchmarks/init_defaults.py --models conv-vae vrnn --json init.json
+    OMP_NUM_THREADS=1 python benchmarks/init_defaults.py --models dmm --inits burda data   # two other starts
 
 Not a test.
 """
@@ -30,6 +31,7 @@ from pyrovae.data.datasets import load_dataset
 from pyrovae.evaluation.compare import paired_difference
 from pyrovae.registry import build, get_guide, get_model
 from pyrovae.models.base import guide_name_of
+from pyrovae.nn import INITS
 
 #: per model: data set, binarize, epochs, training rows, test rows, K, options, batch size
 SETTINGS = {
@@ -117,14 +119,17 @@ def main():
     p = _harness.parser(__doc__, data_dir=_harness.DATA_DIR, lr=1e-3, seed=0, threads=1, json=None)
     p.add_argument("--models", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     p.add_argument("--quick", action="store_true", help="one epoch on 300 rows, 20 test rows, K <= 3 (a smoke run)")
+    p.add_argument("--inits", nargs=2, default=["torch", "burda"], choices=INITS, metavar="INIT",
+                   help="the two starts compared, the second against the first (default: torch burda)")
     args = p.parse_args()
     machine = _harness.start(args)
     rows, cells = [], []
     for name in args.models:
-        pair = [run(name, init, args) for init in ("torch", "burda")]
+        first, second = args.inits
+        pair = [run(name, init, args) for init in args.inits]
         d = paired_difference(pair[1]["per_datapoint"], pair[0]["per_datapoint"])
         for r in pair:
-            r["burda_minus_torch"], r["paired_stderr"] = d.mean, d.stderr
+            r[f"{second}_minus_{first}"], r["paired_stderr"] = d.mean, d.stderr
             print(json.dumps(_harness.summary(r)), flush=True)
         rows += pair
         _harness.write_json(args.json, rows)
@@ -134,9 +139,9 @@ def main():
                       f"{d.mean:+.2f} ± {d.stderr:.2f}", f"{pair[0]['train_loss']:.2f} / {pair[1]['train_loss']:.2f}",
                       f"{pair[0]['cpu_seconds']:.0f} / {pair[1]['cpu_seconds']:.0f}"])
     print(f"seed {args.seed}, Adam {args.lr}; {machine}\n")
-    print(_harness.table(["model", "data", "epochs", "train rows", "test rows", "K", "log p(x), torch",
-                          "log p(x), burda", "burda - torch (paired s.e.)", "final train loss torch / burda",
-                          "CPU s torch / burda"], cells))
+    print(_harness.table(["model", "data", "epochs", "train rows", "test rows", "K", f"log p(x), {first}",
+                          f"log p(x), {second}", f"{second} - {first} (paired s.e.)",
+                          f"final train loss {first} / {second}", f"CPU s {first} / {second}"], cells))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Network building blocks shared by models and guides.
 
 - :mod:`pyrovae.nn.layers`: activations by name, the MLP, option checks and the
-  initialisations (``torch``, ``glorot``, ``burda``); re-exported here
+  initialisations (``torch``, ``glorot``, ``burda``, ``data``); re-exported here
   (``from pyrovae.nn import MLP``).
 - :mod:`pyrovae.nn.conv`: a convolutional encoder and decoder, and the masked, gated
   convolutions of a PixelCNN conditioned on a latent code.
@@ -11,10 +11,10 @@ Nothing here knows of Pyro, the registry or the data: it is torch modules alone.
 """
 
 from pyrovae.nn.layers import (
-    ACTIVATIONS, INITS, MLP, activation, bias_at_data_logits_, bias_at_token_frequencies_, check_positive,
+    ACTIVATIONS, FROM_DATA, INITS, MLP, activation, bias_at_data_logits_, bias_at_token_frequencies_, check_positive,
     conv_bias_at_data_mean_, data_logits, default_init, glorot_, initialize_, output_at_data_mean_,
 )
 
-__all__ = ["ACTIVATIONS", "INITS", "MLP", "activation", "bias_at_data_logits_", "bias_at_token_frequencies_",
+__all__ = ["ACTIVATIONS", "FROM_DATA", "INITS", "MLP", "activation", "bias_at_data_logits_", "bias_at_token_frequencies_",
            "check_positive", "conv_bias_at_data_mean_", "data_logits", "default_init", "glorot_", "initialize_",
            "output_at_data_mean_"]

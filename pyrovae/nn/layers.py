@@ -166,7 +166,9 @@ def bias_at_token_frequencies_(linear: nn.Linear, tokens: torch.Tensor, smoothin
 
 
 #: ``fit(..., init=...)`` / ``pyrovae fit --init``: how a new run's weights start.
-INITS = ("torch", "glorot", "burda")
+INITS = ("torch", "glorot", "burda", "data")
+#: the schemes that read training rows (the model's ``init_from_data``)
+FROM_DATA = ("burda", "data")
 
 
 def default_init(model) -> str:
@@ -195,6 +197,8 @@ def initialize_(model, guide, batch: dict, scheme: str = "torch") -> None:
     - ``"glorot"``: :func:`glorot_` on every linear layer of the model and the guide, then
       each one's ``init_start_()`` where it has one (a deliberate start that the redrawn
       layers would undo: the ``fullcov`` guide's zero off-diagonal outputs).
+    - ``"data"``: torch's layers, then the model's ``init_from_data(**batch)`` (``"burda"``
+      without Glorot's layers; the DMM's default: docs/sequences.md#the-dmm-against-pyros-example-at-equal-budget).
     - ``"burda"``: Glorot, then the model's ``init_from_data(**batch)``: for the suite's
       decoders (``vae``, ``hvae``, ``m2``) the output bias at the data's mean, its logits for
       a Bernoulli (:func:`output_at_data_mean_`), as Burda et al.'s reference code starts its
@@ -204,20 +208,19 @@ def initialize_(model, guide, batch: dict, scheme: str = "torch") -> None:
       tokens' log frequencies (:func:`bias_at_token_frequencies_`; docs/text.md).
 
     :param batch: training rows as the model's keyword arguments (``{"x": ...}``).
-    :raises ValueError: an unknown scheme, or ``"burda"`` for a model without ``init_from_data``.
+    :raises ValueError: an unknown scheme, or ``"burda"`` / ``"data"`` for a model without ``init_from_data``.
     """
     if scheme not in INITS:
         raise ValueError(f"unknown init {scheme!r}; choose one of {', '.join(INITS)}")
-    if scheme == "burda" and not callable(getattr(model, "init_from_data", None)):
-        raise ValueError(f"init='burda' sets the output bias from the data, which this model "
+    if scheme in FROM_DATA and not callable(getattr(model, "init_from_data", None)):
+        raise ValueError(f"init={scheme!r} sets the output bias from the data, which this model "
                          f"({type(model).__name__}) does not do (it has no init_from_data method); use init='glorot'")
-    if scheme == "torch":
-        return
-    for module in (model, guide):
-        if isinstance(module, nn.Module):
-            glorot_(module)
-            start = getattr(module, "init_start_", None)
-            if callable(start):  # a deliberate start (e.g. fullcov's zero off-diagonal) survives
-                start()
-    if scheme == "burda":
+    if scheme in ("glorot", "burda"):
+        for module in (model, guide):
+            if isinstance(module, nn.Module):
+                glorot_(module)
+                start = getattr(module, "init_start_", None)
+                if callable(start):  # a deliberate start (e.g. fullcov's zero off-diagonal) survives
+                    start()
+    if scheme in FROM_DATA:
         model.init_from_data(**batch)

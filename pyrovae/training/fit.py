@@ -38,7 +38,7 @@ from pyrovae.evaluation.log_likelihood import elbo as mean_elbo
 from pyrovae.evaluation.monitors import epoch_monitors
 from pyrovae.guides.base import objective_name_of
 from pyrovae.infer.objectives import Objective
-from pyrovae.nn import default_init, initialize_
+from pyrovae.nn import FROM_DATA, default_init, initialize_
 from pyrovae.training.checkpoint import Checkpoints, rng_state, set_rng_state
 from pyrovae.training.files import CHECKPOINT_FILE, METRICS_FILE, RUN_FILE, interrupts_deferred, write_json, write_metrics
 from pyrovae.training.heartbeat import Heartbeat
@@ -220,9 +220,9 @@ class _Run:
 
 
 def _initialize(s: Setup, init: str) -> None:
-    """A new run's weights by the scheme ``init`` (``burda`` reads the first training rows)."""
+    """A new run's weights by the scheme ``init`` (``burda`` and ``data`` read the first training rows)."""
     try:
-        initialize_(s.model, s.guide, head(s.source, INIT_ROWS, s.device) if init == "burda" else {}, init)
+        initialize_(s.model, s.guide, head(s.source, INIT_ROWS, s.device) if init in FROM_DATA else {}, init)
     except ValueError as error:
         raise UsageError(str(error)) from None
     if s.group is not None and init != "torch":  # each rank drew its own Glorot weights: rank 0's for all

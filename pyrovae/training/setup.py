@@ -70,8 +70,8 @@ class FitOptions:
     :param bool resume: continue the run in the out_dir (``--out``) from its last checkpoint; what
         would change the parameters' shapes or the data (its files, for data read from a path) is refused.
     :param str init: how a new run's weights start: ``torch`` (torch's defaults), ``glorot``,
-        or ``burda`` (Glorot weights and the decoder's output at the data's mean, for models with
-        ``init_from_data``), see :func:`pyrovae.nn.initialize_`; default: the model's,
+        ``burda`` (Glorot weights and the decoder's output at the data's mean, for models with
+        ``init_from_data``) or ``data`` (torch's layers and the output at the data's mean), see :func:`pyrovae.nn.initialize_`; default: the model's,
         :func:`pyrovae.nn.default_init` (``burda`` where the model's likelihood over the pixels
         allows it, else ``torch``). run.json records the init used; a resumed run keeps the
         weights it saved (and run.json the init it started with).

@@ -116,7 +116,7 @@ def test_fit_help_shows_each_options_help_and_choices(tmp_path):
     assert "--z-dim Z_DIM latent dimension (default: 20)" in text
     assert "options of objective 'iwae'" in text and "--gradient {plain,stl,dreg}" in text
     assert "--particles PARTICLES K, importance samples per datapoint (default: 5)" in text
-    assert "--init {torch,glorot,burda}" in text and "--precision {fp32,bf16}" in text
+    assert "--init {torch,glorot,burda,data}" in text and "--precision {fp32,bf16}" in text
     assert "--kl-warmup" in text and "--beta" in text
 
 

@@ -2,6 +2,7 @@
 mean (Burda et al.'s reference code), fit(init=...) on a new run only, and its refusals."""
 
 import json
+import shutil
 
 import pyro
 import pyro.distributions as dist
@@ -58,7 +59,7 @@ def test_initialize_torch_changes_nothing_glorot_both_burda_also_the_bias():
     initialize_(model, guide, {"x": X}, "burda")
     assert torch.sigmoid(model.decoder[-1].bias).tolist() == pytest.approx(X.mean(0).clamp(1e-3, 1 - 1e-3).tolist(),
                                                                             abs=1e-5)
-    with pytest.raises(ValueError, match="unknown init 'xavier'; choose one of torch, glorot, burda"):
+    with pytest.raises(ValueError, match="unknown init 'xavier'; choose one of torch, glorot, burda, data"):
         initialize_(model, guide, {"x": X}, "xavier")
 
 
@@ -76,6 +77,19 @@ def test_a_guide_keeps_its_deliberate_start_through_the_init(scheme):
     assert not torch.tril(guide.encode(X[:4]).scale_tril, -1).any()
 
 
+def test_initialize_data_keeps_torchs_layers_and_starts_only_the_output_at_the_data_mean():
+    pyro.set_rng_seed(0)
+    model, guide = VAE(6, 2, (8,)), DiagNormalGuide(6, 2, (8,))
+    before = {name: p.detach().clone() for name, p in (*model.named_parameters(), *guide.named_parameters())}
+    initialize_(model, guide, {"x": X}, "data")
+    after = dict((*model.named_parameters(), *guide.named_parameters()))
+    output = "decoder.%d.bias" % (len(model.decoder) - 1)
+    assert [n for n in before if not torch.equal(before[n], after[n])] == [output]  # nothing else moved
+    assert torch.sigmoid(after[output]).tolist() == pytest.approx(X.mean(0).clamp(1e-3, 1 - 1e-3).tolist(), abs=1e-5)
+    with pytest.raises(ValueError, match="init='data' sets the output bias from the data"):
+        initialize_(lambda x: None, None, {"x": X}, "data")
+
+
 def test_fit_starts_a_new_run_from_the_init_and_a_resume_keeps_its_weights(tmp_path):
     def run(**kwargs):  # lr 1e-12: the weights stay where the run started
         pyro.set_rng_seed(0)
@@ -86,6 +100,9 @@ def test_fit_starts_a_new_run_from_the_init_and_a_resume_keeps_its_weights(tmp_p
         return torch.sigmoid(model.decoder[-1].bias.detach())
 
     target = X.mean(0).clamp(1e-3, 1 - 1e-3)
+    assert run(init="data").tolist() == pytest.approx(target.tolist(), abs=1e-4)  # fit hands it the training rows
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["init"] == "data"
+    shutil.rmtree(tmp_path / "run")
     assert run(init="burda").tolist() == pytest.approx(target.tolist(), abs=1e-4)
     assert json.loads((tmp_path / "run" / "run.json").read_text())["init"] == "burda"
     assert run(init="torch", resume=True, epochs=2).tolist() == pytest.approx(target.tolist(), abs=1e-4)

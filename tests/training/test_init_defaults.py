@@ -45,8 +45,8 @@ def sequences():
 ])
 def test_sequence_models_start_at_the_real_steps_key_frequencies(name, model, head):
     batch, frequencies = sequences()
-    assert default_init(model) == "burda"
-    initialize_(model, None, batch, "burda")
+    assert default_init(model) == ("data" if name == "dmm" else "burda")  # the DMM keeps torch's layers
+    initialize_(model, None, batch, default_init(model))
     assert head(model).bias.tolist() == pytest.approx(logits(frequencies).tolist(), abs=1e-5)
     with torch.no_grad():  # with the last layer's weights at zero the output is the keys' frequencies
         head(model).weight.zero_()
@@ -66,6 +66,26 @@ def test_the_dmm_keeps_its_identity_transition_under_glorot():
     assert not torch.equal(model.transition.linear.weight, torch.eye(3))
     initialize_(model, None, sequences()[0], "burda")
     assert torch.equal(model.transition.linear.weight, torch.eye(3)) and not model.transition.linear.bias.any()
+
+
+def test_fit_starts_the_dmm_from_torchs_layers_with_the_keys_bias_by_default(tmp_path):
+    """The DMM's default is ``data``: every parameter as torch built it but the emission's output
+    bias, which starts at the real steps' key frequencies (docs/sequences.md)."""
+    batch, frequencies = sequences()
+
+    def build():
+        pyro.set_rng_seed(0)
+        return DMM(x_dim=5, z_dim=3, transition_dim=8, emission_dim=8), get_guide("dmm")(x_dim=5, z_dim=3, rnn_dim=8)
+
+    model, guide = build()
+    built = {k: v.detach().clone() for k, v in (*model.state_dict().items(), *guide.state_dict().items())}
+    fit(model, guide, batch, epochs=1, batch_size=32, lr=1e-12, progress=False, figures=False, out_dir=tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["init"] == "data"
+    now = {**model.state_dict(), **guide.state_dict()}
+    moved = [k for k in built if not torch.allclose(built[k], now[k], atol=1e-9)]
+    assert moved == ["emitter.%d.bias" % (len(model.emitter) - 1)]
+    assert torch.sigmoid(model.emitter[-1].bias).tolist() == pytest.approx(
+        frequencies.clamp(1e-3, 1 - 1e-3).tolist(), abs=1e-5)
 
 
 @pytest.mark.parametrize("likelihood", ["bernoulli", "logistic-mixture"])
