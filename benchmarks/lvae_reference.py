@@ -2,7 +2,7 @@
 """Run Sønderby et al.'s own Ladder VAE code (casperkaae/LVAE, ``run_models.py`` unchanged;
 Theano + Lasagne + Parmesan) on local data, and pair its test log-likelihood per image with the
 suite's Ladder VAE (``benchmarks/hierarchical_mnist.py``) on the same test images: the reference
-of docs/hierarchical.md ("against Sønderby et al.'s code at equal budget"). Not a test.
+of docs/hierarchical.md ("against the authors' Ladder VAE code at equal budget"). Not a test.
 
 Two parts, two Pythons; this file parses in both.
 
