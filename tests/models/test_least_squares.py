@@ -91,3 +91,26 @@ def test_cli_fit(tmp_path):
     assert "test log-likelihood (K=5)" in done.stdout
     saved = json.loads((tmp_path / "run" / "run.json").read_text())
     assert saved["model"]["options"]["weight_decay"] == 0.01 and saved["model"]["options"]["scale"] == 0.5
+
+
+def test_a_new_run_starts_from_torchs_layers_by_default():
+    """The measured best default (docs/hidden-talents.md): fit() with no init leaves torch's layers,
+    where init="burda" would start the decoder's output at the data's mean."""
+    import pyro
+
+    import pyrovae
+    from pyrovae.guides import DiagNormalGuide
+    from pyrovae.nn import default_init
+
+    assert default_init(LeastSquaresVAE(x_dim=6, z_dim=2, hidden_dims=(8,))) == "torch"
+    x = torch.rand(40, 6) * 0.1 + 0.8  # a mean far from what torch's layers output
+    ends = {}
+    for init in (None, "torch", "burda"):  # one step each, from the same weights and batch
+        pyro.clear_param_store()
+        torch.manual_seed(0)
+        model = LeastSquaresVAE(x_dim=6, z_dim=2, hidden_dims=(8,))
+        kwargs = {} if init is None else {"init": init}
+        pyrovae.fit(model, DiagNormalGuide(6, 2, (8,)), x, epochs=1, batch_size=40, progress=False, **kwargs)
+        ends[init] = model.decoder[-1].bias.detach().clone()
+    assert torch.equal(ends[None], ends["torch"])
+    assert not torch.allclose(ends[None], ends["burda"], atol=0.1)

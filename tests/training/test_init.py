@@ -152,7 +152,8 @@ def test_the_other_pixel_decoders_start_at_the_data_mean(model, target):
         mean = X.mean(0)
     got = bias if isinstance(model, LeastSquaresVAE) else torch.sigmoid(bias)
     assert got.tolist() == pytest.approx(mean.clamp(1e-3, 1 - 1e-3).tolist(), abs=1e-5)
-    assert default_init(model) == "burda"
+    # the least-squares VAE can start there (--init burda) but measured better from torch's layers
+    assert default_init(model) == ("torch" if isinstance(model, LeastSquaresVAE) else "burda")
 
 
 def test_the_default_init_is_burda_where_the_output_starts_at_the_data_mean_else_torch():
