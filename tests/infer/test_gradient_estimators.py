@@ -22,7 +22,8 @@ def exact_pair(seed=0):
     """The linear-Gaussian model and a full-covariance guide set to its exact posterior."""
     torch.manual_seed(seed)
     model = LinearGaussianVAE(x_dim=5, z_dim=3, init_scale=0.5).double()
-    guide = FullCovNormalGuide(x_dim=5, z_dim=3, hidden_dims=()).double()
+    guide = FullCovNormalGuide(x_dim=5, z_dim=3, hidden_dims=(), parametrization="cholesky",
+                               offdiag_scale=1.0).double()
     with torch.no_grad():
         s2 = model.noise_scale ** 2
         S = torch.linalg.inv(torch.eye(3, dtype=torch.float64) + model.weight.T @ model.weight / s2)
