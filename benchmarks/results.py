@@ -45,11 +45,13 @@ documented on each family's page, which the first column links) and, where prese
 benchmark JSON (`runs/results/<name>.json`, written by the row's script with `--json`: it replaces
 "ours" and the command, marked "fresh"; the direction and cause stay as documented until the
 results file is updated); do not edit by hand. `python benchmarks/results.py
---quick` smoke-runs every benchmark script (that they run, not their figures): 31 ran in 7 to 14
-minutes in all (433 s in the slow test `tests/benchmarks/test_results.py`; the longest script,
-`m2_ablation.py`, 140 s) on the shared 2-core machine under the load of other jobs, one torch
-thread, `nice`; one cannot be made quick and says why, and a script
-whose data set is missing here (Fashion-MNIST) is listed as skipped.
+--quick` smoke-runs every benchmark script that has quick settings (that they run, not their
+figures; last timed with 31 such scripts: 7 to 14 minutes in all, 433 s in the slow test
+`tests/benchmarks/test_results.py`, the longest script `m2_ablation.py` 140 s, on the shared
+2-core machine under other jobs' load, one torch thread, `nice`); the scripts that cannot be made
+quick (mostly the shims that run a reference implementation, which needs that code checked out
+beside it) are listed with the reason, and a script whose data set is missing here
+(Fashion-MNIST) is listed as skipped.
 
 Columns: the paper's figure; the reference implementation's figure at equal budget (or why
 there is none); ours, with the budget and the command that gave it; whether the paper's

@@ -17,7 +17,8 @@ autoregressive steps, each in the paper's numerically stable gated form, follow:
 Because :math:`m_{t,i}, s_{t,i}` depend on :math:`z_{t-1,<i}` only, each Jacobian is
 triangular with diagonal :math:`\\sigma_t`. The coordinate order is reversed between steps.
 The gate bias :math:`b` (``sigmoid_bias``) starts every step close to the identity, and
-each MADE's output layer starts at 1% of its default scale (bias zero), so that
+each MADE's output layer starts at 1% of its default scale (bias zero; ``--init glorot`` and
+``burda`` redraw it with the other layers, which measured no worse: docs/guides.md), so that
 :math:`m_t \\approx 0`, :math:`s_t \\approx 0`: an untrained IAF guide is, up to a scale
 :math:`\\operatorname{sigmoid}(b)^T`, the diagonal one (every weight still gets a gradient).
 The paper suggests :math:`b` "close to +1 or +2"; the default here is 4
