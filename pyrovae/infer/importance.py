@@ -16,7 +16,10 @@ program, and each site's log-density is summed down to ``(K, N)``.
 (a plate name), else the outermost plate of the program (the first vectorized plate its
 sample sites enter; the particle plate left out), which must have the batch's size ``N``:
 a model written ``with pyro.plate("data", N): ...`` needs no declaration, nor does a set
-plate around an item plate. Sites outside it (a global latent) have no per-datapoint
+plate around an item plate. A plate without a size (``with pyro.plate("data"): ...``, where
+Pyro takes the size from the sites' distributions) is taken as it is: each site's
+log-density must then have ``N`` entries along it, one per datapoint, else (a draw shared by
+the batch) the error names the site. Sites outside it (a global latent) have no per-datapoint
 weight and are reported with a clear error.
 The rest of the suite (objectives, evaluation, diagnostics) calls the helpers below
 instead of filtering traces itself: :func:`sample_sites`, :func:`latent_sites`,
@@ -43,6 +46,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
 PARTICLE_PLATE = "_num_particles"
+UNSIZED = -1  # the size Pyro gives a pyro.plate declared without one
 
 
 # ---------------------------------------------------------------- batches
@@ -129,7 +133,8 @@ def declared_data_plate(fn: Callable) -> Optional[str]:
 def data_plate(sites, n: int, declared: Optional[str] = None) -> Optional[str]:
     """The name of the data plate of one run of a program (see the module docs): the
     ``declared`` plate where the run has it, else its outermost plate; None when no sample
-    site is inside a plate.
+    site is inside a plate. A plate without a size (Pyro's size -1) passes the size check
+    here; :func:`per_datapoint` checks its sites' entries along it.
 
     :param sites: a trace or a dict of sample-site messages.
     :param int n: the batch size.
@@ -141,13 +146,13 @@ def data_plate(sites, n: int, declared: Optional[str] = None) -> Optional[str]:
         frames = [f for f in site["cond_indep_stack"] if f.vectorized and f.name != PARTICLE_PLATE]
         for frame in frames:
             if frame.name == declared:
-                if frame.size != n:
+                if frame.size not in (n, UNSIZED):
                     raise ValueError(f"the declared data plate {declared!r} has size {frame.size}, "
                                      f"not the batch size {n}")
                 return declared
         if outermost is None and frames:
             outermost = frames[0]
-    if outermost is not None and outermost.size != n:
+    if outermost is not None and outermost.size not in (n, UNSIZED):
         raise ValueError(
             f"the outermost plate {outermost.name!r} has size {outermost.size}, not the batch size {n}: "
             "make the pyro.plate over the batch the outermost plate of the model and guide, or name it "
@@ -389,9 +394,12 @@ def noise_log_prob(fn, value: torch.Tensor) -> Optional[torch.Tensor]:
 # ---------------------------------------------------------------- per-datapoint log-densities
 
 
-def per_datapoint(log_p: torch.Tensor, dim: int, nesting: int, num_particles: int, n: int) -> torch.Tensor:
+def per_datapoint(log_p: torch.Tensor, dim: int, nesting: int, num_particles: int, n: int,
+                  name: str = "a site") -> torch.Tensor:
     """Sum a log-density of batch shape (particle plate, ..., data plate at ``dim``, ...) down
-    to ``(K, N)``: over every plate but the particles and the data."""
+    to ``(K, N)``: over every plate but the particles and the data. Its extent along the data
+    plate must be ``N`` (always so inside a sized plate; a plate without a size has the extent
+    of its sites' distributions): a site ``name`` with one entry shared by the batch is an error."""
     full = nesting + 1
     if log_p.dim() == full and full + dim == 1 and log_p.shape == (num_particles, n):
         return log_p  # already (K, N), the data plate right of the particles (one plate each): no views
@@ -401,7 +409,19 @@ def per_datapoint(log_p: torch.Tensor, dim: int, nesting: int, num_particles: in
     if other:
         log_p = log_p.sum(other, keepdim=True)
     log_p = log_p.reshape(log_p.shape[0], log_p.shape[full + dim])
+    check_one_per_datapoint(name, log_p.shape[1], n)
     return log_p.expand(num_particles, n)
+
+
+def check_one_per_datapoint(name: str, extent: int, n: int) -> None:
+    """Raise unless a site has ``n`` entries (``extent``) along the data plate."""
+    if extent != n:
+        raise ValueError(
+            f"site {name!r} has {extent} entries along the data plate, not one per datapoint of the batch "
+            f"({n}): a pyro.plate without a size takes its size from the sites' distributions, so give that "
+            "plate its size (pyro.plate('data', x.shape[0])) or give the site's distribution the batch's "
+            "leading dimension"
+        )
 
 
 def site_log_prob_per_datapoint(site: dict, n: int, nesting: int, num_particles: int,
@@ -411,7 +431,7 @@ def site_log_prob_per_datapoint(site: dict, n: int, nesting: int, num_particles:
     if plate is None:
         plate = data_plate({site["name"]: site}, n)
     return per_datapoint(site_log_prob(site) if log_p is None else log_p, data_dim(site, plate, n),
-                         nesting, num_particles, n)
+                         nesting, num_particles, n, site["name"])
 
 
 def log_density_per_datapoint(sites: Iterable[dict], n: int, nesting: int, num_particles: int,
@@ -420,7 +440,10 @@ def log_density_per_datapoint(sites: Iterable[dict], n: int, nesting: int, num_p
     for no sites)."""
     total = None
     for site in sites:
-        term = per_datapoint(site_log_prob(site), data_dim(site, plate, n), nesting, num_particles, n)
+        dim, shape = data_dim(site, plate, n), site["fn"].batch_shape
+        if not site["is_observed"]:  # a latent: one draw per datapoint, not one for the batch
+            check_one_per_datapoint(site["name"], shape[dim] if len(shape) >= -dim else 1, n)
+        term = per_datapoint(site_log_prob(site), dim, nesting, num_particles, n, site["name"])
         total = term if total is None else total + term
     return total
 

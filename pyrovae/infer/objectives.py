@@ -362,7 +362,7 @@ class RenyiBound(Objective):
         log_q = None
         for site in latent_sites(guide_sites):
             stopped = stopped_log_prob(site, replay[site["name"]]["value"])
-            term = per_datapoint(stopped, data_dim(site, guide_plate, n), nesting, k, n)
+            term = per_datapoint(stopped, data_dim(site, guide_plate, n), nesting, k, n, site["name"])
             log_q = term if log_q is None else log_q + term
         log_w = log_p if log_q is None else log_p - log_q  # (K, N), the plain log-weights' values
         one_minus_alpha = 1.0 - self.alpha

@@ -303,3 +303,65 @@ def test_importance_weighted_bounds_with_beta_and_warmup_match_a_hand_computatio
         one_minus = 1.0 - alpha
         bound = (torch.logsumexp(one_minus * log_w, 0) - math.log(5)) / one_minus
         torch.testing.assert_close(loss, -bound.mean().detach(), rtol=1e-5, atol=1e-5, msg=f"step={step}")
+
+
+def plain_linear_pair(model, size):
+    """The linear-Gaussian model and its shifted guide as plain functions over ``pyro.plate("data",
+    size)``: ``size=None`` is the same program with a plate without a size (Pyro then takes the
+    plate's size from the sites' distributions, as Pyro's examples/cvae does)."""
+
+    def plate(x):
+        return pyro.plate("data") if size is None else pyro.plate("data", size(x))
+
+    def pair_model(x):
+        with plate(x):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], model.z_dim), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z @ model.weight.T + model.bias, model.noise_scale).to_event(1), obs=x)
+
+    def pair_guide(x, exact=False):
+        post = model.posterior(x)
+        with plate(x):
+            if exact:
+                pyro.sample("z", post)
+            else:
+                scale = post.covariance_matrix.diagonal(dim1=-2, dim2=-1).sqrt() * 1.5
+                pyro.sample("z", dist.Normal(post.loc + 0.5, scale).to_event(1))
+
+    return pair_model, pair_guide
+
+
+def test_a_plate_without_a_size_gives_the_numbers_of_the_sized_plate(linear):
+    model, x = linear
+    estimates, bounds = {}, {}
+    for name, size in (("sized", lambda x: x.shape[0]), ("unsized", None)):
+        pair_model, pair_guide = plain_linear_pair(model, size)
+        pyro.set_rng_seed(0)
+        bounds[name] = IWAE(num_particles=4)(pair_model, pair_guide, {"x": x})
+        pyro.set_rng_seed(0)  # 200 datapoints in passes of 64 (the last one 8): the plate follows each pass
+        estimates[name] = log_likelihood(pair_model, pair_guide, x, num_samples=100, batch_size=64)
+        exact = log_likelihood(pair_model, lambda x: pair_guide(x, exact=True), x, num_samples=5)
+        assert torch.allclose(exact.per_datapoint, model.log_marginal(x).double(), atol=1e-4)
+    assert torch.equal(estimates["sized"].per_datapoint, estimates["unsized"].per_datapoint)
+    assert estimates["sized"].elbo == estimates["unsized"].elbo
+    assert torch.equal(bounds["sized"], bounds["unsized"])  # the objectives read the same plate
+    assert model.log_marginal(x).mean().item() - estimates["unsized"].log_likelihood > 0  # an imperfect guide
+
+
+def test_a_draw_shared_by_the_batch_in_a_plate_without_a_size_is_reported(linear):
+    model, x = linear
+    pair_model, pair_guide = plain_linear_pair(model, None)
+
+    def shared_guide(x):  # one z for the whole batch: no per-datapoint weight exists
+        with pyro.plate("data"):
+            pyro.sample("z", dist.Normal(x.new_zeros(model.z_dim), 1.0).to_event(1))
+
+    def shared_prior(x):  # the model draws one z for the batch, whatever the guide draws
+        with pyro.plate("data"):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(model.z_dim), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z @ model.weight.T + model.bias, model.noise_scale).to_event(1), obs=x)
+
+    for pair in ((pair_model, shared_guide), (shared_prior, pair_guide)):
+        with pytest.raises(ValueError, match=r"site 'z' has 1 entries along the data plate, not one per "
+                                             r"datapoint of the batch \(64\).*pyro.plate\('data', x.shape\[0\]\)"):
+            log_likelihood(*pair, x, num_samples=10, batch_size=64)
+    assert log_likelihood(pair_model, pair_guide, x[:1], num_samples=10).per_datapoint.shape == (1,)
