@@ -5,7 +5,8 @@ Each model is built as ``pyrovae fit --model M --data D`` builds it (its registe
 defaults, its own guide, the guide's objective, sizes from the data set) and trained on one
 fixed batch of ``D``'s training split (:data:`BENCH_DATA`: the data set of the model's docs
 page; the model's ``example_batch``, or random binary 784-pixel images, where that data set
-is not on this machine). The step is exactly what :func:`pyrovae.fit` runs per batch
+is not on this machine), its padded sequences cut to the batch's longest row as fit's training
+loop cuts each batch (:func:`cut_to_longest_row`). The step is exactly what :func:`pyrovae.fit` runs per batch
 (:class:`~pyrovae.training.setup.Setup`'s step, plus the loop's check of the losses every
 50 steps). The report:
 
@@ -110,12 +111,33 @@ def model_case(name: str, batch_size: int = 100, data_dir=None, device="cpu", se
             data = "random binary images (784 pixels)"
             if "y" in inspect.signature(model.forward).parameters:  # a conditional model: an output too
                 batch["y"] = torch.bernoulli(torch.full((batch_size, 784), 0.3), generator=generator)
+    batch = cut_to_longest_row(batch)
     guide = pair_guide(model, build(guide_factory, accepted(guide_factory), fill=fill))
     objective = make_objective(objective_name_of(guide_factory))
     for module in (model, guide):
         module.to(device)
     batch = {k: v.to(device) for k, v in batch.items()}
     return ModelCase(name, guide_name, model, guide, objective, batch, data)
+
+
+def cut_to_longest_row(batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """``batch`` with its padded sequences cut to the batch's longest row, as fit's training loop
+    cuts each batch (``epoch_batches(..., cut=True)``; :func:`pyrovae.data.sources.padded_groups`):
+    the bench then times the steps a fit runs, not the padding of the whole split. Data without a
+    ``mask`` / ``lengths`` pair come back as they are.
+
+    >>> batch = {"x": torch.zeros(2, 5, 3), "mask": torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 0, 0]]).bool(),
+    ...          "lengths": torch.tensor([2, 3])}
+    >>> {k: tuple(v.shape) for k, v in cut_to_longest_row(batch).items()}
+    {'x': (2, 3, 3), 'mask': (2, 3), 'lengths': (2,)}
+    """
+    from pyrovae.data.sources import _cut, padded_groups
+
+    groups = padded_groups(batch)
+    if not groups:
+        return batch
+    n = len(next(iter(batch.values())))
+    return _cut(dict(batch), groups, torch.arange(n))
 
 
 class _Step:

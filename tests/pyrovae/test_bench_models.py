@@ -44,3 +44,16 @@ def test_cli_bench_model_prints_the_table_and_refuses_an_unknown_model(tmp_path)
     bad = subprocess.run(cmd + ["--model", "nosuch"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "unknown model(s) nosuch for --model" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_model_case_cuts_padded_sequences_to_the_batchs_longest_row(tmp_path):
+    # digit-sequences are generated, padded to the split's longest row (37 frames); fit's loop
+    # cuts each batch to its own longest row, and so does the bench's fixed batch
+    from pyrovae.data.datasets import load_dataset
+
+    split = load_dataset("digit-sequences", data_dir=tmp_path).train
+    case = model_case("hmm-vae", batch_size=6, data_dir=tmp_path, options=TINY)
+    mask, width = case.batch["mask"], case.batch["mask"].shape[1]
+    assert width == int(split["lengths"][:6].max()) < split["mask"].shape[1]
+    assert mask[:, -1].any() and case.batch["x"].shape[1] == case.batch["units"].shape[1] == width
+    assert (case.batch["x"] == split["x"][:6, :width]).all()
