@@ -7,7 +7,9 @@
 
 The state :math:`g` has the form of the model's :math:`h` (the same inputs, x_t and the drawn
 z_t) but its own weights: a Pyro guide cannot read the model's state, where Chung et al. share
-one. Each step's ``z_t`` is masked with ``mask[:, t]`` like the model's. Pairs with models/vrnn.py.
+one. The latents are one site ``z`` ``(N, T, Z)``, a :class:`~pyrovae.models.vrnn.RecurrentNormal`
+drawn step by step (each draw feeds the state), each ``z_t`` masked with ``mask[:, t]`` like the
+model's; the features of every step are computed at once. Pairs with models/vrnn.py.
 
 References
 
@@ -24,10 +26,9 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from pyro import poutine
 
 from pyrovae.models.base import broadcast_cat
-from pyrovae.models.vrnn import Recurrence, as_steps
+from pyrovae.models.vrnn import Recurrence, RecurrentNormal, as_steps
 from pyrovae.nn import MLP, check_positive
 from pyrovae.guides.base import EncoderGuide
 from pyrovae.registry import register_guide
@@ -40,15 +41,15 @@ class VRNNGuide(EncoderGuide):
     """q(z_t | x_t, g_{t-1}): the VRNN's filtering posterior with its own recurrent state.
 
     Options: the shared encoder options (x_dim: one step's size; z_dim; hidden_dims: the
-    widths of every MLP; activation; site: the prefix of the per-step sites ``z_0, z_1, ...``) and
+    widths of every MLP; activation; site: the name of the latent site, ``(N, T, z_dim)``) and
 
     :param int rnn_dim: size of the guide's own recurrent state g_t (as the model's).
     :param int feature_dim: width of the per-step features of x_t (as the model's).
 
     >>> guide = VRNNGuide(x_dim=5, z_dim=2, rnn_dim=8, feature_dim=4, hidden_dims=(8,))
     >>> trace = pyro.poutine.trace(guide).get_trace(torch.zeros(3, 4, 5))
-    >>> trace.nodes["z_3"]["value"].shape
-    torch.Size([3, 2])
+    >>> trace.nodes["z"]["value"].shape
+    torch.Size([3, 4, 2])
     """
 
     model_name = "vrnn"
@@ -77,16 +78,15 @@ class VRNNGuide(EncoderGuide):
 
     def posterior(self, fx: torch.Tensor, g: torch.Tensor) -> dist.Distribution:
         """q(z_t | x_t, g_{t-1}) from the features of x_t: a diagonal Normal."""
+        return dist.Normal(*self.posterior_params(fx, g)).to_event(1)
+
+    def posterior_params(self, fx: torch.Tensor, g: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(loc, scale)`` of q(z_t | x_t, g_{t-1}) (any leading dims, broadcast)."""
         loc, raw_scale = self.encoder(broadcast_cat(fx, g)).split(self.z_dim, -1)
-        return dist.Normal(loc, F.softplus(raw_scale) + 1e-4).to_event(1)
+        return loc, F.softplus(raw_scale) + 1e-4
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None, lengths: Optional[torch.Tensor] = None):
         x, mask = as_steps(x, mask)
-        g = x.new_zeros(x.shape[0], self.rnn_dim)
+        fx = self.recurrence.phi_x(x)  # every step's features at once
         with pyro.plate("data", x.shape[0]):
-            for t in pyro.markov(range(x.shape[1])):
-                fx = self.recurrence.phi_x(x[:, t])
-                with poutine.mask(mask=mask[:, t]):
-                    z = pyro.sample(f"{self.site}_{t}", self.posterior(fx, g))
-                if t + 1 < x.shape[1]:
-                    g = self.recurrence.step(fx, self.recurrence.phi_z(z), g)
+            pyro.sample(self.site, RecurrentNormal(self.recurrence, self.posterior_params, fx, mask, self.z_dim))

@@ -15,11 +15,19 @@ The guide (guides/vrnn.py) is the paper's filtering posterior :math:`q(z_t \\mid
 weights: a Pyro guide cannot read the model's state; Chung et al. share one :math:`h`).
 
 The batch is ``{"x": (N, T, D), "mask": (N, T) bool}`` (e.g. the ``bach-chorales`` data set,
-:mod:`pyrovae.data.sequences`); each step's sites ``z_t`` and ``x_t`` are masked with
-``mask[:, t]``, so padding after a sequence's end never enters the loss or the log-weights.
+:mod:`pyrovae.data.sequences`); step ``t`` of both sites is masked with ``mask[:, t]``, so padding
+after a sequence's end never enters the loss or the log-weights.
 A 2-D ``x`` ``(N, D)`` is one step per row: with :math:`T = 1` the model is a VAE with the prior
 :math:`\\mathcal{N}(\\mu_0(0), \\sigma_0^2(0))` and decoder :math:`g(\\varphi_z(z), 0)`.
-The steps are a ``pyro.markov`` loop inside the plate over rows.
+
+**Two sites, the steps batched.** The latents are one site ``z`` ``(N, T, Z)``
+(:class:`RecurrentNormal`, event ``(T, Z)``) and the observations one site ``x`` ``(N, T, D)``
+(:class:`RecurrentEmission`). Given the guide's draws every input of the model's recurrence is
+known, so the model runs :math:`\\varphi_x` and :math:`\\varphi_z` over all steps in one call each,
+the GRU as one ``torch.gru`` call over the steps (the cell's weights), and the prior and decoder
+over all steps at once, not ``T`` steps and ``2 T`` Pyro sites; the guide still draws step by
+step (its state reads each draw). The loss and gradients are those of the former program of one
+site per step at the same seed, to float rounding (tests/models/test_vrnn.py).
 
 **The baseline without latents** (:class:`BernoulliRNN`) is the VRNN with :math:`z` removed: the
 same :math:`\\varphi_x`, GRU and decoder sizes,
@@ -48,14 +56,15 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
-from pyro import poutine
+from pyro.distributions import TorchDistribution, constraints
 from torch import nn
 
 from pyrovae.nn import MLP, activation as make_activation, bias_at_data_logits_, check_positive
 from pyrovae.models.base import Model, broadcast_cat
 from pyrovae.registry import register_model
 
-__all__ = ["VRNN", "BernoulliRNN", "Recurrence", "as_steps", "real_steps", "reverse_within_lengths"]
+__all__ = ["VRNN", "BernoulliRNN", "Recurrence", "RecurrentEmission", "RecurrentNormal", "as_steps", "real_steps",
+           "reverse_within_lengths"]
 
 
 def as_steps(x: torch.Tensor, mask: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -126,6 +135,184 @@ class Recurrence(nn.Module):
         return self.cell(inputs.reshape(-1, inputs.shape[-1]), h.reshape(-1, h.shape[-1])).reshape(
             lead + (self.rnn_dim,))
 
+    def previous_states(self, fx: torch.Tensor, z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(fz, h_prev)`` for latents ``z`` ``(..., N, T, Z)`` given at every step, with ``fx``
+        ``(N, T, F)`` (or with the leading dims): ``fz = phi_z(z)`` and ``h_prev[..., t, :]`` the state
+        :math:`h_{t-1}` step ``t`` reads (:math:`h_{-1} = 0`). The inputs of every step are known,
+        so the GRU runs as one ``torch.gru`` call over the steps (the cell's weights; the same
+        recurrence as :meth:`step` at each step), in blocks of steps when the rows are many
+        (:func:`step_blocks`)."""
+        fz = self.phi_z(z)
+        lead = torch.broadcast_shapes(fx.shape[:-2], fz.shape[:-2])
+        T = fz.shape[-2]
+        inputs = torch.cat([fx.expand(lead + fx.shape[-2:]), fz.expand(lead + fz.shape[-2:])], -1)
+        inputs = inputs.reshape((-1,) + inputs.shape[-2:])  # (B, T, 2F)
+        cell = self.cell
+        params = [cell.weight_ih, cell.weight_hh] + ([cell.bias_ih, cell.bias_hh] if cell.bias else [])
+        carry = inputs.new_zeros(inputs.shape[0], self.rnn_dim)
+        parts = []
+        for steps in step_blocks(inputs.unsqueeze(0)):
+            run = min(steps.stop, T - 1) - steps.start  # steps fed to the GRU in this block
+            seq = carry.unsqueeze(1)
+            if run > 0:
+                out, _ = torch.gru(inputs[:, steps.start:steps.start + run], carry.unsqueeze(0), params, cell.bias,
+                                   1, 0.0, self.training, False, True)
+                seq = torch.cat([seq, out], 1)
+            parts.append(seq[:, :steps.stop - steps.start])
+            carry = seq[:, -1]
+        h_prev = torch.cat(parts, 1) if len(parts) > 1 else parts[0]
+        return fz, h_prev.reshape(lead + (T, self.rnn_dim))
+
+
+#: rows (leading dims x steps) per network call when every step is computed at once
+ROWS_PER_CALL = 20_000
+
+
+def step_blocks(z: torch.Tensor) -> list:
+    """Slices that cut ``z`` ``(..., T, Z)`` along its steps into blocks of at most
+    :data:`ROWS_PER_CALL` rows (one block when it fits): the networks' activations stay in cache
+    (all steps of many particles at once ran slower than step by step)."""
+    rows = max(1, z[..., 0, 0].numel())
+    size, T = max(1, ROWS_PER_CALL // rows), z.shape[-2]
+    return [slice(t, min(t + size, T)) for t in range(0, T, size)]
+
+
+class RecurrentNormal(TorchDistribution):
+    """Diagonal Gaussian latents driven by a recurrent state, over one row's ``T`` steps:
+    :math:`\\prod_t \\mathcal{N}(z_t;\\, \\mu_t, \\operatorname{diag}\\sigma_t^2)^{m_t}` with
+    :math:`(\\mu_t, \\sigma_t) = \\mathrm{head}(\\varphi_x(x_t), h_{t-1})`,
+    :math:`h_t = \\mathrm{GRU}([\\varphi_x(x_t), \\varphi_z(z_t)], h_{t-1})`, :math:`h_{-1} = 0`:
+    batch ``(N,)``, event ``(T, Z)``; a padded step (``m_t = 0``) is drawn (the recurrence runs
+    on) but has no density. The VRNN's prior :math:`p(z_t \\mid h_{t-1})` (its ``head`` reads the
+    state only) and its guide's filtering posterior are both one.
+
+    The draws run the recurrence step by step (``rsample``: one standard normal ``(..., N, Z)``
+    per step, in turn, as one site per step would draw them) and keep each step's location, scale
+    and state; ``log_prob`` of that draw (or of a view of it) reads them back. Any other value
+    (the guide's draws scored by the model) is scored with every step at once: the states by one
+    GRU call over the steps (:meth:`Recurrence.previous_states`), the head over all steps.
+    :meth:`states` gives ``(fz, h_prev)`` of a value (kept for the latest value asked, so the
+    model's emission and this density share them).
+
+    :param Recurrence recurrence: :math:`\\varphi_z` and the GRU.
+    :param callable head: ``head(fx, h)`` gives ``(loc, scale)`` from features ``(..., F)`` and
+        states ``(..., H)`` (any leading dims, broadcast).
+    :param torch.Tensor fx: ``(N, T, F)``, :math:`\\varphi_x(x_t)` at every step.
+    :param torch.Tensor mask: ``(N, T)`` bool.
+    :param int z_dim: the latent's size per step.
+
+    >>> rec = Recurrence(x_dim=3, z_dim=2, rnn_dim=4, feature_dim=5, hidden_dims=(), activation="relu")
+    >>> head = lambda fx, h: (h[..., :2], torch.ones_like(h[..., :2]))
+    >>> chain = RecurrentNormal(rec, head, torch.zeros(6, 7, 5), torch.ones(6, 7, dtype=torch.bool), 2)
+    >>> z = chain.rsample()
+    >>> z.shape, bool(torch.allclose(chain.log_prob(z), chain.log_prob(z.clone()), atol=1e-5))
+    (torch.Size([6, 7, 2]), True)
+    """
+
+    arg_constraints = {}
+    support = constraints.independent(constraints.real, 2)
+    has_rsample = True
+
+    def __init__(self, recurrence: Recurrence, head, fx: torch.Tensor, mask: torch.Tensor, z_dim: int,
+                 validate_args=None):
+        self.recurrence, self.head, self.fx, self.mask_ = recurrence, head, fx, mask
+        self._draw = None  # (value, loc, scale, the states h_{t-1} of each step) of the latest draw
+        self._states = None  # (value, fz, h_prev) of the latest value asked for
+        super().__init__(mask.shape[:-1], torch.Size((mask.shape[-1], z_dim)), validate_args=False)
+
+    def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        shape = torch.Size(sample_shape) + self.batch_shape + self.event_shape[-1:]  # (..., N, Z)
+        h = self.fx.new_zeros(self.batch_shape + (self.recurrence.rnn_dim,))
+        T = self.event_shape[0]
+        # the steps' features taken apart once: indexing fx[..., t, :] at each step would cost, in
+        # the backward pass, a zero-filled gradient of all of fx per step
+        fx_steps = self.fx.unbind(-2)
+        zs, locs, scales, hs = [], [], [], []
+        for t in range(T):
+            fx = fx_steps[t]
+            loc, scale = self.head(fx, h)
+            eps = torch.empty(torch.broadcast_shapes(shape, loc.shape, scale.shape), dtype=loc.dtype,
+                              device=loc.device).normal_()
+            z = loc + eps * scale
+            zs.append(z), locs.append(loc.expand(z.shape)), scales.append(scale.expand(z.shape))
+            hs.append(h.expand(z.shape[:-1] + h.shape[-1:]))
+            if t + 1 < T:
+                h = self.recurrence.step(fx, self.recurrence.phi_z(z), h)
+        value = torch.stack(zs, -2)  # (..., N, T, Z)
+        self._draw = (value, torch.stack(locs, -2), torch.stack(scales, -2), hs)  # the states stacked if asked
+        return value
+
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape)
+
+    @staticmethod
+    def _same(value: torch.Tensor, other: Optional[torch.Tensor]) -> bool:
+        return other is not None and (value is other or (
+            value.data_ptr() == other.data_ptr() and value.shape == other.shape and value.stride() == other.stride()))
+
+    def states(self, value: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(fz, h_prev)`` of ``value`` ``(..., N, T, Z)``: :math:`\\varphi_z(z_t)` and the state
+        :math:`h_{t-1}` at every step."""
+        if self._states is not None and self._same(value, self._states[0]):
+            return self._states[1:]
+        if self._draw is not None and self._same(value, self._draw[0]):
+            fz, h_prev = self.recurrence.phi_z(value), torch.stack(self._draw[3], -2)
+        else:
+            fz, h_prev = self.recurrence.previous_states(self.fx, value)
+        self._states = (value, fz, h_prev)
+        return fz, h_prev
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """``value`` ``(..., N, T, Z)`` gives ``(..., N)``."""
+        if self._draw is not None and self._same(value, self._draw[0]):
+            _, loc, scale, _ = self._draw
+        else:
+            _, h_prev = self.states(value)
+            parts = [self.head(self.fx[..., steps, :], h_prev[..., steps, :]) for steps in step_blocks(h_prev)]
+            loc, scale = (torch.cat([p[i] for p in parts], -2) if len(parts) > 1 else parts[0][i] for i in (0, 1))
+        log_p = dist.Normal(loc, scale).log_prob(value).sum(-1)  # (..., N, T)
+        return torch.where(self.mask_, log_p, torch.zeros_like(log_p)).sum(-1)
+
+
+class RecurrentEmission(TorchDistribution):
+    """The VRNN's observations given its latents: :math:`\\prod_t p(x_t \\mid z_t, h_{t-1})^{m_t}`,
+    each step Bernoulli keys with logits ``decoder([fz_t, h_{t-1}])``, for the states of ``z``
+    read from the prior (:meth:`RecurrentNormal.states`): batch ``(..., N)``, event ``(T, D)``; the
+    decoder runs over blocks of steps when the density is computed, and a padded step has none."""
+
+    arg_constraints = {}
+    support = constraints.independent(constraints.boolean, 2)
+
+    def __init__(self, decoder, prior: RecurrentNormal, z: torch.Tensor, x_dim: int, validate_args=None):
+        self.decoder, self.prior, self.z = decoder, prior, z
+        batch_shape = torch.broadcast_shapes(z.shape[:-2], prior.mask_.shape[:-1])
+        super().__init__(batch_shape, torch.Size((prior.mask_.shape[-1], x_dim)), validate_args=False)
+
+    def _logits(self, steps=slice(None)) -> torch.Tensor:
+        fz, h_prev = self.prior.states(self.z)
+        return self.decoder(broadcast_cat(fz[..., steps, :], h_prev[..., steps, :]))
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """The keys' probabilities at every step, ``(..., N, T, D)``."""
+        return torch.sigmoid(self._logits())
+
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        with torch.no_grad():
+            probs = torch.sigmoid(self._logits())
+            return torch.bernoulli(probs.expand(torch.Size(sample_shape) + self.batch_shape + self.event_shape))
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """``value`` ``(..., N, T, D)`` gives ``(..., N)``."""
+        _, h_prev = self.prior.states(self.z)
+        log_p = []
+        for steps in step_blocks(h_prev):
+            logits, x = torch.broadcast_tensors(self._logits(steps), value[..., steps, :])
+            log_p.append(-F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1))
+        log_p = torch.cat(log_p, -1) if len(log_p) > 1 else log_p[0]  # (..., N, T)
+        return torch.where(self.prior.mask_, log_p, torch.zeros_like(log_p)).sum(-1)
+
 
 @register_model("vrnn")
 class VRNN(Model):
@@ -175,8 +362,7 @@ class VRNN(Model):
 
     def prior(self, h: torch.Tensor) -> dist.Distribution:
         """p(z_t | h_{t-1}): a diagonal Normal, batch shape ``h.shape[:-1]``."""
-        loc, raw_scale = self.prior_net(h).split(self.z_dim, -1)
-        return dist.Normal(loc, F.softplus(raw_scale) + 1e-4).to_event(1)
+        return dist.Normal(*self.prior_params(h)).to_event(1)
 
     def emission(self, fz: torch.Tensor, h: torch.Tensor) -> dist.Distribution:
         """p(x_t | z_t, h_{t-1}) from the features of z_t: independent Bernoulli keys."""
@@ -187,15 +373,20 @@ class VRNN(Model):
         (``lengths``, a batch key of the sequence data sets, is accepted and unused: the mask
         carries it)."""
         x, mask = as_steps(x, mask)
-        h = x.new_zeros(x.shape[0], self.rnn_dim)
         with pyro.plate("data", x.shape[0]):
-            for t in pyro.markov(range(x.shape[1])):
-                with poutine.mask(mask=mask[:, t]):
-                    z = pyro.sample(f"z_{t}", self.prior(h))
-                    fz = self.recurrence.phi_z(z)
-                    pyro.sample(f"x_{t}", self.emission(fz, h), obs=x[:, t])
-                if t + 1 < x.shape[1]:
-                    h = self.recurrence.step(self.recurrence.phi_x(x[:, t]), fz, h)
+            prior = self.chain(x, mask)
+            z = pyro.sample("z", prior)  # (..., N, T, Z)
+            pyro.sample("x", RecurrentEmission(self.decoder, prior, z, self.x_dim), obs=x)
+
+    def prior_params(self, h: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(loc, scale)`` of p(z_t | h_{t-1}) (any leading dims)."""
+        loc, raw_scale = self.prior_net(h).split(self.z_dim, -1)
+        return loc, F.softplus(raw_scale) + 1e-4
+
+    def chain(self, x: torch.Tensor, mask: torch.Tensor) -> RecurrentNormal:
+        """p(z_{1:T} | x) = prod_t p(z_t | h_{t-1}) for steps ``x`` ``(N, T, D)`` with ``mask``."""
+        return RecurrentNormal(self.recurrence, lambda fx, h: self.prior_params(h), self.recurrence.phi_x(x),
+                               mask, self.z_dim)
 
     def example_batch(self, n: int = 16, num_steps: int = 5, seed: int = 0) -> dict:
         """A small fixed batch of the shape the model takes: ``{"x": (n, num_steps, x_dim)``

@@ -1,6 +1,7 @@
 """The VRNN (Chung et al. 2015): with T = 1 its log-weights are a VAE's, computed here by hand;
 for T > 1 they follow the recursion (prior from h_{t-1}, h_t fed by x_t and z_t), masked steps
-left out, padding never counted; ``generate`` draws what the model's own trace draws (z_t from
+left out, padding never counted; the loss and gradients equal those of the former program of one
+site per step at the same seed; ``generate`` draws what the model's own trace draws (z_t from
 the recurrent prior); it trains on the length-bucketed chorales."""
 
 import dataclasses
@@ -30,15 +31,14 @@ def weights_and_latents(model, guide, batch, k=4, seed=0):
     pyro.set_rng_seed(seed)
     with torch.no_grad():
         log_w, guide_trace, _ = log_weights(model, guide, batch, k, return_traces=True)
-    latents = {name: site["value"] for name, site in guide_trace.nodes.items() if name.startswith("z_")}
-    return log_w, latents
+    return log_w, guide_trace.nodes["z"]["value"]  # (K, N, T, Z)
 
 
 def test_one_step_is_a_vae_whose_log_weights_are_computed_by_hand():
     model, guide = pair()
     x = torch.bernoulli(torch.full((8, 6), 0.4), generator=torch.Generator().manual_seed(1))
     log_w, z = weights_and_latents(model, guide, {"x": x}, k=5)
-    z = z["z_0"]  # (K, N, Z)
+    z = z[..., 0, :]  # (K, N, Z)
     assert log_w.shape == (5, 8) and z.shape == (5, 8, 3)
     with torch.no_grad():
         zeros = torch.zeros(5)  # h_0 = g_0 = 0
@@ -53,11 +53,11 @@ def test_one_step_is_a_vae_whose_log_weights_are_computed_by_hand():
 
 def recursion(model, guide, x, mask, z):
     """log p(x, z) - log q(z | x) by the recursion of Chung et al., summed over the real steps."""
-    K, N = z["z_0"].shape[:2]
+    K, N = z.shape[:2]
     h, g = torch.zeros(K, N, 5), torch.zeros(K, N, 5)
     total = torch.zeros(K, N)
     for t in range(x.shape[1]):
-        zt, xt = z[f"z_{t}"], x[:, t].expand(K, N, 6)
+        zt, xt = z[..., t, :], x[:, t].expand(K, N, 6)
         fx_q = guide.recurrence.phi_x(xt)
         q_out = guide.encoder(torch.cat([fx_q, g], -1))
         log_q = Normal(q_out[..., :3], torch.nn.functional.softplus(q_out[..., 3:]) + 1e-4).log_prob(zt).sum(-1)
@@ -98,6 +98,96 @@ def test_sequence_log_weights_follow_the_recursion_and_ignore_padding():
     assert torch.allclose(unmasked, full, atol=1e-4)
 
 
+def stepwise_pair(model, guide):
+    """The former program of the pair, with the same modules: one site ``z_t`` and ``x_t`` per step
+    in a pyro.markov loop, each masked with ``mask[:, t]``, the states advanced step by step."""
+    from pyrovae.models.vrnn import as_steps
+
+    def old_model(x, mask=None, lengths=None):
+        x, mask = as_steps(x, mask)
+        h = x.new_zeros(x.shape[0], model.rnn_dim)
+        with pyro.plate("data", x.shape[0]):
+            for t in pyro.markov(range(x.shape[1])):
+                with poutine.mask(mask=mask[:, t]):
+                    z = pyro.sample(f"z_{t}", model.prior(h))
+                    fz = model.recurrence.phi_z(z)
+                    pyro.sample(f"x_{t}", model.emission(fz, h), obs=x[:, t])
+                if t + 1 < x.shape[1]:
+                    h = model.recurrence.step(model.recurrence.phi_x(x[:, t]), fz, h)
+
+    def old_guide(x, mask=None, lengths=None):
+        x, mask = as_steps(x, mask)
+        g = x.new_zeros(x.shape[0], guide.rnn_dim)
+        with pyro.plate("data", x.shape[0]):
+            for t in pyro.markov(range(x.shape[1])):
+                fx = guide.recurrence.phi_x(x[:, t])
+                with poutine.mask(mask=mask[:, t]):
+                    z = pyro.sample(f"z_{t}", guide.posterior(fx, g))
+                if t + 1 < x.shape[1]:
+                    g = guide.recurrence.step(fx, guide.recurrence.phi_z(z), g)
+    return old_model, old_guide
+
+
+@pytest.mark.parametrize("objective", ["elbo", "iwae"])
+def test_loss_and_gradients_equal_the_former_stepwise_program(objective):
+    """One latent site ``z`` (T, Z) and one observed ``x`` (T, D), the model's steps batched (one
+    GRU call over the steps): the same loss and gradients as the former program of 2 T model
+    sites and T guide sites at the same seed (the same draws: the guide draws step by step), to
+    float rounding; and the same importance weights at K = 4."""
+    from pyrovae.infer.objectives import make_objective
+
+    model, guide = pair(3)
+    batch = model.example_batch(n=7, num_steps=6, seed=4)
+    data = {"x": batch["x"], "mask": batch["mask"]}
+    params = list(model.parameters()) + list(guide.parameters())
+    old_model, old_guide = stepwise_pair(model, guide)
+    results = []
+    for m, g in ((old_model, old_guide), (model, guide)):
+        for p in params:
+            p.grad = None
+        pyro.set_rng_seed(2)
+        loss = make_objective(objective)(m, g, data, 0)
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in params]))
+        pyro.set_rng_seed(5)
+        with torch.no_grad():
+            results[-1] += (log_weights(m, g, batch, 4),)
+    (old_loss, old_grads, old_w), (loss, grads, w) = results
+    assert torch.allclose(loss, old_loss, rtol=1e-6, atol=1e-5)
+    for g_old, g_new in zip(old_grads, grads):
+        assert torch.allclose(g_new, g_old, rtol=1e-4, atol=1e-6)
+    assert torch.allclose(w, old_w, atol=1e-4)
+
+
+def test_the_chains_density_of_another_value_and_in_blocks_is_the_draws():
+    """log q of a value that is not the latest draw (the states by one GRU call over the steps, in
+    blocks of steps when the rows are many) equals log q read back from the step-by-step draw; and
+    the model's states of the guide's draws in blocks are those in one block."""
+    from pyrovae.models import vrnn
+
+    model, guide = pair(1)
+    batch = model.example_batch(n=4, num_steps=5, seed=1)
+    pyro.set_rng_seed(0)
+    trace = poutine.trace(guide).get_trace(x=batch["x"], mask=batch["mask"])
+    fn, z = trace.nodes["z"]["fn"], trace.nodes["z"]["value"]
+    read_back = fn.log_prob(z)
+    assert torch.allclose(fn.log_prob(z.clone()), read_back, atol=1e-5)
+    fx = model.recurrence.phi_x(batch["x"])
+    whole = model.recurrence.previous_states(fx, z)[1]
+    # the model's own draw (no guide): the states kept while drawing are those computed afresh
+    prior = model.chain(batch["x"], batch["mask"])
+    own = prior.rsample((2,))
+    assert torch.allclose(prior.states(own)[1], model.recurrence.previous_states(fx, own.clone())[1], atol=1e-6)
+    assert torch.allclose(prior.log_prob(own), prior.log_prob(own.clone()), atol=1e-5)
+    rows, vrnn.ROWS_PER_CALL = vrnn.ROWS_PER_CALL, 8  # 4 rows x 2 steps per call
+    try:
+        assert vrnn.step_blocks(z) == [slice(0, 2), slice(2, 4), slice(4, 5)]
+        assert torch.allclose(fn.log_prob(z.clone()), read_back, atol=1e-5)
+        assert torch.allclose(model.recurrence.previous_states(fx, z)[1], whole, atol=1e-6)
+    finally:
+        vrnn.ROWS_PER_CALL = rows
+
+
 def test_generate_and_options():
     model, _ = pair()
     x = model.generate(num_samples=4, num_steps=9)
@@ -111,16 +201,24 @@ def test_generate_and_options():
 def ancestral_draws(model, num_samples, num_steps, z_prior=None):
     """Key probabilities ``(num_samples, num_steps, D)`` of sequences drawn from the model's own
     trace, one step at a time: at step t the model runs on the t + 1 steps drawn so far (the
-    last a placeholder it never feeds back) with z_{<t} conditioned on their draws; z_t is drawn
-    from the trace's p(z_t | h_{t-1}) (or from ``z_prior``), then x_t from the trace's
-    p(x_t | z_t, h_{t-1}) with z_t conditioned too."""
-    x, z, probs = torch.zeros(num_samples, num_steps, model.x_dim), {}, []
+    last a placeholder it never feeds back) with z conditioned on the draws so far (step t a
+    placeholder); z_t is drawn from the trace's p(z_t | h_{t-1}) (or from ``z_prior``), then x_t
+    from the trace's p(x_t | z_t, h_{t-1}) with z_t conditioned too."""
+    x, z, probs = torch.zeros(num_samples, num_steps, model.x_dim), torch.zeros(num_samples, num_steps, 3), []
+
+    def site(name, t):
+        trace = poutine.trace(poutine.condition(model, data={"z": z[:, :t + 1]})).get_trace(x[:, :t + 1])
+        fn = trace.nodes[name]["fn"]
+        return getattr(fn, "base_dist", fn)  # the plate's ExpandedDistribution around the site's own
+
     for t in range(num_steps):
-        p_z = poutine.trace(poutine.condition(model, data=z)).get_trace(x[:, :t + 1]).nodes[f"z_{t}"]["fn"]
-        z[f"z_{t}"] = p_z.sample() if z_prior is None else z_prior.expand(p_z.batch_shape).sample()
-        p_x = poutine.trace(poutine.condition(model, data=z)).get_trace(x[:, :t + 1]).nodes[f"x_{t}"]["fn"]
-        probs.append(p_x.mean)
-        x[:, t] = p_x.sample()
+        p_z = site("z", t)
+        _, h_prev = p_z.states(z[:, :t + 1])
+        step = pyro.distributions.Normal(*model.prior_params(h_prev[:, t])).to_event(1)  # p(z_t | h_{t-1})
+        z[:, t] = step.sample() if z_prior is None else z_prior.expand(step.batch_shape).sample()
+        p_x = site("x", t)
+        probs.append(p_x.mean[:, t])
+        x[:, t] = p_x.sample()[:, t]
     return torch.stack(probs, 1)
 
 
