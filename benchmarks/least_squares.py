@@ -61,7 +61,8 @@ def run_one(name, train, test, args):
     model, guide = build(name, sizes, args)
     t0 = time.perf_counter()
     result = pyrovae.fit(model, guide, {"x": train}, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         seed=args.seed, progress=False, **({"init": args.init} if args.init else {}))
+                         seed=args.seed, progress=False, **({"init": args.init} if args.init else {}),
+                         **({"objective": args.objective} if args.objective else {}))
     seconds = time.perf_counter() - t0
     model.eval(), guide.eval()
     with torch.no_grad():
@@ -79,12 +80,16 @@ def paired(a, b):
     return f"{d.mean:+.2f} ± {d.stderr:.2f}"
 
 
+DEFAULT = "each model's"
+
+
 def table(rows, args, machine) -> str:
     base = rows[0]
     lines = [
         f"MNIST grey levels (dequantized), the first {args.train_size} training images; 784-"
         f"{'-'.join(map(str, args.hidden_dims))}-{args.z_dim} tanh, diagonal Gaussian encoder; {args.epochs} epochs, batch "
-        f"{args.batch_size}, Adam lr {args.lr}, seed {args.seed}; least squares: scale {args.scale}, lambda "
+        f"{args.batch_size}, Adam lr {args.lr}, seed {args.seed}, init {args.init or DEFAULT}, objective "
+        f"{args.objective or DEFAULT}; least squares: scale {args.scale}, lambda "
         f"{args.weight_decay}; scored on the first {args.test_size} test images (paired on the same images), log p(x) "
         f"with K={args.num_samples}. {machine}.",
         "",
@@ -107,7 +112,11 @@ def main():
     p.add_argument("--scale", type=float, default=1.0, help="the least-squares model's fixed sigma")
     p.add_argument("--weight-decay", type=float, default=1e-3, help="lambda")
     p.add_argument("--init", default=None, choices=["torch", "glorot", "burda"],
-                   help="every pair's initialisation (default: fit's, burda for these models)")
+                   help="every pair's initialisation (default: each model's: burda for the Gaussian VAE, torch for "
+                        "least squares)")
+    p.add_argument("--objective", default=None, choices=["elbo", "meanfield"],
+                   help="every pair's objective (default: each model's: elbo, the sampled KL, for the Gaussian VAE; "
+                        "meanfield, the closed-form KL, for least squares)")
     args = p.parse_args()
     machine = _harness.start(args)
     data = load_dataset("mnist", data_dir=args.data_dir, binarize="none")

@@ -61,6 +61,24 @@ def objective_name_of(guide) -> str:
     return getattr(guide, "objective_name", None) or Guide.objective_name
 
 
+def objective_for(model, guide) -> str:
+    """The objective a pair (classes or instances) is fit with when none is named: the guide's
+    ``objective_name`` where it names one other than the plain ELBO (``enum``, ``stein``), else
+    the model's ``default_objective`` where it declares one (``meanfield``, the closed-form KL,
+    for ``least-squares-vae``: docs/hidden-talents.md), else ``elbo``.
+
+    >>> class Declares:
+    ...     default_objective = "meanfield"
+    >>> objective_for(Declares(), Guide), objective_for(None, Guide)
+    ('meanfield', 'elbo')
+    """
+    own = objective_name_of(guide)
+    if own != Guide.objective_name:
+        return own
+    declared = getattr(model, "default_objective", None)
+    return declared if isinstance(declared, str) and declared else own
+
+
 def has_density(guide) -> bool:
     """Whether a guide (class or instance) has a density (:attr:`Guide.has_density`)."""
     return bool(getattr(guide, "has_density", Guide.has_density))

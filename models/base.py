@@ -35,6 +35,9 @@ num_samples=)``     when the data is left out
                     ``init_from_data``, else ``torch``      (:func:`pyrovae.nn.default_init`)
 ``default_lr``      ``None``: 1e-3                          fit's and the CLI's default Adam
                                                             rate (:func:`~pyrovae.training.fit.default_lr`)
+``default_``        ``None``: the guide's                   fit's and the CLI's objective where
+``objective``       ``objective_name``                      the guide names only ``elbo``
+                                                            (:func:`~pyrovae.guides.base.objective_for`)
 ``data_plate``      ``None``: the outermost plate           the importance core
 ==================  ======================================  =======================================
 
@@ -127,6 +130,11 @@ class Model(Configurable, PyroModule):
     #: Adam's learning rate a new run gets when none is asked for (``fit(lr=None)``, ``pyrovae
     #: fit`` without ``--lr``); ``None``: 1e-3 (:func:`pyrovae.training.fit.default_lr`)
     default_lr: ClassVar[Optional[float]] = None
+
+    #: the objective a new run gets when none is asked for and the guide names only the plain
+    #: ELBO (``meanfield`` for ``least-squares-vae``); ``None``: the guide's ``objective_name``
+    #: (:func:`pyrovae.guides.base.objective_for`)
+    default_objective: ClassVar[Optional[str]] = None
 
     def forward(self, x: Optional[torch.Tensor] = None, num_samples: Optional[int] = None):
         """The model of a batch: the batch's tensors as keyword arguments (``x``; a conditional

@@ -29,7 +29,7 @@ from typing import List
 
 from pyrovae.cli import common
 from pyrovae.errors import UsageError
-from pyrovae.guides.base import model_name_of, objective_name_of
+from pyrovae.guides.base import model_name_of, objective_for
 from pyrovae.models.base import guide_name_of
 
 HELP = "fit a model/guide pair (default: VAE on the embedded digits)"
@@ -98,7 +98,7 @@ def main(argv: List[str]) -> int:
         check_resume_consistent(saved, known.out, model_name, guide_name)
     model_factory, guide_factory = get_model(model_name), get_guide(guide_name)
     objective_name = known.objective or (saved and (saved.get("objective") or {}).get("name")) or \
-        objective_name_of(guide_factory)
+        objective_for(model_factory, guide_factory)
     get_objective(objective_name)
     parser = build_parser(model_name, guide_name, objective_name)
     if saved:  # a resumed run keeps its options unless they are given again

@@ -36,7 +36,7 @@ from pyrovae.data.sources import DataError
 from pyrovae.errors import PyrovaeError, UsageError
 from pyrovae.evaluation.log_likelihood import elbo as mean_elbo
 from pyrovae.evaluation.monitors import epoch_monitors
-from pyrovae.guides.base import objective_name_of
+from pyrovae.guides.base import objective_for
 from pyrovae.infer.objectives import Objective
 from pyrovae.nn import FROM_DATA, default_init, initialize_
 from pyrovae.training.checkpoint import Checkpoints, rng_state, set_rng_state
@@ -122,7 +122,9 @@ def fit(model: Callable, guide: Callable, data, *, objective=None, epochs: int =
     :param objective: a registered objective name (``elbo``, ``meanfield``, ``iwae``,
         ``renyi``, ``enum``, ...) or an :class:`~pyrovae.infer.objectives.Objective`; None
         (default): the guide's own (its ``objective_name``, e.g. ``enum`` for the M2 guide,
-        ``stein`` for the Stein guide), else ``elbo``, as ``pyrovae fit`` chooses.
+        ``stein`` for the Stein guide), else the model's ``default_objective`` (``meanfield``
+        for ``least-squares-vae``), else ``elbo``, as ``pyrovae fit`` chooses
+        (:func:`~pyrovae.guides.base.objective_for`).
     :param int epochs: total epochs (a resumed run continues up to this number).
     :param int batch_size: datapoints per step.
     :param float lr: Adam's learning rate (None: the model's, :func:`default_lr`; 1e-3 for most).
@@ -160,7 +162,7 @@ def fit(model: Callable, guide: Callable, data, *, objective=None, epochs: int =
                          "(--out) of an earlier fit, or start a new run without resume (--resume)")
     pyro.set_rng_seed(seed)  # before anything random happens
     if objective is None:
-        objective = objective_name_of(guide)
+        objective = objective_for(model, guide)
     s = Setup(model, guide, data, objective, batch_size, lr, seed, opts)  # checks everything, writes nothing
     if not opts.resume:  # a new run's weights (a resumed one loads its own)
         _initialize(s, opts.init)

@@ -91,6 +91,36 @@ def test_cli_fit(tmp_path):
     assert "test log-likelihood (K=5)" in done.stdout
     saved = json.loads((tmp_path / "run" / "run.json").read_text())
     assert saved["model"]["options"]["weight_decay"] == 0.01 and saved["model"]["options"]["scale"] == 0.5
+    assert saved["objective"]["name"] == "meanfield"  # the model's default_objective, as fit() takes it
+
+
+def test_a_new_run_takes_the_closed_form_kl_by_default(tmp_path):
+    """The measured default (docs/hidden-talents.md): fit() with no objective trains the pair with
+    ``meanfield`` (the closed-form KL), not the sampled KL of ``elbo``; a named objective still wins,
+    and so does a guide's own (``enum``, ``stein``)."""
+    import pyrovae
+    from pyrovae.guides.base import Guide, objective_for
+
+    assert LeastSquaresVAE.default_objective == "meanfield"
+    x = torch.rand(40, 6)
+    names, losses = {}, {}
+    for objective in (None, "meanfield", "elbo"):
+        pyro.clear_param_store()
+        torch.manual_seed(0)
+        model, guide = LeastSquaresVAE(x_dim=6, z_dim=2, hidden_dims=(8,)), DiagNormalGuide(6, 2, (8,))
+        out = tmp_path / str(objective)
+        result = pyrovae.fit(model, guide, x, epochs=2, batch_size=20, progress=False, out_dir=out,
+                             **({} if objective is None else {"objective": objective}))
+        names[objective] = json.loads((out / "run.json").read_text())["objective"]["name"]
+        losses[objective] = [m["train_loss"] for m in result.metrics]
+    assert names == {None: "meanfield", "meanfield": "meanfield", "elbo": "elbo"}
+    assert losses[None] == losses["meanfield"] and losses[None] != losses["elbo"]
+
+    class Enumerates(Guide):
+        objective_name = "enum"
+
+    assert objective_for(LeastSquaresVAE, Enumerates) == "enum"
+    assert objective_for(LeastSquaresVAE, DiagNormalGuide) == "meanfield"
 
 
 def test_a_new_run_starts_from_torchs_layers_by_default():

@@ -171,3 +171,4 @@ def test_without_an_objective_fit_takes_the_guides_own(tmp_path):
     quick(VAE(6, 2, (8,)), DiagNormalGuide(6, 2, (8,)), out_dir=tmp_path / "vae")
     names = [json.loads((tmp_path / run / "run.json").read_text())["objective"]["name"] for run in ("m2", "vae")]
     assert names == ["enum", "elbo"]
+    assert VAE.default_objective is None  # the VAE's default stays the guide's (elbo)
