@@ -254,6 +254,10 @@ CANNOT = {
     "pixelvae_reference.py": "runs Isaac-Hirsch/PixelVAEPytorch's mnist_pixelvae_train.py, which is not in this "
                              "repository: it is set up in a scratch folder (the script's docstring); its data and "
                              "scores are tested on a stand-in",
+    "vpflows_reference.py": "runs Tomczak & Welling's vae_vpflows experiment.py (jmtomczak/vae_vpflows, PyTorch 0.3 "
+                            "code), which is not in this repository: it is set up in a scratch folder with Python 2.7 "
+                            "and torch 1.0.0 (the script's docstring); its data stand-in, compatibility shims, scoring "
+                            "and pairing are tested on a stand-in",
     "pythae_reference.py": "runs pythae's models, which are not a dependency of this repository: it is set up in a "
                            "scratch folder with pythae 0.1.2 (the script's docstring); its --help is tested",
 }
