@@ -26,6 +26,9 @@ codes). One thread (OMP_NUM_THREADS=1).
 
     OMP_NUM_THREADS=1 nice -n 5 python benchmarks/acn_mnist.py            # docs/sets.md
     OMP_NUM_THREADS=1 nice -n 5 python benchmarks/acn_mnist.py --timing
+
+``--per-image PATH``: also each test image's costs of both models, for pairing with a reference
+(benchmarks/acn_reference.py).
 """
 
 from __future__ import annotations
@@ -144,6 +147,10 @@ def compare(args) -> dict:
         "paired_acn_minus_vae": {key: mean_and_stderr(a[key] - v[key]) for key in ("kl", "reconstruction", "swapped")}
         | {"coding_cost": mean_and_stderr(a["kl"] + a["reconstruction"] - v["kl"] - v["reconstruction"])},
     }
+    if args.per_image:
+        per_image = {name: {key: pairs[prior][2][key].tolist() for key in ("kl", "reconstruction", "swapped")}
+                     for name, prior in (("acn", "knn"), ("vae", "standard"))}
+        Path(args.per_image).write_text(json.dumps(per_image))
     t0 = time.perf_counter()
     pyro.set_rng_seed(0)
     out["figure"] = str(daydream_figure(pairs["knn"][0], test[:args.daydreams], args.steps, args.figure))
@@ -186,6 +193,9 @@ def main(argv=None) -> dict:
     p.add_argument("--kl-samples", type=int, default=20)
     p.add_argument("--daydreams", type=int, default=4)
     p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--per-image", default=None, metavar="PATH",
+                   help="also write each test image's KL, reconstruction and swapped cost of both models "
+                        "(JSON; benchmarks/acn_reference.py pair reads it)")
     args = p.parse_args(argv)
     out = timing(args) if args.timing else compare(args)
     print(json.dumps(out, indent=1))

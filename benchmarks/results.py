@@ -239,6 +239,9 @@ CANNOT = {
     "emited_vrnn_reference.py": "runs emited/VariationalRecurrentNeuralNetwork's train.py, which is not in this "
                                 "repository: it is set up in a scratch folder (the script's docstring); its data stub "
                                 "and scoring are tested",
+    "acn_reference.py": "runs johannah/ACN's train_mnist_pcnn_acn.py, which is not in this repository: it is set "
+                        "up in a scratch folder (the script's docstring); its data stand-in, scoring parts and "
+                        "shims are tested",
     "burda_iwae_reference.py": "runs Burda et al.'s Theano code (yburda/iwae, Python 2.7), which is not in this "
                                "repository: it is set up in a scratch folder with Theano 1.0.5 (the script's docstring)",
     "dvae_reference.py": "runs Im et al.'s Theano code (Python 2.7), which is not in this repository: it is set up "
