@@ -1,7 +1,7 @@
 """The parts of the conditional and semi-supervised reference comparisons that run in this
 repository's environment: cvae_mnist.py's scoring of Pyro's CVAE example (its batch layout and
 its one-particle estimator), the data shim of pyro_cvae_example.py, and the paired test-error
-comparison of _classifier.py."""
+comparison of _classifier.py, and that m2_mnist.py starts from `pyrovae fit --model m2`'s defaults."""
 
 import gzip
 import importlib.util
@@ -121,3 +121,29 @@ def test_the_paired_error_difference_counts_the_discordant_images():
     assert lopsided["p"] == pytest.approx(2 / 2 ** 10) and lopsided["diff"] == pytest.approx(100 * 10 / 15)
     with pytest.raises(ValueError, match="same N"):
         mod.paired_error_difference(a, b[:4])
+
+
+def test_m2_mnist_defaults_are_those_of_pyrovae_fit_for_m2():
+    from pyrovae.cli.fit import build_parser
+    from pyrovae.models.m2 import M2
+    from pyrovae.nn.layers import default_init
+    from pyrovae.training.fit import default_lr
+
+    mod = _module("m2_mnist")
+    ours = mod.build_parser().parse_args([])
+    fit_args = build_parser("m2", "m2", "enum").parse_args([])  # what `pyrovae fit --model m2` is told by default
+    model = M2(x_dim=784)
+    assert ours.alpha == fit_args.obj_alpha == 50.0 and ours.alpha_scale is None
+    assert (ours.z_dim, tuple(ours.hidden_dims), ours.activation) == \
+        (fit_args.opt_z_dim, tuple(fit_args.opt_hidden_dims), fit_args.opt_activation)
+    assert ours.lr == (fit_args.lr or default_lr(model))
+    assert ours.init == (fit_args.init or default_init(model)) == "burda"
+
+    class Data:  # alpha_of reads only the paper's weight
+        paper_alpha = 0.83
+
+    assert mod.alpha_of(Data, ours) == 50.0
+    assert mod.alpha_of(Data, mod.build_parser().parse_args(["--alpha-scale", "2"])) == pytest.approx(1.66)
+    assert mod.alpha_of(Data, mod.build_parser().parse_args(["--alpha", "7"])) == 7.0
+    with pytest.raises(SystemExit):  # one weight or the other
+        mod.build_parser().parse_args(["--alpha", "7", "--alpha-scale", "2"])
