@@ -9,10 +9,11 @@ are trained by
 - **suite**: what :func:`pyrovae.fit` runs per batch, built by fit's own set-up
   (:class:`~pyrovae.training.step.TrainStep`: the objective on the Pyro model and guide, fused
   Adam, quiet PyroModules and ``pyro.module`` statements; on a GPU inside a CUDA graph,
-  :class:`~pyrovae.training.cuda_graph.GraphedStep`), plus its per-step bookkeeping;
+  :class:`~pyrovae.training.cuda_graph.GraphedStep`; on a CPU its forward pass recorded and
+  replayed, :class:`~pyrovae.training.replay.ReplayedStep`), plus its per-step bookkeeping;
 - **plain**: the hand-written step of :mod:`pyrovae.bench.reference` with the *same* optimizer;
 - **plain, default Adam**: the same with ``torch.optim.Adam(params, lr)``, as one writes it;
-- on a GPU also **suite, eager** (no graph);
+- **suite, eager**: the same step run eagerly (no CUDA graph, no replay), as ``--no-replay``;
 - with ``--compile``, on a CPU, also **suite, compiled**: fit's step with ``compile=True`` (the
   pair's networks compiled by ``torch.compile``), its ratio to the eager suite step and the
   seconds its compilation took; a pair that cannot be compiled is refused in one line.
@@ -69,10 +70,9 @@ def time_config(device, guide_name, objective_name, batch_size, *, blocks, block
     plain_default = copy.deepcopy(plain)  # an untrained copy: the same starting point
     runners["plain, default Adam"] = PlainRunner(plain_default, objective_name, device, lr, default_adam=True,
                                                  precision=precision)
-    if device.type == "cuda":
-        eager_model, eager_guide, _ = make_pair(guide_name, device, tag="-eager")
-        runners["suite, eager"] = SuiteRunner(eager_model, eager_guide, bench_objective(objective_name), device, lr,
-                                              precision=precision)
+    eager_model, eager_guide, _ = make_pair(guide_name, device, tag="-eager")
+    runners["suite, eager"] = SuiteRunner(eager_model, eager_guide, bench_objective(objective_name), device, lr,
+                                          precision=precision, replay=False)
     refused, compile_seconds = None, None
     if compile and device.type == "cpu":
         compiled_model, compiled_guide, _ = make_pair(guide_name, device, tag="-compiled")
@@ -128,14 +128,14 @@ def time_config(device, guide_name, objective_name, batch_size, *, blocks, block
     row["ratio range"] = [min(per_block), max(per_block)]
     row["cpu ratio range"] = [min(per_block_cpu), max(per_block_cpu)]
     if "suite, compiled ms" in row:
-        row["compiled/eager"] = row["suite, compiled ms"] / row["suite ms"]
-        row["compiled/eager cpu"] = row["suite, compiled cpu ms"] / row["suite cpu ms"]
+        row["compiled/eager"] = row["suite, compiled ms"] / row["suite, eager ms"]
+        row["compiled/eager cpu"] = row["suite, compiled cpu ms"] / row["suite, eager cpu ms"]
         row["compile seconds"] = compile_seconds
     elif refused is not None:
         row["compile refused"] = refused
-    if device.type == "cuda":
-        row["graph replays"] = runners["suite"].run.replays
-        row["ratio eager"] = row["suite, eager ms"] / row["plain ms"]
+    row["replays"] = runners["suite"].run.replays  # CUDA graph or CPU replay: 0 where the step ran eagerly
+    row["ratio eager"] = row["suite, eager ms"] / row["plain ms"]
+    row["cpu ratio eager"] = row["suite, eager cpu ms"] / row["plain cpu ms"]
     return row
 
 
@@ -146,16 +146,17 @@ def _print_table(rows: List[dict]) -> None:
     cuda = any(r["device"].startswith("cuda") for r in rows)
     compiled = any("compiled/eager" in r or "compile refused" in r for r in rows)
     head = ["device", "guide", "objective", "B", "suite ms", "plain ms", "ratio", "plain default-Adam ms",
-            "ratio vs default", "cpu ratio"] + (["suite eager ms", "eager ratio", "peak MB suite/plain"] if cuda else []) \
+            "ratio vs default", "cpu ratio", "suite eager ms", "eager ratio", "eager cpu ratio", "replayed"] \
+        + (["peak MB suite/plain"] if cuda else []) \
         + (["compiled ms", "compiled/eager", "compiled/eager cpu", "compile s"] if compiled else [])
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for r in rows:
         cells = [r["device"], r["guide"], r["objective"], r["batch_size"], f"{r['suite ms']:.2f}",
                  f"{r['plain ms']:.2f}", f"{r['ratio']:.3f}", f"{r['plain, default Adam ms']:.2f}",
-                 f"{r['ratio vs default Adam']:.3f}", f"{r['cpu ratio']:.3f}"]
+                 f"{r['ratio vs default Adam']:.3f}", f"{r['cpu ratio']:.3f}", f"{r['suite, eager ms']:.2f}",
+                 f"{r['ratio eager']:.3f}", f"{r['cpu ratio eager']:.3f}", "yes" if r["replays"] else "no"]
         if cuda:
-            cells += [f"{r.get('suite, eager ms', float('nan')):.2f}", f"{r.get('ratio eager', float('nan')):.3f}",
-                      f"{r.get('suite peak MB', float('nan')):.0f}/{r.get('plain peak MB', float('nan')):.0f}"]
+            cells += [f"{r.get('suite peak MB', float('nan')):.0f}/{r.get('plain peak MB', float('nan')):.0f}"]
         if compiled:
             cells += ([f"{r['suite, compiled ms']:.2f}", f"{r['compiled/eager']:.3f}", f"{r['compiled/eager cpu']:.3f}",
                        f"{r['compile seconds']:.0f}"] if "compiled/eager" in r else ["refused", "", "", ""])

@@ -2,7 +2,8 @@
 
 :class:`SuiteRunner` is one :func:`pyrovae.fit` step, built by fit's own
 :class:`~pyrovae.training.setup.Setup` (the objective on the Pyro pair, the optimizer, quiet
-PyroModules and ``pyro.module`` statements, a CUDA graph on a GPU), with fit's per-step
+PyroModules and ``pyro.module`` statements, a CUDA graph on a GPU, the recorded forward pass
+replayed on a CPU), with fit's per-step
 bookkeeping; :class:`PlainRunner` is the hand-written step of :mod:`pyrovae.bench.reference`.
 The pairs (:func:`make_pair`): the suite's VAE with its ``diag`` or ``iaf`` guide, and
 ``user``, a user's pair written as plain Pyro functions (:func:`user_pair`: the same networks
@@ -132,11 +133,12 @@ class SuiteRunner:
     """
 
     def __init__(self, model, guide, objective, device, lr, graphs=False, precision="fp32", batch_size=100,
-                 compile=False):
+                 compile=False, replay=True):
         device = torch.device(device)
         x = torch.bernoulli(torch.full((batch_size, X_DIM), 0.5), generator=torch.Generator().manual_seed(0))
         options = FitOptions(device=device, cuda_graphs=graphs and device.type == "cuda", precision=precision,
-                             progress=False, figures=False, distributed=False, compile=compile)
+                             progress=False, figures=False, distributed=False, compile=compile,
+                             replay=replay)
         self.setup = Setup(model, guide, x, objective, batch_size, lr, 0, options)
         self.run = self.setup.step
         self.step, self.pending = 0, []

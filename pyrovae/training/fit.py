@@ -12,6 +12,8 @@ the pair uses: its nn.Module parameters and any ``pyro.param`` / ``pyro.module``
 plain-function pairs train as well as the suite's PyroModules.
 
 On a GPU the step is captured in a CUDA graph and replayed (pyrovae/training/cuda_graph.py);
+on a CPU its forward pass is recorded once as tensor operations and replayed per batch
+(pyrovae/training/replay.py);
 under ``torchrun`` the loop is data-parallel (pyrovae/training/distributed.py). See
 docs/runs.md for the run folder and docs/performance.md for speed.
 """
@@ -133,7 +135,7 @@ def fit(model: Callable, guide: Callable, data, *, objective=None, epochs: int =
         None keeps everything in memory.
     :param FitOptions options: the other options; each may also be given by name
         (``resume``, ``device``, ``progress``, ``log_every``, ``precision``, ``valid_data``,
-        ``valid_batch_size``, ``valid_every``, ``data_dir``, ``distributed``, ``cuda_graphs``, ``config``,
+        ``valid_batch_size``, ``valid_every``, ``data_dir``, ``distributed``, ``cuda_graphs``, ``replay``, ``config``,
         ``figures``, ``init``, ``num_workers``, ``max_bytes``), see
         :class:`~pyrovae.training.setup.FitOptions`. ``resume=True`` continues the run in
         ``out_dir`` from its last checkpoint; what would change the parameters' shapes or the

@@ -29,6 +29,7 @@ from pyrovae.registry import spec_of
 from pyrovae.training import distributed as dp
 from pyrovae.training.checks import FirstStepError, check_pair
 from pyrovae.training.cuda_graph import GraphedStep, graph_safe, static_from
+from pyrovae.training.replay import ReplayedStep, replayable
 from pyrovae.training.step import (
     LossModule, TrainStep, autocast, check_compilable, check_compiled, collect_parameters, compiled_networks,
     make_optimizer, pair_networks, quiet_pyro_modules,
@@ -84,6 +85,12 @@ class FitOptions:
         (:func:`~pyrovae.training.step.pair_networks`; Pyro's statements stay eager), checked
         against the eager loss on the first batch; refused in one line where it does not apply.
         Opt-in: on a small network it is slower than eager, see docs/performance.md.
+    :param bool replay: on a CPU, record the step's forward pass once (after three eager steps)
+        as a graph of tensor operations and replay it for every later full batch, instead of
+        running the Pyro program each step (:mod:`pyrovae.training.replay`; the same draws, loss
+        and gradients). Where the step cannot be replayed (it reads tensors on the host, a KL
+        warm-up step, another objective than the suite's, ``compile``, ``bf16``, several
+        processes) it runs eagerly; ``--no-replay`` runs every step eagerly.
     """
 
     device: Any = field(default="auto", metadata=NO_FLAG)  # a common flag of every command
@@ -104,6 +111,7 @@ class FitOptions:
     num_workers: int = 0
     max_bytes: Optional[int] = field(default=None, metadata=NO_FLAG)
     compile: bool = False
+    replay: bool = True
 
     @classmethod
     def merge(cls, options: Optional["FitOptions"], more: dict) -> "FitOptions":
@@ -253,8 +261,12 @@ class Setup:
         compiled = self._compiled(model, guide, loss, quiet, first) if opts.compile else None
         self.train_step = TrainStep(dp.wrap(loss, self.group) if self.group else loss, self.optimizer,
                                     opts.precision, quiet, self.device, compiled=compiled)
-        self.step = GraphedStep(self.train_step, enabled=bool(cuda_graphs) and self.device.type == "cuda",
-                                static_from=static_from(self.objective))
+        if self.device.type == "cuda":
+            self.step = GraphedStep(self.train_step, enabled=bool(cuda_graphs), static_from=static_from(self.objective))
+        else:  # the recorded forward pass replayed per batch where it applies
+            self.step = ReplayedStep(self.train_step, enabled=opts.replay and replayable(
+                self.device, self.group is not None, opts.compile, opts.precision, self.objective),
+                static_from=static_from(self.objective))
 
     def _compiled(self, model, guide, loss, quiet, first) -> compiled_networks:
         """The pair's networks compiled (``compile=True``), checked on the first batch."""

@@ -40,7 +40,7 @@ def test_cli_bench_model_prints_the_table_and_refuses_an_unknown_model(tmp_path)
                                 "--blocks", "1", "--block-seconds", "0.001", "--profile"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert "| model | data | batch | step ms | networks forward ms" in out.stdout and "| linear |" in out.stdout
+    assert "| model | data | batch | replayed | step ms | networks forward ms" in out.stdout and "| linear |" in out.stdout
     bad = subprocess.run(cmd + ["--model", "nosuch"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "unknown model(s) nosuch for --model" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1

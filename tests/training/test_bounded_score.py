@@ -95,7 +95,8 @@ def test_a_slow_fit_without_a_bar_prints_an_estimate_then_a_line_every_interval(
         model(layer(x))
 
     x = torch.randn(40, 1)
-    fit(slow_model, guide, x, epochs=1, batch_size=4, figures=False)  # progress=None, stderr is not a terminal
+    # replay=False: a replayed step would not run the sleep (Python, not tensor operations)
+    fit(slow_model, guide, x, epochs=1, batch_size=4, figures=False, replay=False)  # stderr is not a terminal
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("fit: ")]
     assert "s per step (first 3 steps); an epoch of 10 steps takes about" in lines[0]
     assert "the fit (1 epoch) about" in lines[0]

@@ -1,0 +1,265 @@
+"""The CPU training step recorded once as a graph of tensor operations and replayed per batch.
+
+On a CPU a Pyro step costs the networks' arithmetic plus Python: the plates and sample
+statements through Pyro's effect handlers, the distribution objects, the objective's
+bookkeeping (about 0.75 ms at batch 100, docs/performance.md). None of that Python changes
+the numbers from one full batch to the next. So after a few eager steps the forward pass of
+the step (the Pyro program under the objective, down to the loss) is recorded once, as the
+operations it runs, with ``torch.fx``'s ``make_fx`` [1]; every later batch of the same
+signature runs the recorded operations (a ``GraphModule``'s generated code) instead of the
+program, then ``backward`` and the optimizer as before. This is the CPU analogue of
+:mod:`pyrovae.training.cuda_graph`:
+
+- the inputs of the recording are the batch's tensors and every parameter the optimizer
+  holds (module parameters and ``pyro.param`` values), so the replay reads their current
+  values and autograd reaches them as in the eager step; a module's buffers are read as the
+  very tensors the modules hold;
+- random draws are recorded as torch's random operations, so each replay draws fresh noise
+  from the global generator, the same draws in the same order as the eager step;
+- the recording run is the step's own forward pass (its loss is the one trained on), so
+  recording costs no draw and changes nothing.
+
+It is checked before use: on the previous batch, at the same random state, the replayed
+loss and gradients must equal the eager step's to float rounding (the recording was made on
+other data and other draws, so a value read on the host and frozen into the recording shows
+up here, as do a ``torch.no_grad`` block or a custom autograd function, which the recording
+does not keep). A step that reads a tensor on the host while recording (``.item()``, a Python
+``if`` on a tensor, ``.tolist()``, ``.numpy()``), a recording that changes a tensor in place
+(batch norm's running statistics), a failed recording or check: each switches the replay off
+for the run with a one-line warning, and every step runs eagerly, as before.
+
+>>> step = ReplayedStep(None, lambda batch, step: batch["x"].sum(), enabled=False)
+>>> float(step({"x": torch.ones(3)}, 0))
+3.0
+
+References
+
+[1] PyTorch, ``torch.fx.experimental.proxy_tensor.make_fx`` (tracing below autograd to aten
+    operations).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from typing import Callable, Dict, Optional
+
+import torch
+
+from pyrovae.infer.importance import preserved_rng
+from pyrovae.training.cuda_graph import _signature
+
+
+class HostRead(RuntimeError):
+    """A tensor's values were read on the host while the step was recorded."""
+
+
+@contextlib.contextmanager
+def _host_reads_refused():
+    """``Tensor.tolist`` / ``numpy`` / ``__array__`` raise :class:`HostRead` while active
+    (``make_fx`` refuses ``.item()`` and ``bool(t)`` itself, but lets these through silently)."""
+    saved = {name: getattr(torch.Tensor, name) for name in ("tolist", "numpy", "__array__")}
+
+    def refuse(name):
+        def method(self, *args, **kwargs):
+            raise HostRead(f"Tensor.{name}() read a tensor's values on the host")
+        return method
+
+    for name in saved:
+        setattr(torch.Tensor, name, refuse(name))
+    try:
+        yield
+    finally:
+        for name, method in saved.items():
+            setattr(torch.Tensor, name, method)
+
+
+@contextlib.contextmanager
+def _lean_recording():
+    """``make_fx`` without the metadata it keeps per node (a fake-tensor snapshot of every
+    value and a stack trace), which only later compiler passes read: two thirds of the time a
+    recording takes here (about 100 -> 35 ms for the bench's VAE step). Where torch's tracer
+    is not laid out as expected, the recording is made as torch makes it."""
+    import torch.fx.config as fx_config
+    import torch.fx.experimental.proxy_tensor as proxy_tensor
+
+    saved_meta = getattr(proxy_tensor, "set_meta", None)
+    saved_stack = getattr(fx_config, "do_not_emit_stack_traces", None)
+    if saved_meta is not None:
+        proxy_tensor.set_meta = lambda proxy, value: proxy
+    if saved_stack is not None:
+        fx_config.do_not_emit_stack_traces = True
+    try:
+        yield
+    finally:
+        if saved_meta is not None:
+            proxy_tensor.set_meta = saved_meta
+        if saved_stack is not None:
+            fx_config.do_not_emit_stack_traces = saved_stack
+
+
+def _mutated_inputs(graph_module) -> list:
+    """Names of recorded inputs and constants that an operation changes in place."""
+    found = []
+    for node in graph_module.graph.nodes:
+        if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
+            continue
+        for argument, value in zip(node.target._schema.arguments, node.args):
+            if (argument.alias_info is not None and argument.alias_info.is_write
+                    and isinstance(value, torch.fx.Node) and value.op in ("placeholder", "get_attr")):
+                found.append(str(value.target))
+    return found
+
+
+def _close(a: Optional[torch.Tensor], b: Optional[torch.Tensor]) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    if a.shape != b.shape:
+        return False
+    scale = float(a.detach().abs().max()) if a.numel() else 0.0
+    return bool(torch.allclose(a, b, rtol=1e-4, atol=1e-6 + 1e-5 * scale))
+
+
+class ReplayedStep:
+    """Replay the recorded forward pass of a training step for every full-size batch.
+
+    :param train_step: the :class:`~pyrovae.training.step.TrainStep` (its ``module``,
+        ``optimizer`` and ``quiet`` context); its ``__call__`` is the eager step.
+    :param callable eager: ``eager(batch, step) -> detached loss`` (default ``train_step``).
+    :param bool enabled: record at all (False: every call is eager).
+    :param int warmup: eager steps before the recording (at least 1: lazy initializations,
+        and the batch that checks the recording).
+    :param int static_from: the first step index from which the step does not depend on it.
+    :param callable on_fallback: called with a message when the replay is switched off.
+    """
+
+    def __init__(self, train_step, eager: Optional[Callable] = None, *, enabled: bool = True, warmup: int = 3,
+                 static_from: int = 0, on_fallback: Optional[Callable[[str], None]] = None):
+        if warmup < 1:
+            raise ValueError(f"warmup must be >= 1 (the recording is checked on an earlier batch), got {warmup}")
+        self.train_step = train_step
+        self.eager = eager if eager is not None else train_step
+        self.enabled, self.warmup, self.static_from = enabled, warmup, static_from
+        self.on_fallback = on_fallback or (lambda message: warnings.warn(message, RuntimeWarning, stacklevel=3))
+        self.graph = None
+        self.keys: tuple = ()
+        self.params: list = []
+        self.signature = None
+        self.previous: Optional[Dict[str, torch.Tensor]] = None
+        self.warmed = 0
+        self.replays = 0
+        self.eager_steps = 0
+
+    def __call__(self, batch: Dict[str, torch.Tensor], step: int) -> torch.Tensor:
+        if not self.enabled or step < self.static_from:
+            return self._eager(batch, step)
+        signature = _signature(batch)
+        if self.signature is None:
+            self.signature = signature
+        if signature != self.signature:
+            return self._eager(batch, step)  # e.g. the last, smaller batch of an epoch
+        if self.graph is None:
+            if self.warmed < self.warmup:
+                self.warmed += 1
+                self.previous = batch
+                return self._eager(batch, step)
+            return self._record(batch, step)
+        self.replays += 1
+        loss = self.graph(*[batch[key] for key in self.keys], *self.params)
+        return self._update(loss)
+
+    def _eager(self, batch, step):
+        self.eager_steps += 1
+        return self.eager(batch, step)
+
+    def _update(self, loss: torch.Tensor) -> torch.Tensor:
+        optimizer = self.train_step.optimizer
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    def _forward(self, batch, step):
+        """The eager forward pass of the step: the loss."""
+        ts = self.train_step
+        with ts.quiet, ts.autocast:
+            return ts.module(batch, step)
+
+    def _record(self, batch, step) -> torch.Tensor:
+        """This step, run eagerly while its forward pass is recorded; then the recording is
+        checked. The update uses the recording run's own loss."""
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        self.keys = tuple(batch)
+        self.params = [p for group in self.train_step.optimizer.param_groups for p in group["params"]]
+        ran = {}
+
+        def forward(*inputs):
+            ran["loss"] = self._forward(dict(zip(self.keys, inputs)), step)
+            return ran["loss"]
+
+        inputs = [batch[key] for key in self.keys] + self.params
+        state = torch.get_rng_state()
+        try:
+            with _host_reads_refused(), _lean_recording():
+                graph = make_fx(forward, tracing_mode="real")(*inputs)
+        except Exception as error:  # noqa: BLE001 - any failure means: eager from now on
+            self._switch_off(self._describe(error))
+            torch.set_rng_state(state)  # the draws of the unfinished run, taken back
+            return self._eager(batch, step)
+        loss = ran["loss"]
+        mutated = _mutated_inputs(graph)
+        problem = (f"the step changes {mutated[0]!r} in place (e.g. batch norm's running statistics)"
+                   if mutated else self._check(graph, step))
+        if problem is not None:
+            self._switch_off(f"the training step cannot be replayed: {problem}; training continues eagerly")
+        else:
+            self.graph = graph
+        return self._update(loss)
+
+    def _check(self, graph, step) -> Optional[str]:
+        """The replayed loss and gradients against the eager ones on the previous batch at the
+        same random state; None where they agree, else what differs."""
+        batch = self.previous
+        params = self.params
+        try:
+            with preserved_rng():
+                eager = self._forward(batch, step)
+                eager_grads = torch.autograd.grad(eager, params, allow_unused=True)
+            with preserved_rng():
+                replayed = graph(*[batch[key] for key in self.keys], *params)
+                replayed_grads = torch.autograd.grad(replayed, params, allow_unused=True)
+        except Exception as error:  # noqa: BLE001
+            return f"its check failed ({type(error).__name__}: {' '.join(str(error).split())[:200]})"
+        if not _close(eager.detach(), replayed.detach()):
+            return (f"the recorded step gives another loss on other data ({float(replayed):.6g}, eager "
+                    f"{float(eager):.6g}): it reads values on the host")
+        if not all(_close(a, b) for a, b in zip(eager_grads, replayed_grads)):
+            return ("the recorded step gives other gradients (a torch.no_grad block, a tensor hook or a custom "
+                    "autograd function in the step, or values read on the host)")
+        return None
+
+    @staticmethod
+    def _describe(error: Exception) -> str:
+        text = " ".join(str(error).split())
+        if isinstance(error, HostRead) or "_local_scalar_dense" in text or "data-dependent" in text:
+            return ("the training step reads tensor values on the host (.item(), a Python if on a tensor, "
+                    ".tolist()); it cannot be replayed and runs eagerly")
+        return (f"recording the training step for replay failed ({type(error).__name__}: {text[:200]}); "
+                "training continues eagerly")
+
+    def _switch_off(self, message: str):
+        self.enabled = False
+        self.graph = None
+        self.previous = None
+        self.on_fallback(message)
+
+
+def replayable(device, distributed: bool, compiled: bool, precision: str, objective) -> bool:
+    """Whether fit replays the CPU step (:class:`ReplayedStep`): on a CPU, in one process,
+    without ``compile=True``, in fp32, for the suite's own objectives
+    (:func:`~pyrovae.training.cuda_graph.graph_safe`, the CUDA graph's rule)."""
+    from pyrovae.training.cuda_graph import graph_safe
+
+    return (torch.device(device).type == "cpu" and not distributed and not compiled and precision == "fp32"
+            and graph_safe(objective))

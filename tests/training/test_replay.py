@@ -1,0 +1,172 @@
+"""The CPU step replayed from its recorded forward pass (pyrovae/training/replay.py): the same
+draws, losses and parameters as the eager step at the same seed, for the suite's pairs, a
+plain-function pair with a pyro.param, each objective; eager where it cannot apply, with a
+warning where the step cannot be recorded or replayed faithfully."""
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+import torch.nn.functional as F
+from pyro.distributions import constraints
+
+from pyrovae import fit
+from pyrovae.guides import DiagNormalGuide, IAFGuide
+from pyrovae.infer.objectives import ELBO, IWAE, MeanFieldELBO
+from pyrovae.models import VAE
+from pyrovae.training import setup as fit_setup
+from pyrovae.training.replay import ReplayedStep, replayable
+
+X_DIM, Z_DIM = 12, 3
+
+
+def data(n=65, seed=1):
+    return torch.bernoulli(torch.rand(n, X_DIM, generator=torch.Generator().manual_seed(seed)))
+
+
+def suite_pair(guide_name):
+    torch.manual_seed(0)
+    model = VAE(X_DIM, Z_DIM, (16,))
+    guide = IAFGuide(X_DIM, Z_DIM, (16,), num_flows=2) if guide_name == "iaf" else DiagNormalGuide(X_DIM, Z_DIM, (16,))
+    return model, guide
+
+
+def plain_pair(host_read=None, no_grad=False):
+    """A user's pair as plain functions: pyro.module in both, and a pyro.param (the prior's scale)."""
+    torch.manual_seed(0)
+    decoder, encoder = torch.nn.Linear(Z_DIM, X_DIM), torch.nn.Linear(X_DIM, 2 * Z_DIM)
+
+    def model(x):
+        pyro.module("decoder", decoder)
+        prior_scale = pyro.param("prior_scale", torch.ones(Z_DIM), constraint=constraints.positive)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(Z_DIM), prior_scale).to_event(1))
+            logits = decoder(z)
+            if host_read == "item":
+                logits = logits * (1.0 if float(logits.mean()) < 100 else 0.5)
+            elif host_read == "tolist":
+                logits = logits + 0.0 * len([v for v in x[0].tolist() if v > 0])
+            pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
+
+    def guide(x):
+        pyro.module("encoder", encoder)
+        with pyro.plate("data", x.shape[0]):
+            loc, raw = encoder(x).split(Z_DIM, -1)
+            if no_grad:
+                with torch.no_grad():
+                    raw = raw * 1.0
+            pyro.sample("z", dist.Normal(loc, F.softplus(raw) + 1e-5).to_event(1))
+
+    return model, guide
+
+
+def _fit(make, objective, replay, monkeypatch, **options):
+    """Two epochs (6 full batches and a partial one each); the losses, the trained tensors, and
+    the ReplayedStep fit built."""
+    made = []
+
+    class Spy(ReplayedStep):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(fit_setup, "ReplayedStep", Spy)
+    pyro.clear_param_store()
+    model, guide = make()
+    result = fit(model, guide, data(), objective=objective, epochs=2, batch_size=10, seed=3, progress=False,
+                 figures=False, replay=replay, **options)
+    tensors = [p.detach().clone() for m in (model, guide) if isinstance(m, torch.nn.Module) for p in m.parameters()]
+    tensors += [v.detach().clone() for _, v in sorted(pyro.get_param_store().items())]
+    return [row["train_loss"] for row in result.metrics], tensors, made[0]
+
+
+def _assert_same(a, b):
+    (losses_a, tensors_a), (losses_b, tensors_b) = a, b
+    assert losses_a == pytest.approx(losses_b, rel=1e-6)
+    assert len(tensors_a) == len(tensors_b) > 0
+    for x, y in zip(tensors_a, tensors_b):
+        assert torch.allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize("pair,objective", [
+    ("diag", "elbo"), pytest.param("diag", "iwae", marks=SLOW), ("iaf", "meanfield"),
+    pytest.param("iaf", "iwae", marks=SLOW), pytest.param("plain", "elbo", marks=SLOW),
+    pytest.param("plain", "meanfield", marks=SLOW), ("plain", "iwae"),
+])
+def test_replayed_fit_equals_the_eager_fit(pair, objective, monkeypatch):
+    make = (lambda: plain_pair()) if pair == "plain" else (lambda: suite_pair(pair))
+    *eager, eager_step = _fit(make, objective, False, monkeypatch)
+    *replayed, step = _fit(make, objective, True, monkeypatch)
+    assert not eager_step.enabled and eager_step.replays == 0
+    # 3 eager warm-up steps, the recorded one, then replays; each epoch's partial last batch eagerly
+    assert step.enabled and step.graph is not None
+    assert step.replays == 14 - 2 - 4 and step.eager_steps == 2 + 3  # the 4th full batch: recorded
+    _assert_same(replayed, eager)
+
+
+def test_the_replay_draws_the_eager_steps_noise():
+    model, guide = suite_pair("diag")
+    from pyrovae.training.step import LossModule, TrainStep, make_optimizer, quiet_pyro_modules
+
+    module = LossModule(model, guide, IWAE(num_particles=3))
+    train_step = TrainStep(module, make_optimizer(list(module.parameters()), 1e-3, "cpu"),
+                           quiet=quiet_pyro_modules(model, guide))
+    step = ReplayedStep(train_step, warmup=1)
+    x = data(20)
+    with pyro.validation_enabled(False):
+        step({"x": x[:10]}, 0)
+        step({"x": x[10:]}, 1)  # recorded and checked
+        assert step.graph is not None
+        torch.manual_seed(5)
+        replayed = step.graph(x[:10], *step.params)
+        torch.manual_seed(5)
+        with train_step.quiet:
+            eager = module({"x": x[:10]}, 2)
+        torch.manual_seed(6)
+        other = step.graph(x[:10], *step.params)
+    assert torch.equal(replayed, eager) and not torch.equal(replayed, other)
+
+
+@pytest.mark.parametrize("host_read", ["item", "tolist"])
+def test_a_step_that_reads_the_host_falls_back_with_a_warning(host_read, monkeypatch):
+    make = lambda: plain_pair(host_read=host_read)  # noqa: E731
+    *eager, _ = _fit(make, "elbo", False, monkeypatch)
+    with pytest.warns(RuntimeWarning, match="reads tensor values on the host"):
+        *replayed, step = _fit(make, "elbo", True, monkeypatch)
+    assert not step.enabled and step.replays == 0
+    _assert_same(replayed, eager)
+
+
+def test_a_step_whose_gradients_the_recording_would_change_falls_back(monkeypatch):
+    make = lambda: plain_pair(no_grad=True)  # noqa: E731
+    *eager, _ = _fit(make, "elbo", False, monkeypatch)
+    with pytest.warns(RuntimeWarning, match="cannot be replayed: the recorded step gives other gradients"):
+        *replayed, step = _fit(make, "elbo", True, monkeypatch)
+    assert not step.enabled and step.replays == 0
+    _assert_same(replayed, eager)
+
+
+def test_the_replay_waits_for_the_kl_warmup(monkeypatch):
+    make = lambda: suite_pair("diag")  # noqa: E731
+    *eager, _ = _fit(make, ELBO(warmup_steps=5), False, monkeypatch)
+    *replayed, step = _fit(make, ELBO(warmup_steps=5), True, monkeypatch)
+    assert step.static_from == 4 and step.replays == 14 - 2 - 4 - 4
+    _assert_same(replayed, eager)
+
+
+def test_where_the_replay_applies():
+    assert replayable("cpu", False, False, "fp32", ELBO())
+    assert replayable("cpu", False, False, "fp32", MeanFieldELBO())
+    assert not replayable("cuda", False, False, "fp32", ELBO())
+    assert not replayable("cpu", True, False, "fp32", ELBO())
+    assert not replayable("cpu", False, True, "fp32", ELBO())
+    assert not replayable("cpu", False, False, "bf16", ELBO())
+    assert not replayable("cpu", False, False, "fp32", IWAE(num_particles=4, particle_chunk=2))
+
+    class Mine(ELBO):  # a subclass may read the step on the host
+        pass
+
+    assert not replayable("cpu", False, False, "fp32", Mine())
