@@ -151,12 +151,13 @@ def plain_pair_child(rows: int = 10_000, epochs: int = 3, seed: int = 0) -> dict
             "suite ms": statistics.median(suite), "plain ms": statistics.median(hand), "ratio": statistics.median(ratios)}
 
 
-def plain_pair(pythonpath: str | None) -> dict:
+def plain_pair(pythonpath: str | None, rows: int = 10_000) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     env.pop("PYTHONPATH", None)
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
-    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--plain-pair-child"], env=env, check=True,
+    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--plain-pair-child", "--plain-rows", str(rows)],
+                         env=env, check=True,
                          capture_output=True, text=True, cwd=tempfile.gettempdir())
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -169,10 +170,13 @@ def main() -> None:
                    help="only the suite's pairs (pyrovae bench) or only the plain-function pair through fit")
     p.add_argument("--pairs", nargs="+", default=PAIRS,
                    help="the pairs of each tree's bench (default diag iaf user; an older commit may lack user)")
+    p.add_argument("--plain-rows", type=int, default=10_000,
+                   help="rows of the plain pair's data: each fit is one epoch of rows / 100 steps (default 10000; "
+                        "60000 is an MNIST epoch, over which fit's one-off costs, e.g. recording the step, spread)")
     p.add_argument("--plain-pair-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.plain_pair_child:
-        print(json.dumps(plain_pair_child()))
+        print(json.dumps(plain_pair_child(rows=args.plain_rows)))
         return
     if not args.old:
         p.error("--old COMMIT is required (e.g. --old 2eada66)")
@@ -183,7 +187,7 @@ def main() -> None:
             for label, path in (("old", str(old_site)), ("new", None)):
                 found = [] if args.only == "plain" else bench(path, Path(tmp) / f"{label}-{r}.json", args.pairs)
                 if args.only != "bench":
-                    found.append(plain_pair(path))
+                    found.append(plain_pair(path, args.plain_rows))
                 for row in found:
                     key = (row["guide"], row["objective"], row["batch_size"])
                     # process CPU time where the bench has it (steadier on a shared machine), else wall time
