@@ -214,7 +214,7 @@ class ReplayedStep:
         if problem is not None:
             self._switch_off(f"the training step cannot be replayed: {problem}; training continues eagerly")
         else:
-            self.graph = graph
+            self.graph, self.previous = graph, None
         return self._update(loss)
 
     def _check(self, graph, step) -> Optional[str]:
