@@ -17,9 +17,17 @@ for :math:`\\kappa` up to :math:`10^4` and :math:`d` up to :math:`10^3`, where
    is accurate to double precision uniformly in :math:`z > 0` with 11 terms; the
    polynomials :math:`u_k` are generated exactly from their recurrence [1, 10.41.9].
 2. A smaller order :math:`\\nu` is reached from :math:`\\mu = \\nu + n` by the backward
-   recurrence of the ratios :math:`\\rho_\\nu = I_{\\nu+1}/I_\\nu`,
-   :math:`\\rho_{\\nu-1} = x / (2\\nu + x \\rho_\\nu)` (stable: :math:`I` is the minimal
-   solution), and :math:`\\log I_\\nu = \\log I_\\mu - \\sum_{j<n} \\log \\rho_{\\nu+j}`.
+   recurrence :math:`I_{k-1} = I_{k+1} + (2k/x) I_k` (stable: :math:`I` is the minimal
+   solution). Multiplied by :math:`x` at each step it is linear with coefficients
+   :math:`x` and :math:`2k \\ge 0`, so :math:`n` steps from :math:`(I_{\\mu+1}, I_\\mu) / I_\\mu =
+   (\\rho_\\mu, 1)` give :math:`x^n (I_{\\nu+1}, I_\\nu) / I_\\mu = (a_1(x) \\rho_\\mu + a_0(x),\\
+   b_1(x) \\rho_\\mu + b_0(x))` with polynomials of degree at most :math:`n` whose coefficients,
+   computed once per order, are non-negative (Lommel polynomials): a sum of positive terms, no
+   cancellation. They are summed as powers of :math:`x` (:math:`x < 1`) or of :math:`1/x` (the
+   coefficients reversed), which neither overflow nor underflow; then
+   :math:`\\rho_\\nu = I_{\\nu+1}/I_\\nu` is their quotient and
+   :math:`\\log I_\\nu = \\log I_\\mu + \\log b - n \\log x`. A few tensor operations for any
+   :math:`n`, where the step-by-step recurrence of the ratios took four per step.
 
 Computation is in float64; results come back in the argument's dtype. Gradients use
 :math:`\\partial_x \\log I_\\nu = \\rho_\\nu + \\nu / x` and
@@ -82,6 +90,16 @@ def _series_coefficients(order: float) -> Tuple[float, ...]:
     return tuple(coeffs)
 
 
+@functools.lru_cache(maxsize=64)
+def _debye_constants(orders: Tuple[float, ...], dtype, device) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The orders ``(P, 1)``, the series' coefficients ``(P, J)`` and ``log(2 pi order) / 2``
+    ``(P, 1)`` as tensors (made once per orders, dtype and device)."""
+    order = torch.tensor(orders, dtype=dtype, device=device).unsqueeze(-1)
+    coeffs = torch.tensor([_series_coefficients(o) for o in orders], dtype=dtype, device=device)
+    half_log = torch.tensor([0.5 * math.log(2 * math.pi * o) for o in orders], dtype=dtype, device=device).unsqueeze(-1)
+    return order, coeffs, half_log
+
+
 def _debye_log_ive(orders: Tuple[float, ...], x: torch.Tensor) -> torch.Tensor:
     """log I_order(x) - x by the uniform expansion for each of ``orders`` (all >= DEBYE_ORDER),
     x float64 > 0 of any shape: ``(len(orders), *x.shape)``. The polynomial in ``t`` is summed
@@ -89,24 +107,67 @@ def _debye_log_ive(orders: Tuple[float, ...], x: torch.Tensor) -> torch.Tensor:
     Horner loop of 31 steps per order; the same sum to float64 rounding)."""
     shape = x.shape
     x = x.reshape(1, -1)
-    order = x.new_tensor(orders).unsqueeze(-1)  # (P, 1)
+    order, coeffs, half_log = _debye_constants(orders, x.dtype, x.device)
     z = x / order
     root = torch.sqrt(1 + z * z)
     t = 1 / root
     # eta - z, written without cancellation: (root - z) + log(z / (1 + root))
     eta_minus_z = 1 / (root + z) + torch.log(z / (1 + root))
-    coeffs = x.new_tensor([_series_coefficients(o) for o in orders])  # (P, J)
     # t^0 .. t^(J-1) by a running product (a float64 pow per entry cost more than the rest)
     powers = torch.cat([torch.ones_like(t).unsqueeze(-1),
                         t.unsqueeze(-1).expand(t.shape + (coeffs.shape[-1] - 1,)).cumprod(-1)], -1)  # (P, n, J)
     series = (powers * coeffs.unsqueeze(1)).sum(-1)
-    half_log = x.new_tensor([0.5 * math.log(2 * math.pi * o) for o in orders]).unsqueeze(-1)
     value = order * eta_minus_z - half_log + 0.5 * torch.log(t) + torch.log(series)
     return value.reshape((len(orders),) + shape)
 
 
+@functools.lru_cache(maxsize=64)
+def _recurrence_tensors(top: float, n: int, dtype, device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_recurrence_coefficients` as a tensor, and reversed (made once per order, dtype and device)."""
+    coeffs = torch.tensor(_recurrence_coefficients(top, n), dtype=dtype, device=device)
+    return coeffs, coeffs.flip(0).contiguous()
+
+
+@functools.lru_cache(maxsize=None)
+def _recurrence_coefficients(top: float, n: int) -> Tuple[Tuple[float, ...], ...]:
+    """The coefficients ``(n + 1, 4)``, in ascending powers of x, of ``a_1, a_0, b_1, b_0``:
+    ``n`` steps of the backward recurrence times x, ``(a, b) -> (x b, x a + 2k b)`` for
+    ``k = top, top - 1, ..., top - n + 1``, from ``(a, b) = (rho, 1)``. All are >= 0."""
+    a1, a0, b1, b0 = [1.0], [0.0], [0.0], [1.0]
+    shift = lambda p: [0.0] + p  # noqa: E731  (times x)
+    plus = lambda p, q: [u + w for u, w in zip(p + [0.0] * (len(q) - len(p)), q + [0.0] * (len(p) - len(q)))]  # noqa: E731
+    for j in range(n):
+        k = top - j
+        a1, a0, b1, b0 = (shift(b1), shift(b0), plus(shift(a1), [2 * k * c for c in b1]),
+                          plus(shift(a0), [2 * k * c for c in b0]))
+    pad = lambda p: p + [0.0] * (n + 1 - len(p))  # noqa: E731
+    return tuple(zip(*(pad(p) for p in (a1, a0, b1, b0))))
+
+
 def _log_ive_and_ratio(v: float, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """(log I_v(x) - x, I_{v+1}(x) / I_v(x)) in float64, no autograd."""
+    x = x.double().clamp_min(1e-300)
+    n = max(0, math.ceil(DEBYE_ORDER - v))
+    top = v + n
+    log_ive_top, log_ive_next = _debye_log_ive((top, top + 1), x)
+    ratio = torch.exp(log_ive_next - log_ive_top)  # rho_top
+    if n == 0:
+        return log_ive_top, ratio
+    # x^n (I_{v+1}, I_v) / I_top = (a_1 rho + a_0, b_1 rho + b_0): sums of positive terms in powers
+    # of u = x (x < 1) or u = 1 / x (the coefficients reversed: the sums are then x^-n times theirs)
+    coeffs, reversed_coeffs = _recurrence_tensors(top, n, x.dtype, x.device)  # (n + 1, 4)
+    small = x < 1
+    u = torch.where(small, x, 1 / x)
+    powers = torch.cat([torch.ones_like(u).unsqueeze(-1), u.unsqueeze(-1).expand(u.shape + (n,)).cumprod(-1)], -1)
+    sums = torch.where(small.unsqueeze(-1), powers @ coeffs, powers @ reversed_coeffs)  # (..., 4)
+    a1, a0, b1, b0 = sums.unbind(-1)
+    b = b1 * ratio + b0
+    log_ive = log_ive_top + torch.log(b) - torch.where(small, n * torch.log(x), torch.zeros_like(x))
+    return log_ive, (a1 * ratio + a0) / b
+
+
+def _log_ive_and_ratio_stepwise(v: float, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The former evaluation (the ratios' recurrence step by step), kept for the tests."""
     x = x.double().clamp_min(1e-300)
     n = max(0, math.ceil(DEBYE_ORDER - v))
     top = v + n
@@ -159,6 +220,43 @@ class _BesselRatio(torch.autograd.Function):
     def backward(ctx, grad):
         x, ratio = ctx.saved_tensors
         return grad * (1 - ratio * ratio - (2 * ctx.v + 1) * ratio / x), None
+
+
+class _LogBesselIveAndRatio(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, v):
+        log_ive, ratio = _log_ive_and_ratio(v, x)
+        ratio = ratio.to(x.dtype)
+        ctx.v = v
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(x, ratio)
+        return log_ive.to(x.dtype), ratio
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_log, grad_ratio):
+        x, ratio = ctx.saved_tensors
+        grad = None
+        if grad_log is not None:
+            grad = grad_log * (ratio + ctx.v / x - 1)
+        if grad_ratio is not None:
+            part = grad_ratio * (1 - ratio * ratio - (2 * ctx.v + 1) * ratio / x)
+            grad = part if grad is None else grad + part
+        return grad, None
+
+
+def log_bessel_ive_and_ratio(v: float, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """:func:`log_bessel_ive` and :func:`bessel_ratio` of the same order and arguments from one
+    evaluation (both differentiable), e.g. a von Mises-Fisher's normalizer and mean length.
+
+    >>> x = torch.tensor([0.5, 3.0])
+    >>> log_ive, ratio = log_bessel_ive_and_ratio(4.0, x)
+    >>> bool(torch.allclose(log_ive, log_bessel_ive(4.0, x))), bool(torch.allclose(ratio, bessel_ratio(4.0, x)))
+    (True, True)
+    """
+    v = _check_order(v)
+    x = torch.as_tensor(x, dtype=torch.get_default_dtype()) if not isinstance(x, torch.Tensor) else x
+    return _LogBesselIveAndRatio.apply(x, v)
 
 
 def log_bessel_ive(v: float, x: torch.Tensor) -> torch.Tensor:

@@ -47,7 +47,9 @@ References
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -75,25 +77,37 @@ def _log_h(phi: torch.Tensor, kappa: torch.Tensor, dim: int) -> torch.Tensor:
     return value
 
 
-def angle_gradient(theta: torch.Tensor, kappa: torch.Tensor, dim: int) -> torch.Tensor:
+def angle_gradient(theta: torch.Tensor, kappa: torch.Tensor, dim: int,
+                   ratio: Optional[torch.Tensor] = None) -> torch.Tensor:
     """:math:`d\\theta/d\\kappa` at fixed :math:`F(\\theta; \\kappa)`, elementwise (float64).
 
     :param torch.Tensor theta: angles in [0, pi] drawn from the vMF's angle marginal.
     :param torch.Tensor kappa: concentrations, broadcastable with ``theta``.
     :param int dim: the ambient dimension d (the sphere is S^(d-1)).
+    :param torch.Tensor ratio: :math:`A_d(\\kappa)` where it is known already (broadcastable;
+        computed here otherwise).
     """
-    theta, kappa = torch.broadcast_tensors(theta.double(), kappa.double())
-    flat_theta, flat_kappa = theta.reshape(-1), kappa.reshape(-1)
-    parts = [_angle_gradient_flat(flat_theta[i:i + CHUNK], flat_kappa[i:i + CHUNK], dim)
+    if ratio is None:
+        ratio = bessel_ratio(dim / 2 - 1, kappa.double())
+    theta, kappa, ratio = torch.broadcast_tensors(theta.double(), kappa.double(), ratio.double())
+    flat_theta, flat_kappa, flat_ratio = theta.reshape(-1), kappa.reshape(-1), ratio.reshape(-1)
+    parts = [_angle_gradient_flat(flat_theta[i:i + CHUNK], flat_kappa[i:i + CHUNK], dim, flat_ratio[i:i + CHUNK])
              for i in range(0, flat_theta.numel(), CHUNK)]
     return torch.cat(parts).reshape(theta.shape) if parts else theta.clone()
 
 
-def _angle_gradient_flat(theta: torch.Tensor, kappa: torch.Tensor, dim: int) -> torch.Tensor:
-    """:func:`angle_gradient` on 1-d float64 ``theta`` and ``kappa`` of one length."""
+@functools.lru_cache(maxsize=8)
+def _quadrature(dtype, device) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The panels' edges and the Gauss-Legendre nodes and weights as tensors (made once)."""
+    return (torch.tensor(PANEL_EDGES, dtype=dtype, device=device), torch.tensor(_NODES, dtype=dtype, device=device),
+            torch.tensor(_WEIGHTS, dtype=dtype, device=device))
+
+
+def _angle_gradient_flat(theta: torch.Tensor, kappa: torch.Tensor, dim: int, ratio: torch.Tensor) -> torch.Tensor:
+    """:func:`angle_gradient` on 1-d float64 ``theta``, ``kappa`` and ``ratio`` of one length."""
     tiny = 1e-300
     theta = theta.clamp(1e-150, math.pi - 1e-15)  # sin(theta)^2 stays a normal float64
-    m = 1 - bessel_ratio(dim / 2 - 1, kappa)  # E[u] = 1 - A_d(kappa)
+    m = 1 - ratio  # E[u] = 1 - A_d(kappa)
     u = 2 * torch.sin(theta / 2) ** 2
     left = u < m
     side = torch.where(left, -1.0, 1.0).to(theta)  # the direction of integration from theta
@@ -105,15 +119,19 @@ def _angle_gradient_flat(theta: torch.Tensor, kappa: torch.Tensor, dim: int) -> 
     rate = (-slope).clamp_min(0) + (-curvature).clamp_min(0).sqrt()
     scale = torch.minimum(distance, 1 / rate.clamp_min(tiny))
     reach = (distance / scale).unsqueeze(-1)  # (N, 1): x stops at the end of [0, pi]
-    edges = theta.new_tensor(PANEL_EDGES)
+    edges, nodes, weights = _quadrature(theta.dtype, theta.device)
     lower, upper = torch.minimum(edges[:-1], reach), torch.minimum(edges[1:], reach)  # (N, P)
     half = ((upper - lower) / 2).unsqueeze(-1)  # (N, P, 1)
-    x = (lower + upper).unsqueeze(-1) / 2 + half * theta.new_tensor(_NODES)  # (N, P, n)
-    weight = half * theta.new_tensor(_WEIGHTS)
+    x = (lower + upper).unsqueeze(-1) / 2 + half * nodes  # (N, P, n)
+    weight = half * weights
     col = lambda t: t.reshape(-1, 1, 1)  # noqa: E731
     phi = (col(theta) + col(side * scale) * x).clamp(0, math.pi)
-    log_ratio = _log_h(phi, col(kappa), dim) - col(_log_h(theta, kappa, dim))
-    integrand = (col(m) - 2 * torch.sin(phi / 2) ** 2) * torch.exp(log_ratio)
+    half_sin_sq = torch.sin(phi / 2) ** 2  # u(phi) / 2, in log h and in the integrand
+    log_h_phi = -2 * col(kappa) * half_sin_sq
+    if dim > 2:
+        log_h_phi = log_h_phi + (dim - 2) * torch.log(torch.sin(phi))
+    log_ratio = log_h_phi - col(_log_h(theta, kappa, dim))
+    integrand = (col(m) - 2 * half_sin_sq) * torch.exp(log_ratio)
     return side * scale * (weight * integrand).sum((-2, -1))
 
 
@@ -122,24 +140,27 @@ class _ImplicitAngle(torch.autograd.Function):
     with the implicit gradient in kappa (no gradient into epsilon)."""
 
     @staticmethod
-    def forward(ctx, epsilon, kappa, dim):
+    def forward(ctx, epsilon, kappa, dim, ratio):
         b = wood_b(kappa, dim)
         # tan(theta / 2)^2 = (1 - w) / (1 + w) = b epsilon / (1 - epsilon)
         theta = 2 * torch.atan(torch.sqrt(b * epsilon / (1 - epsilon)))
         ctx.dim = dim
-        ctx.save_for_backward(theta, kappa)
+        ctx.save_for_backward(theta, kappa, ratio)
         return theta
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad):
-        theta, kappa = ctx.saved_tensors
+        theta, kappa, ratio = ctx.saved_tensors
         if not ctx.needs_input_grad[1]:
-            return None, None, None
-        return None, (grad * angle_gradient(theta, kappa, ctx.dim)).to(kappa.dtype), None
+            return None, None, None, None
+        return None, (grad * angle_gradient(theta, kappa, ctx.dim, ratio)).to(kappa.dtype), None, None
 
 
-def implicit_angle(epsilon: torch.Tensor, kappa: torch.Tensor, dim: int) -> torch.Tensor:
+def implicit_angle(epsilon: torch.Tensor, kappa: torch.Tensor, dim: int,
+                   ratio: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The angle :math:`\\theta = \\arccos(\\mu^\\top z)` of the draw whose Wood proposal was
-    ``epsilon``, differentiable in ``kappa`` by implicit reparameterization."""
-    return _ImplicitAngle.apply(epsilon, kappa, dim)
+    ``epsilon``, differentiable in ``kappa`` by implicit reparameterization (``ratio``:
+    :math:`A_d(\\kappa)`, broadcastable, where it is known already; it is computed in the backward
+    pass otherwise)."""
+    return _ImplicitAngle.apply(epsilon, kappa, dim, None if ratio is None else ratio.detach())
