@@ -116,8 +116,12 @@ def _close(a: Optional[torch.Tensor], b: Optional[torch.Tensor]) -> bool:
         return a is None and b is None
     if a.shape != b.shape:
         return False
-    scale = float(a.detach().abs().max()) if a.numel() else 0.0
-    return bool(torch.allclose(a, b, rtol=1e-4, atol=1e-6 + 1e-5 * scale))
+    # a diverged step (nan or inf, e.g. a learning rate far too large) is compared as it is:
+    # the same non-finite entries on both sides, the finite ones to float rounding; fit's own
+    # check then names the step whose loss is not finite
+    finite = torch.nan_to_num(a.detach(), nan=0.0, posinf=0.0, neginf=0.0)
+    scale = float(finite.abs().max()) if a.numel() else 0.0
+    return bool(torch.allclose(a, b, rtol=1e-4, atol=1e-6 + 1e-5 * scale, equal_nan=True))
 
 
 class ReplayedStep:

@@ -170,3 +170,14 @@ def test_where_the_replay_applies():
         pass
 
     assert not replayable("cpu", False, False, "fp32", Mine())
+
+
+def test_the_check_compares_a_diverged_step_instead_of_failing():
+    from pyrovae.training.replay import _close
+
+    nan, inf = float("nan"), float("inf")
+    assert _close(torch.tensor([nan, 1.0]), torch.tensor([nan, 1.0 + 1e-7]))
+    assert _close(torch.tensor([inf, -inf, 2.0]), torch.tensor([inf, -inf, 2.0]))
+    assert not _close(torch.tensor([nan, 1.0]), torch.tensor([0.0, 1.0]))
+    assert not _close(torch.tensor([inf, 1.0]), torch.tensor([-inf, 1.0]))
+    assert not _close(torch.tensor([nan, 1.0]), torch.tensor([nan, 1.1]))
