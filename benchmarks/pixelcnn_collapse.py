@@ -34,10 +34,18 @@ images, 10 epochs; NLL on 100 test images, KL, active units and MI on 1,000; abo
         --rows "pixelcnn-vae local spatial elbo;pixelcnn-vae elbo;pixelcnn-vae local elbo" \
         --train-size 10000 --test-size 100 --monitor-size 1000 --epochs 10 --channels 16 \
         --num-samples 1000 --max-pass 2000 --json spatial.json --figure spatial.png
+
+Each row of ``--json`` keeps its per-image -log p(x) (``nll``, the test images in order), so
+that another run on the same images can be paired with it. ``--reference FILE`` pairs every row
+with a reference's per-image figures on the same test images (a JSON with ``nll``, as
+benchmarks/pixelvae_reference.py's ``score --out`` writes): ``vs_reference``, ours - reference in
+log p(x) per image (positive: ours ahead), with its standard error. ``--kl-warmup N`` warms the
+ELBO rows' KL weight up linearly from 0 over the first N steps (the reference's schedule).
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 
@@ -59,16 +67,30 @@ def rows_for(args):
     local = dict(num_layers=2, pixel_channels=args.channels, first_kernel_size=3, kernel_size=3)
     spatial = dict(conditioning="spatial")
     infovae = ("infovae", {"alpha": 1.0, "lam": args.lam})
+    elbo = ("elbo", {"warmup_steps": args.kl_warmup} if args.kl_warmup else {})
     rows = {
-        "conv-vae elbo": (lambda: ConvVAE(784, args.z_dim, channels=(32, 64)), ("elbo", {})),
-        "pixelcnn-vae elbo": (lambda: PixelCNNVAE(784, args.z_dim, **deep), ("elbo", {})),
+        "conv-vae elbo": (lambda: ConvVAE(784, args.z_dim, channels=(32, 64)), elbo),
+        "pixelcnn-vae elbo": (lambda: PixelCNNVAE(784, args.z_dim, **deep), elbo),
         "pixelcnn-vae infovae": (lambda: PixelCNNVAE(784, args.z_dim, **deep), infovae),
-        "pixelcnn-vae local elbo": (lambda: PixelCNNVAE(784, args.z_dim, **local), ("elbo", {})),
-        "pixelcnn-vae spatial elbo": (lambda: PixelCNNVAE(784, args.z_dim, **deep, **spatial), ("elbo", {})),
+        "pixelcnn-vae local elbo": (lambda: PixelCNNVAE(784, args.z_dim, **local), elbo),
+        "pixelcnn-vae spatial elbo": (lambda: PixelCNNVAE(784, args.z_dim, **deep, **spatial), elbo),
         "pixelcnn-vae spatial infovae": (lambda: PixelCNNVAE(784, args.z_dim, **deep, **spatial), infovae),
-        "pixelcnn-vae local spatial elbo": (lambda: PixelCNNVAE(784, args.z_dim, **local, **spatial), ("elbo", {})),
+        "pixelcnn-vae local spatial elbo": (lambda: PixelCNNVAE(784, args.z_dim, **local, **spatial), elbo),
     }
     return [(name, *rows[name]) for name in args.rows.split(";")]
+
+
+def read_reference(path, test_size: int) -> torch.Tensor:
+    """The per-image -log p(x) of a reference's JSON (its ``nll``), float64; it must cover the
+    ``test_size`` test images this script scores."""
+    with open(path) as f:
+        nll = json.load(f).get("nll")
+    if nll is None:
+        raise ValueError(f"{path} has no per-image 'nll' to pair with")
+    if len(nll) != test_size:
+        raise ValueError(f"{path} scores {len(nll)} test images, this run {test_size} (--test-size): "
+                         "pair runs on the same images")
+    return torch.tensor(nll, dtype=torch.float64)
 
 
 @torch.no_grad()
@@ -93,7 +115,11 @@ def main():
     p.add_argument("--channels", type=int, default=32)
     p.add_argument("--lam", type=float, default=1000.0, help="InfoVAE lambda (alpha = 1)")
     p.add_argument("--max-pass", type=int, default=None, help="particle x datapoint pairs per pass (memory)")
+    p.add_argument("--kl-warmup", type=int, default=0, help="ELBO rows: linear KL warm-up over this many steps")
+    p.add_argument("--reference", default=None,
+                   help="JSON of a reference's per-image -log p(x) (nll) on the same test images, to pair with")
     args = p.parse_args()
+    reference = read_reference(args.reference, args.test_size) if args.reference else None
 
     device = torch.device(args.device)
     data = load_dataset("binarized-mnist", data_dir=args.data_dir)
@@ -106,7 +132,7 @@ def main():
     out = {"machine": machine, "args": vars(args), "rows": results}
     with tempfile.TemporaryDirectory() as tmp:
         for i, (name, make_model, (objective, options)) in enumerate(rows_for(args)):
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             pyro.set_rng_seed(args.seed)
             model = make_model().to(device)
             guide = ConvGuide(784, args.z_dim, channels=(32, 64)).to(device)
@@ -114,7 +140,7 @@ def main():
             fitted = pyrovae.fit(model, guide, train, objective=pyrovae.make_objective(objective, **options),
                                  epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                                  progress=False, out_dir=f"{tmp}/{i}")
-            train_seconds = time.perf_counter() - t0
+            train_seconds, train_cpu = time.perf_counter() - t0, time.process_time() - cpu0
             model.eval(), guide.eval()
             pyro.set_rng_seed(args.seed)
             mon = latent_monitors(model, guide, monitored, max_datapoints=None)
@@ -123,6 +149,7 @@ def main():
                                         max_pass=args.max_pass)
             figures.append((name, pictures(model, guide, test["x"], 10, args.seed)))
             row = {"name": name, "objective": objective, "options": options, "train_seconds": train_seconds,
+                   "train_cpu_seconds": train_cpu,
                    "seconds_per_epoch": train_seconds / args.epochs,
                    "last_epoch": {k: v for k, v in fitted.metrics[-1].items() if isinstance(v, (int, float))},
                    "test_nll": -ll.log_likelihood, "test_nll_se": ll.stderr, "test_elbo": ll.elbo,
@@ -130,10 +157,16 @@ def main():
                    "distortion": mon.distortion, "mean_ess": float(ll.ess.float().mean()),
                    "receptive_rows": getattr(model, "receptive_rows", None),
                    "per_datapoint": ll.per_datapoint.double().cpu()}
+            row["nll"] = (-row["per_datapoint"]).tolist()
+            if reference is not None:
+                d = paired_difference(row["per_datapoint"], -reference)
+                row["vs_reference"] = {"mean": d.mean, "stderr": d.stderr, "fraction_higher": d.fraction_higher,
+                                       "n": d.n}
             results.append(row)
             print(f"{name}: {time.perf_counter() - t0:.0f} s, NLL {row['test_nll']:.2f} ± {ll.stderr:.2f}, "
-                  f"ELBO {ll.elbo:.2f}, KL {mon.rate:.2f}, AU {mon.active_units}, MI {mon.mutual_information:.2f}",
-                  flush=True)
+                  f"ELBO {ll.elbo:.2f}, KL {mon.rate:.2f}, AU {mon.active_units}, MI {mon.mutual_information:.2f}"
+                  + (f", vs reference {row['vs_reference']['mean']:+.2f} ± {row['vs_reference']['stderr']:.2f}"
+                     if reference is not None else ""), flush=True)
             _harness.write_json(args.json, {**out, "rows": [{k: v for k, v in r.items() if k != "per_datapoint"}
                                                             for r in results]})
 

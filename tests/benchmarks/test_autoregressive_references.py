@@ -169,3 +169,41 @@ def test_pixelvae_trains_on_the_binarized_rows_and_scores_a_known_log_likelihood
     assert np.allclose(result["nll"], exact.numpy(), rtol=1e-5)
     assert result["kl"] == pytest.approx(0.0, abs=1e-7) and result["active_units"] == 0
     assert result["neg_elbo"] == pytest.approx(exact.mean().item(), rel=1e-5)
+
+
+def test_the_collapse_benchmark_keeps_per_image_scores_and_pairs_them_with_a_reference(data_dir, tmp_path):
+    """benchmarks/pixelcnn_collapse.py --reference: every row keeps its per-image -log p(x) and
+    its paired difference to the reference's (ours - reference in log p(x)); --kl-warmup reaches the
+    ELBO rows' objective."""
+    reference = np.linspace(80.0, 120.0, 6)
+    (tmp_path / "ref.json").write_text(json.dumps({"nll": reference.tolist()}))
+    out = tmp_path / "collapse.json"
+    p = subprocess.run([sys.executable, str(BENCH / "pixelcnn_collapse.py"), "--data-dir", str(data_dir),
+                        "--rows", "pixelcnn-vae local spatial elbo;pixelcnn-vae local elbo", "--epochs", "1",
+                        "--train-size", "20", "--batch-size", "10", "--test-size", "6", "--num-samples", "3",
+                        "--num-layers", "1", "--channels", "4", "--device", "cpu", "--kl-warmup", "5",
+                        "--reference", str(tmp_path / "ref.json"), "--json", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 2
+    for row in rows:
+        nll = np.asarray(row["nll"])
+        assert nll.shape == (6,) and np.all(np.isfinite(nll))
+        assert row["test_nll"] == pytest.approx(nll.mean(), rel=1e-6)
+        d = reference - nll  # log p(x): ours - reference
+        assert row["vs_reference"]["mean"] == pytest.approx(d.mean(), rel=1e-6)
+        assert row["vs_reference"]["stderr"] == pytest.approx(d.std(ddof=1) / math.sqrt(6), rel=1e-6)
+        assert row["options"] == {"warmup_steps": 5} and row["train_cpu_seconds"] > 0
+    assert "vs reference" in p.stdout
+
+
+def test_the_collapse_benchmark_refuses_a_reference_on_other_images(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))  # the script imports _harness
+    collapse = load("pixelcnn_collapse")
+    (tmp_path / "ref.json").write_text(json.dumps({"nll": [90.0] * 5}))
+    with pytest.raises(ValueError, match="5 test images, this run 6"):
+        collapse.read_reference(tmp_path / "ref.json", 6)
+    (tmp_path / "bare.json").write_text(json.dumps({"test_nll": 90.0}))
+    with pytest.raises(ValueError, match="no per-image 'nll'"):
+        collapse.read_reference(tmp_path / "bare.json", 6)
