@@ -39,6 +39,7 @@ from pyrovae.errors import PyrovaeError, UsageError
 from pyrovae.evaluation.log_likelihood import elbo as mean_elbo
 from pyrovae.evaluation.monitors import epoch_monitors
 from pyrovae.guides.base import objective_for
+from pyrovae.infer.importance import preserved_rng
 from pyrovae.infer.objectives import Objective
 from pyrovae.nn import FROM_DATA, default_init, initialize_
 from pyrovae.training.checkpoint import Checkpoints, rng_state, set_rng_state
@@ -50,6 +51,7 @@ from pyrovae.training.setup import FitOptions, Setup, check_numbers, resolve_dev
 
 INIT_ROWS = 10000  # training rows whose mean starts the decoder's output (init="burda")
 SYNC_EVERY = 50  # losses are checked (and, on a GPU, copied to the host) every 50 steps
+VALID_SEED_STRIDE = 1_000_033  # the validation ELBO after epoch e draws from torch.manual_seed(seed * this + e)
 
 
 class NonFiniteLossError(PyrovaeError, RuntimeError):
@@ -335,7 +337,12 @@ def _end_epoch(run: _Run, epoch: int, row: dict) -> None:
     s, opts, out_dir = run.s, run.s.opts, run.out_dir
     if s.valid is not None and opts.valid_every and ((epoch + 1) % opts.valid_every == 0 or epoch + 1 == run.epochs):
         t1 = time.perf_counter()
-        row["valid_elbo"] = mean_elbo(s.model, s.guide, s.valid, batch_size=opts.valid_batch_size, split="valid")
+        # validation draws from a stream of its own, (seed, epoch)'s: the training stream is left where
+        # it was, so whether an epoch validates (a segment's last epoch always does) changes no
+        # later step, and a resumed run trains exactly as one never interrupted
+        with preserved_rng():
+            torch.manual_seed(run.seed * VALID_SEED_STRIDE + epoch + 1)
+            row["valid_elbo"] = mean_elbo(s.model, s.guide, s.valid, batch_size=opts.valid_batch_size, split="valid")
         monitored = s.valid if isinstance(s.valid, dict) else head(s.valid, 1000)
         row.update(epoch_monitors(s.model, s.guide, monitored))  # active units, KL/dim, rate, MI
         row["valid_seconds"] = time.perf_counter() - t1

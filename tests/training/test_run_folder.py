@@ -56,6 +56,24 @@ def test_short_epochs_are_saved_by_time_and_resume_exactly_from_any_saved_epoch(
         torch.testing.assert_close(p, q, rtol=0, atol=0)
 
 
+def test_resume_is_exact_where_the_segments_validate_other_epochs_than_the_whole_run(tmp_path):
+    # a segment's last epoch always validates; with valid_every=2 the run never interrupted does not
+    # validate after epoch 1, so the validation must leave the training stream untouched. 65 rows at
+    # batch 10: a partial last batch; the same objects reused for the resume, as from one process
+    x = torch.bernoulli(torch.full((75, 6), 0.3), generator=torch.Generator().manual_seed(1))
+    kwargs = dict(batch_size=10, progress=False, figures=False, valid_data=x[65:], valid_every=2)
+    whole = fit(*pair(), x[:65], epochs=2, out_dir=tmp_path / "whole", **kwargs)
+    model, guide = pair()
+    first = fit(model, guide, x[:65], epochs=1, out_dir=tmp_path / "cut", **kwargs)
+    assert "valid_elbo" in first.metrics[0] and "valid_elbo" not in whole.metrics[0]
+    resumed = fit(model, guide, x[:65], epochs=2, out_dir=tmp_path / "cut", resume=True, **kwargs)
+    unvalidated = fit(*pair(), x[:65], epochs=2, batch_size=10, progress=False)
+    for ours in (resumed, unvalidated):  # validation or none: the same training draws
+        for p, q in zip(whole.model.parameters(), ours.model.parameters()):
+            torch.testing.assert_close(p, q, rtol=0, atol=0)
+    assert resumed.metrics[-1]["valid_elbo"] == whole.metrics[-1]["valid_elbo"]
+
+
 def test_truncated_latest_checkpoint_resumes_from_the_previous_one(tmp_path, capsys):
     quick(tmp_path / "r")
     path = tmp_path / "r" / "checkpoint.pt"
