@@ -43,6 +43,11 @@ class Guide(Configurable, PyroModule):
     #: importance-sampled log-likelihood
     has_density: ClassVar[bool] = True
 
+    #: whether KL(q(z | x) || p(z)) has a closed form for the suite's standard Normal prior
+    #: (a diagonal Normal guide): only then does a model's ``default_objective`` of
+    #: ``meanfield`` apply (:func:`objective_for`); other guides keep ``elbo``
+    closed_form_kl: ClassVar[bool] = False
+
     def bind_model(self, model) -> None:
         """Read what the guide needs of the model it is paired with (the ladder guide shares
         the model's top-down network; DRAW's guide its decoder): called once by
@@ -65,18 +70,26 @@ def objective_for(model, guide) -> str:
     """The objective a pair (classes or instances) is fit with when none is named: the guide's
     ``objective_name`` where it names one other than the plain ELBO (``enum``, ``stein``), else
     the model's ``default_objective`` where it declares one (``meanfield``, the closed-form KL,
-    for ``least-squares-vae``: docs/hidden-talents.md), else ``elbo``.
+    for ``vae`` and ``least-squares-vae``: docs/vae.md, docs/hidden-talents.md) and, for
+    ``meanfield``, the guide's KL to the prior has a closed form (``closed_form_kl``: the
+    diagonal Normal guide), else ``elbo``.
 
     >>> class Declares:
     ...     default_objective = "meanfield"
-    >>> objective_for(Declares(), Guide), objective_for(None, Guide)
-    ('meanfield', 'elbo')
+    >>> class Closed(Guide):
+    ...     closed_form_kl = True
+    >>> objective_for(Declares(), Closed), objective_for(Declares(), Guide), objective_for(None, Closed)
+    ('meanfield', 'elbo', 'elbo')
     """
     own = objective_name_of(guide)
     if own != Guide.objective_name:
         return own
     declared = getattr(model, "default_objective", None)
-    return declared if isinstance(declared, str) and declared else own
+    if not (isinstance(declared, str) and declared):
+        return own
+    if declared == "meanfield" and not getattr(guide, "closed_form_kl", False):
+        return own  # no closed form: TraceMeanField_ELBO would sample the KL (or refuse the guide)
+    return declared
 
 
 def has_density(guide) -> bool:

@@ -30,6 +30,10 @@ class DiagNormalGuide(EncoderGuide):
     torch.Size([2])
     """
 
+    #: a diagonal Normal: its KL to the standard Normal prior is taken in closed form by
+    #: ``meanfield``, the default objective of ``vae`` and ``least-squares-vae``
+    closed_form_kl = True
+
     def encode(self, x: torch.Tensor) -> dist.Distribution:
         """q(z | x) with batch shape ``x.shape[:-1]`` and event shape ``(z_dim,)``."""
         loc, raw_scale = self.encoder(x).split(self.z_dim, dim=-1)

@@ -44,7 +44,7 @@ num_samples=)``     when the data is left out
 Registration is ``@register_model("name")`` on the class, in a module that is imported: the
 built-ins are imported by ``models/__init__.py`` (one line per module), your own by
 ``pyrovae COMMAND --import yourmodule`` or an entry point of the group ``pyrovae.plugins``.
-A guide's hooks (``model_name``, ``objective_name``, ``has_density``, ``bind_model``) are
+A guide's hooks (``model_name``, ``objective_name``, ``has_density``, ``closed_form_kl``, ``bind_model``) are
 declared the same way by :class:`pyrovae.guides.base.Guide`.
 
 >>> from dataclasses import dataclass
@@ -132,7 +132,8 @@ class Model(Configurable, PyroModule):
     default_lr: ClassVar[Optional[float]] = None
 
     #: the objective a new run gets when none is asked for and the guide names only the plain
-    #: ELBO (``meanfield`` for ``least-squares-vae``); ``None``: the guide's ``objective_name``
+    #: ELBO (``meanfield`` for ``vae`` and ``least-squares-vae``, taken only with a guide whose
+    #: ``closed_form_kl`` is true); ``None``: the guide's ``objective_name``
     #: (:func:`pyrovae.guides.base.objective_for`)
     default_objective: ClassVar[Optional[str]] = None
 

@@ -42,6 +42,9 @@ class HypersphericalVAE(VAE):
 
     guide_name = "vmf"
 
+    #: the VAE's closed-form-KL default was measured with a Normal prior only: ``elbo``
+    default_objective = None
+
     @dataclass
     class Options(VAE.Options):
         z_dim: int = 10

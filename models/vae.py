@@ -61,6 +61,12 @@ class VAE(StandardNormalPrior, Model):
 
     likelihoods = LIKELIHOODS
 
+    #: a new run with the diagonal Normal guide takes the KL in closed form (``meanfield``)
+    #: unless an objective is named: measured 0.37 ± 0.01 nats better than the sampled KL of
+    #: ``elbo`` on binarized MNIST over two seeds (docs/vae.md, "sampled or closed-form KL");
+    #: other guides keep ``elbo`` (:func:`pyrovae.guides.base.objective_for`)
+    default_objective = "meanfield"
+
     @dataclass
     class Options:
         x_dim: int

@@ -83,6 +83,9 @@ class VarianceVAE(VAE):
     torch.Size([3, 6])
     """
 
+    #: the VAE's closed-form-KL default was measured without variance layers: ``elbo``
+    default_objective = None
+
     @dataclass
     class Options(VAE.Options):
         activation: str = "relu"
