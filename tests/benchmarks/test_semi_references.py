@@ -147,3 +147,22 @@ def test_m2_mnist_defaults_are_those_of_pyrovae_fit_for_m2():
     assert mod.alpha_of(Data, mod.build_parser().parse_args(["--alpha", "7"])) == 7.0
     with pytest.raises(SystemExit):  # one weight or the other
         mod.build_parser().parse_args(["--alpha", "7", "--alpha-scale", "2"])
+
+
+def test_m2_mnist_repeats_sets_the_labelled_rows_per_epoch():
+    from pyrovae.data.datasets import DataSet
+
+    mod = _module("m2_mnist")
+    g = torch.Generator().manual_seed(0)
+    split = lambda n: {"x": torch.rand(n, 4, generator=g), "y": torch.arange(n) % 10}  # noqa: E731
+    base = DataSet("toy", split(200), split(30), split(30), image_shape=(4,), binarize="none", num_classes=10)
+    args = mod.build_parser().parse_args(["--unlabelled", "100", "--num-valid", "7"])
+    assert args.repeats is None and args.baseline_steps == []
+    default = mod.m2_data(base, 20, 0, args)
+    assert default.repeats == round(0.1 * 120 / 20) == 1 and len(default.valid["x"]) == 7
+    args = mod.build_parser().parse_args(["--unlabelled", "100", "--repeats", "5", "--baseline-steps", "53", "90"])
+    more = mod.m2_data(base, 20, 0, args)
+    assert more.repeats == 5 and args.baseline_steps == [53, 90]
+    assert len(more.train["x"]) == 100 + 5 * 20 and int(more.train["labelled"].sum()) == 100
+    assert torch.equal(more.labelled_rows()["x"], default.labelled_rows()["x"])  # the same labels, only repeated more
+    assert more.paper_alpha == pytest.approx(default.paper_alpha / 5)
