@@ -10,7 +10,7 @@ import torch
 from pyrovae import NonFiniteLossError, fit, load_run
 from pyrovae.guides import DiagNormalGuide
 from pyrovae.models import VAE
-from pyrovae.infer.objectives import ELBO
+from pyrovae.infer.objectives import ELBO, MeanFieldELBO
 from pyrovae.registry import spec_of
 from pyrovae.training.run_folder import load_checkpoint
 
@@ -32,8 +32,10 @@ def _params(*modules):
     return torch.cat([p.detach().flatten() for m in modules for p in m.parameters()])
 
 
-class Interrupt(ELBO):
-    """An objective that stops the process (as Ctrl-C would) at a given step."""
+class Interrupt(MeanFieldELBO):
+    """An objective that stops the process (as Ctrl-C would) at a given step: the pair's default
+    objective (``meanfield`` for ``vae`` + ``diag``), so that the interrupted run trains as the
+    uninterrupted one with the defaults does."""
 
     def __init__(self, at_step):
         super().__init__()
