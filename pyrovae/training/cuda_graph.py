@@ -79,13 +79,8 @@ class GraphedStep:
         self.eager_steps = 0
 
     def __call__(self, batch: Dict[str, torch.Tensor], step: int) -> torch.Tensor:
-        if not self.enabled or step < self.static_from:
+        if not static_step(self, batch, step):
             return self._eager(batch, step)
-        signature = _signature(batch)
-        if self.signature is None:
-            self.signature = signature
-        if signature != self.signature:
-            return self._eager(batch, step)  # e.g. the last, smaller batch of an epoch
         if self.graph is None:
             if self.warmed < self.warmup:
                 return self._warmup(batch, step)
@@ -161,6 +156,20 @@ class GraphedStep:
         self.enabled = False
         self.graph = None
         self.on_fallback(message)
+
+
+def static_step(stepper, batch: Dict[str, torch.Tensor], step: int) -> bool:
+    """Whether a recorded step (this CUDA graph, or the CPU replay of
+    :mod:`pyrovae.training.replay`) may run this step: it is switched on, the step is at or past
+    ``static_from`` and the batch has the signature of the first one it saw (the last, smaller
+    batch of an epoch runs eagerly). ``stepper`` holds ``enabled``, ``static_from`` and
+    ``signature`` (set here on the first eligible step)."""
+    if not stepper.enabled or step < stepper.static_from:
+        return False
+    signature = _signature(batch)
+    if stepper.signature is None:
+        stepper.signature = signature
+    return signature == stepper.signature
 
 
 def _signature(batch: Dict[str, torch.Tensor]) -> tuple:

@@ -47,7 +47,7 @@ from typing import Callable, Dict, Optional
 import torch
 
 from pyrovae.infer.importance import preserved_rng
-from pyrovae.training.cuda_graph import _signature
+from pyrovae.training.cuda_graph import static_step
 
 
 class HostRead(RuntimeError):
@@ -155,13 +155,8 @@ class ReplayedStep:
         self.eager_steps = 0
 
     def __call__(self, batch: Dict[str, torch.Tensor], step: int) -> torch.Tensor:
-        if not self.enabled or step < self.static_from:
+        if not static_step(self, batch, step):
             return self._eager(batch, step)
-        signature = _signature(batch)
-        if self.signature is None:
-            self.signature = signature
-        if signature != self.signature:
-            return self._eager(batch, step)  # e.g. the last, smaller batch of an epoch
         if self.graph is None:
             if self.warmed < self.warmup:
                 self.warmed += 1
