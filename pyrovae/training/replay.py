@@ -28,6 +28,15 @@ does not keep). A step that reads a tensor on the host while recording (``.item(
 (batch norm's running statistics), a failed recording or check: each switches the replay off
 for the run with a one-line warning, and every step runs eagerly, as before.
 
+Indexing with a mask computed from the data (``x[mask]``, ``nonzero``, ``masked_select``,
+``unique``: an output whose size depends on values) is recorded as the operation itself, so a
+replay selects afresh from its own batch: Pyro's neural spline flows (identity outside the
+spline's box, ``outputs[outside] = inputs[outside]``) replay exactly. What cannot be replayed
+is such a selection's *size* read in Python (``sel.shape[0]`` as a divisor or a new tensor's
+shape): the recording keeps one batch's size. The recording lists its data-dependent
+operations; where the check then fails, or a later replay raises (the random state restored
+first), the warning names them and the step runs eagerly from then on.
+
 >>> step = ReplayedStep(None, lambda batch, step: batch["x"].sum(), enabled=False)
 >>> float(step({"x": torch.ones(3)}, 0))
 3.0
@@ -85,8 +94,14 @@ def _lean_recording():
 
     saved_meta = getattr(proxy_tensor, "set_meta", None)
     saved_stack = getattr(fx_config, "do_not_emit_stack_traces", None)
+
+    def dtype_only(proxy, value):  # what _data_dependent_shapes reads: an index's dtype
+        if isinstance(value, torch.Tensor):
+            proxy.node.meta["dtype"] = value.dtype
+        return proxy
+
     if saved_meta is not None:
-        proxy_tensor.set_meta = lambda proxy, value: proxy
+        proxy_tensor.set_meta = dtype_only
     if saved_stack is not None:
         fx_config.do_not_emit_stack_traces = True
     try:
@@ -108,6 +123,35 @@ def _mutated_inputs(graph_module) -> list:
             if (argument.alias_info is not None and argument.alias_info.is_write
                     and isinstance(value, torch.fx.Node) and value.op in ("placeholder", "get_attr")):
                 found.append(str(value.target))
+    return found
+
+
+def _dtype(node) -> Optional[torch.dtype]:
+    if not isinstance(node, torch.fx.Node):
+        return None
+    value = node.meta.get("val")
+    return node.meta.get("dtype", getattr(value, "dtype", None))
+
+
+def _data_dependent_shapes(graph_module) -> list:
+    """The recorded operations whose output's size depends on their inputs' values (torch's
+    ``dynamic_output_shape`` tag: ``nonzero``, ``masked_select``, ``unique``, ...; an ``index``
+    only with a boolean mask, an integer index having the index's shape), by name."""
+    found = []
+    for node in graph_module.graph.nodes:
+        target = node.target
+        if node.op != "call_function" or not isinstance(target, torch._ops.OpOverload):
+            continue
+        if torch.Tag.dynamic_output_shape not in target.tags:
+            continue
+        name = str(target.overloadpacket).replace("aten.", "")
+        if name == "index":
+            indices = node.args[1] if len(node.args) > 1 else ()
+            if not any(_dtype(i) in (torch.bool, torch.uint8) for i in indices):
+                continue
+            name = "a boolean-mask index"
+        if name not in found:
+            found.append(name)
     return found
 
 
@@ -146,6 +190,7 @@ class ReplayedStep:
         self.enabled, self.warmup, self.static_from = enabled, warmup, static_from
         self.on_fallback = on_fallback or (lambda message: warnings.warn(message, RuntimeWarning, stacklevel=3))
         self.graph = None
+        self.data_dependent: list = []  # the recording's operations with a data-dependent output size
         self.keys: tuple = ()
         self.params: list = []
         self.signature = None
@@ -163,9 +208,31 @@ class ReplayedStep:
                 self.previous = batch
                 return self._eager(batch, step)
             return self._record(batch, step)
+        if self.data_dependent:
+            return self._guarded_replay(batch, step)
         self.replays += 1
         loss = self.graph(*[batch[key] for key in self.keys], *self.params)
         return self._update(loss)
+
+    def _guarded_replay(self, batch, step):
+        """A replay of a recording with data-dependent sizes: where it raises (a size kept from
+        the recorded batch meets another), the draws it took are given back and the step runs
+        eagerly, as every later one."""
+        state = torch.get_rng_state()
+        optimizer = self.train_step.optimizer
+        try:
+            loss = self.graph(*[batch[key] for key in self.keys], *self.params)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        except Exception as error:  # noqa: BLE001 - the eager step raises what is a real error
+            optimizer.zero_grad(set_to_none=True)
+            torch.set_rng_state(state)
+            detail = f"a replay failed, {type(error).__name__}: {' '.join(str(error).split())}"
+            self._switch_off(self._sized_selection(detail))
+            return self._eager(batch, step)
+        self.replays += 1
+        optimizer.step()
+        return loss.detach()
 
     def _eager(self, batch, step):
         self.eager_steps += 1
@@ -208,17 +275,21 @@ class ReplayedStep:
             return self._eager(batch, step)
         loss = ran["loss"]
         mutated = _mutated_inputs(graph)
-        problem = (f"the step changes {mutated[0]!r} in place (e.g. batch norm's running statistics)"
-                   if mutated else self._check(graph, step))
-        if problem is not None:
-            self._switch_off(f"the training step cannot be replayed: {problem}; training continues eagerly")
+        self.data_dependent = _data_dependent_shapes(graph)
+        if mutated:
+            message = (f"the training step cannot be replayed: the step changes {mutated[0]!r} in place (e.g. batch "
+                       "norm's running statistics); training continues eagerly")
+        else:
+            message = self._check(graph, step)
+        if message is not None:
+            self._switch_off(message)
         else:
             self.graph, self.previous = graph, None
         return self._update(loss)
 
     def _check(self, graph, step) -> Optional[str]:
         """The replayed loss and gradients against the eager ones on the previous batch at the
-        same random state; None where they agree, else what differs."""
+        same random state; None where they agree, else the warning that says what differs."""
         batch = self.previous
         params = self.params
         try:
@@ -229,14 +300,27 @@ class ReplayedStep:
                 replayed = graph(*[batch[key] for key in self.keys], *params)
                 replayed_grads = torch.autograd.grad(replayed, params, allow_unused=True)
         except Exception as error:  # noqa: BLE001
-            return f"its check failed ({type(error).__name__}: {' '.join(str(error).split())[:200]})"
+            detail = f"{type(error).__name__}: {' '.join(str(error).split())}"
+            if self.data_dependent:
+                return self._sized_selection(f"its check on another batch failed, {detail}")
+            return f"the training step cannot be replayed: its check failed ({detail[:200]}); training continues eagerly"
         if not _close(eager.detach(), replayed.detach()):
-            return (f"the recorded step gives another loss on other data ({float(replayed):.6g}, eager "
-                    f"{float(eager):.6g}): it reads values on the host")
+            detail = f"{float(replayed.detach()):.6g}, eager {float(eager.detach()):.6g}"
+            if self.data_dependent:
+                return self._sized_selection(f"the recording gives another loss on another batch, {detail}")
+            return (f"the training step cannot be replayed: the recorded step gives another loss on other data "
+                    f"({detail}): it reads values on the host; training continues eagerly")
         if not all(_close(a, b) for a, b in zip(eager_grads, replayed_grads)):
-            return ("the recorded step gives other gradients (a torch.no_grad block, a tensor hook or a custom "
-                    "autograd function in the step, or values read on the host)")
+            return ("the training step cannot be replayed: the recorded step gives other gradients (a torch.no_grad "
+                    "block, a tensor hook or a custom autograd function in the step, or values read on the host); "
+                    "training continues eagerly")
         return None
+
+    def _sized_selection(self, detail: str) -> str:
+        """The warning for a recording with data-dependent sizes that does not hold on another batch."""
+        return (f"the training step indexes with a data-dependent mask ({', '.join(self.data_dependent)}) and the "
+                f"recording keeps one batch's size of the selection (read in Python: .shape, len) ({detail[:160]}); "
+                "it cannot be replayed and runs eagerly")
 
     @staticmethod
     def _describe(error: Exception) -> str:

@@ -1,7 +1,10 @@
 """The CPU step replayed from its recorded forward pass (pyrovae/training/replay.py): the same
 draws, losses and parameters as the eager step at the same seed, for the suite's pairs, a
-plain-function pair with a pyro.param, each objective; eager where it cannot apply, with a
-warning where the step cannot be recorded or replayed faithfully."""
+plain-function pair with a pyro.param, each objective, a spline flow (a boolean-mask index);
+eager where it cannot apply, with a warning where the step cannot be recorded or replayed
+faithfully."""
+
+import warnings
 
 import pyro
 import pyro.distributions as dist
@@ -11,11 +14,12 @@ import torch.nn.functional as F
 from pyro.distributions import constraints
 
 from pyrovae import fit
-from pyrovae.guides import DiagNormalGuide, IAFGuide
+from pyrovae.guides import DiagNormalGuide, IAFGuide, SplineFlowGuide
 from pyrovae.infer.objectives import ELBO, IWAE, MeanFieldELBO
 from pyrovae.models import VAE
 from pyrovae.training import setup as fit_setup
 from pyrovae.training.replay import ReplayedStep, replayable
+from pyrovae.training.setup import FitOptions, Setup
 
 X_DIM, Z_DIM = 12, 3
 
@@ -27,12 +31,16 @@ def data(n=65, seed=1):
 def suite_pair(guide_name):
     torch.manual_seed(0)
     model = VAE(X_DIM, Z_DIM, (16,))
+    if guide_name == "spline":  # a small box: many draws fall outside it, a selection that changes every batch
+        return model, SplineFlowGuide(X_DIM, Z_DIM, (16,), bound=0.5)
     guide = IAFGuide(X_DIM, Z_DIM, (16,), num_flows=2) if guide_name == "iaf" else DiagNormalGuide(X_DIM, Z_DIM, (16,))
     return model, guide
 
 
-def plain_pair(host_read=None, no_grad=False):
-    """A user's pair as plain functions: pyro.module in both, and a pyro.param (the prior's scale)."""
+def plain_pair(host_read=None, no_grad=False, selection=None):
+    """A user's pair as plain functions: pyro.module in both, and a pyro.param (the prior's scale);
+    ``selection``: the guide selects the positive pixels of x (a boolean-mask index) and reads
+    the selection's size in Python, as a divisor (``count``) or a shape (``shape``)."""
     torch.manual_seed(0)
     decoder, encoder = torch.nn.Linear(Z_DIM, X_DIM), torch.nn.Linear(X_DIM, 2 * Z_DIM)
 
@@ -52,6 +60,12 @@ def plain_pair(host_read=None, no_grad=False):
         pyro.module("encoder", encoder)
         with pyro.plate("data", x.shape[0]):
             loc, raw = encoder(x).split(Z_DIM, -1)
+            if selection is not None:
+                chosen = raw.sum(-1, keepdim=True).expand(x.shape)[x > 0]
+                if selection == "count":
+                    loc = loc + chosen.sum() / chosen.shape[0]
+                else:
+                    loc = loc + (chosen + x.new_zeros(chosen.shape[0])).mean()
             if no_grad:
                 with torch.no_grad():
                     raw = raw * 1.0
@@ -94,7 +108,8 @@ SLOW = pytest.mark.slow
 @pytest.mark.parametrize("pair,objective", [
     ("diag", "elbo"), pytest.param("diag", "iwae", marks=SLOW), ("iaf", "meanfield"),
     pytest.param("iaf", "iwae", marks=SLOW), pytest.param("plain", "elbo", marks=SLOW),
-    pytest.param("plain", "meanfield", marks=SLOW), ("plain", "iwae"),
+    pytest.param("plain", "meanfield", marks=SLOW), ("plain", "iwae"), ("spline", "elbo"),
+    pytest.param("spline", "iwae", marks=SLOW),
 ])
 def test_replayed_fit_equals_the_eager_fit(pair, objective, monkeypatch):
     make = (lambda: plain_pair()) if pair == "plain" else (lambda: suite_pair(pair))
@@ -104,6 +119,9 @@ def test_replayed_fit_equals_the_eager_fit(pair, objective, monkeypatch):
     # 3 eager warm-up steps, the recorded one, then replays; each epoch's partial last batch eagerly
     assert step.enabled and step.graph is not None
     assert step.replays == 14 - 2 - 4 and step.eager_steps == 2 + 3  # the 4th full batch: recorded
+    # the spline flow is the identity outside its box (Pyro: outputs[outside] = inputs[outside]):
+    # the recording keeps the boolean-mask index as an operation, each replay selects afresh
+    assert step.data_dependent == (["a boolean-mask index"] if pair == "spline" else [])
     _assert_same(replayed, eager)
 
 
@@ -147,6 +165,47 @@ def test_a_step_whose_gradients_the_recording_would_change_falls_back(monkeypatc
         *replayed, step = _fit(make, "elbo", True, monkeypatch)
     assert not step.enabled and step.replays == 0
     _assert_same(replayed, eager)
+
+
+@pytest.mark.parametrize("selection", ["count", "shape"])
+def test_a_step_that_keeps_a_selections_size_falls_back_naming_the_mask(selection, monkeypatch):
+    make = lambda: plain_pair(selection=selection)  # noqa: E731
+    *eager, _ = _fit(make, "elbo", False, monkeypatch)
+    with pytest.warns(RuntimeWarning, match=r"indexes with a data-dependent mask \(a boolean-mask index\)") as caught:
+        *replayed, step = _fit(make, "elbo", True, monkeypatch)
+    assert "it cannot be replayed and runs eagerly" in str(caught[-1].message)
+    assert not step.enabled and step.replays == 0
+    _assert_same(replayed, eager)
+
+
+def test_a_replay_that_meets_another_selection_size_runs_that_step_eagerly():
+    """Recorded and checked on batches with as many positive pixels, the recording keeps that
+    count as a shape; the batch with another count runs eagerly, with the same draws."""
+    def rows(n, ones):
+        x = torch.zeros(n, X_DIM)
+        x[:, :ones] = 1
+        return x
+
+    batches = [rows(10, 4), rows(10, 4), rows(10, 5), rows(10, 4)]
+    runs = []
+    for replay in (False, True):
+        pyro.clear_param_store()
+        model, guide = plain_pair(selection="shape")
+        torch.manual_seed(3)
+        setup = Setup(model, guide, torch.cat(batches), "elbo", 10, 1e-2, 3,
+                      FitOptions(replay=replay, progress=False, figures=False, valid_every=0))
+        setup.step.warmup = 1
+        with pyro.validation_enabled(False), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            losses = [float(setup.step({"x": x}, i)) for i, x in enumerate(batches)]
+        runs.append((losses, [v.detach().clone() for _, v in sorted(pyro.get_param_store().items())], setup.step))
+    (eager, eager_params, _), (replayed, replayed_params, step) = runs
+    [message] = [str(w.message) for w in caught if "replay" in str(w.message)]
+    assert "indexes with a data-dependent mask (a boolean-mask index)" in message and "a replay failed" in message
+    assert step.replays == 0 and step.eager_steps == 3 and not step.enabled  # 0 eager, 1 recorded, 2 failed: eager
+    assert replayed == pytest.approx(eager, rel=1e-6)
+    for a, b in zip(replayed_params, eager_params):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_the_replay_waits_for_the_kl_warmup(monkeypatch):
