@@ -114,7 +114,8 @@ def _lean_recording():
 
 
 def _mutated_inputs(graph_module) -> list:
-    """Names of recorded inputs and constants that an operation changes in place."""
+    """The recorded inputs and constants (placeholder and get_attr nodes) that an operation
+    changes in place."""
     found = []
     for node in graph_module.graph.nodes:
         if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
@@ -122,8 +123,25 @@ def _mutated_inputs(graph_module) -> list:
         for argument, value in zip(node.target._schema.arguments, node.args):
             if (argument.alias_info is not None and argument.alias_info.is_write
                     and isinstance(value, torch.fx.Node) and value.op in ("placeholder", "get_attr")):
-                found.append(str(value.target))
+                found.append(value)
     return found
+
+
+def _written(graph_module, node, input_names: list, module: torch.nn.Module) -> str:
+    """What a user calls the tensor that ``node`` (from :func:`_mutated_inputs`) stands for:
+    a batch key or parameter (``input_names``, in placeholder order), a buffer of ``module``,
+    or else its shape (a module's tensor reached otherwise, e.g. through ``pyro.module``)."""
+    if node.op == "placeholder":
+        placeholders = [n for n in graph_module.graph.nodes if n.op == "placeholder"]
+        return input_names[placeholders.index(node)]
+    value = getattr(graph_module, str(node.target), None)
+    names = {}
+    for member in getattr(module, "pair", [module] if module is not None else []):  # a LossModule's model, guide
+        names.update({id(buffer): f"{type(member).__name__}.{name}" for name, buffer in member.named_buffers()})
+    if id(value) in names:
+        return f"the buffer {names[id(value)]!r}"
+    shape = tuple(value.shape) if isinstance(value, torch.Tensor) else ()
+    return f"a tensor of shape {shape} held outside its inputs (a module's buffer)"
 
 
 def _dtype(node) -> Optional[torch.dtype]:
@@ -277,8 +295,11 @@ class ReplayedStep:
         mutated = _mutated_inputs(graph)
         self.data_dependent = _data_dependent_shapes(graph)
         if mutated:
-            message = (f"the training step cannot be replayed: the step changes {mutated[0]!r} in place (e.g. batch "
-                       "norm's running statistics); training continues eagerly")
+            names = [f"the batch's {key!r}" for key in self.keys] + [
+                f"a parameter of shape {tuple(p.shape)}" for p in self.params]
+            written = _written(graph, mutated[0], names, getattr(self.train_step, "module", None))
+            message = (f"the training step cannot be replayed: the step changes {written} in place (e.g. batch "
+                       "norm's running statistics in train mode); training continues eagerly")
         else:
             message = self._check(graph, step)
         if message is not None:

@@ -4,6 +4,7 @@ plain-function pair with a pyro.param, each objective, a spline flow (a boolean-
 eager where it cannot apply, with a warning where the step cannot be recorded or replayed
 faithfully."""
 
+import re
 import warnings
 
 import pyro
@@ -37,12 +38,18 @@ def suite_pair(guide_name):
     return model, guide
 
 
-def plain_pair(host_read=None, no_grad=False, selection=None):
+def plain_pair(host_read=None, no_grad=False, selection=None, in_place=None):
     """A user's pair as plain functions: pyro.module in both, and a pyro.param (the prior's scale);
     ``selection``: the guide selects the positive pixels of x (a boolean-mask index) and reads
-    the selection's size in Python, as a divisor (``count``) or a shape (``shape``)."""
+    the selection's size in Python, as a divisor (``count``) or a shape (``shape``);
+    ``in_place``: the guide's encoder changes a buffer in place on every call, batch norm's running
+    statistics in train mode (``batch_norm``) or a running mean of x it centres x with (``buffer``)."""
     torch.manual_seed(0)
     decoder, encoder = torch.nn.Linear(Z_DIM, X_DIM), torch.nn.Linear(X_DIM, 2 * Z_DIM)
+    if in_place == "batch_norm":
+        encoder = torch.nn.Sequential(encoder, torch.nn.BatchNorm1d(2 * Z_DIM))
+    elif in_place == "buffer":
+        encoder.register_buffer("x_mean", torch.zeros(X_DIM))
 
     def model(x):
         pyro.module("decoder", decoder)
@@ -58,6 +65,9 @@ def plain_pair(host_read=None, no_grad=False, selection=None):
 
     def guide(x):
         pyro.module("encoder", encoder)
+        if in_place == "buffer":
+            encoder.x_mean.mul_(0.9).add_(0.1 * x.mean(0))
+            x = x - encoder.x_mean
         with pyro.plate("data", x.shape[0]):
             loc, raw = encoder(x).split(Z_DIM, -1)
             if selection is not None:
@@ -71,6 +81,7 @@ def plain_pair(host_read=None, no_grad=False, selection=None):
                     raw = raw * 1.0
             pyro.sample("z", dist.Normal(loc, F.softplus(raw) + 1e-5).to_event(1))
 
+    guide.buffers = encoder.buffers  # what the in-place tests compare
     return model, guide
 
 
@@ -206,6 +217,37 @@ def test_a_replay_that_meets_another_selection_size_runs_that_step_eagerly():
     assert replayed == pytest.approx(eager, rel=1e-6)
     for a, b in zip(replayed_params, eager_params):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("in_place,written", [
+    ("batch_norm", "a tensor of shape () held outside its inputs"),
+    ("buffer", "a tensor of shape (12,) held outside its inputs"),
+    ("suite_batch_norm", "the buffer 'DiagNormalGuide.encoder.1.num_batches_tracked'"),
+])
+def test_a_step_that_changes_a_buffer_in_place_falls_back(in_place, written, monkeypatch):
+    """The recording run is the step itself (its in-place writes happen once, as eagerly); the
+    replay is refused before its check, and the run trains as --no-replay, buffers included."""
+    buffers = []
+
+    def make():
+        if in_place == "suite_batch_norm":  # the suite's guide with batch norm after its encoder, train mode
+            model, guide = suite_pair("diag")
+            guide.encoder = torch.nn.Sequential(guide.encoder, torch.nn.BatchNorm1d(2 * Z_DIM))
+        else:
+            model, guide = plain_pair(in_place=in_place)
+        buffers.append(list(guide.buffers()))
+        return model, guide
+
+    *eager, _ = _fit(make, "elbo", False, monkeypatch)
+    with pytest.warns(RuntimeWarning, match=r"cannot be replayed: the step changes " + re.escape(written)) as caught:
+        *replayed, step = _fit(make, "elbo", True, monkeypatch)
+    assert "training continues eagerly" in str(caught[-1].message)
+    assert not step.enabled and step.replays == 0 and step.eager_steps == 14 - 1  # the 4th full batch: recorded
+    _assert_same(replayed, eager)
+    eager_buffers, replayed_buffers = buffers
+    assert len(replayed_buffers) == len(eager_buffers) > 0
+    for a, b in zip(replayed_buffers, eager_buffers):
+        assert torch.equal(a, b) if a.dtype == torch.long else torch.allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_the_replay_waits_for_the_kl_warmup(monkeypatch):
