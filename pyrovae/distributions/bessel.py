@@ -51,7 +51,6 @@ from fractions import Fraction
 from typing import List, Tuple
 
 import torch
-from torch.autograd.function import once_differentiable
 
 DEBYE_ORDER = 15.0  # the expansion is used at orders >= this
 DEBYE_TERMS = 11  # u_0 .. u_10
@@ -191,58 +190,36 @@ def _check_order(v) -> float:
     return float(v)
 
 
-class _LogBesselIve(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, v):
-        log_ive, ratio = _log_ive_and_ratio(v, x)
-        ctx.v = v
-        ctx.save_for_backward(x, ratio.to(x.dtype))
-        return log_ive.to(x.dtype)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        x, ratio = ctx.saved_tensors
-        return grad * (ratio + ctx.v / x - 1), None
-
-
-class _BesselRatio(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, v):
-        _, ratio = _log_ive_and_ratio(v, x)
-        ratio = ratio.to(x.dtype)
-        ctx.v = v
-        ctx.save_for_backward(x, ratio)
-        return ratio
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        x, ratio = ctx.saved_tensors
-        return grad * (1 - ratio * ratio - (2 * ctx.v + 1) * ratio / x), None
+def with_slope(value: torch.Tensor, x: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
+    """``value`` (computed without a graph) as a function of ``x`` whose derivative is ``slope``:
+    ``value + slope * (x - x.detach())``, the same numbers as ``value`` (the added term is zero,
+    taken as zero where ``slope`` is not finite) and the gradient ``grad * slope`` into ``x``, as
+    a custom ``autograd.Function`` with that backward would give. Plain tensor operations, so a
+    recording of the step (``make_fx``, :mod:`pyrovae.training.replay`) keeps the gradient,
+    where it inlines an ``autograd.Function``'s forward and loses its backward. First-order
+    only, as the functions it stands for (``once_differentiable``)."""
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return value
+    term = slope.detach() * (x - x.detach()).to(slope.dtype)  # in slope's dtype, as grad * slope was
+    return value + torch.nan_to_num(term, nan=0.0, posinf=0.0, neginf=0.0).to(value.dtype)
 
 
-class _LogBesselIveAndRatio(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, v):
-        log_ive, ratio = _log_ive_and_ratio(v, x)
-        ratio = ratio.to(x.dtype)
-        ctx.v = v
-        ctx.set_materialize_grads(False)
-        ctx.save_for_backward(x, ratio)
-        return log_ive.to(x.dtype), ratio
+def _log_ive_slope(v: float, x: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
+    """d/dx log Ive_v(x) = rho_v + v / x - 1."""
+    return ratio + v / x - 1
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_log, grad_ratio):
-        x, ratio = ctx.saved_tensors
-        grad = None
-        if grad_log is not None:
-            grad = grad_log * (ratio + ctx.v / x - 1)
-        if grad_ratio is not None:
-            part = grad_ratio * (1 - ratio * ratio - (2 * ctx.v + 1) * ratio / x)
-            grad = part if grad is None else grad + part
-        return grad, None
+
+def _ratio_slope(v: float, x: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
+    """d/dx rho_v(x) = 1 - rho_v^2 - (2 v + 1) rho_v / x."""
+    return 1 - ratio * ratio - (2 * v + 1) * ratio / x
+
+
+def _evaluate(v: float, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """log Ive_v(x) and rho_v(x) in x's dtype, computed without a graph, and x detached."""
+    plain = x.detach()
+    with torch.no_grad():
+        log_ive, ratio = _log_ive_and_ratio(v, plain)
+    return log_ive.to(x.dtype), ratio.to(x.dtype), plain
 
 
 def log_bessel_ive_and_ratio(v: float, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -256,7 +233,9 @@ def log_bessel_ive_and_ratio(v: float, x: torch.Tensor) -> Tuple[torch.Tensor, t
     """
     v = _check_order(v)
     x = torch.as_tensor(x, dtype=torch.get_default_dtype()) if not isinstance(x, torch.Tensor) else x
-    return _LogBesselIveAndRatio.apply(x, v)
+    log_ive, ratio, plain = _evaluate(v, x)
+    return (with_slope(log_ive, x, _log_ive_slope(v, plain, ratio)),
+            with_slope(ratio, x, _ratio_slope(v, plain, ratio)))
 
 
 def log_bessel_ive(v: float, x: torch.Tensor) -> torch.Tensor:
@@ -268,7 +247,8 @@ def log_bessel_ive(v: float, x: torch.Tensor) -> torch.Tensor:
     """
     v = _check_order(v)
     x = torch.as_tensor(x, dtype=torch.get_default_dtype()) if not isinstance(x, torch.Tensor) else x
-    return _LogBesselIve.apply(x, v)
+    log_ive, ratio, plain = _evaluate(v, x)
+    return with_slope(log_ive, x, _log_ive_slope(v, plain, ratio))
 
 
 def log_bessel_iv(v: float, x: torch.Tensor) -> torch.Tensor:
@@ -282,4 +262,5 @@ def bessel_ratio(v: float, x: torch.Tensor) -> torch.Tensor:
     :math:`A_d(\\kappa)` = ``bessel_ratio(d / 2 - 1, kappa)``."""
     v = _check_order(v)
     x = torch.as_tensor(x, dtype=torch.get_default_dtype()) if not isinstance(x, torch.Tensor) else x
-    return _BesselRatio.apply(x, v)
+    _, ratio, plain = _evaluate(v, x)
+    return with_slope(ratio, x, _ratio_slope(v, plain, ratio))

@@ -32,7 +32,7 @@ the end) and :math:`x` on geometric panels :math:`[0, 2^{-3}], \\dots, [2^5, 2^6
 a 12-point Gauss-Legendre rule: relative error below :math:`10^{-9}` against adaptive
 quadrature for :math:`d` from 2 to 1000 and :math:`\\kappa` from :math:`10^{-2}` to
 :math:`10^4` (tested). The cost is that of 120 evaluations of :math:`\\log h` per draw, in the
-backward pass only.
+forward pass, and only where a gradient is needed.
 
 >>> import torch
 >>> theta = torch.tensor([0.3, 1.0])  # d = 3 has F(theta) = (1 - e^{-kappa u}) / (1 - e^{-2 kappa})
@@ -53,9 +53,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 import torch
-from torch.autograd.function import once_differentiable
 
-from pyrovae.distributions.bessel import bessel_ratio
+from pyrovae.distributions.bessel import bessel_ratio, with_slope
 
 CHUNK = 8192  # draws per quadrature pass (bounds the (chunk, 10, 12) float64 temporaries)
 PANEL_EDGES = [0.0] + [2.0 ** k for k in range(-3, 7)]  # in units of the length scale L
@@ -135,32 +134,17 @@ def _angle_gradient_flat(theta: torch.Tensor, kappa: torch.Tensor, dim: int, rat
     return side * scale * (weight * integrand).sum((-2, -1))
 
 
-class _ImplicitAngle(torch.autograd.Function):
-    """theta = 2 atan(sqrt(b epsilon / (1 - epsilon))) from Wood's accepted proposal epsilon,
-    with the implicit gradient in kappa (no gradient into epsilon)."""
-
-    @staticmethod
-    def forward(ctx, epsilon, kappa, dim, ratio):
-        b = wood_b(kappa, dim)
-        # tan(theta / 2)^2 = (1 - w) / (1 + w) = b epsilon / (1 - epsilon)
-        theta = 2 * torch.atan(torch.sqrt(b * epsilon / (1 - epsilon)))
-        ctx.dim = dim
-        ctx.save_for_backward(theta, kappa, ratio)
-        return theta
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad):
-        theta, kappa, ratio = ctx.saved_tensors
-        if not ctx.needs_input_grad[1]:
-            return None, None, None, None
-        return None, (grad * angle_gradient(theta, kappa, ctx.dim, ratio)).to(kappa.dtype), None, None
-
-
 def implicit_angle(epsilon: torch.Tensor, kappa: torch.Tensor, dim: int,
                    ratio: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The angle :math:`\\theta = \\arccos(\\mu^\\top z)` of the draw whose Wood proposal was
     ``epsilon``, differentiable in ``kappa`` by implicit reparameterization (``ratio``:
-    :math:`A_d(\\kappa)`, broadcastable, where it is known already; it is computed in the backward
-    pass otherwise)."""
-    return _ImplicitAngle.apply(epsilon, kappa, dim, None if ratio is None else ratio.detach())
+    :math:`A_d(\\kappa)`, broadcastable, where it is known already; computed here otherwise).
+    The gradient is computed with the angle, where one is needed (:func:`~pyrovae.distributions.bessel.with_slope`)."""
+    plain = kappa.detach()
+    with torch.no_grad():  # tan(theta / 2)^2 = (1 - w) / (1 + w) = b epsilon / (1 - epsilon)
+        epsilon = epsilon.detach()
+        theta = 2 * torch.atan(torch.sqrt(wood_b(plain, dim) * epsilon / (1 - epsilon)))
+    if not (torch.is_grad_enabled() and kappa.requires_grad):
+        return theta
+    slope = angle_gradient(theta, plain, dim, None if ratio is None else ratio.detach())
+    return with_slope(theta, kappa, slope)
