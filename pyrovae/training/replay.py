@@ -23,10 +23,18 @@ It is checked before use: on the previous batch, at the same random state, the r
 loss and gradients must equal the eager step's to float rounding (the recording was made on
 other data and other draws, so a value read on the host and frozen into the recording shows
 up here, as do a ``torch.no_grad`` block or a custom autograd function, which the recording
-does not keep). A step that reads a tensor on the host while recording (``.item()``, a Python
-``if`` on a tensor, ``.tolist()``, ``.numpy()``), a recording that changes a tensor in place
-(batch norm's running statistics), a failed recording or check: each switches the replay off
-for the run with a one-line warning, and every step runs eagerly, as before.
+does not keep). A step that reads a tensor's values on the host while recording (``.item()``,
+``.tolist()``, ``.numpy()``), a recording that changes a tensor in place (batch norm's running
+statistics), a failed recording or check: each switches the replay off for the run with a
+one-line warning, and every step runs eagerly, as before.
+
+A Python ``if`` or ``while`` on a tensor (``bool(t)``: a rejection sampler's "any entry left?")
+is recorded as a branch: the recording keeps the way it went and returns ``t`` besides the
+loss, and each replay checks that its own ``t`` goes the same way. Where it does not (the von
+Mises-Fisher sampler's rare extra round), the replay's draws are given back (the random state
+restored) and that step runs eagerly: the same draws and numbers as eager. A recording that
+took the rare way (its replays missing in at least a quarter of the steps) is made again, at
+most three times in a run.
 
 Indexing with a mask computed from the data (``x[mask]``, ``nonzero``, ``masked_select``,
 ``unique``: an output whose size depends on values) is recorded as the operation itself, so a
@@ -64,10 +72,29 @@ class HostRead(RuntimeError):
 
 
 @contextlib.contextmanager
-def _host_reads_refused():
-    """``Tensor.tolist`` / ``numpy`` / ``__array__`` raise :class:`HostRead` while active
-    (``make_fx`` refuses ``.item()`` and ``bool(t)`` itself, but lets these through silently)."""
-    saved = {name: getattr(torch.Tensor, name) for name in ("tolist", "numpy", "__array__")}
+def _host_reads(branches: list):
+    """While recording: ``bool(t)`` (a Python ``if`` or ``while`` on a tensor) reads the value
+    and appends ``(t, value)`` to ``branches``, so the recording can return ``t`` and each replay
+    check that it went the same way; ``Tensor.tolist`` / ``numpy`` / ``__array__`` raise
+    :class:`HostRead` (``make_fx`` refuses ``.item()`` itself, but lets these through silently)."""
+    from torch.fx.experimental.proxy_tensor import disable_proxy_modes_tracing
+
+    saved = {name: getattr(torch.Tensor, name) for name in ("tolist", "numpy", "__array__", "__bool__")}
+    read_bool = saved["__bool__"]
+
+    reading = []
+
+    def branch(self):
+        if reading:  # the read below comes back here through make_fx's __torch_function__ mode
+            return read_bool(self)
+        reading.append(self)
+        try:
+            with disable_proxy_modes_tracing():
+                value = read_bool(self)
+        finally:
+            reading.pop()
+        branches.append((self, value))
+        return value
 
     def refuse(name):
         def method(self, *args, **kwargs):
@@ -75,7 +102,7 @@ def _host_reads_refused():
         return method
 
     for name in saved:
-        setattr(torch.Tensor, name, refuse(name))
+        setattr(torch.Tensor, name, branch if name == "__bool__" else refuse(name))
     try:
         yield
     finally:
@@ -186,6 +213,13 @@ def _close(a: Optional[torch.Tensor], b: Optional[torch.Tensor]) -> bool:
     return bool(torch.allclose(a, b, rtol=1e-4, atol=1e-6 + 1e-5 * scale, equal_nan=True))
 
 
+#: a replay that branches another way than its recording this often (and at least in a quarter of
+#: the replays) has its recording made again, at most MAX_RECORDINGS times in a run
+MISSES_TO_RERECORD = 4
+MAX_RECORDINGS = 3
+_OTHER_BRANCH = "the check's batch went another way"
+
+
 class ReplayedStep:
     """Replay the recorded forward pass of a training step for every full-size batch.
 
@@ -209,6 +243,9 @@ class ReplayedStep:
         self.on_fallback = on_fallback or (lambda message: warnings.warn(message, RuntimeWarning, stacklevel=3))
         self.graph = None
         self.data_dependent: list = []  # the recording's operations with a data-dependent output size
+        self.branches: tuple = ()  # the values bool(t) gave while recording, each replay's to match
+        self.missed = 0  # replays of this recording that went another way (run eagerly instead)
+        self.recordings = 0
         self.keys: tuple = ()
         self.params: list = []
         self.signature = None
@@ -226,20 +263,30 @@ class ReplayedStep:
                 self.previous = batch
                 return self._eager(batch, step)
             return self._record(batch, step)
-        if self.data_dependent:
+        if self.data_dependent or self.branches:
             return self._guarded_replay(batch, step)
         self.replays += 1
-        loss = self.graph(*[batch[key] for key in self.keys], *self.params)
+        loss, _ = self._run(self.graph, batch)
         return self._update(loss)
 
+    def _run(self, graph, batch):
+        """The recording on ``batch``: its loss, and whether each ``bool(t)`` went as recorded."""
+        loss, *branches = graph(*[batch[key] for key in self.keys], *self.params)
+        return loss, all(bool(read) == value for read, value in zip(branches, self.branches))
+
     def _guarded_replay(self, batch, step):
-        """A replay of a recording with data-dependent sizes: where it raises (a size kept from
-        the recorded batch meets another), the draws it took are given back and the step runs
-        eagerly, as every later one."""
+        """A replay of a recording with data-dependent sizes or branches: where it raises (a size
+        kept from the recorded batch meets another), the draws it took are given back and the
+        step runs eagerly, as every later one; where a branch goes another way than recorded
+        (e.g. a rejection sampler's rare extra round), the draws are given back and this step
+        runs eagerly (the same draws, so the same numbers as eager)."""
         state = torch.get_rng_state()
         optimizer = self.train_step.optimizer
         try:
-            loss = self.graph(*[batch[key] for key in self.keys], *self.params)
+            loss, same_way = self._run(self.graph, batch)
+            if not same_way:
+                torch.set_rng_state(state)
+                return self._missed(batch, step)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
         except Exception as error:  # noqa: BLE001 - the eager step raises what is a real error
@@ -251,6 +298,21 @@ class ReplayedStep:
         self.replays += 1
         optimizer.step()
         return loss.detach()
+
+    def _missed(self, batch, step):
+        """This step eagerly, its replay having branched another way. Where that is common (the
+        recording took a rare branch), the recording is made again on the next step, twice at
+        most; then the replay is switched off."""
+        self.missed += 1
+        if self.missed >= MISSES_TO_RERECORD and 4 * self.missed > self.replays:
+            if self.recordings >= MAX_RECORDINGS:
+                self._switch_off(f"the training step branches on tensor values in Python (an if or while on a "
+                                 f"tensor) and went another way than recorded in {self.missed} of "
+                                 f"{self.missed + self.replays} steps, over {self.recordings} recordings; it runs "
+                                 "eagerly")
+            else:
+                self.graph, self.previous = None, batch  # recorded again on the next step
+        return self._eager(batch, step)
 
     def _eager(self, batch, step):
         self.eager_steps += 1
@@ -276,22 +338,24 @@ class ReplayedStep:
 
         self.keys = tuple(batch)
         self.params = [p for group in self.train_step.optimizer.param_groups for p in group["params"]]
-        ran = {}
+        ran, branches = {}, []
 
         def forward(*inputs):
             ran["loss"] = self._forward(dict(zip(self.keys, inputs)), step)
-            return ran["loss"]
+            return (ran["loss"], *[read for read, _ in branches])
 
         inputs = [batch[key] for key in self.keys] + self.params
         state = torch.get_rng_state()
+        self.recordings += 1
         try:
-            with _host_reads_refused(), _lean_recording():
+            with _host_reads(branches), _lean_recording():
                 graph = make_fx(forward, tracing_mode="real")(*inputs)
         except Exception as error:  # noqa: BLE001 - any failure means: eager from now on
             self._switch_off(self._describe(error))
             torch.set_rng_state(state)  # the draws of the unfinished run, taken back
             return self._eager(batch, step)
         loss = ran["loss"]
+        self.branches, self.missed, self.replays = tuple(value for _, value in branches), 0, 0
         mutated = _mutated_inputs(graph)
         self.data_dependent = _data_dependent_shapes(graph)
         if mutated:
@@ -302,7 +366,13 @@ class ReplayedStep:
                        "norm's running statistics in train mode); training continues eagerly")
         else:
             message = self._check(graph, step)
-        if message is not None:
+        if message is _OTHER_BRANCH:  # the check's batch went another way: recorded again on the next
+            self.previous = batch
+            if self.recordings >= MAX_RECORDINGS:
+                self._switch_off(f"the training step branches on tensor values in Python (an if or while on a "
+                                 f"tensor) and {self.recordings} recordings went another way on their checks' "
+                                 "batches; it runs eagerly")
+        elif message is not None:
             self._switch_off(message)
         else:
             self.graph, self.previous = graph, None
@@ -318,7 +388,9 @@ class ReplayedStep:
                 eager = self._forward(batch, step)
                 eager_grads = torch.autograd.grad(eager, params, allow_unused=True)
             with preserved_rng():
-                replayed = graph(*[batch[key] for key in self.keys], *params)
+                replayed, same_way = self._run(graph, batch)
+                if not same_way:
+                    return _OTHER_BRANCH
                 replayed_grads = torch.autograd.grad(replayed, params, allow_unused=True)
         except Exception as error:  # noqa: BLE001
             detail = f"{type(error).__name__}: {' '.join(str(error).split())}"
@@ -347,8 +419,8 @@ class ReplayedStep:
     def _describe(error: Exception) -> str:
         text = " ".join(str(error).split())
         if isinstance(error, HostRead) or "_local_scalar_dense" in text or "data-dependent" in text:
-            return ("the training step reads tensor values on the host (.item(), a Python if on a tensor, "
-                    ".tolist()); it cannot be replayed and runs eagerly")
+            return ("the training step reads tensor values on the host (.item(), .tolist(), .numpy()); it cannot "
+                    "be replayed and runs eagerly")
         return (f"recording the training step for replay failed ({type(error).__name__}: {text[:200]}); "
                 "training continues eagerly")
 

@@ -38,12 +38,15 @@ def suite_pair(guide_name):
     return model, guide
 
 
-def plain_pair(host_read=None, no_grad=False, selection=None, in_place=None):
+def plain_pair(host_read=None, no_grad=False, selection=None, in_place=None, branch=None):
     """A user's pair as plain functions: pyro.module in both, and a pyro.param (the prior's scale);
     ``selection``: the guide selects the positive pixels of x (a boolean-mask index) and reads
     the selection's size in Python, as a divisor (``count``) or a shape (``shape``);
     ``in_place``: the guide's encoder changes a buffer in place on every call, batch norm's running
-    statistics in train mode (``batch_norm``) or a running mean of x it centres x with (``buffer``)."""
+    statistics in train mode (``batch_norm``) or a running mean of x it centres x with (``buffer``);
+    ``branch``: the guide's draw has a Python ``while`` on a tensor, a rejection loop that redraws
+    the noise beyond ``branch`` standard deviations (rarely taken at 2.8: about one batch in seven),
+    or (``"data"``) an ``if`` on the batch's values that goes either way."""
     torch.manual_seed(0)
     decoder, encoder = torch.nn.Linear(Z_DIM, X_DIM), torch.nn.Linear(X_DIM, 2 * Z_DIM)
     if in_place == "batch_norm":
@@ -76,6 +79,15 @@ def plain_pair(host_read=None, no_grad=False, selection=None, in_place=None):
                     loc = loc + chosen.sum() / chosen.shape[0]
                 else:
                     loc = loc + (chosen + x.new_zeros(chosen.shape[0])).mean()
+            if branch == "data":
+                loc = loc * (2.0 if bool(x[:, 0].sum() > x.shape[0] / 2) else 1.0)
+            elif branch is not None:
+                noise = torch.randn(x.shape[0], Z_DIM)
+                beyond = noise.abs() > branch
+                while bool(beyond.any()):
+                    noise = torch.where(beyond, torch.randn_like(noise), noise)
+                    beyond = noise.abs() > branch
+                loc = loc + 0.1 * noise
             if no_grad:
                 with torch.no_grad():
                     raw = raw * 1.0
@@ -85,7 +97,7 @@ def plain_pair(host_read=None, no_grad=False, selection=None, in_place=None):
     return model, guide
 
 
-def _fit(make, objective, replay, monkeypatch, **options):
+def _fit(make, objective, replay, monkeypatch, epochs=2, **options):
     """Two epochs (6 full batches and a partial one each); the losses, the trained tensors, and
     the ReplayedStep fit built."""
     made = []
@@ -98,7 +110,7 @@ def _fit(make, objective, replay, monkeypatch, **options):
     monkeypatch.setattr(fit_setup, "ReplayedStep", Spy)
     pyro.clear_param_store()
     model, guide = make()
-    result = fit(model, guide, data(), objective=objective, epochs=2, batch_size=10, seed=3, progress=False,
+    result = fit(model, guide, data(), objective=objective, epochs=epochs, batch_size=10, seed=3, progress=False,
                  figures=False, replay=replay, **options)
     tensors = [p.detach().clone() for m in (model, guide) if isinstance(m, torch.nn.Module) for p in m.parameters()]
     tensors += [v.detach().clone() for _, v in sorted(pyro.get_param_store().items())]
@@ -150,12 +162,12 @@ def test_the_replay_draws_the_eager_steps_noise():
         step({"x": x[10:]}, 1)  # recorded and checked
         assert step.graph is not None
         torch.manual_seed(5)
-        replayed = step.graph(x[:10], *step.params)
+        replayed = step.graph(x[:10], *step.params)[0]
         torch.manual_seed(5)
         with train_step.quiet:
             eager = module({"x": x[:10]}, 2)
         torch.manual_seed(6)
-        other = step.graph(x[:10], *step.params)
+        other = step.graph(x[:10], *step.params)[0]
     assert torch.equal(replayed, eager) and not torch.equal(replayed, other)
 
 
@@ -166,6 +178,32 @@ def test_a_step_that_reads_the_host_falls_back_with_a_warning(host_read, monkeyp
     with pytest.warns(RuntimeWarning, match="reads tensor values on the host"):
         *replayed, step = _fit(make, "elbo", True, monkeypatch)
     assert not step.enabled and step.replays == 0
+    _assert_same(replayed, eager)
+
+
+def test_a_branch_on_a_tensor_is_replayed_and_a_replay_that_goes_another_way_runs_eagerly(monkeypatch):
+    """A rejection loop (``while bool(t)``): the recording keeps the way it went, each replay
+    checks its own; where it goes another way the step runs eagerly from the same random state,
+    so the run equals the eager run draw for draw."""
+    make = lambda: plain_pair(branch=2.8)  # noqa: E731
+    *eager, _ = _fit(make, "elbo", False, monkeypatch, epochs=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no fallback warning
+        *replayed, step = _fit(make, "elbo", True, monkeypatch, epochs=4)
+    assert step.enabled and step.graph is not None and step.branches
+    assert step.replays > 0 and step.missed > 0  # both ways met in 24 full batches
+    # 28 steps: the recorded one, replays, and eagerly the warm-up, the partial batches, the misses
+    assert step.replays + step.eager_steps + step.recordings == 28
+    assert step.eager_steps == 3 + 4 + step.missed
+    _assert_same(replayed, eager)
+
+
+def test_a_branch_that_goes_either_way_is_recorded_again_then_switched_off(monkeypatch):
+    make = lambda: plain_pair(branch="data")  # noqa: E731
+    *eager, _ = _fit(make, "elbo", False, monkeypatch, epochs=8)
+    with pytest.warns(RuntimeWarning, match=r"branches on tensor values in Python \(an if or while on a tensor\)"):
+        *replayed, step = _fit(make, "elbo", True, monkeypatch, epochs=8)
+    assert not step.enabled and step.recordings == 3
     _assert_same(replayed, eager)
 
 
