@@ -342,12 +342,31 @@ def _binarize_splits(train, valid, test, binarize):
         split["x"] = torch.bernoulli(split["x"], generator=generator)
 
 
+def _read_digits():
+    """scikit-learn's 8x8 digits as ``load_digits(return_X_y=True)`` gives them (float64 pixels
+    0..16, int labels), read from the file scikit-learn ships (``sklearn/datasets/data/digits.csv.gz``,
+    as its loader reads it) without importing scikit-learn: its import alone costs about a CPU
+    second, and the digits are the default job's data."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataNotFoundError("the digits data set comes with scikit-learn, which is not installed: "
+                                "pip install scikit-learn")
+    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "digits.csv.gz"
+    if not path.is_file():  # a scikit-learn laid out otherwise: its own loader
+        from sklearn.datasets import load_digits
+
+        return load_digits(return_X_y=True)
+    with gzip.open(path) as file:
+        table = np.loadtxt(file, delimiter=",")
+    return table[:, :-1], table[:, -1].astype(int)
+
+
 @register_dataset("digits")
 def _load_digits(data_dir, binarize, valid_size) -> DataSet:
     """scikit-learn's 8x8 digits (1797 images, 0..16): test 300, valid 297, train 1200."""
-    from sklearn.datasets import load_digits
-
-    images, labels = load_digits(return_X_y=True)
+    images, labels = _read_digits()
     num_test, num_valid = 300, (297 if valid_size is None else valid_size)
     if num_test + num_valid >= len(labels):
         raise ValueError(f"valid_size={valid_size} leaves no training rows of digits' "
