@@ -4,8 +4,8 @@ For each number of labels (``--labels``, default 100 and 3000, ten per class and
 and each label draw (``--seeds``), it fits M2 (models/m2.py, guides/m2.py) with the ``enum``
 objective (y summed out exactly on unlabelled rows) on the labelled rows plus an unlabelled pool
 of ``--unlabelled`` training images (a subset, to fit the budget; 47000 with 3000 labels is all
-of them, as ``pyrovae fit --data mnist-3000labels``), for ``--epochs`` epochs (batch 100, Adam
-``--lr``, seed = the label draw), and prints the classification error of q(y | x) on the 10,000
+of them, as ``pyrovae fit --data mnist-3000labels``), for ``--epochs`` epochs (batch ``--batch-size``,
+default 100, Adam ``--lr``, seed = the label draw), and prints the classification error of q(y | x) on the 10,000
 test images. The pair's sizes, alpha, the learning rate and the initialisation default to what
 ``pyrovae fit --model m2`` uses when not told (:func:`fit_defaults`, read from the registry:
 z 50, one hidden layer of 500 softplus units, alpha 50 per labelled row, Adam 1e-3, Burda et
@@ -13,7 +13,8 @@ al.'s initialisation); ``--alpha-scale S`` sets alpha to S times the paper's 0.1
 units (pyrovae/data/semisupervised.py; S = 1 is the paper's); ``--repeats R`` shows each labelled
 row R times an epoch instead of the data set's default (about a tenth of the stream). Beside it, the **baseline**: the
 same classifier network trained on the labelled rows alone (cross-entropy, the same number of
-Adam steps, the same learning rate, the same dynamically binarized inputs), so the gain from the
+Adam steps, the same learning rate, the same dynamically binarized inputs; always 100 labelled
+rows a step, whatever M2's ``--batch-size``), so the gain from the
 unlabelled images is measured at equal budget. ``--baseline-steps N ...`` trains it again for N steps each
 and pairs M2 with those too (an ablation that changes M2's steps keeps the same baseline). Then the mean and the spread (sample standard
 deviation) over the draws, the paired difference (M2 - baseline) over the draws and, within each
@@ -25,6 +26,7 @@ on the first ``--num-test`` test images.
     OMP_NUM_THREADS=1 python benchmarks/m2_mnist.py --labels 100 --seeds 0 1 2 3 4 --num-samples 0   # the defaults, 100 labels
     OMP_NUM_THREADS=1 python benchmarks/m2_mnist.py --labels 3000 --unlabelled 47000 --num-samples 0  # 3000 labels, all images
     OMP_NUM_THREADS=1 python benchmarks/m2_mnist.py --labels 3000 --unlabelled 47000 --seeds 0 --num-samples 0 --repeats 16 --baseline-steps 5300
+    OMP_NUM_THREADS=1 python benchmarks/m2_mnist.py --labels 3000 --unlabelled 47000 --seeds 0 --num-samples 0 --repeats 16 --epochs 6 --baseline-steps 5300 2880   # equal steps
     OMP_NUM_THREADS=1 python benchmarks/m2_mnist.py --alpha-scale 1 --init torch   # the older table (paper's alpha)
     OMP_NUM_THREADS=1 python benchmarks/m2_mnist.py --labels 100 --seeds 0 --epochs 1 --unlabelled 2000 --num-test 100 --num-samples 100
 """
@@ -32,6 +34,7 @@ on the first ``--num-test`` test images.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import statistics
 import time
@@ -57,14 +60,15 @@ from _classifier import fit_labelled_classifier, paired_error_difference, wrong 
 def fit_defaults() -> dict:
     """What ``pyrovae fit --model m2`` uses where it is not told, read from the registry: the
     ``m2`` model's sizes and activation, its guide's objective's ``alpha``, and fit's learning
-    rate and initialisation for the model (:func:`~pyrovae.training.fit.default_lr`,
+    rate, initialisation and batch size for the model (:func:`~pyrovae.training.fit.default_lr`,
     :func:`~pyrovae.nn.layers.default_init`)."""
     model = get_model("m2")
     options = {name: p.default for name, p in constructor_options(model).items()}
     objective = get_objective(objective_name_of(get_guide(model.guide_name)))
     return {"z_dim": options["z_dim"], "hidden_dims": list(options["hidden_dims"]),
             "activation": options["activation"], "alpha": constructor_options(objective)["alpha"].default,
-            "lr": default_lr(model), "init": default_init(model)}
+            "lr": default_lr(model), "init": default_init(model),
+            "batch_size": inspect.signature(fit).parameters["batch_size"].default}
 
 
 def alpha_of(data, args) -> float:
@@ -87,7 +91,7 @@ def fit_m2(data, args, seed):
     model, guide = M2(**sizes), M2Guide(**sizes)
     t0, c0 = time.perf_counter(), time.process_time()
     result = fit(model, guide, data, objective=EnumELBO(alpha=alpha_of(data, args)),
-                 epochs=args.epochs, batch_size=100, lr=args.lr, seed=seed, progress=False, init=args.init)
+                 epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=seed, progress=False, init=args.init)
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     model.eval(), guide.eval()
     return model, guide, result, seconds, cpu_seconds
@@ -96,7 +100,7 @@ def fit_m2(data, args, seed):
 def build_parser():
     """The script's flags; the pair's, alpha, lr and init default to :func:`fit_defaults`."""
     d = fit_defaults()
-    p = _harness.parser(__doc__.splitlines()[0], epochs=10, lr=d["lr"], z_dim=d["z_dim"], hidden_dims=d["hidden_dims"],
+    p = _harness.parser(__doc__.splitlines()[0], epochs=10, batch_size=d["batch_size"], lr=d["lr"], z_dim=d["z_dim"], hidden_dims=d["hidden_dims"],
                         num_samples=1000, json=None)
     p.add_argument("--labels", type=int, nargs="+", default=[100, 3000])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -127,7 +131,7 @@ def main():
     mnist = load_dataset("mnist")
     test = mnist.test  # binarized once (seed 0), all 10,000 images
     weight = f"{args.alpha_scale:g} x the paper's" if args.alpha_scale is not None else f"{args.alpha:g}"
-    print(f"M2 on MNIST: {args.unlabelled} unlabelled training images, {args.epochs} epochs, batch 100, "
+    print(f"M2 on MNIST: {args.unlabelled} unlabelled training images, {args.epochs} epochs, batch {args.batch_size}, "
           f"Adam {args.lr}, z {args.z_dim}, hidden {args.hidden_dims} {args.activation}, init {args.init}, "
           f"alpha {weight}, "
           f"{torch.get_num_threads()} thread(s)")

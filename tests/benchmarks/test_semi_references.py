@@ -138,6 +138,7 @@ def test_m2_mnist_defaults_are_those_of_pyrovae_fit_for_m2():
         (fit_args.opt_z_dim, tuple(fit_args.opt_hidden_dims), fit_args.opt_activation)
     assert ours.lr == (fit_args.lr or default_lr(model))
     assert ours.init == (fit_args.init or default_init(model)) == "burda"
+    assert ours.batch_size == fit_args.batch_size == 100
 
     class Data:  # alpha_of reads only the paper's weight
         paper_alpha = 0.83
