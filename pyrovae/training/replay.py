@@ -17,7 +17,9 @@ program, then ``backward`` and the optimizer as before. This is the CPU analogue
 - random draws are recorded as torch's random operations, so each replay draws fresh noise
   from the global generator, the same draws in the same order as the eager step;
 - the recording run is the step's own forward pass (its loss is the one trained on), so
-  recording costs no draw and changes nothing.
+  recording costs no draw and changes nothing;
+- what the eager step computes and nothing reads (a plate's index range, the detached copies
+  Pyro's bookkeeping makes) is dropped from the recording (:func:`_prune`), every draw kept.
 
 It is checked before use: on the previous batch, at the same random state, the replayed
 loss and gradients must equal the eager step's to float rounding (the recording was made on
@@ -171,6 +173,26 @@ def _written(graph_module, node, input_names: list, module: torch.nn.Module) -> 
     return f"a tensor of shape {shape} held outside its inputs (a module's buffer)"
 
 
+def _prune(graph_module) -> int:
+    """Remove the recorded operations whose results nothing reads (a plate's index range, the
+    detached copies Pyro's bookkeeping makes, constants copied and dropped), which the eager step
+    computes for nothing: pure aten operations and unread constants only. A random draw stays
+    even if unread (it moves the random stream, as the eager step does), and so does an
+    in-place write or any other kind of call. Returns how many were removed."""
+    def kept(node) -> bool:
+        if node.op == "get_attr":
+            return False
+        target = node.target
+        if node.op != "call_function" or not isinstance(target, torch._ops.OpOverload):
+            return True
+        return target._schema.is_mutable or torch.Tag.nondeterministic_seeded in target.tags or node.is_impure()
+
+    before = len(graph_module.graph.nodes)
+    if graph_module.graph.eliminate_dead_code(is_impure_node=kept):
+        graph_module.recompile()
+    return before - len(graph_module.graph.nodes)
+
+
 def _dtype(node) -> Optional[torch.dtype]:
     if not isinstance(node, torch.fx.Node):
         return None
@@ -271,7 +293,7 @@ class ReplayedStep:
 
     def _run(self, graph, batch):
         """The recording on ``batch``: its loss, and whether each ``bool(t)`` went as recorded."""
-        loss, *branches = graph(*[batch[key] for key in self.keys], *self.params)
+        loss, *branches = graph.forward(*[batch[key] for key in self.keys], *self.params)  # not nn.Module's call
         return loss, all(bool(read) == value for read, value in zip(branches, self.branches))
 
     def _guarded_replay(self, batch, step):
@@ -357,7 +379,6 @@ class ReplayedStep:
         loss = ran["loss"]
         self.branches, self.missed, self.replays = tuple(value for _, value in branches), 0, 0
         mutated = _mutated_inputs(graph)
-        self.data_dependent = _data_dependent_shapes(graph)
         if mutated:
             names = [f"the batch's {key!r}" for key in self.keys] + [
                 f"a parameter of shape {tuple(p.shape)}" for p in self.params]
@@ -365,6 +386,8 @@ class ReplayedStep:
             message = (f"the training step cannot be replayed: the step changes {written} in place (e.g. batch "
                        "norm's running statistics in train mode); training continues eagerly")
         else:
+            _prune(graph)  # the operations nothing reads; the check then checks the graph that will run
+            self.data_dependent = _data_dependent_shapes(graph)
             message = self._check(graph, step)
         if message is _OTHER_BRANCH:  # the check's batch went another way: recorded again on the next
             self.previous = batch

@@ -311,6 +311,29 @@ def test_where_the_replay_applies():
     assert not replayable("cpu", False, False, "fp32", Mine())
 
 
+def test_the_recording_drops_what_nothing_reads_but_keeps_every_draw():
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from pyrovae.training.replay import _prune
+
+    def forward(x, w):
+        torch.arange(x.shape[0])  # a plate's index range, unread
+        x.detach()
+        torch.randn(3)  # an unread draw: it still moves the random stream
+        return (x * w + torch.randn(x.shape)).sum()
+
+    x, w = torch.ones(4), torch.full((4,), 2.0, requires_grad=True)
+    graph = make_fx(forward)(x, w)
+    assert _prune(graph) > 0
+    targets = [str(node.target) for node in graph.graph.nodes if node.op == "call_function"]
+    assert "aten.arange.default" not in targets and "aten.detach.default" not in targets
+    assert targets.count("aten.randn.default") == 2
+    torch.manual_seed(1)
+    replayed = graph(x, w)
+    torch.manual_seed(1)
+    assert torch.equal(replayed, forward(x, w))
+
+
 def test_the_check_compares_a_diverged_step_instead_of_failing():
     from pyrovae.training.replay import _close
 
