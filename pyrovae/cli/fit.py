@@ -152,7 +152,8 @@ def report(result, out: Path, model, guide, dataset, args, fit_seconds: float = 
     device = next((p.device for m in (model, guide) if hasattr(m, "parameters") for p in m.parameters()), "cpu")
     dataset = dataset.to(device)
     test = common.split_rows(dataset, "test", None if isinstance(dataset.test, dict) else 64)
-    figures = save_run_figures(out, model, guide, result.metrics, test, dataset.image_shape)
+    # fit() drew them already (FitOptions.figures): drawn again they cost a CPU second for nothing
+    figures = result.figures or save_run_figures(out, model, guide, result.metrics, test, dataset.image_shape)
     last = result.metrics[-1]
     print(f"run folder: {out}")
     if not isinstance(dataset.test, dict):  # read from a path: say how
