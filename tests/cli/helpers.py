@@ -56,6 +56,42 @@ def pyrovae(*args, cwd, env=None, timeout=120):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def pyrovae_here(*args, cwd, env=None):
+    """``pyrovae ARGS`` in this process (``pyrovae.cli.main``) in ``cwd``: a CompletedProcess
+    (text) as :func:`pyrovae` gives. For what a command writes, names and refuses, where a fresh
+    process adds nothing but its imports (about 2 CPU s each, torch's and Pyro's); fits and
+    anything a fresh process could change (seeds, reloading, plug-ins) go through
+    :func:`pyrovae`. The process's state the command changes is put back: the working folder,
+    the environment, torch's threads and random state, Pyro's param store."""
+    import contextlib
+    import io
+
+    import pyro
+    import torch
+
+    from pyrovae.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved_env, saved_cwd, threads = dict(os.environ), os.getcwd(), torch.get_num_threads()
+    rng = pyro.util.get_rng_state()
+    os.environ.update({k: str(v) for k, v in (env or {}).items()})
+    try:
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                status = main([str(a) for a in args])
+            except SystemExit as exit:  # argparse's usage errors
+                status = exit.code if isinstance(exit.code, int) else 1
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        torch.set_num_threads(threads)
+        pyro.util.set_rng_state(rng)
+        pyro.clear_param_store()
+    return subprocess.CompletedProcess(["pyrovae", *map(str, args)], status, out.getvalue(), err.getvalue())
+
+
 def environ(extra=None) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **(extra or {})}
     env.pop("PYTHONPATH", None) if "PYTHONPATH" not in (extra or {}) else None

@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from tests.cli.helpers import QUICK, environ, one_line_error, pyrovae
+from tests.cli.helpers import QUICK, environ, one_line_error, pyrovae, pyrovae_here
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +26,8 @@ def run(tmp_path_factory):
 def test_a_typo_gets_the_closest_name(tmp_path):
     one_line_error(pyrovae("fit", "--model", "vea", cwd=tmp_path), 2, "unknown model 'vea'", "did you mean 'vae'?",
                    "--import MODULE")
-    one_line_error(pyrovae("fit", "--guide", "iaff", cwd=tmp_path), 2, "did you mean 'iaf'?")
-    one_line_error(pyrovae("fit", "--data", "mnsit", cwd=tmp_path), 2, "unknown data set 'mnsit'",
+    one_line_error(pyrovae_here("fit", "--guide", "iaff", cwd=tmp_path), 2, "did you mean 'iaf'?")
+    one_line_error(pyrovae_here("fit", "--data", "mnsit", cwd=tmp_path), 2, "unknown data set 'mnsit'",
                    "did you mean 'mnist'?")
 
 
@@ -49,13 +49,14 @@ def test_resume_of_a_folder_that_is_not_a_run_touches_nothing(tmp_path):
 def test_evaluate_json_prints_the_stored_result(run):
     first = pyrovae("evaluate", "run", "--num-samples", "5", "--limit", "20", "--json", cwd=run)
     assert first.returncode == 0, first.stderr
-    again = pyrovae("evaluate", "run", "--num-samples", "5", "--limit", "20", "--json", cwd=run)
+    again = pyrovae_here("evaluate", "run", "--num-samples", "5", "--limit", "20", "--json", cwd=run)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout) == json.loads(first.stdout)
     stored = json.loads((run / "run" / "evaluation-test-K5-limit20.json").read_text())
     assert stored["epoch"] == 1 and stored["epochs"] == 1 and len(stored["per_datapoint"]) == 20
     # the plain form still refuses to replace it silently
-    one_line_error(pyrovae("evaluate", "run", "--num-samples", "5", "--limit", "20", cwd=run), 2, "exists", "--force")
+    one_line_error(pyrovae_here("evaluate", "run", "--num-samples", "5", "--limit", "20", cwd=run), 2, "exists",
+                   "--force")
 
 
 def test_an_unfinished_run_is_scored_with_a_note(run):
@@ -113,13 +114,13 @@ def two_runs(tmp_path_factory):
 
 def test_compare_uses_the_evaluations_both_runs_share(two_runs):
     for name, k, limit in (("a", "10", "30"), ("b", "20", "30"), ("b", "20", "25")):
-        assert pyrovae("evaluate", name, "--num-samples", k, "--limit", limit, cwd=two_runs).returncode == 0
+        assert pyrovae_here("evaluate", name, "--num-samples", k, "--limit", limit, cwd=two_runs).returncode == 0
     result = pyrovae("compare", "a", "b", "--json", cwd=two_runs)  # only --limit 30 is common; K differs
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["a"].endswith("evaluation-test-K10-limit30.json")
     assert out["b"].endswith("evaluation-test-K20-limit30.json") and out["paired"]["n"] == 30
-    line = one_line_error(pyrovae("compare", "a", "b", "--limit", "25", cwd=two_runs), 2,
+    line = one_line_error(pyrovae_here("compare", "a", "b", "--limit", "25", cwd=two_runs), 2,
                           "a has no evaluation for --split test --limit 25")
     assert "a has evaluation-test-K10-limit30.json" in line and "evaluation-test-K20-limit25.json" in line
 
@@ -131,11 +132,11 @@ def test_diagnose_site_chooses_the_monitored_latent(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "skipped monitors" in result.stdout and "--site NAME" in result.stdout and "site=" not in \
         result.stdout.split("--site NAME")[0]
-    result = pyrovae("diagnose", "run", *small, "--site", "z1", cwd=tmp_path, timeout=300)
+    result = pyrovae_here("diagnose", "run", *small, "--site", "z1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "skipped monitors" not in result.stdout
     assert "active_units" in json.loads((tmp_path / "run" / "diagnostics.json").read_text())["monitors"]
-    one_line_error(pyrovae("diagnose", "run", *small, "--site", "zz", cwd=tmp_path), 2, "--site zz", "z1")
+    one_line_error(pyrovae_here("diagnose", "run", *small, "--site", "zz", cwd=tmp_path), 2, "--site zz", "z1")
 
 
 USER_PAIR = textwrap.dedent('''

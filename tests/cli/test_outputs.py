@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from tests.cli.helpers import QUICK, one_line_error, pyrovae
+from tests.cli.helpers import QUICK, one_line_error, pyrovae, pyrovae_here
 
 
 @pytest.fixture(scope="module")
@@ -48,19 +48,20 @@ def test_valid_every_0_skips_the_validation_pass_and_init_is_recorded(tmp_path):
 
 def test_results_are_named_by_their_settings_and_never_replaced_silently(run):
     folder, _ = run
-    for limit in ("10", "20"):
-        assert pyrovae("evaluate", "run", "--num-samples", "5", "--limit", limit, cwd=folder).returncode == 0
+    # the first of each command in a fresh process, the repeats in this one (pyrovae_here)
+    for limit, command in (("10", pyrovae), ("20", pyrovae_here)):
+        assert command("evaluate", "run", "--num-samples", "5", "--limit", limit, cwd=folder).returncode == 0
     names = sorted(p.name for p in (folder / "run").glob("evaluation-*.json"))
     assert names == ["evaluation-test-K5-limit10.json", "evaluation-test-K5-limit20.json"]
     before = (folder / "run" / names[0]).read_text()
-    again = pyrovae("evaluate", "run", "--num-samples", "5", "--limit", "10", cwd=folder)
+    again = pyrovae_here("evaluate", "run", "--num-samples", "5", "--limit", "10", cwd=folder)
     one_line_error(again, 2, names[0], "exists", "--force")
     assert (folder / "run" / names[0]).read_text() == before
-    assert pyrovae("evaluate", "run", "--num-samples", "5", "--limit", "10", "--force", cwd=folder).returncode == 0
-    for seed in ("1", "2"):
-        assert pyrovae("sample", "run", "--n", "4", "--seed", seed, cwd=folder).returncode == 0
+    assert pyrovae_here("evaluate", "run", "--num-samples", "5", "--limit", "10", "--force", cwd=folder).returncode == 0
+    for seed, command in (("1", pyrovae), ("2", pyrovae_here)):
+        assert command("sample", "run", "--n", "4", "--seed", seed, cwd=folder).returncode == 0
     assert {p.name for p in (folder / "run").glob("samples-*.png")} == {"samples-4-seed1.png", "samples-4-seed2.png"}
-    one_line_error(pyrovae("sample", "run", "--n", "4", "--seed", "1", cwd=folder), 2, "--force", "--out")
+    one_line_error(pyrovae_here("sample", "run", "--n", "4", "--seed", "1", cwd=folder), 2, "--force", "--out")
 
 
 def test_outputs_are_readable_by_all(run):
