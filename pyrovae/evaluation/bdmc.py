@@ -23,7 +23,8 @@ from typing import Callable, Optional
 import pyro
 import torch
 
-from pyrovae.evaluation.ais import AISEstimate, _check, _densities, _summarize, anneal, schedule
+from pyrovae.evaluation.ais import (DEFAULT_AIS_STEPS, AISEstimate, _check, _densities, _summarize, anneal,
+                                    schedule)
 from pyrovae.evaluation.log_likelihood import eval_mode
 from pyrovae.data.inputs import eval_split
 from pyrovae.evaluation.latent_space import simulate
@@ -55,7 +56,7 @@ class BDMCResult:
 def bdmc(
     model: Callable,
     data,
-    num_steps: int = 1000,
+    num_steps: int = DEFAULT_AIS_STEPS,
     num_chains: int = 16,
     *,
     guide: Optional[Callable] = None,

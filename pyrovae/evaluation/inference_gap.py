@@ -38,6 +38,7 @@ import pyro.poutine as poutine
 import torch
 import torch.nn.functional as F
 
+from pyrovae.evaluation.ais import DEFAULT_AIS_STEPS
 from pyrovae.evaluation.log_likelihood import eval_mode
 from pyrovae.data.inputs import eval_split
 from pyrovae.infer.importance import (
@@ -193,7 +194,7 @@ def _elbo_per_datapoint(model, guide, batch, num_samples, nesting) -> torch.Tens
 def inference_gap(
     model: Callable, guide: Callable, data, num_datapoints: int = 100, *, refine_steps: int = 300,
     num_particles: int = 10, lr: float = 0.05, elbo_samples: int = 1000, estimator: str = "iwae",
-    num_samples: int = 5000, ais_steps: int = 1000, ais_chains: int = 16, split: str = "test",
+    num_samples: int = 5000, ais_steps: int = DEFAULT_AIS_STEPS, ais_chains: int = 16, split: str = "test",
     data_dir=None, device=None,
 ) -> InferenceGap:
     """Split ``log p(x) - ELBO`` into the approximation and amortization gaps.

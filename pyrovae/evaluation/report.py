@@ -26,6 +26,7 @@ from typing import Optional
 import numpy as np
 import pyro
 
+from pyrovae.evaluation.ais import DEFAULT_AIS_STEPS
 from pyrovae.evaluation.log_likelihood import estimate
 from pyrovae.evaluation.sampling import CannotSampleError
 
@@ -85,7 +86,7 @@ def _require_latent(run, test, site=None) -> None:
 
 
 def diagnose(run, dataset, *, num_samples: int = 1000, num_datapoints: int = 300, idata_draws: int = 200,
-             gap_datapoints: int = 100, ais: bool = False, ais_steps: int = 1000, ais_chains: int = 16,
+             gap_datapoints: int = 100, ais: bool = False, ais_steps: int = DEFAULT_AIS_STEPS, ais_chains: int = 16,
              ais_datapoints: int = 100, ais_leapfrog: int = 1, seed: int = 0, site: Optional[str] = None) -> dict:
     """Evaluate a loaded run on its test split and write report.md, diagnostics.json/.nc and figures.
 
