@@ -173,8 +173,11 @@ def report(result, out: Path, model, guide, dataset, args, fit_seconds: float = 
 def score_test(model, guide, dataset, out: Path, args, fit_seconds: float, device, metrics) -> None:
     """The end-of-fit test score within ``--eval-budget`` of the training time: printed with
     what it scored, and saved as ``evaluation-test-K{K}[-random{N}].json``."""
+    import torch
+
     from pyrovae.cli.evaluate import write_result
     from pyrovae.evaluation.bounded import bounded_log_likelihood, rows_of
+    from pyrovae.infer.importance import preserved_rng
 
     budget = max(EVAL_FLOOR, args.eval_budget * fit_seconds) if args.eval_budget > 0 else float("inf")
     progress = sys.stderr.isatty() if args.progress is None else args.progress
@@ -185,8 +188,10 @@ def score_test(model, guide, dataset, out: Path, args, fit_seconds: float, devic
                   flush=True)
 
     data = dataset.test
-    score = bounded_log_likelihood(model, guide, data, args.eval_samples, budget, progress=progress, device=device,
-                                   on_plan=announce)
+    with preserved_rng():  # its own random stream, seeded by --seed: the same score whatever ran before it
+        torch.manual_seed(args.seed)
+        score = bounded_log_likelihood(model, guide, data, args.eval_samples, budget, progress=progress,
+                                       device=device, on_plan=announce)
     est, k = score.estimate, score.estimate.num_samples
     name = f"evaluation-test-K{k}" + ("" if score.complete else f"-random{len(score.rows)}") + ".json"
     result = {**score.as_dict(), "split": "test", "limit": None, "run": str(out),

@@ -25,6 +25,28 @@ def test_a_short_fit_scores_every_test_image_as_evaluate_would(tmp_path):
     assert json.loads((tmp_path / "run" / "evaluation-test-K20.json").read_text())["data_sha1"] == saved["data_sha1"]
 
 
+def test_the_end_of_fit_score_draws_from_its_own_stream_seeded_by_the_seed(tmp_path, monkeypatch):
+    """What ran before it in the process (figures drawn or not, other draws) does not move the
+    score: the same run scored after different draws gives the same figure, image by image."""
+    import argparse
+
+    import pyrovae
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", *FIT, "--eval-samples", "0", "--out", "run"]) == 0
+    run, dataset = pyrovae.load_run("run"), pyrovae.data.load_dataset("digits")
+    args = argparse.Namespace(eval_budget=0, progress=False, eval_samples=20, epochs=1, seed=3)
+    scores = []
+    for before in (0, 1):
+        torch.manual_seed(before)
+        torch.rand(7)
+        fit_command.score_test(run.model, run.guide, dataset, tmp_path / "run", args, 1.0, "cpu",
+                               [{"epoch": 1}])
+        scores.append(json.loads((tmp_path / "run" / "evaluation-test-K20.json").read_text())["per_datapoint"])
+    assert scores[0] == scores[1]
+
+
 def test_a_fit_without_the_time_scores_a_random_subset_and_says_so(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(fit_command, "EVAL_FLOOR", 0.0)
     monkeypatch.chdir(tmp_path)
