@@ -3,9 +3,11 @@
 ``A`` and ``B`` are ``pyrovae evaluate`` results (``evaluation-*.json``) or run folders (the
 folder's result for ``--split``/``--num-samples``/``--limit``, or its only one). The two must
 have scored the same datapoints (the same data, split and limit: their fingerprints are
-compared); the number of importance samples may differ (it is printed).
+compared); the number of importance samples may differ (it is printed). ``--ais`` pairs the
+AIS estimates of ``pyrovae evaluate --ais`` results instead of the importance-sampled ones.
 
     pyrovae compare runs/one-layer runs/two-layers
+    pyrovae compare runs/one-layer runs/two-layers --ais
     pyrovae compare runs/a/evaluation-test-K5000.json runs/b/evaluation-test-K5000.json --json
 """
 
@@ -33,7 +35,7 @@ def evaluations(folder: Path, args) -> List[Tuple[tuple, int, Path]]:
     found = []
     for f in sorted(folder.glob("evaluation-*.json")):
         m = NAME.fullmatch(f.name)
-        if not m or m["ais"]:
+        if not m or bool(m["ais"]) != bool(getattr(args, "ais", False)):
             continue
         key = _key(m)
         if (key[0] == args.split and (args.limit is None or key[1] == args.limit)
@@ -97,7 +99,7 @@ def find_results(a: str, b: str, args) -> Tuple[Path, Path]:
     return ks[0][max(ks[0])], ks[1][max(ks[1])]
 
 
-def read_result(path: Path) -> dict:
+def read_result(path: Path, ais: bool = False) -> dict:
     try:
         result = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
@@ -108,6 +110,11 @@ def read_result(path: Path) -> dict:
         raise UsageError(f"{path} keeps no per-datapoint estimates (written by an older pyrovae); run "
                          f"`pyrovae evaluate {path.parent} --num-samples {result.get('num_samples', 5000)}"
                          + (f" --limit {result['limit']}" if result.get("limit") else "") + " --force` to rewrite it")
+    if ais and "ais_per_datapoint" not in result:
+        flags = (f" --limit {result['limit']}" if result.get("limit") else "")
+        raise UsageError(f"{path} keeps no per-datapoint AIS estimates (" + (
+            "no AIS run" if "ais" not in result else "written by an older pyrovae") + f"); run `pyrovae evaluate "
+            f"{path.parent}{flags} --ais --force` to score it with AIS, or compare without --ais")
     return result
 
 
@@ -132,19 +139,25 @@ def main(argv: List[str]) -> int:
                    help="which evaluation of a run folder (default test)")
     p.add_argument("--num-samples", type=int, default=None, help="which evaluation of a run folder: its K")
     p.add_argument("--limit", type=int, default=None, help="which evaluation of a run folder: its --limit")
+    p.add_argument("--ais", action="store_true",
+                   help="pair the AIS estimates of `pyrovae evaluate --ais` results (default: the importance-sampled)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     common.add_common_flags(p)
     args = p.parse_args(argv)
     pa, pb = find_results(args.a, args.b, args)
-    a, b = read_result(pa), read_result(pb)
+    a, b = read_result(pa, args.ais), read_result(pb, args.ais)
     check_same_datapoints(a, b, pa, pb)
-    d = paired_difference(b["per_datapoint"], a["per_datapoint"])
+    values = "ais_per_datapoint" if args.ais else "per_datapoint"
+    d = paired_difference(b[values], a[values])
+    summary = [r["ais"] if args.ais else r for r in (a, b)]
     if args.json:
-        print(json.dumps({"a": str(pa), "b": str(pb), "a_log_likelihood": a["log_likelihood"],
-                          "b_log_likelihood": b["log_likelihood"], "paired": d.as_dict()}))
+        print(json.dumps({"a": str(pa), "b": str(pb), "a_log_likelihood": summary[0]["log_likelihood"],
+                          "b_log_likelihood": summary[1]["log_likelihood"], "estimator": "ais" if args.ais else
+                          "importance", "paired": d.as_dict()}))
         return 0
-    for name, path, r in (("A", pa, a), ("B", pb, b)):
-        print(f"{name}: {r['log_likelihood']:.3f} ± {r['stderr']:.3f} nats (K={r['num_samples']}, "
+    for name, path, r, s in (("A", pa, a, summary[0]), ("B", pb, b, summary[1])):
+        how = f"AIS, T={s['num_steps']}, {s['num_chains']} chains" if args.ais else f"K={r['num_samples']}"
+        print(f"{name}: {s['log_likelihood']:.3f} ± {s['stderr']:.3f} nats ({how}, "
               f"{r['num_datapoints']} {r['split']} datapoints)  {path}")
     print(f"B - A, paired: {d}")
     return 0

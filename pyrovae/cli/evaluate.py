@@ -87,9 +87,11 @@ def main(argv: List[str]) -> int:
     result = {**est.as_dict(), "split": args.split, "limit": args.limit, "seconds": time.perf_counter() - t0,
               "run": str(run.path), "data": (saved.get("data") or {}).get("name"), "threads": threads,
               "epoch": run.epoch, "epochs": run.epochs}
+    ais_values = None
     if args.ais:
-        result["ais"] = ais_result(run, data if isinstance(data, dict) else common.split_rows(dataset, args.split), args)
-    write_result(out, result, est.per_datapoint, data)
+        result["ais"], ais_values = ais_result(
+            run, data if isinstance(data, dict) else common.split_rows(dataset, args.split), args)
+    write_result(out, result, est.per_datapoint, data, ais_values)
     if args.json:  # the summary (the file also keeps per_datapoint and data_sha1)
         print(json.dumps(result))
         return 0
@@ -105,13 +107,16 @@ def main(argv: List[str]) -> int:
     return 0
 
 
-def write_result(out: Path, result: dict, per_datapoint, data) -> None:
+def write_result(out: Path, result: dict, per_datapoint, data, ais_per_datapoint=None) -> None:
     """Save an evaluation: its summary, a fingerprint of the data scored, then each
-    datapoint's estimate on one line."""
+    datapoint's estimate on one line (and with AIS, each datapoint's AIS estimate on another,
+    which ``pyrovae compare --ais`` pairs)."""
     from pyrovae.evaluation.compare import data_fingerprint
 
     summary = json.dumps({**result, "data_sha1": data_fingerprint(data)}, indent=2)
-    text = f'{summary[:-2]},\n  "per_datapoint": {json.dumps(per_datapoint.double().tolist())}\n}}\n'
+    ais = ("" if ais_per_datapoint is None else
+           f',\n  "ais_per_datapoint": {json.dumps(ais_per_datapoint.double().tolist())}')
+    text = f'{summary[:-2]}{ais},\n  "per_datapoint": {json.dumps(per_datapoint.double().tolist())}\n}}\n'
     common.write_public(out, lambda tmp: tmp.write_text(text))
 
 
@@ -126,14 +131,15 @@ def stored_result(path: Path, run_dir) -> dict:
     if result.get("epoch") is not None and now is not None and result["epoch"] != now:
         raise UsageError(f"{path} scored epoch {result['epoch']}, and the run is now at epoch {now}; pass --force "
                          "to score it again")
-    return {k: v for k, v in result.items() if k not in ("per_datapoint", "data_sha1")}
+    return {k: v for k, v in result.items() if k not in ("per_datapoint", "ais_per_datapoint", "data_sha1")}
 
 
-def ais_result(run, data, args) -> dict:
+def ais_result(run, data, args):
+    """The AIS estimate's summary and its per-datapoint values."""
     from pyrovae.evaluation.ais import ais_log_likelihood
 
     t0 = time.perf_counter()
     est = ais_log_likelihood(run.model, run.guide, data, num_steps=args.ais_steps, num_chains=args.ais_chains,
                              num_leapfrog_steps=args.ais_leapfrog,
                              progress=not getattr(args, "json", False) and sys.stderr.isatty())
-    return {**est.as_dict(), "seconds": time.perf_counter() - t0}
+    return {**est.as_dict(), "seconds": time.perf_counter() - t0}, est.per_datapoint

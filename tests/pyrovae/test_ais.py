@@ -199,3 +199,32 @@ def test_evaluate_prints_and_saves_ais_beside_the_importance_estimate(tmp_path, 
     assert result["log_likelihood"] - result["elbo"] > 0.1        # so agreeing with the ELBO would not do
     saved = list(out.glob("evaluation-test-K500*.json"))
     assert len(saved) == 1 and json.loads(saved[0].read_text())["ais"] == ais
+    kept = json.loads(saved[0].read_text())["ais_per_datapoint"]
+    assert len(kept) == 10 and sum(kept) / 10 == pytest.approx(ais["log_likelihood"])
+
+
+def test_compare_ais_pairs_the_kept_ais_estimates(tmp_path, capsys):
+    """``pyrovae compare --ais`` pairs two runs' AIS estimates datapoint by datapoint; without
+    ``--ais`` the same folders pair their importance-sampled ones; a run scored without AIS is
+    named in one line."""
+    from pyrovae.cli import main
+
+    for name, z in (("a", "2"), ("b", "3")):
+        assert main(["fit", "--epochs", "1", "--z-dim", z, "--hidden-dims", "16", "--out", str(tmp_path / name),
+                     "--eval-samples", "0", "--no-progress"]) == 0
+        assert main(["evaluate", str(tmp_path / name), "--num-samples", "50", "--limit", "8", "--ais",
+                     "--ais-steps", "20", "--ais-chains", "2"]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--ais", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    files = [json.loads((tmp_path / n / "evaluation-test-K50-limit8-ais20x2.json").read_text()) for n in "ab"]
+    d = [b - a for a, b in zip(files[0]["ais_per_datapoint"], files[1]["ais_per_datapoint"])]
+    assert out["estimator"] == "ais" and out["paired"]["mean"] == pytest.approx(sum(d) / 8)
+    assert out["b_log_likelihood"] == pytest.approx(files[1]["ais"]["log_likelihood"])
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--json"]) == 2  # no importance-only files
+    assert "no evaluation for --split test" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "a"), "--num-samples", "50", "--limit", "8"]) == 0
+    capsys.readouterr()
+    path = tmp_path / "a" / "evaluation-test-K50-limit8.json"
+    assert main(["compare", str(path), str(path), "--ais"]) == 2
+    assert "keeps no per-datapoint AIS estimates (no AIS run)" in capsys.readouterr().err
