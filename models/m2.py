@@ -56,8 +56,16 @@ from pyrovae.registry import register_model
 
 def one_hot(y: torch.Tensor, num_classes: int, dtype=torch.float32) -> torch.Tensor:
     """``(..., num_classes)`` one-hot codes of integer labels ``y`` (any shape, e.g. the
-    enumerated ``(C, 1)``)."""
-    return F.one_hot(y.long(), num_classes).to(dtype)
+    enumerated ``(C, 1)``), as ``F.one_hot``'s, made by comparison with the classes: ``F.one_hot``
+    reads the labels' range on the host (a sync per call, and a step that cannot be replayed,
+    pyrovae/training/replay.py); a label outside ``[0, num_classes)`` gives a row of zeros here,
+    so callers given labels by a user check them (:meth:`M2.sample`).
+
+    >>> one_hot(torch.tensor([2, 0]), 3)
+    tensor([[0., 0., 1.],
+            [1., 0., 0.]])
+    """
+    return (y.long().unsqueeze(-1) == torch.arange(num_classes, device=y.device)).to(dtype)
 
 
 #: the likelihoods of p(x | y, z)
@@ -160,5 +168,7 @@ class M2(Model):
         device = next(self.parameters()).device
         if y is None:
             y = torch.randint(self.num_classes, (num_samples,), device=device)
+        elif len(y) and not (0 <= int(y.min()) and int(y.max()) < self.num_classes):
+            raise ValueError(f"the classes y must lie in [0, {self.num_classes}), got {y.min()}..{y.max()}")
         px = self.likelihood(torch.randn(num_samples, self.z_dim, device=device), y.to(device))
         return px.mean if mean else px.sample()

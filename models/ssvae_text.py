@@ -165,6 +165,8 @@ class SSVAEText(Model):
         """Texts ``(N, <= max_length)`` of the classes ``y`` ``(N,)`` (ids, ``<pad>`` after
         ``<eos>``), with ``z`` ``(N, z_dim)`` or draws of the prior."""
         ref = self.decoder.out.weight
+        if len(y) and not (0 <= int(y.min()) and int(y.max()) < self.num_classes):
+            raise ValueError(f"the classes y must lie in [0, {self.num_classes}), got {y.min()}..{y.max()}")
         if z is None:
             z = torch.randn(len(y), self.z_dim, generator=generator).to(ref.device)
         return self.decoder.generate(self.code(z, y.to(ref.device)), max_length=max_length, greedy=greedy,

@@ -31,11 +31,13 @@ far behind Pyro's own M2 example (whose ``-alm 46`` per labelled row is 28 times
 3000 labels), and behind a classifier trained on the labelled rows alone; measured in
 docs/semi-supervised.md.
 
-**Fast path and CUDA graphs.** The objective is not one of ``pyrovae.infer.objectives`` (the
-module ``graph_safe`` trusts), so ``fit`` never captures it in a CUDA graph: it takes the eager
-step on every device. Pyro's enumeration allocates the enumerated shapes anew on each call;
-nothing here reads the device on the host except the batch's ``labelled`` mask, which stays on
-the device.
+**Replay and CUDA graphs.** On a CPU ``fit`` records the step once and replays it
+(pyrovae/training/replay.py; ``replayable`` accepts this objective: the replay checks its
+recording against the eager step on another batch, and M2's one-hot codes are made without a
+host read): M2's step replayed is 0.96 of its eager step (docs/performance.md). The objective
+is not one of ``pyrovae.infer.objectives`` (the module ``graph_safe`` trusts), so ``fit`` does
+not capture it in a CUDA graph, which has no such check: on a GPU it takes the eager step.
+Nothing here reads the device on the host; the batch's ``labelled`` mask stays on the device.
 
 References
 

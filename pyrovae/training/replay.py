@@ -456,9 +456,13 @@ class ReplayedStep:
 
 def replayable(device, distributed: bool, compiled: bool, precision: str, objective) -> bool:
     """Whether fit replays the CPU step (:class:`ReplayedStep`): on a CPU, in one process,
-    without ``compile=True``, in fp32, for the suite's own objectives
-    (:func:`~pyrovae.training.cuda_graph.graph_safe`, the CUDA graph's rule)."""
+    without ``compile=True``, in fp32, for the suite's own objectives: those the CUDA graph
+    captures (:func:`~pyrovae.training.cuda_graph.graph_safe`) and the enumerated ELBO
+    (:class:`~pyrovae.infer.enum.EnumELBO`, M2's), whose recording the replay's own check
+    against the eager step guards (a CUDA graph has no such check, so the graph's rule leaves
+    it out)."""
+    from pyrovae.infer.enum import EnumELBO
     from pyrovae.training.cuda_graph import graph_safe
 
     return (torch.device(device).type == "cpu" and not distributed and not compiled and precision == "fp32"
-            and graph_safe(objective))
+            and (graph_safe(objective) or type(objective) is EnumELBO))

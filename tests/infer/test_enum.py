@@ -141,7 +141,7 @@ def test_enum_is_registered_saved_and_takes_the_eager_route():
     assert isinstance(objective, EnumELBO)
     assert objective_record(objective) == {"name": "enum", "beta": 0.5, "warmup_steps": 0, "alpha": 0.3,
                                            "num_particles": 1, "max_plate_nesting": 0, "labels": "y"}
-    assert not graph_safe(objective)  # never captured in a CUDA graph: the eager step
+    assert not graph_safe(objective)  # never captured in a CUDA graph (replayed on a CPU: tests/training/test_replay.py)
 
 
 def test_any_pair_with_a_discrete_site_fits_with_enum():

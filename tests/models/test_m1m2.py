@@ -47,6 +47,18 @@ def test_the_gaussian_likelihood_is_the_normal_density_of_the_decoder_mean(scale
         assert torch.allclose(enumerated[c], model.likelihood(z, torch.full((4,), c)).log_prob(x), atol=1e-5)
 
 
+def test_one_hot_codes_equal_torchs_without_reading_the_labels_on_the_host():
+    from pyrovae.models.m2 import one_hot
+
+    for y in (torch.tensor([2, 0, 1, 1]), torch.arange(4).view(4, 1), torch.tensor([[3, 0], [1, 2]])):
+        assert torch.equal(one_hot(y, 4), torch.nn.functional.one_hot(y, 4).float())
+    assert one_hot(torch.tensor([1]), 3, torch.float64).dtype == torch.float64
+    model = M2(x_dim=4, num_classes=3, z_dim=2, hidden_dims=(6,))
+    assert model.sample(2, y=torch.tensor([0, 2])).shape == (2, 4)
+    with pytest.raises(ValueError, match=r"the classes y must lie in \[0, 3\)"):  # not a row of zeros
+        model.sample(2, y=torch.tensor([0, 3]))
+
+
 def test_bernoulli_stays_the_default_and_options_are_checked():
     torch.manual_seed(0)
     model = M2(x_dim=4, num_classes=2, z_dim=2, hidden_dims=(6,))

@@ -288,6 +288,52 @@ def test_a_step_that_changes_a_buffer_in_place_falls_back(in_place, written, mon
         assert torch.equal(a, b) if a.dtype == torch.long else torch.allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def m2_pair():
+    from pyrovae.guides.m2 import M2Guide
+    from pyrovae.models.m2 import M2
+
+    torch.manual_seed(0)
+    sizes = dict(x_dim=X_DIM, num_classes=3, z_dim=Z_DIM, hidden_dims=(16,))
+    return M2(**sizes), M2Guide(**sizes)
+
+
+def labelled_data(n=65, seed=1):
+    """Rows with labels, every third one known (-1 elsewhere), as the semi-supervised sets."""
+    g = torch.Generator().manual_seed(seed)
+    labelled = torch.arange(n) % 3 == 0
+    y = torch.where(labelled, torch.randint(3, (n,), generator=g), torch.full((n,), -1))
+    return {"x": data(n, seed), "y": y, "labelled": labelled}
+
+
+def test_m2s_enumerated_elbo_is_replayed_equal_to_eager(monkeypatch):
+    """M2 under the enum objective (TraceEnum_ELBO sums the label out, plus the classifier term
+    on the labelled rows): replayed on a CPU, with the eager fit's losses and parameters."""
+    from pyrovae.infer.enum import EnumELBO
+
+    runs = {}
+    for replay in (False, True):
+        made = []
+
+        class Spy(ReplayedStep):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                made.append(self)
+
+        monkeypatch.setattr(fit_setup, "ReplayedStep", Spy)
+        pyro.clear_param_store()
+        model, guide = m2_pair()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # no fallback
+            result = fit(model, guide, labelled_data(), objective=EnumELBO(alpha=5.0), epochs=2, batch_size=10,
+                         seed=3, progress=False, figures=False, replay=replay)
+        tensors = [p.detach().clone() for m in (model, guide) for p in m.parameters()]
+        runs[replay] = ([row["train_loss"] for row in result.metrics], tensors), made[0]
+    (eager, eager_step), (replayed, step) = runs[False], runs[True]
+    assert eager_step.replays == 0
+    assert step.enabled and step.graph is not None and step.replays == 14 - 2 - 4
+    _assert_same(replayed, eager)
+
+
 def test_the_replay_waits_for_the_kl_warmup(monkeypatch):
     make = lambda: suite_pair("diag")  # noqa: E731
     *eager, _ = _fit(make, ELBO(warmup_steps=5), False, monkeypatch)
@@ -309,6 +355,12 @@ def test_where_the_replay_applies():
         pass
 
     assert not replayable("cpu", False, False, "fp32", Mine())
+    from pyrovae.infer.enum import EnumELBO
+    from pyrovae.training.cuda_graph import graph_safe
+
+    # the enumerated ELBO: replayed (the replay checks its recording against the eager step), never
+    # captured in a CUDA graph (which has no such check)
+    assert replayable("cpu", False, False, "fp32", EnumELBO()) and not graph_safe(EnumELBO())
 
 
 def test_the_recording_drops_what_nothing_reads_but_keeps_every_draw():
