@@ -36,6 +36,13 @@ def per_step(model, guide, split, num_samples):
     return est.log_likelihood * n / beats, est.stderr * n / beats, est.elbo * n / beats
 
 
+def _chain(fn):
+    """The RecurrentNormal under the plate's expansion."""
+    while not hasattr(fn, "step_params"):
+        fn = fn.base_dist
+    return fn
+
+
 @torch.no_grad()
 def kl_per_step(model, guide, split):
     """sum over real steps of KL(q(z_t | x_t, g_{t-1}) || p(z_t | h_{t-1})) along one guide draw,
@@ -43,12 +50,11 @@ def kl_per_step(model, guide, split):
     batch = {"x": split["x"], "mask": split["mask"]}
     guide_trace = pyro.poutine.trace(guide).get_trace(**batch)
     model_trace = pyro.poutine.trace(pyro.poutine.replay(model, trace=guide_trace)).get_trace(**batch)
-    total = 0.0
-    for t in range(split["x"].shape[1]):
-        q, p = guide_trace.nodes[f"z_{t}"], model_trace.nodes[f"z_{t}"]
-        kl = torch.distributions.kl_divergence(q["fn"], p["fn"])
-        total += float((kl * split["mask"][:, t]).sum())
-    return total / float(split["lengths"].sum())
+    z = guide_trace.nodes["z"]["value"]  # (N, T, Z), one site over the steps
+    q = torch.distributions.Normal(*_chain(guide_trace.nodes["z"]["fn"]).step_params(z))
+    p = torch.distributions.Normal(*_chain(model_trace.nodes["z"]["fn"]).step_params(z))
+    kl = torch.distributions.kl_divergence(q, p).sum(-1)  # (N, T)
+    return float((kl * split["mask"]).sum()) / float(split["lengths"].sum())
 
 
 def independent_keys(train, split):

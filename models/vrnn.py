@@ -263,14 +263,18 @@ class RecurrentNormal(TorchDistribution):
         self._states = (value, fz, h_prev)
         return fz, h_prev
 
+    def step_params(self, value: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(loc, scale)``, each ``(..., N, T, Z)``: the Gaussian of every step :math:`z_t`
+        given the steps before it in ``value`` (a per-step KL between two chains reads these)."""
+        if self._draw is not None and self._same(value, self._draw[0]):
+            return self._draw[1], self._draw[2]
+        _, h_prev = self.states(value)
+        parts = [self.head(self.fx[..., steps, :], h_prev[..., steps, :]) for steps in step_blocks(h_prev)]
+        return tuple(torch.cat([p[i] for p in parts], -2) if len(parts) > 1 else parts[0][i] for i in (0, 1))
+
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         """``value`` ``(..., N, T, Z)`` gives ``(..., N)``."""
-        if self._draw is not None and self._same(value, self._draw[0]):
-            _, loc, scale, _ = self._draw
-        else:
-            _, h_prev = self.states(value)
-            parts = [self.head(self.fx[..., steps, :], h_prev[..., steps, :]) for steps in step_blocks(h_prev)]
-            loc, scale = (torch.cat([p[i] for p in parts], -2) if len(parts) > 1 else parts[0][i] for i in (0, 1))
+        loc, scale = self.step_params(value)
         log_p = dist.Normal(loc, scale).log_prob(value).sum(-1)  # (..., N, T)
         return torch.where(self.mask_, log_p, torch.zeros_like(log_p)).sum(-1)
 

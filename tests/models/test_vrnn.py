@@ -188,6 +188,32 @@ def test_the_chains_density_of_another_value_and_in_blocks_is_the_draws():
         vrnn.ROWS_PER_CALL = rows
 
 
+def test_step_params_are_each_steps_gaussian_given_the_steps_before():
+    """RecurrentNormal.step_params (a per-step KL reads them, benchmarks/vrnn_chorales.py): their
+    masked Normal density is log_prob, for the draw and another value; the first step's is the
+    prior at h = 0; and step t's depends on z before t only."""
+    model, guide = pair(1)
+    batch = model.example_batch(n=4, num_steps=5, seed=2)
+    batch["mask"][0, 3:] = False
+    pyro.set_rng_seed(0)
+    trace = poutine.trace(guide).get_trace(x=batch["x"], mask=batch["mask"])
+    q, z = trace.nodes["z"]["fn"].base_dist, trace.nodes["z"]["value"]
+    prior = model.chain(batch["x"], batch["mask"])
+    for chain in (q, prior):
+        for value in (z, z.clone()):
+            loc, scale = chain.step_params(value)
+            assert loc.shape == scale.shape == z.shape
+            log_p = (Normal(loc, scale).log_prob(value).sum(-1) * batch["mask"]).sum(-1)
+            assert torch.allclose(log_p, chain.log_prob(value), atol=1e-5)
+    loc0, scale0 = model.prior_params(torch.zeros(4, model.rnn_dim))
+    loc, scale = prior.step_params(z.clone())
+    assert torch.allclose(loc[:, 0], loc0, atol=1e-6) and torch.allclose(scale[:, 0], scale0, atol=1e-6)
+    later = z.clone()
+    later[:, 2:] += 1.0
+    moved = prior.step_params(later)[0]
+    assert torch.allclose(moved[:, :3], loc[:, :3], atol=1e-6) and not torch.allclose(moved[:, 3:], loc[:, 3:])
+
+
 def test_generate_and_options():
     model, _ = pair()
     x = model.generate(num_samples=4, num_steps=9)
@@ -292,5 +318,7 @@ def test_cli_fit_then_evaluate_on_the_chorales(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "test log-likelihood (K=5)" in done.stdout
     done = run_cli("evaluate", "run", "--num-samples", "5", cwd=tmp_path)
+    assert done.returncode == 2 and "--force" in done.stderr  # fit scored K=5 already: kept, not redone
+    done = run_cli("evaluate", "run", "--num-samples", "8", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "68 datapoints" in done.stdout

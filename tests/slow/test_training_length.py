@@ -33,6 +33,9 @@ def test_the_main_job_reaches_the_documented_log_likelihood(tmp_path):
 
 
 def _guides_benchmark():
+    bench = str(ROOT / "benchmarks")
+    if bench not in sys.path:
+        sys.path.insert(0, bench)  # the script imports its helpers (_harness)
     spec = importlib.util.spec_from_file_location("guides_mnist", ROOT / "benchmarks" / "guides_mnist.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
