@@ -24,7 +24,10 @@ NumPy's ``np.int`` (removed in NumPy 1.24, used by the script's prior in eval mo
 scikit-learn's ``n_jobs=-1`` neighbour search is held to one CPU (``LOKY_MAX_CPU_COUNT=1``);
 ``nn.Conv2d`` convolves ``input.contiguous()`` (:func:`conv_saves_a_contiguous_copy`: the
 script's in-place add on a cropped view fails in backward under torch >= 1.11; under torch
-1.10.2 the unchanged script trains without this shim). Then
+1.10.2 the unchanged script trains without this shim). And one of its seeding: its
+``utils.seed_everything`` calls ``torch.manual_seed(394)`` whatever seed it is given, so the
+script's ``--seed`` does nothing; here it seeds torch with that seed
+(:func:`seed_everything_seeds_its_seed`; the same run at the default 394). Then
 it runs the script as ``__main__`` with the remaining arguments (its networks, its KNN prior refit
 on every batch, Adam, its loss: KL with the encoder's second output read as a log standard
 deviation, plus BCE of the PixelCNN's sigmoid) and records the process CPU time.
@@ -184,6 +187,28 @@ def conv_saves_a_contiguous_copy():
         torch.nn.Conv2d._conv_forward = forward
 
 
+@contextlib.contextmanager
+def seed_everything_seeds_its_seed():
+    """Within: the reference's ``utils.seed_everything(seed, max_threads)`` seeds torch with
+    ``seed`` (the script's ``--seed``, default 394) instead of its constant 394, which it uses
+    whatever the argument. The same numbers at the default seed; ``--seed N`` then gives another
+    run (its prior's neighbour choice keeps its own NumPy stream, seed 4543 in its constructor).
+    Needs the reference's folder on ``sys.path`` (``_environment``)."""
+    import utils
+
+    seed_everything = utils.seed_everything
+
+    def seeded(seed=394, max_threads=2):
+        torch.manual_seed(int(seed))
+        torch.set_num_threads(max_threads)
+
+    utils.seed_everything = seeded
+    try:
+        yield
+    finally:
+        utils.seed_everything = seed_everything
+
+
 def _environment(ref):
     os.environ.setdefault("LOKY_MAX_CPU_COUNT", "1")
     if not hasattr(np, "int"):
@@ -196,7 +221,7 @@ def train(args, rest):
     torchvision_stub(args.train_size, args.test_size)
     sys.argv = [os.path.join(os.path.abspath(args.ref), "train_mnist_pcnn_acn.py")] + rest
     cpu0, wall0 = time.process_time(), time.time()
-    with int_defaults_parse_as_int(), conv_saves_a_contiguous_copy():
+    with int_defaults_parse_as_int(), conv_saves_a_contiguous_copy(), seed_everything_seeds_its_seed():
         namespace = runpy.run_path(sys.argv[0], run_name="__main__")
     cpu, wall = time.process_time() - cpu0, time.time() - wall0
     info = namespace["info"]

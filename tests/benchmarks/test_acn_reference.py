@@ -164,3 +164,28 @@ def test_conv_saves_a_contiguous_copy_as_old_torch_did():
     ((h * h).sum() + (v2h * v2h).sum()).backward()
     for g, p in zip(got, (*first.parameters(), *second.parameters())):
         assert torch.allclose(g, p.grad, atol=1e-5)
+
+
+def test_seed_everything_seeds_its_seed_and_only_within(tmp_path, monkeypatch):
+    # a stand-in for the reference's utils.py: its seed_everything ignores the seed it is given
+    (tmp_path / "utils.py").write_text("import torch\n\ndef seed_everything(seed=394, max_threads=2):\n"
+                                       "    torch.manual_seed(394)\n    torch.set_num_threads(max_threads)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "utils", raising=False)
+    mod = _module("acn_reference")
+    threads = torch.get_num_threads()
+    try:
+        import utils
+
+        def draw(seed):
+            utils.seed_everything(seed, 1)
+            return torch.rand(3)
+
+        assert torch.equal(draw(1), draw(394))  # the script's own: --seed does nothing
+        with mod.seed_everything_seeds_its_seed():
+            one, default = draw(1), draw(394)
+        assert not torch.equal(one, default)
+        assert torch.equal(default, draw(394)) and torch.equal(one, (torch.manual_seed(1), torch.rand(3))[1])
+        assert torch.equal(draw(1), draw(394))  # put back after
+    finally:
+        torch.set_num_threads(threads)
