@@ -11,7 +11,7 @@ test images. The pair's sizes, alpha, the learning rate and the initialisation d
 z 50, one hidden layer of 500 softplus units, alpha 50 per labelled row, Adam 1e-3, Burda et
 al.'s initialisation); ``--alpha-scale S`` sets alpha to S times the paper's 0.1 N in per-row
 units (pyrovae/data/semisupervised.py; S = 1 is the paper's); ``--repeats R`` shows each labelled
-row R times an epoch instead of the data set's default (about a tenth of the stream). Beside it, the **baseline**: the
+row R times an epoch instead of the data set's default (a tenth of the stream, at least 10 times). Beside it, the **baseline**: the
 same classifier network trained on the labelled rows alone (cross-entropy, the same number of
 Adam steps, the same learning rate, the same dynamically binarized inputs; always 100 labelled
 rows a step, whatever M2's ``--batch-size``), so the gain from the
@@ -115,8 +115,8 @@ def build_parser():
     weight.add_argument("--alpha-scale", type=float, default=None,
                         help="alpha = this times the paper's 0.1 N instead (1: the paper's)")
     p.add_argument("--repeats", type=int, default=None,
-                   help="times each labelled row appears in an epoch (default: the data set's, about a tenth of "
-                        "the stream: 2 at 3000 labels with 47,000 unlabelled)")
+                   help="times each labelled row appears in an epoch (default: the data set's, a tenth of the "
+                        "stream and at least 10: 10 at 3000 labels with 47,000 unlabelled, and at 100 with 10,000)")
     p.add_argument("--baseline-steps", type=int, nargs="*", default=[],
                    help="also train the baseline for these numbers of Adam steps, each paired with M2 "
                         "(the main baseline always has M2's number of steps)")

@@ -152,6 +152,7 @@ def test_m2_mnist_defaults_are_those_of_pyrovae_fit_for_m2():
 
 def test_m2_mnist_repeats_sets_the_labelled_rows_per_epoch():
     from pyrovae.data.datasets import DataSet
+    from pyrovae.data.semisupervised import default_repeats
 
     mod = _module("m2_mnist")
     g = torch.Generator().manual_seed(0)
@@ -160,10 +161,10 @@ def test_m2_mnist_repeats_sets_the_labelled_rows_per_epoch():
     args = mod.build_parser().parse_args(["--unlabelled", "100", "--num-valid", "7"])
     assert args.repeats is None and args.baseline_steps == []
     default = mod.m2_data(base, 20, 0, args)
-    assert default.repeats == round(0.1 * 120 / 20) == 1 and len(default.valid["x"]) == 7
+    assert default.repeats == default_repeats(100, 20) == 10 and len(default.valid["x"]) == 7  # the data set's floor
     args = mod.build_parser().parse_args(["--unlabelled", "100", "--repeats", "5", "--baseline-steps", "53", "90"])
-    more = mod.m2_data(base, 20, 0, args)
-    assert more.repeats == 5 and args.baseline_steps == [53, 90]
-    assert len(more.train["x"]) == 100 + 5 * 20 and int(more.train["labelled"].sum()) == 100
-    assert torch.equal(more.labelled_rows()["x"], default.labelled_rows()["x"])  # the same labels, only repeated more
-    assert more.paper_alpha == pytest.approx(default.paper_alpha / 5)
+    fewer = mod.m2_data(base, 20, 0, args)
+    assert fewer.repeats == 5 and args.baseline_steps == [53, 90]
+    assert len(fewer.train["x"]) == 100 + 5 * 20 and int(fewer.train["labelled"].sum()) == 100
+    assert torch.equal(fewer.labelled_rows()["x"], default.labelled_rows()["x"])  # the same labels, only repeated less
+    assert fewer.paper_alpha == pytest.approx(default.paper_alpha * 2)

@@ -10,7 +10,7 @@ import torch
 
 from pyrovae import fit, log_likelihood
 from pyrovae.data.datasets import list_datasets, load_dataset
-from pyrovae.data.semisupervised import UNKNOWN, balanced_labels, semi_supervised
+from pyrovae.data.semisupervised import MIN_REPEATS, UNKNOWN, balanced_labels, default_repeats, semi_supervised
 from pyrovae.guides.m2 import M2Guide
 from pyrovae.infer.enum import EnumELBO
 from pyrovae.models.m2 import M2
@@ -65,12 +65,15 @@ def test_semi_supervised_digits_hides_all_but_the_chosen_labels():
     assert {"mnist-100labels", "mnist-3000labels-seed2", "digits-100labels-seed2"} <= set(list_datasets())
 
 
-def test_the_stream_repeats_labelled_rows_to_a_tenth_of_an_epoch():
+def test_the_stream_repeats_labelled_rows_to_a_tenth_of_an_epoch_and_at_least_ten_times():
     base = load_dataset("digits")
     data = semi_supervised(base, 20, seed=3, unlabelled=500)
-    assert data.num_unlabelled == 500 and data.repeats == round(0.1 * 520 / 20)
+    assert data.num_unlabelled == 500 and round(0.1 * 520 / 20) == 3 and data.repeats == MIN_REPEATS == 10
     assert int(data.train["labelled"].sum()) == 20 * data.repeats
     assert data.paper_alpha == pytest.approx(0.1 * 520 / (20 * data.repeats))
+    # a tenth of the stream where that is more: 100 labels of MNIST with all 49,900 others, 50
+    assert default_repeats(49_900, 100) == 50 and default_repeats(9_900, 100) == 10
+    assert default_repeats(47_000, 3000) == 10 and default_repeats(100, 20) == 10
     with pytest.raises(ValueError, match="no labels"):
         semi_supervised(load_dataset("digits").__class__("nolabels", {"x": base.train["x"]}, base.valid, base.test,
                                                           base.image_shape, "none"), 10)
