@@ -59,7 +59,8 @@ FIGURE = Path(__file__).resolve().parents[1] / "docs" / "figures" / "acn-daydrea
 def build(args, prior: str, decoder: str):
     model = AssociativeCompressionNetwork(x_dim=784, z_dim=args.z_dim, hidden_dims=tuple(args.hidden_dims),
                                           prior=prior, num_neighbours=args.neighbours, decoder=decoder,
-                                          num_layers=args.num_layers, pixel_channels=args.pixel_channels)
+                                          num_layers=args.num_layers, pixel_channels=args.pixel_channels,
+                                          pixel_stacks=args.pixel_stacks)
     guide = AcnGuide(x_dim=784, z_dim=args.z_dim, hidden_dims=tuple(args.hidden_dims))
     return model, pair_guide(model, guide)
 
@@ -142,7 +143,8 @@ def compare(args) -> dict:
                    "lr": args.lr, "threads": torch.get_num_threads(), "test_images": args.test_size,
                    "kl_samples": args.kl_samples},
         "sizes": {"z_dim": args.z_dim, "hidden_dims": args.hidden_dims, "pixelcnn_layers": args.num_layers,
-                  "pixel_channels": args.pixel_channels, "neighbours": args.neighbours},
+                  "pixel_channels": args.pixel_channels, "pixel_stacks": args.pixel_stacks,
+                  "neighbours": args.neighbours},
         "acn": results["knn"], "vae": results["standard"],
         "paired_acn_minus_vae": {key: mean_and_stderr(a[key] - v[key]) for key in ("kl", "reconstruction", "swapped")}
         | {"coding_cost": mean_and_stderr(a["kl"] + a["reconstruction"] - v["kl"] - v["reconstruction"])},
@@ -189,6 +191,9 @@ def main(argv=None) -> dict:
     p.add_argument("--hidden-dims", type=int, nargs="*", default=[256])
     p.add_argument("--num-layers", type=int, default=3)
     p.add_argument("--pixel-channels", type=int, default=16)
+    p.add_argument("--pixel-stacks", type=int, choices=(1, 2),
+                   default=AssociativeCompressionNetwork.Options.pixel_stacks,
+                   help="the PixelCNN's stacks: 1 masked (a blind spot), 2 vertical and horizontal (default: the model's)")
     p.add_argument("--neighbours", type=int, default=5)
     p.add_argument("--kl-samples", type=int, default=20)
     p.add_argument("--daydreams", type=int, default=4)

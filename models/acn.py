@@ -90,6 +90,8 @@ class AssociativeCompressionNetwork(Model):
     :param str activation: the networks' nonlinearity.
     :param str decoder: ``mlp`` or ``pixelcnn``.
     :param int num_layers, pixel_channels, first_kernel_size, kernel_size: the PixelCNN's.
+    :param int pixel_stacks: the PixelCNN's stacks (:class:`pyrovae.nn.conv.PixelCNN`): 1 masked
+        convolutions, 2 a vertical and a horizontal stack (no blind spot).
     :param tuple image_shape: ``(H, W)`` for the PixelCNN; None: square.
     :param int search_chunk: table rows compared at a time in the neighbour search.
 
@@ -113,6 +115,7 @@ class AssociativeCompressionNetwork(Model):
         decoder: Decoder = "mlp"
         num_layers: int = 4
         pixel_channels: int = 32
+        pixel_stacks: int = 1
         first_kernel_size: int = 7
         kernel_size: int = 3
         image_shape: Optional[Tuple[int, ...]] = None
@@ -125,6 +128,9 @@ class AssociativeCompressionNetwork(Model):
             check_positive(x_dim=self.x_dim, z_dim=self.z_dim, hidden_dims=self.hidden_dims,
                            num_neighbours=self.num_neighbours, num_layers=self.num_layers,
                            pixel_channels=self.pixel_channels, search_chunk=self.search_chunk)
+            if self.pixel_stacks not in (1, 2):
+                raise ValueError(f"pixel_stacks must be 1 (masked convolutions) or 2 (vertical and horizontal), "
+                                 f"got {self.pixel_stacks}")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -134,7 +140,7 @@ class AssociativeCompressionNetwork(Model):
         if o.decoder == "pixelcnn":
             self.image_shape = image_shape_for(o.x_dim, o.image_shape)
             self.decoder = PixelCNN(self.image_shape, o.z_dim, o.num_layers, o.pixel_channels, o.first_kernel_size,
-                                    o.kernel_size, None)
+                                    o.kernel_size, None, stacks=o.pixel_stacks)
         else:
             self.decoder = MLP(o.z_dim, o.hidden_dims, o.x_dim, o.activation)
         self.table = CodeTable(o.z_dim, chunk=o.search_chunk)

@@ -67,6 +67,8 @@ class PixelCNNVAE(StandardNormalPrior, Model):
     :param int kernel_size: kernel of the later layers.
     :param str conditioning: ``global`` (z a per-channel bias in every layer, the same at every
         pixel) or ``spatial`` (z decoded to a feature map of the image's size first, PixelVAE's way).
+    :param int pixel_stacks: 1: masked convolutions (one stack, a blind spot above-right of each
+        pixel); 2: van den Oord et al.'s vertical and horizontal stacks, without it.
     :param str likelihood: ``bernoulli`` or ``logistic-mixture``.
     :param int num_mixtures: logistic components per pixel.
     :param int num_bins: grey levels.
@@ -90,6 +92,7 @@ class PixelCNNVAE(StandardNormalPrior, Model):
         first_kernel_size: int = 7
         kernel_size: int = 3
         conditioning: Conditioning = "global"
+        pixel_stacks: int = 1
         likelihood: Likelihood = "bernoulli"
         num_mixtures: int = 5
         num_bins: int = 256
@@ -103,6 +106,9 @@ class PixelCNNVAE(StandardNormalPrior, Model):
             if self.first_kernel_size % 2 == 0 or self.kernel_size % 2 == 0:
                 raise ValueError("first_kernel_size and kernel_size must be odd, got "
                                  f"{self.first_kernel_size} and {self.kernel_size}")
+            if self.pixel_stacks not in (1, 2):
+                raise ValueError(f"pixel_stacks must be 1 (masked convolutions) or 2 (vertical and horizontal), "
+                                 f"got {self.pixel_stacks}")
             if self.num_bins < 2:
                 raise ValueError(f"num_bins must be at least 2, got {self.num_bins}")
             if image_shape_for(self.x_dim, self.image_shape)[0] != 1:
@@ -116,7 +122,7 @@ class PixelCNNVAE(StandardNormalPrior, Model):
         self.image_shape = image_shape_for(o.x_dim, o.image_shape)
         out = None if o.likelihood == "bernoulli" else 3 * o.num_mixtures
         self.decoder = PixelCNN(self.image_shape, o.z_dim, o.num_layers, o.pixel_channels, o.first_kernel_size,
-                                o.kernel_size, out, conditioning=o.conditioning)
+                                o.kernel_size, out, conditioning=o.conditioning, stacks=o.pixel_stacks)
         self.standard_normal_prior_(o.z_dim)
 
     @property

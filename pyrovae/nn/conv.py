@@ -15,9 +15,11 @@ in raster order, with masked convolutions: mask type ``A`` (first layer) lets th
 pixel i see pixels strictly before i; type ``B`` (later layers) also lets it see position i
 of the previous layer, which itself only saw pixels before i. Each layer is gated,
 ``tanh(W_f * h + V_f z) * sigmoid(W_g * h + V_g z)``, with z entering every layer through a
-learned projection ``V z`` (a per-channel bias, the same at every pixel). These are plain
-masked convolutions (one stack), so they have the "blind spot" of the original PixelCNN above
-and to the right of a pixel; the vertical/horizontal two-stack fix is not implemented.
+learned projection ``V z`` (a per-channel bias, the same at every pixel). With ``stacks=1``
+these are plain masked convolutions (one stack), which have the "blind spot" of the original
+PixelCNN above and to the right of a pixel; ``stacks=2`` is van den Oord et al.'s fix, a
+vertical stack (the rows above, the whole width of the kernel) feeding a horizontal stack (the
+pixels to the left in the row), :class:`GatedStackLayer`.
 Grey images only (one channel): with several colour channels the masks would also have to
 order the channels, which this module does not do.
 """
@@ -196,6 +198,73 @@ class GatedMaskedLayer(nn.Module):
         return h + out if self.residual else out
 
 
+class GatedStackLayer(nn.Module):
+    """One layer of the gated PixelCNN without a blind spot (van den Oord et al. 2016, "Conditional
+    Image Generation with PixelCNN Decoders"): a vertical stack ``v`` whose output at row r sees
+    the rows above r only, across the kernel's width, and a horizontal stack ``h`` whose output at
+    (r, c) sees the pixels to the left of c in row r (and c itself after the first layer) plus the
+    vertical stack at (r, c):
+
+    ``a_v = V * v + V_c c``, ``v' = tanh(a_v^f) sigmoid(a_v^g)``;
+    ``a_h = H * h + W_{vh} a_v + H_c c``, ``h' = h + W_o (tanh(a_h^f) sigmoid(a_h^g))``
+    (the residual after the first layer only).
+
+    The first layer (``first=True``) reads the image in both stacks: its vertical convolution
+    spans the ``kernel_size // 2`` rows strictly above, its horizontal one the ``kernel_size // 2``
+    pixels strictly to the left, so the output at pixel i sees exactly the pixels before i within
+    the kernel's reach (mask ``A`` without the blind spot). Later layers read the stacks' features,
+    which at a position already see only what came before it: the vertical convolution spans its
+    row and the ``kernel_size // 2`` above, the horizontal one its pixel and those to the left.
+    Implemented with ordinary convolutions on asymmetrically padded inputs (no masks)."""
+
+    def __init__(self, in_channels: int, channels: int, kernel_size: int, z_dim: int, cond_channels: int = 0,
+                 first: bool = False):
+        super().__init__()
+        if kernel_size % 2 != 1 or (first and kernel_size < 3):
+            raise ValueError(f"kernel_size must be odd (and at least 3 in the first layer), got {kernel_size}")
+        k = kernel_size // 2
+        self.first, self.k = first, k
+        rows = k if first else k + 1  # the first: the k rows strictly above; later: and the row itself
+        cols = k if first else k + 1  # the first: the k pixels strictly left; later: and the pixel itself
+        self.v_conv = nn.Conv2d(in_channels, 2 * channels, (rows, kernel_size))
+        self.h_conv = nn.Conv2d(in_channels, 2 * channels, (1, cols))
+        self.v_to_h = nn.Conv2d(2 * channels, 2 * channels, 1)
+        if cond_channels:
+            self.cond = nn.Conv2d(cond_channels, 4 * channels, 1, bias=False)
+        else:
+            self.cond = nn.Linear(z_dim, 4 * channels, bias=False) if z_dim else None
+        self.spatial = bool(cond_channels)
+        self.out = nn.Conv2d(channels, channels, 1)
+        self.residual = not first and in_channels == channels
+
+    def _vertical(self, v: torch.Tensor) -> torch.Tensor:
+        H = v.shape[-2]
+        if self.first:  # rows r-k .. r-1: pad k above, drop the last output row
+            padded = nn.functional.pad(v, (self.k, self.k, self.k, 0))
+            return self.v_conv(padded)[..., :H, :]
+        padded = nn.functional.pad(v, (self.k, self.k, self.k, 0))  # rows r-k .. r
+        return self.v_conv(padded)
+
+    def _horizontal(self, h: torch.Tensor) -> torch.Tensor:
+        W = h.shape[-1]
+        if self.first:  # columns c-k .. c-1
+            return self.h_conv(nn.functional.pad(h, (self.k, 0, 0, 0)))[..., :W]
+        return self.h_conv(nn.functional.pad(h, (self.k, 0, 0, 0)))  # columns c-k .. c
+
+    def forward(self, v: torch.Tensor, h: torch.Tensor, c: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+        a_v = self._vertical(v)
+        a_h = self._horizontal(h) + self.v_to_h(a_v)
+        if self.cond is not None and c is not None:
+            cond = self.cond(c) if self.spatial else self.cond(c)[:, :, None, None]
+            cond_v, cond_h = cond.chunk(2, dim=1)
+            a_v, a_h = a_v + cond_v, a_h + cond_h
+        f, g = a_v.chunk(2, dim=1)
+        v_out = torch.tanh(f) * torch.sigmoid(g)
+        f, g = a_h.chunk(2, dim=1)
+        h_out = self.out(torch.tanh(f) * torch.sigmoid(g))
+        return v_out, (h + h_out if self.residual else h_out)
+
+
 class PixelCNN(nn.Module):
     """``p(x_i | x_<i, z)`` for every pixel at once (teacher forcing): images ``(..., C*H*W)``
     and codes ``(..., z_dim)`` (broadcast against each other) -> ``(..., out_channels, C*H*W)``,
@@ -208,6 +277,9 @@ class PixelCNN(nn.Module):
     :param int first_kernel: kernel of the first (mask A) layer; 7 in van den Oord et al.
     :param int kernel: kernel of the later layers.
     :param int out_channels: numbers per pixel, or None for one.
+    :param int stacks: 1: masked convolutions, one stack (with the original PixelCNN's blind spot
+        above and to the right); 2: a vertical and a horizontal stack without it
+        (:class:`GatedStackLayer`; the same receptive rows).
     :param str conditioning: ``global``: z enters every layer as a learned per-channel bias, the
         same at every pixel (van den Oord et al.'s conditional PixelCNN); ``spatial``: z is first
         decoded by a :class:`ConvDecoder` into a ``channels``-deep feature map of the image's size,
@@ -224,10 +296,13 @@ class PixelCNN(nn.Module):
 
     def __init__(self, image_shape: Sequence[int], z_dim: int, num_layers: int = 5, channels: int = 32,
                  first_kernel: int = 7, kernel: int = 3, out_channels: Optional[int] = None,
-                 input_scale: float = 1.0, conditioning: str = "global"):
+                 input_scale: float = 1.0, conditioning: str = "global", stacks: int = 1):
         super().__init__()
         if conditioning not in CONDITIONINGS:
             raise ValueError(f"unknown conditioning {conditioning!r}; choose one of {CONDITIONINGS}")
+        if stacks not in (1, 2):
+            raise ValueError(f"stacks must be 1 (masked convolutions) or 2 (vertical and horizontal), got {stacks}")
+        self.stacks = stacks
         self.image_shape, self.out_channels, self.input_scale = tuple(image_shape), out_channels, input_scale
         c = self.image_shape[0]
         if c != 1:
@@ -236,8 +311,12 @@ class PixelCNN(nn.Module):
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         spatial = channels if conditioning == "spatial" and z_dim else 0
         self.z_map = ConvDecoder(z_dim, self.image_shape, (64, 32), out_channels=spatial) if spatial else None
-        layers = [GatedMaskedLayer("A", c, channels, first_kernel, z_dim, spatial)]
-        layers += [GatedMaskedLayer("B", channels, channels, kernel, z_dim, spatial) for _ in range(num_layers - 1)]
+        if stacks == 2:
+            layers = [GatedStackLayer(c, channels, first_kernel, z_dim, spatial, first=True)]
+            layers += [GatedStackLayer(channels, channels, kernel, z_dim, spatial) for _ in range(num_layers - 1)]
+        else:
+            layers = [GatedMaskedLayer("A", c, channels, first_kernel, z_dim, spatial)]
+            layers += [GatedMaskedLayer("B", channels, channels, kernel, z_dim, spatial) for _ in range(num_layers - 1)]
         self.layers = nn.ModuleList(layers)
         self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(channels, channels, 1), nn.ReLU(),
                                   nn.Conv2d(channels, out_channels or 1, 1))
@@ -254,8 +333,13 @@ class PixelCNN(nn.Module):
         c = z
         if self.z_map is not None and z is not None:
             c = self.z_map(z).reshape(h.shape[0], -1, *self.image_shape[1:])  # (N, channels, H, W)
-        for layer in self.layers:
-            h = layer(h, c)
+        if self.stacks == 2:
+            v = h
+            for layer in self.layers:
+                v, h = layer(v, h, c)
+        else:
+            for layer in self.layers:
+                h = layer(h, c)
         out = self.head(h)
         d = math.prod(self.image_shape)
         if self.out_channels is None:

@@ -10,7 +10,7 @@ import pyro
 import pytest
 import torch
 
-from pyrovae.nn.conv import GatedMaskedLayer, MaskedConv2d, PixelCNN
+from pyrovae.nn.conv import GatedMaskedLayer, GatedStackLayer, MaskedConv2d, PixelCNN
 from pyrovae.guides.conv import ConvGuide
 from pyrovae.models.pixelcnn import PixelCNNVAE
 from tests.cli.helpers import QUICK, pyrovae
@@ -44,14 +44,15 @@ def test_one_masked_convolution_is_causal(mask_type):
             assert grad[i - 1] > 0  # the left neighbour is seen
 
 
+@pytest.mark.parametrize("stacks", [1, 2])
 @pytest.mark.parametrize("conditioning", ["global", "spatial"])
 @pytest.mark.parametrize("first_kernel_size, num_layers", [(3, 1), (5, 3), (7, 4)])
-def test_the_whole_pixelcnn_is_causal(first_kernel_size, num_layers, conditioning):
+def test_the_whole_pixelcnn_is_causal(first_kernel_size, num_layers, conditioning, stacks):
     """Output i has zero gradient with respect to the input at every pixel >= i, through all
-    layers (mask A first, then B), and a nonzero one for the pixel just before it."""
+    layers (mask A first, then B; or the two stacks), and a nonzero one for the pixel just before it."""
     torch.manual_seed(0)
     net = PixelCNN((1, H, W), z_dim=2, num_layers=num_layers, channels=6, first_kernel=first_kernel_size,
-                   conditioning=conditioning)
+                   conditioning=conditioning, stacks=stacks)
     z = torch.randn(1, 2)
     for i in range(D):
         grad = input_gradients(net, i, z)
@@ -61,16 +62,18 @@ def test_the_whole_pixelcnn_is_causal(first_kernel_size, num_layers, conditionin
     assert net.receptive_rows == first_kernel_size // 2 + (num_layers - 1)
 
 
+@pytest.mark.parametrize("stacks", [1, 2])
 @pytest.mark.parametrize("conditioning", ["global", "spatial"])
 @pytest.mark.parametrize("first_kernel_size, num_layers, kernel_size", [(3, 2, 3), (7, 1, 3), (5, 3, 3), (3, 2, 5)])
-def test_the_receptive_field_is_as_many_rows_as_stated(first_kernel_size, num_layers, kernel_size, conditioning):
+def test_the_receptive_field_is_as_many_rows_as_stated(first_kernel_size, num_layers, kernel_size, conditioning,
+                                                      stacks):
     """By autograd, on a tall image: the outputs in the bottom row r depend on the input in row
     r - receptive_rows and on no row above it (VLAE's local decoder: 2 rows). (16 channels: with
     very few, the head's ReLUs can all be off at initialization and no gradient flows.)"""
     torch.manual_seed(0)
     rows, cols = 10, 5
     net = PixelCNN((1, rows, cols), z_dim=2, num_layers=num_layers, channels=16, first_kernel=first_kernel_size,
-                   kernel=kernel_size, conditioning=conditioning)
+                   kernel=kernel_size, conditioning=conditioning, stacks=stacks)
     reach = net.receptive_rows
     assert reach == first_kernel_size // 2 + (num_layers - 1) * (kernel_size // 2)
     x = torch.rand(1, rows * cols, requires_grad=True)
@@ -84,6 +87,34 @@ def test_the_receptive_field_is_as_many_rows_as_stated(first_kernel_size, num_la
 def test_a_residual_never_wraps_the_mask_a_layer():
     layer = GatedMaskedLayer("A", 4, 4, 3, z_dim=0)
     assert not layer.residual
+    assert not GatedStackLayer(4, 4, 3, z_dim=0, first=True).residual and GatedStackLayer(4, 4, 3, z_dim=0).residual
+
+
+def test_two_stacks_have_no_blind_spot():
+    """The masked stack never sees the pixel two to the right in the row above, however deep (the
+    blind spot); the two stacks see it from the second layer on, and every pixel of the rows
+    above within reach: k_1 // 2 + (L - 1) k // 2 columns either way, and as many to the left."""
+    torch.manual_seed(0)
+    rows, cols = 6, 11
+    r, c = 4, 5
+    i = r * cols + c
+
+    def seen(stacks, num_layers):
+        net = PixelCNN((1, rows, cols), z_dim=0, num_layers=num_layers, channels=16, first_kernel=3, kernel=3,
+                       stacks=stacks)
+        x = torch.rand(1, rows * cols, requires_grad=True)
+        net(x)[0, i].backward()
+        return x.grad.abs().reshape(rows, cols) > 0
+
+    for num_layers in (2, 3):
+        assert not seen(1, num_layers)[r - 1, c + 2]
+        grid = seen(2, num_layers)
+        reach = 1 + (num_layers - 1)
+        assert grid[r - 1, c - reach:c + reach + 1].all() and grid[r, c - reach:c].all(), grid
+        assert not grid[r, c:].any() and not grid[r + 1:].any()
+        assert not grid[r - 1, c + reach + 1:].any()
+    with pytest.raises(ValueError, match="stacks"):
+        PixelCNN((1, 4, 4), z_dim=0, stacks=3)
 
 
 @pytest.mark.parametrize("conditioning", ["global", "spatial"])
