@@ -62,7 +62,7 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 
-from pyrovae.nn.conv import PixelCNN, image_shape_for
+from pyrovae.nn.conv import PixelCNN, check_stacks, image_shape_for
 from pyrovae.errors import UsageError
 from pyrovae.models.acn_table import CodeTable
 from pyrovae.nn import MLP, bias_at_data_logits_, check_positive
@@ -128,9 +128,7 @@ class AssociativeCompressionNetwork(Model):
             check_positive(x_dim=self.x_dim, z_dim=self.z_dim, hidden_dims=self.hidden_dims,
                            num_neighbours=self.num_neighbours, num_layers=self.num_layers,
                            pixel_channels=self.pixel_channels, search_chunk=self.search_chunk)
-            if self.pixel_stacks not in (1, 2):
-                raise ValueError(f"pixel_stacks must be 1 (masked convolutions) or 2 (vertical and horizontal), "
-                                 f"got {self.pixel_stacks}")
+            check_stacks(self.pixel_stacks, "pixel_stacks")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

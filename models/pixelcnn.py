@@ -47,7 +47,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from pyrovae.nn.conv import Conditioning, PixelCNN, image_shape_for
+from pyrovae.nn.conv import Conditioning, PixelCNN, check_stacks, image_shape_for
 from pyrovae.models.conv import LIKELIHOODS, Likelihood, mixture_likelihood, observed_value
 from pyrovae.nn import check_positive, conv_bias_at_data_mean_
 from pyrovae.models.base import Model, StandardNormalPrior
@@ -106,9 +106,7 @@ class PixelCNNVAE(StandardNormalPrior, Model):
             if self.first_kernel_size % 2 == 0 or self.kernel_size % 2 == 0:
                 raise ValueError("first_kernel_size and kernel_size must be odd, got "
                                  f"{self.first_kernel_size} and {self.kernel_size}")
-            if self.pixel_stacks not in (1, 2):
-                raise ValueError(f"pixel_stacks must be 1 (masked convolutions) or 2 (vertical and horizontal), "
-                                 f"got {self.pixel_stacks}")
+            check_stacks(self.pixel_stacks, "pixel_stacks")
             if self.num_bins < 2:
                 raise ValueError(f"num_bins must be at least 2, got {self.num_bins}")
             if image_shape_for(self.x_dim, self.image_shape)[0] != 1:

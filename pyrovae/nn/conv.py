@@ -170,6 +170,25 @@ class MaskedConv2d(nn.Conv2d):
         return self._conv_forward(x, self.weight * self.mask, self.bias)
 
 
+def check_stacks(stacks: int, name: str = "stacks") -> None:
+    """A PixelCNN's stacks are 1 (masked convolutions) or 2 (vertical and horizontal)."""
+    if stacks not in (1, 2):
+        raise ValueError(f"{name} must be 1 (masked convolutions) or 2 (vertical and horizontal), got {stacks}")
+
+
+def _condition(z_dim: int, cond_channels: int, width: int) -> Optional[nn.Module]:
+    """The projection of a layer's condition to ``width`` channels: a 1x1 convolution of a feature
+    map (``cond_channels``), a linear map of z broadcast over the pixels, or None without z."""
+    if cond_channels:
+        return nn.Conv2d(cond_channels, width, 1, bias=False)
+    return nn.Linear(z_dim, width, bias=False) if z_dim else None
+
+
+def _gate(a: torch.Tensor) -> torch.Tensor:
+    f, g = a.chunk(2, dim=1)
+    return torch.tanh(f) * torch.sigmoid(g)
+
+
 class GatedMaskedLayer(nn.Module):
     """``h' = h + W_o (tanh(W_f * h + V_f c) * sigmoid(W_g * h + V_g c))`` (the residual only
     after the first layer), with masked convolutions ``W_f, W_g`` and a projection ``V`` of the
@@ -181,10 +200,7 @@ class GatedMaskedLayer(nn.Module):
                  cond_channels: int = 0):
         super().__init__()
         self.conv = MaskedConv2d(mask_type, in_channels, 2 * channels, kernel_size, padding=kernel_size // 2)
-        if cond_channels:
-            self.cond = nn.Conv2d(cond_channels, 2 * channels, 1, bias=False)
-        else:
-            self.cond = nn.Linear(z_dim, 2 * channels, bias=False) if z_dim else None
+        self.cond = _condition(z_dim, cond_channels, 2 * channels)
         self.spatial = bool(cond_channels)
         self.out = nn.Conv2d(channels, channels, 1)
         self.residual = mask_type == "B" and in_channels == channels  # never around mask A: it would pass x_i on
@@ -193,8 +209,7 @@ class GatedMaskedLayer(nn.Module):
         a = self.conv(h)
         if self.cond is not None and c is not None:
             a = a + (self.cond(c) if self.spatial else self.cond(c)[:, :, None, None])
-        f, g = a.chunk(2, dim=1)
-        out = self.out(torch.tanh(f) * torch.sigmoid(g))
+        out = self.out(_gate(a))
         return h + out if self.residual else out
 
 
@@ -229,27 +244,19 @@ class GatedStackLayer(nn.Module):
         self.v_conv = nn.Conv2d(in_channels, 2 * channels, (rows, kernel_size))
         self.h_conv = nn.Conv2d(in_channels, 2 * channels, (1, cols))
         self.v_to_h = nn.Conv2d(2 * channels, 2 * channels, 1)
-        if cond_channels:
-            self.cond = nn.Conv2d(cond_channels, 4 * channels, 1, bias=False)
-        else:
-            self.cond = nn.Linear(z_dim, 4 * channels, bias=False) if z_dim else None
+        self.cond = _condition(z_dim, cond_channels, 4 * channels)  # both stacks' projections in one
         self.spatial = bool(cond_channels)
         self.out = nn.Conv2d(channels, channels, 1)
         self.residual = not first and in_channels == channels
 
     def _vertical(self, v: torch.Tensor) -> torch.Tensor:
-        H = v.shape[-2]
-        if self.first:  # rows r-k .. r-1: pad k above, drop the last output row
-            padded = nn.functional.pad(v, (self.k, self.k, self.k, 0))
-            return self.v_conv(padded)[..., :H, :]
-        padded = nn.functional.pad(v, (self.k, self.k, self.k, 0))  # rows r-k .. r
-        return self.v_conv(padded)
+        # k rows padded above: the first layer's k-row kernel gives H + 1 rows, row r seeing rows
+        # r-k .. r-1 (the last dropped); a later layer's k+1 rows give H, row r seeing r-k .. r
+        return self.v_conv(nn.functional.pad(v, (self.k, self.k, self.k, 0)))[..., : v.shape[-2], :]
 
     def _horizontal(self, h: torch.Tensor) -> torch.Tensor:
-        W = h.shape[-1]
-        if self.first:  # columns c-k .. c-1
-            return self.h_conv(nn.functional.pad(h, (self.k, 0, 0, 0)))[..., :W]
-        return self.h_conv(nn.functional.pad(h, (self.k, 0, 0, 0)))  # columns c-k .. c
+        # likewise along the row: columns c-k .. c-1 in the first layer, c-k .. c after
+        return self.h_conv(nn.functional.pad(h, (self.k, 0, 0, 0)))[..., : h.shape[-1]]
 
     def forward(self, v: torch.Tensor, h: torch.Tensor, c: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
         a_v = self._vertical(v)
@@ -258,11 +265,8 @@ class GatedStackLayer(nn.Module):
             cond = self.cond(c) if self.spatial else self.cond(c)[:, :, None, None]
             cond_v, cond_h = cond.chunk(2, dim=1)
             a_v, a_h = a_v + cond_v, a_h + cond_h
-        f, g = a_v.chunk(2, dim=1)
-        v_out = torch.tanh(f) * torch.sigmoid(g)
-        f, g = a_h.chunk(2, dim=1)
-        h_out = self.out(torch.tanh(f) * torch.sigmoid(g))
-        return v_out, (h + h_out if self.residual else h_out)
+        h_out = self.out(_gate(a_h))
+        return _gate(a_v), (h + h_out if self.residual else h_out)
 
 
 class PixelCNN(nn.Module):
@@ -300,8 +304,7 @@ class PixelCNN(nn.Module):
         super().__init__()
         if conditioning not in CONDITIONINGS:
             raise ValueError(f"unknown conditioning {conditioning!r}; choose one of {CONDITIONINGS}")
-        if stacks not in (1, 2):
-            raise ValueError(f"stacks must be 1 (masked convolutions) or 2 (vertical and horizontal), got {stacks}")
+        check_stacks(stacks)
         self.stacks = stacks
         self.image_shape, self.out_channels, self.input_scale = tuple(image_shape), out_channels, input_scale
         c = self.image_shape[0]
