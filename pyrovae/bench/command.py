@@ -179,7 +179,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="diag and user only, elbo and iwae5, batch 100")
     p.add_argument("--compile", action="store_true",
                    help="CPU: also the suite's step with the networks compiled (torch.compile; needs g++), "
-                        "against eager in the same blocks")
+                        "against eager in the same blocks (with --model: each model's, as fit --compile builds it)")
     p.add_argument("--profile", action="store_true", help="where the suite's extra time goes")
     p.add_argument("--memory", action="store_true", help="peak memory of IWAE steps, K = 5, 50, 5000")
     p.add_argument("--eval", action="store_true", help="time log_likelihood with K = --eval-samples")
@@ -269,7 +269,7 @@ def model_rows(args) -> int:
     for name in names:
         rows.append(bench_model(name, args.model_batch_size, args.data_dir, device, profile=args.profile,
                                 eval_samples=args.model_eval_samples, seconds=args.block_seconds,
-                                blocks=args.blocks))
+                                blocks=args.blocks, compile=args.compile))
         print(f"  {name}: step {rows[-1]['step ms']:.1f} ms", file=sys.stderr, flush=True)
     print(format_table(rows))
     if args.json:

@@ -22,6 +22,12 @@ loop cuts each batch (:func:`cut_to_longest_row`). The step is exactly what :fun
   optimizer: zero_grad, quiet modules, the loss check); where the step is **replayed** (a CPU
   step recorded once, :mod:`pyrovae.training.replay`; or a CUDA graph), the program's Python
   does not run per step, and Pyro's machinery is the step less every other part (bookkeeping 0);
+- with ``compile`` (``--compile``, CPU) also **compiled ms**: the step of ``pyrovae fit --compile``
+  (the pair's networks compiled by ``torch.compile``; fit checks the compiled loss against the
+  eager one on the first batch), built afresh from the same seed and timed in blocks alternating
+  with the default step's; **compiled / step**, its ratio to the default step (replayed where
+  fit replays), and **compile s**, the seconds its first steps took; a pair fit cannot compile
+  gets ``compile refused`` (the one-line reason) instead;
 - **eval ms/datapoint**: :func:`pyrovae.log_likelihood` with K = ``eval_samples`` (100) on the
   same batch, in eval mode, per datapoint; and that time in training steps.
 
@@ -145,14 +151,14 @@ def cut_to_longest_row(batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor
 class _Step:
     """What fit runs per batch (Setup's step) with the loop's loss check every 50 steps."""
 
-    def __init__(self, case: ModelCase, lr: float = 1e-3):
+    def __init__(self, case: ModelCase, lr: float = 1e-3, compile: bool = False):
         from pyrovae.training.setup import FitOptions, Setup
 
         n = len(next(iter(case.batch.values())))
         device = next(iter(case.batch.values())).device
         pyro.clear_param_store()
         self.setup = Setup(case.model, case.guide, case.batch, case.objective, n, lr, 0,
-                           FitOptions(device=device, progress=False, figures=False, valid_every=0))
+                           FitOptions(device=device, progress=False, figures=False, valid_every=0, compile=compile))
         self.batch, self.i, self.pending = case.batch, 0, []
 
     def __call__(self):
@@ -174,22 +180,31 @@ def clock(device) -> Callable[[], float]:
 
 def _per_call_ms(fn: Callable, device, seconds: float, blocks: int) -> float:
     """Median milliseconds per call of ``fn`` over ``blocks`` blocks of about ``seconds`` each."""
+    return _interleaved_ms({"fn": fn}, device, seconds, blocks)["fn"]
+
+
+def _interleaved_ms(fns: Dict[str, Callable], device, seconds: float, blocks: int) -> Dict[str, float]:
+    """Median milliseconds per call of each of ``fns`` over ``blocks`` rounds, each round a block
+    of about ``seconds`` of every function in turn (the order rotated), so that background load
+    falls on each alike."""
     now = clock(device)
-    sync(device)
-    t0 = now()
-    fn()
-    sync(device)
-    once = max(now() - t0, 1e-6)
-    calls = max(1, min(200, round(seconds / once)))
-    times = []
-    for _ in range(blocks):
+    calls = {}
+    for name, fn in fns.items():
         sync(device)
         t0 = now()
-        for _ in range(calls):
-            fn()
+        fn()
         sync(device)
-        times.append(1000 * (now() - t0) / calls)
-    return statistics.median(times)
+        calls[name] = max(1, min(200, round(seconds / max(now() - t0, 1e-6))))
+    names, times = list(fns), {name: [] for name in fns}
+    for block in range(blocks):
+        for name in names[block % len(names):] + names[:block % len(names)]:
+            sync(device)
+            t0 = now()
+            for _ in range(calls[name]):
+                fns[name]()
+            sync(device)
+            times[name].append(1000 * (now() - t0) / calls[name])
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 class _NetworkTimer:
@@ -256,11 +271,12 @@ def _draws(case: ModelCase, step: _Step) -> Callable[[], list]:
 
 def bench_model(name: str, batch_size: int = 100, data_dir=None, device="cpu", profile: bool = False,
                 eval_samples: int = EVAL_SAMPLES, eval_rows: int = 20, seconds: float = 1.0, blocks: int = 3,
-                seed: int = 0, options: Optional[dict] = None) -> dict:
-    """One row of the models table: the step's ms (and with ``profile`` its parts) and the
-    evaluation's ms per datapoint at K = ``eval_samples`` (0: skip) over the batch's first
-    ``eval_rows`` datapoints."""
+                seed: int = 0, options: Optional[dict] = None, compile: bool = False) -> dict:
+    """One row of the models table: the step's ms (and with ``profile`` its parts; with
+    ``compile``, on a CPU, the compiled step's beside it) and the evaluation's ms per datapoint
+    at K = ``eval_samples`` (0: skip) over the batch's first ``eval_rows`` datapoints."""
     from pyrovae import log_likelihood
+    from pyrovae.errors import UsageError
 
     device = torch.device(device)
     case = model_case(name, batch_size, data_dir, device, seed, options)
@@ -273,6 +289,22 @@ def bench_model(name: str, batch_size: int = 100, data_dir=None, device="cpu", p
             step()
         row["step ms"] = _per_call_ms(step, device, seconds, blocks)
         row["replayed"] = "yes" if getattr(step.setup.step, "replays", 0) else "no"
+        if compile and device.type == "cpu":
+            t0 = time.perf_counter()
+            torch._dynamo.reset()  # a fresh process's compile caches: none of an earlier model's entries
+            try:  # the same pair from the same seed, as fit --compile builds it
+                compiled = _Step(model_case(name, batch_size, data_dir, device, seed, options), compile=True)
+                for _ in range(2):
+                    compiled()
+            except UsageError as error:
+                row["compile refused"] = str(error)
+            except Exception as error:  # noqa: BLE001 - fit would stop here too: report it, go on to the next model
+                row["compile refused"] = f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
+            else:
+                row["compile s"] = time.perf_counter() - t0
+                both = _interleaved_ms({"step": step, "compiled": compiled}, device, seconds, blocks)
+                row["step ms"], row["compiled ms"] = both["step"], both["compiled"]
+                row["compiled / step"] = both["compiled"] / both["step"]
         if profile:
             row.update(_profile(case, step, device, seconds, blocks))
             row["step ms"] = min(row["step ms"], _per_call_ms(step, device, seconds, blocks))
@@ -358,7 +390,8 @@ def _profile(case: ModelCase, step: _Step, device, seconds: float, blocks: int) 
 
 
 COLUMNS = ["model", "data", "batch", "replayed", "step ms", "networks forward ms", "densities ms", "draws ms", "pyro machinery ms",
-           "backward ms", "optimizer ms", "bookkeeping ms", "machinery share", "eval ms/datapoint", "eval in steps"]
+           "backward ms", "optimizer ms", "bookkeeping ms", "machinery share", "compiled ms", "compiled / step", "compile s",
+           "compile refused", "eval ms/datapoint", "eval in steps"]
 
 
 def format_table(rows: List[dict]) -> str:

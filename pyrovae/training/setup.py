@@ -271,8 +271,8 @@ class Setup:
     def _compiled(self, model, guide, loss, quiet, first) -> compiled_networks:
         """The pair's networks compiled (``compile=True``), checked on the first batch."""
         check_compilable(self.device, self.group is not None)
-        with torch.no_grad(), preserved_rng(), pyro.validation_enabled(False):
-            networks = pair_networks(model, guide, lambda: loss(first, 0))
+        with preserved_rng(), pyro.validation_enabled(False):  # with gradients: TraceEnum_ELBO refuses a loss
+            networks = pair_networks(model, guide, lambda: loss(first, 0))  # without (M2 and the enumerated pairs)
         if not networks:
             raise UsageError("compile=True (--compile): the pair has no networks to compile (no nn.Module with "
                              "parameters in the model or guide, nor one named by pyro.module); drop --compile")

@@ -197,15 +197,27 @@ class compiled_networks:
     def __init__(self, networks, **options):
         self.networks = list(networks)
         self.compiled = [torch.compile(m.forward, **options) for m in self.networks]
+        # every compiled bound method runs through one wrapper function of dynamo's, whose cache
+        # holds one entry per network class (and input shapes): past dynamo's recompile_limit (8)
+        # the rest would run eagerly, silently; allow 8 per network
+        self.limit = 8 * max(1, len(self.networks))
+        self._saved = []
 
     def __enter__(self):
+        import torch._dynamo.config as dynamo_config
+
+        self._saved.append(dynamo_config.recompile_limit)
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, self.limit)
         for module, forward in zip(self.networks, self.compiled):
             module.__dict__["forward"] = forward
         return self
 
     def __exit__(self, *exc):
+        import torch._dynamo.config as dynamo_config
+
         for module in self.networks:
             module.__dict__.pop("forward", None)
+        dynamo_config.recompile_limit = self._saved.pop()
         return None
 
 

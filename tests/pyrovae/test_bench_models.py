@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from pyrovae.bench.models import bench_model, format_table, model_case
 
@@ -57,3 +58,40 @@ def test_model_case_cuts_padded_sequences_to_the_batchs_longest_row(tmp_path):
     assert width == int(split["lengths"][:6].max()) < split["mask"].shape[1]
     assert mask[:, -1].any() and case.batch["x"].shape[1] == case.batch["units"].shape[1] == width
     assert (case.batch["x"] == split["x"][:6, :width]).all()
+
+
+def test_interleaved_blocks_time_every_function_in_each_round():
+    from pyrovae.bench.models import _interleaved_ms
+
+    calls = {"a": 0, "b": 0}
+
+    def count(name):
+        def fn():
+            calls[name] += 1
+        return fn
+
+    ms = _interleaved_ms({"a": count("a"), "b": count("b")}, torch.device("cpu"), seconds=0.0, blocks=3)
+    assert set(ms) == {"a", "b"} and all(math.isfinite(v) and v >= 0 for v in ms.values())
+    assert calls == {"a": 4, "b": 4}  # one sizing call each, then one call per block (seconds=0)
+
+
+def test_bench_model_compile_is_refused_in_one_line_without_a_compiler(tmp_path, monkeypatch):
+    import torch._inductor.config  # noqa: F401 - read CXX now: the fit's recording imports it, and it keeps
+    # the value it read then, which would leave the fake compiler to a later test's torch.compile
+    monkeypatch.setenv("CXX", "no-such-compiler-here")
+    row = bench_model("vae", batch_size=4, data_dir=tmp_path, eval_samples=0, seconds=0.001, blocks=1,
+                      options=TINY, compile=True)
+    assert "needs a C++ compiler (no-such-compiler-here)" in row["compile refused"]
+    assert "compiled ms" not in row and row["step ms"] > 0
+    assert "| compile refused |" in format_table([row]).splitlines()[0].replace(" | eval", " |")
+
+
+@pytest.mark.slow  # torch.compile takes seconds per network and shape
+def test_bench_model_times_the_compiled_step_beside_the_default_one(tmp_path):
+    row = bench_model("vae", batch_size=4, data_dir=tmp_path, eval_samples=0, seconds=0.001, blocks=2,
+                      options=TINY, compile=True)
+    assert "compile refused" not in row, row.get("compile refused")
+    assert row["compiled ms"] > 0 and row["compile s"] > 0
+    assert math.isclose(row["compiled / step"], row["compiled ms"] / row["step ms"])
+    header = format_table([row]).splitlines()[0]
+    assert "| compiled ms | compiled / step | compile s |" in header

@@ -129,3 +129,40 @@ def test_fit_with_compile_trains_as_eager_does(tmp_path):
         runs.append([m["train_loss"] for m in result.metrics])
         assert "forward" not in model.decoder.__dict__
     assert runs[0] == pytest.approx(runs[1], rel=1e-4)
+
+
+@pytest.mark.slow  # twelve small compilations
+def test_every_network_is_compiled_however_many_classes_the_pair_has():
+    # dynamo runs every compiled bound method through one wrapper whose cache holds an entry per
+    # network class; past its recompile_limit (8) the rest ran eagerly without a word
+    import torch._dynamo.utils as dynamo_utils
+
+    from pyrovae.training.step import compiled_networks
+
+    torch._dynamo.reset()
+    dynamo_utils.counters.clear()
+    nets = [type(f"Net{i}", (torch.nn.Linear,), {})(4, 4) for i in range(12)]
+    with compiled_networks(nets):
+        for net in nets:
+            net(torch.randn(3, 4))
+    assert dynamo_utils.counters["frames"]["ok"] == 12
+    assert torch._dynamo.config.recompile_limit == 8  # restored
+
+
+@pytest.mark.slow
+def test_m2s_enumerated_objective_compiles_and_trains_as_eager_does(tmp_path):
+    # fit found the networks to compile by a pass of the loss under no_grad, and TraceEnum_ELBO
+    # refuses a loss without gradients ("ELBO is cannot be differentiated"): --compile failed for M2
+    from pyrovae.infer.enum import EnumELBO
+
+    from tests.training.test_replay import labelled_data, m2_pair
+
+    runs = []
+    for compile in (False, True):
+        pyro.clear_param_store()
+        model, guide = m2_pair()
+        result = fit(model, guide, labelled_data(), objective=EnumELBO(alpha=5.0), epochs=2, batch_size=10,
+                     seed=3, progress=False, figures=False, compile=compile, device="cpu",
+                     out_dir=tmp_path / str(compile))
+        runs.append([m["train_loss"] for m in result.metrics])
+    assert runs[0] == pytest.approx(runs[1], rel=1e-4)
