@@ -2,7 +2,8 @@
 
 x = the top half of a dynamically binarized MNIST digit, y = its bottom half. Both models have
 the same networks (``--hidden-dims``) and budget (``--epochs`` over the 50,000 training
-images, ``--batch-size`` 100, Adam 1e-3, seed 0): the CVAE p(z | x) p(y | x, z) with the recognition
+images, ``--batch-size`` 100, Adam 1e-3, seed 0) and start as ``fit`` starts them (``--init``: the
+model's default, ``burda``): the CVAE p(z | x) p(y | x, z) with the recognition
 guide q(z | x, y), trained on the ELBO; the baseline p(y | x) without z, trained by maximum
 likelihood. On the first ``--num-test`` test images it prints log p(y | x), importance-sampled
 with the recognition guide (K = ``--num-samples``; the baseline's is exact), with standard
@@ -11,7 +12,8 @@ errors and the paired difference on the same images, and saves the completions f
 examples/cvae as trained in DIR by benchmarks/pyro_cvae_example.py (its saved networks) on the
 same test images with the same estimator, and prints the paired differences to ours.
 
-    OMP_NUM_THREADS=1 python benchmarks/cvae_mnist.py                 # the docs/cvae.md table
+    OMP_NUM_THREADS=1 python benchmarks/cvae_mnist.py --hybrid-alpha 0.5   # the docs/cvae.md table
+    OMP_NUM_THREADS=1 python benchmarks/cvae_mnist.py --hybrid-alpha 0.5 --init torch --figure OTHER.png  # its "before"
     OMP_NUM_THREADS=1 python benchmarks/cvae_mnist.py --epochs 1 --num-test 100 --num-samples 100  # a quick look
     OMP_NUM_THREADS=1 python benchmarks/cvae_mnist.py --epochs 5 --batch-size 128 --num-test 2000 --num-samples 100 \
         --reference DIR                                           # against Pyro's example (docs/cvae.md)
@@ -32,6 +34,7 @@ from pyrovae import fit, log_likelihood
 from pyrovae.data.datasets import load_dataset
 from pyrovae.data.halves import join_halves
 from pyrovae.evaluation.plots import image_grid, save_figure
+from pyrovae.nn import INITS
 from pyrovae.guides.cvae import CVAEGuide
 from pyrovae.models.cvae import CVAE, HybridObjective
 from pyrovae.evaluation.compare import paired_difference
@@ -50,7 +53,7 @@ def train(dataset, deterministic: bool, args, objective=None):
     model, guide = CVAE(**sizes), CVAEGuide(**sizes)
     t0, c0 = time.perf_counter(), time.process_time()
     result = fit(model, guide, dataset, epochs=args.epochs, batch_size=args.batch_size, lr=1e-3, seed=args.seed,
-                 progress=False,
+                 progress=False, init=args.init,
                  **({"objective": objective} if objective is not None else {}))
     seconds = (time.perf_counter() - t0, time.process_time() - c0)  # wall, CPU
     model.eval(), guide.eval()
@@ -154,6 +157,9 @@ def main():
                         figure=FIGURE)
     p.add_argument("--hidden-dims", type=int, nargs="*", default=[500, 500])
     p.add_argument("--activation", default="relu")
+    p.add_argument("--init", choices=INITS, default=None,
+                   help="how the networks start (default: fit's, the model's pyrovae.nn.default_init: burda "
+                        "for cvae); --init torch reproduces the table measured before burda became the default")
     p.add_argument("--num-test", type=int, default=10000, help="first N test images (paired)")
     p.add_argument("--hybrid-alpha", type=float, default=None,
                    help="also train the CVAE on Sohn et al.'s hybrid objective (cvae-hybrid) with this alpha")
@@ -167,7 +173,8 @@ def main():
     test = {k: v[:args.num_test] for k, v in dataset.test.items()}
     print(f"mnist-halves: x = top 392 pixels, y = bottom 392; {len(dataset.train['x'])} training images, "
           f"{args.epochs} epochs, batch {args.batch_size}, Adam 1e-3, hidden {tuple(args.hidden_dims)} "
-          f"{args.activation}, z_dim {args.z_dim}, {torch.get_num_threads()} thread(s)")
+          f"{args.activation}, z_dim {args.z_dim}, init {args.init or 'the default (burda)'}, "
+          f"{torch.get_num_threads()} thread(s)")
     rows = {}
     runs = [("baseline p(y|x), no z", True, None), ("CVAE p(z|x) p(y|x,z)", False, None)]
     if args.hybrid_alpha is not None:
