@@ -20,8 +20,9 @@ PTB = Path(os.environ.get("PYROVAE_DATA", Path(__file__).resolve().parents[2].pa
 
 
 def run(*args, cwd=None):
+    env = {**os.environ, "PYROVAE_DATA": str(PTB.parent)}  # the data this test found, not the caller's setting
     return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True,
-                          timeout=120, cwd=cwd)
+                          timeout=120, cwd=cwd, env=env)
 
 
 def test_without_a_command_it_prints_its_setup_with_the_commit():
