@@ -32,6 +32,8 @@ model within each) and writes them as JSON.
 Setup, in a scratch folder outside this repository:
 
     git --git-dir=LVAE/.git archive 066858a | tar -x -C lvae           # run_models.py, helpers.py
+    python2.7 -m pip install --target py2lib numpy==1.16.6 scipy==1.2.3 theano==1.0.5 six \\
+        matplotlib==2.2.5 scikit-learn==0.20.4            # run_models.py imports the last two
     python2.7 -m pip install --no-deps --target py2extra ./Lasagne ./parmesan   # 5d3c63c, 8677668
     PYTHONPATH=py2lib:py2extra THEANO_FLAGS=floatX=float32 OMP_NUM_THREADS=1 \\
         python2.7 lvae_reference.py run --code lvae --train-size 10000 --test-npy test_1000.npy \\
