@@ -201,13 +201,13 @@ class compiled_networks:
         # holds one entry per network class (and input shapes): past dynamo's recompile_limit (8)
         # the rest would run eagerly, silently; allow 8 per network
         self.limit = 8 * max(1, len(self.networks))
-        self._saved = []
+        self._saved = None
 
     def __enter__(self):
         import torch._dynamo.config as dynamo_config
 
-        self._saved.append(dynamo_config.recompile_limit)
-        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, self.limit)
+        self._saved = dynamo_config.recompile_limit
+        dynamo_config.recompile_limit = max(self._saved, self.limit)
         for module, forward in zip(self.networks, self.compiled):
             module.__dict__["forward"] = forward
         return self
@@ -217,7 +217,7 @@ class compiled_networks:
 
         for module in self.networks:
             module.__dict__.pop("forward", None)
-        dynamo_config.recompile_limit = self._saved.pop()
+        dynamo_config.recompile_limit = self._saved
         return None
 
 
