@@ -25,6 +25,10 @@ statistician (z ~ p(z | c), the mean of p(x | z, c)).
 
     OMP_NUM_THREADS=1 nice -n 5 python benchmarks/vhe_sets.py      # docs/sets.md
     OMP_NUM_THREADS=1 nice -n 5 python benchmarks/vhe_sets.py --subclasses 10 --figure /tmp/vhe-sub10.png
+    OMP_NUM_THREADS=1 nice -n 5 python benchmarks/vhe_sets.py --init torch --figure /tmp/vhe-torch.png  # its "before"
+
+Every pair starts as ``fit`` starts it (``--init``, default the model's: ``burda`` for binary
+items); ``--init torch`` gives torch's layers, the default before Burda et al.'s start.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from pyrovae.evaluation.plots import image_grid, save_figure
 from pyrovae.guides import HomoencoderGuide, StatisticianGuide
 from pyrovae.infer.importance import mean_and_stderr
 from pyrovae.models import NeuralStatistician, VariationalHomoencoder
+from pyrovae.nn.layers import INITS, default_init
 
 FIGURE = Path(__file__).resolve().parents[1] / "docs" / "figures" / "vhe-oneshot-digits.png"
 
@@ -111,6 +116,8 @@ def main(argv=None) -> dict:
                    help="also score disjoint held-out sets of this many images (|X| as in Hewitt et al.'s test classes)")
     p.add_argument("--subclasses", type=int, default=1,
                    help="split each training digit into this many classes by k-means (1: the digits themselves)")
+    p.add_argument("--init", choices=INITS, default=None,
+                   help="how every pair's weights start (default: fit's, the model's: burda for binary items)")
     args = p.parse_args(argv)
 
     data, counts = with_class_size(load_dataset("digits-sets"))
@@ -137,7 +144,7 @@ def main(argv=None) -> dict:
                                     valid={k: v for k, v in data.valid.items() if k in keys | {"y"}})
         t0, c0 = time.perf_counter(), time.process_time()
         fit(model, guide, train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-            progress=False)
+            init=args.init, progress=False)
         seconds[name] = round(time.perf_counter() - t0, 1)
         cpu[name] = round(time.process_time() - c0, 1)
         model.eval(), guide.eval()
@@ -153,6 +160,7 @@ def main(argv=None) -> dict:
     out = {
         "budget": {"epochs": args.epochs, "train_sets": len(data.train["x"]), "set_size": 5,
                    "batch_size_sets": args.batch_size, "lr": args.lr, "threads": torch.get_num_threads(),
+                   "init": args.init or default_init(model), "seed": args.seed,
                    "fit_seconds": seconds, "fit_cpu_seconds": cpu},
         "sizes": {"c_dim": args.c_dim, "z_dim": args.z_dim, "hidden_dims": list(hidden)},
         "subclasses": args.subclasses,
