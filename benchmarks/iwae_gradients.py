@@ -6,7 +6,9 @@ log-likelihood after equal training at each K of ``--train-ks`` with each estima
 1. Train a VAE (784-200-200-50, tanh, Bernoulli; diagonal Normal guide) on dynamically
    binarized MNIST (the first ``--train-size`` training images, default all) with ``iwae`` at
    each K of ``--train-ks`` for ``--epochs`` epochs, once per estimator: every run starts from
-   the same initial weights and sees the same batches (same seed).
+   the same initial weights and sees the same batches (same seed). The initial weights are the
+   model's default init (Burda et al.'s) unless ``--init`` names another; ``--init torch``
+   gives the figures docs/objectives.md measured before that was the default.
 2. On the model trained with the plain gradient at the first K of ``--train-ks`` (skipped
    with ``--no-snr``), for K in ``--ks`` and each estimator: ``--reps`` independent
    gradient draws on one fixed batch of ``--snr-batch`` test images; per parameter
@@ -76,6 +78,9 @@ def main():
     p.add_argument("--ks", default="1,5,50,500")
     p.add_argument("--reps", type=int, default=200, help="gradient draws per (K, estimator) for the SNR")
     p.add_argument("--snr-batch", type=int, default=8, help="test images in the SNR's fixed batch")
+    p.add_argument("--init", default=None, choices=("torch", "glorot", "burda", "data"),
+                   help="the init of every trained pair (default: the model's, Burda et al.'s for the VAE; "
+                        "--init torch gives the figures measured before that was the default)")
     args = p.parse_args()
     train_ks = [int(k) for k in args.train_ks.split(",")]
     estimators = args.estimators.split(",")
@@ -88,15 +93,16 @@ def main():
         valid={k: v[: args.valid_size] for k, v in dataset.valid.items()})
     torch.manual_seed(args.seed)
     hidden = (200, 200)
-    init = VAE(784, args.z_dim, hidden), DiagNormalGuide(784, args.z_dim, hidden)
+    start = VAE(784, args.z_dim, hidden), DiagNormalGuide(784, args.z_dim, hidden)
+    init = {} if args.init is None else {"init": args.init}  # fit's default: the model's
     pairs, trained = {}, {}
     for k in train_ks:
         for name in estimators:
-            m, g = copy.deepcopy(init[0]), copy.deepcopy(init[1])
+            m, g = copy.deepcopy(start[0]), copy.deepcopy(start[1])
             pyro.clear_param_store()
             t0 = time.perf_counter()
             result = pyrovae.fit(m, g, dataset, objective=IWAE(num_particles=k, gradient=name), epochs=args.epochs,
-                                 batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=False)
+                                 batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=False, **init)
             seconds = time.perf_counter() - t0
             pairs[(k, name)] = (m, g)
             trained[(k, name)] = {
@@ -132,7 +138,7 @@ def main():
 
     machine = _harness.machine()
     n_train = len(dataset.train["x"])
-    print(f"\n{machine}; VAE 784-200-200-{args.z_dim}, {args.epochs} epochs of iwae on {n_train} training images, "
+    print(f"\n{machine}; VAE 784-200-200-{args.z_dim}, init {args.init or 'default'}, {args.epochs} epochs of iwae on {n_train} training images, "
           f"batch {args.batch_size}, lr {args.lr}")
     if table:
         print(f"\nSNR on the model trained with plain K={train_ks[0]}, {args.snr_batch} test images, "
