@@ -159,8 +159,8 @@ def test_the_other_pixel_decoders_start_at_the_data_mean(model, target):
 def test_the_default_init_is_burda_where_the_output_starts_at_the_data_mean_else_torch():
     assert [default_init(m) for m in (VAE(6, 2, (8,)), M2(x_dim=6, z_dim=2, num_classes=3),
                                       HypersphericalVAE(6, 3, (8,)))] == ["burda"] * 3
-    assert default_init(VarianceVAE(x_dim=6, z_dim=2, hidden_dims=(8, 8))) == "burda"  # an ordinary last layer
-    assert default_init(VarianceVAE(x_dim=6, z_dim=2, hidden_dims=(8, 8), variance_layers=(2,))) == "torch"
+    # the variance VAE can start there (an ordinary last layer) but measured better from torch's layers
+    assert default_init(VarianceVAE(x_dim=6, z_dim=2, hidden_dims=(8, 8))) == "torch"
     acn = AssociativeCompressionNetwork(x_dim=16, z_dim=2, decoder="pixelcnn", image_shape=(4, 4))
     assert default_init(acn) == "torch"
     with pytest.raises(ValueError, match="the PixelCNN decoder has none"):

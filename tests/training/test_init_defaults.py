@@ -123,9 +123,9 @@ def test_gaussian_means_start_at_the_data_mean(model, head):
     assert head(model).tolist() == pytest.approx(REALS.mean(0).tolist(), abs=1e-5)
 
 
-def test_the_variance_vae_starts_at_the_data_mean_unless_its_last_layer_is_a_variance_layer():
+def test_the_variance_vae_starts_from_torchs_layers_and_burda_sets_an_ordinary_last_layer():
     model = VarianceVAE(x_dim=16, z_dim=2, hidden_dims=(8, 8))
-    assert default_init(model) == "burda"
+    assert default_init(model) == "torch"  # measured better past the first epoch (hidden-talents.md)
     initialize_(model, None, {"x": IMAGES}, "burda")
     assert model.decoder[-1].bias.tolist() == pytest.approx(logits(IMAGES.mean(0)).tolist(), abs=1e-5)
     last = VarianceVAE(x_dim=16, z_dim=2, hidden_dims=(8, 8), variance_layers=(2,))
