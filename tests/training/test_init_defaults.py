@@ -118,7 +118,9 @@ def test_conv_decoders_start_at_the_mean_pixel(kind, likelihood):
     (LinearGaussianVAE(x_dim=6, z_dim=2, noise="diagonal"), lambda m: m.bias),
 ])
 def test_gaussian_means_start_at_the_data_mean(model, head):
-    assert default_init(model) == "burda"
+    # the robust VAE with an MLP decoder can start there but measured better from torch's layers
+    mlp = isinstance(model, RobustVAE) and model.options.hidden_dims
+    assert default_init(model) == ("torch" if mlp else "burda")
     initialize_(model, None, {"x": REALS}, "burda")
     assert head(model).tolist() == pytest.approx(REALS.mean(0).tolist(), abs=1e-5)
 
