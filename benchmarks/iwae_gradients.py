@@ -47,6 +47,7 @@ from pyrovae.guides import DiagNormalGuide
 from pyrovae.infer.objectives import IWAE
 from pyrovae.models import VAE
 from pyrovae.evaluation.compare import paired_difference
+from pyrovae.nn import INITS
 
 
 def snr(model, guide, batch, k, gradient, reps, seed):
@@ -78,7 +79,7 @@ def main():
     p.add_argument("--ks", default="1,5,50,500")
     p.add_argument("--reps", type=int, default=200, help="gradient draws per (K, estimator) for the SNR")
     p.add_argument("--snr-batch", type=int, default=8, help="test images in the SNR's fixed batch")
-    p.add_argument("--init", default=None, choices=("torch", "glorot", "burda", "data"),
+    p.add_argument("--init", default=None, choices=INITS,
                    help="the init of every trained pair (default: the model's, Burda et al.'s for the VAE; "
                         "--init torch gives the figures measured before that was the default)")
     args = p.parse_args()

@@ -62,6 +62,7 @@ from pyrovae.guides.conv import ConvGuide
 from pyrovae.models.conv import ConvVAE
 from pyrovae.models.pixelcnn import PixelCNNVAE
 from pyrovae.evaluation.compare import paired_difference
+from pyrovae.nn import INITS
 
 
 def rows_for(args):
@@ -118,7 +119,7 @@ def main():
     p.add_argument("--lam", type=float, default=1000.0, help="InfoVAE lambda (alpha = 1)")
     p.add_argument("--max-pass", type=int, default=None, help="particle x datapoint pairs per pass (memory)")
     p.add_argument("--kl-warmup", type=int, default=0, help="ELBO rows: linear KL warm-up over this many steps")
-    p.add_argument("--init", choices=("torch", "glorot", "burda"), default=None,
+    p.add_argument("--init", choices=INITS, default=None,
                    help="fit's init scheme (default: the models' own, burda; torch: the default before 2026-12-06)")
     p.add_argument("--reference", default=None,
                    help="JSON of a reference's per-image -log p(x) (nll) on the same test images, to pair with")
