@@ -40,6 +40,7 @@ from pyrovae.guides.conv import ConvGuide
 from pyrovae.models.conv import ConvVAE
 from pyrovae.models.pixelcnn import PixelCNNVAE
 from pyrovae.evaluation.compare import paired_difference
+from pyrovae.nn import INITS
 
 BITS = 784 * math.log(2)
 
@@ -54,6 +55,8 @@ def main():
     p.add_argument("--channels", type=int, default=32)
     p.add_argument("--lam", type=float, default=1000.0)
     p.add_argument("--max-pass", type=int, default=None, help="particle x datapoint pairs per pass (memory)")
+    p.add_argument("--init", choices=INITS, default=None,
+                   help="how every row starts (fit's init; default: the model's; docs/autoregressive.md's GPU table: torch)")
     p.add_argument("--reference", default=None, help="JSON of a reference's per-image -log p(x) (\"nll\")")
     args = p.parse_args()
     reference = None
@@ -86,7 +89,8 @@ def main():
             model, guide = make().to(device), ConvGuide(784, args.z_dim, channels=(32, 64)).to(device)
             pyro.clear_param_store()
             pyrovae.fit(model, guide, train, objective=pyrovae.make_objective(objective, **options), epochs=args.epochs,
-                        batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=False, out_dir=f"{tmp}/{i}")
+                        batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=False, out_dir=f"{tmp}/{i}",
+                        init=args.init)
             train_seconds, train_cpu = time.perf_counter() - t0, time.process_time() - cpu0
             model.eval(), guide.eval()
             pyro.set_rng_seed(args.seed)

@@ -16,8 +16,11 @@ rows is measured at equal budget and on the same features. Prints one JSON row p
 alpha the mean and sample standard deviation over the draws and the paired difference
 (M2 - baseline, mean +- standard error over the draws).
 
-    OMP_NUM_THREADS=1 nice -n 5 python benchmarks/m1m2_mnist.py         # docs/semi-supervised.md's M1+M2 table
+    OMP_NUM_THREADS=1 nice -n 5 python benchmarks/m1m2_mnist.py --m2-init torch   # docs/semi-supervised.md's M1+M2 table
     OMP_NUM_THREADS=1 python benchmarks/m1m2_mnist.py --m1-epochs 1 --m2-epochs 1 --seeds 0 --alpha-scales 1   # smoke run
+
+That table is from torch's layers for M1 and M2 (``--m1-init torch``, this script's default, and
+``--m2-init torch``, M2's default then); without ``--m2-init`` M2 starts from its default (burda).
 """
 
 from __future__ import annotations
@@ -74,6 +77,9 @@ def main():
     p.add_argument("--m1-init", default="torch", choices=["torch", "glorot", "burda"],
                    help="how M1's weights start (fit's init; burda: the decoder at the data's mean)")
     p.add_argument("--m2-epochs", type=int, default=8)
+    p.add_argument("--m2-init", default=None, choices=["torch", "glorot", "burda"],
+                   help="how M2's weights start (fit's init; default: M2's own, burda; docs/semi-supervised.md's "
+                        "table: torch, the default then)")
     p.add_argument("--alpha-scales", type=float, nargs="+", default=[1.0, 50.0],
                    help="alpha = each of these times the paper's 0.1 N (one M2 per scale and draw)")
     p.add_argument("--num-valid", type=int, default=1000, help="validation rows for the per-epoch ELBO")
@@ -81,7 +87,7 @@ def main():
     args = p.parse_args()
 
     print(f"M1+M2 on MNIST, {args.labels} labels: M1 {args.m1_hidden_dims} z {args.m1_z_dim}, {args.m1_epochs} epochs; "
-          f"M2 {args.hidden_dims} z {args.z_dim}, {args.m2_epochs} epochs; batch 100, Adam {args.lr}; "
+          f"M2 {args.hidden_dims} z {args.z_dim}, {args.m2_epochs} epochs; init M1 {args.m1_init}, M2 {args.m2_init or 'default'}; batch 100, Adam {args.lr}; "
           f"{torch.get_num_threads()} thread(s)", flush=True)
     m1 = {}
     if args.features and os.path.exists(args.features):
@@ -108,7 +114,8 @@ def main():
             model, guide = M2(**sizes, likelihood="gaussian"), M2Guide(**sizes)
             t0 = time.perf_counter()
             result = fit(model, guide, data, objective=EnumELBO(alpha=data.paper_alpha * scale),
-                         epochs=args.m2_epochs, batch_size=100, lr=args.lr, seed=seed, progress=False)
+                         epochs=args.m2_epochs, batch_size=100, lr=args.lr, seed=seed, progress=False,
+                         init=args.m2_init)
             seconds = time.perf_counter() - t0
             guide.eval()
             steps = result.metrics[-1]["step"]

@@ -9,7 +9,13 @@ Each system has a file ``benchmarks/results/<name>.json`` holding the row as doc
 paper's figure, the reference implementation's at equal budget, ours, the budget, the command,
 whether the paper's direction of effect holds (``holds``, ``partly``, ``does not hold``,
 ``not measured``, ``no comparison``) and the measured cause where it does not, and ``docs``, the
-page the figures come from. A file may also name its benchmark (``"fresh"``: the ``script``, its
+page the figures come from, and ``init``, where ours' figure starts (:data:`STARTS`): ``default``
+(each model's default initialisation today; the command as written reproduces it), ``torch``
+(torch's layers, which are not that model's default any more: the command carries ``--init
+torch`` or the script starts there itself) or ``partly`` (the headline figure mixes the two, e.g.
+a comparator from torch's layers), with ``init_note`` saying how (required for ``partly``,
+optional otherwise); figures from another start kept in ``ours`` say so in their own words. The
+page's header counts the rows by start. A file may also name its benchmark (``"fresh"``: the ``script``, its
 ``args`` and ``ours``, a ``str.format`` template over the script's JSON as ``r``); where
 ``--fresh DIR`` (default ``runs/results``) holds ``<name>.json`` written by that script's
 ``--json``, ``ours`` and the command come from that run instead, and the row says so.
@@ -36,7 +42,9 @@ RESULTS = ROOT / "benchmarks" / "results"
 OUT = ROOT / "docs" / "results.md"
 #: the values of a file's ``direction``, in the order the summary counts them
 DIRECTIONS = ("holds", "partly", "does not hold", "not measured", "no comparison")
-FIELDS = ("system", "docs", "paper", "reference", "ours", "budget", "command", "direction", "cause")
+FIELDS = ("system", "docs", "paper", "reference", "ours", "budget", "command", "direction", "cause", "init")
+#: the values of a file's ``init``: where ours' headline figure starts, and the column's words for it
+STARTS = {"default": "default", "torch": "torch's layers", "partly": "partly"}
 
 HEAD = """# Results: every system beside its paper and its reference code
 
@@ -58,9 +66,13 @@ there is none); ours, with the budget and the command that gave it; whether the 
 direction of effect holds here ("not measured": the effect itself was not measured), with the
 measured cause where it does not ("not measured" in that column: the cause is still open). Figures are nats unless said; ± is a standard error,
 "paired" a difference on the same test items. Machine: a shared 2-core x86_64 CPU, one torch
-thread, unless the budget names a GPU. Most figures were measured before Burda et al.'s
-initialisation became the default (their pages say so): those rows are from torch's layers, and
-their commands need `--init torch` to reproduce them ([vae.md](vae.md#initialisation)).
+thread, unless the budget names a GPU. The "start" column says where ours' headline figure
+starts: "default", each model's default initialisation today (mostly Burda et al.'s, the
+decoder's output at the data's mean: [vae.md](vae.md#initialisation), [cli.md](cli.md#initialisation)),
+which the command as written reproduces; "torch's layers", torch's default layers, the default when
+the figure was measured and not that model's default now (the command carries `--init torch`, or
+the script starts there itself, as the note says); "partly", the two mixed (the note says how).
+Figures from another start kept beside the headline one say so in the "ours" cell.
 """
 
 
@@ -96,9 +108,15 @@ def load_rows(results_dir=RESULTS, fresh_dir=None):
             raise ResultsError(f"{path}: not JSON ({e}); fix the file") from e
         missing = [f for f in FIELDS if f not in row]
         if missing:
-            raise ResultsError(f"{path}: missing {', '.join(missing)}; add them")
+            why = (f" (init: where ours' figure starts, one of {', '.join(STARTS)})" if "init" in missing else "")
+            raise ResultsError(f"{path}: missing {', '.join(missing)}; add them{why}")
         if row["direction"] not in DIRECTIONS:
             raise ResultsError(f"{path}: direction {row['direction']!r} is not one of {', '.join(DIRECTIONS)}")
+        if row["init"] not in STARTS:
+            raise ResultsError(f"{path}: init {row['init']!r} is not one of {', '.join(STARTS)} (where ours' "
+                               f"figure starts: the model's default initialisation today, torch's layers, or both)")
+        if row["init"] == "partly" and not str(row.get("init_note", "")).strip():
+            raise ResultsError(f"{path}: init 'partly' needs an init_note saying which figures start where")
         row["name"] = path.stem
         row.setdefault("source", "documented")
         fresh = row.get("fresh")
@@ -112,6 +130,8 @@ def load_rows(results_dir=RESULTS, fresh_dir=None):
             row["command"] = " ".join(["python", f"benchmarks/{fresh['script']}", *fresh.get("args", []),
                                        "--json", str(run)])
             row["source"] = f"fresh: {run.name}"
+            if row["init"] == "default" and "--init" in fresh.get("args", []):
+                raise ResultsError(f"{path}: init 'default' but the fresh run's args set --init; say its start")
         rows.append(row)
     return sorted(rows, key=lambda r: (r.get("order", 1e9), r["name"]))
 
@@ -121,17 +141,32 @@ def cell(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ").strip() or "-"
 
 
+def starts(rows) -> str:
+    """The header's count of the rows by their ``init``: how many are from today's defaults, and
+    which are not."""
+    by = {k: [r for r in rows if r["init"] == k] for k in STARTS}
+    names = (lambda k: ", ".join(cell(r["system"]) for r in by[k]))
+    text = f"{len(by['default'])} of {len(rows)} rows from the defaults"
+    text += f"; {len(by['torch'])} from torch's layers" + (f": {names('torch')}" if by["torch"] else "")
+    if by["partly"]:
+        text += f"; {len(by['partly'])} partly: {names('partly')}"
+    return text + "."
+
+
 def render(rows) -> str:
     """docs/results.md's text for ``rows``."""
     counts = {d: sum(r["direction"] == d for r in rows) for d in DIRECTIONS}
-    lines = [HEAD, f"{len(rows)} systems: " + ", ".join(f"{d} {n}" for d, n in counts.items()) + ".", ""]
-    lines.append("| system | paper | reference at equal budget | ours | budget | command | direction holds? | cause, where not |")
-    lines.append("|---|---|---|---|---|---|---|---|")
+    lines = [HEAD, starts(rows), "",
+             f"{len(rows)} systems: " + ", ".join(f"{d} {n}" for d, n in counts.items()) + ".", ""]
+    lines.append("| system | paper | reference at equal budget | ours | start | budget | command | direction holds? | "
+                 "cause, where not |")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         page = r["docs"]
         link = f"[{cell(r['system'])}]({page[len('docs/'):] if page.startswith('docs/') else '../' + page})"
         ours = cell(r["ours"]) + ("" if r["source"] == "documented" else f" ({r['source']})")
-        lines.append("| " + " | ".join([link, cell(r["paper"]), cell(r["reference"]), ours, cell(r["budget"]),
+        start = STARTS[r["init"]] + (f": {r['init_note']}" if str(r.get("init_note", "")).strip() else "")
+        lines.append("| " + " | ".join([link, cell(r["paper"]), cell(r["reference"]), ours, cell(start), cell(r["budget"]),
                                          f"`{cell(r['command'])}`", r["direction"], cell(r["cause"])]) + " |")
     return "\n".join(lines) + "\n"
 

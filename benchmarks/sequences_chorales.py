@@ -12,6 +12,9 @@ the K particles drawn in chunks of at most ``--max-pass`` particle x chorale pai
 ``max_pass`` of :func:`pyrovae.log_likelihood`).
 
     OMP_NUM_THREADS=1 nice -n 5 python benchmarks/sequences_chorales.py --epochs 20 --num-samples 1000
+
+``--init`` starts all three (fit's ``init``; default: each model's own, docs/sequences.md#initialisation);
+docs/sequences.md's 20- and 100-epoch tables were measured from torch's layers: ``--init torch``.
 """
 
 import math
@@ -28,6 +31,7 @@ from pyrovae.guides.vrnn import VRNNGuide
 from pyrovae.models.dmm import DMM
 from pyrovae.models.sentence import no_latents
 from pyrovae.models.vrnn import VRNN, BernoulliRNN
+from pyrovae.nn import INITS
 
 parser = _harness.parser(__doc__.splitlines()[0], epochs=5, batch_size=16, lr=3e-3, z_dim=16, num_samples=1000,
                          seed=0)
@@ -36,6 +40,8 @@ parser.add_argument("--eval-batch", type=int, default=8, help="test chorales per
 parser.add_argument("--max-pass", type=int, default=5000, help="particle x chorale pairs alive at once")
 parser.add_argument("--limit", type=int, default=None, help="only the first N test chorales (timing)")
 parser.add_argument("--only", default="VRNN,DMM,RNN", help="comma-separated subset of VRNN, DMM, RNN")
+parser.add_argument("--init", choices=INITS, default=None,
+                    help="how all three start (fit's init; default: each model's own; the documented tables: torch)")
 
 
 def main():
@@ -58,14 +64,14 @@ def main():
     n = len(test["lengths"])
     per = {}
     print(f"threads {torch.get_num_threads()}, {args.epochs} epochs, batch {args.batch_size}, lr {args.lr}, "
-          f"z {z}, hidden {h}, K={args.num_samples} (max_pass {args.max_pass}, {args.eval_batch} chorales a pass); "
+          f"z {z}, hidden {h}, init {args.init or 'default'}, K={args.num_samples} (max_pass {args.max_pass}, {args.eval_batch} chorales a pass); "
           f"test: {n} chorales, {beats:.0f} beats", flush=True)
     for name in names:
         pyro.set_rng_seed(args.seed)
         model, guide = makers[name]()
         t0 = time.perf_counter()
         fit(model, guide, data.bucketed("train", batch_size=args.batch_size, seed=args.seed), epochs=args.epochs,
-            lr=args.lr, seed=args.seed, progress=False)
+            lr=args.lr, seed=args.seed, progress=False, init=args.init)
         seconds = (time.perf_counter() - t0) / args.epochs
         model.eval()
         t0 = time.perf_counter()

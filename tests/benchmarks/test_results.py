@@ -29,7 +29,7 @@ def _run(*args, cwd=ROOT):
 
 def _row(**kw):
     base = dict(system="S", docs="docs/vae.md", paper="p", reference="none run yet", ours="o",
-                budget="b", command="c", direction="holds", cause="")
+                budget="b", command="c", direction="holds", cause="", init="default")
     return {**base, **kw}
 
 
@@ -42,7 +42,8 @@ def test_the_page_is_generated_from_the_files_one_row_each_in_order(tmp_path):
     res = tmp_path / "results"
     res.mkdir()
     (res / "b.json").write_text(json.dumps(_row(system="Second", order=2, direction="does not hold",
-                                                cause="the init | measured")))
+                                                cause="the init | measured", init="torch",
+                                                init_note="not re-run")))
     (res / "a.json").write_text(json.dumps(_row(system="First", order=1, ours="-1.5 ± 0.1")))
     out = tmp_path / "results.md"
     p = _run("--results", res, "--out", out, "--fresh", tmp_path / "none")
@@ -53,6 +54,10 @@ def test_the_page_is_generated_from_the_files_one_row_each_in_order(tmp_path):
     assert "-1.5 ± 0.1" in rows[0] and "| holds |" in rows[0]
     assert "the init \\| measured" in rows[1]  # a | in a cell is escaped, the table keeps its columns
     assert "2 systems: holds 1, partly 0, does not hold 1" in text
+    # the start of each row: a column, and the header's count (generated, never written by hand)
+    assert "| -1.5 ± 0.1 | default | b |" in rows[0] and "| torch's layers: not re-run |" in rows[1]
+    assert "1 of 2 rows from the defaults; 1 from torch's layers: Second." in text
+    assert "partly:" not in text.split("| system |")[0]
     assert _run("--results", res, "--out", out, "--check").returncode == 0
     out.write_text(text + "edited by hand\n")
     stale = _run("--results", res, "--out", out, "--check")
@@ -75,9 +80,39 @@ def test_a_fresh_benchmark_json_replaces_the_documented_figure(tmp_path):
     (fresh / "m2.json").write_text(json.dumps({"results": {}}))
     bad = _run("--results", res, "--out", out, "--fresh", fresh)
     assert bad.returncode == 2 and "rerun benchmarks/m2_mnist.py" in bad.stderr
+    # a fresh run from another start than the row says is refused
+    (fresh / "m2.json").write_text(json.dumps({"results": {"3000": {"error": 0.0931}}}))
+    (res / "m2.json").write_text(json.dumps(_row(fresh={**spec, "args": ["--init", "torch"]})))
+    bad = _run("--results", res, "--out", out, "--fresh", fresh)
+    assert bad.returncode == 2 and "init 'default' but the fresh run's args set --init" in bad.stderr
 
 
-@pytest.mark.parametrize("change, says", [({"direction": "yes"}, "is not one of"), ({"paper": None}, "missing paper")])
+def test_the_header_counts_the_rows_by_start():
+    mod = _module()
+    rows = [dict(_row(system=f"S{i}"), init=init, init_note="a comparator from torch's layers")
+            for i, init in enumerate(["default", "torch", "default", "partly"])]
+    assert mod.starts(rows) == "2 of 4 rows from the defaults; 1 from torch's layers: S1; 1 partly: S3."
+    assert mod.starts(rows[:1]) == "1 of 1 rows from the defaults; 0 from torch's layers."
+
+
+def test_every_row_says_its_start_and_a_torch_row_how_to_reproduce_it():
+    """A row from torch's layers carries --init torch (or a script's --m2-init torch) in its
+    command, or its note says the script starts there itself."""
+    mod = _module()
+    for row in mod.load_rows():
+        assert row["init"] in mod.STARTS, row["name"]
+        if row["init"] == "torch":
+            assert "init torch" in row["command"] or "from torch's layers" in row.get("init_note", ""), row["name"]
+        if row["init"] != "default":
+            assert row.get("init_note"), row["name"]
+
+
+@pytest.mark.parametrize("change, says", [
+    ({"direction": "yes"}, "is not one of"), ({"paper": None}, "missing paper"),
+    ({"init": None}, "missing init; add them (init: where ours' figure starts, one of default, torch, partly)"),
+    ({"init": "burda"}, "init 'burda' is not one of default, torch, partly"),
+    ({"init": "partly"}, "init 'partly' needs an init_note"),
+])
 def test_a_bad_results_file_is_named_and_nothing_is_written(tmp_path, change, says):
     res = tmp_path / "results"
     res.mkdir()
