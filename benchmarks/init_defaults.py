@@ -12,6 +12,8 @@ standard error; the final training loss; CPU seconds of training.
 
     OMP_NUM_THREADS=1 python benchmarks/init_defaults.py --models conv-vae vrnn --json init.json
     OMP_NUM_THREADS=1 python benchmarks/init_defaults.py --models dmm --inits burda data   # two other starts
+    OMP_NUM_THREADS=1 python benchmarks/init_defaults.py --models vae-gaussian vae-continuous-bernoulli --seed 1
+    OMP_NUM_THREADS=1 python benchmarks/init_defaults.py --models vae-gaussian --epochs 30 --num-train 50000  # longer
 
 Not a test.
 """
@@ -33,8 +35,18 @@ from pyrovae.registry import build, get_guide, get_model
 from pyrovae.models.base import guide_name_of
 from pyrovae.nn import INITS
 
-#: per model: data set, binarize, epochs, training rows, test rows, K, options, batch size
+#: per entry: data set, epochs, training rows, test rows, K, options, batch size; ``model`` (the
+#: registered model, when the entry's name is not one) and ``binarize`` (the data set's default
+#: when absent) where given. The ``vae-*`` entries are ``vae`` with a real-valued likelihood on
+#: clean grey-level MNIST (``--binarize none``) at docs/hidden-talents.md's budget A (10 epochs on
+#: the first 10,000 training images; K = 1000 on the first 500 test images): docs/vae.md#initialisation.
+VAE_REAL = dict(model="vae", data="mnist", binarize="none", epochs=10, train=10000, test=500, k=1000)
 SETTINGS = {
+    "vae-gaussian": dict(VAE_REAL, options={"likelihood": "gaussian"}),  # a learned scale per pixel
+    "vae-gaussian-fixed": dict(VAE_REAL, options={"likelihood": "gaussian", "scale": 0.1}),
+    "vae-continuous-bernoulli": dict(VAE_REAL, options={"likelihood": "continuous_bernoulli"}),
+    "vae-logistic-mixture": dict(VAE_REAL, options={"likelihood": "logistic-mixture"}),
+    "svae-gaussian": dict(VAE_REAL, model="svae", options={"likelihood": "gaussian"}),
     "variance-vae": dict(data="mnist", epochs=1, train=5000, test=300, k=50, options={}),
     "conv-vae": dict(data="mnist", epochs=1, train=5000, test=300, k=50, options={}),
     "pixelcnn-vae": dict(data="mnist", epochs=1, train=2000, test=200, k=10, options={"num_layers": 3}),
@@ -71,7 +83,7 @@ def data_for(setting: dict, data_dir):
     if setting["data"].endswith("synthetic"):
         data = synthetic(setting["data"])
         return data["train"], data["test"], data["dims"], None
-    dataset = load_dataset(setting["data"], data_dir=data_dir)
+    dataset = load_dataset(setting["data"], data_dir=data_dir, binarize=setting.get("binarize"))
     train, test = subset(dataset.train, setting["train"]), subset(dataset.test, setting["test"])
     return train, test, dataset.dims(), dataset
 
@@ -92,10 +104,12 @@ def score(model, guide, test: dict, k: int) -> torch.Tensor:
 
 def run(name: str, init: str, args) -> dict:
     setting = dict(SETTINGS[name])
+    setting.update({key: value for key, value in (("epochs", args.epochs), ("train", args.num_train))
+                    if value is not None})  # a longer (or shorter) budget than the entry's
     if args.quick:  # a smoke run: the script runs, the figures mean nothing
         setting.update(epochs=1, train=300, test=20, k=min(setting["k"], 3))
     train, test, dims, dataset = data_for(setting, args.data_dir)
-    factory = get_model(name)
+    factory = get_model(setting.get("model", name))
     guide_factory = get_guide(guide_name_of(factory))
     fill = {k: v for k, v in dims.items() if k != "likelihood"}
     pyro.clear_param_store()
@@ -110,7 +124,8 @@ def run(name: str, init: str, args) -> dict:
     seconds = time.process_time() - t0
     pyro.set_rng_seed(args.seed)
     ll = score(model, guide, test, setting["k"])
-    return {"model": name, "init": init, "data": setting["data"], "epochs": setting["epochs"], "train_rows": len(next(iter(train.values()))),
+    return {"model": name, "init": init, "data": setting["data"], "binarize": setting.get("binarize"),
+            "options": setting["options"], "seed": args.seed, "epochs": setting["epochs"], "train_rows": len(next(iter(train.values()))),
             "test_rows": len(ll), "k": setting["k"], "train_loss": result.metrics[-1]["train_loss"],
             "cpu_seconds": seconds, "test_ll": float(ll.mean()), "per_datapoint": ll}
 
@@ -118,6 +133,9 @@ def run(name: str, init: str, args) -> dict:
 def main():
     p = _harness.parser(__doc__, data_dir=_harness.DATA_DIR, lr=1e-3, seed=0, threads=1, json=None)
     p.add_argument("--models", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    p.add_argument("--epochs", type=int, default=None, help="epochs for every entry (default: each entry's)")
+    p.add_argument("--num-train", type=int, default=None,
+                   help="training rows for every entry, the first ones (default: each entry's)")
     p.add_argument("--quick", action="store_true", help="one epoch on 300 rows, 20 test rows, K <= 3 (a smoke run)")
     p.add_argument("--inits", nargs=2, default=["torch", "burda"], choices=INITS, metavar="INIT",
                    help="the two starts compared, the second against the first (default: torch burda)")

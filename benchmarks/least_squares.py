@@ -112,8 +112,8 @@ def main():
     p.add_argument("--scale", type=float, default=1.0, help="the least-squares model's fixed sigma")
     p.add_argument("--weight-decay", type=float, default=1e-3, help="lambda")
     p.add_argument("--init", default=None, choices=["torch", "glorot", "burda"],
-                   help="every pair's initialisation (default: each model's: burda for the Gaussian VAE, torch for "
-                        "least squares)")
+                   help="every pair's initialisation (default: each model's: torch's layers for both, the Gaussian VAE "
+                        "since 2026-12-07, docs/vae.md#initialisation)")
     p.add_argument("--objective", default=None, choices=["elbo", "meanfield"],
                    help="every pair's objective (default: each model's: elbo, the sampled KL, for the Gaussian VAE; "
                         "meanfield, the closed-form KL, for least squares)")

@@ -27,7 +27,7 @@ images, and draws corrupted test digits, their reconstructions and the clean dig
     OMP_NUM_THREADS=1 python benchmarks/robust_pca.py --part mnist --figure docs/figures/robust_mnist.png
 
 ``--init`` starts the VAEs' weights (default: each model's: Burda et al.'s data-mean start for
-the ``vae``s and the linear robust VAE, torch's layers for the robust VAE's MLP decoder;
+the linear robust VAE, torch's layers for the Gaussian ``vae``s and the robust VAE's MLP decoder;
 ``--init torch``: torch's layers, the default when the documented tables were first measured) and
 ``--objective`` the MNIST part's objective (default: each pair's, the closed-form KL for ``vae``;
 ``--init torch --objective elbo`` reproduces the MNIST table measured with the defaults then).
@@ -170,7 +170,7 @@ def main():
     p.add_argument("--mnist-z-dim", type=int, default=20)
     p.add_argument("--df", type=float, default=1.0, help="nu of the robust model's prior on the precisions")
     p.add_argument("--init", default=None, choices=INITS,
-                   help="the VAEs' start (default: each model's: burda, torch's layers for robust with an MLP decoder; torch: torch's layers for all)")
+                   help="the VAEs' start (default: each model's: torch's layers for the Gaussian vaes and robust with an MLP decoder, burda for robust's linear decoder; torch: torch's layers for all)")
     p.add_argument("--objective", default=None, choices=("elbo", "meanfield"),
                    help="MNIST part: the objective (default: each pair's, meanfield for vae + diag; elbo: the default then)")
     args = p.parse_args()

@@ -74,7 +74,8 @@ class FitOptions:
         ``burda`` (Glorot weights and the decoder's output at the data's mean, for models with
         ``init_from_data``) or ``data`` (torch's layers and the output at the data's mean), see :func:`pyrovae.nn.initialize_`; default: the model's,
         :func:`pyrovae.nn.default_init` (``burda`` where the model's likelihood over the pixels
-        allows it, else ``torch``). run.json records the init used; a resumed run keeps the
+        allows it, unless the model declares a start measured better, e.g. ``torch`` for
+        ``vae`` with a Gaussian likelihood; else ``torch``). run.json records the init used; a resumed run keeps the
         weights it saved (and run.json the init it started with).
     :param int num_workers: loader processes that read a streamed Dataset (a DataLoader keeps
         its own; 0: read in this process).
