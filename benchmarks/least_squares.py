@@ -115,8 +115,8 @@ def main():
                    help="every pair's initialisation (default: each model's: torch's layers for both, the Gaussian VAE "
                         "since 2026-12-07, docs/vae.md#initialisation)")
     p.add_argument("--objective", default=None, choices=["elbo", "meanfield"],
-                   help="every pair's objective (default: each model's: elbo, the sampled KL, for the Gaussian VAE; "
-                        "meanfield, the closed-form KL, for least squares)")
+                   help="every pair's objective (default: each pair's: meanfield, the closed-form KL, for both, the "
+                        "diagonal guide's default with vae and least-squares-vae; elbo: the sampled KL)")
     args = p.parse_args()
     machine = _harness.start(args)
     data = load_dataset("mnist", data_dir=args.data_dir, binarize="none")
