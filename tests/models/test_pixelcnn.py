@@ -263,3 +263,85 @@ def test_sample_reads_no_data_and_the_contract_catches_means():
                                                         torch.zeros(num_samples, 12)).mean
     with pytest.raises(AssertionError, match="outside the support|likelihood's mean"):
         check_samples(model, {"x": torch.zeros(2, 12)})
+
+
+def reference_decoder(net, x, z):
+    """The decoder's forward as first written, before the step was made faster (issue 22): the
+    masked convolutions with their whole kernels, the 1x1 convolutions as ``nn.Conv2d``, the
+    stacks' outputs sliced, every addition a new tensor."""
+    fn = torch.nn.functional
+    h = x.reshape(-1, *net.image_shape) * net.input_scale
+    c = z if net.z_map is None else net.z_map(z).reshape(h.shape[0], -1, *net.image_shape[1:])
+
+    def cond(layer):
+        if layer.cond is None or c is None:
+            return torch.zeros(())
+        return layer.cond(c) if layer.spatial else layer.cond(c)[:, :, None, None]
+
+    def gate(a):
+        f, g = a.chunk(2, dim=1)
+        return torch.tanh(f) * torch.sigmoid(g)
+
+    if net.stacks == 1:
+        for layer in net.layers:
+            conv = layer.conv
+            a = fn.conv2d(h, conv.weight * conv.mask, conv.bias, padding=conv.padding) + cond(layer)
+            out = layer.out(gate(a))
+            h = h + out if layer.residual else out
+    else:
+        v = h
+        for layer in net.layers:
+            k = layer.k
+            a_v = layer.v_conv(fn.pad(v, (k, k, k, 0)))[..., : v.shape[-2], :]
+            a_h = layer.h_conv(fn.pad(h, (k, 0, 0, 0)))[..., : h.shape[-1]] + layer.v_to_h(a_v)
+            cond_v, cond_h = (cond(layer), cond(layer)) if layer.cond is None or c is None else cond(layer).chunk(2, 1)
+            out = layer.out(gate(a_h + cond_h))
+            v, h = gate(a_v + cond_v), (h + out if layer.residual else out)
+    return net.head(h).reshape(x.shape[0], -1)
+
+
+@pytest.mark.parametrize("stacks", [1, 2])
+@pytest.mark.parametrize("conditioning, z_dim", [("global", 3), ("spatial", 3), ("global", 0)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_the_decoder_computes_what_it_first_did(stacks, conditioning, z_dim, dtype):
+    """The faster forward (the masked kernels' rows below the centre left out, 1x1 convolutions as
+    batched matrix products, additions in place) gives the first forward's outputs and gradients
+    (parameters and input): to 1e-12 in float64, to float rounding in float32."""
+    torch.manual_seed(0)
+    net = PixelCNN((1, 6, 7), z_dim=z_dim, num_layers=3, channels=8, first_kernel=5, kernel=3,
+                   out_channels=3, conditioning=conditioning, stacks=stacks).to(dtype)
+    x = torch.rand(4, 42, dtype=dtype, requires_grad=True)
+    z = torch.randn(4, z_dim, dtype=dtype) if z_dim else None
+    params = [x] + list(net.parameters())
+    results = []
+    for forward in (lambda: net(x, z).reshape(4, -1), lambda: reference_decoder(net, x, z)):
+        out = forward()
+        weights = torch.randn(out.shape, dtype=dtype, generator=torch.Generator().manual_seed(1))
+        results.append((out, torch.autograd.grad((out * weights).sum(), params)))
+    (out, grads), (ref_out, ref_grads) = results
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(out, ref_out, **tol)
+    for grad, ref in zip(grads, ref_grads):
+        torch.testing.assert_close(grad, ref, **tol)
+
+
+def test_the_parameters_are_named_and_shaped_as_before():
+    """Old checkpoints load: the modules, their names and shapes are the first version's."""
+    one = PixelCNN((1, 4, 4), z_dim=2, num_layers=2, channels=4, first_kernel=3)
+    two = PixelCNN((1, 4, 4), z_dim=2, num_layers=2, channels=4, first_kernel=3, stacks=2)
+    assert {k: tuple(v.shape) for k, v in one.state_dict().items()} == {
+        "layers.0.conv.weight": (8, 1, 3, 3), "layers.0.conv.bias": (8,), "layers.0.conv.mask": (8, 1, 3, 3),
+        "layers.0.cond.weight": (8, 2), "layers.0.out.weight": (4, 4, 1, 1), "layers.0.out.bias": (4,),
+        "layers.1.conv.weight": (8, 4, 3, 3), "layers.1.conv.bias": (8,), "layers.1.conv.mask": (8, 4, 3, 3),
+        "layers.1.cond.weight": (8, 2), "layers.1.out.weight": (4, 4, 1, 1), "layers.1.out.bias": (4,),
+        "head.1.weight": (4, 4, 1, 1), "head.1.bias": (4,), "head.3.weight": (1, 4, 1, 1), "head.3.bias": (1,)}
+    assert {k: tuple(v.shape) for k, v in two.state_dict().items()} == {
+        "layers.0.v_conv.weight": (8, 1, 1, 3), "layers.0.v_conv.bias": (8,),
+        "layers.0.h_conv.weight": (8, 1, 1, 1), "layers.0.h_conv.bias": (8,),
+        "layers.0.v_to_h.weight": (8, 8, 1, 1), "layers.0.v_to_h.bias": (8,), "layers.0.cond.weight": (16, 2),
+        "layers.0.out.weight": (4, 4, 1, 1), "layers.0.out.bias": (4,),
+        "layers.1.v_conv.weight": (8, 4, 2, 3), "layers.1.v_conv.bias": (8,),
+        "layers.1.h_conv.weight": (8, 4, 1, 2), "layers.1.h_conv.bias": (8,),
+        "layers.1.v_to_h.weight": (8, 8, 1, 1), "layers.1.v_to_h.bias": (8,), "layers.1.cond.weight": (16, 2),
+        "layers.1.out.weight": (4, 4, 1, 1), "layers.1.out.bias": (4,),
+        "head.1.weight": (4, 4, 1, 1), "head.1.bias": (4,), "head.3.weight": (1, 4, 1, 1), "head.3.bias": (1,)}
