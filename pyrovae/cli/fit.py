@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import List
 
 from pyrovae.cli import common
-from pyrovae.errors import UsageError
+from pyrovae.errors import PyrovaeError, UsageError
 from pyrovae.guides.base import model_name_of, objective_for
 from pyrovae.models.base import guide_name_of
 
 HELP = "fit a model/guide pair (default: VAE on the embedded digits)"
+PAIR_ERRORS = ("the guide does not match the model", "the first training step failed")  # training/checks.py
 EVAL_BUDGET, EVAL_FLOOR = 0.25, 10.0  # the end-of-fit score: a quarter of the training time, at least 10 s
 
 
@@ -104,6 +105,9 @@ def main(argv: List[str]) -> int:
     if saved:  # a resumed run keeps its options unless they are given again
         parser.set_defaults(**defaults_from_saved(saved, objective_name))
     args = parser.parse_args(argv)
+    check_numbers(args)
+    if saved:
+        check_epochs_left(saved, known.out, args.epochs)
     opts = {k[4:]: v for k, v in vars(args).items() if k.startswith("opt_") and v is not None}
     device = common.resolve_device(args.device)
     common.check_data_dir(args.data_dir)
@@ -139,6 +143,12 @@ def main(argv: List[str]) -> int:
     except KeyboardInterrupt:
         print(interrupted_message(out), file=sys.stderr)
         return 130
+    except PyrovaeError as error:  # a guide named that is not the model's own: say which is
+        own = guide_name_of(model_factory)
+        if known.guide and own != guide_name and str(error).startswith(PAIR_ERRORS):
+            raise type(error)(f"{error}; model {model_name!r} pairs with guide {own!r}: drop --guide "
+                              f"{guide_name} to use it") from None
+        raise
     if os.environ.get("RANK", "0") != "0":  # a data-parallel run (torchrun): rank 0 reports
         return 0
     report(result, out, model, guide, dataset, args, time.perf_counter() - t0)
@@ -265,6 +275,37 @@ def check_objective_fits(objective, guide_name: str, guide, train: dict) -> None
                     f"--objective {objective.name} needs a fully reparameterized guide (analytic KL, "
                     f"TraceMeanField_ELBO), but guide {guide_name!r} samples site {name!r} from "
                     f"{type(fn).__name__} with a score-function term; use --objective elbo (or iwae)")
+
+
+def check_numbers(args) -> None:
+    """:class:`UsageError` naming the flag for a count or rate out of range, before the data is
+    read (``--batch-size 0`` used to end in a ZeroDivisionError traceback)."""
+    import math
+
+    for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be a positive integer, got {value}")
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        raise UsageError(f"--lr must be a positive number, got {args.lr:g}")
+    for flag, value in (("--eval-samples", args.eval_samples), ("--eval-budget", args.eval_budget)):
+        if not value >= 0:
+            raise UsageError(f"{flag} must be >= 0 (0: {'skip the score' if flag == '--eval-samples' else 'no limit'}), "
+                             f"got {value:g}")
+
+
+def check_epochs_left(saved: dict, out, epochs: int) -> None:
+    """:class:`UsageError` for ``--resume`` of a run that has already trained ``--epochs``
+    epochs (or more): it used to print the finished run's lines again as if it had trained,
+    re-score it over its end-of-fit file and record the smaller ``--epochs`` in run.json."""
+    done = ((saved.get("segments") or [{}])[-1]).get("completed_epoch")
+    if done is None or epochs > done:
+        return
+    where = shlex.quote(str(out))
+    if epochs == done:
+        raise UsageError(f"{out} has finished its {done} epochs: nothing to train; pass --epochs N (more than {done}) "
+                         f"to train it further, or read it as it is (pyrovae evaluate {where})")
+    raise UsageError(f"cannot resume {out} with --epochs {epochs}: it has finished {done} epochs already; pass --epochs N "
+                     f"(more than {done}) to train it further")
 
 
 def check_saved_pair(saved: dict, out) -> None:

@@ -47,6 +47,8 @@ def check_pair(model: Callable, guide: Callable, batch: Dict[str, torch.Tensor])
         raise
     except Exception as error:
         text = " ".join(str(error).split())
+        if " Trace Shapes:" in text:  # Pyro's table of every site's shapes: a screenful on one line
+            text = text.split(" Trace Shapes:")[0] + " (every site's shapes: in the error's cause, which --debug shows)"
         raise FirstStepError(f"the first training step failed before anything was written: {text}") from error
 
     latent = {n for n, s in model_trace.nodes.items()

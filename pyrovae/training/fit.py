@@ -262,6 +262,9 @@ def _start(run: _Run, lr: float) -> None:
             group["lr"] = lr
         set_rng_state(_rank_rng(checkpoint, s.group, run.seed))
         run.epoch, run.step, run.metrics = checkpoint["epoch"], checkpoint["step"], list(checkpoint["metrics"])
+        if run.epoch > run.epochs:  # else nothing trains and run.json records the smaller number as the run's
+            raise UsageError(f"cannot resume {out_dir} to epochs={run.epochs}: it has finished {run.epoch} epochs "
+                             "already; pass a larger epochs (--epochs) to train it further")
         run.saved_epoch = run.epoch
         position = checkpoint.get("position") or {}
         run.batch = position.get("batch", 0) if position.get("epoch", run.epoch) == run.epoch else 0

@@ -168,3 +168,58 @@ def test_a_python_run_of_a_user_pair_names_its_module(tmp_path):
                    "guide 'my-diag', which is not registered here", "--import userpair")
     result = pyrovae("evaluate", "run", "--num-samples", "5", "--import", "userpair", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+
+
+def test_resume_of_a_finished_run_says_so_and_touches_nothing(tmp_path):
+    """`pyrovae fit --out runs/x --resume` of a run that had finished its epochs printed its closing
+    lines again as if it had trained, re-scored it over its end-of-fit file and added an empty
+    segment; `--resume --epochs 100` of a 250-epoch run recorded 100 as the run's epochs."""
+    assert pyrovae("fit", *QUICK, "--out", "run", cwd=tmp_path).returncode == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.name != ".lock"}
+    one_line_error(pyrovae("fit", "--out", "run", "--resume", cwd=tmp_path), 2,
+                   "run has finished its 1 epochs: nothing to train", "--epochs N (more than 1)", "pyrovae evaluate run")
+    one_line_error(pyrovae("fit", "--out", "run", "--resume", "--epochs", "1", cwd=tmp_path), 2, "nothing to train")
+    after = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.name != ".lock"}
+    assert after == before
+    result = pyrovae("fit", "--out", "run", "--resume", "--epochs", "2", "--eval-samples", "0", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    one_line_error(pyrovae("fit", "--out", "run", "--resume", "--epochs", "1", cwd=tmp_path), 2,
+                   "cannot resume run with --epochs 1: it has finished 2 epochs already")
+
+
+def test_fit_from_python_refuses_to_resume_to_fewer_epochs_than_done(tmp_path):
+    import torch
+
+    from pyrovae import fit
+    from pyrovae.errors import UsageError
+    from pyrovae.guides import DiagNormalGuide
+    from pyrovae.models import VAE
+
+    x = torch.bernoulli(torch.full((40, 6), 0.3), generator=torch.Generator().manual_seed(0))
+    fit(VAE(6, 2, (8,)), DiagNormalGuide(6, 2, (8,)), x, epochs=2, batch_size=20, out_dir=tmp_path / "r",
+        progress=False, figures=False)
+    saved = (tmp_path / "r" / "run.json").read_text()
+    with pytest.raises(UsageError, match="cannot resume .* to epochs=1: it has finished 2 epochs"):
+        fit(VAE(6, 2, (8,)), DiagNormalGuide(6, 2, (8,)), x, epochs=1, batch_size=20, out_dir=tmp_path / "r",
+            progress=False, figures=False, resume=True)
+    assert (tmp_path / "r" / "run.json").read_text() == saved
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),  # was a ZeroDivisionError traceback
+    (["--epochs", "-1"], "--epochs must be a positive integer, got -1"),
+    (["--lr", "0"], "--lr must be a positive number, got 0"),
+    (["--eval-samples", "-1"], "--eval-samples must be >= 0"),
+])
+def test_a_count_or_rate_out_of_range_names_the_flag(tmp_path, flags, message):
+    one_line_error(pyrovae("fit", *flags, cwd=tmp_path), 2, message)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("model", ["vrnn", "m2"])
+def test_a_guide_that_does_not_pair_with_the_model_names_the_models_own(tmp_path, model):
+    """`pyrovae fit --model vrnn --guide diag` said only "Model and guide event_dims disagree at site
+    'z': 2 vs 1"; now the error also names the model's own guide and the flag to drop."""
+    one_line_error(pyrovae("fit", "--model", model, "--guide", "diag", *QUICK, cwd=tmp_path), 2,
+                   "the guide does not match the model", f"model '{model}' pairs with guide '{model}': drop --guide diag")
+    assert not (tmp_path / "runs").exists()
