@@ -56,8 +56,9 @@ def build_parser(model_name: str, guide_name: str, objective_name: str) -> commo
                    help="a folder of images: read as grey or RGB (default: grey if every image is grey)")
     p.add_argument("--data-dir", default=None, help="folder holding the data files (else $PYROVAE_DATA, standard places)")
     p.add_argument("--binarize", default=None, choices=["dynamic", "static", "none"], help="binary images from grey levels: dynamic (a new draw every batch), static (drawn once) or none; default: the named data set's, none for your own data")
-    p.add_argument("--objective", default=None, help=f"one of {list_objectives()} (default: the guide's, else elbo; "
-                   "its options are listed below: pass --objective NAME --help for another's)")
+    p.add_argument("--objective", default=None, help=f"one of {list_objectives()} (default: the guide's, else the "
+                   f"model's, else elbo; the options listed below are {objective_name}'s: pass --objective NAME "
+                   "--help for another's)")
     p.add_argument("--epochs", type=int, default=None, help="total epochs (default: about 3000 steps, at least 10)")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--lr", type=float, default=None,

@@ -223,3 +223,12 @@ def test_a_guide_that_does_not_pair_with_the_model_names_the_models_own(tmp_path
     one_line_error(pyrovae("fit", "--model", model, "--guide", "diag", *QUICK, cwd=tmp_path), 2,
                    "the guide does not match the model", f"model '{model}' pairs with guide '{model}': drop --guide diag")
     assert not (tmp_path / "runs").exists()
+
+
+def test_fit_help_says_which_objectives_options_it_lists(tmp_path):
+    """`--objective`'s help said "default: the guide's, else elbo" while vae + diag trains with
+    meanfield (the model's default_objective)."""
+    result = pyrovae("fit", "--help", cwd=tmp_path)
+    text = " ".join(result.stdout.split())
+    assert "default: the guide's, else the model's, else elbo; the options listed below are meanfield's" in text
+    assert "options of objective 'meanfield'" in text
