@@ -152,7 +152,14 @@ def main(argv: List[str]) -> int:
         raise
     if os.environ.get("RANK", "0") != "0":  # a data-parallel run (torchrun): rank 0 reports
         return 0
-    report(result, out, model, guide, dataset, args, time.perf_counter() - t0)
+    try:
+        report(result, out, model, guide, dataset, args, time.perf_counter() - t0)
+    except KeyboardInterrupt:  # the figures or the end-of-fit score: the run itself is complete
+        done = result.metrics[-1]["epoch"]
+        print(f"interrupted after the fit ended: {out} holds the finished run ({done} epoch{'s' if done != 1 else ''}); "
+              f"score it with: pyrovae evaluate {shlex.quote(str(out))} --num-samples {args.eval_samples or 100}",
+              file=sys.stderr)
+        return 130
     return 0
 
 

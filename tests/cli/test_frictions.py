@@ -232,3 +232,25 @@ def test_fit_help_says_which_objectives_options_it_lists(tmp_path):
     text = " ".join(result.stdout.split())
     assert "default: the guide's, else the model's, else elbo; the options listed below are meanfield's" in text
     assert "options of objective 'meanfield'" in text
+
+
+def test_ctrl_c_during_the_end_of_fit_score_says_the_run_is_complete(tmp_path):
+    """A Ctrl-C during the score that follows the fit (4 minutes for draw on MNIST) said only
+    "pyrovae fit: interrupted", as if the run were lost."""
+    import signal
+
+    from tests.cli.helpers import environ
+
+    command = [sys.executable, "-m", "pyrovae.cli", "fit", "--epochs", "1", "--z-dim", "2", "--hidden-dims", "16",
+               "--no-progress", "--eval-samples", "100000", "--eval-budget", "0", "--out", "run"]
+    process = subprocess.Popen(command, cwd=tmp_path, env=environ({"PYTHONUNBUFFERED": "1"}), text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for line in process.stdout:
+        if line.startswith("epochs: "):  # the fit has ended; the score (300 images at K = 100,000) begins
+            process.send_signal(signal.SIGINT)
+            break
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "interrupted after the fit ended: run holds the finished run (1 epoch)" in err, err
+    assert "pyrovae evaluate run --num-samples 100000" in err and "Traceback" not in err
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()
