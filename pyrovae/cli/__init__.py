@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
 from typing import List, Optional
 
 COMMANDS = ("fit", "evaluate", "compare", "sample", "diagnose", "list", "bench")
@@ -79,6 +80,10 @@ def main(argv: Optional[List[str]] = None) -> int:
               "(see pyrovae --help)", file=sys.stderr)
         return 2
     debug = "--debug" in rest
+    shown = warnings.showwarning
+    if not debug:  # a warning is one line, as errors are (Python adds the file and the source line)
+        warnings.showwarning = lambda message, category, *_, **__: print(
+            f"pyrovae {name}: warning: {' '.join(str(message).split())}", file=sys.stderr)
     try:
         from pyrovae.cli.common import load_plugins
 
@@ -98,3 +103,5 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise
         print(f"pyrovae {name}: error: {one_line(error)}", file=sys.stderr)
         return status
+    finally:
+        warnings.showwarning = shown

@@ -254,3 +254,32 @@ def test_ctrl_c_during_the_end_of_fit_score_says_the_run_is_complete(tmp_path):
     assert "interrupted after the fit ended: run holds the finished run (1 epoch)" in err, err
     assert "pyrovae evaluate run --num-samples 100000" in err and "Traceback" not in err
     assert (tmp_path / "run" / "checkpoint.pt").is_file()
+
+
+def test_a_warning_is_one_line(tmp_path):
+    """The replay's fallback warning (acn and ssvae-text print it at every fit) came as Python
+    prints warnings: the path of pyrovae/training/replay.py with a line number, then the source
+    line that warned; docs/cli.md calls it a one-line warning. --debug keeps Python's form."""
+    (tmp_path / "hostvae.py").write_text(textwrap.dedent('''
+        from pyrovae.models.vae import VAE
+        from pyrovae.registry import register_model
+
+
+        @register_model("host-vae")
+        class HostVAE(VAE):
+            """A VAE whose step reads a tensor on the host: it cannot be replayed."""
+
+            def forward(self, x=None, num_samples=None):
+                if x is not None:
+                    x.sum().item()
+                return super().forward(x, num_samples)
+    '''))
+    result = pyrovae("fit", "--import", "hostvae", "--model", "host-vae", "--guide", "diag", *QUICK, "--out", "run",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == ["pyrovae fit: warning: the training step reads tensor values on the host (.item(), .tolist(), "
+                     ".numpy()); it cannot be replayed and runs eagerly"], result.stderr
+    debug = pyrovae("fit", "--import", "hostvae", "--model", "host-vae", "--guide", "diag", *QUICK, "--out", "run2",
+                    "--debug", cwd=tmp_path)
+    assert debug.returncode == 0 and "replay.py:" in debug.stderr and "RuntimeWarning" in debug.stderr, debug.stderr
