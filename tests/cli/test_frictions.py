@@ -243,8 +243,11 @@ def test_ctrl_c_during_the_end_of_fit_score_says_the_run_is_complete(tmp_path):
 
     command = [sys.executable, "-m", "pyrovae.cli", "fit", "--epochs", "1", "--z-dim", "2", "--hidden-dims", "16",
                "--no-progress", "--eval-samples", "100000", "--eval-budget", "0", "--out", "run"]
+    # SIGINT at its default in the child: a run in the background (nohup, `&`) ignores it, and Python then
+    # installs no KeyboardInterrupt handler
     process = subprocess.Popen(command, cwd=tmp_path, env=environ({"PYTHONUNBUFFERED": "1"}), text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in process.stdout:
         if line.startswith("epochs: "):  # the fit has ended; the score (300 images at K = 100,000) begins
             process.send_signal(signal.SIGINT)
