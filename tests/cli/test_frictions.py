@@ -286,3 +286,15 @@ def test_a_warning_is_one_line(tmp_path):
     debug = pyrovae("fit", "--import", "hostvae", "--model", "host-vae", "--guide", "diag", *QUICK, "--out", "run2",
                     "--debug", cwd=tmp_path)
     assert debug.returncode == 0 and "replay.py:" in debug.stderr and "RuntimeWarning" in debug.stderr, debug.stderr
+
+
+def test_a_run_stopped_before_its_first_epoch_ended_says_so(tmp_path):
+    """A fit stopped during its first epoch leaves run.json and no checkpoint (m2 on
+    mnist-100labels: 549 steps); evaluate, sample and diagnose said "no checkpoint at
+    runs/m2/checkpoint.pt; was the run started with this out_dir?"."""
+    assert pyrovae("fit", *QUICK, "--out", "run", cwd=tmp_path).returncode == 0
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):  # as a fit stopped during its first epoch leaves it
+        (tmp_path / "run" / name).unlink(missing_ok=True)
+    for command in ("evaluate", "sample", "diagnose"):
+        one_line_error(pyrovae(command, "run", cwd=tmp_path), 2, "run has no checkpoint: its fit stopped before the "
+                       "first epoch ended", "pyrovae fit ... --out run")
