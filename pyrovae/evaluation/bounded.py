@@ -11,8 +11,12 @@ even :data:`MIN_DATAPOINTS` images would not fit, a smaller K) the budget allows
 2. the first chunk (one pass: :data:`CHUNK_PAIRS` particle-datapoint pairs) is scored and
    timed, giving seconds per particle-datapoint pair;
 3. :func:`plan` gives ``(n, K)``: every image at the asked K if that fits the budget, else
-   as many images as fit at that K (at least :data:`MIN_DATAPOINTS`), else
-   :data:`MIN_DATAPOINTS` images at the K that fits;
+   as many images as fit at that K (at least :data:`MIN_DATAPOINTS`); where even those do not
+   fit, the first chunk's images alone at the asked K if they are at least
+   :data:`MIN_KEPT` (K = 100: 50 images; their time is spent already, and a smaller random
+   subset only widens the standard error, where a smaller K would lower the estimate itself,
+   and saves little time where K's particles run as one batch, as in the recurrent models),
+   else :data:`MIN_DATAPOINTS` images at the K that fits;
 4. the rest of the n images is scored (the chunk's scores kept when K is unchanged), and the
    per-datapoint values are put back in the rows' order.
 
@@ -38,9 +42,10 @@ from pyrovae.data.sources import head
 from pyrovae.evaluation.log_likelihood import LogLikelihood, estimate
 from pyrovae.infer.importance import batch_size_of, mean_and_stderr
 
-__all__ = ["BoundedScore", "bounded_log_likelihood", "plan", "rows_of"]
+__all__ = ["BoundedScore", "MIN_DATAPOINTS", "MIN_KEPT", "bounded_log_likelihood", "plan", "rows_of"]
 
-MIN_DATAPOINTS = 100  # fewer images than this: K is lowered instead
+MIN_DATAPOINTS = 100  # fewer images than this: K is lowered instead, unless the first chunk holds MIN_KEPT
+MIN_KEPT = 25  # a first chunk of at least this many images is kept at the asked K rather than lowering K
 CHUNK_PAIRS = 5000  # particle-datapoint pairs in the timed first chunk (one pass on a CPU)
 STREAMED_ROWS = 10000  # an iterable Dataset: the score draws from its first rows
 
@@ -149,7 +154,12 @@ def bounded_log_likelihood(model: Callable, guide: Callable, data, num_samples: 
         if len(rest):
             parts.append(estimate(model, guide, rows_of(data, rest, device), k, batch_size=None, progress=progress))
             index.append(rest)
-    else:  # even the fewest images do not fit at this K: all of them again at a smaller K
+    elif chunk >= min(MIN_KEPT, total):  # even the fewest do not fit: the first chunk alone, at the asked K
+        k = num_samples
+        if on_plan is not None:
+            on_plan(chunk, k, total, 0.0)
+        parts, index = [first], [first_rows]
+    else:  # even the fewest images do not fit at this K, and the chunk is small: all of them again at a smaller K
         n, k = plan(seconds_per_pair, total, num_samples, left)
         rows = order[:n].sort().values
         if on_plan is not None:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from pyrovae import fit
-from pyrovae.evaluation.bounded import MIN_DATAPOINTS, bounded_log_likelihood, plan
+from pyrovae.evaluation.bounded import CHUNK_PAIRS, MIN_DATAPOINTS, MIN_KEPT, bounded_log_likelihood, plan
 from pyrovae.training import heartbeat
 
 
@@ -43,17 +43,32 @@ def test_an_ample_budget_scores_every_row_in_order():
     assert score.estimate.num_samples == 100 and score.describe() == "all 400 test images"
 
 
-def test_no_budget_scores_a_random_hundred_rows_at_a_lower_k():
+def test_no_budget_keeps_the_first_chunk_at_the_asked_k():
+    """Out of time after the first chunk (K = 100: 50 rows): those rows at K = 100, a random
+    subset, not 100 rows again at a lower K (a looser bound, and no faster where K's particles
+    run as one batch; found on the VRNN: K lowered to 1 after 50 sequences at 100)."""
     score = bounded_log_likelihood(model, guide, X, 100, budget=0.0)
     rows = score.rows
+    assert len(rows) == CHUNK_PAIRS // 100 >= MIN_KEPT and torch.equal(rows, rows.sort().values)
+    assert len(set(rows.tolist())) == len(rows) and rows.max() > 300  # a random subset, not the first rows
+    assert score.estimate.num_samples == 100
+    assert torch.allclose(score.estimate.per_datapoint, exact(rows), atol=1e-4)
+    assert score.describe() == "50 of 400 test images (a random subset)"
+    again = bounded_log_likelihood(model, guide, X, 100, budget=0.0)
+    assert torch.equal(again.rows, rows)  # the subset is fixed by the seed: runs can be compared
+
+
+def test_no_budget_with_a_small_first_chunk_scores_a_random_hundred_rows_at_a_lower_k():
+    """K = 1000: the first chunk is 5 rows, too few to keep: 100 rows at the K that fits."""
+    score = bounded_log_likelihood(model, guide, X, 1000, budget=0.0)
+    rows = score.rows
+    assert CHUNK_PAIRS // 1000 < MIN_KEPT
     assert len(rows) == MIN_DATAPOINTS and torch.equal(rows, rows.sort().values) and len(set(rows.tolist())) == 100
-    assert rows.max() > 300  # a random subset, not the first rows
+    assert rows.max() > 300
     assert score.estimate.num_samples == 1
     assert torch.allclose(score.estimate.per_datapoint, exact(rows), atol=1e-4)
     assert score.estimate.log_likelihood == pytest.approx(float(exact(rows).mean()), abs=1e-4)
-    assert score.describe() == "100 of 400 test images (a random subset), K lowered from 100 to fit the time"
-    again = bounded_log_likelihood(model, guide, X, 100, budget=0.0)
-    assert torch.equal(again.rows, rows)  # the subset is fixed by the seed: runs can be compared
+    assert score.describe() == "100 of 400 test images (a random subset), K lowered from 1000 to fit the time"
 
 
 def test_the_rows_of_a_dataset_are_read_by_index():
