@@ -52,9 +52,13 @@ def test_a_fit_without_the_time_scores_a_random_subset_and_says_so(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     assert main(["fit", *FIT, "--eval-budget", "1e-9", "--out", "run"]) == 0
     out = capsys.readouterr().out
-    assert ") on 100 of 300 test images (a random subset), K lowered from 100 to fit the time, " in out, out
-    (path,) = (tmp_path / "run").glob("evaluation-test-K*-random100.json")
+    # out of time after the first chunk (50 images at K = 100): those images, not 100 at a lower K
+    assert ") on 50 of 300 test images (a random subset), " in out and "K lowered" not in out, out
+    (path,) = (tmp_path / "run").glob("evaluation-test-K100-random50.json")
     saved = json.loads(path.read_text())
-    assert (saved["num_datapoints"], saved["of_datapoints"], saved["subset"]) == (100, 300, "random")
-    assert saved["requested_num_samples"] == 100 and saved["num_samples"] == int(path.name.split("-K")[1].split("-")[0])
+    assert (saved["num_datapoints"], saved["of_datapoints"], saved["subset"]) == (50, 300, "random")
+    assert saved["requested_num_samples"] == 100 and saved["num_samples"] == 100
     assert saved["budget_seconds"] < 1e-3
+    assert main(["fit", *FIT, "--eval-budget", "1e-9", "--eval-samples", "1000", "--out", "run1000"]) == 0
+    out = capsys.readouterr().out  # K = 1000: a first chunk of 5 images is too few to keep; 100 at a lower K
+    assert ") on 100 of 300 test images (a random subset), K lowered from 1000 to fit the time, " in out, out
