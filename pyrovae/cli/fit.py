@@ -240,11 +240,25 @@ def interrupted_message(out: Path) -> str:
 
     checkpoint = out / CHECKPOINT_FILE
     if not checkpoint.is_file():
-        return f"interrupted before the first epoch ended: no checkpoint in {out}; start the fit again"
-    metrics = read_metrics(out)
-    epoch = f" (after epoch {metrics[-1]['epoch']})" if metrics else ""
+        return (f"interrupted before the first checkpoint (the first epoch's end, or a minute into it): none in {out}; "
+                "start the fit again")
+    epoch = _checkpoint_position(checkpoint, read_metrics(out))
     return (f"interrupted; the last checkpoint is {checkpoint}{epoch}. "
             f"Resume with: pyrovae fit --out {shlex.quote(str(out))} --resume")
+
+
+def _checkpoint_position(checkpoint: Path, metrics) -> str:
+    """`` (after epoch 3)`` or `` (epoch 4, step 1200 of the run)`` for a checkpoint saved within an epoch."""
+    from pyrovae.training.checkpoint import load_checkpoint
+
+    try:
+        state = load_checkpoint(checkpoint)
+        position = state.get("position") or {}
+        if position.get("batch"):
+            return f" (within epoch {int(position['epoch']) + 1}, after {int(state['step'])} steps)"
+        return f" (after epoch {int(state['epoch'])})"
+    except Exception:  # a damaged file: what the metrics say (resume falls back to the previous checkpoint)
+        return f" (after epoch {metrics[-1]['epoch']})" if metrics else ""
 
 
 def objective_from_args(args, name: str):

@@ -51,6 +51,8 @@ from pyrovae.training.setup import FitOptions, Setup, check_numbers, resolve_dev
 
 INIT_ROWS = 10000  # training rows whose mean starts the decoder's output (init="burda")
 SYNC_EVERY = 50  # losses are checked (and, on a GPU, copied to the host) every 50 steps
+MID_EPOCH_SECONDS = 60.0  # within an epoch, a checkpoint at a loss check at most this often (or checkpoint_seconds,
+# the larger): a long epoch interrupted loses at most about a minute, and saving costs under 1% of it
 VALID_SEED_STRIDE = 1_000_033  # the validation ELBO after epoch e draws from torch.manual_seed(seed * this + e)
 
 
@@ -198,9 +200,12 @@ class _Run:
 
     :ivar int epoch: the next epoch to train.
     :ivar int saved_epoch: the epochs the last good checkpoint holds; ``saved_at`` when it was
-        written (``time.perf_counter``).
+        written (``time.perf_counter``; ``started_at`` when this segment began); ``ends_saved``
+        the epoch ends this segment has saved.
     :ivar int step: optimizer steps taken.
     :ivar int batch: the batch the next epoch starts at (a resumed epoch's position; else 0).
+    :ivar dict partial: a resumed epoch's loss sum, count and seconds before ``batch`` (so its
+        metrics row is the uninterrupted one's); else empty.
     :ivar list metrics: one row per finished epoch.
     :ivar dict config: run.json's description of this segment; ``saved`` the run.json resumed,
         ``segment`` this segment's record.
@@ -217,8 +222,11 @@ class _Run:
     epoch: int = 0
     saved_epoch: int = 0
     saved_at: float = 0.0
+    started_at: float = field(default_factory=time.perf_counter)
+    ends_saved: int = 0
     step: int = 0
     batch: int = 0
+    partial: dict = field(default_factory=dict)
     metrics: List[dict] = field(default_factory=list)
     saved: Optional[dict] = None
     segment: dict = field(default_factory=dict)
@@ -268,6 +276,7 @@ def _start(run: _Run, lr: float) -> None:
         run.saved_epoch = run.epoch
         position = checkpoint.get("position") or {}
         run.batch = position.get("batch", 0) if position.get("epoch", run.epoch) == run.epoch else 0
+        run.partial = dict(position.get("partial") or {}) if run.batch else {}
     run.segment = segment(run.config, run.epoch, run.epochs, (opts.config or {}).get("threads"))
     if run.folder is not None:
         write_json(out_dir / RUN_FILE, with_segments(run.config, run.saved, run.segment))
@@ -293,8 +302,9 @@ def _train_epoch(run: _Run, epoch: int, bar) -> dict:
     s = run.s
     for m in (m for m in (s.model, s.guide) if isinstance(m, torch.nn.Module)):
         m.train(True)
-    t0 = time.perf_counter()
-    pending, total, count = [], 0.0, 0
+    t0 = time.perf_counter() - run.partial.get("seconds", 0.0)
+    pending, total, count = [], run.partial.get("loss_sum", 0.0), run.partial.get("loss_count", 0)
+    run.partial = {}
 
     def sync(i):  # check the pending losses (and copy them to the host)
         nonlocal pending, total, count
@@ -322,6 +332,9 @@ def _train_epoch(run: _Run, epoch: int, bar) -> dict:
         pending.append(loss)
         if len(pending) == SYNC_EVERY or i == (s.num_batches or 0) - 1:
             sync(i)
+            if _mid_epoch_checkpoint_due(run, i):
+                _save(s, run, epoch, position={"epoch": epoch, "batch": i + 1, "partial": {
+                    "loss_sum": total, "loss_count": count, "seconds": time.perf_counter() - t0}})
     if pending:
         sync(i)
     run.batch = 0
@@ -355,22 +368,36 @@ def _end_epoch(run: _Run, epoch: int, row: dict) -> None:
     run.epoch = epoch + 1
     if out_dir is not None and _checkpoint_due(run, opts.checkpoint_seconds):
         with interrupts_deferred():  # checkpoint, run.json and metrics: all or none
-            _save(s, run.folder, s.model, s.guide, run.step, run.metrics, epoch + 1)
+            _save(s, run, epoch + 1)
             if run.folder is not None:
                 run.segment["completed_epoch"] = epoch + 1
                 write_json(out_dir / RUN_FILE, with_segments(run.config, run.saved, run.segment))
                 write_metrics(out_dir / METRICS_FILE, run.metrics)
-        run.saved_epoch, run.saved_at = run.epoch, time.perf_counter()
+        run.ends_saved += 1
 
 
 def _checkpoint_due(run: _Run, seconds: float) -> bool:
     """Whether the epoch just ended is saved: the first of this segment, the last, and any that
-    ends ``seconds`` or more after the previous checkpoint (every rank decides alike: rank 0's
+    ends ``seconds`` or more after the previous checkpoint (an epoch's end or within an epoch) (every rank decides alike: rank 0's
     clock is the one that counts in a data-parallel run, so it is asked there)."""
-    if run.epoch == run.epochs or run.saved_at == 0.0 or seconds <= 0:
+    if run.epoch == run.epochs or run.ends_saved == 0 or seconds <= 0:
         return True
     due = lambda: time.perf_counter() - run.saved_at >= seconds  # noqa: E731
     return bool(_on_main(run.s, due))
+
+
+def _mid_epoch_checkpoint_due(run: _Run, i: int) -> bool:
+    """Whether to save after batch ``i`` of an epoch, at a loss check, before the epoch's end:
+    with an out_dir, in a one-process run, once :data:`MID_EPOCH_SECONDS` (or the
+    ``checkpoint_seconds``, the larger) have passed since the last checkpoint (or the
+    segment's start). A resume then starts at the next batch, exactly as the uninterrupted run
+    goes on (the epoch's order is a function of ``(seed, epoch)``; the random state, the step and
+    the epoch's loss so far are saved)."""
+    s = run.s
+    if run.folder is None or s.group is not None or (s.num_batches is not None and i + 1 >= s.num_batches):
+        return False
+    since = run.saved_at or run.started_at
+    return time.perf_counter() - since >= max(MID_EPOCH_SECONDS, run.s.opts.checkpoint_seconds)
 
 
 def _on_main(s: Setup, fn):
@@ -391,19 +418,23 @@ def _read_json(path: Path) -> Optional[dict]:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _save(s: Setup, folder: Optional[Checkpoints], model, guide, step: int, metrics: List[dict], epoch: int) -> None:
-    """Checkpoint after ``epoch`` (rank 0 writes it, with every rank's random state)."""
+def _save(s: Setup, run: _Run, epoch: int, position: Optional[dict] = None) -> None:
+    """Checkpoint with ``epoch`` epochs done (rank 0 writes it, with every rank's random state),
+    at ``position`` (default: the start of the next epoch; within an epoch, its next batch and
+    the loss so far). Interrupts wait until it is written."""
     rng = rng_state()
-    state = {**parameter_state(model, guide, s.store_params), "optimizer": s.optimizer.state_dict(), "rng": rng,
-             "epoch": epoch, "step": step, "metrics": metrics, "example": s.example,
+    state = {**parameter_state(s.model, s.guide, s.store_params), "optimizer": s.optimizer.state_dict(), "rng": rng,
+             "epoch": epoch, "step": run.step, "metrics": run.metrics, "example": s.example,
              # where the next batch comes from: the order is a function of (seed, epoch), so this is all
-             "position": {"epoch": epoch, "batch": 0}}
+             "position": position or {"epoch": epoch, "batch": 0}}
     if s.group is not None:  # every rank's stream, for an exact resume
         state["rng_ranks"] = s.group.gather(rng)
-    if folder is not None:
-        folder.save(state)
+    if run.folder is not None:
+        with interrupts_deferred():
+            run.folder.save(state)
     if s.group is not None:
         s.group.barrier()
+    run.saved_epoch, run.saved_at = epoch, time.perf_counter()
 
 
 def _figures(s: Setup, model, guide, metrics: List[dict], out_dir: Path) -> List[Path]:

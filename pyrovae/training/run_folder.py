@@ -141,8 +141,8 @@ def load_run(path, model=None, guide=None, device: str = "cpu") -> Run:
     run_file = path / RUN_FILE
     if not run_file.is_file():
         raise FileNotFoundError(f"{path} is not a run folder (no {RUN_FILE}); pass the out_dir of a fit")
-    if not Checkpoints(path).exists():  # run.json is written when the fit starts, the checkpoint after an epoch
-        raise FileNotFoundError(f"{path} has no checkpoint: its fit stopped before the first epoch ended; start the "
+    if not Checkpoints(path).exists():  # run.json is written when the fit starts, the checkpoint later
+        raise FileNotFoundError(f"{path} has no checkpoint: its fit stopped before its first checkpoint (the first epoch's end, or a minute into it); start the "
                                 f"fit again with this out_dir (pyrovae fit ... --out {path})")
     config = json.loads(run_file.read_text())
     pyro.set_rng_seed(int((config.get("fit") or {}).get("seed", 0)))

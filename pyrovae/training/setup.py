@@ -61,7 +61,10 @@ class FitOptions:
         metrics) is written after the first epoch, after the last, and after every epoch that ends
         at least this many seconds after the previous checkpoint (default 10; 0: after every
         epoch). Epochs of a few steps (a small folder of images) would otherwise spend their time
-        writing checkpoints; a resume continues exactly from whichever epoch was saved.
+        writing checkpoints. Within an epoch, at a loss check (every 50 steps), a checkpoint is
+        written once a minute (or this many seconds, the larger) has passed since the last one
+        (one-process runs), so a long epoch interrupted loses at most about a minute. A resume
+        continues exactly from whichever position was saved.
     :param data_dir: where a named data set's files are.
     :param distributed: data-parallel over a ``torchrun`` launch (None: when launched so).
     :param cuda_graphs: capture the step in a CUDA graph (None: on a GPU where it applies).

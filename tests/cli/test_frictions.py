@@ -296,5 +296,5 @@ def test_a_run_stopped_before_its_first_epoch_ended_says_so(tmp_path):
     for name in ("checkpoint.pt", "checkpoint.prev.pt"):  # as a fit stopped during its first epoch leaves it
         (tmp_path / "run" / name).unlink(missing_ok=True)
     for command in ("evaluate", "sample", "diagnose"):
-        one_line_error(pyrovae(command, "run", cwd=tmp_path), 2, "run has no checkpoint: its fit stopped before the "
-                       "first epoch ended", "pyrovae fit ... --out run")
+        one_line_error(pyrovae(command, "run", cwd=tmp_path), 2, "run has no checkpoint: its fit stopped before its "
+                       "first checkpoint", "pyrovae fit ... --out run")

@@ -98,6 +98,40 @@ def test_kill_9_mid_epoch_then_resume_equals_the_uninterrupted_run(tmp_path, str
     assert load_checkpoint(killed / "checkpoint.prev.pt")["epoch"] == 1
 
 
+# a checkpoint at every loss check within an epoch (every 50 steps): the interval's floor and
+# checkpoint_seconds set to 0 for the test (60 s and 10 s by default)
+MID_PAIR = PAIR.replace("import sys, time, pyro, torch, pyrovae",
+                        "import sys, time, pyro, torch, pyrovae, importlib\n"
+                        "importlib.import_module('pyrovae.training.fit').MID_EPOCH_SECONDS = 0.0"
+                        ).replace("progress=False, figures=False)", "progress=False, figures=False, checkpoint_seconds=0)")
+
+
+def test_kill_9_after_a_checkpoint_within_the_first_epoch_then_resume_equals_the_uninterrupted_run(tmp_path, straight):
+    """A long epoch is saved within (at a loss check, at most every minute by default): killed
+    after such a checkpoint in epoch 1, the resume starts at its next batch and ends with the
+    uninterrupted run's weights, optimizer, random state and metrics (epoch 1's loss included)."""
+    killed = tmp_path / "mid"
+    assert MID_PAIR != PAIR and "checkpoint_seconds=0" in MID_PAIR
+    process = subprocess.Popen([sys.executable, "-c", MID_PAIR, str(killed), "10", "0.02"], env=_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not (killed / "checkpoint.pt").exists():  # the first checkpoint: step 50 of epoch 1's 145
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1]
+        time.sleep(0.005)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    state = load_checkpoint(killed / "checkpoint.pt")
+    assert state["epoch"] == 0 and state["position"]["epoch"] == 0 and state["position"]["batch"] in (50, 100)
+    assert state["metrics"] == [] and state["step"] == state["position"]["batch"]
+    assert not (killed / "metrics.jsonl").exists()  # metrics are written at epoch ends
+    from pyrovae.cli.fit import interrupted_message
+
+    assert f"(within epoch 1, after {state['step']} steps). Resume with: " in interrupted_message(killed)
+
+    _fit(killed, 10, 0, "resume")
+    _assert_same(straight, _trained(load_checkpoint(killed / "checkpoint.pt")))
+
+
 README_PAIR = """
 import sys, pyro, pyro.distributions as dist, torch, pyrovae
 
