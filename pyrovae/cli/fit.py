@@ -194,7 +194,7 @@ def score_test(model, guide, dataset, out: Path, args, fit_seconds: float, devic
     import torch
 
     from pyrovae.cli.evaluate import write_result
-    from pyrovae.evaluation.bounded import bounded_log_likelihood, rows_of
+    from pyrovae.evaluation.bounded import bounded_log_likelihood, datapoint_noun, rows_of
     from pyrovae.infer.importance import preserved_rng
 
     budget = max(EVAL_FLOOR, args.eval_budget * fit_seconds) if args.eval_budget > 0 else float("inf")
@@ -202,14 +202,14 @@ def score_test(model, guide, dataset, out: Path, args, fit_seconds: float, devic
 
     def announce(n, k, total, expected):
         if args.progress is not False and expected > 2:
-            print(f"test log-likelihood: {n} of {total} images at K={k}, about {expected:.0f} s", file=sys.stderr,
+            print(f"test log-likelihood: {n} of {total} {noun} at K={k}, about {expected:.0f} s", file=sys.stderr,
                   flush=True)
 
-    data = dataset.test
+    data, noun = dataset.test, datapoint_noun(dataset)
     with preserved_rng():  # its own random stream, seeded by --seed: the same score whatever ran before it
         torch.manual_seed(args.seed)
         score = bounded_log_likelihood(model, guide, data, args.eval_samples, budget, progress=progress,
-                                       device=device, on_plan=announce)
+                                       device=device, on_plan=announce, noun=noun)
     est, k = score.estimate, score.estimate.num_samples
     name = f"evaluation-test-K{k}" + ("" if score.complete else f"-random{len(score.rows)}") + ".json"
     result = {**score.as_dict(), "split": "test", "limit": None, "run": str(out),

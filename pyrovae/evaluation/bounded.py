@@ -42,7 +42,7 @@ from pyrovae.data.sources import head
 from pyrovae.evaluation.log_likelihood import LogLikelihood, estimate
 from pyrovae.infer.importance import batch_size_of, mean_and_stderr
 
-__all__ = ["BoundedScore", "MIN_DATAPOINTS", "MIN_KEPT", "bounded_log_likelihood", "plan", "rows_of"]
+__all__ = ["BoundedScore", "MIN_DATAPOINTS", "MIN_KEPT", "bounded_log_likelihood", "datapoint_noun", "plan", "rows_of"]
 
 MIN_DATAPOINTS = 100  # fewer images than this: K is lowered instead, unless the first chunk holds MIN_KEPT
 MIN_KEPT = 25  # a first chunk of at least this many images is kept at the asked K rather than lowering K
@@ -60,6 +60,7 @@ class BoundedScore:
     :ivar int requested_num_samples: the K asked for.
     :ivar float seconds: the time the score took, the first chunk included.
     :ivar float budget: the seconds it was allowed.
+    :ivar str noun: what a test row is, for :meth:`describe` (:func:`datapoint_noun`).
     """
 
     estimate: LogLikelihood
@@ -68,6 +69,7 @@ class BoundedScore:
     requested_num_samples: int
     seconds: float
     budget: float
+    noun: str = "images"
 
     @property
     def complete(self) -> bool:
@@ -77,7 +79,7 @@ class BoundedScore:
         """``all 300 test images`` or ``428 of 10000 test images (a random subset)``, and
         ``, K lowered from 100 to fit the time`` where it was."""
         images = (f"all {self.of_datapoints}" if self.complete else
-                  f"{len(self.rows)} of {self.of_datapoints}") + " test images"
+                  f"{len(self.rows)} of {self.of_datapoints}") + f" test {self.noun}"
         subset = "" if self.complete else " (a random subset)"
         k = self.estimate.num_samples
         lowered = f", K lowered from {self.requested_num_samples} to fit the time" \
@@ -88,6 +90,25 @@ class BoundedScore:
         return {**self.estimate.as_dict(), "of_datapoints": self.of_datapoints,
                 "requested_num_samples": self.requested_num_samples, "subset": "all" if self.complete else "random",
                 "seconds": self.seconds, "budget_seconds": self.budget}
+
+
+def datapoint_noun(dataset) -> str:
+    """What one test row of ``dataset`` is, for the printed score: ``sequences`` (rows with
+    ``lengths``), ``sets`` (with ``sizes``), ``images`` (an image shape of two or more
+    dimensions), else ``datapoints``.
+
+    >>> class Chorales:
+    ...     image_shape, test = (88,), {"x": None, "mask": None, "lengths": None}
+    >>> datapoint_noun(Chorales()), datapoint_noun(None)
+    ('sequences', 'datapoints')
+    """
+    test = getattr(dataset, "test", None)
+    keys = test.keys() if isinstance(test, dict) else ()
+    if "lengths" in keys:
+        return "sequences"
+    if "sizes" in keys:
+        return "sets"
+    return "images" if len(getattr(dataset, "image_shape", None) or ()) >= 2 else "datapoints"
 
 
 def plan(seconds_per_pair: float, total: int, num_samples: int, budget: float,
@@ -123,13 +144,15 @@ def _merge(parts, num_samples: int) -> LogLikelihood:
 
 def bounded_log_likelihood(model: Callable, guide: Callable, data, num_samples: int, budget: float, *,
                            progress: bool = False, device=None, seed: int = 0,
-                           on_plan: Optional[Callable[[int, int, int, float], None]] = None) -> BoundedScore:
+                           on_plan: Optional[Callable[[int, int, int, float], None]] = None,
+                           noun: str = "images") -> BoundedScore:
     """The importance-sampled log-likelihood of as many rows of ``data`` as ``budget`` seconds
     allow (see the module's text), with ``num_samples`` importance samples where they fit.
 
     :param data: the test split: a dict of tensors or a map-style Dataset (an iterable one is
         read in order, its first rows only).
     :param float budget: seconds the score may take.
+    :param str noun: what a row is, in :meth:`BoundedScore.describe` (:func:`datapoint_noun`).
     :param on_plan: called as ``on_plan(n, K, total, seconds_expected)`` once the plan is made
         (the fit prints it).
     :returns: :class:`BoundedScore` (its ``rows``: the rows scored, in order).
@@ -169,4 +192,4 @@ def bounded_log_likelihood(model: Callable, guide: Callable, data, num_samples: 
     ordering = index.argsort()
     merged.per_datapoint, merged.ess = merged.per_datapoint[ordering], merged.ess[ordering]
     return BoundedScore(estimate=merged, rows=index[ordering], of_datapoints=total, requested_num_samples=num_samples,
-                        seconds=time.perf_counter() - t0, budget=budget)
+                        seconds=time.perf_counter() - t0, budget=budget, noun=noun)

@@ -139,3 +139,15 @@ def test_the_estimate_leaves_out_the_first_slow_steps_and_says_milliseconds():
         beat.step(0, i)
     assert lines == ["fit: 500 ms per step (steps 5-7); an epoch of 12 steps takes about 6 s, the fit (20 epochs) "
                      "about 2 min"]
+
+
+def test_the_score_names_what_a_test_row_is():
+    """Sequences and sets are not "test images" (found on vrnn's and the statistician's fits)."""
+    from pyrovae.data.datasets import load_dataset
+    from pyrovae.evaluation.bounded import datapoint_noun
+
+    assert datapoint_noun(load_dataset("digits")) == "images"
+    assert datapoint_noun(load_dataset("digit-sequences")) == "sequences"
+    assert datapoint_noun(load_dataset("digits-sets")) == "sets"
+    score = bounded_log_likelihood(model, guide, X, 10, budget=float("inf"), noun="datapoints")
+    assert score.describe() == "all 400 test datapoints"
