@@ -248,7 +248,7 @@ def interrupted_message(out: Path) -> str:
 
 
 def _checkpoint_position(checkpoint: Path, metrics) -> str:
-    """`` (after epoch 3)`` or `` (epoch 4, step 1200 of the run)`` for a checkpoint saved within an epoch."""
+    """`` (after epoch 3)``, or `` (within epoch 4, after 1200 steps)`` for a checkpoint saved within an epoch."""
     from pyrovae.training.checkpoint import load_checkpoint
 
     try:

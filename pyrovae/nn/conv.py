@@ -371,7 +371,9 @@ class PixelCNN(nn.Module):
         else:
             for layer in self.layers:
                 h = layer(h, c)
-        out = _pointwise(self.head[3], torch.relu(_pointwise(self.head[1], torch.relu(h))))  # self.head(h), faster
+        for layer in self.head:  # self.head(h), its 1x1 convolutions as matrix products
+            h = _pointwise(layer, h) if isinstance(layer, nn.Conv2d) and layer.kernel_size == (1, 1) else layer(h)
+        out = h
         d = math.prod(self.image_shape)
         if self.out_channels is None:
             return out.reshape(*batch, d)

@@ -378,8 +378,9 @@ def _end_epoch(run: _Run, epoch: int, row: dict) -> None:
 
 def _checkpoint_due(run: _Run, seconds: float) -> bool:
     """Whether the epoch just ended is saved: the first of this segment, the last, and any that
-    ends ``seconds`` or more after the previous checkpoint (an epoch's end or within an epoch) (every rank decides alike: rank 0's
-    clock is the one that counts in a data-parallel run, so it is asked there)."""
+    ends ``seconds`` or more after the previous checkpoint, at an epoch's end or within one
+    (every rank decides alike: rank 0's clock is the one that counts in a data-parallel run, so
+    it is asked there)."""
     if run.epoch == run.epochs or run.ends_saved == 0 or seconds <= 0:
         return True
     due = lambda: time.perf_counter() - run.saved_at >= seconds  # noqa: E731
@@ -397,7 +398,7 @@ def _mid_epoch_checkpoint_due(run: _Run, i: int) -> bool:
     if run.folder is None or s.group is not None or (s.num_batches is not None and i + 1 >= s.num_batches):
         return False
     since = run.saved_at or run.started_at
-    return time.perf_counter() - since >= max(MID_EPOCH_SECONDS, run.s.opts.checkpoint_seconds)
+    return time.perf_counter() - since >= max(MID_EPOCH_SECONDS, s.opts.checkpoint_seconds)
 
 
 def _on_main(s: Setup, fn):
@@ -421,7 +422,7 @@ def _read_json(path: Path) -> Optional[dict]:
 def _save(s: Setup, run: _Run, epoch: int, position: Optional[dict] = None) -> None:
     """Checkpoint with ``epoch`` epochs done (rank 0 writes it, with every rank's random state),
     at ``position`` (default: the start of the next epoch; within an epoch, its next batch and
-    the loss so far). Interrupts wait until it is written."""
+    the loss so far). :meth:`Checkpoints.save` holds Ctrl-C until it is written."""
     rng = rng_state()
     state = {**parameter_state(s.model, s.guide, s.store_params), "optimizer": s.optimizer.state_dict(), "rng": rng,
              "epoch": epoch, "step": run.step, "metrics": run.metrics, "example": s.example,
@@ -430,8 +431,7 @@ def _save(s: Setup, run: _Run, epoch: int, position: Optional[dict] = None) -> N
     if s.group is not None:  # every rank's stream, for an exact resume
         state["rng_ranks"] = s.group.gather(rng)
     if run.folder is not None:
-        with interrupts_deferred():
-            run.folder.save(state)
+        run.folder.save(state)
     if s.group is not None:
         s.group.barrier()
     run.saved_epoch, run.saved_at = epoch, time.perf_counter()
