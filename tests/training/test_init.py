@@ -159,6 +159,9 @@ def test_the_other_pixel_decoders_start_at_the_data_mean(model, target):
 def test_the_default_init_is_burda_where_the_output_starts_at_the_data_mean_else_torch():
     assert [default_init(m) for m in (VAE(6, 2, (8,)), M2(x_dim=6, z_dim=2, num_classes=3),
                                       HypersphericalVAE(6, 3, (8,)))] == ["burda"] * 3
+    # a Gaussian likelihood (vae's, M2's on M1's features) measured better from torch's layers
+    assert [default_init(m) for m in (VAE(6, 2, (8,), likelihood="gaussian"),
+                                      M2(x_dim=6, z_dim=2, num_classes=3, likelihood="gaussian"))] == ["torch"] * 2
     # the variance VAE can start there (an ordinary last layer) but measured better from torch's layers
     assert default_init(VarianceVAE(x_dim=6, z_dim=2, hidden_dims=(8, 8))) == "torch"
     acn = AssociativeCompressionNetwork(x_dim=16, z_dim=2, decoder="pixelcnn", image_shape=(4, 4))
