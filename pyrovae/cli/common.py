@@ -326,17 +326,29 @@ def fill_for(factory, dims: dict) -> dict:
 # ---------------------------------------------------------------- runs and their data
 
 
+def add_weights_flag(parser) -> None:
+    """``--weights best|last``: which of a run's parameters a command reads."""
+    parser.add_argument("--weights", default="best", choices=["best", "last"],
+                        help="the run's parameters to read: best (those of its best validation ELBO's epoch, the "
+                             "run's result; the last where it kept no other) or last (the last epoch's)")
+
+
 def load_run(args, saved: dict):
-    """The run of ``args.run`` on ``args.device`` and its data set, after importing the modules
-    its run.json lists; ``(run, dataset, device)``. The data is checked against the run first
-    (for data read from a path: that its files are those the run read)."""
+    """The run of ``args.run`` on ``args.device`` (its ``--weights``) and its data set, after
+    importing the modules its run.json lists; ``(run, dataset, device)``. The data is checked
+    against the run first (for data read from a path: that its files are those the run read).
+    Weights of another epoch than the last are named on stderr."""
     from pyrovae.training.run_folder import load_run as load
 
     import_modules(args.imports)
     import_modules(saved.get("imports") or [], recorded_in=Path(args.run) / "run.json")
     device = resolve_device(args.device)
     dataset = run_data(saved, args)
-    return load(args.run, device=device), dataset.to(device), device
+    run = load(args.run, device=device, weights=getattr(args, "weights", "best"))
+    if run.weights_epoch is not None and run.weights_epoch != run.epoch:
+        print(f"note: reading the weights of epoch {run.weights_epoch}, the run's best validation ELBO, of the "
+              f"{run.epoch} it finished (--weights last: the last epoch's)", file=sys.stderr)
+    return run, dataset.to(device), device
 
 
 def require_run(path) -> dict:

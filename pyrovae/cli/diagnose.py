@@ -33,6 +33,7 @@ def main(argv: List[str]) -> int:
                    help="the latent site the monitors read (default: the guide's only latent site)")
     p.add_argument("--data-dir", default=None)
     common.add_common_flags(p)
+    common.add_weights_flag(p)
     add_ais_flags(p)
     args = p.parse_args(argv)
     for name in ("num_samples", "num_datapoints", "idata_draws", "ais_steps", "ais_chains", "ais_datapoints"):

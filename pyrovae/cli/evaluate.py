@@ -1,7 +1,8 @@
 """``pyrovae evaluate RUN``: the importance-sampled log-likelihood of a run (and AIS).
 
 The result is printed and saved in the run folder under a name that says what produced it,
-``evaluation-SPLIT-K{K}[-limit{N}][-ais{T}x{C}[-leapfrog{L}]].json``; an existing file of
+``evaluation-SPLIT-K{K}[-last][-limit{N}][-ais{T}x{C}[-leapfrog{L}]].json`` (``-last``: with
+``--weights last``, the last epoch's parameters instead of the best validation ELBO's); an existing file of
 that name is kept unless ``--force`` (``--json`` then prints the stored result, unless the
 run has finished more epochs since). The file records the epoch scored; an unfinished run is
 scored with a note on stderr. The file also keeps each datapoint's estimate
@@ -39,6 +40,8 @@ def add_ais_flags(p) -> None:
 def output_name(args) -> str:
     """``evaluation-test-K500-limit50-ais1000x16.json``: the settings that produced a result."""
     name = f"evaluation-{args.split}-K{args.num_samples}"
+    if getattr(args, "weights", "best") == "last":
+        name += "-last"
     if args.limit:
         name += f"-limit{args.limit}"
     if args.ais:
@@ -62,6 +65,7 @@ def main(argv: List[str]) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--force", action="store_true", help="replace an earlier result with the same settings")
     common.add_common_flags(p)
+    common.add_weights_flag(p)
     add_ais_flags(p)
     args = p.parse_args(argv)
     saved = common.require_run(args.run)
@@ -73,7 +77,7 @@ def main(argv: List[str]) -> int:
     run, dataset, device = common.load_run(args, saved)
     if not run.finished:
         print(f"pyrovae evaluate: note: {args.run} is unfinished (epoch {run.epoch} of {run.epochs}); scoring its "
-              f"last checkpoint, epoch {run.epoch} (`pyrovae fit --out {shlex.quote(str(args.run))} --resume` "
+              f"last checkpoint, the weights of epoch {run.weights_epoch} (`pyrovae fit --out {shlex.quote(str(args.run))} --resume` "
               "continues it)", file=sys.stderr)
     threads = common.set_threads(args.threads, common.linear_flops(run.model, run.guide))
     data = getattr(dataset, args.split)
@@ -86,7 +90,7 @@ def main(argv: List[str]) -> int:
                          progress=not args.json and sys.stderr.isatty(), device=device)
     result = {**est.as_dict(), "split": args.split, "limit": args.limit, "seconds": time.perf_counter() - t0,
               "run": str(run.path), "data": (saved.get("data") or {}).get("name"), "threads": threads,
-              "epoch": run.epoch, "epochs": run.epochs}
+              "epoch": run.epoch, "epochs": run.epochs, "weights_epoch": run.weights_epoch}
     ais_values = None
     if args.ais:
         result["ais"], ais_values = ais_result(

@@ -35,11 +35,13 @@ def main(argv: List[str]) -> int:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--force", action="store_true", help="replace an existing PNG")
     common.add_common_flags(p)
+    common.add_weights_flag(p)
     args = p.parse_args(argv)
     if args.n < 1:
         raise UsageError(f"--n must be >= 1, got {args.n}")
     saved = common.require_run(args.run)
-    out = Path(args.out) if args.out else Path(args.run) / f"samples-{args.n}-seed{args.seed}.png"
+    last = "-last" if args.weights == "last" else ""
+    out = Path(args.out) if args.out else Path(args.run) / f"samples-{args.n}-seed{args.seed}{last}.png"
     common.refuse_overwrite(out, args.force, other_name=True)
     run, dataset, device = common.load_run(args, saved)
     check_can_sample(run.model, like=dataset.test)  # one line naming why not

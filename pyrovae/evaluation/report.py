@@ -121,6 +121,7 @@ def diagnose(run, dataset, *, num_samples: int = 1000, num_datapoints: int = 300
     test = {k: v[:num_datapoints] for k, v in dataset.test.items()}
     _require_latent(run, test, site)
     results = {"run": str(out), "data": run.data_name, "split": "test", "seconds": {}, "skipped": {},
+               "epoch": run.epoch, "weights_epoch": run.weights_epoch,
                "model": run.config.get("model"), "guide": run.config.get("guide")}
     iw = _timed(results, "importance", lambda: importance_summary(model, guide, test, num_samples))
     results["importance"] = {k: v for k, v in iw.items() if k not in ("per_datapoint", "khat")}
@@ -218,13 +219,22 @@ def _fmt(value, digits=3):
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _weights(results: dict) -> str:
+    """Which epoch's parameters were diagnosed (the best validation ELBO's, unless the last)."""
+    epoch, weights = results.get("epoch"), results.get("weights_epoch")
+    if weights is None or weights == epoch:
+        return f"the weights of its last epoch ({epoch})"
+    return f"the weights of epoch {weights}, its best validation ELBO, of the {epoch} it finished"
+
+
 def render_report(results: dict, out: Path) -> str:
     """The Markdown of report.md from the numbers of :func:`diagnose`."""
     iw, kh = results["importance"], results["khat"]
     name = lambda role: (results.get(role) or {}).get("name", "?")  # noqa: E731
     lines = [f"# Diagnostics of `{Path(results['run']).name}`", "",
              f"Model `{name('model')}`, guide `{name('guide')}`, data `{results['data']}` "
-             f"(test split, first {iw['num_datapoints']} datapoints). Produced by `pyrovae diagnose`.", "",
+             f"(test split, first {iw['num_datapoints']} datapoints), {_weights(results)}. Produced by "
+             "`pyrovae diagnose`.", "",
              "## Key numbers", "", "| quantity | value |", "|---|---|",
              f"| test log-likelihood, IWAE K={iw['num_samples']} | {_fmt(iw['log_likelihood'])} ± {_fmt(iw['stderr'])} nats |",
              f"| ELBO | {_fmt(iw['elbo'])} nats |",

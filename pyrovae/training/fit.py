@@ -4,7 +4,9 @@ The loop reads top to bottom: seed, set up (:class:`~pyrovae.training.setup.Setu
 device, the pair moved and checked on the first batch, parameters, optimizer, step), open
 the run folder (:class:`~pyrovae.training.checkpoint.Checkpoints`: lock, resume), then for
 each epoch, for each batch, one step (the objective's loss, ``backward``, Adam), and after
-each epoch the validation ELBO (every ``valid_every`` epochs), a checkpoint and the metrics. The batches come from a
+each epoch the validation ELBO (every ``valid_every`` epochs), a checkpoint and the metrics; the pair's weights at
+the best validation ELBO are kept (``keep_best``) and are the run's result, and ``patience`` stops a run whose
+validation ELBO no longer improves. The batches come from a
 :class:`~pyrovae.data.sources.Source`: tensors held on the device, or a Dataset / DataLoader
 streamed batch by batch; an epoch's order is a function of ``(seed, epoch)`` alone and the
 checkpoint keeps the position within the epoch, so a resumed run reads the same batches. The parameters are whatever
@@ -21,6 +23,7 @@ docs/runs.md for the run folder and docs/performance.md for speed.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -53,7 +56,7 @@ INIT_ROWS = 10000  # training rows whose mean starts the decoder's output (init=
 SYNC_EVERY = 50  # losses are checked (and, on a GPU, copied to the host) every 50 steps
 MID_EPOCH_SECONDS = 60.0  # within an epoch, a checkpoint at a loss check at most this often (or checkpoint_seconds,
 # the larger): a long epoch interrupted loses at most about a minute, and saving costs under 1% of it
-VALID_SEED_STRIDE = 1_000_033  # the validation ELBO after epoch e draws from torch.manual_seed(seed * this + e)
+VALID_SEED_STRIDE = 1_000_033  # the validation ELBO draws from torch.manual_seed(seed * this) after every epoch
 
 
 class NonFiniteLossError(PyrovaeError, RuntimeError):
@@ -81,6 +84,11 @@ class FitResult:
     :ivar str data_mode: how the training data was read (``source.describe()``: on-device or
         streamed, and why).
     :ivar list figures: the figures written into out_dir.
+    :ivar dict best: the best validation ELBO and its epoch (``{"epoch", "valid_elbo"}``), or
+        None without validation.
+    :ivar int weights_epoch: the epoch whose weights model and guide hold: the best
+        validation ELBO's with ``keep_best`` (the default), else the last.
+    :ivar bool stopped_early: the run stopped before its epochs (``patience``).
     """
 
     model: Any
@@ -90,6 +98,9 @@ class FitResult:
     dataset: Optional[Any] = None
     figures: List[Path] = field(default_factory=list)
     data_mode: str = ""
+    best: Optional[dict] = None
+    weights_epoch: int = 0
+    stopped_early: bool = False
 
 
 #: Adam's learning rate for a model that declares none (``Model.default_lr``)
@@ -160,7 +171,7 @@ def fit(model: Callable, guide: Callable, data, *, objective=None, epochs: int =
         opts = FitOptions.merge(opts, {"init": default_init(model)})
     if lr is None:
         lr = default_lr(model)
-    check_numbers(epochs, batch_size, lr, opts.valid_batch_size, opts.log_every, opts.valid_every)
+    check_numbers(epochs, batch_size, lr, opts.valid_batch_size, opts.log_every, opts.valid_every, opts.patience)
     if opts.resume and out_dir is None:
         raise UsageError("resume=True needs the out_dir of the run to continue")
     if opts.resume and not Checkpoints(Path(out_dir)).exists():  # refused before the folder or its lock is made
@@ -180,7 +191,10 @@ def fit(model: Callable, guide: Callable, data, *, objective=None, epochs: int =
         with _progress_bar(run) as bar, pyro.validation_enabled(False):
             for epoch in range(run.epoch, epochs):
                 row = _train_epoch(run, epoch, bar)  # one pass over the batches: its mean loss
-                _end_epoch(run, epoch, row)  # validation, the metrics row, the checkpoint
+                _end_epoch(run, epoch, row)  # validation, the best weights, the metrics row, the checkpoint
+                if run.stopped:  # patience: no better validation ELBO for that many validations
+                    break
+        weights_epoch = _keep_best(run)  # the pair as it was at its best validation ELBO
     except KeyboardInterrupt:
         if run.folder is not None:
             run.folder.tidy()  # the last complete checkpoint stays checkpoint.pt
@@ -191,7 +205,8 @@ def fit(model: Callable, guide: Callable, data, *, objective=None, epochs: int =
     figures = _figures(s, model, guide, run.metrics, out_dir) if run.folder is not None and opts.figures else []
     s.close()
     return FitResult(model=model, guide=guide, metrics=run.metrics, out_dir=out_dir, dataset=s.dataset,
-                     figures=figures, data_mode=run.config["data"]["mode"])
+                     figures=figures, data_mode=run.config["data"]["mode"], best=_best_record(run),
+                     weights_epoch=weights_epoch, stopped_early=run.stopped)
 
 
 @dataclass
@@ -210,6 +225,9 @@ class _Run:
     :ivar dict config: run.json's description of this segment; ``saved`` the run.json resumed,
         ``segment`` this segment's record.
     :ivar Heartbeat beat: the lines a slow fit prints where no progress bar is drawn.
+    :ivar dict best: the best validation ELBO so far, ``{"epoch", "valid_elbo"}``, or None;
+        ``best_state`` that epoch's parameters (:func:`_snapshot`) where held, else None;
+        ``stale`` the validations since it; ``stopped`` whether ``patience`` ran out.
     """
 
     s: Setup
@@ -231,6 +249,10 @@ class _Run:
     saved: Optional[dict] = None
     segment: dict = field(default_factory=dict)
     beat: Optional[Heartbeat] = None
+    best: Optional[dict] = None
+    best_state: Optional[dict] = None
+    stale: int = 0
+    stopped: bool = False
 
 
 def _initialize(s: Setup, init: str) -> None:
@@ -277,6 +299,7 @@ def _start(run: _Run, lr: float) -> None:
         position = checkpoint.get("position") or {}
         run.batch = position.get("batch", 0) if position.get("epoch", run.epoch) == run.epoch else 0
         run.partial = dict(position.get("partial") or {}) if run.batch else {}
+        _resume_best(run, checkpoint, out_dir)
     run.segment = segment(run.config, run.epoch, run.epochs, (opts.config or {}).get("threads"))
     if run.folder is not None:
         write_json(out_dir / RUN_FILE, with_segments(run.config, run.saved, run.segment))
@@ -353,27 +376,95 @@ def _end_epoch(run: _Run, epoch: int, row: dict) -> None:
     s, opts, out_dir = run.s, run.s.opts, run.out_dir
     if s.valid is not None and opts.valid_every and ((epoch + 1) % opts.valid_every == 0 or epoch + 1 == run.epochs):
         t1 = time.perf_counter()
-        # validation draws from a stream of its own, (seed, epoch)'s: the training stream is left where
-        # it was, so whether an epoch validates (a segment's last epoch always does) changes no
-        # later step, and a resumed run trains exactly as one never interrupted
+        # validation draws from a stream of its own: the training stream is left where it was, so
+        # whether an epoch validates (a segment's last epoch always does) changes no later step, and a
+        # resumed run trains exactly as one never interrupted. The same draws after every epoch (the
+        # seed's): epochs are compared on common random numbers, so the best one is chosen by the
+        # pair's change, not the draws' (docs/runs.md#the-best-validation-weights)
         with preserved_rng():
-            torch.manual_seed(run.seed * VALID_SEED_STRIDE + epoch + 1)
+            torch.manual_seed(run.seed * VALID_SEED_STRIDE)
             row["valid_elbo"] = mean_elbo(s.model, s.guide, s.valid, batch_size=opts.valid_batch_size, split="valid")
         monitored = s.valid if isinstance(s.valid, dict) else head(s.valid, 1000)
         row.update(epoch_monitors(s.model, s.guide, monitored))  # active units, KL/dim, rate, MI
         row["valid_seconds"] = time.perf_counter() - t1
+        _track_best(run, epoch + 1, row["valid_elbo"])
     run.metrics.append(row)
     if opts.log_every and (epoch + 1) % opts.log_every == 0 and s.is_main:
         tqdm.write(_describe(row, run.epochs), file=sys.stderr)
     run.epoch = epoch + 1
-    if out_dir is not None and _checkpoint_due(run, opts.checkpoint_seconds):
+    if run.stopped:
+        run.segment["stopped_early"] = {"epoch": epoch + 1, "best_epoch": run.best["epoch"],
+                                        "best_valid_elbo": run.best["valid_elbo"], "patience": opts.patience}
+        if s.is_main:
+            tqdm.write(f"stopped early after epoch {epoch + 1}: no better validation ELBO than epoch "
+                       f"{run.best['epoch']}'s ({run.best['valid_elbo']:.3f} nats) in {run.stale} validations "
+                       f"(patience {opts.patience})", file=sys.stderr)
+    if out_dir is not None and (run.stopped or _checkpoint_due(run, opts.checkpoint_seconds)):
         with interrupts_deferred():  # checkpoint, run.json and metrics: all or none
             _save(s, run, epoch + 1)
             if run.folder is not None:
                 run.segment["completed_epoch"] = epoch + 1
+                run.config["best"] = _best_record(run)
                 write_json(out_dir / RUN_FILE, with_segments(run.config, run.saved, run.segment))
                 write_metrics(out_dir / METRICS_FILE, run.metrics)
         run.ends_saved += 1
+
+
+def _snapshot(s: Setup) -> dict:
+    """A copy of the pair's parameters as they are now (as a checkpoint keeps them)."""
+    state = parameter_state(s.model, s.guide, s.store_params)
+    for key in ("model", "guide"):
+        state[key] = {name: value.detach().clone() for name, value in state[key].items()}
+    return state
+
+
+def _track_best(run: _Run, epoch: int, value: float) -> None:
+    """After the validation of ``epoch``: a new best (its parameters copied, with
+    ``keep_best``), or one more validation without (and ``stopped`` once ``patience`` of them)."""
+    opts = run.s.opts
+    if math.isfinite(value) and (run.best is None or value > run.best["valid_elbo"]):
+        run.best, run.stale = {"epoch": epoch, "valid_elbo": float(value)}, 0
+        run.best_state = _snapshot(run.s) if opts.keep_best else None
+        return
+    run.stale += 1
+    run.stopped = bool(opts.patience) and run.stale >= opts.patience and epoch < run.epochs
+
+
+def _resume_best(run: _Run, checkpoint: dict, out_dir) -> None:
+    """On resume: the best validation ELBO so far, its parameters where the checkpoint holds
+    them (or they are the ones just loaded), and the validations since it. A run that
+    ``patience`` stopped is refused unless the patience is now larger (or 0)."""
+    s, opts = run.s, run.s.opts
+    best = checkpoint.get("best")
+    if best is None:  # a checkpoint from before the best was kept: the metrics say where it was
+        rows = [r for r in run.metrics if math.isfinite(r.get("valid_elbo", math.nan))]
+        best = max(rows, key=lambda r: r["valid_elbo"]) if rows else None
+        best = best and {"epoch": best["epoch"], "valid_elbo": best["valid_elbo"]}
+    if best is None:
+        return
+    run.best = {"epoch": int(best["epoch"]), "valid_elbo": float(best["valid_elbo"])}
+    if opts.keep_best:
+        at_end = not (checkpoint.get("position") or {}).get("batch")
+        run.best_state = best.get("parameters") or (_snapshot(s) if at_end and run.best["epoch"] == run.epoch
+                                                    else None)
+    run.stale = sum(1 for r in run.metrics if "valid_elbo" in r and r["epoch"] > run.best["epoch"])
+    if opts.patience and run.stale >= opts.patience:
+        raise UsageError(f"cannot resume {out_dir}: it stopped early at epoch {run.epoch} (no better validation ELBO "
+                         f"than epoch {run.best['epoch']}'s in {run.stale} validations); pass a patience larger than "
+                         f"{run.stale} (--patience N), or 0 for none, to train it further")
+
+
+def _keep_best(run: _Run) -> int:
+    """With ``keep_best``, load the best validation ELBO's parameters into the pair once the
+    loop ends; the epoch whose weights the pair then holds."""
+    if not run.s.opts.keep_best or run.best_state is None or run.best["epoch"] == run.epoch:
+        return run.epoch
+    load_parameters(run.best_state, run.s.model, run.s.guide, where="the best epoch's parameters")
+    return run.best["epoch"]
+
+
+def _best_record(run: _Run) -> Optional[dict]:
+    return dict(run.best) if run.best is not None else None
 
 
 def _checkpoint_due(run: _Run, seconds: float) -> bool:
@@ -428,6 +519,10 @@ def _save(s: Setup, run: _Run, epoch: int, position: Optional[dict] = None) -> N
              "epoch": epoch, "step": run.step, "metrics": run.metrics, "example": s.example,
              # where the next batch comes from: the order is a function of (seed, epoch), so this is all
              "position": position or {"epoch": epoch, "batch": 0}}
+    if run.best is not None:  # the best epoch's parameters where they are not those above
+        state["best"] = dict(run.best)
+        if run.best_state is not None and (run.best["epoch"] != epoch or position is not None):
+            state["best"]["parameters"] = run.best_state
     if s.group is not None:  # every rank's stream, for an exact resume
         state["rng_ranks"] = s.group.gather(rng)
     if run.folder is not None:

@@ -4,7 +4,8 @@ A run folder holds::
 
     run.json             how to rebuild the pair, objective and data (names and options), and
                          the segments it was fit in (one per start or resume)
-    checkpoint.pt        parameters, optimizer and random state after the last finished epoch
+    checkpoint.pt        parameters, optimizer and random state after the last finished epoch, and
+                         the parameters of the best validation ELBO's epoch where they differ
     checkpoint.prev.pt   the checkpoint before it (the fallback if the latest is unreadable)
     metrics.jsonl        one JSON object per finished epoch
     .lock                locked (flock) while a fit writes the folder
@@ -43,6 +44,8 @@ class Run:
     :ivar guide: the guide (parameters loaded).
     :ivar dict config: the contents of run.json.
     :ivar list metrics: one dict per finished epoch.
+    :ivar int weights_epoch: the epoch whose parameters were loaded (the best validation
+        ELBO's, unless ``weights="last"`` or the run kept none).
     """
 
     path: Path
@@ -51,6 +54,7 @@ class Run:
     config: dict
     metrics: List[dict] = field(default_factory=list)
     example: Optional[dict] = None  # one row of a training batch (the checkpoint's), for shapes
+    weights_epoch: Optional[int] = None
 
     def sample(self, num_samples: int = 1, **inputs) -> dict:
         """``num_samples`` draws of the model's generative process, z ~ p(z) and x ~ p(x | z),
@@ -100,7 +104,7 @@ class Run:
 
     @property
     def epoch(self) -> int:
-        """The last finished epoch (that of the parameters loaded)."""
+        """The last finished epoch (``weights_epoch`` is that of the parameters loaded)."""
         return int(self.metrics[-1]["epoch"]) if self.metrics else 0
 
     @property
@@ -110,9 +114,15 @@ class Run:
         return int(epochs) if epochs is not None else None
 
     @property
+    def stopped_early(self) -> bool:
+        """Whether ``patience`` ended the run before its epochs (run.json's last segment says so)."""
+        return bool(((self.config.get("segments") or [{}])[-1]).get("stopped_early"))
+
+    @property
     def finished(self) -> bool:
-        """Whether the run reached the epochs it was asked for (False for a fit killed early)."""
-        return self.epochs is None or self.epoch >= self.epochs
+        """Whether the run reached the epochs it was asked for, or stopped early by ``patience``
+        (False for a fit killed early)."""
+        return self.epochs is None or self.epoch >= self.epochs or self.stopped_early
 
     def __repr__(self) -> str:
         names = [(self.config.get(role) or {}).get("name") or "user's " + role for role in ("model", "guide")]
@@ -120,10 +130,11 @@ class Run:
         of = f" of {self.epochs}" if self.epochs is not None else ""
         last = self.metrics[-1] if self.metrics else {}
         elbo = f", validation ELBO {last['valid_elbo']:.3f} nats" if "valid_elbo" in last else ""
-        return f"Run({str(self.path)!r}: {names[0]} + {names[1]} on {data}, epoch {self.epoch}{of}{elbo})"
+        weights = f", weights of epoch {self.weights_epoch}" if self.weights_epoch not in (None, self.epoch) else ""
+        return f"Run({str(self.path)!r}: {names[0]} + {names[1]} on {data}, epoch {self.epoch}{of}{elbo}{weights})"
 
 
-def load_run(path, model=None, guide=None, device: str = "cpu") -> Run:
+def load_run(path, model=None, guide=None, device: str = "cpu", weights: str = "best") -> Run:
     """Rebuild a run's model and guide from the registry and load their parameters.
 
     The random streams are seeded with the run's seed before anything is built, so that two
@@ -134,9 +145,13 @@ def load_run(path, model=None, guide=None, device: str = "cpu") -> Run:
     :param model: pass the model yourself if it is not a registered class.
     :param guide: likewise for the guide.
     :param str device: where to put the parameters.
+    :param str weights: ``best``: the parameters of the best validation ELBO's epoch, the run's
+        result (those of the last epoch where the run kept no other); ``last``: the last epoch's.
     """
     from pyrovae.registry import build, get_guide, get_model, import_hint, pair_guide, saved_options
 
+    if weights not in ("best", "last"):
+        raise ValueError(f"weights must be 'best' or 'last', got {weights!r}")
     path = Path(path)
     run_file = path / RUN_FILE
     if not run_file.is_file():
@@ -170,9 +185,14 @@ def load_run(path, model=None, guide=None, device: str = "cpu") -> Run:
         if isinstance(module, torch.nn.Module):
             module.to(device)
     checkpoint = Checkpoints(path).load(map_location=device)
-    load_parameters(checkpoint, model, guide, where=str(path))
+    best = checkpoint.get("best") or {}
+    chosen = checkpoint
+    if weights == "best" and best.get("parameters") is not None:
+        chosen = {**best["parameters"], "example": checkpoint.get("example")}
+    load_parameters(chosen, model, guide, where=str(path))
+    weights_epoch = int(best["epoch"]) if chosen is not checkpoint else int(checkpoint.get("epoch", 0))
     return Run(path=path, model=model, guide=guide, config=config, metrics=read_metrics(path),
-               example=checkpoint.get("example"))
+               example=checkpoint.get("example"), weights_epoch=weights_epoch)
 
 
 def _device_of(*fns) -> torch.device:

@@ -57,6 +57,16 @@ class FitOptions:
     :param int valid_every: the validation ELBO and monitors after every this many epochs and
         after the last (default 1: every epoch; 0: never). Short runs on a large validation
         split spend much of their time there.
+    :param bool keep_best: the run's result is the pair as it was at its best validation ELBO
+        (default): fit returns those weights, the end-of-fit figures and score use them, and
+        ``load_run`` (``pyrovae evaluate``, ``sample``, ``diagnose``) loads them; the checkpoint
+        keeps the last weights too, for ``resume`` (and ``load_run(..., weights="last")``).
+        Without validation (``valid_every=0``, no valid split) the last weights are the result.
+        A sequence model on a few hundred chorales overfits long before 3000 steps
+        (docs/runs.md#the-best-validation-weights).
+    :param int patience: stop once this many validations in a row have not improved on the best
+        validation ELBO (0: never; ``pyrovae fit`` without ``--epochs`` uses a tenth of its
+        default epochs, at least 10). run.json records where and why the run stopped.
     :param float checkpoint_seconds: with an out_dir, the checkpoint (with run.json and the
         metrics) is written after the first epoch, after the last, and after every epoch that ends
         at least this many seconds after the previous checkpoint (default 10; 0: after every
@@ -104,6 +114,8 @@ class FitOptions:
     valid_data: Any = field(default=None, metadata=NO_FLAG)
     valid_batch_size: int = field(default=500, metadata=NO_FLAG)
     valid_every: int = 1
+    keep_best: bool = True
+    patience: int = 0
     checkpoint_seconds: float = 10.0
     data_dir: Any = field(default=None, metadata=NO_FLAG)  # --data-dir reads the data before fit
     distributed: Optional[bool] = field(default=None, metadata=NO_FLAG)
@@ -145,11 +157,11 @@ def resolve_device(device) -> torch.device:
     return device
 
 
-def check_numbers(epochs, batch_size, lr, valid_batch_size, log_every, valid_every=1) -> None:
+def check_numbers(epochs, batch_size, lr, valid_batch_size, log_every, valid_every=1, patience=0) -> None:
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("valid_batch_size", valid_batch_size)):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
             raise UsageError(f"{name} must be a positive integer, got {value!r}")
-    for name, value in (("log_every", log_every), ("valid_every", valid_every)):
+    for name, value in (("log_every", log_every), ("valid_every", valid_every), ("patience", patience)):
         if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
             raise UsageError(f"{name} must be a non-negative integer, got {value!r}")
     if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0):
@@ -313,7 +325,8 @@ class Setup:
             "objective": objective_record(objective),
             "data": data,
             "fit": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "device": str(self.device),
-                    "precision": self.opts.precision, "processes": self.group.world_size if self.group else 1},
+                    "precision": self.opts.precision, "processes": self.group.world_size if self.group else 1,
+                    "keep_best": self.opts.keep_best, "patience": self.opts.patience},
             **(self.opts.config or {}),
         }
 

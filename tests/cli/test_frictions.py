@@ -298,3 +298,24 @@ def test_a_run_stopped_before_its_first_epoch_ended_says_so(tmp_path):
     for command in ("evaluate", "sample", "diagnose"):
         one_line_error(pyrovae(command, "run", cwd=tmp_path), 2, "run has no checkpoint: its fit stopped before its "
                        "first checkpoint", "pyrovae fit ... --out run")
+
+
+def test_default_epochs_stop_early_and_the_best_weights_are_the_runs_result(tmp_path):
+    # no --epochs: 3000 steps (250 epochs of the digits) with --patience a tenth of them; the
+    # kept weights are named, and evaluate reads them unless --weights last
+    out = tmp_path / "r"
+    fitted = pyrovae("fit", "--data", "digits", "--z-dim", "2", "--hidden-dims", "16", "--eval-samples", "0",
+                     "--no-progress", "--threads", "1", "--out", out, cwd=tmp_path, timeout=300)
+    assert fitted.returncode == 0, fitted.stderr
+    saved = json.loads((out / "run.json").read_text())
+    assert saved["fit"]["epochs"] == 250 and saved["fit"]["patience"] == 25 and saved["fit"]["keep_best"] is True
+    best = saved["best"]["epoch"]
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert best == max(metrics, key=lambda r: r["valid_elbo"])["epoch"]
+    if best != metrics[-1]["epoch"]:
+        assert f"kept the weights of epoch {best}" in fitted.stdout
+    flags = ["--num-samples", "10", "--limit", "20", "--json"]
+    kept = json.loads(pyrovae_here("evaluate", out, *flags, cwd=tmp_path).stdout)
+    last = json.loads(pyrovae_here("evaluate", out, *flags, "--weights", "last", cwd=tmp_path).stdout)
+    assert (kept["weights_epoch"], last["weights_epoch"]) == (best, metrics[-1]["epoch"])
+    assert (out / "evaluation-test-K10-limit20.json").is_file() and (out / "evaluation-test-K10-last-limit20.json").is_file()

@@ -82,7 +82,7 @@ def test_docstring_params_reads_types_and_continuations():
 def test_fit_flags_and_init_choices_come_from_the_code():
     flags = common.option_flags([FitOptions])
     assert set(flags) == {"progress", "log_every", "precision", "valid_every", "checkpoint_seconds", "resume", "init",
-                          "num_workers", "compile", "replay"}
+                          "num_workers", "compile", "replay", "keep_best", "patience"}
     assert flags["init"]["choices"] == INITS and option_choices(FitOptions)["precision"] == ("fp32", "bf16")
     parser = build_parser("vae", "diag", "iwae")
     args = parser.parse_args(["--particles", "4", "--gradient", "dreg", "--likelihood", "gaussian", "--init", "burda"])
