@@ -15,6 +15,9 @@ the K particles drawn in chunks of at most ``--max-pass`` particle x chorale pai
 
 ``--init`` starts all three (fit's ``init``; default: each model's own, docs/sequences.md#initialisation);
 docs/sequences.md's 20- and 100-epoch tables were measured from torch's layers: ``--init torch``.
+``--valid`` validates on the 69 validation chorales after every epoch, and each model is scored
+with its weights at its best validation ELBO (fit's ``keep_best``; the epoch is printed); without
+it, the last epoch's, as the tables were measured.
 """
 
 import math
@@ -42,6 +45,8 @@ parser.add_argument("--limit", type=int, default=None, help="only the first N te
 parser.add_argument("--only", default="VRNN,DMM,RNN", help="comma-separated subset of VRNN, DMM, RNN")
 parser.add_argument("--init", choices=INITS, default=None,
                     help="how all three start (fit's init; default: each model's own; the documented tables: torch)")
+parser.add_argument("--valid", action="store_true",
+                    help="validate after every epoch and score each model at its best validation ELBO (keep_best)")
 
 
 def main():
@@ -70,9 +75,12 @@ def main():
         pyro.set_rng_seed(args.seed)
         model, guide = makers[name]()
         t0 = time.perf_counter()
-        fit(model, guide, data.bucketed("train", batch_size=args.batch_size, seed=args.seed), epochs=args.epochs,
-            lr=args.lr, seed=args.seed, progress=False, init=args.init)
+        result = fit(model, guide, data.bucketed("train", batch_size=args.batch_size, seed=args.seed),
+                     epochs=args.epochs, lr=args.lr, seed=args.seed, progress=False, init=args.init,
+                     valid_data=data.valid if args.valid else None, valid_every=1 if args.valid else 0)
         seconds = (time.perf_counter() - t0) / args.epochs
+        kept = (f"   (weights of epoch {result.weights_epoch}, validation ELBO {result.best['valid_elbo']:.2f}; "
+                f"epoch {args.epochs}: {result.metrics[-1]['valid_elbo']:.2f})" if result.best else "")
         model.eval()
         t0 = time.perf_counter()
         if name == "RNN":
@@ -91,7 +99,7 @@ def main():
                      f"min {float(est.ess.min()):.1f}")
         evaluation = time.perf_counter() - t0
         print(f"{name:5s} {seconds:6.2f} s/epoch   test log p / beat {mean * n / beats:8.3f} ± {stderr * n / beats:.3f}"
-              f"   {extra}   (evaluation {evaluation:.0f} s)", flush=True)
+              f"   {extra}   (evaluation {evaluation:.0f} s){kept}", flush=True)
     for a, b in (("DMM", "VRNN"), ("RNN", "VRNN"), ("RNN", "DMM")):
         if a in per and b in per:
             d = per[a] - per[b]

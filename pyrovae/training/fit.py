@@ -449,9 +449,9 @@ def _resume_best(run: _Run, checkpoint: dict, out_dir) -> None:
                                                     else None)
     run.stale = sum(1 for r in run.metrics if "valid_elbo" in r and r["epoch"] > run.best["epoch"])
     if opts.patience and run.stale >= opts.patience:
-        raise UsageError(f"cannot resume {out_dir}: it stopped early at epoch {run.epoch} (no better validation ELBO "
-                         f"than epoch {run.best['epoch']}'s in {run.stale} validations); pass a patience larger than "
-                         f"{run.stale} (--patience N), or 0 for none, to train it further")
+        raise UsageError(f"cannot resume {out_dir}: its patience ({opts.patience}) has run out, no better validation "
+                         f"ELBO than epoch {run.best['epoch']}'s in the {run.stale} validations to epoch {run.epoch}; "
+                         f"pass a patience larger than {run.stale} (--patience N), or 0 for none, to train it further")
 
 
 def _keep_best(run: _Run) -> int:

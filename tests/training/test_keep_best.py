@@ -91,7 +91,8 @@ def test_patience_stops_records_why_and_resume_needs_a_larger_one(tmp_path, kept
     assert segment["stopped_early"] == {"epoch": best + 2, "best_epoch": best,
                                         "best_valid_elbo": stopped.best["valid_elbo"], "patience": 2}
     assert load_run(tmp_path / "p").finished
-    with pytest.raises(UsageError, match=r"stopped early at epoch .*--patience N\), or 0"):
+    ran_out = r"patience \(2\) has run out, .* in the 2 validations to epoch .*--patience N\), or 0"
+    with pytest.raises(UsageError, match=ran_out):
         run(tmp_path / "p", resume=True, patience=2)
     # trained on without patience: exactly the run never stopped, its best weights and its last
     resumed = run(tmp_path / "p", resume=True)
