@@ -92,6 +92,27 @@ def objective_for(model, guide) -> str:
     return declared
 
 
+def objective_options_for(model, name: str) -> dict:
+    """The options the objective ``name`` gets from ``model`` (class or instance) when they are
+    not given: those of its ``default_objective_options`` that the objective declares
+    (``warmup_steps``, ``--kl-warmup``, is every suite objective's; an option the objective
+    lacks is left out).
+
+    >>> class Declares:
+    ...     default_objective_options = {"warmup_steps": 1000, "free_bits": 0.5}
+    >>> objective_options_for(Declares, "elbo"), objective_options_for(None, "elbo")
+    ({'warmup_steps': 1000}, {})
+    """
+    import dataclasses
+
+    from pyrovae.registry import get_objective
+
+    declared = getattr(model, "default_objective_options", None) or {}
+    options = getattr(get_objective(name), "Options", None)
+    known = {f.name for f in dataclasses.fields(options)} if dataclasses.is_dataclass(options) else set()
+    return {k: v for k, v in declared.items() if k in known}
+
+
 def has_density(guide) -> bool:
     """Whether a guide (class or instance) has a density (:attr:`Guide.has_density`)."""
     return bool(getattr(guide, "has_density", Guide.has_density))

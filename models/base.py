@@ -137,6 +137,11 @@ class Model(Configurable, PyroModule):
     #: (:func:`pyrovae.guides.base.objective_for`)
     default_objective: ClassVar[Optional[str]] = None
 
+    #: options a new run's objective gets from the model when they are not given
+    #: (``{"warmup_steps": 1000}`` for ``vrnn``), for the objectives that have them
+    #: (:func:`pyrovae.guides.base.objective_options_for`)
+    default_objective_options: ClassVar[dict] = {}
+
     def forward(self, x: Optional[torch.Tensor] = None, num_samples: Optional[int] = None):
         """The model of a batch: the batch's tensors as keyword arguments (``x``; a conditional
         model also ``y``; text ``x`` and ``mask``), each observed; with the data left out,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import sys
 import time
@@ -29,7 +30,7 @@ from typing import List
 
 from pyrovae.cli import common
 from pyrovae.errors import PyrovaeError, UsageError
-from pyrovae.guides.base import model_name_of, objective_for
+from pyrovae.guides.base import model_name_of, objective_for, objective_options_for
 from pyrovae.models.base import guide_name_of
 
 HELP = "fit a model/guide pair (default: VAE on the embedded digits)"
@@ -76,6 +77,11 @@ def build_parser(model_name: str, guide_name: str, objective_name: str) -> commo
     common.add_common_flags(p)
     common.add_option_flags(p.add_argument_group(f"options of objective {objective_name!r}"),
                             [get_objective(objective_name)], dest_prefix="obj_")
+    # the model's own objective options (vrnn's KL warm-up) are their defaults; a resumed run's own win later
+    for name, value in objective_options_for(get_model(model_name), objective_name).items():
+        for action in (a for a in p._actions if a.dest == "obj_" + name):
+            action.default = value
+            action.help = re.sub(r" \(default: [^)]*\)$", "", action.help) + f" (default: {value}, model {model_name}'s)"
     common.add_option_flags(p.add_argument_group(f"options of model {model_name!r} and guide {guide_name!r}"),
                             [get_model(model_name), get_guide(guide_name)], dest_prefix="opt_")
     return p
@@ -313,9 +319,10 @@ def check_objective_fits(objective, guide_name: str, guide, train: dict) -> None
 def default_patience(epochs: int) -> int:
     """``--patience`` where neither it nor ``--epochs`` is given: a tenth of the default
     epochs, at least 10. The default 3000 steps are 1000 epochs of the 213 training chorales,
-    where the VRNN's validation ELBO peaks at epoch 170 and falls 740 nats by epoch 1000: with
-    100 it stops at 270 (a quarter of the time) with the same best weights; MNIST's 10 default
-    epochs cannot stop early, nor did the digits' 250 (25). Measured:
+    where the VRNN's validation ELBO (without its KL warm-up) peaks at epoch 170 and falls 740
+    nats by epoch 1000: with 100 it stops at 270 (a quarter of the time) with the same best
+    weights (with the warm-up: at 460, best 360); MNIST's 10 default epochs cannot stop early,
+    nor did the digits' 250 (25). Measured:
     docs/runs.md#the-best-validation-weights.
 
     >>> default_patience(10), default_patience(250), default_patience(1000)

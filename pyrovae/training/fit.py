@@ -41,9 +41,9 @@ from pyrovae.data.sources import DataError
 from pyrovae.errors import PyrovaeError, UsageError
 from pyrovae.evaluation.log_likelihood import elbo as mean_elbo
 from pyrovae.evaluation.monitors import epoch_monitors
-from pyrovae.guides.base import objective_for
+from pyrovae.guides.base import objective_for, objective_options_for
 from pyrovae.infer.importance import preserved_rng
-from pyrovae.infer.objectives import Objective
+from pyrovae.infer.objectives import Objective, make_objective
 from pyrovae.nn import FROM_DATA, default_init, initialize_
 from pyrovae.training.checkpoint import Checkpoints, rng_state, set_rng_state
 from pyrovae.training.files import CHECKPOINT_FILE, METRICS_FILE, RUN_FILE, interrupts_deferred, write_json, write_metrics
@@ -141,7 +141,9 @@ def fit(model: Callable, guide: Callable, data, *, objective=None, epochs: int =
         (default): the guide's own (its ``objective_name``, e.g. ``enum`` for the M2 guide,
         ``stein`` for the Stein guide), else the model's ``default_objective`` (``meanfield``
         for ``least-squares-vae``), else ``elbo``, as ``pyrovae fit`` chooses
-        (:func:`~pyrovae.guides.base.objective_for`).
+        (:func:`~pyrovae.guides.base.objective_for`). A name is built with the model's
+        ``default_objective_options`` it declares (``vrnn``'s KL warm-up,
+        :func:`~pyrovae.guides.base.objective_options_for`); pass an Objective to choose every option.
     :param int epochs: total epochs (a resumed run continues up to this number).
     :param int batch_size: datapoints per step.
     :param float lr: Adam's learning rate (None: the model's, :func:`default_lr`; 1e-3 for most).
@@ -178,8 +180,9 @@ def fit(model: Callable, guide: Callable, data, *, objective=None, epochs: int =
         raise NoRunError(f"cannot resume {out_dir}: it is not a run folder (no {CHECKPOINT_FILE}); pass the out_dir "
                          "(--out) of an earlier fit, or start a new run without resume (--resume)")
     pyro.set_rng_seed(seed)  # before anything random happens
-    if objective is None:
-        objective = objective_for(model, guide)
+    if objective is None or isinstance(objective, str):  # a name: with the model's own options (vrnn's warm-up)
+        name = objective or objective_for(model, guide)
+        objective = make_objective(name, **objective_options_for(model, name))
     s = Setup(model, guide, data, objective, batch_size, lr, seed, opts)  # checks everything, writes nothing
     if not opts.resume:  # a new run's weights (a resumed one loads its own)
         _initialize(s, opts.init)

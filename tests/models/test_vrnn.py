@@ -322,3 +322,28 @@ def test_cli_fit_then_evaluate_on_the_chorales(tmp_path):
     done = run_cli("evaluate", "run", "--num-samples", "8", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "68 datapoints" in done.stdout
+
+
+def test_the_vrnns_objective_warms_its_kl_up_by_default_from_python_and_the_command_line(tmp_path):
+    """Without a warm-up the VRNN's latents collapse (docs/sequences.md): ``fit`` and ``pyrovae
+    fit`` give its objective ``warmup_steps=1000`` unless an option or an Objective says otherwise."""
+    import json
+
+    from pyrovae.cli.fit import build_parser
+    from pyrovae.infer.objectives import ELBO
+
+    x = torch.bernoulli(torch.full((8, 3, 5), 0.3), generator=torch.Generator().manual_seed(0))
+    data = {"x": x, "mask": torch.ones(8, 3, dtype=torch.bool)}
+
+    def objective_of(out, **kwargs):
+        model = VRNN(x_dim=5, z_dim=2, rnn_dim=4, feature_dim=4, hidden_dims=(4,))
+        guide = VRNNGuide(x_dim=5, z_dim=2, rnn_dim=4, feature_dim=4, hidden_dims=(4,))
+        fit(model, guide, data, epochs=1, batch_size=4, progress=False, figures=False, out_dir=tmp_path / out, **kwargs)
+        return json.loads((tmp_path / out / "run.json").read_text())["objective"]
+
+    assert objective_of("default")["warmup_steps"] == 1000
+    assert objective_of("named", objective="iwae")["warmup_steps"] == 1000  # a name gets the model's options
+    assert objective_of("given", objective=ELBO())["warmup_steps"] == 0  # an Objective is taken as it is
+    assert build_parser("vrnn", "vrnn", "elbo").parse_args([]).obj_warmup_steps == 1000
+    assert build_parser("vrnn", "vrnn", "elbo").parse_args(["--kl-warmup", "0"]).obj_warmup_steps == 0
+    assert build_parser("vae", "diag", "elbo").parse_args([]).obj_warmup_steps == 0
