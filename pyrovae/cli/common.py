@@ -204,13 +204,14 @@ def _shown(value) -> str:
     return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
-def option_flags(factories: List[Callable]) -> Dict[str, dict]:
+def option_flags(factories: List[Callable], defaults: Optional[dict] = None) -> Dict[str, dict]:
     """``{option_name: argparse kwargs}`` for the options of ``factories`` (``z_dim: int = 20``
     becomes ``--z-dim``; a name shared by two factories sets both): the help is the option's
     ``:param`` line, the choices its ``Literal`` (or declared ``choices``), and ``"flag"`` the
     flag, ``--`` and the option's name with ``-`` for ``_`` unless its field's metadata names
     another (``num_particles`` is ``--particles``). Options whose metadata has ``"flag": None``,
-    and the sizes the data fills, are left out."""
+    and the sizes the data fills, are left out. ``defaults`` replaces declared defaults by
+    name, each said in the help as ``(default: V, WHOSE)`` for ``{name: (V, WHOSE)}``."""
     from pyrovae.registry import constructor_options, option_choices, option_help, option_hints, option_metadata
 
     flags: Dict[str, dict] = {}
@@ -227,6 +228,8 @@ def option_flags(factories: List[Callable]) -> Dict[str, dict]:
             if name in flags:  # shared: the first factory's default and type, both helps
                 continue
             default = None if param.default is param.empty else param.default
+            if name in (defaults or {}):
+                default = defaults[name][0]
             kwargs = _flag_kwargs(name, hints.get(name, type(default) if default is not None else str), default)
             if "metavar" in kwargs:
                 kwargs["metavar"] = flag.upper().replace("-", "_")
@@ -245,18 +248,20 @@ def option_flags(factories: List[Callable]) -> Dict[str, dict]:
             text = next(iter(described.values()), f"{', '.join(texts[name])} option")
         default = kwargs["default"]
         shown = default is not None and kwargs.get("action") is not argparse.BooleanOptionalAction  # it says itself
-        kwargs["help"] = text + (f" (default: {help_text(_shown(default))})" if shown else "")
+        whose = f", {defaults[name][1]}" if name in (defaults or {}) else ""
+        kwargs["help"] = text + (f" (default: {help_text(_shown(default))}{whose})" if shown else "")
         if "data_preferred" in kwargs:
             kwargs["help"] = text + (" (default: the data's: logistic-mixture for 8-bit images, where the model has "
                                      f"it; else {kwargs.pop('data_preferred')})")
     return flags
 
 
-def add_option_flags(parser, factories: List[Callable], dest_prefix: str = "", skip=()) -> List[str]:
-    """Add the flags of :func:`option_flags` to ``parser`` (or an argument group), each stored
-    under ``dest_prefix + option name``; the option names added."""
+def add_option_flags(parser, factories: List[Callable], dest_prefix: str = "", skip=(),
+                     defaults: Optional[dict] = None) -> List[str]:
+    """Add the flags of :func:`option_flags` (with its ``defaults``) to ``parser`` (or an
+    argument group), each stored under ``dest_prefix + option name``; the option names added."""
     added = []
-    for name, kwargs in option_flags(factories).items():
+    for name, kwargs in option_flags(factories, defaults).items():
         if name not in skip:
             flag = kwargs.pop("flag")
             parser.add_argument(flag, dest=dest_prefix + name, **kwargs)

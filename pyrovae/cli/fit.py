@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shlex
 import sys
 import time
@@ -75,13 +74,10 @@ def build_parser(model_name: str, guide_name: str, objective_name: str) -> commo
                         "0: every test image at --eval-samples)")
     common.add_option_flags(p, [FitOptions])  # --resume, --init, --precision, --log-every, ...
     common.add_common_flags(p)
-    common.add_option_flags(p.add_argument_group(f"options of objective {objective_name!r}"),
-                            [get_objective(objective_name)], dest_prefix="obj_")
     # the model's own objective options (vrnn's KL warm-up) are their defaults; a resumed run's own win later
-    for name, value in objective_options_for(get_model(model_name), objective_name).items():
-        for action in (a for a in p._actions if a.dest == "obj_" + name):
-            action.default = value
-            action.help = re.sub(r" \(default: [^)]*\)$", "", action.help) + f" (default: {value}, model {model_name}'s)"
+    own = {k: (v, f"model {model_name}'s") for k, v in objective_options_for(get_model(model_name), objective_name).items()}
+    common.add_option_flags(p.add_argument_group(f"options of objective {objective_name!r}"),
+                            [get_objective(objective_name)], dest_prefix="obj_", defaults=own)
     common.add_option_flags(p.add_argument_group(f"options of model {model_name!r} and guide {guide_name!r}"),
                             [get_model(model_name), get_guide(guide_name)], dest_prefix="opt_")
     return p

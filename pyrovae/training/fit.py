@@ -229,7 +229,7 @@ class _Run:
         ``segment`` this segment's record.
     :ivar Heartbeat beat: the lines a slow fit prints where no progress bar is drawn.
     :ivar dict best: the best validation ELBO so far, ``{"epoch", "valid_elbo"}``, or None;
-        ``best_state`` that epoch's parameters (:func:`_snapshot`) where held, else None;
+        ``best_state`` a copy of that epoch's parameters (``parameter_state(..., copy=True)``) where held, else None;
         ``stale`` the validations since it; ``stopped`` whether ``patience`` ran out.
     """
 
@@ -413,21 +413,13 @@ def _end_epoch(run: _Run, epoch: int, row: dict) -> None:
         run.ends_saved += 1
 
 
-def _snapshot(s: Setup) -> dict:
-    """A copy of the pair's parameters as they are now (as a checkpoint keeps them)."""
-    state = parameter_state(s.model, s.guide, s.store_params)
-    for key in ("model", "guide"):
-        state[key] = {name: value.detach().clone() for name, value in state[key].items()}
-    return state
-
-
 def _track_best(run: _Run, epoch: int, value: float) -> None:
     """After the validation of ``epoch``: a new best (its parameters copied, with
     ``keep_best``), or one more validation without (and ``stopped`` once ``patience`` of them)."""
     opts = run.s.opts
     if math.isfinite(value) and (run.best is None or value > run.best["valid_elbo"]):
         run.best, run.stale = {"epoch": epoch, "valid_elbo": float(value)}, 0
-        run.best_state = _snapshot(run.s) if opts.keep_best else None
+        run.best_state = parameter_state(run.s.model, run.s.guide, run.s.store_params, copy=True) if opts.keep_best else None
         return
     run.stale += 1
     run.stopped = bool(opts.patience) and run.stale >= opts.patience and epoch < run.epochs
@@ -448,7 +440,7 @@ def _resume_best(run: _Run, checkpoint: dict, out_dir) -> None:
     run.best = {"epoch": int(best["epoch"]), "valid_elbo": float(best["valid_elbo"])}
     if opts.keep_best:
         at_end = not (checkpoint.get("position") or {}).get("batch")
-        run.best_state = best.get("parameters") or (_snapshot(s) if at_end and run.best["epoch"] == run.epoch
+        run.best_state = best.get("parameters") or (parameter_state(s.model, s.guide, s.store_params, copy=True) if at_end and run.best["epoch"] == run.epoch
                                                     else None)
     run.stale = sum(1 for r in run.metrics if "valid_elbo" in r and r["epoch"] > run.best["epoch"])
     if opts.patience and run.stale >= opts.patience:

@@ -82,13 +82,22 @@ def constraint_from_name(name: str):
     return getattr(constraints, kind)(*(float(a) for a in args.split(",")))
 
 
-def parameter_state(model, guide, store_params: Dict[str, torch.Tensor]) -> dict:
-    """What a checkpoint keeps of a pair: module state dicts and param-store entries."""
+def parameter_state(model, guide, store_params: Dict[str, torch.Tensor], copy: bool = False) -> dict:
+    """What a checkpoint keeps of a pair: module state dicts and param-store entries (the
+    param-store entries always copied; the modules' tensors too with ``copy``, for a state kept
+    while training goes on, as fit's best weights)."""
     store = pyro.get_param_store()
     saved_constraints = store.get_state()["constraints"]
+
+    def modules(obj):
+        if not isinstance(obj, torch.nn.Module):
+            return {}
+        state = obj.state_dict()
+        return {name: value.detach().clone() for name, value in state.items()} if copy else state
+
     return {
-        "model": model.state_dict() if isinstance(model, torch.nn.Module) else {},
-        "guide": guide.state_dict() if isinstance(guide, torch.nn.Module) else {},
+        "model": modules(model),
+        "guide": modules(guide),
         "param_store": {name: p.detach().clone() for name, p in store_params.items()},
         "param_constraints": {name: constraint_name(saved_constraints.get(name, constraints.real))
                               for name in store_params},
