@@ -245,6 +245,7 @@ QUICK = {
                           " --hidden-dims 16 --threads 1 --json {tmp}/variance.json",
     "vhe_sets.py": "--epochs 1 --hidden-dims 16 --num-samples 5 --figure {tmp}/vhe.png --json {tmp}/vhe.json",
     "vrnn_chorales.py": "--epochs 1 --rnn-dim 16 --feature-dim 16 --num-samples 5",
+    "warmup_replay.py": "--rounds 1 --epochs 2 --train-size 300 --json {tmp}/warmup_replay.json",
 }
 
 

@@ -85,6 +85,7 @@ class EnumELBO(Objective):
     """
 
     name = "enum"
+    weight_as_input = False  # TraceEnum_ELBO reads the enumerated sites' common scale with float()
 
     @dataclass
     class Options(Objective.Options):

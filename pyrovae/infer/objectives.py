@@ -36,6 +36,7 @@ References
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Literal, Optional
 
@@ -66,7 +67,7 @@ class ScaleLatentsMessenger(Messenger):
     Applied to both model and guide, the ELBO becomes
     ``E_q[log p(x|z)] - scale * KL(q(z|x) || p(z))``; observed sites are untouched.
 
-    :param float scale: the KL weight.
+    :param float scale: the KL weight (or a 0-dim tensor: :meth:`Objective.weight_as_input`).
     """
 
     def __init__(self, scale: float):
@@ -116,6 +117,12 @@ class Objective(Configurable):
     #: while this objective runs (pyrovae.infer.fast_path.quiet_pyro_modules); an objective that reads
     #: ``param`` sites from a trace sets this to False
     quiet_modules = True
+    #: the CPU replay (pyrovae.training.replay) may record a warm-up step with the KL weight as
+    #: a tensor input (:meth:`weight_as_input`), so the warm-up's steps replay too; False for
+    #: an objective whose loss reads the weight on the host (TraceEnum_ELBO checks that the
+    #: enumerated sites share one scale with ``float(scale)``): its warm-up steps run eagerly
+    weight_as_input = True
+    _weight_input: Optional[torch.Tensor] = None
 
     @dataclass(kw_only=True)
     class Options:
@@ -134,10 +141,31 @@ class Objective(Configurable):
         self.warmup_steps = int(self.options.warmup_steps)
 
     def kl_weight(self, step: Optional[int] = None) -> float:
-        """The KL weight at optimizer step ``step`` (the full ``beta`` when step is None)."""
+        """The KL weight at optimizer step ``step`` (the full ``beta`` when step is None;
+        inside :meth:`weight_as_input`, its tensor whatever the step)."""
+        if self._weight_input is not None:
+            return self._weight_input
         if step is None or self.warmup_steps == 0:
             return self.beta
         return self.beta * min(1.0, (step + 1) / self.warmup_steps)
+
+    @contextlib.contextmanager
+    def weight_as_input(self, weight: torch.Tensor):
+        """While a step is recorded for replay: the KL weight is ``weight``, a 0-dim tensor the
+        recording takes as an input, so that each replay passes the weight of its own step.
+
+        >>> objective = ELBO(warmup_steps=10)
+        >>> with objective.weight_as_input(torch.tensor(0.25)):
+        ...     objective.kl_weight(3)
+        tensor(0.2500)
+        >>> objective.kl_weight(3)
+        0.4
+        """
+        self._weight_input = weight
+        try:
+            yield
+        finally:
+            self._weight_input = None
 
     def __call__(self, model: Callable, guide: Callable, batch: Dict[str, torch.Tensor],
                  step: Optional[int] = None) -> torch.Tensor:
@@ -147,7 +175,7 @@ class Objective(Configurable):
     def weighted(self, model: Callable, guide: Callable, step: Optional[int] = None) -> tuple:
         """The pair with its latent sites scaled by the KL weight at ``step`` (unchanged at 1)."""
         weight = self.kl_weight(step)
-        if weight == 1.0:
+        if not isinstance(weight, torch.Tensor) and weight == 1.0:
             return model, guide
         return scale_latents(model, scale=weight), scale_latents(guide, scale=weight)
 

@@ -252,16 +252,21 @@ class ReplayedStep:
     :param int warmup: eager steps before the recording (at least 1: lazy initializations,
         and the batch that checks the recording).
     :param int static_from: the first step index from which the step does not depend on it.
+    :param weight: the objective whose KL weight changes with the step (a warm-up), or None:
+        the recording takes the weight as an input (the objective's ``weight_as_input``) and
+        each replay passes its step's ``kl_weight(step)``, so the warm-up's steps replay too
+        (``static_from`` is then 0).
     :param callable on_fallback: called with a message when the replay is switched off.
     """
 
     def __init__(self, train_step, eager: Optional[Callable] = None, *, enabled: bool = True, warmup: int = 3,
-                 static_from: int = 0, on_fallback: Optional[Callable[[str], None]] = None):
+                 static_from: int = 0, weight=None, on_fallback: Optional[Callable[[str], None]] = None):
         if warmup < 1:
             raise ValueError(f"warmup must be >= 1 (the recording is checked on an earlier batch), got {warmup}")
         self.train_step = train_step
         self.eager = eager if eager is not None else train_step
-        self.enabled, self.warmup, self.static_from = enabled, warmup, static_from
+        self.weight = weight
+        self.enabled, self.warmup, self.static_from = enabled, warmup, 0 if weight is not None else static_from
         self.on_fallback = on_fallback or (lambda message: warnings.warn(message, RuntimeWarning, stacklevel=3))
         self.graph = None
         self.data_dependent: list = []  # the recording's operations with a data-dependent output size
@@ -272,6 +277,7 @@ class ReplayedStep:
         self.params: list = []
         self.signature = None
         self.previous: Optional[Dict[str, torch.Tensor]] = None
+        self.previous_step = 0  # the step the previous batch was trained at (the check's KL weight)
         self.warmed = 0
         self.replays = 0
         self.eager_steps = 0
@@ -282,18 +288,30 @@ class ReplayedStep:
         if self.graph is None:
             if self.warmed < self.warmup:
                 self.warmed += 1
-                self.previous = batch
+                self._keep(batch, step)
                 return self._eager(batch, step)
             return self._record(batch, step)
         if self.data_dependent or self.branches:
             return self._guarded_replay(batch, step)
         self.replays += 1
-        loss, _ = self._run(self.graph, batch)
+        loss, _ = self._run(self.graph, batch, step)
         return self._update(loss)
 
-    def _run(self, graph, batch):
-        """The recording on ``batch``: its loss, and whether each ``bool(t)`` went as recorded."""
-        loss, *branches = graph.forward(*[batch[key] for key in self.keys], *self.params)  # not nn.Module's call
+    def _keep(self, batch, step):
+        """``batch``, trained at ``step``, is the one the next recording is checked on."""
+        self.previous, self.previous_step = batch, step
+
+    def _weight_input(self, step) -> list:
+        """The recording's KL-weight input at ``step`` ([] without a warm-up to replay)."""
+        if self.weight is None:
+            return []
+        return [torch.tensor(float(self.weight.kl_weight(step)))]  # the default dtype, as the losses
+
+    def _run(self, graph, batch, step):
+        """The recording on ``batch`` at ``step``: its loss, and whether each ``bool(t)`` went as
+        recorded."""
+        loss, *branches = graph.forward(*[batch[key] for key in self.keys], *self.params,
+                                        *self._weight_input(step))  # not nn.Module's call
         return loss, all(bool(read) == value for read, value in zip(branches, self.branches))
 
     def _guarded_replay(self, batch, step):
@@ -305,7 +323,7 @@ class ReplayedStep:
         state = torch.get_rng_state()
         optimizer = self.train_step.optimizer
         try:
-            loss, same_way = self._run(self.graph, batch)
+            loss, same_way = self._run(self.graph, batch, step)
             if not same_way:
                 torch.set_rng_state(state)
                 return self._missed(batch, step)
@@ -333,7 +351,8 @@ class ReplayedStep:
                                  f"{self.missed + self.replays} steps, over {self.recordings} recordings; it runs "
                                  "eagerly")
             else:
-                self.graph, self.previous = None, batch  # recorded again on the next step
+                self.graph = None  # recorded again on the next step
+                self._keep(batch, step)
         return self._eager(batch, step)
 
     def _eager(self, batch, step):
@@ -361,12 +380,14 @@ class ReplayedStep:
         self.keys = tuple(batch)
         self.params = [p for group in self.train_step.optimizer.param_groups for p in group["params"]]
         ran, branches = {}, []
+        weighting = self.weight.weight_as_input if self.weight is not None else lambda weight: contextlib.nullcontext()
 
         def forward(*inputs):
-            ran["loss"] = self._forward(dict(zip(self.keys, inputs)), step)
+            with weighting(inputs[-1]):  # the last input is the KL weight where it varies (else unused)
+                ran["loss"] = self._forward(dict(zip(self.keys, inputs)), step)
             return (ran["loss"], *[read for read, _ in branches])
 
-        inputs = [batch[key] for key in self.keys] + self.params
+        inputs = [batch[key] for key in self.keys] + self.params + self._weight_input(step)
         state = torch.get_rng_state()
         self.recordings += 1
         try:
@@ -390,7 +411,7 @@ class ReplayedStep:
             self.data_dependent = _data_dependent_shapes(graph)
             message = self._check(graph, step)
         if message is _OTHER_BRANCH:  # the check's batch went another way: recorded again on the next
-            self.previous = batch
+            self._keep(batch, step)
             if self.recordings >= MAX_RECORDINGS:
                 self._switch_off(f"the training step branches on tensor values in Python (an if or while on a "
                                  f"tensor) and {self.recordings} recordings went another way on their checks' "
@@ -403,15 +424,17 @@ class ReplayedStep:
 
     def _check(self, graph, step) -> Optional[str]:
         """The replayed loss and gradients against the eager ones on the previous batch at the
-        same random state; None where they agree, else the warning that says what differs."""
-        batch = self.previous
-        params = self.params
+        same random state; None where they agree, else the warning that says what differs.
+        Where the KL weight is an input, both are at the previous batch's own step, whose weight
+        differs from the recording's during a warm-up: a weight frozen into the recording fails."""
+        batch, params = self.previous, self.params
+        step = self.previous_step if self.weight is not None else step
         try:
             with preserved_rng():
                 eager = self._forward(batch, step)
                 eager_grads = torch.autograd.grad(eager, params, allow_unused=True)
             with preserved_rng():
-                replayed, same_way = self._run(graph, batch)
+                replayed, same_way = self._run(graph, batch, step)
                 if not same_way:
                     return _OTHER_BRANCH
                 replayed_grads = torch.autograd.grad(replayed, params, allow_unused=True)
@@ -466,3 +489,12 @@ def replayable(device, distributed: bool, compiled: bool, precision: str, object
 
     return (torch.device(device).type == "cpu" and not distributed and not compiled and precision == "fp32"
             and (graph_safe(objective) or type(objective) is EnumELBO))
+
+
+def varying_weight(objective):
+    """``objective`` where its KL weight warms up and the replay may take it as an input
+    (:meth:`~pyrovae.infer.objectives.Objective.weight_as_input`), else None: the warm-up's
+    steps then run eagerly and the replay starts after them."""
+    if getattr(objective, "warmup_steps", 0) > 0 and getattr(objective, "weight_as_input", False):
+        return objective
+    return None

@@ -16,7 +16,7 @@ from pyro.distributions import constraints
 
 from pyrovae import fit
 from pyrovae.guides import DiagNormalGuide, IAFGuide, SplineFlowGuide
-from pyrovae.infer.objectives import ELBO, IWAE, MeanFieldELBO
+from pyrovae.infer.objectives import ELBO, IWAE, FreeBitsELBO, MeanFieldELBO
 from pyrovae.models import VAE
 from pyrovae.training import setup as fit_setup
 from pyrovae.training.replay import ReplayedStep, replayable
@@ -334,12 +334,60 @@ def test_m2s_enumerated_elbo_is_replayed_equal_to_eager(monkeypatch):
     _assert_same(replayed, eager)
 
 
-def test_the_replay_waits_for_the_kl_warmup(monkeypatch):
+@pytest.mark.parametrize("objective", [
+    ELBO(warmup_steps=20), MeanFieldELBO(warmup_steps=20, beta=0.5), IWAE(num_particles=3, warmup_steps=20),
+    pytest.param(FreeBitsELBO(warmup_steps=20, free_bits=0.1), marks=SLOW),
+])
+def test_the_kl_warmups_steps_are_replayed_with_the_weight_as_an_input(objective, monkeypatch):
+    """Every one of the 14 steps is inside the warm-up: the recording takes the KL weight as an
+    input, so the replays (each at its own step's weight) give the eager fit's numbers."""
     make = lambda: suite_pair("diag")  # noqa: E731
-    *eager, _ = _fit(make, ELBO(warmup_steps=5), False, monkeypatch)
-    *replayed, step = _fit(make, ELBO(warmup_steps=5), True, monkeypatch)
-    assert step.static_from == 4 and step.replays == 14 - 2 - 4 - 4
+    *eager, _ = _fit(make, objective, False, monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no fallback
+        *replayed, step = _fit(make, objective, True, monkeypatch)
+    assert step.static_from == 0 and step.weight is objective
+    assert step.replays == 14 - 2 - 4
     _assert_same(replayed, eager)
+
+
+def test_the_enumerated_elbos_replay_waits_for_the_kl_warmup(monkeypatch):
+    """TraceEnum_ELBO reads the enumerated sites' scale on the host: its warm-up runs eagerly,
+    the replay starts after it."""
+    from pyrovae.infer.enum import EnumELBO
+
+    made = []
+
+    class Spy(ReplayedStep):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(fit_setup, "ReplayedStep", Spy)
+    model, guide = m2_pair()
+    fit(model, guide, labelled_data(), objective=EnumELBO(alpha=5.0, warmup_steps=5), epochs=2, batch_size=10,
+        seed=3, progress=False, figures=False)
+    step = made[0]
+    assert step.weight is None and step.static_from == 4 and step.replays == 14 - 2 - 4 - 4
+
+
+def test_a_kl_weight_frozen_into_the_recording_fails_its_check(monkeypatch):
+    """Were the weight not an input (here: an objective whose weight_as_input does nothing), the
+    recording would keep the recorded step's weight for every replay; the check, at the
+    previous batch's own step and weight, sees it and the fit runs eagerly."""
+    import contextlib
+
+    class Frozen:
+        def __init__(self, objective):
+            self.kl_weight = objective.kl_weight
+
+        def weight_as_input(self, weight):
+            return contextlib.nullcontext()
+
+    monkeypatch.setattr(fit_setup, "varying_weight", lambda objective: Frozen(objective))
+    with pytest.warns(RuntimeWarning, match="another loss on other data"):
+        *_, step = _fit(lambda: suite_pair("diag"), ELBO(warmup_steps=20), True, monkeypatch)
+    assert not step.enabled and step.replays == 0
 
 
 def test_where_the_replay_applies():
