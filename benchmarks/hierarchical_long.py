@@ -102,7 +102,10 @@ def train(args):
         model, guide = build(args.pair, dataset.x_dim, args.init, dataset.train["x"])  # a resumed run loads its weights
         t0 = time.perf_counter()
         start = completed_epoch(out)
-        objective = make_objective("iwae", num_particles=args.particles) if args.objective == "iwae" else "elbo"
+        # an Objective, not a name: a name would take the model's default KL warm-up (hvae's 2500 steps),
+        # and the documented runs have none unless --kl-warmup says so
+        objective = make_objective(args.objective, warmup_steps=args.kl_warmup,
+                                   **({"num_particles": args.particles} if args.objective == "iwae" else {}))
         result = fit(model, guide, dataset, objective=objective, epochs=end, batch_size=100, lr=lr, seed=args.seed,
                      out_dir=out, resume=start > 0, progress=False, figures=False, device=args.device)
         train_s = time.perf_counter() - t0
@@ -192,6 +195,8 @@ def main():
                    help="torch's default initialisation, Glorot-uniform, or Burda et al.'s (Glorot, output bias at "
                         "the data's logits); used when a run starts")
     p.add_argument("--particles", type=int, default=5, help="k of --objective iwae (Burda et al.: 5 and 50)")
+    p.add_argument("--kl-warmup", type=int, default=0,
+                   help="linear KL warm-up in steps (default 0, as the documented runs; pyrovae fit's hvae: 2500)")
     p.add_argument("--compare", nargs=2, metavar="RUN", help="print the paired curves of two run folders")
     args = p.parse_args()
     if args.compare:

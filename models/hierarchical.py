@@ -79,6 +79,13 @@ class HierarchicalVAE(Model):
     """
 
     guide_name = "ladder"
+    #: the KL weight rises from 0 to 1 over the first 2500 steps (``--kl-warmup``), as Sønderby et
+    #: al. train every model of theirs: without it the ladder stays on its early plateau. The
+    #: default fit on MNIST (10 epochs, 5000 steps, K = 1000 on 2,000 test images, paired) moves
+    #: from -112.25 to -96.13 nats with the ladder (+16.12 ± 0.35; seed 1 +12.16 ± 0.30), -99.49 to
+    #: -97.16 with the bottom-up guide (+2.33 ± 0.11), and puts them 4.3 and 3.3 nats ahead of the
+    #: one-layer VAE, which the warm-up does not help (-0.55 ± 0.08): docs/hierarchical.md
+    default_objective_options = {"warmup_steps": 2500}
 
     @dataclass
     class Options:
