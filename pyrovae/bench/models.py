@@ -2,7 +2,9 @@
 evaluation, on a fixed batch of its own data.
 
 Each model is built as ``pyrovae fit --model M --data D`` builds it (its registered options'
-defaults, its own guide, the guide's objective, sizes from the data set) and trained on one
+defaults, its own guide, the objective fit gives the pair (the guide's, else the model's
+``default_objective``, with the model's ``default_objective_options``: ``vae``'s ``meanfield``,
+``hvae``'s and ``vrnn``'s KL warm-up), sizes from the data set) and trained on one
 fixed batch of ``D``'s training split (:data:`BENCH_DATA`: the data set of the model's docs
 page; the model's ``example_batch``, or random binary 784-pixel images, where that data set
 is not on this machine), its padded sequences cut to the batch's longest row as fit's training
@@ -50,7 +52,7 @@ import pyro.poutine as poutine
 import torch
 
 from pyrovae.bench.runners import sync
-from pyrovae.guides.base import objective_name_of
+from pyrovae.guides.base import objective_for, objective_options_for
 from pyrovae.models.base import guide_name_of
 
 #: the data set each model is measured on (its docs page's); models not listed use MNIST
@@ -121,7 +123,8 @@ def model_case(name: str, batch_size: int = 100, data_dir=None, device="cpu", se
                 batch["y"] = torch.bernoulli(torch.full((batch_size, 784), 0.3), generator=generator)
     batch = cut_to_longest_row(batch)
     guide = pair_guide(model, build(guide_factory, accepted(guide_factory), fill=fill))
-    objective = make_objective(objective_name_of(guide_factory))
+    objective_name = objective_for(model_factory, guide_factory)  # as fit names it, with the model's options
+    objective = make_objective(objective_name, **objective_options_for(model_factory, objective_name))
     for module in (model, guide):
         module.to(device)
     batch = {k: v.to(device) for k, v in batch.items()}
