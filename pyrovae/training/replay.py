@@ -483,11 +483,13 @@ def replayable(device, distributed: bool, compiled: bool, precision: str, object
     captures (:func:`~pyrovae.training.cuda_graph.graph_safe`) and the enumerated ELBO
     (:class:`~pyrovae.infer.enum.EnumELBO`, M2's), whose recording the replay's own check
     against the eager step guards (a CUDA graph has no such check, so the graph's rule leaves
-    it out)."""
+    it out). ``gradient="dreg"`` is refused: it scales the guide's gradients with a custom autograd
+    function, which a recording below autograd does not keep (the check would fail, with a warning)."""
     from pyrovae.infer.enum import EnumELBO
     from pyrovae.training.cuda_graph import graph_safe
 
     return (torch.device(device).type == "cpu" and not distributed and not compiled and precision == "fp32"
+            and getattr(objective, "gradient", "plain") != "dreg"  # a custom autograd function: not recorded
             and (graph_safe(objective) or type(objective) is EnumELBO))
 
 
