@@ -79,6 +79,8 @@ class SentenceGuide(Guide):
     torch.Size([1])
     """
 
+    replays_step = False  # the encoder reads the batch's longest sentence on the host (one sync)
+
     model_name = "sentence-vae"
 
     @dataclass

@@ -91,6 +91,8 @@ class SSVAETextGuide(Guide):
     torch.Size([2, 3])
     """
 
+    replays_step = False  # the encoder reads the batch's longest text on the host (one sync)
+
     model_name = "ssvae-text"
     objective_name = "enum"
     #: y is discrete: IWAE (which needs a reparameterized guide) does not apply; log_likelihood does

@@ -102,6 +102,7 @@ class AssociativeCompressionNetwork(Model):
     """
 
     guide_name = "acn"
+    replays_step = False  # the neighbour table checks its indices on the host and is written in place
     cannot_sample = ("its prior p(z | c) is conditioned on the code of a neighbouring datapoint, so a draw "
                      "needs data to start from")
 

@@ -142,6 +142,12 @@ class Model(Configurable, PyroModule):
     #: (:func:`pyrovae.guides.base.objective_options_for`)
     default_objective_options: ClassVar[dict] = {}
 
+    #: False where the pair's training step reads tensor values on the host by design (ACN's neighbour table, the seq2seq encoder's one sync for the longest sentence):
+    #: fit then runs its steps eagerly without trying to record them for the CPU replay, and
+    #: without the replay's fallback warning, which is meant for a user's own program
+    #: (:func:`pyrovae.training.replay.replays_step`)
+    replays_step: ClassVar[bool] = True
+
     def forward(self, x: Optional[torch.Tensor] = None, num_samples: Optional[int] = None):
         """The model of a batch: the batch's tensors as keyword arguments (``x``; a conditional
         model also ``y``; text ``x`` and ``mask``), each observed; with the data left out,

@@ -162,6 +162,8 @@ def _code(v: torch.Tensor, z: Optional[torch.Tensor]) -> torch.Tensor:
 class _Seq2SeqBase(Model):
     """What the VAE and its baseline share: the semantic encoder, the decoder's inputs."""
 
+    replays_step = False  # the encoder reads the batch's longest sentence on the host (one sync)
+
     def _inputs(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         inputs = decoder_inputs(x)
         if self.training and self.options.word_dropout > 0:

@@ -493,6 +493,13 @@ def replayable(device, distributed: bool, compiled: bool, precision: str, object
             and (graph_safe(objective) or type(objective) is EnumELBO))
 
 
+def replays_step(model, guide) -> bool:
+    """Whether the pair may be recorded for the replay: neither declares ``replays_step = False``
+    (a suite pair whose step reads values on the host by design, e.g. the sentence encoders;
+    such a pair runs eagerly without the fallback warning a user's program gets)."""
+    return all(getattr(part, "replays_step", True) for part in (model, guide))
+
+
 def varying_weight(objective):
     """``objective`` where its KL weight warms up and the replay may take it as an input
     (:meth:`~pyrovae.infer.objectives.Objective.weight_as_input`), else None: the warm-up's

@@ -29,7 +29,7 @@ from pyrovae.registry import spec_of
 from pyrovae.training import distributed as dp
 from pyrovae.training.checks import FirstStepError, check_pair
 from pyrovae.training.cuda_graph import GraphedStep, graph_safe, static_from
-from pyrovae.training.replay import ReplayedStep, replayable, varying_weight
+from pyrovae.training.replay import ReplayedStep, replayable, replays_step, varying_weight
 from pyrovae.training.step import (
     LossModule, TrainStep, autocast, check_compilable, check_compiled, collect_parameters, compiled_networks,
     make_optimizer, pair_networks, quiet_pyro_modules,
@@ -280,7 +280,7 @@ class Setup:
         if self.device.type == "cuda":
             self.step = GraphedStep(self.train_step, enabled=bool(cuda_graphs), static_from=static_from(self.objective))
         else:  # the recorded forward pass replayed per batch where it applies
-            self.step = ReplayedStep(self.train_step, enabled=opts.replay and replayable(
+            self.step = ReplayedStep(self.train_step, enabled=opts.replay and replays_step(model, guide) and replayable(
                 self.device, self.group is not None, opts.compile, opts.precision, self.objective),
                 static_from=static_from(self.objective), weight=varying_weight(self.objective))
 

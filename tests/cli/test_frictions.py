@@ -276,7 +276,8 @@ def test_ctrl_c_that_passes_through_an_exec_of_a_string_still_exits_130(tmp_path
 
 
 def test_a_warning_is_one_line(tmp_path):
-    """The replay's fallback warning (acn and ssvae-text print it at every fit) came as Python
+    """The replay's fallback warning (acn and ssvae-text printed it at every fit before they declared
+    replays_step = False) came as Python
     prints warnings: the path of pyrovae/training/replay.py with a line number, then the source
     line that warned; docs/cli.md calls it a one-line warning. --debug keeps Python's form."""
     (tmp_path / "hostvae.py").write_text(textwrap.dedent('''

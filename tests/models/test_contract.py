@@ -19,6 +19,9 @@ from tests.contract import X_DIM, binary_data, build_pair, check_contract, check
 Z = 2
 
 
+# a suite pair never gets the replay's fallback warning (meant for a user's program): it replays, or
+# declares replays_step = False (the sentence encoders, ACN) and runs eagerly without trying
+@pytest.mark.filterwarnings("error:the training step:RuntimeWarning")
 @pytest.mark.parametrize("model_name", list_models())
 def test_model_contract(model_name, tmp_path):
     check_pair(model_name, guide_name_of(get_model(model_name)), tmp_path)
