@@ -106,8 +106,11 @@ def train(args):
         # and the documented runs have none unless --kl-warmup says so
         objective = make_objective(args.objective, warmup_steps=args.kl_warmup,
                                    **({"num_particles": args.particles} if args.objective == "iwae" else {}))
+        # keep_best=False: each evaluation is of the weights being trained (the curve), as in the documented
+        # runs, which predate fit's keep_best default (a segment would otherwise end on its best epoch's)
         result = fit(model, guide, dataset, objective=objective, epochs=end, batch_size=100, lr=lr, seed=args.seed,
-                     out_dir=out, resume=start > 0, progress=False, figures=False, device=args.device)
+                     out_dir=out, resume=start > 0, progress=False, figures=False, device=args.device,
+                     keep_best=False)
         train_s = time.perf_counter() - t0
         model.eval(), guide.eval()
         pyro.set_rng_seed(args.seed)
