@@ -26,6 +26,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, List, Optional
@@ -184,6 +185,7 @@ def fit(model: Callable, guide: Callable, data, *, objective=None, epochs: int =
         name = objective or objective_for(model, guide)
         objective = make_objective(name, **objective_options_for(model, name))
     s = Setup(model, guide, data, objective, batch_size, lr, seed, opts)  # checks everything, writes nothing
+    _check_warmup_fits(s, objective, epochs)
     if not opts.resume:  # a new run's weights (a resumed one loads its own)
         _initialize(s, opts.init)
     out_dir = Path(out_dir) if out_dir is not None else None
@@ -306,6 +308,19 @@ def _start(run: _Run, lr: float) -> None:
     run.segment = segment(run.config, run.epoch, run.epochs, (opts.config or {}).get("threads"))
     if run.folder is not None:
         write_json(out_dir / RUN_FILE, with_segments(run.config, run.saved, run.segment))
+
+
+def _check_warmup_fits(s, objective, epochs: int) -> None:
+    """A one-line warning where the objective's KL warm-up outlasts the run: its last steps still
+    train a down-weighted KL, short of the bound (the model's default warm-up, vrnn's 1000 steps,
+    and a short ``--epochs``). Where the batches per epoch are unknown (an iterable source), no check."""
+    warmup = getattr(objective, "warmup_steps", 0)
+    total = None if s.num_batches is None else epochs * s.num_batches
+    if not warmup or total is None or warmup <= total or not s.is_main:
+        return
+    warnings.warn(f"the KL warm-up ({warmup} steps) is longer than this run ({total} steps): the KL weight ends "
+                  f"at {objective.kl_weight(total - 1):.2g}, short of the bound; pass a shorter warm-up "
+                  f"(--kl-warmup N, warmup_steps=N; e.g. {total // 2}) or more epochs", RuntimeWarning, stacklevel=3)
 
 
 def _progress_bar(run: _Run):

@@ -181,3 +181,21 @@ def test_without_an_objective_fit_takes_the_guides_own(tmp_path):
     from pyrovae.models.hyperspherical import HypersphericalVAE
     from pyrovae.models.variance import VarianceVAE
     assert objective_for(HypersphericalVAE, DiagNormalGuide) == objective_for(VarianceVAE, DiagNormalGuide) == "elbo"
+
+
+def test_a_kl_warmup_longer_than_the_run_is_said_in_one_warning():
+    """vrnn's default warm-up (1000 steps) and a short --epochs: the run would end on a KL weight
+    of a few hundredths, short of the bound, with nothing said."""
+    import warnings
+
+    from pyrovae.infer.objectives import ELBO
+
+    x = torch.bernoulli(torch.full((30, 6), 0.3), generator=torch.Generator().manual_seed(0))
+    with pytest.warns(RuntimeWarning, match=r"KL warm-up \(100 steps\) is longer than this run \(6 steps\): the KL "
+                                            r"weight ends at 0.06, short of the bound; .*--kl-warmup N.*e.g. 3"):
+        fit(VAE(6, 2, (8,)), DiagNormalGuide(6, 2, (8,)), x, objective=ELBO(warmup_steps=100), epochs=2,
+            batch_size=10, progress=False, figures=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        fit(VAE(6, 2, (8,)), DiagNormalGuide(6, 2, (8,)), x, objective=ELBO(warmup_steps=6), epochs=2, batch_size=10,
+            progress=False, figures=False)
