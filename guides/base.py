@@ -48,10 +48,10 @@ class Guide(Configurable, PyroModule):
     #: ``meanfield`` apply (:func:`objective_for`); other guides keep ``elbo``
     closed_form_kl: ClassVar[bool] = False
 
-    #: False where the pair's training step reads tensor values on the host by design (the sentence encoder's one sync for the batch's longest sentence):
-    #: fit then runs its steps eagerly without trying to record them for the CPU replay, and
-    #: without the replay's fallback warning, which is meant for a user's own program
-    #: (:func:`pyrovae.training.replay.replays_step`)
+    #: False where the pair's training step reads tensor values on the host by design (the sentence
+    #: encoder's one sync for the batch's longest sentence): fit then runs its steps eagerly
+    #: without trying to record them for the CPU replay, and without the replay's fallback warning,
+    #: which is meant for a user's own program (:func:`pyrovae.training.replay.replays_step`)
     replays_step: ClassVar[bool] = True
 
     def bind_model(self, model) -> None:

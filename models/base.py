@@ -142,9 +142,10 @@ class Model(Configurable, PyroModule):
     #: (:func:`pyrovae.guides.base.objective_options_for`)
     default_objective_options: ClassVar[dict] = {}
 
-    #: False where the pair's training step reads tensor values on the host by design (ACN's neighbour table, the seq2seq encoder's one sync for the longest sentence):
-    #: fit then runs its steps eagerly without trying to record them for the CPU replay, and
-    #: without the replay's fallback warning, which is meant for a user's own program
+    #: False where the pair's training step reads tensor values on the host by design (ACN's
+    #: neighbour table, the seq2seq encoder's one sync for the longest sentence): fit then runs its
+    #: steps eagerly without trying to record them for the CPU replay, and without the replay's
+    #: fallback warning, which is meant for a user's own program
     #: (:func:`pyrovae.training.replay.replays_step`)
     replays_step: ClassVar[bool] = True
 
