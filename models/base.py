@@ -138,7 +138,8 @@ class Model(Configurable, PyroModule):
     default_objective: ClassVar[Optional[str]] = None
 
     #: options a new run's objective gets from the model when they are not given
-    #: (``{"warmup_steps": 1000}`` for ``vrnn``, 2500 for ``hvae``), for the objectives that have them
+    #: (``{"warmup_steps": 1000}`` for ``vrnn`` and ``dmm``, 2500 for ``hvae``), for the
+    #: objectives that have them
     #: (:func:`pyrovae.guides.base.objective_options_for`)
     default_objective_options: ClassVar[dict] = {}
 

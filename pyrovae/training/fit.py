@@ -143,7 +143,7 @@ def fit(model: Callable, guide: Callable, data, *, objective=None, epochs: int =
         ``stein`` for the Stein guide), else the model's ``default_objective`` (``meanfield``
         for ``least-squares-vae``), else ``elbo``, as ``pyrovae fit`` chooses
         (:func:`~pyrovae.guides.base.objective_for`). A name is built with the model's
-        ``default_objective_options`` it declares (``vrnn``'s and ``hvae``'s KL warm-up,
+        ``default_objective_options`` it declares (the KL warm-up of ``vrnn``, ``dmm`` and ``hvae``,
         :func:`~pyrovae.guides.base.objective_options_for`); pass an Objective to choose every option.
     :param int epochs: total epochs (a resumed run continues up to this number).
     :param int batch_size: datapoints per step.

@@ -195,3 +195,26 @@ def test_cli_fit_picks_the_dmm_guide_and_reloads(tmp_path):
     assert "test log-likelihood (K=2)" in done.stdout
     done = run_cli("evaluate", "run", "--num-samples", "2", "--limit", "4", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_dmms_objective_warms_its_kl_up_by_default(tmp_path):
+    """``fit`` and ``pyrovae fit`` give the DMM's objective ``warmup_steps=1000`` (as Krishnan et
+    al. anneal the KL; docs/sequences.md#the-dmms-default-kl-warm-up) unless an option or an
+    Objective says otherwise."""
+    import json
+
+    from pyrovae.cli.fit import build_parser
+    from pyrovae.infer.objectives import ELBO
+
+    x = torch.bernoulli(torch.full((8, 3, 5), 0.3), generator=torch.Generator().manual_seed(0))
+    data = {"x": x, "mask": torch.ones(8, 3, dtype=torch.bool)}
+
+    def objective_of(out, **kwargs):
+        model, guide = DMM(x_dim=5, z_dim=2, transition_dim=4, emission_dim=4), DMMGuide(x_dim=5, z_dim=2, rnn_dim=4)
+        fit(model, guide, data, epochs=1, batch_size=4, progress=False, figures=False, out_dir=tmp_path / out, **kwargs)
+        return json.loads((tmp_path / out / "run.json").read_text())["objective"]
+
+    assert objective_of("default")["warmup_steps"] == 1000
+    assert objective_of("given", objective=ELBO())["warmup_steps"] == 0
+    assert build_parser("dmm", "dmm", "elbo").parse_args([]).obj_warmup_steps == 1000
+    assert build_parser("dmm", "dmm", "elbo").parse_args(["--kl-warmup", "0"]).obj_warmup_steps == 0
