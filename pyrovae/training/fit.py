@@ -436,8 +436,17 @@ def _track_best(run: _Run, epoch: int, value: float) -> None:
         run.best, run.stale = {"epoch": epoch, "valid_elbo": float(value)}, 0
         run.best_state = parameter_state(run.s.model, run.s.guide, run.s.store_params, copy=True) if opts.keep_best else None
         return
+    if _warming(run, run.step):  # the bound trained is not yet the one validated: patience waits
+        return
     run.stale += 1
     run.stopped = bool(opts.patience) and run.stale >= opts.patience and epoch < run.epochs
+
+
+def _warming(run: _Run, steps: int) -> bool:
+    """Whether the objective's KL weight was still rising after ``steps`` steps: a validation
+    then counts for the best weights but not against ``patience`` (the VRNN's and hvae's default
+    warm-ups train a down-weighted KL for their first 1000 and 2500 steps)."""
+    return steps < getattr(run.s.objective, "warmup_steps", 0)
 
 
 def _resume_best(run: _Run, checkpoint: dict, out_dir) -> None:
@@ -457,7 +466,8 @@ def _resume_best(run: _Run, checkpoint: dict, out_dir) -> None:
         at_end = not (checkpoint.get("position") or {}).get("batch")
         run.best_state = best.get("parameters") or (parameter_state(s.model, s.guide, s.store_params, copy=True) if at_end and run.best["epoch"] == run.epoch
                                                     else None)
-    run.stale = sum(1 for r in run.metrics if "valid_elbo" in r and r["epoch"] > run.best["epoch"])
+    run.stale = sum(1 for r in run.metrics if "valid_elbo" in r and r["epoch"] > run.best["epoch"]
+                    and not _warming(run, r.get("step", math.inf)))
     if opts.patience and run.stale >= opts.patience:
         raise UsageError(f"cannot resume {out_dir}: its patience ({opts.patience}) has run out, no better validation "
                          f"ELBO than epoch {run.best['epoch']}'s in the {run.stale} validations to epoch {run.epoch}; "

@@ -118,3 +118,32 @@ def test_without_validation_the_last_weights_are_the_result():
     assert result.best is None and result.weights_epoch == EPOCHS and not result.stopped_early
     with pytest.raises(UsageError, match="patience must be a non-negative integer"):
         run(patience=-1)
+
+
+def test_patience_waits_for_the_end_of_the_kl_warmup(monkeypatch, tmp_path):
+    """Inside a KL warm-up the bound trained is not the one validated, and the validation ELBO may
+    fall while the KL weight rises: those validations count for the best weights, not against the
+    patience. A validation ELBO that falls every epoch (4 steps an epoch: 40 rows, batch 10): with
+    patience 2 the plain run stops at epoch 3; with a warm-up over 9 steps, epochs 1 and 2 end
+    inside it, so it stops at epoch 4."""
+    import importlib
+
+    from pyrovae.infer.objectives import ELBO
+
+    fit_module = importlib.import_module("pyrovae.training.fit")  # the module (the package exports the function)
+
+    def falling():
+        values = iter(range(100))
+        return lambda *args, **kwargs: -float(next(values))
+
+    monkeypatch.setattr(fit_module, "mean_elbo", falling())
+    plain = run(patience=2)
+    monkeypatch.setattr(fit_module, "mean_elbo", falling())
+    warmed = run(tmp_path / "w", patience=2, objective=ELBO(warmup_steps=9))
+    assert [r["step"] for r in warmed.metrics] == [4, 8, 12, 16]
+    assert plain.stopped_early and plain.metrics[-1]["epoch"] == 3 and plain.best["epoch"] == 1
+    assert warmed.stopped_early and warmed.metrics[-1]["epoch"] == 4 and warmed.best["epoch"] == 1
+    # resumed, the validations inside the warm-up are not counted either: 2 since the best, not 3
+    with pytest.raises(UsageError, match=r"in the 2 validations to epoch 4"):
+        run(tmp_path / "w", resume=True, patience=2, objective=ELBO(warmup_steps=9))
+    run(tmp_path / "w", resume=True, patience=3, objective=ELBO(warmup_steps=9), epochs=5)  # 2 < 3: it trains on
