@@ -43,9 +43,13 @@ Indexing with a mask computed from the data (``x[mask]``, ``nonzero``, ``masked_
 replay selects afresh from its own batch: Pyro's neural spline flows (identity outside the
 spline's box, ``outputs[outside] = inputs[outside]``) replay exactly. What cannot be replayed
 is such a selection's *size* read in Python (``sel.shape[0]`` as a divisor or a new tensor's
-shape): the recording keeps one batch's size. The recording lists its data-dependent
-operations; where the check then fails, or a later replay raises (the random state restored
-first), the warning names them and the step runs eagerly from then on.
+shape): the recording keeps one batch's size. torch itself does so in one case: assigning a
+selection of exactly one element (``outputs[outside] = inputs[outside]`` with one entry
+outside the spline's box) views it as a scalar, a shape that fails on any other count. So where
+the check of a recording with data-dependent operations fails, or a later replay of it raises
+(the random state restored first, that step run eagerly), the step is recorded again on the
+next batch and checked on this one, three recordings at most; then the warning names the
+operations and every step runs eagerly.
 
 >>> step = ReplayedStep(None, lambda batch, step: batch["x"].sum(), enabled=False)
 >>> float(step({"x": torch.ones(3)}, 0))
@@ -332,6 +336,10 @@ class ReplayedStep:
         except Exception as error:  # noqa: BLE001 - the eager step raises what is a real error
             optimizer.zero_grad(set_to_none=True)
             torch.set_rng_state(state)
+            if self.data_dependent and self.recordings < MAX_RECORDINGS:  # recorded again, checked on this batch
+                self.graph = None
+                self._keep(batch, step)
+                return self._eager(batch, step)
             detail = f"a replay failed, {type(error).__name__}: {' '.join(str(error).split())}"
             self._switch_off(self._sized_selection(detail))
             return self._eager(batch, step)
@@ -416,6 +424,8 @@ class ReplayedStep:
                 self._switch_off(f"the training step branches on tensor values in Python (an if or while on a "
                                  f"tensor) and {self.recordings} recordings went another way on their checks' "
                                  "batches; it runs eagerly")
+        elif message is not None and self.data_dependent and self.recordings < MAX_RECORDINGS:
+            self._keep(batch, step)  # a selection's size kept from this batch: recorded again on the next
         elif message is not None:
             self._switch_off(message)
         else:

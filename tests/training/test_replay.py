@@ -227,34 +227,63 @@ def test_a_step_that_keeps_a_selections_size_falls_back_naming_the_mask(selectio
     _assert_same(replayed, eager)
 
 
-def test_a_replay_that_meets_another_selection_size_runs_that_step_eagerly():
-    """Recorded and checked on batches with as many positive pixels, the recording keeps that
-    count as a shape; the batch with another count runs eagerly, with the same draws."""
+def _selection_run(counts, replay):
+    """Steps of the plain pair whose step keeps a selection's size as a shape, one batch of 10 rows
+    per entry of ``counts`` (that many positive pixels per row), warm-up 1: the losses, the
+    parameters, the ReplayedStep and the replay's warnings."""
     def rows(n, ones):
         x = torch.zeros(n, X_DIM)
         x[:, :ones] = 1
         return x
 
-    batches = [rows(10, 4), rows(10, 4), rows(10, 5), rows(10, 4)]
-    runs = []
-    for replay in (False, True):
-        pyro.clear_param_store()
-        model, guide = plain_pair(selection="shape")
-        torch.manual_seed(3)
-        setup = Setup(model, guide, torch.cat(batches), "elbo", 10, 1e-2, 3,
-                      FitOptions(replay=replay, progress=False, figures=False, valid_every=0))
-        setup.step.warmup = 1
-        with pyro.validation_enabled(False), warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            losses = [float(setup.step({"x": x}, i)) for i, x in enumerate(batches)]
-        runs.append((losses, [v.detach().clone() for _, v in sorted(pyro.get_param_store().items())], setup.step))
-    (eager, eager_params, _), (replayed, replayed_params, step) = runs
-    [message] = [str(w.message) for w in caught if "replay" in str(w.message)]
-    assert "indexes with a data-dependent mask (a boolean-mask index)" in message and "a replay failed" in message
-    assert step.replays == 0 and step.eager_steps == 3 and not step.enabled  # 0 eager, 1 recorded, 2 failed: eager
-    assert replayed == pytest.approx(eager, rel=1e-6)
-    for a, b in zip(replayed_params, eager_params):
-        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    batches = [rows(10, k) for k in counts]
+    pyro.clear_param_store()
+    model, guide = plain_pair(selection="shape")
+    torch.manual_seed(3)
+    setup = Setup(model, guide, torch.cat(batches), "elbo", 10, 1e-2, 3,
+                  FitOptions(replay=replay, progress=False, figures=False, valid_every=0))
+    setup.step.warmup = 1
+    with pyro.validation_enabled(False), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        losses = [float(setup.step({"x": x}, i)) for i, x in enumerate(batches)]
+    params = [v.detach().clone() for _, v in sorted(pyro.get_param_store().items())]
+    return losses, params, setup.step, [str(w.message) for w in caught if "replay" in str(w.message)]
+
+
+def _assert_selection_runs_equal(a, b):
+    assert a[0] == pytest.approx(b[0], rel=1e-6)
+    for x, y in zip(a[1], b[1]):
+        assert torch.allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_a_replay_that_meets_another_selection_size_is_recorded_again_then_switched_off():
+    """Recorded and checked on batches with as many positive pixels, the recording keeps that
+    count as a shape; the batch with another count runs eagerly (the same draws) and the step is
+    recorded again on the next batch, checked on that one; the third recording failing its check,
+    the warning names the mask and every later step runs eagerly."""
+    counts = [4, 4, 5, 4, 5, 4]
+    eager = _selection_run(counts, False)
+    replayed = _selection_run(counts, True)
+    step, [message] = replayed[2], replayed[3]
+    assert "indexes with a data-dependent mask (a boolean-mask index)" in message
+    assert "its check on another batch failed" in message
+    # 0 eager, 1 recorded, 2 failed (eager), 3 recorded (check on 2 fails), 4 recorded (check on 3 fails:
+    # the third), 5 eager
+    assert step.recordings == 3 and step.replays == 0 and step.eager_steps == 3 and not step.enabled
+    _assert_selection_runs_equal(replayed, eager)
+
+
+def test_a_recording_that_kept_one_batchs_selection_size_is_made_again_and_replays():
+    """torch views a one-element selection as a scalar when it is assigned (Pyro's spline:
+    ``outputs[outside] = inputs[outside]``), so a recording made where one entry fell outside fails
+    on every other count; recorded again on the next batch, the step replays (here: a recording
+    that kept the count 5, checked on a batch of 4, is made again on the batches of 5)."""
+    counts = [4, 5, 5, 5, 5]
+    eager = _selection_run(counts, False)
+    replayed = _selection_run(counts, True)
+    step = replayed[2]
+    assert replayed[3] == [] and step.enabled and step.recordings == 2 and step.replays == 2
+    _assert_selection_runs_equal(replayed, eager)
 
 
 @pytest.mark.parametrize("in_place,written", [
