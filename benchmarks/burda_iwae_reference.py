@@ -23,7 +23,8 @@ Setup (a scratch folder outside the repository; the reference's commit 78a6075):
     PYTHONPATH=py2lib:py2extra THEANO_FLAGS=floatX=float32 OMP_NUM_THREADS=1 IWAE_DIR=iwae \\
         python2.7 /path/to/benchmarks/burda_iwae_reference.py MODEL K STAGES SEED NUM_TRAIN NUM_TEST EVAL_K
 
-MODEL is vae or iwae, K the training samples. It prints ``RESULT ...``: the test log p(x) estimate
+MODEL is vae or iwae, K the training samples; ``LAYERS=2`` in the environment builds its two
+stochastic layers (784-200-200-100-100-100-50, as its ``experiments.py``) instead of one. It prints ``RESULT ...``: the test log p(x) estimate
 with EVAL_K importance samples (its estimator) on the first NUM_TEST test images, its standard
 error over images, and the process CPU seconds per training pass. Not a test.
 """
@@ -65,8 +66,12 @@ def main():
     # its DatasetTheano keeps the last n_used_for_validation rows as validation
     dataset = datasets.BinarizedDatasetTheano(
         datasets.DatasetTheano(x[:num_train + 400], xt[:num_test], 400, shuffle=False))
-    model = iwae.random_iwae(latent_units=[784, 50], hidden_units_q=[[200, 200]], hidden_units_p=[[200, 200]],
-                             dataset=dataset)
+    if os.environ.get("LAYERS", "1") == "2":  # its two stochastic layers (the paper's; its experiments.py's sizes)
+        model = iwae.random_iwae(latent_units=[784, 100, 50], hidden_units_q=[[200, 200], [100, 100]],
+                                 hidden_units_p=[[100, 100], [200, 200]], dataset=dataset)
+    else:
+        model = iwae.random_iwae(latent_units=[784, 50], hidden_units_q=[[200, 200]], hidden_units_p=[[200, 200]],
+                                 dataset=dataset)
     srng = utils.srng(123 + seed)  # seed 0: its default stream (MRG seeds must be > 0)
     optimizer = optimizers.Adam(model=model, learning_rate=1e-3)
     passes, cpu = 0, 0.0
@@ -83,8 +88,8 @@ def main():
     batch = dataset.minibatchIindex_minibatch_size(index, 20, subdataset="test", srng=esrng)
     estimate = theano.function([index], model.log_marginal_likelihood_estimate(batch, eval_k, esrng))
     values = np.concatenate([np.ravel(estimate(i)) for i in range((num_test + 19) // 20)])
-    print("RESULT model %s k %d passes %d train %d seed %d test_logpx %.3f se %.3f (K = %d, %d test images) "
-          "cpu_s_per_pass %.1f" % (model_type, k, passes, num_train, seed, values.mean(),
+    print("RESULT layers %s model %s k %d passes %d train %d seed %d test_logpx %.3f se %.3f (K = %d, %d test images) "
+          "cpu_s_per_pass %.1f" % (os.environ.get("LAYERS", "1"), model_type, k, passes, num_train, seed, values.mean(),
                                    values.std(ddof=1) / np.sqrt(len(values)), eval_k, len(values), cpu / passes))
     if os.environ.get("OUT_JSON"):
         with open(os.environ["OUT_JSON"], "w") as f:
