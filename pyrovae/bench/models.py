@@ -52,7 +52,6 @@ import pyro.poutine as poutine
 import torch
 
 from pyrovae.bench.runners import sync
-from pyrovae.guides.base import objective_for, objective_options_for
 from pyrovae.models.base import guide_name_of
 
 #: the data set each model is measured on (its docs page's); models not listed use MNIST
@@ -85,7 +84,7 @@ def model_case(name: str, batch_size: int = 100, data_dir=None, device="cpu", se
     for the model's and guide's options, each given to those that have it (e.g. small
     sizes for a smoke test)."""
     from pyrovae.data.datasets import DataNotFoundError, load_dataset
-    from pyrovae.infer.objectives import make_objective
+    from pyrovae.training.fit import objective_of
     from pyrovae.registry import build, constructor_options, get_guide, get_model, pair_guide
 
     model_factory = get_model(name)
@@ -123,8 +122,7 @@ def model_case(name: str, batch_size: int = 100, data_dir=None, device="cpu", se
                 batch["y"] = torch.bernoulli(torch.full((batch_size, 784), 0.3), generator=generator)
     batch = cut_to_longest_row(batch)
     guide = pair_guide(model, build(guide_factory, accepted(guide_factory), fill=fill))
-    objective_name = objective_for(model_factory, guide_factory)  # as fit names it, with the model's options
-    objective = make_objective(objective_name, **objective_options_for(model_factory, objective_name))
+    objective = objective_of(model_factory, guide_factory)  # as fit builds it, with the model's options
     for module in (model, guide):
         module.to(device)
     batch = {k: v.to(device) for k, v in batch.items()}

@@ -181,9 +181,7 @@ def fit(model: Callable, guide: Callable, data, *, objective=None, epochs: int =
         raise NoRunError(f"cannot resume {out_dir}: it is not a run folder (no {CHECKPOINT_FILE}); pass the out_dir "
                          "(--out) of an earlier fit, or start a new run without resume (--resume)")
     pyro.set_rng_seed(seed)  # before anything random happens
-    if objective is None or isinstance(objective, str):  # a name: with the model's own options (vrnn's warm-up)
-        name = objective or objective_for(model, guide)
-        objective = make_objective(name, **objective_options_for(model, name))
+    objective = objective_of(model, guide, objective)
     s = Setup(model, guide, data, objective, batch_size, lr, seed, opts)  # checks everything, writes nothing
     _check_warmup_fits(s, objective, epochs)
     if not opts.resume:  # a new run's weights (a resumed one loads its own)
@@ -308,6 +306,16 @@ def _start(run: _Run, lr: float) -> None:
     run.segment = segment(run.config, run.epoch, run.epochs, (opts.config or {}).get("threads"))
     if run.folder is not None:
         write_json(out_dir / RUN_FILE, with_segments(run.config, run.saved, run.segment))
+
+
+def objective_of(model, guide, objective=None):
+    """The objective fit trains ``model`` and ``guide`` with: a name (None: the pair's,
+    :func:`~pyrovae.guides.base.objective_for`) built with the options the model declares
+    (its KL warm-up, :func:`~pyrovae.guides.base.objective_options_for`); anything else as it is."""
+    if objective is None or isinstance(objective, str):
+        name = objective or objective_for(model, guide)
+        return make_objective(name, **objective_options_for(model, name))
+    return objective
 
 
 def _check_warmup_fits(s, objective, epochs: int) -> None:

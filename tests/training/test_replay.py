@@ -97,9 +97,8 @@ def plain_pair(host_read=None, no_grad=False, selection=None, in_place=None, bra
     return model, guide
 
 
-def _fit(make, objective, replay, monkeypatch, epochs=2, **options):
-    """Two epochs (6 full batches and a partial one each); the losses, the trained tensors, and
-    the ReplayedStep fit built."""
+def _spy_steps(monkeypatch) -> list:
+    """The ReplayedSteps fit builds from now on, appended to the list returned."""
     made = []
 
     class Spy(ReplayedStep):
@@ -108,6 +107,13 @@ def _fit(make, objective, replay, monkeypatch, epochs=2, **options):
             made.append(self)
 
     monkeypatch.setattr(fit_setup, "ReplayedStep", Spy)
+    return made
+
+
+def _fit(make, objective, replay, monkeypatch, epochs=2, **options):
+    """Two epochs (6 full batches and a partial one each); the losses, the trained tensors, and
+    the ReplayedStep fit built."""
+    made = _spy_steps(monkeypatch)
     pyro.clear_param_store()
     model, guide = make()
     result = fit(model, guide, data(), objective=objective, epochs=epochs, batch_size=10, seed=3, progress=False,
@@ -341,14 +347,7 @@ def test_m2s_enumerated_elbo_is_replayed_equal_to_eager(monkeypatch):
 
     runs = {}
     for replay in (False, True):
-        made = []
-
-        class Spy(ReplayedStep):
-            def __init__(self, *args, **kwargs):
-                super().__init__(*args, **kwargs)
-                made.append(self)
-
-        monkeypatch.setattr(fit_setup, "ReplayedStep", Spy)
+        made = _spy_steps(monkeypatch)
         pyro.clear_param_store()
         model, guide = m2_pair()
         with warnings.catch_warnings():
@@ -387,14 +386,7 @@ def test_the_enumerated_elbos_replay_waits_for_the_kl_warmup(monkeypatch):
     the replay starts after it."""
     from pyrovae.infer.enum import EnumELBO
 
-    made = []
-
-    class Spy(ReplayedStep):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            made.append(self)
-
-    monkeypatch.setattr(fit_setup, "ReplayedStep", Spy)
+    made = _spy_steps(monkeypatch)
     model, guide = m2_pair()
     fit(model, guide, labelled_data(), objective=EnumELBO(alpha=5.0, warmup_steps=5), epochs=2, batch_size=10,
         seed=3, progress=False, figures=False)
