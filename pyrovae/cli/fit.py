@@ -182,11 +182,10 @@ def report(result, out: Path, model, guide, dataset, args, fit_seconds: float = 
     if not isinstance(dataset.test, dict):  # read from a path: say how
         print(result.data_mode)
     valid = f", validation ELBO {last['valid_elbo']:.3f} nats" if "valid_elbo" in last else ""
-    print(f"epochs: {last['epoch']}, final train loss {last['train_loss']:.3f}{valid}")
+    # fit() said when and why it stopped early (stderr, as it happened); the summary says it in a word
+    stopped = f" of {args.epochs} asked, stopped early (--patience {args.patience})" if result.stopped_early else ""
+    print(f"epochs: {last['epoch']}{stopped}, final train loss {last['train_loss']:.3f}{valid}")
     best = result.best
-    if result.stopped_early:
-        print(f"stopped early: no better validation ELBO in the {last['epoch'] - best['epoch']} epochs after epoch "
-              f"{best['epoch']} (--patience {args.patience}; --epochs {args.epochs} asked)")
     if best is not None and result.weights_epoch != last["epoch"]:
         print(f"kept the weights of epoch {best['epoch']}, the best validation ELBO ({best['valid_elbo']:.3f} nats): "
               "the score, figures, evaluate and sample use them (--weights last reads the last epoch's; "

@@ -331,6 +331,13 @@ def test_default_epochs_stop_early_and_the_best_weights_are_the_runs_result(tmp_
     assert best == max(metrics, key=lambda r: r["valid_elbo"])["epoch"]
     if best != metrics[-1]["epoch"]:
         assert f"kept the weights of epoch {best}" in fitted.stdout
+    # an early stop is explained once (fit's line as it happens), and summed up in the epochs line
+    said = fitted.stdout + fitted.stderr
+    if metrics[-1]["epoch"] < 250:
+        assert said.count("no better validation ELBO") == 1, said
+        assert f"epochs: {metrics[-1]['epoch']} of 250 asked, stopped early (--patience 25)" in fitted.stdout
+    else:
+        assert "stopped early" not in said
     flags = ["--num-samples", "10", "--limit", "20", "--json"]
     kept = json.loads(pyrovae_here("evaluate", out, *flags, cwd=tmp_path).stdout)
     last = json.loads(pyrovae_here("evaluate", out, *flags, "--weights", "last", cwd=tmp_path).stdout)
