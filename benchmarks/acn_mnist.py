@@ -87,13 +87,39 @@ def coding_cost(model, guide, x: torch.Tensor, samples: int, batch: int = 100) -
 
 
 @torch.no_grad()
-def knn_accuracy(guide, train_x, train_y, test_means, test_y, k: int = 5) -> float:
-    """Test accuracy of a k-nearest-neighbour vote (Euclidean, posterior means) against the
-    training images' codes: how much of the class the codes carry, whatever their scale."""
-    train_means = torch.cat([guide.encode(train_x[i:i + 1000]).mean for i in range(0, len(train_x), 1000)])
-    _, rows = knn(test_means, train_means, k)
-    votes = torch.nn.functional.one_hot(train_y[rows], 10).sum(1)
-    return float((votes.argmax(1) == test_y).float().mean())
+def code_probes(train_means, train_y, test_means, test_y, train_x, test_x, k: int = 5) -> dict:
+    """The test accuracy of a k-nearest-neighbour vote (Euclidean, posterior means) against the
+    training images' codes (``knn_raw``), and what the codes say about the class beyond it (why the ACN's codes may
+    classify worse than the VAE's): the same k-NN vote on codes standardized per dimension by the
+    training codes' mean and s.d., and on whitened codes (their principal axes at unit variance);
+    a linear probe (logistic regression on the standardized codes, sklearn); and how much of the
+    codes is the ink, the share of an image's pixels that are on (stroke width and size, not
+    the class): R^2 of a linear fit of the ink from the codes (test images), and R^2 of the ink
+    along the codes' first principal axis alone."""
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+
+    def vote(train_codes, test_codes):
+        _, rows = knn(test_codes, train_codes, k)
+        votes = torch.nn.functional.one_hot(train_y[rows], 10).sum(1)
+        return float((votes.argmax(1) == test_y).float().mean())
+
+    mean, sd = train_means.mean(0), train_means.std(0).clamp_min(1e-6)
+    std_train, std_test = (train_means - mean) / sd, (test_means - mean) / sd
+    values, vectors = torch.linalg.eigh(torch.cov((train_means - mean).T))
+    values, vectors = values.flip(0), vectors.flip(1)
+    whiten = vectors / values.clamp_min(1e-8).sqrt()
+    white_train, white_test = (train_means - mean) @ whiten, (test_means - mean) @ whiten
+    probe = LogisticRegression(max_iter=2000).fit(std_train.numpy(), train_y.numpy())
+    ink_train, ink_test = train_x.mean(1).numpy(), test_x.mean(1).numpy()
+    ink_fit = LinearRegression().fit(std_train.numpy(), ink_train)
+    first_train, first_test = white_train[:, :1].numpy(), white_test[:, :1].numpy()
+    first_fit = LinearRegression().fit(first_train, ink_train)
+    return {"knn_raw": vote(train_means, test_means), "knn_standardized": vote(std_train, std_test),
+            "knn_whitened": vote(white_train, white_test),
+            "linear_probe": float(probe.score(std_test.numpy(), test_y.numpy())),
+            "ink_r2_from_codes": float(ink_fit.score(std_test.numpy(), ink_test)),
+            "ink_r2_from_first_axis": float(first_fit.score(first_test, ink_test)),
+            "first_axis_share_of_variance": float(values[0] / values.sum())}
 
 
 def daydream_figure(model, x0: torch.Tensor, steps: int, path: Path) -> Path:
@@ -126,15 +152,16 @@ def compare(args) -> dict:
         pyro.set_rng_seed(0)
         cost = coding_cost(model, guide, test, args.kl_samples)
         active = int((cost["means"].var(0) > 0.01).sum())
-        accuracy = knn_accuracy(guide, train["x"].bernoulli(generator=torch.Generator().manual_seed(0)), train["y"],
-                                cost["means"], test_y)
+        train_x = train["x"].bernoulli(generator=torch.Generator().manual_seed(0))
+        train_means = torch.cat([guide.encode(train_x[i:i + 1000]).mean for i in range(0, len(train_x), 1000)])
+        probes = code_probes(train_means, train["y"], cost["means"], test_y, train_x, test)
         results[prior] = {"fit_seconds": round(seconds, 1), "epochs": [
             {k: round(v, 3) for k, v in m.items() if isinstance(v, float)} for m in result.metrics],
             "kl": mean_and_stderr(cost["kl"]), "reconstruction": mean_and_stderr(cost["reconstruction"]),
             "coding_cost": mean_and_stderr(cost["kl"] + cost["reconstruction"]), "active_units": active,
             "reconstruction_with_another_images_code": mean_and_stderr(cost["swapped"]),
             "decoder_reliance_on_z": mean_and_stderr(cost["swapped"] - cost["reconstruction"]),
-            "knn5_test_accuracy_from_codes": accuracy}
+            "knn5_test_accuracy_from_codes": probes.pop("knn_raw"), "code_probes": probes}
         pairs[prior] = (model, guide, cost)
         print(prior, json.dumps(results[prior]), flush=True)
     a, v = pairs["knn"][2], pairs["standard"][2]

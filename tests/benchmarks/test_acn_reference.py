@@ -189,3 +189,28 @@ def test_seed_everything_seeds_its_seed_and_only_within(tmp_path, monkeypatch):
         assert torch.equal(draw(1), draw(394))  # put back after
     finally:
         torch.set_num_threads(threads)
+
+
+def test_acn_code_probes_tell_the_class_from_the_scale_and_the_ink(monkeypatch):
+    """Codes whose class is in three small dimensions and whose ink is in one large one: the raw
+    vote sees the ink, the standardized vote, the whitened one and the linear probe see the class,
+    and the ink is read back from the codes and from their first principal axis."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    mod = _module("acn_mnist")
+    g = torch.Generator().manual_seed(0)
+
+    def sample(n):
+        y = torch.randint(0, 10, (n,), generator=g)
+        centres = torch.randn(10, 3, generator=torch.Generator().manual_seed(1))
+        ink = torch.rand(n, generator=g)
+        codes = torch.cat([0.01 * (centres[y] + 0.05 * torch.randn(n, 3, generator=g)), 10 * ink[:, None]], 1)
+        x = (torch.rand(n, 784, generator=g) < ink[:, None]).float()
+        return codes, y, x
+
+    train, train_y, train_x = sample(2000)
+    test, test_y, test_x = sample(500)
+    probes = mod.code_probes(train, train_y, test, test_y, train_x, test_x)
+    assert probes["knn_raw"] < 0.3
+    assert min(probes["knn_standardized"], probes["knn_whitened"], probes["linear_probe"]) > 0.9
+    assert probes["ink_r2_from_codes"] > 0.95 and probes["ink_r2_from_first_axis"] > 0.95
+    assert probes["first_axis_share_of_variance"] > 0.99
