@@ -1,7 +1,7 @@
 """Variance layers (Neklyudov et al.) in a VAE on MNIST: does a decoder with a zero-mean
 Bayesian layer train, and does an encoder with one learn a useful representation?
 
-Three pairs at equal budget (the same sizes 784-h-h-z, ReLU, Bernoulli, the same epochs,
+Four pairs at equal budget (the same sizes 784-h-h-z, ReLU, Bernoulli, the same epochs,
 batch, Adam learning rate and batch order, seed 0) on the first ``--train-size`` dynamically
 binarized MNIST training images:
 
@@ -10,7 +10,11 @@ binarized MNIST training images:
   log-uniform prior), the ordinary encoder;
 - ``variance-vae + variance-encoder``: also the encoder's first layer a variance layer;
 - ``vae + variance-encoder``: the ordinary decoder with that encoder (the representation
-  check without the variance decoder's handicap).
+  check without the variance decoder's handicap);
+- by ``--pairs`` only, the ablation of the weight noise: ``noiseless variance-vae + diag`` and
+  ``vae + noiseless variance-encoder``, the same pairs with each variance layer's unit
+  outputting its mean after the ReLU (``NoiselessVariance``; the same start), which leaves the
+  features a zero-mean layer can form without the noise.
 
 Each is scored by the importance-sampled test log-likelihood (K ``--num-samples``, on the
 first ``--test-size`` test images; for the variance decoder the predictive density
@@ -26,11 +30,12 @@ encoder before training.
 
 ``--part classifier``: the paper's own check, cheaply. A 784-h-10 ReLU classifier trained
 by cross-entropy on the same training images (the same epochs, batch, Adam learning rate,
-batch order), once with an ordinary hidden layer and once with a variance layer there (its
-weights zero-mean; the output layer ordinary); test accuracy on ``--probe-test-size`` test
-images, the variance network's prediction the average of the softmax over
-``--ensemble`` draws of the weight noise (the paper's test-time averaging) and from a
-single draw.
+batch order), with an ordinary hidden layer, with a variance layer there (its weights
+zero-mean; the output layer ordinary), and with that variance layer without its noise (each
+unit its mean after the ReLU: what the noise costs, apart from the layer's features); test
+accuracy on ``--probe-test-size`` test images, the variance network's prediction the average of
+the softmax over ``--ensemble`` draws of the weight noise (the paper's test-time averaging) and
+from a single draw.
 
     OMP_NUM_THREADS=1 python benchmarks/variance_layers.py --part classifier --epochs 10
 
@@ -45,6 +50,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 
 import pyro
@@ -54,20 +60,29 @@ import _harness  # benchmarks/_harness.py
 import pyrovae
 from pyrovae.data.datasets import load_dataset
 from pyrovae.guides import DiagNormalGuide
+from pyrovae.nn.variance import VarianceLinear, VarianceMLP
 from pyrovae.models import VAE
 from pyrovae.guides.variance import VarianceEncoder
 from pyrovae.models.variance import VarianceVAE
 from pyrovae.nn import INITS
 
 PAIRS = ("vae + diag", "variance-vae + diag", "variance-vae + variance-encoder", "vae + variance-encoder")
+NOISELESS = ("noiseless variance-vae + diag", "vae + noiseless variance-encoder")  # the noise's ablation (--pairs)
 
 
 def build(name, sizes, seed):
+    """The pair ``name``; "noiseless" before a part: its variance layers without their noise (the
+    ablation of the noise: the same start, each unit its mean)."""
     pyro.clear_param_store()
     torch.manual_seed(seed)
-    model = VAE(**sizes, activation="relu") if name.startswith("vae") else VarianceVAE(**sizes)
+    model_name, guide_name = name.split(" + ")
+    model = VAE(**sizes, activation="relu") if model_name == "vae" else VarianceVAE(**sizes)
     torch.manual_seed(seed + 1)
-    guide = VarianceEncoder(**sizes) if name.endswith("variance-encoder") else DiagNormalGuide(**sizes, activation="relu")
+    guide = (VarianceEncoder(**sizes) if guide_name.endswith("variance-encoder")
+             else DiagNormalGuide(**sizes, activation="relu"))
+    for part, part_name in ((model, model_name), (guide, guide_name)):
+        if part_name.startswith("noiseless "):
+            noiseless(part)
     return model, guide
 
 
@@ -141,17 +156,46 @@ def table(rows, args, machine) -> str:
     return "\n".join(lines) + "\n"
 
 
-def classifier_part(dataset, test, args, machine) -> str:
-    from pyrovae.nn.variance import VarianceMLP
+class NoiselessVariance(VarianceLinear):
+    """A variance layer followed by a ReLU (as everywhere in this benchmark) whose unit outputs its
+    mean after the ReLU, E relu(b) = sd(b) / sqrt(2 pi) (with a bias m: E relu(m + sd eps)),
+    instead of a draw: the features a zero-mean layer can express (the square root of a
+    non-negative combination of the squared inputs), without the noise."""
 
+    def forward(self, x):
+        sd = (self.output_variance(x) + 1e-16).sqrt()
+        if self.bias is None:
+            return sd / math.sqrt(2 * math.pi)
+        r = self.bias / sd  # E relu(m + sd eps) = m Phi(m / sd) + sd phi(m / sd)
+        normal = torch.distributions.Normal(0.0, 1.0)
+        return self.bias * normal.cdf(r) + sd * normal.log_prob(r).exp()
+
+
+def noiseless(module: torch.nn.Module) -> torch.nn.Module:
+    """Replace every variance layer inside ``module`` by a :class:`NoiselessVariance` with its
+    parameters (in place; returns ``module``)."""
+    for parent in list(module.modules()):
+        for key, child in list(parent.named_children()):
+            if type(child) is VarianceLinear:
+                quiet = NoiselessVariance(child.in_features, child.out_features, bias=child.bias is not None,
+                                          prior=child.prior, prior_scale=child.prior_scale)
+                quiet.load_state_dict(child.state_dict())
+                setattr(parent, key, quiet)
+    return module
+
+
+def classifier_part(dataset, test, args, machine) -> str:
     x, y = dataset.train["x"], dataset.train["y"]
     lines = [f"MNIST grey levels, the first {len(x)} training images; 784-{args.hidden_dims[0]}-10 ReLU classifier, "
              f"cross-entropy, {args.epochs} epochs, batch {args.batch_size}, Adam lr {args.lr}, seed {args.seed}; "
              f"test accuracy on {len(test['x'])} test images. {machine}.", "",
              *_harness.header(["hidden layer", "train s", "test accuracy", "one draw"])]
-    for variance in (False, True):
+    for kind in ("ordinary", "variance", "noiseless"):
+        variance = kind != "ordinary"
         torch.manual_seed(args.seed)
         net = VarianceMLP(x.shape[1], (args.hidden_dims[0],), 10, variance_layers=(0,) if variance else ())
+        if kind == "noiseless":  # the variance layer's start, its noise replaced by its mean
+            noiseless(net)
         opt = torch.optim.Adam(net.parameters(), lr=args.lr)
         g = torch.Generator().manual_seed(args.seed)
         t0 = time.perf_counter()
@@ -163,11 +207,12 @@ def classifier_part(dataset, test, args, machine) -> str:
                 opt.step()
         seconds = time.perf_counter() - t0
         with torch.no_grad():
-            draws = args.ensemble if variance else 1
+            draws = args.ensemble if kind == "variance" else 1
             probs = torch.stack([net(test["x"]).softmax(-1) for _ in range(draws)])
             acc = float((probs.mean(0).argmax(-1) == test["y"]).float().mean())
             one = float((probs[0].argmax(-1) == test["y"]).float().mean())
-        name = f"variance layer (mean of {draws} draws)" if variance else "ordinary"
+        name = {"ordinary": "ordinary", "variance": f"variance layer (mean of {draws} draws)",
+                "noiseless": "variance layer without its noise (each unit its mean)"}[kind]
         lines.append(f"| {name} | {seconds:.0f} | {acc:.4f} | {one:.4f} |")
         print(lines[-1], flush=True)
     return "\n".join(lines) + "\n"
@@ -178,7 +223,7 @@ def main():
                         hidden_dims=[200, 200], num_samples=1000, test_size=500, train_size=10000, seed=0,
                         threads=1, json=None)
     p.add_argument("--probe-test-size", type=int, default=5000, help="test images for the linear probe")
-    p.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=PAIRS)
+    p.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=PAIRS + NOISELESS)
     p.add_argument("--part", choices=("vae", "classifier"), default="vae")
     p.add_argument("--ensemble", type=int, default=100, help="draws averaged by the variance classifier")
     p.add_argument("--init", default=None, choices=INITS,
