@@ -45,12 +45,12 @@ from pyrovae.infer.importance import (batch_size_of, latent_sites, mean_and_stde
 FIGURE = Path(__file__).resolve().parents[1] / "docs" / "figures" / "cvae_completions.png"
 
 
-def train(dataset, deterministic: bool, args, objective=None):
+def train(dataset, deterministic: bool, args, objective=None, generator_sees_x: bool = True):
     pyro.clear_param_store()
     pyro.set_rng_seed(args.seed)
     sizes = dict(dataset.dims(), z_dim=args.z_dim, hidden_dims=tuple(args.hidden_dims), activation=args.activation,
                  deterministic=deterministic)
-    model, guide = CVAE(**sizes), CVAEGuide(**sizes)
+    model, guide = CVAE(**sizes, generator_sees_x=generator_sees_x), CVAEGuide(**sizes)
     t0, c0 = time.perf_counter(), time.process_time()
     result = fit(model, guide, dataset, epochs=args.epochs, batch_size=args.batch_size, lr=1e-3, seed=args.seed,
                  progress=False, init=args.init,
@@ -61,6 +61,7 @@ def train(dataset, deterministic: bool, args, objective=None):
 
 
 REF_BASELINE, REF_CVAE = "Pyro example's baseline", "Pyro example's CVAE"
+Z_ONLY = "CVAE p(z|x) p(y|z)"  # --z-only-generator: the generation network of Pyro's example
 
 
 def reference_batch(test: dict) -> dict:
@@ -163,6 +164,8 @@ def main():
     p.add_argument("--num-test", type=int, default=10000, help="first N test images (paired)")
     p.add_argument("--hybrid-alpha", type=float, default=None,
                    help="also train the CVAE on Sohn et al.'s hybrid objective (cvae-hybrid) with this alpha")
+    p.add_argument("--z-only-generator", action="store_true",
+                   help="also train the CVAE whose generation network reads z alone, p(y | z) (Pyro's example's)")
     p.add_argument("--reference", type=Path, default=None,
                    help="also score Pyro's examples/cvae trained in this folder (benchmarks/pyro_cvae_example.py) "
                         "on the same test images with the same estimator")
@@ -176,11 +179,14 @@ def main():
           f"{args.activation}, z_dim {args.z_dim}, init {args.init or 'the default (burda)'}, "
           f"{torch.get_num_threads()} thread(s)")
     rows = {}
-    runs = [("baseline p(y|x), no z", True, None), ("CVAE p(z|x) p(y|x,z)", False, None)]
+    runs = [("baseline p(y|x), no z", True, None, True), ("CVAE p(z|x) p(y|x,z)", False, None, True)]
     if args.hybrid_alpha is not None:
-        runs.append((f"CVAE, hybrid alpha={args.hybrid_alpha:g}", False, HybridObjective(alpha=args.hybrid_alpha)))
-    for name, deterministic, objective in runs:
-        model, guide, result, seconds = train(dataset, deterministic, args, objective)
+        runs.append((f"CVAE, hybrid alpha={args.hybrid_alpha:g}", False, HybridObjective(alpha=args.hybrid_alpha),
+                     True))
+    if args.z_only_generator:
+        runs.append((Z_ONLY, False, None, False))
+    for name, deterministic, objective, sees_x in runs:
+        model, guide, result, seconds = train(dataset, deterministic, args, objective, sees_x)
         pyro.set_rng_seed(args.seed)
         t0 = time.perf_counter()
         est = log_likelihood(model, guide, test, num_samples=1 if deterministic else args.num_samples)
@@ -201,8 +207,12 @@ def main():
     names = list(rows)
     (base, base_est, *_), (cvae, cvae_est, *_) = rows[names[0]], rows[names[1]]
     pairs = [(name, names[0]) for name in names[1:] if rows[name][0] is not None]
+    if args.z_only_generator:
+        pairs.append((names[1], Z_ONLY))
     if args.reference is not None:
         pairs += [(names[1], REF_CVAE), (names[0], REF_BASELINE), (REF_CVAE, REF_BASELINE)]
+        if args.z_only_generator:
+            pairs.append((Z_ONLY, REF_CVAE))
     for b, a in pairs:
         d = paired_difference(rows[b][1], rows[a][1])
         print(f"paired, {b} - {a}: {d.mean:+.2f} ± {d.stderr:.2f} nats per image "

@@ -70,6 +70,9 @@ class CVAE(Model):
         generation network ([x, z] -> y).
     :param str activation: nonlinearity.
     :param bool deterministic: the baseline without z, p(y | x) = Bernoulli(g(x)).
+    :param bool generator_sees_x: the generation network reads ``[x, z]`` (Sohn et al.'s
+        p(y | x, z), the default); False: ``z`` alone, p(y | z) (Pyro's examples/cvae), x
+        reaching y only through the prior network p(z | x).
 
     >>> model = CVAE(x_dim=6, y_dim=4, z_dim=2, hidden_dims=(8,))
     >>> model.complete(torch.zeros(3, 6), num_samples=5).shape
@@ -87,11 +90,15 @@ class CVAE(Model):
         hidden_dims: Tuple[int, ...] = (200, 200)
         activation: str = "tanh"
         deterministic: bool = False
+        generator_sees_x: bool = True
 
         def __post_init__(self):
             self.hidden_dims = tuple(self.hidden_dims)
             if self.y_dim is None:
                 self.y_dim = self.x_dim
+            if self.deterministic and not self.generator_sees_x:
+                raise ValueError("the deterministic baseline p(y | x) has no z: its generation network must see x "
+                                 "(leave generator_sees_x=True)")
             check_positive(x_dim=self.x_dim, y_dim=self.y_dim, z_dim=self.z_dim, hidden_dims=self.hidden_dims)  # () is fine: no hidden layer
 
     def __init__(self, *args, **kwargs):
@@ -102,7 +109,8 @@ class CVAE(Model):
             self.generator = MLP(o.x_dim, o.hidden_dims, o.y_dim, o.activation)
         else:
             self.prior_net = MLP(o.x_dim, o.hidden_dims, 2 * o.z_dim, o.activation)
-            self.generator = MLP(o.x_dim + o.z_dim, o.hidden_dims, o.y_dim, o.activation)
+            self.generator = MLP((o.x_dim if o.generator_sees_x else 0) + o.z_dim, o.hidden_dims, o.y_dim,
+                                 o.activation)
 
     def prior(self, x: torch.Tensor) -> dist.Distribution:
         """p(z | x): the prior network's diagonal Normal, batch shape ``x.shape[:-1]``."""
@@ -114,7 +122,12 @@ class CVAE(Model):
     def likelihood(self, x: torch.Tensor, z: Optional[torch.Tensor] = None) -> dist.Distribution:
         """p(y | x, z) (p(y | x) when deterministic): Bernoulli, event shape ``(y_dim,)``,
         batch shape ``z.shape[:-1]`` (``x.shape[:-1]`` without z)."""
-        logits = self.generator(x if self.deterministic else broadcast_cat(x, z))
+        if self.deterministic:
+            logits = self.generator(x)
+        elif self.options.generator_sees_x:
+            logits = self.generator(broadcast_cat(x, z))
+        else:
+            logits = self.generator(z)
         return dist.Bernoulli(logits=logits, validate_args=False).to_event(1)
 
     def init_from_data(self, x: torch.Tensor, y: torch.Tensor, **unused) -> None:

@@ -269,3 +269,24 @@ def test_cli_diagnose_and_the_baseline(tmp_path):
                    "--out", tmp_path / "hybrid", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "hybrid" / "run.json").read_text())["objective"]["alpha"] == 0.5
+
+
+def test_a_z_only_generator_reads_z_alone_and_trains():
+    """generator_sees_x=False (Pyro's example's generation network): p(y | z) does not move with
+    x given z, x reaches y through p(z | x) only; the pair trains; the baseline refuses it."""
+    torch.manual_seed(0)
+    options = dict(x_dim=6, y_dim=4, z_dim=2, hidden_dims=(16,))
+    model = CVAE(**options, generator_sees_x=False)
+    assert model.generator[0].in_features == 2 and CVAE(**options).generator[0].in_features == 8
+    z = torch.randn(3, 2)
+    a, b = model.likelihood(torch.zeros(3, 6), z), model.likelihood(torch.ones(3, 6), z)
+    assert torch.equal(a.base_dist.logits, b.base_dist.logits)
+    assert not torch.equal(model.prior(torch.zeros(3, 6)).mean, model.prior(torch.ones(3, 6)).mean)
+    x = (torch.rand(64, 6) < 0.5).float()
+    y = x[:, :4].flip(-1)
+    guide = CVAEGuide(**options)
+    before = log_likelihood(model, guide, {"x": x, "y": y}, num_samples=10).log_likelihood
+    fit(model, guide, {"x": x, "y": y}, epochs=80, batch_size=16, lr=1e-2, progress=False)
+    assert log_likelihood(model, guide, {"x": x, "y": y}, num_samples=10).log_likelihood > before + 1.0
+    with pytest.raises(ValueError, match="generator_sees_x"):
+        CVAE(**options, deterministic=True, generator_sees_x=False)
