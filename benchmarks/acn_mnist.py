@@ -89,9 +89,10 @@ def coding_cost(model, guide, x: torch.Tensor, samples: int, batch: int = 100) -
 @torch.no_grad()
 def code_probes(train_means, train_y, test_means, test_y, train_x, test_x, k: int = 5) -> dict:
     """The test accuracy of a k-nearest-neighbour vote (Euclidean, posterior means) against the
-    training images' codes (``knn_raw``), and what the codes say about the class beyond it (why the ACN's codes may
-    classify worse than the VAE's): the same k-NN vote on codes standardized per dimension by the
-    training codes' mean and s.d., and on whitened codes (their principal axes at unit variance);
+    training images' codes (``knn_raw``), and what the codes say about the class beyond it (why
+    the ACN's codes classified worse than the VAE's): the same vote on codes standardized per
+    dimension by the training codes' mean and s.d., and on whitened codes (their principal axes
+    at unit variance);
     a linear probe (logistic regression on the standardized codes, sklearn); and how much of the
     codes is the ink, the share of an image's pixels that are on (stroke width and size, not
     the class): R^2 of a linear fit of the ink from the codes (test images), and R^2 of the ink

@@ -118,6 +118,10 @@ def main(argv=None) -> dict:
                    help="split each training digit into this many classes by k-means (1: the digits themselves)")
     p.add_argument("--init", choices=INITS, default=None,
                    help="how every pair's weights start (default: fit's, the model's: burda for binary items)")
+    p.add_argument("--decoder", choices=("mlp", "pixelcnn"), default="mlp",
+                   help="p(x | z, c) of every pair: an MLP, or a gated PixelCNN over the 8x8 pixels (the paper's)")
+    p.add_argument("--num-layers", type=int, default=3, help="the PixelCNN's layers")
+    p.add_argument("--pixel-channels", type=int, default=16, help="the PixelCNN's channels")
     args = p.parse_args(argv)
 
     data, counts = with_class_size(load_dataset("digits-sets"))
@@ -125,16 +129,19 @@ def main(argv=None) -> dict:
         data, counts = with_subclasses(data, args.subclasses)
     hidden = tuple(args.hidden_dims)
     sizes = dict(x_dim=64, c_dim=args.c_dim, z_dim=args.z_dim, hidden_dims=hidden)
+    decoder = ({} if args.decoder == "mlp" else
+               {"decoder": "pixelcnn", "num_layers": args.num_layers, "pixel_channels": args.pixel_channels})
     runs = {
-        "statistician": (NeuralStatistician, StatisticianGuide, {}, {"x", "mask", "sizes"}),
-        "homoencoder |X|=5": (VariationalHomoencoder, HomoencoderGuide, {}, {"x", "mask", "sizes"}),
-        "homoencoder |X|=class": (VariationalHomoencoder, HomoencoderGuide, {}, {"x", "mask", "sizes", "class_size"}),
+        "statistician": (NeuralStatistician, StatisticianGuide, decoder, {"x", "mask", "sizes"}),
+        "homoencoder |X|=5": (VariationalHomoencoder, HomoencoderGuide, decoder, {"x", "mask", "sizes"}),
+        "homoencoder |X|=class": (VariationalHomoencoder, HomoencoderGuide, decoder,
+                                  {"x", "mask", "sizes", "class_size"}),
     }
     test = {k: data.test[k] for k in ("x", "mask", "sizes")}
     large = {k: v for k, v in class_sets(load_dataset("digits"), args.large_set_size).test.items()
              if k in ("x", "mask", "sizes")}
     items = float(test["sizes"][0])
-    pairs, per_set, per_large, seconds, cpu = {}, {}, {}, {}, {}
+    pairs, per_set, per_large, seconds, cpu, c_kl = {}, {}, {}, {}, {}, {}
     for name, (model_cls, guide_cls, extra, keys) in runs.items():
         pyro.clear_param_store()
         pyro.set_rng_seed(args.seed)
@@ -153,8 +160,11 @@ def main(argv=None) -> dict:
         pyro.set_rng_seed(0)
         per_large[name] = log_likelihood(model, guide, large, num_samples=args.num_samples).per_datapoint
         pairs[name] = (model, guide)
+        with torch.no_grad():  # how much the held-out sets' contexts say: KL(q(c | D) || p(c)) per set
+            c_kl[name] = mean_and_stderr(torch.distributions.kl_divergence(
+                guide.context(test["x"], test["mask"]), model.prior_c(test["x"])))
         print(name, seconds[name], "s", mean_and_stderr(per_set[name] / items),
-              mean_and_stderr(per_large[name] / args.large_set_size), flush=True)
+              mean_and_stderr(per_large[name] / args.large_set_size), "KL of c", c_kl[name], flush=True)
 
     base = per_set["statistician"]
     out = {
@@ -162,7 +172,9 @@ def main(argv=None) -> dict:
                    "batch_size_sets": args.batch_size, "lr": args.lr, "threads": torch.get_num_threads(),
                    "init": args.init or default_init(model), "seed": args.seed,
                    "fit_seconds": seconds, "fit_cpu_seconds": cpu},
-        "sizes": {"c_dim": args.c_dim, "z_dim": args.z_dim, "hidden_dims": list(hidden)},
+        "sizes": {"c_dim": args.c_dim, "z_dim": args.z_dim, "hidden_dims": list(hidden), "decoder": args.decoder}
+        | ({} if args.decoder == "mlp" else {"pixelcnn_layers": args.num_layers, "pixel_channels": args.pixel_channels}),
+        "kl_of_c_per_test_set": c_kl,
         "subclasses": args.subclasses,
         "class_sizes": ({int(k): int(counts[k]) for k in TRAIN_DIGITS} if args.subclasses == 1
                         else {"classes": len(counts), "min": int(counts.min()), "max": int(counts.max())}),

@@ -111,4 +111,4 @@ class VariationalHomoencoder(NeuralStatistician):
                 c = pyro.sample("c", self.prior_c(x))  # (S, 1, C)
             with pyro.plate("items", num_items, dim=-1), poutine.mask(mask=mask):
                 z = pyro.sample("z", self.prior_z(c))
-                pyro.sample("x", self.observation(z, c), obs=x)
+                pyro.sample("x", self.observation(z, c, x), obs=x)

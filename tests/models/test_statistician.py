@@ -316,3 +316,37 @@ def test_fit_default_init_follows_the_items(likelihood, expected):
     model, guide = pair(likelihood)
     fit(model, guide, data, epochs=1, batch_size=4, lr=1e-9, progress=False, valid_every=0, init="burda")
     assert bool(guide.statistic_net.items[0][0].bias.abs().max() < 1e-6)
+
+
+def test_pixelcnn_decoder_is_a_normalized_likelihood_over_items_and_fits():
+    """decoder='pixelcnn' (the homoencoder's paper's decoder): p(x | z, c) sums to one over all
+    2^6 items of 2x3 pixels; a homoencoder with it importance-samples log p(D) with particles,
+    trains, draws new items; bad combinations are refused."""
+    from pyrovae.guides import HomoencoderGuide
+    from pyrovae.models import VariationalHomoencoder
+
+    px = dict(decoder="pixelcnn", num_layers=2, pixel_channels=4, first_kernel_size=3, image_shape=(2, 3))
+    torch.manual_seed(0)
+    model = NeuralStatistician(x_dim=6, c_dim=2, z_dim=3, hidden_dims=(8,), **px)
+    every = torch.tensor([[(i >> j) & 1 for j in range(6)] for i in range(64)], dtype=torch.float)
+    with torch.no_grad():
+        total = torch.logsumexp(model.observation(torch.randn(1, 3), torch.randn(1, 2), every).log_prob(every), 0)
+    assert abs(float(total)) < 1e-4
+    assert model.default_init == "torch"
+    sizes = dict(x_dim=6, c_dim=2, z_dim=3, hidden_dims=(8,))
+    vhe, guide = VariationalHomoencoder(**sizes, **px), HomoencoderGuide(**sizes, feature_dim=8)
+    sets = vhe.example_batch(32, num_items=4)
+    before = log_likelihood(vhe, guide, sets, num_samples=20).log_likelihood
+    fit(vhe, guide, sets, epochs=30, batch_size=8, lr=1e-2, progress=False)
+    assert log_likelihood(vhe, guide, sets, num_samples=20).log_likelihood > before + 0.5
+    drawn = vhe.generate(torch.zeros(2, 2), num_items=3)
+    assert drawn.shape == (2, 3, 6) and set(drawn.unique().tolist()) <= {0.0, 1.0}
+    with pytest.raises(ValueError, match="binary items"):
+        NeuralStatistician(x_dim=6, likelihood="gaussian", decoder="pixelcnn")
+    with pytest.raises(ValueError, match="unknown decoder"):
+        NeuralStatistician(x_dim=6, decoder="rnn")
+    with pytest.raises(ValueError, match="init='burda'"):
+        fit(NeuralStatistician(x_dim=6, c_dim=2, z_dim=3, hidden_dims=(8,), **px),
+            StatisticianGuide(**sizes, feature_dim=8), sets, epochs=1, batch_size=8, init="burda", progress=False)
+    with pytest.raises(ValueError, match="pass x"):
+        model.observation(torch.randn(1, 3), torch.randn(1, 2))
