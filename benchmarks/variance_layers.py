@@ -191,9 +191,8 @@ def classifier_part(dataset, test, args, machine) -> str:
              f"test accuracy on {len(test['x'])} test images. {machine}.", "",
              *_harness.header(["hidden layer", "train s", "test accuracy", "one draw"])]
     for kind in ("ordinary", "variance", "noiseless"):
-        variance = kind != "ordinary"
         torch.manual_seed(args.seed)
-        net = VarianceMLP(x.shape[1], (args.hidden_dims[0],), 10, variance_layers=(0,) if variance else ())
+        net = VarianceMLP(x.shape[1], (args.hidden_dims[0],), 10, variance_layers=() if kind == "ordinary" else (0,))
         if kind == "noiseless":  # the variance layer's start, its noise replaced by its mean
             noiseless(net)
         opt = torch.optim.Adam(net.parameters(), lr=args.lr)
